@@ -1,0 +1,3 @@
+"""skmlmi: multiple imputation of incomplete multilevel data, the scikit-learn way."""
+
+__version__ = "0.1.0.dev0"

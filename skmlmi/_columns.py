@@ -1,0 +1,152 @@
+"""Column kinds and the numeric encoding the engine works on.
+
+Every column of the input becomes one float column of a working matrix: numbers stay
+numbers, binary and categorical columns become codes ``0..K-1``. A :class:`ColumnCodec`
+remembers how to go back, so DataFrames round-trip with their names, dtypes and categories.
+
+Kinds (DESIGN §4): bool, numeric with observed values only in {0, 1}, or a categorical /
+string column with two levels -> ``binary``; categorical / string / object with more
+levels -> ``categorical`` (ordered when the pandas categorical is ordered); integer
+dtype, or float holding only integers, with more than two values -> ``integer``; other
+numeric -> ``continuous``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+KINDS = ("continuous", "integer", "binary", "categorical")
+
+
+@dataclass
+class ColumnCodec:
+    """How one input column maps to a float working column and back."""
+
+    name: Any
+    kind: str
+    dtype: Any
+    categories: list | None = None  # labels of codes 0..K-1 (binary and categorical)
+    ordered: bool = False
+    numeric_levels: bool = False  # binary stored as its own 0/1 numbers
+
+    @property
+    def n_categories(self) -> int:
+        return len(self.categories) if self.categories is not None else 0
+
+    # ------------------------------------------------------------------ encode
+    def encode(self, series: pd.Series) -> np.ndarray:
+        """Float working column; NaN where missing. Unknown categories are an error."""
+        missing = series.isna().to_numpy()
+        if self.categories is None or self.numeric_levels:
+            values = _numeric_values(series, self.name)
+            if self.numeric_levels:
+                bad = ~missing & ~np.isin(values, self.categories)
+                if bad.any():
+                    raise ValueError(
+                        f"Column {self.name!r} was binary (0/1) at fit but holds "
+                        f"{sorted(set(values[bad].tolist()))[:5]} now."
+                    )
+            return values
+        labels = series.astype(object).to_numpy()
+        codes = pd.Categorical(labels, categories=self.categories).codes.astype(float)
+        unknown = (codes < 0) & ~missing
+        if unknown.any():
+            raise ValueError(
+                f"Column {self.name!r} holds categories not seen at fit: "
+                f"{sorted({str(v) for v in labels[unknown]})[:5]}."
+            )
+        codes[missing] = np.nan
+        return codes
+
+    # ------------------------------------------------------------------ decode
+    def decode(self, values: np.ndarray, index=None) -> pd.Series:
+        """Series with the input's dtype from a complete working column."""
+        if self.categories is not None and not self.numeric_levels:
+            codes = np.asarray(np.rint(values), dtype=int)
+            if isinstance(self.dtype, pd.CategoricalDtype):
+                cat = pd.Categorical.from_codes(codes, dtype=self.dtype)
+                return pd.Series(cat, index=index, name=self.name)
+            labels = np.asarray(self.categories, dtype=object)[codes]
+            return pd.Series(labels, index=index, name=self.name).astype(self.dtype)
+        if self.kind in ("integer", "binary"):
+            values = np.rint(values)
+        if ptypes.is_bool_dtype(self.dtype):
+            return pd.Series(values.astype(bool), index=index, name=self.name).astype(self.dtype)
+        try:
+            return pd.Series(values, index=index, name=self.name).astype(self.dtype)
+        except (TypeError, ValueError):
+            return pd.Series(values, index=index, name=self.name)
+
+
+def _numeric_values(series: pd.Series, name) -> np.ndarray:
+    if ptypes.is_bool_dtype(series.dtype) or series.dtype == object and series.dropna().map(
+        lambda v: isinstance(v, bool | np.bool_)
+    ).all():
+        return series.astype("float64").to_numpy()
+    try:
+        values = series.astype("float64").to_numpy()
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"Column {name!r} is neither numeric nor categorical.") from exc
+    if np.isinf(values).any():
+        raise ValueError(f"Column {name!r} contains infinite values; code them as NaN or finite numbers.")
+    return values
+
+
+def _is_textual(series: pd.Series) -> bool:
+    if isinstance(series.dtype, pd.CategoricalDtype) or ptypes.is_string_dtype(series.dtype):
+        if series.dtype == object:
+            observed = series.dropna()
+            return bool(len(observed)) and observed.map(lambda v: isinstance(v, str)).all()
+        return True
+    return False
+
+
+def detect_codec(series: pd.Series, name, kind: str | None = None) -> ColumnCodec:
+    """Kind and encoding of one column (``kind`` overrides the detection)."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"column_kinds[{name!r}] = {kind!r} is not one of {KINDS}.")
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype) or _is_textual(series):
+        if isinstance(dtype, pd.CategoricalDtype):
+            categories, ordered = list(dtype.categories), bool(dtype.ordered)
+        else:
+            categories, ordered = sorted(series.dropna().astype(str).unique().tolist()), False
+        detected = "binary" if len(categories) == 2 else "categorical"
+        kind = kind or detected
+        if kind in ("continuous", "integer"):
+            raise ValueError(f"column_kinds[{name!r}] = {kind!r} but the column is categorical.")
+        if kind == "binary" and len(categories) != 2:
+            raise ValueError(f"Column {name!r} declared binary has {len(categories)} categories.")
+        return ColumnCodec(name, kind, dtype, categories, ordered)
+    if series.dtype == object and not series.dropna().map(lambda v: isinstance(v, int | float | bool | np.number)).all():
+        raise TypeError(
+            f"Column {name!r} has dtype object with values that are neither numbers nor strings; "
+            "convert it to numeric or categorical."
+        )
+    if not (ptypes.is_numeric_dtype(dtype) or ptypes.is_bool_dtype(dtype) or dtype == object):
+        raise TypeError(f"Column {name!r} of dtype {dtype} is neither numeric nor categorical.")
+    values = _numeric_values(series, name)
+    observed = values[~np.isnan(values)]
+    distinct = np.unique(observed)
+    if kind is None:
+        if ptypes.is_bool_dtype(dtype) or (len(distinct) <= 2 and np.isin(distinct, [0.0, 1.0]).all() and len(distinct)):
+            kind = "binary"
+        elif len(observed) and np.all(observed == np.round(observed)) and len(distinct) > 2:
+            kind = "integer"
+        else:
+            kind = "continuous"
+    if kind == "binary":
+        if not np.isin(distinct, [0.0, 1.0]).all():
+            if len(distinct) > 2:
+                raise ValueError(f"Column {name!r} declared binary has {len(distinct)} distinct values.")
+            # two arbitrary numbers: code them 0/1 in sorted order
+            return ColumnCodec(name, "binary", dtype, list(distinct) if len(distinct) == 2 else [0.0, 1.0])
+        return ColumnCodec(name, "binary", dtype, [0.0, 1.0], numeric_levels=True)
+    if kind == "categorical":
+        return ColumnCodec(name, "categorical", dtype, list(distinct))
+    return ColumnCodec(name, kind, dtype)

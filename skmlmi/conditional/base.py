@@ -1,0 +1,300 @@
+"""The contract every conditional model honours.
+
+A conditional model imputes one incomplete variable given its predictors. The
+chained-equations engine (:mod:`skmlmi.imputer`) calls :meth:`BaseConditionalImputer.draw`
+once per visit; the model returns a :class:`Draw` (one posterior draw of its
+parameters) and its own sampler state, which the engine hands back at the next visit
+(warm start). The draw then imputes rows through :meth:`Draw.sample`, for the training
+data and for new data alike, including rows of clusters never seen at fit.
+
+What reaches a model is numeric only: the target as floats (binary and categorical
+targets as integer codes ``0..K-1``), a predictor matrix whose categorical predictors are
+already expanded to dummy columns, the role code of each column, and integer cluster codes.
+Nothing here knows about DataFrames, column names or the chained-equations loop; names
+arrive only inside :class:`DrawContext`, for messages.
+
+Role codes are mice's (``0`` unused, ``1`` fixed, ``2`` fixed + random slope, ``3`` fixed +
+cluster mean, ``4`` fixed + random slope + cluster mean, ``-2`` cluster identifier, ``-3``
+selection equation only, ``-4`` outcome equation only). The engine validates the codes
+against :attr:`BaseConditionalImputer.accepted_roles`, removes unused columns, and
+expands codes 3 and 4 into the column itself (as 1 or 2) plus its cluster mean (as 1),
+so :meth:`_draw` sees only the codes ``1, 2, -3, -4``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from .._kernels import find_redundant_columns
+
+__all__ = [
+    "ROLE_NAMES",
+    "BaseConditionalImputer",
+    "Draw",
+    "DrawContext",
+    "all_conditional_models",
+]
+
+#: Role codes of the predictor matrix, in words (mice's convention).
+ROLE_NAMES: dict[int, str] = {
+    0: "not used",
+    1: "fixed effect",
+    2: "fixed effect + random slope",
+    3: "fixed effect + cluster mean",
+    4: "fixed effect + random slope + cluster mean",
+    -2: "cluster identifier",
+    -3: "selection equation only (exclusion restriction)",
+    -4: "outcome equation only",
+}
+
+TARGET_KINDS = frozenset({"continuous", "binary", "categorical", "integer"})
+
+
+@dataclass
+class DrawContext:
+    """What a model may know about its target besides the numbers.
+
+    Parameters
+    ----------
+    target : str
+        Name of the target variable, used in warnings and logged events only.
+    kind : {"continuous", "binary", "categorical", "integer"}
+        Kind of the target. Binary targets arrive as 0/1, categorical ones as codes
+        ``0..n_categories-1``.
+    n_categories : int
+        Number of categories of a categorical target (2 for binary, 0 otherwise).
+    ordered : bool
+        Whether the categories of a categorical target are ordered.
+    n_clusters : int
+        Number of training clusters J; cluster codes ``0..J-1`` belong to clusters seen
+        at fit, larger codes (at sample time) to unseen clusters.
+    predictor_names : tuple of str
+        One name per column of ``X``, for messages.
+    cluster_labels : sequence or None
+        The original label of each cluster code, for messages.
+    events : list of str
+        What the model decided on its own during this draw (dropped predictors, ridge
+        added, clusters treated as systematically missing). Filled through :meth:`log`;
+        the engine turns them into ``logged_events_`` rows and warnings.
+    """
+
+    target: str = "y"
+    kind: str = "continuous"
+    n_categories: int = 0
+    ordered: bool = False
+    n_clusters: int = 0
+    predictor_names: tuple[str, ...] = ()
+    cluster_labels: Any = None
+    events: list[str] = field(default_factory=list)
+
+    def log(self, reason: str) -> None:
+        """Record something the sampler decided on its own."""
+        self.events.append(reason)
+
+    def cluster_name(self, code: int) -> str:
+        """Original label of a cluster code, for messages."""
+        if self.cluster_labels is not None and 0 <= code < len(self.cluster_labels):
+            return str(self.cluster_labels[code])
+        return str(code)
+
+    def predictor_name(self, index: int) -> str:
+        if index < len(self.predictor_names):
+            return str(self.predictor_names[index])
+        return f"x{index}"
+
+
+class Draw:
+    """One posterior draw of a conditional model's parameters.
+
+    Subclasses store the drawn parameters and implement :meth:`sample`. A draw must be
+    picklable: the fitted imputer keeps the last draw of every model of every chain to
+    impute new data.
+    """
+
+    def sample(self, X: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+        """Imputations for the given rows.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_rows, p)
+            Predictors of the rows to impute, with the columns and roles the draw was
+            made with.
+        groups : ndarray of shape (n_rows,) of int, or None
+            Cluster codes; codes ``>= n_clusters`` belong to clusters unseen at fit,
+            whose cluster effects a multilevel draw takes from the population
+            distribution.
+        rng : numpy.random.Generator
+
+        Returns
+        -------
+        ndarray of shape (n_rows,)
+            Imputed values (codes for binary and categorical targets).
+        """
+        raise NotImplementedError
+
+
+class _SubsetDraw(Draw):
+    """A draw fitted on a subset of the predictor columns (redundant ones dropped)."""
+
+    def __init__(self, inner: Draw, keep: np.ndarray):
+        self.inner = inner
+        self.keep = keep
+
+    def sample(self, X, groups, rng):
+        return self.inner.sample(X[:, self.keep], groups, rng)
+
+
+class BaseConditionalImputer(BaseEstimator):
+    """Base class of the conditional models of the chained-equations sampler.
+
+    Subclasses declare their capabilities as class attributes and implement
+    :meth:`_draw`; hyperparameters go in ``__init__`` (stored unchanged, so that
+    ``GridSearchCV`` can tune them through the imputer's ``methods``).
+
+    Attributes (class level)
+    ------------------------
+    target_kinds : frozenset of str
+        Kinds of target the model imputes.
+    accepted_roles : frozenset of int
+        Predictor role codes the model honours (see :data:`ROLE_NAMES`). Code 1 is
+        always accepted.
+    requires_groups : bool
+        Whether the model needs a cluster identifier (role -2).
+    supports_fixed_clusters : bool
+        Whether the model can absorb cluster fixed effects (the cluster column coded 1);
+        such a model then receives the cluster codes as ``groups``.
+    handles_systematic : bool
+        Whether the model imputes clusters in which the target is never observed.
+    """
+
+    target_kinds: frozenset = frozenset()
+    accepted_roles: frozenset = frozenset({1})
+    requires_groups: bool = False
+    supports_fixed_clusters: bool = False
+    handles_systematic: bool = False
+
+    def draw(
+        self,
+        y: np.ndarray,
+        observed: np.ndarray,
+        X: np.ndarray,
+        roles: np.ndarray,
+        groups: np.ndarray | None,
+        rng: np.random.Generator,
+        state: Any = None,
+        context: DrawContext | None = None,
+    ) -> tuple[Draw, Any]:
+        """One posterior draw of the parameters from the observed rows.
+
+        Parameters
+        ----------
+        y : ndarray of shape (n,)
+            Current values of the target (imputed values in unobserved rows).
+        observed : ndarray of shape (n,) of bool
+            Rows used to fit the model (observed and not ignored).
+        X : ndarray of shape (n, p)
+            Numeric predictors, categorical predictors expanded to dummy columns that
+            inherit their variable's role.
+        roles : ndarray of shape (p,) of int
+            Role code of each column of ``X`` (1, 2, -3 or -4; see module docstring).
+        groups : ndarray of shape (n,) of int, or None
+            Cluster codes ``0..J-1``.
+        rng : numpy.random.Generator
+        state : object, optional
+            The model's own state returned by its previous draw on this chain (warm
+            start); ``None`` at the first visit.
+        context : DrawContext, optional
+            Names and kinds for messages; events the model logs are appended to it.
+
+        Returns
+        -------
+        draw : Draw
+        new_state : object
+        """
+        context = DrawContext() if context is None else context
+        y = np.asarray(y, dtype=float)
+        observed = np.asarray(observed, dtype=bool)
+        X = np.asarray(X, dtype=float).reshape(len(y), -1)
+        roles = np.asarray(roles, dtype=int)
+        if observed.shape != y.shape or roles.shape != (X.shape[1],):
+            raise ValueError(
+                f"{type(self).__name__} for {context.target!r}: y {y.shape}, observed "
+                f"{observed.shape}, X {X.shape} and roles {roles.shape} do not conform."
+            )
+        if groups is not None:
+            groups = np.asarray(groups, dtype=np.intp)
+            if context.n_clusters == 0:
+                context.n_clusters = int(groups.max()) + 1 if len(groups) else 0
+        elif self.requires_groups:
+            raise ValueError(
+                f"{type(self).__name__} for {context.target!r} needs a cluster "
+                "identifier: pass groups and code the cluster column -2."
+            )
+        bad = sorted(set(roles.tolist()) - set(self.accepted_roles) - {1})
+        if bad:
+            raise ValueError(
+                f"{type(self).__name__} cannot honour role code {bad[0]} "
+                f"({ROLE_NAMES.get(bad[0], 'unknown')}) given to predictors of "
+                f"{context.target!r}."
+            )
+        keep = self._usable_columns(X, observed, roles, groups, context)
+        if keep.all():
+            return self._draw(y, observed, X, roles, groups, rng, state, context)
+        if state is not None and getattr(state, "n_columns", keep.sum()) != keep.sum():
+            state = None
+        inner, new_state = self._draw(y, observed, X[:, keep], roles[keep], groups, rng, state, context)
+        return _SubsetDraw(inner, keep), new_state
+
+    def _usable_columns(self, X, observed, roles, groups, context) -> np.ndarray:
+        """Mask of predictor columns to keep: constant and collinear ones are dropped.
+
+        Judged on the rows used for fitting, as mice's ``remove.lindep``; each dropped
+        column is logged. Models with a different notion of redundancy (cluster fixed
+        effects absorb cluster-constant columns) override this.
+        """
+        if X.shape[1] == 0:
+            return np.ones(0, dtype=bool)
+        drop = find_redundant_columns(X[observed])
+        for index, reason in drop.items():
+            context.log(f"predictor {context.predictor_name(index)!r} dropped: {reason}")
+        keep = np.ones(X.shape[1], dtype=bool)
+        keep[list(drop)] = False
+        return keep
+
+    def _draw(self, y, observed, X, roles, groups, rng, state, context) -> tuple[Draw, Any]:
+        """The model's maths: one posterior draw given validated, pruned inputs."""
+        raise NotImplementedError
+
+
+def all_conditional_models() -> list[type[BaseConditionalImputer]]:
+    """Every public conditional model class defined so far (for error messages)."""
+    # Importing the package registers every family module.
+    from . import __name__ as _package  # noqa: F401
+
+    found, stack = [], list(BaseConditionalImputer.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if not cls.__name__.startswith("_") and cls.__module__.startswith("skmlmi."):
+            found.append(cls)
+    return sorted(set(found), key=lambda c: c.__name__)
+
+
+def models_accepting(role: int) -> list[str]:
+    """Names of the conditional models that honour a predictor role code."""
+    names = []
+    for cls in all_conditional_models():
+        if role == -2 and cls.requires_groups:
+            names.append(cls.__name__)
+        elif role == 1 or role in cls.accepted_roles:
+            names.append(cls.__name__)
+    return names
+
+
+def models_for_kind(kind: str) -> list[str]:
+    """Names of the conditional models that impute a target kind."""
+    return [cls.__name__ for cls in all_conditional_models() if kind in cls.target_kinds]

@@ -1,0 +1,48 @@
+"""Example datasets shipped with skmlmi, and simulators with known truth.
+
+The data are the R packages' own (see ``data/PROVENANCE.md`` beside this file); cite the
+sources when you use them.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pandas as pd
+
+__all__ = ["load_popmis", "make_multilevel"]
+
+
+def _read(name: str, **kwargs) -> pd.DataFrame:
+    with resources.files(__package__).joinpath("data", name).open("rb") as handle:
+        return pd.read_csv(handle, **kwargs)
+
+
+def load_popmis() -> pd.DataFrame:
+    """Pupil popularity data with missing popularity scores (R package mice, ``popmis``).
+
+    2000 pupils in 100 schools, simulated after Hox (2010). Columns: ``pupil``,
+    ``school`` (cluster), ``popular`` (0-10, 848 missing, MAR), ``sex`` (0 boy, 1 girl),
+    ``texp`` (teacher experience, constant within school), ``const``, ``teachpop``.
+    Source: mice 3.15 (GPL-2/3).
+
+    Returns
+    -------
+    DataFrame of shape (2000, 7)
+
+    Examples
+    --------
+    >>> from skmlmi.datasets import load_popmis
+    >>> data = load_popmis()
+    >>> data.shape, int(data["popular"].isna().sum()), data["school"].nunique()
+    ((2000, 7), 848, 100)
+    """
+    return _read("popmis.csv")
+
+
+def __getattr__(name):
+    if name == "make_multilevel":
+        from .simulate import make_multilevel
+
+        return make_multilevel
+    raise AttributeError(name)

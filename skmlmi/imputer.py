@@ -1,0 +1,772 @@
+"""The chained-equations engine: :class:`MultilevelIterativeImputer`.
+
+The engine turns the data into a float working matrix (:mod:`skmlmi._columns`), asks
+:mod:`skmlmi.predictors` for each target's predictors and model, and runs m independent
+chains. In every iteration of a chain each incomplete variable is visited in turn: its
+design is assembled from the current completed data, its conditional model draws its
+parameters from the rows used for fitting and imputes the cells to impute. The chains
+are independent, seeded by ``SeedSequence(random_state).spawn(m)``, and run through
+``sklearn.utils.parallel.Parallel`` with one BLAS thread each, so the results are
+bit-identical for any ``n_jobs`` and joblib backend.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
+from threadpoolctl import threadpool_limits
+
+from ._columns import ColumnCodec, detect_codec
+from ._kernels import cluster_means
+from .conditional.base import ROLE_NAMES, BaseConditionalImputer, DrawContext, models_accepting, models_for_kind
+from .predictors import default_method, validate_predictor_matrix
+
+__all__ = ["MultilevelIterativeImputer", "ImputedDatasets"]
+
+_TRANSFORM_STREAM = 0x7472616E  # spawn-key namespace of the transform generators ("tran")
+
+
+class ImputedDatasets(list):
+    """The m completed datasets of an imputation (R's ``mids`` completed).
+
+    A list of DataFrames (or arrays) with :meth:`long` to stack them like
+    ``mice::complete(imp, "long")``.
+    """
+
+    def long(self, include_original: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Stacked long format with ``.imp`` (1..m) and ``.id`` (row position) columns.
+
+        Parameters
+        ----------
+        include_original : DataFrame, optional
+            The incomplete data, stacked first with ``.imp = 0`` (mice's ``include=TRUE``).
+        """
+        frames = []
+        sets = ([include_original] if include_original is not None else []) + list(self)
+        start = 0 if include_original is not None else 1
+        for k, data in enumerate(sets, start=start):
+            frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+            frame = frame.reset_index(drop=True)
+            frame.insert(0, ".id", np.arange(len(frame)))
+            frame.insert(0, ".imp", k)
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------- plan
+@dataclass
+class _Predictor:
+    column: int  # index in the working matrix
+    role: int  # original role code (1..4, -3, -4)
+    kind: str
+    n_categories: int
+    name: str
+
+
+@dataclass
+class _Target:
+    """Everything a chain needs to visit one variable."""
+
+    column: int
+    name: str
+    kind: str
+    n_categories: int
+    ordered: bool
+    model: BaseConditionalImputer
+    predictors: list[_Predictor]
+    cluster_role: int  # -2 random, 1 fixed, 0 none (as passed to the model)
+    integer: bool
+
+
+@dataclass
+class _Plan:
+    targets: list[_Target]  # one per visit of the visit sequence
+    auxiliary: list[_Target]  # complete-at-fit columns: one final draw for new data
+    groups: np.ndarray | None
+    n_clusters: int
+    cluster_labels: Any
+    fit_rows: dict[int, np.ndarray]  # column -> rows used for fitting
+    impute_rows: dict[int, np.ndarray]  # column -> rows to impute
+    incomplete: list[int]  # incomplete columns, in the order of chain_mean_'s last axis
+
+
+@dataclass
+class _ChainResult:
+    values: dict[int, np.ndarray]  # column -> imputed values of its impute rows
+    chain_mean: np.ndarray  # (n_iter, n_incomplete)
+    chain_var: np.ndarray
+    draws: list  # final draw of each visit of the visit sequence
+    auxiliary_draws: list
+    states: list
+    events: list = field(default_factory=list)
+    rng: np.random.Generator | None = None
+
+
+def _design(W: np.ndarray, target: _Target, groups, n_clusters):
+    """Predictor matrix, role codes and names of one target from the working data.
+
+    Categorical predictors become treatment dummies (first category the reference),
+    each inheriting its variable's role; codes 3 and 4 add the cluster means of the
+    predictor (over all rows of each cluster, current completed values) as fixed
+    effects and become 1 and 2.
+    """
+    blocks, roles, names = [], [], []
+    for pred in target.predictors:
+        values = W[:, pred.column]
+        if pred.kind == "categorical":
+            block = (values[:, None] == np.arange(1, pred.n_categories)[None, :]).astype(float)
+            labels = [f"{pred.name}[{k}]" for k in range(1, pred.n_categories)]
+        else:
+            block, labels = values[:, None], [pred.name]
+        base_role = {3: 1, 4: 2}.get(pred.role, pred.role)
+        blocks.append(block)
+        roles += [base_role] * block.shape[1]
+        names += labels
+        if pred.role in (3, 4):
+            blocks.append(cluster_means(block, groups, n_clusters)[groups])
+            roles += [1] * block.shape[1]
+            names += [f"mean({label})" for label in labels]
+    if not blocks:
+        return np.empty((W.shape[0], 0)), np.empty(0, dtype=int), []
+    return np.hstack(blocks), np.asarray(roles, dtype=int), names
+
+
+def _finish(values: np.ndarray, target: _Target) -> np.ndarray:
+    """Imputations on the target's scale: integers stay integers, codes stay in range."""
+    values = np.asarray(values, dtype=float)
+    if target.kind in ("binary", "categorical"):
+        return np.clip(np.rint(values), 0, max(target.n_categories - 1, 1))
+    if target.integer:
+        return np.rint(values)
+    return values
+
+
+def _visit(W, target, plan, rng, state, log, groups=None, n_clusters=None, draw_only=False):
+    """Draw the target's model from the current data and impute its cells."""
+    groups = plan.groups if groups is None else groups
+    n_clusters = plan.n_clusters if n_clusters is None else n_clusters
+    X, roles, names = _design(W, target, groups, n_clusters)
+    model_groups = groups if target.cluster_role != 0 else None
+    context = DrawContext(
+        target=str(target.name),
+        kind=target.kind,
+        n_categories=target.n_categories,
+        ordered=target.ordered,
+        n_clusters=n_clusters if model_groups is not None else 0,
+        predictor_names=tuple(names),
+        cluster_labels=plan.cluster_labels,
+    )
+    col = target.column
+    draw, state = target.model.draw(W[:, col], plan.fit_rows[col], X, roles, model_groups, rng, state, context)
+    log(target.name, context.events)
+    if not draw_only:
+        rows = plan.impute_rows[col]
+        if rows.size:
+            sampled = draw.sample(X[rows], None if model_groups is None else model_groups[rows], rng)
+            W[rows, col] = _finish(sampled, target)
+    return draw, state
+
+
+def _run_chain(plan: _Plan, W: np.ndarray, rng: np.random.Generator, n_iter: int, chain: int,
+               start_iter: int = 0, states=None, verbose: int = 0) -> _ChainResult:
+    """Run one chain for ``n_iter`` iterations from working data ``W`` (modified in place)."""
+    states = [None] * len(plan.targets) if states is None else list(states)
+    draws = [None] * len(plan.targets)
+    chain_mean = np.full((n_iter, len(plan.incomplete)), np.nan)
+    chain_var = np.full((n_iter, len(plan.incomplete)), np.nan)
+    events: list = []
+    iteration = start_iter
+    seen: set = set()
+
+    def log(name, reasons):
+        for reason in reasons:
+            events.append((iteration + 1, chain + 1, name, reason))
+            seen.add((name, reason))
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        for k in range(n_iter):
+            iteration = start_iter + k
+            for t, target in enumerate(plan.targets):
+                draws[t], states[t] = _visit(W, target, plan, rng, states[t], log)
+            for j, col in enumerate(plan.incomplete):
+                imputed = W[plan.impute_rows[col], col]
+                chain_mean[k, j] = imputed.mean()
+                chain_var[k, j] = imputed.var(ddof=1) if imputed.size > 1 else np.nan
+            if verbose > 1:
+                print(f"[skmlmi] chain {chain + 1}: iteration {iteration + 1} done", flush=True)
+        auxiliary = [_visit(W, target, plan, rng, None, log, draw_only=True)[0] for target in plan.auxiliary]
+    values = {col: W[plan.impute_rows[col], col].copy() for col in plan.incomplete}
+    return _ChainResult(values, chain_mean, chain_var, draws, auxiliary, states, events, rng)
+
+
+# ----------------------------------------------------------------------------- estimator
+class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
+    """Multiple imputation of multilevel data by chained equations.
+
+    Each incomplete variable is imputed in turn from a conditional model given the
+    other variables (fully conditional specification, van Buuren 2018, ch. 4), in m
+    independent chains; R's ``mice()`` with the 2l methods is the model. With
+    ``groups`` the default models are random-effects models that keep the intraclass
+    correlation; without, they are mice's single-level defaults.
+
+    Parameters
+    ----------
+    methods : dict or BaseConditionalImputer, default=None
+        Conditional model per incomplete column (``{"popular": RandomEffectsNormal()}``),
+        or one model for every incomplete column. Columns not named get the default of
+        their kind: without groups :class:`~skmlmi.conditional.PredictiveMeanMatching`
+        (continuous, integer), :class:`~skmlmi.conditional.BayesianLogistic` (binary),
+        :class:`~skmlmi.conditional.Polytomous` (categorical); with groups the
+        random-effects models (see :func:`skmlmi.predictors.default_method`).
+    predictor_matrix : DataFrame or array-like, default=None
+        Role codes, one row per target and one column per variable (mice's
+        ``predictorMatrix``; codes in :data:`skmlmi.conditional.ROLE_NAMES`). A DataFrame
+        may hold only the rows and columns to change. Default: every other column a
+        fixed predictor (1), the cluster column -2.
+    visit_sequence : {"left-to-right", "monotone", "reverse-monotone"} or list, default="left-to-right"
+        Order in which incomplete columns are visited in each iteration: columns in
+        data order, by increasing or decreasing number of missing values, or an
+        explicit list of column names (repeats allowed).
+    n_imputations : int, default=5
+        Number of chains, hence of completed datasets (mice's ``m``).
+    max_iter : int, default=10
+        Iterations of each chain (mice's ``maxit``). Cost is linear in
+        ``n_imputations * max_iter * (number of visits)``.
+    column_kinds : dict, default=None
+        Overrides of the detected kind of a column: ``"continuous"``, ``"integer"``,
+        ``"binary"`` or ``"categorical"``.
+    keep_groups : bool, default=True
+        Whether the output keeps the cluster column (when groups is a column of X).
+    transform_chain : int, default=0
+        Which chain's completed data ``fit_transform`` returns and whose stored draws
+        ``transform`` uses.
+    transform_iter : int, default=3
+        Passes over the visit sequence in ``transform`` so that rows with several
+        missing values are completed consistently (one pass suffices, and is used, when
+        no row has more than one missing value).
+    random_state : int, RandomState instance or None, default=None
+        Seed of the chains: chain c uses ``SeedSequence(random_state).spawn(m)[c]``.
+    n_jobs : int, default=None
+        Chains run in parallel through joblib; results do not depend on it.
+    verbose : int, default=0
+        Progress messages: 1 per chain, 2 per iteration.
+
+    Attributes
+    ----------
+    chain_mean_, chain_var_ : ndarray of shape (n_imputations, max_iter, n_incomplete)
+        Mean and variance of the imputed values of each incomplete column after each
+        iteration (mice's ``chainMean``/``chainVar``; categorical columns on their codes
+        0..K-1).
+    incomplete_columns_ : list
+        Names of the incomplete columns, the last axis of ``chain_mean_``.
+    imputations_ : dict
+        Column -> array (n_missing, n_imputations) of the imputed values (mice's ``imp``).
+    methods_ : dict
+        The conditional model used for each incomplete column.
+    predictor_matrix_ : DataFrame
+        The resolved predictor matrix.
+    visit_sequence_ : list
+        The resolved visit sequence.
+    final_draws_ : list of list
+        Per chain, the last draw of each visit's conditional model.
+    logged_events_ : DataFrame
+        What the sampler decided on its own, with iteration, chain, column and reason.
+    n_features_in_, feature_names_in_
+        As in scikit-learn.
+
+    See Also
+    --------
+    sklearn.impute.IterativeImputer : single-level, single imputation.
+
+    Examples
+    --------
+    >>> from skmlmi import MultilevelIterativeImputer
+    >>> from skmlmi.conditional import PredictiveMeanMatching
+    >>> from skmlmi.datasets import load_popmis
+    >>> data = load_popmis()[["school", "popular", "sex", "texp"]]
+    >>> imp = MultilevelIterativeImputer(methods=PredictiveMeanMatching(), n_imputations=2,
+    ...                                  max_iter=2, random_state=1)
+    >>> sets = imp.fit_transform_all(data, groups="school")  # doctest: +SKIP
+    >>> len(sets), int(sets[0]["popular"].isna().sum())  # doctest: +SKIP
+    (2, 0)
+    """
+
+    _parameter_constraints: dict = {
+        "methods": [dict, BaseConditionalImputer, None],
+        "predictor_matrix": ["array-like", None],
+        "visit_sequence": [StrOptions({"left-to-right", "monotone", "reverse-monotone"}), list],
+        "n_imputations": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 0, None, closed="left")],
+        "column_kinds": [dict, None],
+        "keep_groups": ["boolean"],
+        "transform_chain": [Interval(numbers.Integral, 0, None, closed="left")],
+        "transform_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "n_jobs": [numbers.Integral, None],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        methods=None,
+        predictor_matrix=None,
+        visit_sequence="left-to-right",
+        n_imputations: int = 5,
+        max_iter: int = 10,
+        column_kinds=None,
+        keep_groups: bool = True,
+        transform_chain: int = 0,
+        transform_iter: int = 3,
+        random_state=None,
+        n_jobs=None,
+        verbose: int = 0,
+    ):
+        self.methods = methods
+        self.predictor_matrix = predictor_matrix
+        self.visit_sequence = visit_sequence
+        self.n_imputations = n_imputations
+        self.max_iter = max_iter
+        self.column_kinds = column_kinds
+        self.keep_groups = keep_groups
+        self.transform_chain = transform_chain
+        self.transform_iter = transform_iter
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ sklearn plumbing
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.categorical = True
+        tags.input_tags.string = True
+        tags.non_deterministic = False
+        return tags
+
+    # ------------------------------------------------------------------ public API
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None, groups=None):
+        """Run the chains on X.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Incomplete data; NaN (or pandas NA) marks missing values.
+        y : ignored
+        groups : hashable or array-like of shape (n_samples,), default=None
+            Cluster labels, or the name of the cluster column of X (remembered, so that
+            ``transform`` needs no groups argument).
+
+        Returns
+        -------
+        self
+        """
+        self._fit(X, groups)
+        return self
+
+    def fit_transform(self, X, y=None, groups=None, **fit_params):
+        """Run the chains and return chain ``transform_chain``'s completed data."""
+        return self.fit_transform_all(X, groups=groups)[self._chain_index()]
+
+    def fit_transform_all(self, X, y=None, groups=None) -> ImputedDatasets:
+        """Run the chains and return the m completed datasets they produced (R's ``mice()``)."""
+        self._validate_params()
+        frame = self._fit(X, groups)
+        return ImputedDatasets(self._completed(frame, c) for c in range(self.n_imputations))
+
+    def transform(self, X, groups=None):
+        """One completed dataset of X, imputed with chain ``transform_chain``'s final draws.
+
+        Deterministic for a fitted imputer: the same X gives the same output. Rows of
+        clusters unseen at fit get cluster effects from the population distribution.
+        """
+        return self._transform_chain(X, groups, self._chain_index())
+
+    def transform_all(self, X, groups=None) -> ImputedDatasets:
+        """m completed datasets of X, one per chain (R's ``mice.mids(newdata=)``)."""
+        return ImputedDatasets(self._transform_chain(X, groups, c) for c in range(self.n_imputations))
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "n_features_in_")
+        names = np.asarray(self._columns, dtype=object)
+        if input_features is not None:
+            input_features = np.asarray(input_features, dtype=object)
+            if len(input_features) != len(names):
+                raise ValueError("input_features does not match the number of features seen at fit.")
+            names = input_features
+        if self._groups_column is not None and not self.keep_groups:
+            names = names[[c != self._groups_column for c in self._columns]]
+        return names.astype(object) if isinstance(self._columns[0], str) else names
+
+    # ------------------------------------------------------------------ fitting
+    def _chain_index(self):
+        if self.transform_chain >= self.n_imputations:
+            raise ValueError(f"transform_chain={self.transform_chain} but there are only {self.n_imputations} chains.")
+        return self.transform_chain
+
+    def _fit(self, X, groups):
+        self._validate_params()
+        frame, is_frame = self._as_frame(X, reset=True)
+        codes, labels, groups_column = self._encode_groups(frame, groups, reset=True)
+        self._is_frame = is_frame
+        self._groups_column = groups_column
+        self._columns = list(frame.columns)
+        self._codecs = self._detect_codecs(frame)
+        W = self._encode(frame)
+        missing = np.isnan(W)
+        if groups_column is not None:
+            missing[:, self._columns.index(groups_column)] = False
+        self._check_data(frame, W, missing)
+        plan = self._make_plan(W, missing, codes, labels)
+        self._plan = plan
+        self._entropy = self._seed_entropy()
+        seeds = np.random.SeedSequence(self._entropy).spawn(self.n_imputations)
+        W0s = self._initial_values(W, plan, seeds)
+        results = Parallel(n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0))(
+            delayed(_run_chain)(plan, W0, rng, self.max_iter, c, 0, None, self.verbose)
+            for c, (W0, rng) in enumerate(W0s)
+        )
+        self._store_results(plan, results)
+        self._W = W
+        self._observed_pool = {
+            col: W[~missing[:, col], col] for col in range(W.shape[1]) if (~missing[:, col]).any()
+        }
+        return frame
+
+    def _seed_entropy(self):
+        if self.random_state is None:
+            return np.random.SeedSequence().entropy
+        if isinstance(self.random_state, numbers.Integral):
+            return int(self.random_state)
+        return int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+
+    def _as_frame(self, X, reset):
+        if isinstance(X, pd.DataFrame):
+            frame, is_frame = X, True
+        else:
+            if hasattr(X, "toarray") or hasattr(X, "tocsr"):
+                raise TypeError("Sparse input is not supported; pass a dense array or a DataFrame.")
+            array = np.asarray(X)
+            if array.ndim != 2:
+                raise ValueError(
+                    f"Expected a 2D array or DataFrame, got an array of shape {array.shape}. Reshape your data "
+                    "with array.reshape(-1, 1) if it has a single feature."
+                )
+            frame, is_frame = pd.DataFrame(array), False
+        if frame.shape[0] == 0 or frame.shape[1] == 0:
+            raise ValueError(f"Found array with {frame.shape[0]} sample(s) and {frame.shape[1]} feature(s); "
+                             "at least 1 of each is required.")
+        _check_feature_names(self, X, reset=reset)
+        _check_n_features(self, frame, reset=reset)
+        if not reset and is_frame and list(frame.columns) != self._columns:
+            missing = [c for c in self._columns if c not in frame.columns]
+            if missing:
+                raise ValueError(f"X lacks columns seen at fit: {missing}.")
+            frame = frame[self._columns]
+        return frame, is_frame
+
+    def _encode_groups(self, frame, groups, reset):
+        """Integer cluster codes; at transform, unseen clusters get codes >= J."""
+        groups_column = None
+        if groups is None and not reset and self._groups_column is not None:
+            groups = self._groups_column
+        if groups is None:
+            if reset:
+                self.cluster_labels_ = None
+            elif getattr(self, "cluster_labels_", None) is not None:
+                raise ValueError("The imputer was fitted with groups; pass groups to transform as well.")
+            return None, None, None
+        if isinstance(groups, str | numbers.Integral) and not isinstance(groups, bool) and np.ndim(groups) == 0:
+            if groups not in frame.columns:
+                raise ValueError(f"groups={groups!r} is not a column of X.")
+            groups_column, labels = groups, frame[groups]
+        else:
+            labels = pd.Series(np.asarray(groups)) if not isinstance(groups, pd.Series) else groups
+            if labels.ndim != 1 or len(labels) != len(frame):
+                raise ValueError(f"groups has length {len(labels)} but X has {len(frame)} rows.")
+        if labels.isna().any():
+            raise ValueError(
+                f"groups has {int(labels.isna().sum())} missing labels (first at row "
+                f"{int(np.flatnonzero(labels.isna().to_numpy())[0])}); every row needs a cluster."
+            )
+        values = labels.to_numpy()
+        if reset:
+            try:
+                codes, uniques = pd.factorize(values, sort=True)
+            except TypeError:
+                codes, uniques = pd.factorize(values)
+            self.cluster_labels_ = pd.Index(uniques)
+            return codes.astype(np.intp), self.cluster_labels_, groups_column
+        index = self.cluster_labels_.get_indexer(values)
+        unseen = index < 0
+        if unseen.any():
+            _, new = pd.factorize(values[unseen])
+            index[unseen] = len(self.cluster_labels_) + pd.Index(new).get_indexer(values[unseen])
+        return index.astype(np.intp), self.cluster_labels_, groups_column
+
+    def _detect_codecs(self, frame) -> list[ColumnCodec]:
+        kinds = dict(self.column_kinds or {})
+        unknown = [k for k in kinds if k not in frame.columns]
+        if unknown:
+            raise ValueError(f"column_kinds names unknown columns: {unknown}.")
+        return [detect_codec(frame[name], name, kinds.get(name)) for name in frame.columns]
+
+    def _encode(self, frame) -> np.ndarray:
+        W = np.empty(frame.shape, dtype=float)
+        for j, (name, codec) in enumerate(zip(frame.columns, self._codecs, strict=True)):
+            if name == self._groups_column:
+                W[:, j] = 0.0  # never read: the clusters travel as codes
+            else:
+                W[:, j] = codec.encode(frame[name])
+        return W
+
+    def _check_data(self, frame, W, missing):
+        for j, name in enumerate(self._columns):
+            if name != self._groups_column and missing[:, j].all():
+                raise ValueError(
+                    f"Column {name!r} is entirely missing: nothing to learn its distribution from. "
+                    "Drop it, or give it observed values."
+                )
+
+    def _resolve_visit_sequence(self, missing) -> list[int]:
+        incomplete = [j for j in range(len(self._columns)) if missing[:, j].any()]
+        seq = self.visit_sequence
+        if isinstance(seq, str):
+            if seq == "monotone":
+                return sorted(incomplete, key=lambda j: (missing[:, j].sum(), j))
+            if seq == "reverse-monotone":
+                return sorted(incomplete, key=lambda j: (-missing[:, j].sum(), j))
+            return incomplete
+        order = []
+        for name in seq:
+            if name not in self._columns:
+                raise ValueError(f"visit_sequence names {name!r}, which is not a column of X.")
+            if name == self._groups_column:
+                raise ValueError(f"visit_sequence names the cluster column {name!r}, which is never imputed.")
+            order.append(self._columns.index(name))
+        absent = [self._columns[j] for j in incomplete if j not in order]
+        if absent:
+            raise ValueError(f"visit_sequence leaves out incomplete columns {absent}.")
+        return order
+
+    def _model_for(self, name, codec, multilevel, cluster_level):
+        methods = self.methods
+        if isinstance(methods, BaseConditionalImputer):
+            model = methods
+        elif isinstance(methods, dict) and name in methods:
+            model = methods[name]
+            if not isinstance(model, BaseConditionalImputer):
+                raise TypeError(
+                    f"methods[{name!r}] is {type(model).__name__}; expected a conditional model such as "
+                    "PredictiveMeanMatching() or RandomEffectsNormal()."
+                )
+        else:
+            model = default_method(codec.kind, multilevel, cluster_level)
+        if codec.kind not in model.target_kinds:
+            raise ValueError(
+                f"{type(model).__name__} cannot impute {name!r}, a {codec.kind} column; models that can: "
+                f"{', '.join(models_for_kind(codec.kind))}."
+            )
+        model = clone(model)
+        model._validate_params()
+        return model
+
+    def _make_target(self, j, matrix, codes, multilevel, cluster_constant):
+        name, codec = self._columns[j], self._codecs[j]
+        model = self._model_for(name, codec, multilevel, cluster_constant.get(j, False))
+        row = matrix.loc[name]
+        if self._groups_column is not None:
+            cluster_role = int(row[self._groups_column])
+        else:
+            cluster_role = -2 if codes is not None else 0
+        if model.requires_groups and cluster_role != -2:
+            raise ValueError(
+                f"{type(model).__name__} for {name!r} needs the cluster column coded -2 "
+                f"(it is {cluster_role}{' and no groups were given' if codes is None else ''})."
+            )
+        if cluster_role == 1 and not model.supports_fixed_clusters:
+            raise ValueError(
+                f"The cluster column is coded 1 (cluster fixed effects) for {name!r}, which "
+                f"{type(model).__name__} cannot absorb; models that can: "
+                f"{', '.join(c.__name__ for c in _fixed_cluster_models())}."
+            )
+        if cluster_role == -2 and not model.requires_groups:
+            cluster_role = 0
+            self._warn_ignored.append(name)
+        predictors = []
+        for k, pred_name in enumerate(self._columns):
+            role = int(row[pred_name])
+            if role == 0 or pred_name == self._groups_column:
+                continue
+            if role not in model.accepted_roles and role != 1:
+                raise ValueError(
+                    f"{type(model).__name__} cannot honour role code {role} ({ROLE_NAMES[role]}) given to "
+                    f"predictor {pred_name!r} of {name!r}; models that can: {', '.join(models_accepting(role))}."
+                )
+            pcodec = self._codecs[k]
+            predictors.append(_Predictor(k, role, pcodec.kind, pcodec.n_categories, str(pred_name)))
+        return _Target(
+            column=j, name=str(name), kind=codec.kind, n_categories=codec.n_categories,
+            ordered=codec.ordered, model=model, predictors=predictors, cluster_role=cluster_role,
+            integer=codec.kind == "integer",
+        )
+
+    def _make_plan(self, W, missing, codes, labels) -> _Plan:
+        matrix = validate_predictor_matrix(self.predictor_matrix, self._columns, self._groups_column)
+        self.predictor_matrix_ = matrix
+        multilevel = codes is not None
+        n_clusters = len(labels) if multilevel else 0
+        cluster_constant = {}
+        if multilevel:
+            for j in range(W.shape[1]):
+                if self._columns[j] != self._groups_column:
+                    cluster_constant[j] = _constant_within_clusters(W[:, j], codes, n_clusters)
+        self._warn_ignored = []
+        visit = self._resolve_visit_sequence(missing)
+        self.visit_sequence_ = [self._columns[j] for j in visit]
+        targets, made = [], {}
+        for j in visit:
+            if j not in made:
+                made[j] = self._make_target(j, matrix, codes, multilevel, cluster_constant)
+            targets.append(made[j])
+        incomplete = list(dict.fromkeys(visit))
+        complete = [j for j in range(W.shape[1]) if j not in made and self._columns[j] != self._groups_column]
+        auxiliary = []
+        for j in complete:
+            try:
+                auxiliary.append(self._make_target(j, matrix, codes, multilevel, cluster_constant))
+            except ValueError:
+                continue  # such a column then cannot be imputed in new data: transform says so
+        for name in dict.fromkeys(self._warn_ignored):
+            if name in self.visit_sequence_:
+                warnings.warn(
+                    f"The imputation model of {name!r} is single-level: it ignores the clustering "
+                    "(cluster column coded -2). Use a random-effects model, or code the cluster column 1 "
+                    "for cluster fixed effects.",
+                    UserWarning,
+                    stacklevel=4,
+                )
+        self.methods_ = {self._columns[j]: made[j].model for j in incomplete}
+        fit_rows = {j: ~missing[:, j] for j in range(W.shape[1])}
+        impute_rows = {j: np.flatnonzero(missing[:, j]) for j in range(W.shape[1])}
+        return _Plan(targets, auxiliary, codes, n_clusters, labels, fit_rows, impute_rows, incomplete)
+
+    def _initial_values(self, W, plan, seeds):
+        """Each chain's starting data: missing cells drawn from the column's observed values."""
+        starts = []
+        for seed in seeds:
+            rng = np.random.Generator(np.random.PCG64(seed))
+            W0 = W.copy()
+            for col in plan.incomplete:
+                rows = plan.impute_rows[col]
+                pool = W[plan.fit_rows[col], col]
+                W0[rows, col] = pool[rng.integers(0, len(pool), size=len(rows))]
+            starts.append((W0, rng))
+        return starts
+
+    def _store_results(self, plan, results):
+        names = [self._columns[j] for j in plan.incomplete]
+        self.incomplete_columns_ = names
+        self.chain_mean_ = np.stack([r.chain_mean for r in results])
+        self.chain_var_ = np.stack([r.chain_var for r in results])
+        self.imputations_ = {
+            self._columns[col]: np.column_stack([r.values[col] for r in results]) if plan.impute_rows[col].size
+            else np.empty((0, len(results)))
+            for col in plan.incomplete
+        }
+        self.final_draws_ = [r.draws for r in results]
+        self._auxiliary_draws = [r.auxiliary_draws for r in results]
+        self._chain_results = results
+        rows = [ev for r in results for ev in r.events]
+        self.logged_events_ = pd.DataFrame(rows, columns=["iteration", "chain", "column", "reason"])
+        for (column, reason), _ in self.logged_events_.groupby(["column", "reason"], sort=False):
+            warnings.warn(f"{column}: {reason} (see logged_events_)", UserWarning, stacklevel=4)
+        self.n_iter_ = self.max_iter
+
+    # ------------------------------------------------------------------ output
+    def _completed(self, frame, chain):
+        """Chain ``chain``'s completed training data in the input's format."""
+        W = self._W.copy()
+        for col in self._plan.incomplete:
+            W[self._plan.impute_rows[col], col] = self._imputed_values(col, chain)
+        return self._output(W, frame)
+
+    def _imputed_values(self, col, chain):
+        return self._chain_results[chain].values[col]
+
+    def _output(self, W, frame):
+        if not self._is_frame:
+            out = W
+            if self._groups_column is not None and not self.keep_groups:
+                out = np.delete(out, self._columns.index(self._groups_column), axis=1)
+            return out
+        out = frame.copy()
+        for j, name in enumerate(self._columns):
+            if name == self._groups_column:
+                continue
+            if frame[name].isna().any():
+                out[name] = self._codecs[j].decode(W[:, j], index=frame.index)
+        if self._groups_column is not None and not self.keep_groups:
+            out = out.drop(columns=[self._groups_column])
+        return out
+
+    def _transform_chain(self, X, groups, chain):
+        check_is_fitted(self, "final_draws_")
+        frame, _ = self._as_frame(X, reset=False)
+        codes, _, _ = self._encode_groups(frame, groups, reset=False)
+        W = self._encode(frame)
+        missing = np.isnan(W)
+        if self._groups_column is not None:
+            missing[:, self._columns.index(self._groups_column)] = False
+        if not missing.any():
+            return self._output(W, frame)
+        plan = self._plan
+        rng = np.random.Generator(np.random.PCG64(
+            np.random.SeedSequence(self._entropy, spawn_key=(_TRANSFORM_STREAM, chain))))
+        visits = [(t, d) for t, d in zip(plan.targets, self.final_draws_[chain], strict=True)]
+        visits += [(t, d) for t, d in zip(plan.auxiliary, self._auxiliary_draws[chain], strict=True)]
+        visits = [(t, d) for t, d in visits if missing[:, t.column].any()]
+        covered = {t.column for t, _ in visits}
+        lacking = [self._columns[j] for j in np.flatnonzero(missing.any(axis=0)) if j not in covered]
+        if lacking:
+            raise ValueError(f"Columns {lacking} have missing values but no imputation model was fitted for them.")
+        for t, _ in visits:
+            rows = missing[:, t.column]
+            pool = self._observed_pool[t.column]
+            W[rows, t.column] = pool[rng.integers(0, len(pool), size=int(rows.sum()))]
+        n_clusters = max(int(codes.max()) + 1, self._plan.n_clusters) if codes is not None else 0
+        passes = 1 if missing.sum(axis=1).max() <= 1 else self.transform_iter
+        with threadpool_limits(limits=1, user_api="blas"):
+            for _ in range(passes):
+                for target, draw in visits:
+                    rows = np.flatnonzero(missing[:, target.column])
+                    X, _, _ = _design(W, target, codes, n_clusters)
+                    g = codes[rows] if (codes is not None and target.cluster_role != 0) else None
+                    W[rows, target.column] = _finish(draw.sample(X[rows], g, rng), target)
+        return self._output(W, frame)
+
+
+def _constant_within_clusters(values, groups, n_clusters) -> bool:
+    """Whether the observed values of a column are constant within every cluster."""
+    seen = ~np.isnan(values)
+    if not seen.any():
+        return False
+    means = cluster_means(values[seen], groups[seen], n_clusters)
+    spread = np.abs(values[seen] - means[groups[seen]])
+    return bool(spread.max() <= 1e-10 * max(1.0, np.abs(values[seen]).max()))
+
+
+def _fixed_cluster_models():
+    from .conditional.base import all_conditional_models
+
+    return [c for c in all_conditional_models() if c.supports_fixed_clusters]
