@@ -1,3 +1,7 @@
 """skmlmi: multiple imputation of incomplete multilevel data, the scikit-learn way."""
 
 __version__ = "0.1.0.dev0"
+
+from .imputer import ImputedDatasets, MultilevelIterativeImputer
+
+__all__ = ["ImputedDatasets", "MultilevelIterativeImputer", "__version__"]

@@ -111,6 +111,8 @@ def detect_codec(series: pd.Series, name, kind: str | None = None) -> ColumnCode
     if kind is not None and kind not in KINDS:
         raise ValueError(f"column_kinds[{name!r}] = {kind!r} is not one of {KINDS}.")
     dtype = series.dtype
+    if ptypes.is_complex_dtype(dtype):
+        raise ValueError(f"Column {name!r}: Complex data not supported.")
     if isinstance(dtype, pd.CategoricalDtype) or _is_textual(series):
         if isinstance(dtype, pd.CategoricalDtype):
             categories, ordered = list(dtype.categories), bool(dtype.ordered)

@@ -228,10 +228,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         (continuous, integer), :class:`~skmlmi.conditional.BayesianLogistic` (binary),
         :class:`~skmlmi.conditional.Polytomous` (categorical); with groups the
         random-effects models (see :func:`skmlmi.predictors.default_method`).
-    predictor_matrix : DataFrame or array-like, default=None
+    predictor_matrix : DataFrame, dict or array-like, default=None
         Role codes, one row per target and one column per variable (mice's
-        ``predictorMatrix``; codes in :data:`skmlmi.conditional.ROLE_NAMES`). A DataFrame
-        may hold only the rows and columns to change. Default: every other column a
+        ``predictorMatrix``; codes in :data:`skmlmi.conditional.ROLE_NAMES`). A DataFrame,
+        or a dict ``{predictor: {target: code}}``, may hold only the entries to change. Default: every other column a
         fixed predictor (1), the cluster column -2.
     visit_sequence : {"left-to-right", "monotone", "reverse-monotone"} or list, default="left-to-right"
         Order in which incomplete columns are visited in each iteration: columns in
@@ -303,7 +303,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "methods": [dict, BaseConditionalImputer, None],
-        "predictor_matrix": ["array-like", None],
+        "predictor_matrix": ["array-like", dict, None],
         "visit_sequence": [StrOptions({"left-to-right", "monotone", "reverse-monotone"}), list],
         "n_imputations": [Interval(numbers.Integral, 1, None, closed="left")],
         "max_iter": [Interval(numbers.Integral, 0, None, closed="left")],
@@ -398,7 +398,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "n_features_in_")
-        names = np.asarray(self._columns, dtype=object)
+        if hasattr(self, "feature_names_in_"):
+            names = np.asarray(self._columns, dtype=object)
+        else:
+            names = np.asarray([f"x{j}" for j in range(self.n_features_in_)], dtype=object)
         if input_features is not None:
             input_features = np.asarray(input_features, dtype=object)
             if len(input_features) != len(names):
@@ -406,7 +409,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             names = input_features
         if self._groups_column is not None and not self.keep_groups:
             names = names[[c != self._groups_column for c in self._columns]]
-        return names.astype(object) if isinstance(self._columns[0], str) else names
+        return names
 
     # ------------------------------------------------------------------ fitting
     def _chain_index(self):
@@ -463,9 +466,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                     "with array.reshape(-1, 1) if it has a single feature."
                 )
             frame, is_frame = pd.DataFrame(array), False
-        if frame.shape[0] == 0 or frame.shape[1] == 0:
-            raise ValueError(f"Found array with {frame.shape[0]} sample(s) and {frame.shape[1]} feature(s); "
-                             "at least 1 of each is required.")
+        if frame.shape[0] == 0:
+            raise ValueError(f"Found array with 0 sample(s) (shape={frame.shape}) while a minimum of 1 is required.")
+        if frame.shape[1] == 0:
+            raise ValueError(f"Found array with 0 feature(s) (shape={frame.shape}) while a minimum of 1 is required.")
         _check_feature_names(self, X, reset=reset)
         _check_n_features(self, frame, reset=reset)
         if not reset and is_frame and list(frame.columns) != self._columns:

@@ -62,8 +62,11 @@ def validate_predictor_matrix(predictor_matrix, columns: Sequence, groups_column
     full = make_predictor_matrix(columns, groups_column)
     if predictor_matrix is None:
         return full
+    if isinstance(predictor_matrix, dict):
+        predictor_matrix = pd.DataFrame(predictor_matrix)
     if isinstance(predictor_matrix, pd.DataFrame):
-        given = predictor_matrix
+        given = predictor_matrix.fillna(full.loc[predictor_matrix.index.intersection(full.index),
+                                                 predictor_matrix.columns.intersection(full.columns)])
     else:
         array = np.asarray(predictor_matrix)
         if array.shape != (len(columns), len(columns)):

@@ -272,9 +272,14 @@ class BaseConditionalImputer(BaseEstimator):
 
 def all_conditional_models() -> list[type[BaseConditionalImputer]]:
     """Every public conditional model class defined so far (for error messages)."""
-    # Importing the package registers every family module.
-    from . import __name__ as _package  # noqa: F401
+    import importlib
+    import pkgutil
 
+    from .. import conditional
+
+    for module in pkgutil.iter_modules(conditional.__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{conditional.__name__}.{module.name}")
     found, stack = [], list(BaseConditionalImputer.__subclasses__())
     while stack:
         cls = stack.pop()

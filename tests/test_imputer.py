@@ -1,0 +1,309 @@
+"""The chained-equations engine: data handling, contracts, reproducibility, bad input."""
+
+import pickle
+import warnings
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import sklearn
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import Pipeline
+
+from skmlmi import MultilevelIterativeImputer
+from skmlmi.conditional import BayesianNormal, PredictiveMeanMatching
+from skmlmi.datasets import load_popmis
+
+PMM = PredictiveMeanMatching()
+
+
+@pytest.fixture(scope="module")
+def popmis():
+    return load_popmis()[["school", "popular", "sex", "texp"]]
+
+
+@pytest.fixture
+def mixed_frame():
+    """Every column kind, with missing values in each."""
+    rng = np.random.default_rng(3)
+    n = 240
+    school = np.repeat(np.arange(12), 20)
+    x = rng.normal(size=n) + school * 0.1
+    frame = pd.DataFrame(
+        {
+            "school": school,
+            "x": x,
+            "count": rng.poisson(3 + (x > 0), size=n).astype(float),
+            "flag": (x + rng.normal(size=n) > 0).astype(float),
+            "colour": pd.Categorical(rng.choice(["red", "green", "blue"], size=n)),
+            "grade": pd.Categorical(rng.choice(["low", "mid", "high"], size=n), categories=["low", "mid", "high"],
+                                    ordered=True),
+            "label": pd.Series(rng.choice(["a", "b"], size=n), dtype="str"),
+        }
+    )
+    for k, column in enumerate(["x", "count", "flag", "colour", "grade", "label"]):
+        rows = rng.choice(n, size=25 + k, replace=False)
+        frame.loc[rows, column] = np.nan if frame[column].dtype.kind == "f" else None
+    return frame
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------- data round trip
+def test_dataframe_round_trip_keeps_names_dtypes_and_categories(mixed_frame):
+    imp = MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0)
+    sets = _quiet(imp.fit_transform_all, mixed_frame)
+    assert len(sets) == 2
+    for out in sets:
+        assert list(out.columns) == list(mixed_frame.columns)
+        assert out.isna().sum().sum() == 0
+        for column in mixed_frame.columns:
+            assert out[column].dtype == mixed_frame[column].dtype, column
+        assert list(out["grade"].cat.categories) == ["low", "mid", "high"] and out["grade"].cat.ordered
+        assert set(out["label"]) <= {"a", "b"}
+        assert np.all(out["count"] == np.round(out["count"]))  # integer kind stays integer
+        assert set(out["flag"]) <= {0.0, 1.0}
+        observed = mixed_frame.notna()
+        for column in mixed_frame.columns:
+            pd.testing.assert_series_equal(out[column][observed[column]], mixed_frame[column][observed[column]])
+
+
+def test_column_kinds_detected_and_overridable(mixed_frame):
+    imp = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0)
+    _quiet(imp.fit, mixed_frame)
+    kinds = {codec.name: codec.kind for codec in imp._codecs}
+    assert kinds == {"school": "integer", "x": "continuous", "count": "integer", "flag": "binary",
+                     "colour": "categorical", "grade": "categorical", "label": "binary"}
+    imp = MultilevelIterativeImputer(n_imputations=1, max_iter=1, column_kinds={"count": "continuous"},
+                                     methods={"count": BayesianNormal()}, random_state=0)
+    out = _quiet(imp.fit_transform, mixed_frame)
+    assert not np.all(out["count"] == np.round(out["count"]))
+
+
+def test_array_in_array_out():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 3))
+    X[rng.random((100, 3)) < 0.2] = np.nan
+    out = MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0).fit_transform(X)
+    assert isinstance(out, np.ndarray) and out.shape == X.shape and not np.isnan(out).any()
+
+
+def test_caller_data_never_modified(popmis):
+    before = popmis.copy(deep=True)
+    imp = MultilevelIterativeImputer(methods=PMM, n_imputations=2, max_iter=2, random_state=0)
+    _quiet(imp.fit_transform_all, popmis, groups="school")
+    _quiet(imp.transform, popmis)
+    pd.testing.assert_frame_equal(popmis, before)
+
+
+def test_fit_transform_all_returns_the_chains_completed_data(popmis):
+    imp = MultilevelIterativeImputer(methods=PMM, n_imputations=3, max_iter=3, random_state=1)
+    sets = _quiet(imp.fit_transform_all, popmis, groups="school")
+    missing = popmis["popular"].isna().to_numpy()
+    for c in range(3):
+        np.testing.assert_array_equal(sets[c]["popular"].to_numpy()[missing], imp.imputations_["popular"][:, c])
+    assert imp.chain_mean_.shape == (3, 3, 1) and imp.chain_var_.shape == (3, 3, 1)
+    np.testing.assert_allclose(imp.chain_mean_[:, -1, 0], imp.imputations_["popular"].mean(axis=0))
+    long = sets.long()
+    assert long.shape == (3 * len(popmis), popmis.shape[1] + 2)
+    assert list(long.columns[:2]) == [".imp", ".id"] and sorted(long[".imp"].unique()) == [1, 2, 3]
+    assert sets.long(include_original=popmis)[".imp"].min() == 0
+    one = _quiet(MultilevelIterativeImputer(methods=PMM, n_imputations=3, max_iter=3, random_state=1).fit_transform,
+                 popmis, groups="school")
+    pd.testing.assert_frame_equal(one, sets[0])
+
+
+def test_no_missing_values_is_identity():
+    X = np.arange(12.0).reshape(4, 3)
+    imp = MultilevelIterativeImputer(n_imputations=2, random_state=0).fit(X)
+    np.testing.assert_array_equal(imp.transform(X), X)
+    assert imp.chain_mean_.shape == (2, 10, 0)
+
+
+# ----------------------------------------------------------------------------- groups
+@pytest.mark.parametrize("labels", ["int", "str", "categorical"])
+def test_groups_labels_of_any_type(popmis, labels):
+    data = popmis.copy()
+    if labels == "str":
+        data["school"] = "s" + data["school"].astype(str)
+    elif labels == "categorical":
+        data["school"] = pd.Categorical(data["school"].astype(str))
+    fixed = {"school": {"popular": 1}}
+    imp = MultilevelIterativeImputer(methods=PMM, predictor_matrix=fixed, n_imputations=1, max_iter=2, random_state=0)
+    out = _quiet(imp.fit_transform, data, groups="school")
+    assert out["popular"].notna().all()
+    pd.testing.assert_series_equal(out["school"], data["school"])
+    # the same clusters given as an array give the same imputations
+    imp2 = MultilevelIterativeImputer(methods=PMM, predictor_matrix=None, n_imputations=1, max_iter=2, random_state=0)
+    _quiet(imp2.fit, data.drop(columns="school"), groups=data["school"].to_numpy())
+    assert len(imp2.cluster_labels_) == 100
+
+
+def test_groups_column_name_remembered_for_transform(popmis):
+    imp = MultilevelIterativeImputer(methods=PMM, n_imputations=2, max_iter=2, random_state=0)
+    _quiet(imp.fit, popmis, groups="school")
+    out = _quiet(imp.transform, popmis)
+    assert out["popular"].notna().all()
+
+
+def test_array_groups_must_be_passed_again(popmis):
+    X = popmis.drop(columns="school")
+    imp = MultilevelIterativeImputer(methods=PMM, n_imputations=1, max_iter=1, random_state=0)
+    _quiet(imp.fit, X, groups=popmis["school"].to_numpy())
+    with pytest.raises(ValueError, match="pass groups"):
+        imp.transform(X)
+    assert _quiet(imp.transform, X, groups=popmis["school"].to_numpy())["popular"].notna().all()
+
+
+def test_groups_with_nan_or_wrong_length_is_an_error(popmis):
+    imp = MultilevelIterativeImputer(methods=PMM, n_imputations=1, max_iter=1)
+    groups = np.array(popmis["school"], dtype=float)
+    groups[5] = np.nan
+    with pytest.raises(ValueError, match="missing labels"):
+        imp.fit(popmis.drop(columns="school"), groups=groups)
+    with pytest.raises(ValueError, match="length"):
+        imp.fit(popmis, groups=np.arange(10))
+    with pytest.raises(ValueError, match="not a column"):
+        imp.fit(popmis, groups="class")
+
+
+def test_keep_groups_false_drops_the_cluster_column(popmis):
+    imp = MultilevelIterativeImputer(methods=PMM, n_imputations=1, max_iter=1, keep_groups=False, random_state=0)
+    out = _quiet(imp.fit_transform, popmis, groups="school")
+    assert "school" not in out.columns
+    assert list(imp.get_feature_names_out()) == ["popular", "sex", "texp"]
+
+
+def test_single_level_model_with_cluster_id_warns_once(popmis):
+    imp = MultilevelIterativeImputer(methods=PMM, n_imputations=2, max_iter=3, random_state=0)
+    with pytest.warns(UserWarning, match="ignores the clustering") as record:
+        imp.fit(popmis, groups="school")
+    assert sum("ignores the clustering" in str(w.message) for w in record) == 1
+
+
+def test_fixed_cluster_imputation_refuses_unseen_clusters(popmis):
+    imp = MultilevelIterativeImputer(methods=PMM, predictor_matrix={"school": {"popular": 1}},
+                                     n_imputations=1, max_iter=1, random_state=0)
+    _quiet(imp.fit, popmis, groups="school")
+    new = popmis.head(30).copy()
+    new["school"] = 999
+    with pytest.raises(ValueError, match="random-effects model"):
+        imp.transform(new)
+
+
+# ----------------------------------------------------------------------------- reproducibility
+@pytest.fixture(scope="module")
+def reference_run(popmis):
+    imp = MultilevelIterativeImputer(methods=PMM, n_imputations=4, max_iter=3, random_state=7, n_jobs=1)
+    return _quiet(imp.fit_transform_all, popmis, groups="school")
+
+
+@pytest.mark.parametrize("n_jobs, backend", [(2, "loky"), (-1, "loky"), (2, "threading")])
+def test_results_identical_for_any_n_jobs_and_backend(popmis, reference_run, n_jobs, backend):
+    imp = MultilevelIterativeImputer(methods=PMM, n_imputations=4, max_iter=3, random_state=7, n_jobs=n_jobs)
+    with joblib.parallel_config(backend=backend):
+        sets = _quiet(imp.fit_transform_all, popmis, groups="school")
+    for ours, ref in zip(sets, reference_run, strict=True):
+        pd.testing.assert_frame_equal(ours, ref)
+
+
+def test_transform_is_deterministic_and_survives_pickling(popmis, tmp_path):
+    imp = MultilevelIterativeImputer(methods=PMM, n_imputations=2, max_iter=2, random_state=3)
+    _quiet(imp.fit, popmis, groups="school")
+    first = _quiet(imp.transform, popmis)
+    pd.testing.assert_frame_equal(first, _quiet(imp.transform, popmis))
+    clone = pickle.loads(pickle.dumps(imp))
+    pd.testing.assert_frame_equal(first, _quiet(clone.transform, popmis))
+    joblib.dump(imp, tmp_path / "imp.joblib")
+    pd.testing.assert_frame_equal(first, _quiet(joblib.load(tmp_path / "imp.joblib").transform, popmis))
+    others = _quiet(imp.transform_all, popmis)
+    assert len(others) == 2 and not others[0].equals(others[1])
+
+
+def test_transform_completes_rows_with_several_missing_values(mixed_frame):
+    imp = MultilevelIterativeImputer(n_imputations=1, max_iter=2, random_state=0)
+    _quiet(imp.fit, mixed_frame)
+    new = mixed_frame.head(40).copy()
+    new.loc[new.index[:10], ["x", "count", "colour"]] = np.nan
+    out = _quiet(imp.transform, new)
+    assert out.isna().sum().sum() == 0
+
+
+# ----------------------------------------------------------------------------- sklearn integration
+def test_set_output_pandas_and_feature_names():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 2))
+    X[::7, 0] = np.nan
+    imp = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0).set_output(transform="pandas")
+    out = imp.fit_transform(X)
+    assert isinstance(out, pd.DataFrame) and list(out.columns) == ["x0", "x1"]
+
+
+def test_pipeline_with_groups_routed(popmis):
+    data = popmis.dropna(subset=["popular"]).copy()
+    y = data.pop("popular").to_numpy()
+    data.loc[data.index[::5], "sex"] = np.nan
+    X, groups = data.drop(columns="school"), data["school"].to_numpy()
+    with sklearn.config_context(enable_metadata_routing=True):
+        imp = MultilevelIterativeImputer(methods=PMM, n_imputations=1, max_iter=2, keep_groups=False, random_state=0,
+                                         column_kinds={"sex": "continuous"})
+        imp.set_fit_request(groups=True).set_transform_request(groups=True)
+        pipe = Pipeline([("impute", imp), ("model", Ridge())])
+        _quiet(pipe.fit, X, y, groups=groups)
+        prediction = _quiet(pipe.predict, X, groups=groups)
+    assert prediction.shape == (len(X),) and np.isfinite(prediction).all()
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_input_gives_clear_errors(popmis):
+    imp = MultilevelIterativeImputer(methods=PMM, n_imputations=1, max_iter=1)
+    with pytest.raises(TypeError, match="'when'"):
+        imp.fit(popmis.assign(when=pd.Timestamp("2020-01-01")))
+    with pytest.raises(ValueError, match="'empty' is entirely missing"):
+        imp.fit(popmis.assign(empty=np.nan))
+    with pytest.raises(ValueError, match="'sex' contains infinite"):
+        imp.fit(popmis.assign(sex=np.where(popmis["sex"] == 1, np.inf, 0.0)))
+    with pytest.raises(ValueError, match="unknown columns"):
+        MultilevelIterativeImputer(predictor_matrix={"nope": {"popular": 1}}).fit(popmis, groups="school")
+    with pytest.raises(ValueError, match="not a role code"):
+        MultilevelIterativeImputer(predictor_matrix={"sex": {"popular": 7}}).fit(popmis, groups="school")
+    with pytest.raises(ValueError, match="n_imputations"):
+        MultilevelIterativeImputer(n_imputations=0).fit(popmis)
+    with pytest.raises(ValueError, match=r"cannot honour role code 2 .*'sex' of 'popular'.*RandomEffects"):
+        MultilevelIterativeImputer(methods=PMM, predictor_matrix={"sex": {"popular": 2}}).fit(popmis, groups="school")
+    with pytest.raises(TypeError, match="methods\\['popular'\\]"):
+        MultilevelIterativeImputer(methods={"popular": Ridge()}).fit(popmis)
+
+
+def test_clusters_of_one_row_and_constant_or_collinear_predictors():
+    rng = np.random.default_rng(5)
+    n = 150
+    frame = pd.DataFrame({"g": np.r_[np.repeat(np.arange(20), 7), np.arange(20, 30)], "x": rng.normal(size=n)})
+    frame["x2"] = 2 * frame["x"] + 1  # perfectly collinear
+    frame["c"] = 3.0  # constant
+    frame["y"] = frame["x"] + rng.normal(size=n)
+    frame.loc[rng.choice(n, 40, replace=False), "y"] = np.nan
+    imp = MultilevelIterativeImputer(methods=BayesianNormal(), n_imputations=2, max_iter=2, random_state=0)
+    with pytest.warns(UserWarning, match="see logged_events_"):
+        out = imp.fit_transform(frame, groups="g")
+    assert out["y"].notna().all() and np.isfinite(out["y"]).all()
+    reasons = " ".join(imp.logged_events_["reason"])
+    assert "'c' dropped: constant" in reasons and "collinear" in reasons
+    assert set(imp.logged_events_.columns) == {"iteration", "chain", "column", "reason"}
+
+
+def test_visit_sequences(mixed_frame):
+    imp = MultilevelIterativeImputer(n_imputations=1, max_iter=1, visit_sequence="monotone", random_state=0)
+    _quiet(imp.fit, mixed_frame)
+    counts = mixed_frame[imp.visit_sequence_].isna().sum().to_numpy()
+    assert np.all(np.diff(counts) >= 0)
+    imp.set_params(visit_sequence=["x", "count", "x", "flag", "colour", "grade", "label"])
+    _quiet(imp.fit, mixed_frame)
+    assert imp.visit_sequence_.count("x") == 2
+    with pytest.raises(ValueError, match="leaves out"):
+        imp.set_params(visit_sequence=["x"]).fit(mixed_frame)
