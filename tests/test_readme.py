@@ -1,0 +1,20 @@
+"""The README's two set-up commands and CI stay in step."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bash_blocks():
+    return re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+def test_readme_has_exactly_two_setup_commands():
+    commands = [line for block in _bash_blocks() for line in block.strip().splitlines()]
+    assert commands == ['pip install . && skmlmi demo popmis', 'pip install -e ".[test]" && python -m pytest -n 2']
+
+
+def test_ci_runs_the_readme_test_command():
+    test_command = [line for block in _bash_blocks() for line in block.strip().splitlines()][1]
+    assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
