@@ -28,12 +28,14 @@ from threadpoolctl import threadpool_limits
 
 from ._columns import ColumnCodec, detect_codec
 from ._kernels import cluster_means
+from ._passive import apply_bounds, parse_bounds, parse_derived, parse_post
 from .conditional.base import ROLE_NAMES, BaseConditionalImputer, DrawContext, models_accepting, models_for_kind
 from .predictors import default_method, validate_predictor_matrix
 
 __all__ = ["MultilevelIterativeImputer", "ImputedDatasets"]
 
 _TRANSFORM_STREAM = 0x7472616E  # spawn-key namespace of the transform generators ("tran")
+_AUXILIARY_STREAM = 0x61757869  # ... and of the final draws for complete columns ("auxi")
 
 
 class ImputedDatasets(list):
@@ -90,14 +92,22 @@ class _Target:
 
 @dataclass
 class _Plan:
+    """What every chain shares: targets in visit order, rows, post-processing."""
+
     targets: list[_Target]  # one per visit of the visit sequence
-    auxiliary: list[_Target]  # complete-at-fit columns: one final draw for new data
+    auxiliary: list[_Target]  # complete-at-fit columns: one final draw, for new data
     groups: np.ndarray | None
     n_clusters: int
     cluster_labels: Any
-    fit_rows: dict[int, np.ndarray]  # column -> rows used for fitting
-    impute_rows: dict[int, np.ndarray]  # column -> rows to impute
-    incomplete: list[int]  # incomplete columns, in the order of chain_mean_'s last axis
+    names: list  # column names, for derived expressions
+    fit_rows: dict[int, np.ndarray]  # column -> bool mask of rows used for fitting
+    impute_rows: dict[int, np.ndarray]  # column -> indices of the cells to impute (mice's where)
+    write_rows: dict[int, np.ndarray]  # column -> positions in impute_rows of missing cells
+    incomplete: list[int]  # columns in chain_mean_'s last axis (targets, then derived)
+    derived: list = field(default_factory=list)
+    bounds: dict = field(default_factory=dict)
+    post: dict = field(default_factory=dict)
+    partial_predictors: bool = False  # missing cells outside `where` leave NaN predictors
 
 
 @dataclass
@@ -125,6 +135,7 @@ def _design(W: np.ndarray, target: _Target, groups, n_clusters):
         values = W[:, pred.column]
         if pred.kind == "categorical":
             block = (values[:, None] == np.arange(1, pred.n_categories)[None, :]).astype(float)
+            block[np.isnan(values)] = np.nan
             labels = [f"{pred.name}[{k}]" for k in range(1, pred.n_categories)]
         else:
             block, labels = values[:, None], [pred.name]
@@ -151,62 +162,117 @@ def _finish(values: np.ndarray, target: _Target) -> np.ndarray:
     return values
 
 
-def _visit(W, target, plan, rng, state, log, groups=None, n_clusters=None, draw_only=False):
-    """Draw the target's model from the current data and impute its cells."""
-    groups = plan.groups if groups is None else groups
-    n_clusters = plan.n_clusters if n_clusters is None else n_clusters
-    X, roles, names = _design(W, target, groups, n_clusters)
-    model_groups = groups if target.cluster_role != 0 else None
+def _sample(draw, X, groups, rows, target, plan, rng, log):
+    """Imputations of ``rows`` from a draw, with bounds and the ``post`` callable applied."""
+    g = None if groups is None else groups[rows]
+    values = _finish(draw.sample(X[rows], g, rng), target)
+    bounds = plan.bounds.get(target.column)
+    if bounds is not None:
+        def redraw(index):
+            return _finish(draw.sample(X[rows[index]], None if g is None else g[index], rng), target)
+
+        values, squeezed = apply_bounds(values, bounds, redraw)
+        if squeezed:
+            log(target.name, [f"{squeezed} draws still outside the bounds {bounds} after redrawing: squeezed"])
+    post = plan.post.get(target.column)
+    if post is not None:
+        values = np.asarray(post(values.copy()), dtype=float)
+        if values.shape != (rows.size,):
+            raise ValueError(f"post[{target.name!r}] returned {values.shape} values for {rows.size} cells.")
+    return values
+
+
+def _recompute_derived(W, plan, changed: int | None):
+    """Recompute the derived columns that depend on column ``changed`` (None: all)."""
+    for d in plan.derived:
+        if changed is None or not d.depends_on or changed in d.depends_on:
+            rows = plan.impute_rows[d.column]
+            if rows.size:
+                W[rows, d.column] = d.values(W, plan.names, rows)
+
+
+def _visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
+    """Draw the target's model from the current data and impute its cells.
+
+    ``imputed`` holds the target's imputations of all its ``where`` cells; only the
+    missing ones are written into the working data (over-imputed observed cells keep
+    their observed value as predictors of the other variables, as in mice).
+    """
+    X, roles, names = _design(W, target, plan.groups, plan.n_clusters)
+    model_groups = plan.groups if target.cluster_role != 0 else None
     context = DrawContext(
         target=str(target.name),
         kind=target.kind,
         n_categories=target.n_categories,
         ordered=target.ordered,
-        n_clusters=n_clusters if model_groups is not None else 0,
+        n_clusters=plan.n_clusters if model_groups is not None else 0,
         predictor_names=tuple(names),
         cluster_labels=plan.cluster_labels,
     )
     col = target.column
-    draw, state = target.model.draw(W[:, col], plan.fit_rows[col], X, roles, model_groups, rng, state, context)
+    fit_rows = plan.fit_rows[col]
+    rows = plan.impute_rows[col]
+    if plan.partial_predictors:
+        complete = ~np.isnan(X).any(axis=1)
+        fit_rows = fit_rows & complete
+        keep = complete[rows]
+    y = W[:, col]
+    if np.isnan(y).any():
+        y = np.where(np.isnan(y), 0.0, y)  # cells outside `where` stay missing: never fitted
+    draw, state = target.model.draw(y, fit_rows, X, roles, model_groups, rng, state, context)
     log(target.name, context.events)
-    if not draw_only:
-        rows = plan.impute_rows[col]
-        if rows.size:
-            sampled = draw.sample(X[rows], None if model_groups is None else model_groups[rows], rng)
-            W[rows, col] = _finish(sampled, target)
+    if draw_only or rows.size == 0:
+        return draw, state
+    if plan.partial_predictors and not keep.all():
+        values = np.full(rows.size, np.nan)
+        values[keep] = _sample(draw, X, model_groups, rows[keep], target, plan, rng, log)
+    else:
+        values = _sample(draw, X, model_groups, rows, target, plan, rng, log)
+    imputed[col] = values
+    write = plan.write_rows[col]
+    W[rows[write], col] = values[write]
+    _recompute_derived(W, plan, col)
     return draw, state
 
 
-def _run_chain(plan: _Plan, W: np.ndarray, rng: np.random.Generator, n_iter: int, chain: int,
+def _auxiliary_rng(entropy, chain):
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy, spawn_key=(_AUXILIARY_STREAM, chain))))
+
+
+def _run_chain(plan: _Plan, W: np.ndarray, rng: np.random.Generator, n_iter: int, chain: int, entropy,
                start_iter: int = 0, states=None, verbose: int = 0) -> _ChainResult:
     """Run one chain for ``n_iter`` iterations from working data ``W`` (modified in place)."""
     states = [None] * len(plan.targets) if states is None else list(states)
     draws = [None] * len(plan.targets)
     chain_mean = np.full((n_iter, len(plan.incomplete)), np.nan)
     chain_var = np.full((n_iter, len(plan.incomplete)), np.nan)
+    imputed = {col: W[plan.impute_rows[col], col].copy() for col in plan.incomplete}
+    derived = {d.column for d in plan.derived}
     events: list = []
     iteration = start_iter
-    seen: set = set()
 
     def log(name, reasons):
-        for reason in reasons:
-            events.append((iteration + 1, chain + 1, name, reason))
-            seen.add((name, reason))
+        events.extend((iteration + 1, chain + 1, name, reason) for reason in reasons)
 
     with threadpool_limits(limits=1, user_api="blas"):
         for k in range(n_iter):
             iteration = start_iter + k
             for t, target in enumerate(plan.targets):
-                draws[t], states[t] = _visit(W, target, plan, rng, states[t], log)
+                draws[t], states[t] = _visit(W, target, plan, rng, states[t], log, imputed)
             for j, col in enumerate(plan.incomplete):
-                imputed = W[plan.impute_rows[col], col]
-                chain_mean[k, j] = imputed.mean()
-                chain_var[k, j] = imputed.var(ddof=1) if imputed.size > 1 else np.nan
+                values = W[plan.impute_rows[col], col] if col in derived else imputed[col]
+                if col in derived:
+                    imputed[col] = values.copy()
+                if values.size:
+                    chain_mean[k, j] = np.nanmean(values)
+                    chain_var[k, j] = np.nanvar(values, ddof=1) if values.size > 1 else np.nan
             if verbose > 1:
                 print(f"[skmlmi] chain {chain + 1}: iteration {iteration + 1} done", flush=True)
-        auxiliary = [_visit(W, target, plan, rng, None, log, draw_only=True)[0] for target in plan.auxiliary]
-    values = {col: W[plan.impute_rows[col], col].copy() for col in plan.incomplete}
-    return _ChainResult(values, chain_mean, chain_var, draws, auxiliary, states, events, rng)
+        # The draws for complete-at-fit columns use a stream of their own, so that a
+        # continued chain consumes exactly the random numbers of a longer one.
+        aux_rng = _auxiliary_rng(entropy, chain)
+        auxiliary = [_visit(W, target, plan, aux_rng, None, log, draw_only=True)[0] for target in plan.auxiliary]
+    return _ChainResult(imputed, chain_mean, chain_var, draws, auxiliary, states, events, rng)
 
 
 # ----------------------------------------------------------------------------- estimator
@@ -260,6 +326,19 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         Chains run in parallel through joblib; results do not depend on it.
     verbose : int, default=0
         Progress messages: 1 per chain, 2 per iteration.
+    derived : dict, default=None
+        Derived (passive) columns, never imputed by a model but recomputed from their
+        inputs after each visit of an input, so they stay consistent in every completed
+        dataset (mice's passive imputation): ``{"bmi": "weight / height ** 2"}`` (an
+        expression over column names) or ``{"bmi": callable}`` (receives a DataFrame of the
+        current data; recomputed after every visit), or ``(callable, [inputs])``. Cells
+        recomputed: those where the derived value or one of its inputs is missing.
+    bounds : dict, default=None
+        ``{"popular": (0, 10)}``: draws outside the bounds are redrawn from the same
+        conditional model (up to 20 times), then squeezed onto the bound (logged).
+    post : dict, default=None
+        ``{column: callable}`` applied to each vector of imputations after the bounds
+        (mice's ``post``), e.g. rounding.
 
     Attributes
     ----------
@@ -314,6 +393,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         "random_state": ["random_state"],
         "n_jobs": [numbers.Integral, None],
         "verbose": ["verbose"],
+        "derived": [dict, None],
+        "bounds": [dict, None],
+        "post": [dict, None],
     }
 
     def __init__(
@@ -330,6 +412,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         random_state=None,
         n_jobs=None,
         verbose: int = 0,
+        derived=None,
+        bounds=None,
+        post=None,
     ):
         self.methods = methods
         self.predictor_matrix = predictor_matrix
@@ -343,6 +428,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.verbose = verbose
+        self.derived = derived
+        self.bounds = bounds
+        self.post = post
 
     # ------------------------------------------------------------------ sklearn plumbing
     def __sklearn_tags__(self):
@@ -355,7 +443,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ public API
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y=None, groups=None):
+    def fit(self, X, y=None, groups=None, where=None, ignore=None):
         """Run the chains on X.
 
         Parameters
@@ -366,22 +454,33 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         groups : hashable or array-like of shape (n_samples,), default=None
             Cluster labels, or the name of the cluster column of X (remembered, so that
             ``transform`` needs no groups argument).
+        where : array-like of bool, shape (n_samples, n_features), default=None
+            Cells to impute (mice's ``where``); default the missing ones. Observed cells
+            marked are over-imputed: their imputations are stored and appear in the
+            completed data, while the chains keep using the observed value as predictor.
+            Missing cells not marked stay missing, and rows with such a predictor are left
+            out of the models that use it.
+        ignore : array-like of bool, shape (n_samples,), default=None
+            Rows imputed but never used to fit a conditional model (mice's ``ignore``),
+            e.g. a test set that must not shape the imputation model.
 
         Returns
         -------
         self
         """
-        self._fit(X, groups)
+        self._fit(X, groups, where, ignore)
         return self
 
-    def fit_transform(self, X, y=None, groups=None, **fit_params):
+    def fit_transform(self, X, y=None, groups=None, where=None, ignore=None):
         """Run the chains and return chain ``transform_chain``'s completed data."""
-        return self.fit_transform_all(X, groups=groups)[self._chain_index()]
+        return self.fit_transform_all(X, groups=groups, where=where, ignore=ignore)[self._chain_index()]
 
-    def fit_transform_all(self, X, y=None, groups=None) -> ImputedDatasets:
-        """Run the chains and return the m completed datasets they produced (R's ``mice()``)."""
-        self._validate_params()
-        frame = self._fit(X, groups)
+    def fit_transform_all(self, X, y=None, groups=None, where=None, ignore=None) -> ImputedDatasets:
+        """Run the chains and return the m completed datasets they produced (R's ``mice()``).
+
+        Parameters are those of :meth:`fit`.
+        """
+        frame = self._fit(X, groups, where, ignore)
         return ImputedDatasets(self._completed(frame, c) for c in range(self.n_imputations))
 
     def transform(self, X, groups=None):
@@ -417,8 +516,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             raise ValueError(f"transform_chain={self.transform_chain} but there are only {self.n_imputations} chains.")
         return self.transform_chain
 
-    def _fit(self, X, groups):
+    def _fit(self, X, groups, where=None, ignore=None):
         self._validate_params()
+        if isinstance(X, pd.DataFrame):
+            X = X.copy(deep=False)  # never touch the caller's object
         frame, is_frame = self._as_frame(X, reset=True)
         codes, labels, groups_column = self._encode_groups(frame, groups, reset=True)
         self._is_frame = is_frame
@@ -430,21 +531,61 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         if groups_column is not None:
             missing[:, self._columns.index(groups_column)] = False
         self._check_data(frame, W, missing)
-        plan = self._make_plan(W, missing, codes, labels)
+        where = self._check_where(where, missing, frame)
+        ignore = self._check_ignore(ignore, len(frame))
+        plan = self._make_plan(W, missing, where, ignore, codes, labels)
         self._plan = plan
         self._entropy = self._seed_entropy()
         seeds = np.random.SeedSequence(self._entropy).spawn(self.n_imputations)
         W0s = self._initial_values(W, plan, seeds)
         results = Parallel(n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0))(
-            delayed(_run_chain)(plan, W0, rng, self.max_iter, c, 0, None, self.verbose)
+            delayed(_run_chain)(plan, W0, rng, self.max_iter, c, self._entropy, 0, None, self.verbose)
             for c, (W0, rng) in enumerate(W0s)
         )
-        self._store_results(plan, results)
         self._W = W
+        self._store_results(plan, results)
         self._observed_pool = {
             col: W[~missing[:, col], col] for col in range(W.shape[1]) if (~missing[:, col]).any()
         }
         return frame
+
+    def continue_fit(self, n_iter: int = 1):
+        """Run every chain ``n_iter`` more iterations (R's ``mice.mids``).
+
+        The chains continue from their last state and random-number streams, so the
+        result is identical to having fitted with ``max_iter + n_iter`` from the start.
+        ``chain_mean_``/``chain_var_`` grow along the iteration axis and ``n_iter_`` counts
+        the iterations run.
+
+        Returns
+        -------
+        self
+        """
+        check_is_fitted(self, "final_draws_")
+        if not isinstance(n_iter, numbers.Integral) or n_iter < 1:
+            raise ValueError(f"n_iter must be a positive integer, got {n_iter!r}.")
+        plan, previous = self._plan, self._chain_results
+        results = Parallel(n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0))(
+            delayed(_run_chain)(plan, self._chain_data(c), r.rng, n_iter, c, self._entropy, self.n_iter_, r.states,
+                                self.verbose)
+            for c, r in enumerate(previous)
+        )
+        for old, new in zip(previous, results, strict=True):
+            new.chain_mean = np.vstack([old.chain_mean, new.chain_mean])
+            new.chain_var = np.vstack([old.chain_var, new.chain_var])
+            new.events = old.events + new.events
+        n_done = self.n_iter_
+        self._store_results(plan, results)
+        self.n_iter_ = n_done + n_iter
+        return self
+
+    def _chain_data(self, chain):
+        """The working data as chain ``chain`` left it (the observed cells never change)."""
+        W = self._W.copy()
+        for col in self._plan.incomplete:
+            rows, write = self._plan.impute_rows[col], self._plan.write_rows[col]
+            W[rows[write], col] = self._chain_results[chain].values[col][write]
+        return W
 
     def _seed_entropy(self):
         if self.random_state is None:
@@ -542,7 +683,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                     "Drop it, or give it observed values."
                 )
 
-    def _resolve_visit_sequence(self, missing) -> list[int]:
+    def _resolve_visit_sequence(self, missing, derived_cols=frozenset()) -> list[int]:
         incomplete = [j for j in range(len(self._columns)) if missing[:, j].any()]
         seq = self.visit_sequence
         if isinstance(seq, str):
@@ -557,6 +698,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                 raise ValueError(f"visit_sequence names {name!r}, which is not a column of X.")
             if name == self._groups_column:
                 raise ValueError(f"visit_sequence names the cluster column {name!r}, which is never imputed.")
+            if self._columns.index(name) in derived_cols:
+                raise ValueError(f"visit_sequence names the derived column {name!r}, which is computed, not imputed.")
             order.append(self._columns.index(name))
         absent = [self._columns[j] for j in incomplete if j not in order]
         if absent:
@@ -625,9 +768,37 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             integer=codec.kind == "integer",
         )
 
-    def _make_plan(self, W, missing, codes, labels) -> _Plan:
+    def _check_where(self, where, missing, frame):
+        """Cells to impute: the missing ones, or a user mask (observed cells = over-imputation)."""
+        if where is None:
+            return missing
+        if isinstance(where, pd.DataFrame):
+            unknown = [c for c in where.columns if c not in self._columns]
+            if unknown:
+                raise ValueError(f"where names unknown columns {unknown}.")
+            where = where.reindex(columns=self._columns, fill_value=False).to_numpy()
+        where = np.asarray(where)
+        if where.shape != missing.shape or where.dtype != bool:
+            raise ValueError(f"where must be a boolean mask of shape {missing.shape}; got {where.dtype} {where.shape}.")
+        if self._groups_column is not None and where[:, self._columns.index(self._groups_column)].any():
+            raise ValueError(f"where marks cells of the cluster column {self._groups_column!r}, which is never imputed.")
+        for j in np.flatnonzero(where.any(axis=0) & ~missing.any(axis=0) & (where.sum(axis=0) == len(where))):
+            raise ValueError(f"where marks every cell of {self._columns[j]!r}: nothing would be left to fit.")
+        return where.copy()
+
+    def _check_ignore(self, ignore, n):
+        if ignore is None:
+            return np.zeros(n, dtype=bool)
+        ignore = np.asarray(ignore)
+        if ignore.shape != (n,) or ignore.dtype != bool:
+            raise ValueError(f"ignore must be a boolean array of length {n}; got {ignore.dtype} {ignore.shape}.")
+        return ignore.copy()
+
+    def _make_plan(self, W, missing, where, ignore, codes, labels) -> _Plan:
         matrix = validate_predictor_matrix(self.predictor_matrix, self._columns, self._groups_column)
         self.predictor_matrix_ = matrix
+        derived = parse_derived(self.derived, self._columns, self._groups_column)
+        derived_cols = {d.column for d in derived}
         multilevel = codes is not None
         n_clusters = len(labels) if multilevel else 0
         cluster_constant = {}
@@ -636,15 +807,17 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                 if self._columns[j] != self._groups_column:
                     cluster_constant[j] = _constant_within_clusters(W[:, j], codes, n_clusters)
         self._warn_ignored = []
-        visit = self._resolve_visit_sequence(missing)
+        to_impute = where.copy()
+        to_impute[:, sorted(derived_cols)] = False
+        visit = self._resolve_visit_sequence(to_impute, derived_cols)
         self.visit_sequence_ = [self._columns[j] for j in visit]
         targets, made = [], {}
         for j in visit:
             if j not in made:
                 made[j] = self._make_target(j, matrix, codes, multilevel, cluster_constant)
             targets.append(made[j])
-        incomplete = list(dict.fromkeys(visit))
-        complete = [j for j in range(W.shape[1]) if j not in made and self._columns[j] != self._groups_column]
+        complete = [j for j in range(W.shape[1])
+                    if j not in made and j not in derived_cols and self._columns[j] != self._groups_column]
         auxiliary = []
         for j in complete:
             try:
@@ -660,21 +833,51 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                     UserWarning,
                     stacklevel=4,
                 )
+        self._warn_circular(derived, made)
+        incomplete = list(dict.fromkeys(visit))
         self.methods_ = {self._columns[j]: made[j].model for j in incomplete}
-        fit_rows = {j: ~missing[:, j] for j in range(W.shape[1])}
-        impute_rows = {j: np.flatnonzero(missing[:, j]) for j in range(W.shape[1])}
-        return _Plan(targets, auxiliary, codes, n_clusters, labels, fit_rows, impute_rows, incomplete)
+        fit_rows = {j: ~missing[:, j] & ~ignore for j in range(W.shape[1])}
+        impute_rows = {j: np.flatnonzero(to_impute[:, j]) for j in range(W.shape[1])}
+        for d in derived:
+            inputs = sorted(d.depends_on) if d.depends_on else [j for j in range(W.shape[1]) if j != d.column]
+            affected = missing[:, d.column] | missing[:, inputs].any(axis=1)
+            impute_rows[d.column] = np.flatnonzero(affected)
+            if affected.any():
+                incomplete.append(d.column)
+        write_rows = {j: missing[impute_rows[j], j] | (j in derived_cols) for j in range(W.shape[1])}
+        partial = bool((missing & ~where).any())
+        return _Plan(
+            targets, auxiliary, codes, n_clusters, labels, self._columns, fit_rows, impute_rows, write_rows,
+            incomplete, derived, parse_bounds(self.bounds, self._columns), parse_post(self.post, self._columns),
+            partial,
+        )
+
+    def _warn_circular(self, derived, made):
+        """A derived column that predicts one of its own inputs feeds back on itself."""
+        for d in derived:
+            for j, target in made.items():
+                if (not d.depends_on or j in d.depends_on) and any(p.column == d.column for p in target.predictors):
+                    warnings.warn(
+                        f"Derived column {d.name!r} predicts {target.name!r}, one of its own inputs: the imputation "
+                        f"model of {target.name!r} is circular. Set predictor_matrix[{target.name!r}, {d.name!r}] "
+                        "to 0.",
+                        UserWarning,
+                        stacklevel=5,
+                    )
 
     def _initial_values(self, W, plan, seeds):
-        """Each chain's starting data: missing cells drawn from the column's observed values."""
+        """Each chain's start: cells to impute drawn from the column's observed values (mice)."""
         starts = []
         for seed in seeds:
             rng = np.random.Generator(np.random.PCG64(seed))
             W0 = W.copy()
-            for col in plan.incomplete:
-                rows = plan.impute_rows[col]
-                pool = W[plan.fit_rows[col], col]
-                W0[rows, col] = pool[rng.integers(0, len(pool), size=len(rows))]
+            for target in dict.fromkeys(t.column for t in plan.targets):
+                rows, write = plan.impute_rows[target], plan.write_rows[target]
+                pool = W[plan.fit_rows[target], target]
+                if pool.size == 0:
+                    raise ValueError(f"Column {self._columns[target]!r} has no observed, non-ignored values to fit.")
+                W0[rows[write], target] = pool[rng.integers(0, len(pool), size=int(write.sum()))]
+            _recompute_derived(W0, plan, None)
             starts.append((W0, rng))
         return starts
 
@@ -702,11 +905,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         """Chain ``chain``'s completed training data in the input's format."""
         W = self._W.copy()
         for col in self._plan.incomplete:
-            W[self._plan.impute_rows[col], col] = self._imputed_values(col, chain)
+            W[self._plan.impute_rows[col], col] = self._chain_results[chain].values[col]
         return self._output(W, frame)
-
-    def _imputed_values(self, col, chain):
-        return self._chain_results[chain].values[col]
 
     def _output(self, W, frame):
         if not self._is_frame:
@@ -718,7 +918,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         for j, name in enumerate(self._columns):
             if name == self._groups_column:
                 continue
-            if frame[name].isna().any():
+            if frame[name].isna().any() or not np.array_equal(W[:, j], self._codecs[j].encode(frame[name]),
+                                                               equal_nan=True):
                 out[name] = self._codecs[j].decode(W[:, j], index=frame.index)
         if self._groups_column is not None and not self.keep_groups:
             out = out.drop(columns=[self._groups_column])
@@ -735,10 +936,13 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         if not missing.any():
             return self._output(W, frame)
         plan = self._plan
+        cells = missing.copy()
         rng = np.random.Generator(np.random.PCG64(
             np.random.SeedSequence(self._entropy, spawn_key=(_TRANSFORM_STREAM, chain))))
         visits = [(t, d) for t, d in zip(plan.targets, self.final_draws_[chain], strict=True)]
         visits += [(t, d) for t, d in zip(plan.auxiliary, self._auxiliary_draws[chain], strict=True)]
+        derived = {d.column for d in plan.derived}
+        missing[:, sorted(derived)] = False  # computed, never imputed
         visits = [(t, d) for t, d in visits if missing[:, t.column].any()]
         covered = {t.column for t, _ in visits}
         lacking = [self._columns[j] for j in np.flatnonzero(missing.any(axis=0)) if j not in covered]
@@ -749,15 +953,33 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             pool = self._observed_pool[t.column]
             W[rows, t.column] = pool[rng.integers(0, len(pool), size=int(rows.sum()))]
         n_clusters = max(int(codes.max()) + 1, self._plan.n_clusters) if codes is not None else 0
+        new_plan = self._new_data_plan(cells, codes, n_clusters)
+        _recompute_derived(W, new_plan, None)
         passes = 1 if missing.sum(axis=1).max() <= 1 else self.transform_iter
+
+        def log(name, reasons):
+            for reason in reasons:
+                warnings.warn(f"{name}: {reason}", UserWarning, stacklevel=4)
+
         with threadpool_limits(limits=1, user_api="blas"):
             for _ in range(passes):
                 for target, draw in visits:
                     rows = np.flatnonzero(missing[:, target.column])
                     X, _, _ = _design(W, target, codes, n_clusters)
-                    g = codes[rows] if (codes is not None and target.cluster_role != 0) else None
-                    W[rows, target.column] = _finish(draw.sample(X[rows], g, rng), target)
+                    g = codes if target.cluster_role != 0 else None
+                    W[rows, target.column] = _sample(draw, X, g, rows, target, new_plan, rng, log)
+                    _recompute_derived(W, new_plan, target.column)
         return self._output(W, frame)
+
+    def _new_data_plan(self, missing, codes, n_clusters):
+        """The fitted plan's post-processing, with the rows of new data."""
+        plan = self._plan
+        impute_rows = {j: np.flatnonzero(missing[:, j]) for j in range(missing.shape[1])}
+        for d in plan.derived:
+            inputs = sorted(d.depends_on) if d.depends_on else [j for j in range(missing.shape[1]) if j != d.column]
+            impute_rows[d.column] = np.flatnonzero(missing[:, d.column] | missing[:, inputs].any(axis=1))
+        return _Plan(plan.targets, plan.auxiliary, codes, n_clusters, plan.cluster_labels, plan.names, {},
+                     impute_rows, {}, [], plan.derived, plan.bounds, plan.post)
 
 
 def _constant_within_clusters(values, groups, n_clusters) -> bool:

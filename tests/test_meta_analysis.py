@@ -121,9 +121,12 @@ def _dense_jackson_white_riley(y, S, X):
             tBA += np.kron(b, a).T
     vec = np.linalg.solve(tBA, (Q - btr(Bm)).ravel(order="F"))
     psi = vec.reshape(k, k, order="F")
-    values, vectors = np.linalg.eigh((psi + psi.T) / 2)
-    values[values < 0] = np.sqrt(np.finfo(float).eps)  # mixmeta's checkPD
-    return (vectors * values) @ vectors.T
+    # mixmeta's checkPD (negative eigenvalues to sqrt(eps)), applied as documented on the
+    # scale of the median within variances
+    unit = np.sqrt(np.median(np.diagonal(S, axis1=1, axis2=2), axis=0))
+    values, vectors = np.linalg.eigh((psi + psi.T) / 2 / np.outer(unit, unit))
+    values[values < 0] = np.sqrt(np.finfo(float).eps)
+    return (vectors * values) @ vectors.T * np.outer(unit, unit)
 
 
 def test_matrix_moments_match_dense_stacked_formula_with_covariates():
@@ -198,7 +201,24 @@ def test_homogeneous_studies_give_psi_at_the_boundary_without_warning():
             draws = np.array([fit.draw_psi(rng)[0, 0] for _ in range(50)])
             assert np.all(draws >= 0)
         mm = meta_analysis(y, s2, method="mm")
-    assert mm.psi[0, 0] == pytest.approx(np.sqrt(np.finfo(float).eps))
+    # mixmeta's floor sqrt(eps), in units of the median within variance
+    assert mm.psi[0, 0] == pytest.approx(np.sqrt(np.finfo(float).eps) * np.median(s2))
+
+
+def test_moment_estimate_is_equivariant_to_the_units_of_the_estimates():
+    rng = np.random.default_rng(15)
+    y, S, X = _simulate(rng, J=9, k=3, d=2)
+    unit = np.array([1.0, 1e-4, 1e3])  # e.g. coefficients of predictors measured in very different units
+    base = meta_analysis(y, S, X, method="mm")
+    assert np.linalg.eigvalsh(base.psi).min() < 1e-6  # a boundary case, where the eigenvalue floor acts
+    scaled = meta_analysis(y * unit, S * np.outer(unit, unit), X, method="mm")
+    np.testing.assert_allclose(scaled.psi, base.psi * np.outer(unit, unit), rtol=1e-8, atol=1e-20)
+    np.testing.assert_allclose(scaled.coefficients, base.coefficients * unit, rtol=1e-8)
+    # the likelihood fit too (to its convergence tolerance)
+    base = meta_analysis(y, S, X, method="reml")
+    scaled = meta_analysis(y * unit, S * np.outer(unit, unit), X, method="reml")
+    assert scaled.converged
+    np.testing.assert_allclose(scaled.psi / np.outer(unit, unit), base.psi, rtol=1e-5, atol=1e-9)
 
 
 def test_cholesky_parameters_roundtrip_including_singular_psi():

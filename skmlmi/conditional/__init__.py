@@ -1,10 +1,23 @@
 """Pluggable conditional models of the chained-equations sampler, one file per family.
 
-Every model follows the contract of :class:`~skmlmi.conditional.base.BaseConditionalImputer`.
+Every model follows the contract of :class:`~skmlmi.conditional.base.BaseConditionalImputer`:
+
+- :mod:`~skmlmi.conditional.single_level`: ``BayesianNormal``, ``PredictiveMeanMatching``,
+  ``BayesianLogistic``, ``Polytomous`` (mice's norm, pmm, logreg, polyreg), optionally with
+  cluster fixed effects;
+- :mod:`~skmlmi.conditional.random_effects`: ``RandomEffectsNormal``, ``RandomEffectsPMM``
+  (mice's 2l.pan / 2l.norm / 2l.lmer, miceadds' 2l.pmm);
+- :mod:`~skmlmi.conditional.random_effects_discrete`: ``RandomEffectsLogistic``,
+  ``RandomEffectsCategorical`` (mice's 2l.bin; categorical targets R's mice lacks);
+- :mod:`~skmlmi.conditional.cluster_level`: ``ClusterLevelNormal``, ``ClusterLevelPMM``,
+  ``ClusterMean`` (mice's 2lonly.norm, 2lonly.pmm, 2lonly.mean).
 """
 
 from .base import ROLE_NAMES, BaseConditionalImputer, Draw, DrawContext
-from .single_level import BayesianNormal, PredictiveMeanMatching
+from .cluster_level import ClusterLevelNormal, ClusterLevelPMM, ClusterMean
+from .random_effects import RandomEffectsNormal, RandomEffectsPMM
+from .random_effects_discrete import RandomEffectsCategorical, RandomEffectsLogistic
+from .single_level import BayesianLogistic, BayesianNormal, Polytomous, PredictiveMeanMatching
 
 __all__ = [
     "ROLE_NAMES",
@@ -13,4 +26,13 @@ __all__ = [
     "DrawContext",
     "BayesianNormal",
     "PredictiveMeanMatching",
+    "BayesianLogistic",
+    "Polytomous",
+    "RandomEffectsNormal",
+    "RandomEffectsPMM",
+    "RandomEffectsLogistic",
+    "RandomEffectsCategorical",
+    "ClusterLevelNormal",
+    "ClusterLevelPMM",
+    "ClusterMean",
 ]

@@ -1,0 +1,134 @@
+"""Derived (passive) columns and post-processing of draws: bounds and ``post`` callables.
+
+A derived column is a deterministic function of other columns (BMI = weight / height^2,
+mice's passive imputation ``"~ I(weight / height^2)"``). It is never imputed by a model;
+the engine recomputes it after each visit of a column it depends on, so it is consistent
+with its inputs in every completed dataset. It is given as
+
+- a string expression over column names, evaluated by :meth:`pandas.DataFrame.eval`
+  (``"weight / height ** 2"``); its dependencies are read from the expression; or
+- a callable receiving a DataFrame of the current completed data and returning the
+  column; it is recomputed after every visit (its dependencies are unknown), unless given
+  as ``(callable, ["weight", "height"])``.
+
+Bounds ``(low, high)`` are applied to each draw by redrawing the values that fall outside
+(up to ``REDRAWS`` times, from the same posterior draw), then squeezing what is still
+outside onto the bound (mice's ``squeeze``). Redrawing keeps the shape of the conditional
+distribution inside the bounds (a truncated draw), where squeezing alone piles mass on
+the bounds.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+REDRAWS = 20
+
+
+@dataclass
+class DerivedColumn:
+    column: int
+    name: str
+    compute: Callable | str
+    depends_on: frozenset  # column indices; empty = unknown (recompute after every visit)
+
+    def values(self, W: np.ndarray, names: list, rows: np.ndarray) -> np.ndarray:
+        """The derived values of the given rows from the working data."""
+        used = sorted(self.depends_on) if self.depends_on else range(len(names))
+        frame = pd.DataFrame({names[j]: W[rows, j] for j in used})
+        out = frame.eval(self.compute) if isinstance(self.compute, str) else self.compute(frame)
+        out = np.asarray(out, dtype=float).reshape(-1)
+        if out.shape != (rows.size,):
+            raise ValueError(f"derived[{self.name!r}] returned {out.shape[0]} values for {rows.size} rows.")
+        return out
+
+
+def parse_derived(derived: dict | None, columns: list, groups_column) -> list[DerivedColumn]:
+    """Validate the ``derived`` parameter against the data's columns."""
+    out = []
+    for name, spec in (derived or {}).items():
+        if name not in columns:
+            raise ValueError(f"derived names {name!r}, which is not a column of X.")
+        if name == groups_column:
+            raise ValueError(f"derived names the cluster column {name!r}.")
+        depends: set = set()
+        if isinstance(spec, tuple) and len(spec) == 2 and callable(spec[0]):
+            compute, given = spec
+            unknown = [c for c in given if c not in columns]
+            if unknown:
+                raise ValueError(f"derived[{name!r}] depends on unknown columns {unknown}.")
+            depends = {columns.index(c) for c in given}
+        elif isinstance(spec, str):
+            compute = spec
+            try:
+                tree = ast.parse(spec, mode="eval")
+            except SyntaxError as exc:
+                raise ValueError(f"derived[{name!r}] = {spec!r} is not a valid expression.") from exc
+            words = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+            unknown = sorted(words - {str(c) for c in columns})
+            if unknown:
+                raise ValueError(f"derived[{name!r}] = {spec!r} uses unknown columns {unknown}.")
+            depends = {j for j, c in enumerate(columns) if str(c) in words}
+        elif callable(spec):
+            compute = spec
+        else:
+            raise TypeError(
+                f"derived[{name!r}] must be an expression string, a callable, or (callable, [columns]); "
+                f"got {type(spec).__name__}."
+            )
+        j = columns.index(name)
+        if j in depends:
+            raise ValueError(f"derived[{name!r}] depends on itself.")
+        out.append(DerivedColumn(j, str(name), compute, frozenset(depends)))
+    return out
+
+
+def parse_bounds(bounds: dict | None, columns: list) -> dict[int, tuple[float, float]]:
+    out = {}
+    for name, pair in (bounds or {}).items():
+        if name not in columns:
+            raise ValueError(f"bounds names {name!r}, which is not a column of X.")
+        try:
+            low, high = (float(v) if v is not None else np.nan for v in pair)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bounds[{name!r}] must be a pair (low, high); use None for no bound.") from exc
+        low = -np.inf if np.isnan(low) else low
+        high = np.inf if np.isnan(high) else high
+        if low > high:
+            raise ValueError(f"bounds[{name!r}] = {pair}: low exceeds high.")
+        out[columns.index(name)] = (low, high)
+    return out
+
+
+def parse_post(post: dict | None, columns: list) -> dict[int, Callable]:
+    out = {}
+    for name, fn in (post or {}).items():
+        if name not in columns:
+            raise ValueError(f"post names {name!r}, which is not a column of X.")
+        if not callable(fn):
+            raise TypeError(f"post[{name!r}] must be a callable taking and returning the imputed values.")
+        out[columns.index(name)] = fn
+    return out
+
+
+def apply_bounds(values: np.ndarray, bounds: tuple[float, float], redraw: Callable[[np.ndarray], np.ndarray]):
+    """Redraw values outside ``bounds`` (``redraw(index)`` gives new values), then squeeze.
+
+    Returns the bounded values and how many had to be squeezed.
+    """
+    low, high = bounds
+    values = np.array(values, dtype=float)
+    outside = np.flatnonzero((values < low) | (values > high))
+    for _ in range(REDRAWS):
+        if outside.size == 0:
+            break
+        values[outside] = redraw(outside)
+        outside = outside[(values[outside] < low) | (values[outside] > high)]
+    squeezed = int(outside.size)
+    np.clip(values, low, high, out=values)
+    return values, squeezed

@@ -1,0 +1,494 @@
+"""Conditional models for variables measured at the cluster level (mice's ``2lonly.*``).
+
+A cluster-level (level-2) variable takes one value per cluster: a school's size, a
+hospital's type, a study's design. Imputing it row by row would give the rows of one
+cluster different values, and would count each cluster as many times as it has rows.
+These models aggregate to one row per cluster, impute at that level and expand back:
+
+* :class:`ClusterLevelNormal` (``2lonly.norm``): Bayesian linear regression of the cluster
+  values on the cluster means of the predictors;
+* :class:`ClusterLevelPMM` (``2lonly.pmm``): predictive mean matching at the cluster level,
+  donors being the observed clusters;
+* :class:`ClusterMean` (``2lonly.mean``): fills a cluster's missing rows from the cluster's
+  own observed values, a repair for inconsistently recorded level-2 data.
+
+Level-1 predictors enter through their cluster means (over all rows of the cluster, with
+the current completed values), level-2 predictors through their (constant) value. Every
+aggregation is one ``np.bincount`` per column; there is no loop over clusters.
+
+:func:`is_cluster_constant` tells which columns are cluster-level, so that the engine can
+choose these models by default.
+
+This module knows nothing about DataFrames (except that :func:`is_cluster_constant`
+accepts one), column names or the chained-equations loop.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.utils._param_validation import Interval
+
+from .._kernels import (
+    bayesian_regression_draw,
+    cluster_counts,
+    cluster_means,
+    find_redundant_columns,
+    pmm_match,
+)
+from .base import BaseConditionalImputer, Draw, DrawContext
+from .single_level import Polytomous
+
+__all__ = ["ClusterLevelNormal", "ClusterLevelPMM", "ClusterMean", "is_cluster_constant"]
+
+
+# --------------------------------------------------------------------------- detection
+def is_cluster_constant(values: Any, groups: Any) -> bool | np.ndarray | pd.Series:
+    """Whether a variable takes a single value within every cluster (a cluster-level variable).
+
+    Missing values are ignored: a column is cluster-constant when, in every cluster, all
+    its non-missing values are equal (numerically, up to a relative tolerance of 1e-9).
+    A column gives no evidence of being measured at the cluster level, and is reported
+    ``False``, when no cluster holds two or more non-missing values (for instance when
+    every cluster has one row) or when it is entirely missing.
+
+    Parameters
+    ----------
+    values : array-like of shape (n,) or (n, p), or DataFrame
+        The variable(s); numeric, boolean, string or categorical (non-numeric values are
+        compared as labels).
+    groups : array-like of shape (n,)
+        Cluster labels (any hashable values; missing labels are an error).
+
+    Returns
+    -------
+    bool, ndarray of shape (p,) of bool, or Series
+        One answer per column: a bool for 1-D input, an array for a 2-D array and a
+        Series indexed by column name for a DataFrame.
+
+    Notes
+    -----
+    Cost O(n) per column: one ``np.bincount`` for the cluster means and one pass for the
+    deviations from them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> groups = np.array([0, 0, 1, 1, 1])
+    >>> is_cluster_constant(np.array([2.0, 2.0, 5.0, np.nan, 5.0]), groups)
+    True
+    >>> is_cluster_constant(np.array([[1.0, 2.0], [1.0, 3.0], [4.0, 2.0], [4.0, 2.0], [4.0, 2.0]]), groups)
+    array([ True, False])
+    """
+    codes = _group_codes(groups)
+    if isinstance(values, pd.DataFrame):
+        if len(values) != len(codes):
+            raise ValueError(f"values has {len(values)} rows but groups has {len(codes)}.")
+        return pd.Series(
+            {column: _one_constant(values[column].to_numpy(), codes) for column in values.columns}, dtype=bool
+        )
+    if isinstance(values, pd.Series):
+        values = values.to_numpy()
+    arr = np.asarray(values)
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"values must be 1-D or 2-D; got shape {arr.shape}.")
+    if arr.shape[0] != len(codes):
+        raise ValueError(f"values has {arr.shape[0]} rows but groups has {len(codes)}.")
+    if arr.ndim == 1:
+        return _one_constant(arr, codes)
+    return np.array([_one_constant(arr[:, k], codes) for k in range(arr.shape[1])], dtype=bool)
+
+
+def _group_codes(groups) -> np.ndarray:
+    groups = groups.to_numpy() if isinstance(groups, pd.Series) else np.asarray(groups)
+    if groups.ndim != 1:
+        raise ValueError(f"groups must be 1-D; got shape {groups.shape}.")
+    codes, _ = pd.factorize(groups, use_na_sentinel=True)
+    if (codes < 0).any():
+        raise ValueError(f"groups has missing cluster labels (first at row {int(np.argmax(codes < 0))}).")
+    return codes
+
+
+def _one_constant(column: np.ndarray, codes: np.ndarray) -> bool:
+    if column.dtype.kind in "biuf":
+        v = column.astype(float)
+    else:  # labels: compare codes, missing labels -> NaN
+        labels, _ = pd.factorize(pd.Series(column, dtype=object), use_na_sentinel=True)
+        v = np.where(labels < 0, np.nan, labels.astype(float))
+    ok = ~np.isnan(v)
+    if not ok.any():
+        return False
+    vo, go = v[ok], codes[ok]
+    counts = np.bincount(go)
+    if counts.max() < 2:
+        return False
+    means = np.bincount(go, weights=vo) / np.where(counts > 0, counts, 1)
+    scale = max(1.0, float(np.abs(vo).max()))
+    return bool(np.abs(vo - means[go]).max() <= 1e-9 * scale)
+
+
+# --------------------------------------------------------------------------- aggregation
+class _ClusterData:
+    """One row per cluster: counts, predictor means over all rows, target mean over observed rows."""
+
+    def __init__(self, y, observed, X, groups, n_clusters):
+        self.n_rows = cluster_counts(groups, n_clusters)
+        self.n_observed = cluster_counts(groups[observed], n_clusters)
+        self.xbar = cluster_means(X, groups, n_clusters) if X.shape[1] else np.zeros((n_clusters, 0))
+        go, yo = groups[observed], y[observed]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.bincount(go, weights=yo, minlength=n_clusters) / self.n_observed
+        self.fitted = self.n_observed > 0  # clusters whose value is (at least partly) observed
+        # A cluster's value is its observed value itself where that is constant (a mean of equal
+        # floats may differ in the last bit, and PMM must donate observed values exactly).
+        codes, first = np.unique(go, return_index=True)
+        spread = np.bincount(go, weights=np.abs(yo - mean[go]), minlength=n_clusters)
+        self.varying = spread > 1e-9 * max(1.0, float(np.abs(yo).max(initial=0.0)))
+        self.ybar = mean
+        constant = ~self.varying[codes]
+        self.ybar[codes[constant]] = yo[first[constant]]
+
+
+def _cluster_names(context: DrawContext, codes) -> str:
+    codes = list(codes)
+    names = ", ".join(repr(context.cluster_name(int(c))) for c in codes[:10])
+    return names + (f" and {len(codes) - 10} more" if len(codes) > 10 else "")
+
+
+def _design(xbar: np.ndarray) -> np.ndarray:
+    return np.column_stack([np.ones(len(xbar)), xbar])
+
+
+def _sample_clusters(X, groups, name):
+    """Cluster codes present among the rows to impute, their row index and predictor means."""
+    if groups is None:
+        raise ValueError(f"{name}: a cluster-level draw needs the cluster codes of the rows to impute.")
+    codes, inverse = np.unique(np.asarray(groups, dtype=np.intp), return_inverse=True)
+    xbar = cluster_means(X, inverse, len(codes)) if X.shape[1] else np.zeros((len(codes), 0))
+    return codes, inverse, xbar
+
+
+class _ClusterLevelBase(BaseConditionalImputer):
+    """Shared checks: a cluster identifier, predictors judged at the cluster level."""
+
+    accepted_roles = frozenset({1})
+    requires_groups = True
+    supports_fixed_clusters = False
+    handles_systematic = True
+
+    #: whether a cluster may hold observed and missing rows at once
+    _allows_partial = False
+
+    def _usable_columns(self, X, observed, roles, groups, context):
+        # Redundancy is judged on the cluster-level design the model is fitted on: a level-1
+        # predictor whose cluster means are constant carries nothing at this level.
+        if X.shape[1] == 0:
+            return np.ones(0, dtype=bool)
+        J = context.n_clusters
+        fitted = cluster_counts(groups[observed], J) > 0
+        xbar = cluster_means(X, groups, J)[fitted]
+        drop = find_redundant_columns(xbar)
+        keep = np.ones(X.shape[1], dtype=bool)
+        for index, reason in drop.items():
+            context.log(
+                f"predictor {context.predictor_name(index)!r} of cluster-level {context.target!r} "
+                f"dropped: its cluster means are {reason}"
+            )
+            keep[index] = False
+        return keep
+
+    def _aggregate(self, y, observed, X, groups, context) -> _ClusterData:
+        J = context.n_clusters
+        if groups.size and (groups.min() < 0 or groups.max() >= J):
+            raise ValueError(f"{type(self).__name__} for {context.target!r}: cluster codes must lie in 0..{J - 1}.")
+        data = _ClusterData(y, observed, X, groups, J)
+        partial = np.flatnonzero((data.n_observed > 0) & (data.n_observed < data.n_rows))
+        if partial.size and not self._allows_partial:
+            raise ValueError(
+                f"{type(self).__name__}: cluster-level variable {context.target!r} is observed in some rows "
+                f"and missing in others of cluster(s) {_cluster_names(context, partial)}. A cluster-level "
+                "variable must be missing for the whole cluster or for none of it; if the level-2 data are "
+                "recorded inconsistently, use ClusterMean to fill each cluster from its observed values."
+            )
+        if not data.fitted.any():
+            raise ValueError(
+                f"{type(self).__name__} for {context.target!r}: no cluster has an observed value to fit on."
+            )
+        varying = np.flatnonzero(data.varying)
+        if varying.size and not self._allows_partial:  # ClusterMean exists to repair such data
+            context.log(
+                f"cluster-level variable {context.target!r} is not constant within cluster(s) "
+                f"{_cluster_names(context, varying)}; the mean of its observed values there is used"
+            )
+        return data
+
+
+# --------------------------------------------------------------------------- normal
+class _ClusterNormalDraw(Draw):
+    def __init__(self, coef, sigma, name):
+        self.coef, self.sigma, self.name = coef, sigma, name
+
+    def sample(self, X, groups, rng):
+        codes, inverse, xbar = _sample_clusters(X, groups, self.name)
+        values = _design(xbar) @ self.coef + self.sigma * rng.standard_normal(len(codes))
+        return values[inverse]
+
+
+class ClusterLevelNormal(_ClusterLevelBase):
+    """Bayesian normal imputation of a cluster-level variable (mice's ``2lonly.norm``).
+
+    The data are aggregated to one row per cluster j: the target value y_j (the mean of
+    its observed rows) and the cluster means xbar_j of the predictors over all rows of the
+    cluster (level-1 predictors thus enter as their cluster means, level-2 predictors
+    as themselves). On the clusters with an observed value the model is
+
+        y_j = alpha + xbar_j' beta + u_j,  u_j ~ N(0, sigma^2),
+
+    with the flat prior on (alpha, beta, log sigma); each visit draws
+    sigma*^2 = RSS / chi^2_{J_obs - p - 1} and (alpha*, beta*) ~ N(hat, sigma*^2 (X'X)^-1)
+    (Rubin 1987, p. 167, as mice's ``norm``) and imputes one value per cluster,
+    y_j* = alpha* + xbar_j' beta* + sigma* eps_j, given to every row of the cluster.
+
+    A cluster whose value is observed in some rows and missing in others is a ValueError
+    naming the clusters (use :class:`ClusterMean` for such data). Clusters without an
+    observed value (the usual case), including clusters unseen at fit, are imputed
+    from their predictors' cluster means. Observed values that vary within a cluster
+    are averaged (logged).
+
+    Parameters
+    ----------
+    ridge : float, default=1e-5
+        Relative ridge added to X'X only if its Cholesky factorisation fails (logged),
+        for instance with fewer observed clusters than predictors. Cost per visit: O(n p)
+        to aggregate plus O(J p^2).
+
+    See Also
+    --------
+    ClusterLevelPMM, ClusterMean, is_cluster_constant
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmlmi.conditional.base import DrawContext
+    >>> rng = np.random.default_rng(0)
+    >>> groups = np.repeat(np.arange(40), 5)
+    >>> X = rng.normal(size=(200, 1))
+    >>> y = np.repeat(rng.normal(size=40), 5)
+    >>> observed = np.repeat(rng.random(40) < 0.7, 5)
+    >>> context = DrawContext(target="size", n_clusters=40)
+    >>> draw, _ = ClusterLevelNormal().draw(y, observed, X, np.ones(1, int), groups, rng, context=context)
+    >>> imputed = draw.sample(X[~observed], groups[~observed], rng)
+    >>> bool(is_cluster_constant(imputed, groups[~observed]))
+    True
+    """
+
+    target_kinds = frozenset({"continuous", "integer"})
+    _parameter_constraints = {"ridge": [Interval(Real, 0, None, closed="left")]}
+
+    def __init__(self, ridge: float = 1e-5):
+        self.ridge = ridge
+
+    def _draw(self, y, observed, X, roles, groups, rng, state, context):
+        data = self._aggregate(y, observed, X, groups, context)
+        design = _design(data.xbar[data.fitted])
+        _, coef, sigma, ridged = bayesian_regression_draw(design, data.ybar[data.fitted], rng, self.ridge)
+        if ridged:
+            context.log(f"ridge {self.ridge:g} added to the cluster-level normal equations of {context.target!r}")
+        return _ClusterNormalDraw(coef, sigma, f"ClusterLevelNormal for {context.target!r}"), None
+
+
+# --------------------------------------------------------------------------- pmm
+class _ClusterPMMDraw(Draw):
+    def __init__(self, coef, yhat_donors, y_donors, donors, name):
+        self.coef, self.yhat_donors, self.y_donors = coef, yhat_donors, y_donors
+        self.donors, self.name = donors, name
+
+    def values(self, xbar, rng):
+        """One imputed value per cluster with predictor means ``xbar``."""
+        target = _design(xbar) @ self.coef
+        return self.y_donors[pmm_match(self.yhat_donors, target, self.donors, rng)]
+
+    def sample(self, X, groups, rng):
+        codes, inverse, xbar = _sample_clusters(X, groups, self.name)
+        return self.values(xbar, rng)[inverse]
+
+
+def _cluster_pmm(data, donors, ridge, rng, context, name):
+    design = _design(data.xbar[data.fitted])
+    y_fit = data.ybar[data.fitted]
+    coef_hat, coef_star, _, ridged = bayesian_regression_draw(design, y_fit, rng, ridge)
+    if ridged:
+        context.log(f"ridge {ridge:g} added to the cluster-level normal equations of {context.target!r}")
+    return _ClusterPMMDraw(coef_star, design @ coef_hat, y_fit.copy(), donors, name)
+
+
+class ClusterLevelPMM(_ClusterLevelBase):
+    """Predictive mean matching for a cluster-level variable (mice's ``2lonly.pmm``).
+
+    Aggregates to one row per cluster as :class:`ClusterLevelNormal` and matches at that
+    level: the donors are the clusters with an observed value, their predictions use the
+    least-squares estimate (yhat_j = xbar_j' beta_hat), the recipients' a posterior draw
+    (xbar_j' beta*); each recipient cluster receives the observed value of one of the
+    ``donors`` closest donor clusters, drawn at random (matchtype 1, van Buuren 2018,
+    §3.4), for all its rows. Only observed cluster values are imputed.
+
+    Parameters
+    ----------
+    donors : int, default=5
+        Size of the pool of closest donor clusters.
+    ridge : float, default=1e-5
+        Relative ridge used only if X'X is numerically singular (logged).
+
+    See Also
+    --------
+    ClusterLevelNormal, ClusterMean
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmlmi.conditional.base import DrawContext
+    >>> rng = np.random.default_rng(0)
+    >>> groups = np.repeat(np.arange(40), 5)
+    >>> X = rng.normal(size=(200, 1))
+    >>> y = np.repeat(rng.integers(0, 4, size=40), 5).astype(float)
+    >>> observed = np.repeat(rng.random(40) < 0.7, 5)
+    >>> context = DrawContext(target="type", n_clusters=40)
+    >>> draw, _ = ClusterLevelPMM().draw(y, observed, X, np.ones(1, int), groups, rng, context=context)
+    >>> set(draw.sample(X[~observed], groups[~observed], rng)) <= set(y[observed])
+    True
+    """
+
+    target_kinds = frozenset({"continuous", "integer", "binary"})
+    _parameter_constraints = {
+        "donors": [Interval(Integral, 1, None, closed="left")],
+        "ridge": [Interval(Real, 0, None, closed="left")],
+    }
+
+    def __init__(self, donors: int = 5, ridge: float = 1e-5):
+        self.donors = donors
+        self.ridge = ridge
+
+    def _draw(self, y, observed, X, roles, groups, rng, state, context):
+        data = self._aggregate(y, observed, X, groups, context)
+        name = f"ClusterLevelPMM for {context.target!r}"
+        return _cluster_pmm(data, self.donors, self.ridge, rng, context, name), None
+
+
+# --------------------------------------------------------------------------- mean
+class _ClusterMeanDraw(Draw):
+    def __init__(self, fill, fallback, categorical, name):
+        self.fill, self.fallback, self.categorical, self.name = fill, fallback, categorical, name
+
+    def sample(self, X, groups, rng):
+        codes, inverse, xbar = _sample_clusters(X, groups, self.name)
+        known = codes < len(self.fill)
+        values = np.full(len(codes), np.nan)
+        values[known] = self.fill[codes[known]]
+        need = np.isnan(values)
+        if need.any():  # clusters with nothing observed: the fallback model, from the predictors' means
+            if self.categorical:
+                values[need] = self.fallback.sample(xbar[need], None, rng)
+            else:
+                values[need] = self.fallback.values(xbar[need], rng)
+        return values[inverse]
+
+
+class ClusterMean(_ClusterLevelBase):
+    """Fill a cluster's missing rows from the cluster's observed values (mice's ``2lonly.mean``).
+
+    Meant to repair level-2 variables recorded inconsistently: where a cluster has some
+    observed rows, every missing row of that cluster receives
+
+    * continuous targets: the mean of the cluster's observed values;
+    * integer targets: that mean rounded to the nearest integer;
+    * binary and categorical targets: the cluster's most frequent observed category,
+      ties broken at random. (R's ``2lonly.mean`` takes the median code truncated towards
+      zero, which is neither the mode its help page promises nor a sensible summary of
+      unordered categories.)
+
+    These fills are deterministic given the data (up to ties) and do not reflect
+    uncertainty; that is the point of a repair.
+
+    Clusters with no observed value (and clusters unseen at fit) do not stay missing, as
+    in R: they are imputed from the population of clusters, by cluster-level predictive
+    mean matching on the predictors' cluster means for continuous and integer targets
+    (as :class:`ClusterLevelPMM`, donors being the observed clusters' values), or by a
+    cluster-level multinomial logit with a parameter draw for binary and categorical
+    targets (as :class:`~skmlmi.conditional.single_level.Polytomous`, fitted on the
+    clusters' modes). Training clusters imputed that way are logged by name.
+
+    Parameters
+    ----------
+    donors : int, default=5
+        Donor pool of the fallback predictive mean matching.
+    ridge : float, default=1e-5
+        Relative ridge of the fallback models, used only if their information matrix is
+        singular (logged).
+
+    See Also
+    --------
+    ClusterLevelNormal, ClusterLevelPMM
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmlmi.conditional.base import DrawContext
+    >>> rng = np.random.default_rng(0)
+    >>> groups = np.array([0, 0, 0, 1, 1, 1])
+    >>> y = np.array([2.0, 4.0, 0.0, 7.0, 7.0, 0.0])
+    >>> observed = np.array([True, True, False, True, True, False])
+    >>> context = DrawContext(target="size", n_clusters=2)
+    >>> draw, _ = ClusterMean().draw(y, observed, np.zeros((6, 0)), np.ones(0, int), groups, rng, context=context)
+    >>> draw.sample(np.zeros((2, 0)), np.array([0, 1]), rng)
+    array([3., 7.])
+    """
+
+    target_kinds = frozenset({"continuous", "integer", "binary", "categorical"})
+    _allows_partial = True
+    _parameter_constraints = {
+        "donors": [Interval(Integral, 1, None, closed="left")],
+        "ridge": [Interval(Real, 0, None, closed="left")],
+    }
+
+    def __init__(self, donors: int = 5, ridge: float = 1e-5):
+        self.donors = donors
+        self.ridge = ridge
+
+    def _draw(self, y, observed, X, roles, groups, rng, state, context):
+        data = self._aggregate(y, observed, X, groups, context)
+        J = context.n_clusters
+        name = f"ClusterMean for {context.target!r}"
+        categorical = context.kind in ("binary", "categorical")
+        if categorical:
+            codes = y[observed].astype(np.intp)
+            K = max(int(context.n_categories), int(codes.max()) + 1, 2)
+            counts = np.bincount(groups[observed] * K + codes, minlength=J * K).reshape(J, K)
+            # counts are integers: a uniform jitter below 1 only breaks ties, at random
+            fill = np.argmax(counts + rng.random((J, K)), axis=1).astype(float)
+            fill[~data.fitted] = np.nan
+            sub_context = DrawContext(
+                target=context.target, kind="categorical", n_categories=K, predictor_names=context.predictor_names
+            )
+            xfit = data.xbar[data.fitted]
+            fallback, _ = Polytomous(ridge=self.ridge)._draw(
+                fill[data.fitted], np.ones(len(xfit), dtype=bool), xfit, np.ones(xfit.shape[1], dtype=int),
+                None, rng, None, sub_context,
+            )
+            context.events.extend(sub_context.events)
+        else:
+            fill = data.ybar.copy()
+            if context.kind == "integer":
+                fill = np.rint(fill)
+            fallback = _cluster_pmm(data, self.donors, self.ridge, rng, context, name)
+            fill[~data.fitted] = np.nan
+        empty = np.flatnonzero((data.n_rows > 0) & ~data.fitted)
+        if empty.size:
+            how = "a cluster-level multinomial logit" if categorical else "cluster-level predictive mean matching"
+            context.log(
+                f"ClusterMean: cluster(s) {_cluster_names(context, empty)} have no observed value of "
+                f"{context.target!r}; imputed by {how} on the predictors' cluster means"
+            )
+        return _ClusterMeanDraw(fill, fallback, categorical, name), None

@@ -1,0 +1,109 @@
+"""The lme4-style formula parser and R-style design matrices."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skmlmi.analysis import build_design, parse_formula
+
+
+@pytest.fixture
+def frame():
+    return pd.DataFrame(
+        {
+            "y": [1.0, 2, 3, 4, 5, 6],
+            "f": ["b", "a", "c", "a", "b", "c"],
+            "x": [0.5, 1, 2, 3, 4, 5],
+            "z": [1.0, 0, 1, 0, 1, 1],
+            "g": [1, 1, 2, 2, 3, 3],
+        }
+    )
+
+
+def test_random_slope_formula_parses_into_one_correlated_block():
+    f = parse_formula("popular ~ 1 + sex + texp + (1 + sex | school)")
+    assert f.response == "popular" and f.intercept and f.group == "school"
+    assert f.fixed == (("sex",), ("texp",))
+    assert len(f.random) == 1 and f.random[0].intercept and f.random[0].terms == (("sex",),)
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | g) + (0 + x | g)", "y ~ x + (1 + x || g)", "y ~ x + (x || g)"])
+def test_uncorrelated_random_effects_become_separate_blocks(formula):
+    f = parse_formula(formula)
+    assert [(b.intercept, b.terms) for b in f.random] == [(True, ()), (False, (("x",),))]
+
+
+def test_crossing_and_powers_expand_like_r():
+    assert parse_formula("y ~ a*b + c").fixed == (("a",), ("b",), ("c",), ("a", "b"))
+    assert parse_formula("y ~ (a + b + c)^2 - a:b").fixed == (("a",), ("b",), ("c",), ("a", "c"), ("b", "c"))
+    assert not parse_formula("y ~ 0 + x").intercept
+    assert not parse_formula("y ~ x - 1").intercept
+
+
+@pytest.mark.parametrize(
+    ("formula", "match"),
+    [
+        ("y ~ x + (1 | g) + (1 | h)", "crossed.*supported random-effects forms"),
+        ("y ~ x + (1 | g/h)", "nested.*supported random-effects forms"),
+        ("y ~ x + (1 | g:h)", "nested.*supported random-effects forms"),
+        ("y ~ log(x)", "function calls"),
+        ("y ~ x + (1 | g) + (1 | g)", "intercept appears in two"),
+        ("y x", "exactly one '~'"),
+        ("y ~ x + g + (1 | g)", "grouping factor 'g' also appears"),
+        ("y ~ y + x", "response 'y' also appears"),
+    ],
+)
+def test_unsupported_or_malformed_formulas_raise_clear_errors(formula, match):
+    with pytest.raises(ValueError, match=match):
+        parse_formula(formula)
+
+
+def test_categorical_predictors_use_treatment_contrasts_with_first_level_reference(frame):
+    d = build_design(parse_formula("y ~ f*x"), frame)
+    assert d.fixed_names == ["(Intercept)", "fb", "fc", "x", "fb:x", "fc:x"]
+    np.testing.assert_array_equal(d.X[:, 1], (frame.f == "b").to_numpy(float))
+    np.testing.assert_array_equal(d.X[:, 4], ((frame.f == "b") * frame.x).to_numpy(float))
+
+
+def test_reference_level_can_be_chosen(frame):
+    d = build_design(parse_formula("y ~ f"), frame, reference_levels={"f": "c"})
+    assert d.fixed_names == ["(Intercept)", "fa", "fb"]
+    with pytest.raises(ValueError, match="reference level 'q'"):
+        build_design(parse_formula("y ~ f"), frame, reference_levels={"f": "q"})
+
+
+def test_margin_rule_gives_full_coding_like_model_matrix(frame):
+    assert build_design(parse_formula("y ~ 0 + f + x"), frame).fixed_names == ["fa", "fb", "fc", "x"]
+    assert build_design(parse_formula("y ~ x + x:f"), frame).fixed_names == ["(Intercept)", "x", "x:fb", "x:fc"]
+    assert build_design(parse_formula("y ~ x:f"), frame).fixed_names == ["(Intercept)", "x:fa", "x:fb", "x:fc"]
+
+
+def test_pandas_categorical_keeps_its_category_order_and_bool_is_a_factor(frame):
+    frame = frame.assign(f=pd.Categorical(frame.f, categories=["c", "b", "a"]), flag=frame.z > 0)
+    d = build_design(parse_formula("y ~ f + flag"), frame)
+    assert d.fixed_names == ["(Intercept)", "fb", "fa", "flagTRUE"]
+
+
+def test_random_design_and_group_codes(frame):
+    d = build_design(parse_formula("y ~ x + (1 + f | g)"), frame)
+    assert d.random_names == ["(Intercept)", "fb", "fc"]
+    assert d.groups.tolist() == [0, 0, 1, 1, 2, 2] and list(d.group_levels) == [1, 2, 3]
+    new = build_design(
+        parse_formula("y ~ x + (1 + f | g)"),
+        frame.assign(g=[1, 9, 2, 2, 3, 3]),
+        levels=d.levels,
+        group_levels=d.group_levels,
+    )
+    assert new.groups.tolist() == [0, -1, 1, 1, 2, 2]
+
+
+def test_unseen_level_and_missing_values_are_named(frame):
+    d = build_design(parse_formula("y ~ f"), frame)
+    with pytest.raises(ValueError, match="column 'f' has levels not seen at fit"):
+        build_design(parse_formula("y ~ f"), frame.assign(f=["a", "zz", "b", "a", "b", "c"]), levels=d.levels)
+    holed = frame.assign(x=[np.nan, 1, 2, 3, 4, 5])
+    with pytest.raises(ValueError, match="'x': 1"):
+        build_design(parse_formula("y ~ x"), holed)
+    assert build_design(parse_formula("y ~ x"), holed, missing="drop").X.shape == (5, 2)
+    with pytest.raises(ValueError, match=r"columns \['w'\]"):
+        build_design(parse_formula("y ~ w"), frame)

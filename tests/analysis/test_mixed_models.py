@@ -1,0 +1,209 @@
+"""Linear and logistic mixed models: parity with lme4 and the pooled popmis results of mitml / mice.
+
+The R fits are deterministic given the completed datasets, so differences are optimiser
+precision only: lme4 stops at ~1e-6 relative in theta, which moves estimates and SEs by
+< 1e-4 relative (measured: fixed effects <= 8e-6, SEs <= 3e-5, variance components <= 2e-5
+absolute). The tolerances are the issue's (1e-3 relative; 1e-4 absolute for the near-zero
+covariance).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from skmlmi.analysis import LinearMixedModel, LogisticMixedModel
+from skmlmi.pooling import pool
+
+REFERENCE = Path("/work/shared/reference")
+DATA = Path("/work/shared/data")
+FORMULAS = {
+    "ri": "popular ~ 1 + sex + texp + (1 | school)",
+    "rs": "popular ~ 1 + sex + texp + (1 + sex | school)",
+}
+
+
+@pytest.fixture(scope="module")
+def popmis_sets():
+    long = pd.read_csv(REFERENCE / "popmis_completed_long.csv")
+    return [long[long[".imp"] == i].drop(columns=[".imp", ".id"]).reset_index(drop=True) for i in range(1, 6)]
+
+
+@pytest.fixture(scope="module")
+def popmis_fits(popmis_sets):
+    return {model: [LinearMixedModel(f).fit(d) for d in popmis_sets] for model, f in FORMULAS.items()}
+
+
+@pytest.fixture(scope="module")
+def lmer_fits():
+    return pd.read_csv(REFERENCE / "popmis_lmer_fits.csv")
+
+
+def _lme4_name(term):
+    # lme4 "school:(Intercept)~~sex" -> mitml "Intercept~~sex|school"
+    if term == "Residual~~Residual":
+        return term
+    group, rest = term.split(":", 1)
+    return rest.replace("(Intercept)", "Intercept") + "|" + group
+
+
+@pytest.mark.parametrize("model", ["ri", "rs"])
+def test_per_imputation_fits_match_lme4(popmis_fits, lmer_fits, model):
+    for imp, fit in enumerate(popmis_fits[model], start=1):
+        ref = lmer_fits[(lmer_fits.model == model) & (lmer_fits.imp == imp)].set_index("term")
+        fixed = ref[ref.kind == "fixed"]
+        np.testing.assert_allclose(fit.coef_[fixed.index], fixed.estimate, rtol=1e-3)
+        se = np.sqrt(np.diag(fit.cov_params_.loc[fixed.index, fixed.index]))
+        np.testing.assert_allclose(se, fixed.std_error, rtol=1e-3)
+        variances = ref[ref.kind == "variance"]
+        ours = fit.variance_components_[[_lme4_name(t) for t in variances.index]].to_numpy()
+        close = np.isclose(ours, variances.estimate, rtol=1e-3) | np.isclose(ours, variances.estimate, atol=1e-4)
+        assert close.all(), (imp, ours, variances.estimate.to_numpy())
+        assert fit.df_resid_ == ref.loc["df.residual", "estimate"]
+        assert fit.converged_
+
+
+@pytest.mark.parametrize("model", ["ri", "rs"])
+@pytest.mark.parametrize("source", ["mitml_testEstimates_dfcom", "mitml_testEstimates_largesample", "mice_pool"])
+def test_pooled_popmis_matches_mitml_and_mice(popmis_fits, model, source):
+    fits = popmis_fits[model]
+    ref = pd.read_csv(REFERENCE / "popmis_pooled.csv")
+    ref = ref[(ref.model == model) & (ref.source == source)].set_index("term")
+    estimates = np.array([f.coef_.to_numpy() for f in fits])
+    covariances = np.array([f.cov_params_.to_numpy() for f in fits])
+    dfcom = None if "largesample" in source else fits[0].df_resid_
+    table = pool(estimates, covariances, dfcom=dfcom, names=fits[0].coef_.index).loc[ref.index]
+    np.testing.assert_allclose(table["estimate"], ref["estimate"], rtol=1e-3)
+    np.testing.assert_allclose(table["std_error"], ref["std_error"], rtol=1e-3)
+    np.testing.assert_allclose(table["df"], ref["df"], rtol=5e-3)
+    np.testing.assert_allclose(table["fmi"], ref["fmi"], rtol=5e-3)
+
+
+@pytest.mark.parametrize("model", ["ri", "rs"])
+def test_pooled_variance_components_match_mitml_extra_pars(popmis_fits, model):
+    # mitml: plain mean over imputations, ICC computed per imputation then averaged
+    ref = pd.read_csv(REFERENCE / "popmis_pooled.csv")
+    ref = ref[(ref.model == model) & (ref.source == "mitml_extra_pars")].set_index("term")["estimate"]
+    ours = pd.concat([f.variance_components_ for f in popmis_fits[model]], axis=1).mean(axis=1)
+    assert list(ours.index) == list(ref.index)
+    close = np.isclose(ours, ref, rtol=1e-3) | np.isclose(ours, ref, atol=1e-4)
+    assert close.all(), pd.DataFrame({"ours": ours, "mitml": ref})
+
+
+def test_uncorrelated_random_effects_have_no_covariance(popmis_sets):
+    d = popmis_sets[0]
+    split = LinearMixedModel("popular ~ sex + texp + (1 | school) + (0 + sex | school)").fit(d)
+    double = LinearMixedModel("popular ~ sex + texp + (1 + sex || school)").fit(d)
+    assert list(split.variance_components_.index) == [
+        "Intercept~~Intercept|school",
+        "sex~~sex|school",
+        "Residual~~Residual",
+        "ICC|school",
+    ]
+    assert split.cov_re_.loc["Intercept", "sex"] == 0.0
+    np.testing.assert_allclose(split.coef_, double.coef_, rtol=1e-8)
+    assert split.df_resid_ == len(d) - (3 + 2 + 1)
+    # the correlated model nests it: its REML likelihood is at least as high
+    correlated = LinearMixedModel(FORMULAS["rs"]).fit(d)
+    assert correlated.loglik_ >= split.loglik_ - 1e-8
+
+
+def test_ml_fit_has_higher_likelihood_and_smaller_variances_than_reml(popmis_sets):
+    d = popmis_sets[2]
+    reml = LinearMixedModel(FORMULAS["ri"]).fit(d)
+    ml = LinearMixedModel(FORMULAS["ri"], reml=False).fit(d)
+    assert ml.variance_components_["Residual~~Residual"] < reml.variance_components_["Residual~~Residual"]
+    # the ML optimum beats the REML estimates on the ML likelihood
+    assert ml.loglik_ >= ml.loglik_at(reml.likelihood_params()) - 1e-9
+    refit = reml.refit_ml()
+    assert refit.loglik_ == pytest.approx(ml.loglik_, rel=1e-9)
+
+
+def test_predict_adds_cluster_effects_and_uses_population_for_new_clusters(popmis_fits, popmis_sets):
+    fit, d = popmis_fits["rs"][0], popmis_sets[0]
+    rows = d.iloc[:5]
+    population = fit.coef_["(Intercept)"] + fit.coef_["sex"] * rows.sex + fit.coef_["texp"] * rows.texp
+    b = fit.random_effects_.loc[rows.school]
+    np.testing.assert_allclose(
+        fit.predict(rows), population + b["Intercept"].to_numpy() + b["sex"].to_numpy() * rows.sex
+    )
+    unseen = rows.assign(school=-99)
+    np.testing.assert_allclose(fit.predict(unseen), population)
+    assert 0.5 < fit.score(d) < 1.0
+
+
+def test_model_is_a_clonable_sklearn_estimator_and_leaves_data_untouched(popmis_sets):
+    d = popmis_sets[0].copy()
+    before = d.copy()
+    model = LinearMixedModel(FORMULAS["ri"], reml=False)
+    assert clone(model).get_params()["reml"] is False
+    model.fit(d, y=d.popular.to_numpy() + 1.0)
+    pd.testing.assert_frame_equal(d, before)
+    assert model.coef_["(Intercept)"] == pytest.approx(
+        LinearMixedModel(FORMULAS["ri"], reml=False).fit(d).coef_["(Intercept)"] + 1.0, rel=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "formula", "match"),
+    [
+        (LinearMixedModel, "popular ~ sex + (1 | school) + (1 | texp)", "crossed"),
+        (LinearMixedModel, "popular ~ sex + texp", "random-effects term"),
+        (LogisticMixedModel, "high ~ sex + (1 + sex | school)", "random intercept"),
+        (LogisticMixedModel, "popular ~ sex + (1 | school)", "0/1 response"),
+    ],
+)
+def test_unsupported_models_raise_clear_errors(popmis_sets, model, formula, match):
+    d = popmis_sets[0].assign(high=(popmis_sets[0].popular > 5).astype(int))
+    with pytest.raises(ValueError, match=match):
+        model(formula).fit(d)
+
+
+@pytest.fixture(scope="module")
+def impact():
+    # R reads only "NA" as missing; pandas' default would turn the pupil level "None" into NaN
+    return pd.read_csv(DATA / "impact.csv", keep_default_na=False, na_values=["NA", ""])
+
+
+@pytest.fixture(scope="module")
+def impact_fit(impact):
+    formula = "mort ~ type + age + motor_score + pupil + ct + (1 | name)"
+    return LogisticMixedModel(formula, reference_levels={"motor_score": "5/6"}).fit(impact)
+
+
+def test_logistic_mixed_model_matches_glmer_on_impact(impact_fit):
+    # Laplace (n_agq = 1) is glmer's own approximation; measured agreement ~1e-5 (estimates),
+    # ~3e-4 (SEs, glmer's finite-difference Hessian); the issue asks for 1e-2.
+    ref = pd.read_csv(REFERENCE / "impact_glmer.csv").set_index("term")
+    fixed = ref.loc[impact_fit.coef_.index]
+    np.testing.assert_allclose(impact_fit.coef_, fixed.estimate, rtol=1e-2)
+    np.testing.assert_allclose(np.sqrt(np.diag(impact_fit.cov_params_)), fixed.std_error, rtol=1e-2)
+    tau2 = impact_fit.variance_components_["Intercept~~Intercept|name"]
+    assert tau2 == pytest.approx(ref.loc["name:(Intercept)~~(Intercept)", "estimate"], rel=1e-2)
+    assert impact_fit.loglik_ == pytest.approx(ref.loc["logLik", "estimate"], rel=1e-6)
+    assert impact_fit.df_resid_ == 11022 - 11
+    assert impact_fit.converged_
+
+
+def test_logistic_loglik_at_own_parameters_and_predictions(impact_fit, impact):
+    assert impact_fit.loglik_at(impact_fit.likelihood_params()) == pytest.approx(impact_fit.loglik_, rel=1e-10)
+    p = impact_fit.predict(impact.iloc[:20])
+    assert np.all((p > 0) & (p < 1))
+    new = impact.iloc[:20].assign(name="unseen trial")
+    eta = impact_fit._linear_predictor(impact_fit._new_design(new), random_effects=False)
+    np.testing.assert_allclose(impact_fit.predict(new), 1 / (1 + np.exp(-eta)))
+
+
+def test_adaptive_quadrature_agrees_with_laplace_on_large_clusters():
+    # 40 clusters of 50: the Laplace error is O(1/n_j), far below the sampling error
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(40), 50)
+    x = rng.normal(size=g.size)
+    eta = -0.3 + 0.8 * x + rng.normal(0, 0.8, 40)[g]
+    d = pd.DataFrame({"g": g, "x": x, "y": (rng.uniform(size=g.size) < 1 / (1 + np.exp(-eta))).astype(int)})
+    laplace = LogisticMixedModel("y ~ x + (1 | g)").fit(d)
+    agq = LogisticMixedModel("y ~ x + (1 | g)", n_agq=7).fit(d)
+    np.testing.assert_allclose(agq.coef_, laplace.coef_, rtol=2e-2)
+    assert agq.variance_components_.iloc[0] == pytest.approx(laplace.variance_components_.iloc[0], rel=3e-2)
