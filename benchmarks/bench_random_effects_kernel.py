@@ -78,6 +78,7 @@ def time_visit(model, data, repeats, state_warm=True):
 
 
 def timings():
+    print("command: python benchmarks/bench_random_effects_kernel.py (BLAS pinned to 1 thread)")
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}, numpy {np.__version__}")
     rows = []
@@ -158,6 +159,11 @@ def profile():
 
 
 if __name__ == "__main__":
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread, as the engine pins it inside each chain (tiny batched products
+    # are slower with threads, and other processes share the cores)
+    threadpool_limits(1)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--convergence", action="store_true")
     parser.add_argument("--profile", action="store_true")

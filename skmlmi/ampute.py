@@ -394,8 +394,10 @@ def ampute(
         for name, spec in systematic.items():  # loop over the named columns
             if name not in columns:
                 raise ValueError(f"systematic names column {name!r}, which cannot be amputed or does not exist")
-            if isinstance(spec, bool) or not isinstance(spec, int | np.integer | Sequence | np.ndarray) or isinstance(
-                spec, str
+            if (
+                isinstance(spec, bool)
+                or not isinstance(spec, int | np.integer | Sequence | np.ndarray)
+                or isinstance(spec, str)
             ):
                 raise ValueError(
                     f"systematic[{name!r}] must be a number of clusters or a list of cluster labels; got {spec!r}"

@@ -271,7 +271,14 @@ def _run_chain(plan: _Plan, W: np.ndarray, rng: np.random.Generator, n_iter: int
         # The draws for complete-at-fit columns use a stream of their own, so that a
         # continued chain consumes exactly the random numbers of a longer one.
         aux_rng = _auxiliary_rng(entropy, chain)
-        auxiliary = [_visit(W, target, plan, aux_rng, None, log, draw_only=True)[0] for target in plan.auxiliary]
+        auxiliary = []
+        for target in plan.auxiliary:
+            try:
+                auxiliary.append(_visit(W, target, plan, aux_rng, None, log, draw_only=True)[0])
+            except (ValueError, np.linalg.LinAlgError) as exc:
+                # only new data with this column missing would need it: transform says so then
+                log(target.name, [f"no imputation model for new data: {exc}"])
+                auxiliary.append(None)
     return _ChainResult(imputed, chain_mean, chain_var, draws, auxiliary, states, events, rng)
 
 
@@ -944,10 +951,11 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         derived = {d.column for d in plan.derived}
         missing[:, sorted(derived)] = False  # computed, never imputed
         visits = [(t, d) for t, d in visits if missing[:, t.column].any()]
-        covered = {t.column for t, _ in visits}
+        covered = {t.column for t, d in visits if d is not None}
         lacking = [self._columns[j] for j in np.flatnonzero(missing.any(axis=0)) if j not in covered]
         if lacking:
-            raise ValueError(f"Columns {lacking} have missing values but no imputation model was fitted for them.")
+            raise ValueError(f"Columns {lacking} have missing values but no imputation model could be fitted for "
+                             "them (they were complete at fit; see logged_events_).")
         for t, _ in visits:
             rows = missing[:, t.column]
             pool = self._observed_pool[t.column]

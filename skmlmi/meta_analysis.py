@@ -758,8 +758,23 @@ def meta_analysis(
     if method == "mm":
         fit = _gls(y, S, X, psi_mm)
         return MetaAnalysisResult(
-            fit.coefficients, fit.covariance, psi_mm, "mm", None, None, None, float("nan"), True, 0,
-            J, k, d, y, S, X, moments,
+            coefficients=fit.coefficients,
+            coefficients_covariance=fit.covariance,
+            psi=psi_mm,
+            method="mm",
+            parameters=None,
+            parameters_covariance=None,
+            hessian=None,
+            log_likelihood=float("nan"),
+            converged=True,
+            n_iterations=0,
+            n_studies=J,
+            n_outcomes=k,
+            n_covariates=d,
+            _estimates=y,
+            _within=S,
+            _design=X,
+            _moments=moments,
         )
     # Start away from the saddle point L = 0 (where the gradient in L vanishes whatever the data):
     # add a ridge of 5% of the median within variance (1% to a warm start).
@@ -787,6 +802,21 @@ def meta_analysis(
             stacklevel=2,
         )
     return MetaAnalysisResult(
-        fit.coefficients, fit.covariance, psi, method, theta, (param_cov + param_cov.T) / 2.0, hessian,
-        value, converged, n_iter, J, k, d, y, S, X, moments,
+        coefficients=fit.coefficients,
+        coefficients_covariance=fit.covariance,
+        psi=psi,
+        method=method,
+        parameters=theta,
+        parameters_covariance=(param_cov + param_cov.T) / 2.0,
+        hessian=hessian,
+        log_likelihood=value,
+        converged=converged,
+        n_iterations=n_iter,
+        n_studies=J,
+        n_outcomes=k,
+        n_covariates=d,
+        _estimates=y,
+        _within=S,
+        _design=X,
+        _moments=moments,
     )

@@ -104,8 +104,13 @@ def test_categorical_codes_enter_the_scores():
 def test_systematic_clusters_are_entirely_missing():
     df = _clustered()
     out, mask = ampute(
-        df, groups="school", prop=0.2, patterns=[["y"]], systematic={"x": 3, "grade": ["s01", "s07"]},
-        random_state=7, return_mask=True,
+        df,
+        groups="school",
+        prop=0.2,
+        patterns=[["y"]],
+        systematic={"x": 3, "grade": ["s01", "s07"]},
+        random_state=7,
+        return_mask=True,
     )
     x_all = out["x"].isna().groupby(df["school"]).all()
     assert x_all.sum() == 3

@@ -340,9 +340,9 @@ def _gibbs(suff, state, n_steps, prior, heteroscedastic, rng):
         av = (Minv @ Zy[:, :, None])[:, :, 0]
         if heteroscedastic:
             w = 1.0 / sigma2
-            corr = np.swapaxes(ZX, 1, 2) @ A  # (Jf, p1, p1)
-            XVX = np.tensordot(w, suff.XX_j - corr, axes=1)
-            XVy = w @ (suff.Xy_j - (np.swapaxes(ZX, 1, 2) @ av[:, :, None])[:, :, 0])
+            wZX = (w[:, None, None] * ZX).reshape(-1, p1)
+            XVX = np.tensordot(w, suff.XX_j, axes=1) - wZX.T @ A.reshape(-1, p1)
+            XVy = w @ suff.Xy_j - wZX.T @ av.reshape(-1)
         else:
             XVX = (suff.XX - ZX.reshape(-1, p1).T @ A.reshape(-1, p1)) / sigma2
             XVy = (suff.Xy - ZX.reshape(-1, p1).T @ av.reshape(-1)) / sigma2

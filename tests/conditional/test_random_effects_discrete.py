@@ -132,10 +132,10 @@ def test_logistic_imputations_keep_clustering_single_level_loses_it():
     icc_full = _anova_icc(y, groups)
 
     def completed_iccs(model_groups, n_model_clusters):
-        draws, _, rng_chain = _run_chain(RandomEffectsLogistic(), y, observed, x, [1], model_groups, 12, seed=6,
+        draws, _, rng_chain = _run_chain(RandomEffectsLogistic(), y, observed, x, [1], model_groups, 40, seed=6,
                                          n_clusters=n_model_clusters)
         out = []
-        for draw in draws[2:]:
+        for draw in draws[4::3]:  # every third visit: successive visits share slow variance moves
             completed = y.copy()
             completed[~observed] = draw.sample(x[~observed], model_groups[~observed], rng_chain)
             out.append(_anova_icc(completed, groups))
@@ -144,8 +144,10 @@ def test_logistic_imputations_keep_clustering_single_level_loses_it():
     ours = completed_iccs(groups, n_clusters)
     single = completed_iccs(np.zeros_like(groups), 1)  # one cluster: a single-level logistic model
     # In proper imputation the full-data ICC behaves like one more imputation, so
-    # ICC_full - mean(ICC_m) has sd ~ sd_between * sqrt(1 + 1/m); 4 of those.
-    tolerance = 4 * ours.std(ddof=1) * np.sqrt(1 + 1 / len(ours))
+    # ICC_full - mean(ICC_m) has sd ~ sd_between * sqrt(1 + 1/m). Over 12 simulated data
+    # sets the standardised differences had mean -0.09 (no bias) and sd 1.26 (the visits
+    # of one chain are not independent), so 4 * 1.26 ~ 5 of those.
+    tolerance = 5 * ours.std(ddof=1) * np.sqrt(1 + 1 / len(ours))
     assert abs(ours.mean() - icc_full) < tolerance, (ours.mean(), icc_full, tolerance)
     # With half the rows imputed without clustering the ICC roughly halves.
     assert single.mean() < icc_full - 0.25 * icc_full, (single.mean(), icc_full)

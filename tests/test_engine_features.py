@@ -1,0 +1,155 @@
+"""What R mice users rely on in the engine: derived columns, bounds, post, where/ignore,
+over-imputation, continuing chains, logged events."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skmlmi import MultilevelIterativeImputer
+from skmlmi.conditional import BayesianNormal, PredictiveMeanMatching, RandomEffectsNormal
+from skmlmi.datasets import load_popmis
+from skmlmi.diagnostics import overimpute
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def popmis():
+    return load_popmis()[["school", "popular", "sex", "texp"]]
+
+
+@pytest.fixture
+def body():
+    rng = np.random.default_rng(11)
+    n = 300
+    height = rng.normal(1.72, 0.09, n)
+    weight = 22 * height**2 + rng.normal(0, 7, n)
+    frame = pd.DataFrame({"height": height, "weight": weight, "age": rng.normal(40, 10, n)})
+    frame["bmi"] = frame["weight"] / frame["height"] ** 2
+    frame.loc[rng.choice(n, 60, replace=False), "weight"] = np.nan
+    frame.loc[rng.choice(n, 40, replace=False), "height"] = np.nan
+    frame.loc[rng.choice(n, 30, replace=False), "bmi"] = np.nan
+    return frame
+
+
+@pytest.mark.parametrize("formula", ["weight / height ** 2", (lambda d: d["weight"] / d["height"] ** 2)],
+                         ids=["expression", "callable"])
+def test_derived_column_identical_to_its_formula_in_every_output(body, formula):
+    matrix = {"bmi": {"weight": 0, "height": 0}}  # bmi must not predict its own inputs
+    imp = MultilevelIterativeImputer(methods=BayesianNormal(), derived={"bmi": formula}, predictor_matrix=matrix,
+                                     n_imputations=3, max_iter=3, random_state=0)
+    sets = imp.fit_transform_all(body)
+    for out in [*sets, imp.transform(body)]:
+        np.testing.assert_allclose(out["bmi"], out["weight"] / out["height"] ** 2)
+    assert "bmi" not in imp.visit_sequence_ and "bmi" in imp.incomplete_columns_
+
+
+def test_derived_column_predicting_its_inputs_warns_of_circularity(body):
+    imp = MultilevelIterativeImputer(methods=BayesianNormal(), derived={"bmi": "weight / height ** 2"},
+                                     n_imputations=1, max_iter=1, random_state=0)
+    with pytest.warns(UserWarning, match="circular"):
+        imp.fit(body)
+    with pytest.raises(ValueError, match="unknown columns"):
+        imp.set_params(derived={"bmi": "weight / heigth ** 2"}).fit(body)
+
+
+def test_bounds_never_violated_and_post_applied(popmis):
+    imp = MultilevelIterativeImputer(methods={"popular": BayesianNormal()}, bounds={"popular": (4.9, 5.1)},
+                                     predictor_matrix={"school": {"popular": 0}}, n_imputations=3, max_iter=3,
+                                     random_state=1)
+    sets = _quiet(imp.fit_transform_all, popmis, groups="school")
+    missing = popmis["popular"].isna()
+    for out in [*sets, _quiet(imp.transform, popmis)]:
+        assert out.loc[missing, "popular"].between(4.9, 5.1).all()
+    # with bounds narrower than the draws, some values are squeezed, and the log says so
+    assert imp.logged_events_["reason"].str.contains("squeezed").any()
+    imp = MultilevelIterativeImputer(methods={"popular": BayesianNormal()}, post={"popular": lambda v: np.round(v, 1)},
+                                     predictor_matrix={"school": {"popular": 0}}, n_imputations=2, max_iter=2,
+                                     random_state=1)
+    out = _quiet(imp.fit_transform, popmis, groups="school")
+    np.testing.assert_allclose(out["popular"], np.round(out["popular"], 1))
+
+
+def test_ignored_rows_do_not_change_the_fitted_draws(popmis):
+    ignore = np.zeros(len(popmis), dtype=bool)
+    ignore[popmis.index[popmis["popular"].notna()][:300]] = True
+    altered = popmis.copy()
+    altered.loc[ignore, "popular"] = altered.loc[ignore, "popular"] + 50  # absurd values, never fitted
+    runs = []
+    for data in (popmis, altered):
+        imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, n_imputations=2, max_iter=3,
+                                         random_state=4)
+        _quiet(imp.fit, data, groups="school", ignore=ignore)
+        runs.append(imp.imputations_["popular"])
+    np.testing.assert_array_equal(*runs)
+    imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, n_imputations=2, max_iter=3,
+                                     random_state=4)
+    _quiet(imp.fit, altered, groups="school")
+    assert not np.array_equal(imp.imputations_["popular"], runs[0])  # not ignoring them does change them
+
+
+def test_where_overimputes_observed_cells(popmis):
+    where = popmis.isna().to_numpy()
+    marked = np.flatnonzero(popmis["popular"].notna().to_numpy())[:50]
+    where[marked, 1] = True
+    imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, n_imputations=2, max_iter=2,
+                                     random_state=0)
+    sets = _quiet(imp.fit_transform_all, popmis, groups="school", where=where)
+    assert imp.imputations_["popular"].shape == (where[:, 1].sum(), 2)
+    # the completed data show the over-imputations (mice's complete), not the observed values
+    assert not np.allclose(sets[0]["popular"].to_numpy()[marked], popmis["popular"].to_numpy()[marked])
+    with pytest.raises(ValueError, match="boolean mask"):
+        imp.fit(popmis, groups="school", where=where[:10])
+
+
+def test_missing_cells_outside_where_stay_missing(popmis):
+    data = popmis.copy()
+    data.loc[data.index[:40], "sex"] = np.nan
+    where = data.isna().to_numpy()
+    where[:40, 2] = False  # leave the first 40 sex values missing
+    imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal(), "sex": PredictiveMeanMatching()},
+                                     column_kinds={"sex": "continuous"}, n_imputations=1, max_iter=2, random_state=0)
+    out = _quiet(imp.fit_transform, data, groups="school", where=where)
+    assert out["sex"].isna().sum() == 40
+    # rows lacking a predictor are neither fitted nor imputed (mice)
+    both = data["popular"].isna().to_numpy()[:40]
+    assert out["popular"].iloc[:40][both].isna().all()
+
+
+def test_continuing_chains_equals_running_longer(popmis):
+    def make(max_iter):
+        return MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, n_imputations=2,
+                                          max_iter=max_iter, random_state=9)
+
+    longer = _quiet(make(5).fit, popmis, groups="school")
+    continued = _quiet(make(3).fit, popmis, groups="school")
+    _quiet(continued.continue_fit, 2)
+    np.testing.assert_array_equal(continued.imputations_["popular"], longer.imputations_["popular"])
+    np.testing.assert_array_equal(continued.chain_mean_, longer.chain_mean_)
+    assert continued.n_iter_ == 5 and continued.chain_mean_.shape == (2, 5, 1)
+    pd.testing.assert_frame_equal(_quiet(continued.transform, popmis), _quiet(longer.transform, popmis))
+
+
+def test_overimpute_reports_coverage_of_observed_values(popmis):
+    imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, n_imputations=20, max_iter=3,
+                                     random_state=2)
+    result = overimpute(imp, popmis, groups="school", columns=["popular"], sample=100, alpha=0.1, random_state=0)
+    assert list(result.table.columns) == ["column", "row", "observed", "imputed_mean", "lower", "upper", "covered"]
+    assert len(result.table) == 100
+    # A calibrated model covers ~90%; with 100 cells and 20 imputations per interval the
+    # empirical coverage has sd ~ 0.03 plus the quantile noise of 20 draws, so 0.75 is far below.
+    assert 0.75 <= result.coverage["popular"] <= 1.0
+    single = MultilevelIterativeImputer(methods={"popular": PredictiveMeanMatching()}, n_imputations=20, max_iter=3,
+                                        predictor_matrix={"school": {"popular": 0}}, random_state=2)
+    worse = overimpute(single, popmis, groups="school", columns=["popular"], sample=100, random_state=0)
+    # ignoring the schools widens the intervals: wider than the multilevel model's
+    width = (result.table["upper"] - result.table["lower"]).mean()
+    assert (worse.table["upper"] - worse.table["lower"]).mean() > width
+    fig, _ = result.plot()
+    assert "coverage" in fig.axes[0].get_title()
