@@ -3,5 +3,6 @@
 __version__ = "0.1.0.dev0"
 
 from .imputer import ImputedDatasets, MultilevelIterativeImputer
+from .pooling import MIPooler
 
-__all__ = ["ImputedDatasets", "MultilevelIterativeImputer", "__version__"]
+__all__ = ["ImputedDatasets", "MIPooler", "MultilevelIterativeImputer", "__version__"]

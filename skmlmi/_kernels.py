@@ -165,28 +165,40 @@ def pmm_match(
     Vectorised nearest-neighbour matching in one dimension: the donors' predictions are
     sorted once (after a random permutation so that ties are broken at random, as
     mice's ``matchindex``), each recipient's insertion point is found by binary search,
-    the ``2 * donors`` candidates around it are compared, and one of the ``donors``
-    closest is drawn uniformly. Cost O((n_donors + n_recipients) log n_donors + n_recipients * donors).
+    the block of the ``donors`` closest sorted donors around it is located by bisection,
+    and one of them is drawn uniformly. Cost O((n_donors + n_recipients) log n_donors).
     """
     n_donors = len(yhat_donors)
     if n_donors == 0:
         raise ValueError("predictive mean matching needs at least one observed donor")
+    yhat_recipients = np.asarray(yhat_recipients, dtype=float)
     k = int(min(max(donors, 1), n_donors))
     perm = rng.permutation(n_donors)
     order = perm[np.argsort(yhat_donors[perm], kind="stable")]
     sorted_hat = yhat_donors[order]
-    pos = np.searchsorted(sorted_hat, yhat_recipients)
-    offsets = np.arange(-k, k)
-    window = np.clip(pos[:, None] + offsets[None, :], 0, n_donors - 1)
-    dist = np.abs(sorted_hat[window] - yhat_recipients[:, None])
-    # clipped windows repeat the edge donor; make repeats ineligible
-    dup = np.zeros_like(dist, dtype=bool)
-    dup[:, 1:] = window[:, 1:] == window[:, :-1]
-    dist[dup] = np.inf
-    nearest = np.argpartition(dist, k - 1, axis=1)[:, :k] if k < dist.shape[1] else np.argsort(dist, axis=1)
+    # binary search of recipients in sorted order: same positions, far fewer cache misses
+    r_order = np.argsort(yhat_recipients, kind="stable")
+    pos = np.empty(len(yhat_recipients), dtype=np.intp)
+    pos[r_order] = np.searchsorted(sorted_hat, yhat_recipients[r_order])
+    # The k closest donors form a contiguous block [lo, lo + k) of the sorted donors with
+    # lo in [pos - k, pos]; shifting the block right helps while the donor it would drop
+    # (lo) is farther than the one it would add (lo + k). That test is monotone in lo,
+    # so a vectorised bisection finds the block in log2(k) passes (ties stay left).
+    lo = np.clip(pos - k, 0, n_donors - k)
+    hi = np.clip(pos, 0, n_donors - k)
+    while True:
+        active = lo < hi
+        if not active.any():
+            break
+        mid = (lo + hi) // 2
+        right = np.minimum(mid + k, n_donors - 1)
+        move = (mid + k < n_donors) & (
+            yhat_recipients - sorted_hat[mid] > sorted_hat[right] - yhat_recipients
+        )
+        lo = np.where(active & move, mid + 1, lo)
+        hi = np.where(active & ~move, mid, hi)
     pick = rng.integers(0, k, size=len(yhat_recipients))
-    chosen = window[np.arange(len(yhat_recipients)), nearest[np.arange(len(yhat_recipients)), pick]]
-    return order[chosen]
+    return order[lo + pick]
 
 
 # --------------------------------------------------------------------------- mixed models

@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 from ._columns import ColumnCodec, detect_codec
 from ._kernels import cluster_means
 from ._passive import apply_bounds, parse_bounds, parse_derived, parse_post
+from .conditional.cluster_level import is_cluster_constant
 from .conditional.base import ROLE_NAMES, BaseConditionalImputer, DrawContext, models_accepting, models_for_kind
 from .predictors import default_method, validate_predictor_matrix
 
@@ -346,6 +347,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     post : dict, default=None
         ``{column: callable}`` applied to each vector of imputations after the bounds
         (mice's ``post``), e.g. rounding.
+    groups_column : str, default=None
+        Name of the cluster column of X, used when ``fit`` receives no ``groups``. This is
+        the path that always works inside ``GridSearchCV`` and ``cross_validate``, where
+        ``groups`` goes to the splitter only (unless metadata routing is enabled).
 
     Attributes
     ----------
@@ -403,6 +408,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         "derived": [dict, None],
         "bounds": [dict, None],
         "post": [dict, None],
+        "groups_column": [str, numbers.Integral, None],
     }
 
     def __init__(
@@ -422,6 +428,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         derived=None,
         bounds=None,
         post=None,
+        groups_column=None,
     ):
         self.methods = methods
         self.predictor_matrix = predictor_matrix
@@ -438,6 +445,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self.derived = derived
         self.bounds = bounds
         self.post = post
+        self.groups_column = groups_column
 
     # ------------------------------------------------------------------ sklearn plumbing
     def __sklearn_tags__(self):
@@ -528,6 +536,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         if isinstance(X, pd.DataFrame):
             X = X.copy(deep=False)  # never touch the caller's object
         frame, is_frame = self._as_frame(X, reset=True)
+        if groups is None and self.groups_column is not None:
+            groups = self.groups_column
         codes, labels, groups_column = self._encode_groups(frame, groups, reset=True)
         self._is_frame = is_frame
         self._groups_column = groups_column
@@ -725,7 +735,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                     "PredictiveMeanMatching() or RandomEffectsNormal()."
                 )
         else:
-            model = default_method(codec.kind, multilevel, cluster_level)
+            model = default_method(codec.kind, multilevel, bool(cluster_level), cluster_level == "partial")
         if codec.kind not in model.target_kinds:
             raise ValueError(
                 f"{type(model).__name__} cannot impute {name!r}, a {codec.kind} column; models that can: "
@@ -754,7 +764,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                 f"{type(model).__name__} cannot absorb; models that can: "
                 f"{', '.join(c.__name__ for c in _fixed_cluster_models())}."
             )
-        if cluster_role == -2 and not model.requires_groups:
+        if cluster_role == -2 and not (model.requires_groups or model.uses_groups_if_given):
             cluster_role = 0
             self._warn_ignored.append(name)
         predictors = []
@@ -812,7 +822,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         if multilevel:
             for j in range(W.shape[1]):
                 if self._columns[j] != self._groups_column:
-                    cluster_constant[j] = _constant_within_clusters(W[:, j], codes, n_clusters)
+                    cluster_constant[j] = _constant_within_clusters(W[:, j], codes, n_clusters, missing[:, j])
         self._warn_ignored = []
         to_impute = where.copy()
         to_impute[:, sorted(derived_cols)] = False
@@ -990,14 +1000,16 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                      impute_rows, {}, [], plan.derived, plan.bounds, plan.post)
 
 
-def _constant_within_clusters(values, groups, n_clusters) -> bool:
-    """Whether the observed values of a column are constant within every cluster."""
-    seen = ~np.isnan(values)
-    if not seen.any():
+def _constant_within_clusters(values, groups, n_clusters, missing):
+    """False, or ("whole" | "partial") for a column constant within every cluster.
+
+    "partial": some cluster has both observed and missing cells of the column.
+    """
+    if not is_cluster_constant(values, groups):
         return False
-    means = cluster_means(values[seen], groups[seen], n_clusters)
-    spread = np.abs(values[seen] - means[groups[seen]])
-    return bool(spread.max() <= 1e-10 * max(1.0, np.abs(values[seen]).max()))
+    n_missing = np.bincount(groups[missing], minlength=n_clusters)
+    n_rows = np.bincount(groups, minlength=n_clusters)
+    return "partial" if ((n_missing > 0) & (n_missing < n_rows)).any() else "whole"
 
 
 def _fixed_cluster_models():

@@ -117,34 +117,482 @@ def validate_predictor_matrix(predictor_matrix, columns: Sequence, groups_column
     return full
 
 
-def default_method(kind: str, multilevel: bool, cluster_level: bool = False):
+def default_method(kind: str, multilevel: bool, cluster_level: bool = False, partial_clusters: bool = False):
     """Default conditional model for a column of the given kind.
 
     Without clusters these are mice's defaults (pmm, logreg, polyreg). With clusters
-    (``multilevel``) they are the random-effects models where they exist: continuous and
-    integer -> :class:`~skmlmi.conditional.RandomEffectsPMM`, binary ->
+    (``multilevel``) they are the random-effects models: continuous and integer ->
+    :class:`~skmlmi.conditional.RandomEffectsPMM` (PMM keeps the data's support; it uses
+    the random-effects normal model's Gibbs sampler for its predictions), binary ->
     :class:`~skmlmi.conditional.RandomEffectsLogistic`, categorical ->
-    :class:`~skmlmi.conditional.RandomEffectsCategorical`, and a variable constant within
-    every cluster -> :class:`~skmlmi.conditional.ClusterLevelPMM`.
+    :class:`~skmlmi.conditional.RandomEffectsCategorical`. A variable constant within
+    every cluster (``cluster_level``) gets :class:`~skmlmi.conditional.ClusterLevelPMM`,
+    or :class:`~skmlmi.conditional.ClusterMean` when some clusters are only partly
+    observed (the observed value then fills the cluster).
     """
     from . import conditional as c
 
-    def first(*names):
-        for name in names:
-            if hasattr(c, name):
-                return getattr(c, name)()
-        raise ValueError(f"no conditional model available for a {kind} target")
-
     if multilevel:
         if cluster_level:
-            return first("ClusterLevelPMM")
+            return c.ClusterMean() if partial_clusters else c.ClusterLevelPMM()
         if kind in ("continuous", "integer"):
-            return first("RandomEffectsPMM")
+            return c.RandomEffectsPMM()
         if kind == "binary":
-            return first("RandomEffectsLogistic")
-        return first("RandomEffectsCategorical")
+            return c.RandomEffectsLogistic()
+        return c.RandomEffectsCategorical()
     if kind in ("continuous", "integer"):
         return c.PredictiveMeanMatching()
     if kind == "binary":
-        return first("BayesianLogistic")
-    return first("Polytomous")
+        return c.BayesianLogistic()
+    return c.Polytomous()
+
+
+# =============================================================================== quickpred, suggestions
+# Appended section (issue 8): predictor selection from the data (mice's quickpred) and from the
+# analysis model (suggest_predictors). Imports are local to this section so that the module's
+# existing top stays untouched.
+from dataclasses import dataclass, field  # noqa: E402
+
+__all__ += ["quickpred", "suggest_predictors", "PredictorSuggestion"]
+
+
+def _numeric_codes(data: pd.DataFrame) -> pd.DataFrame:
+    """R's ``data.matrix``: numbers as floats, bool as 0/1, categoricals and text by their level codes.
+
+    Categorical columns use their category order, text columns their sorted distinct
+    values (R's alphabetical factor levels); missing values stay NaN.
+    """
+    out = {}
+    for name in data.columns:
+        col = data[name]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            codes = col.cat.codes.to_numpy().astype(float)
+            codes[codes < 0] = np.nan
+            out[name] = codes
+        elif pd.api.types.is_bool_dtype(col.dtype):
+            out[name] = col.astype(float).to_numpy()
+        elif pd.api.types.is_numeric_dtype(col.dtype):
+            out[name] = col.to_numpy(dtype=float, na_value=np.nan)
+        else:
+            labels = col.dropna().astype(str)
+            levels = np.sort(labels.unique())
+            codes = np.full(len(col), np.nan)
+            codes[col.notna().to_numpy()] = np.searchsorted(levels, labels.to_numpy())
+            out[name] = codes
+    return pd.DataFrame(out, index=data.index, columns=data.columns)
+
+
+def _correlations(data: pd.DataFrame, method: str = "pearson") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pairwise-complete correlations v = cor(x_a, x_b) and u = cor(R_a, x_b) (signed, NaN kept).
+
+    ``R_a`` is the response indicator of column a (1 observed, 0 missing); u's rows are the
+    indicators, its columns the variables, as in mice's ``quickpred``.
+    """
+    if method not in ("pearson", "spearman", "kendall"):
+        raise ValueError(f"method must be 'pearson', 'spearman' or 'kendall'; got {method!r}.")
+    x = _numeric_codes(data)
+    v = x.corr(method=method)
+    indicators = data.notna().astype(float)
+    indicators.columns = [f"\0R{i}" for i in range(data.shape[1])]  # names that cannot clash
+    both = pd.concat([indicators, x.set_axis([f"\0X{i}" for i in range(data.shape[1])], axis=1)], axis=1)
+    p = data.shape[1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        full = both.corr(method=method).to_numpy()
+    u = pd.DataFrame(full[:p, p:], index=data.columns, columns=data.columns)
+    return v, u
+
+
+def _per_target(value, name: str, columns: list) -> np.ndarray:
+    """A threshold as a (p, p) matrix: scalar, one value per target (sequence/Series/dict) or a matrix."""
+    p = len(columns)
+    if isinstance(value, pd.DataFrame):
+        return value.reindex(index=columns, columns=columns).to_numpy(dtype=float)
+    if isinstance(value, dict):
+        value = pd.Series(value)
+    if isinstance(value, pd.Series):
+        unknown = sorted(map(str, set(value.index) - set(columns)))
+        if unknown:
+            raise ValueError(f"{name} names unknown columns: {unknown}.")
+        value = value.reindex(columns).to_numpy(dtype=float)
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim == 0:
+        return np.full((p, p), float(arr))
+    if arr.shape == (p,):
+        return np.repeat(arr[:, None], p, axis=1)  # R recycles a vector down the columns: one value per target
+    if arr.shape == (p, p):
+        return arr
+    raise ValueError(f"{name} must be a scalar, one value per column ({p}) or a {p} x {p} matrix; got shape "
+                     f"{arr.shape}.")
+
+
+def _column_list(names, columns: list, argument: str) -> list:
+    if isinstance(names, str) or not isinstance(names, (list, tuple, set, frozenset, pd.Index, np.ndarray)):
+        names = [names]
+    names = list(names)
+    unknown = [n for n in names if n not in columns]
+    if unknown:
+        raise ValueError(f"{argument} names columns not in the data: {unknown}.")
+    return names
+
+
+def quickpred(
+    data: pd.DataFrame,
+    mincor=0.1,
+    minpuc=0,
+    include=(),
+    exclude=(),
+    method: str = "pearson",
+    groups=None,
+) -> pd.DataFrame:
+    """Predictor matrix from the correlations in the data (mice's ``quickpred``).
+
+    For target a and candidate predictor b, with x the data (categorical and text columns
+    by their level codes, R's ``data.matrix``) and R_a the response indicator of a
+    (1 observed, 0 missing), pairwise-complete correlations give
+
+        v[a, b] = |cor(x_a, x_b)|,     u[a, b] = |cor(R_a, x_b)|     (NaN -> 0),
+
+    and b predicts a when ``max(v[a, b], u[a, b]) > mincor``: it predicts the value or
+    whether the value is missing (van Buuren et al. 1999). When ``minpuc`` is not 0, b
+    is dropped where its proportion of usable cases
+
+        puc[a, b] = #(a missing and b observed) / #(a missing)
+
+    is below ``minpuc``. Then columns in ``exclude`` are set to 0, columns in ``include``
+    to 1, the diagonal to 0 and the rows of complete variables to 0 (mice's order).
+
+    Parameters
+    ----------
+    data : DataFrame
+        The incomplete data.
+    mincor : float, sequence, Series, dict or DataFrame, default=0.1
+        Minimum correlation: one value, one per target (a sequence in column order, or a
+        Series/dict by name) or a target x predictor matrix.
+    minpuc : float, sequence, Series, dict or DataFrame, default=0
+        Minimum proportion of usable cases, in the same forms.
+    include, exclude : column name or sequence of names, default=()
+        Predictors always used / never used. Unlike R's partial matching (``pmatch``),
+        names must match exactly; unknown names are an error.
+    method : {"pearson", "spearman", "kendall"}, default="pearson"
+        Correlation coefficient.
+    groups : column name, default=None
+        The cluster column (not in R's quickpred, which knows nothing of clusters): it is
+        left out of the correlations (its labels are nominal) and coded -2 in the row of
+        every incomplete variable, so the matrix is ready for the multilevel models.
+
+    Returns
+    -------
+    DataFrame of int, shape (p, p)
+        Rows are targets, columns predictors, both labelled by the column names.
+
+    References
+    ----------
+    van Buuren, S., Boshuizen, H. C., Knook, D. L. (1999). Multiple imputation of missing
+    blood pressure covariates in survival analysis. Statistics in Medicine 18, 681-694.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> df = pd.DataFrame({"y": [1.0, 2, np.nan, 4, 5, np.nan], "x": [1.0, 2, 3, 4, 6, 5],
+    ...                    "z": [3.0, 1, 2, 3, 1, 2]})
+    >>> quickpred(df, mincor=0.3)
+       y  x  z
+    y  0  1  1
+    x  0  0  0
+    z  0  0  0
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"quickpred: data must be a pandas DataFrame; got {type(data).__name__}.")
+    columns = list(data.columns)
+    if groups is not None:
+        if isinstance(groups, (list, np.ndarray, pd.Series)) or groups not in columns:
+            raise ValueError(f"quickpred: groups must be the name of the cluster column of data; got {groups!r}.")
+        if data[groups].isna().any():
+            raise ValueError(f"quickpred: the cluster column {groups!r} has missing labels.")
+    exclude = _column_list(exclude, columns, "exclude")
+    include = _column_list(include, columns, "include")
+    mincor_m = _per_target(mincor, "mincor", columns)
+    minpuc_m = _per_target(minpuc, "minpuc", columns)
+
+    v, u = _correlations(data, method)
+    v = np.nan_to_num(np.abs(v.to_numpy()), nan=0.0)
+    u = np.nan_to_num(np.abs(u.to_numpy()), nan=0.0)
+    pred = (np.maximum(v, u) > mincor_m).astype(int)
+    if np.any(minpuc_m != 0):
+        missing = data.isna().to_numpy().astype(float)
+        n_missing = missing.sum(axis=0)
+        usable = missing.T @ (1.0 - missing)  # [a, b] = #(a missing, b observed)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            puc = usable / n_missing[:, None]
+        pred[np.nan_to_num(puc, nan=1.0) < minpuc_m] = 0
+    index = {c: i for i, c in enumerate(columns)}
+    pred[:, [index[c] for c in exclude]] = 0
+    pred[:, [index[c] for c in include]] = 1
+    np.fill_diagonal(pred, 0)
+    complete = ~data.isna().any(axis=0).to_numpy()
+    pred[complete, :] = 0
+    out = pd.DataFrame(pred, index=pd.Index(columns), columns=pd.Index(columns))
+    if groups is not None:
+        out[groups] = 0
+        out.loc[~complete, groups] = -2
+        out.loc[groups, :] = 0
+    return out
+
+
+@dataclass
+class PredictorSuggestion:
+    """Imputation model proposed from an analysis model by :func:`suggest_predictors`.
+
+    Attributes
+    ----------
+    predictor_matrix : DataFrame
+        Role codes over the data's columns (rows = targets), ready for
+        ``MultilevelIterativeImputer(predictor_matrix=...)``.
+    methods : dict
+        Column -> conditional model for every incomplete variable the formula uses.
+    explanation : str
+        The reasoning, one paragraph per target, with the rules applied and their sources.
+    levels : dict
+        Column -> 1 (varies within clusters) or 2 (constant within clusters).
+    """
+
+    predictor_matrix: pd.DataFrame
+    methods: dict
+    explanation: str
+    levels: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.explanation
+
+    def imputer(self, **params):
+        """A :class:`~skmlmi.MultilevelIterativeImputer` with these methods and predictor matrix."""
+        from .imputer import MultilevelIterativeImputer
+
+        return MultilevelIterativeImputer(methods=dict(self.methods), predictor_matrix=self.predictor_matrix.copy(),
+                                          **params)
+
+
+_ROLE_FALLBACK = {4: (2, 3, 1), 3: (1,), 2: (1,), 1: ()}
+
+
+def _accepted_code(code: int, model) -> int:
+    if code in model.accepted_roles:
+        return code
+    for alt in _ROLE_FALLBACK[code]:
+        if alt in model.accepted_roles:
+            return alt
+    return 1
+
+
+def suggest_predictors(
+    formula: str,
+    data: pd.DataFrame,
+    *,
+    auxiliary=(),
+    cluster_means: bool = True,
+    column_kinds: dict | None = None,
+) -> PredictorSuggestion:
+    """Propose the predictor matrix and the conditional models from the analysis model.
+
+    The imputation model must be at least as rich as the analysis model (congeniality,
+    Meng 1994): every variable, random slope and cluster-level effect of the analysis
+    must be in the imputation model of every incomplete variable it involves. From an
+    lme4-style formula ``y ~ x1 + w + (1 + x1 | g)`` the rules are, for each incomplete
+    variable t of the formula (and of ``auxiliary``):
+
+    1. the cluster column g is coded -2 (cluster identifier);
+    2. if t is the outcome y: a predictor with a random slope in the analysis model is
+       coded 2, a fixed one 1;
+    3. if t is a covariate: the outcome y predicts it (leaving y out would bias its
+       coefficient towards zero); if t has a random slope in the analysis model, y gets a
+       random slope in t's model (the "reversed" random-slope model of Grund, Lüdtke and
+       Robitzsch 2016, an approximation that works well in their simulations); other
+       covariates are coded 1;
+    4. with ``cluster_means`` (default), level-1 predictors of level-1 targets also
+       enter with their cluster mean (1 -> 3, 2 -> 4), so the imputation keeps separate
+       within- and between-cluster associations (contextual effects); without the means a
+       random-intercept imputation forces them equal (Enders, Mistler and Keller 2016;
+       Grund, Lüdtke and Robitzsch 2018);
+    5. a variable constant within clusters is a cluster-level (level-2) variable: as a
+       predictor it is coded 1 (its cluster mean is itself), as a target it gets a
+       cluster-level model (:class:`~skmlmi.conditional.ClusterLevelPMM`; the other
+       variables enter through their cluster means);
+    6. level-1 targets get the random-effects model of their kind
+       (:func:`default_method`); a code the model cannot honour is lowered to one it can
+       (4 -> 2 -> 1, 3 -> 1), and the explanation says so;
+    7. without a grouping factor, every predictor is coded 1 and the models are mice's
+       single-level defaults.
+
+    Interactions (``x1:x2``) are not reproduced by main-effect chained equations; the
+    explanation names them and suggests a derived (passive) column. Columns of the data
+    the formula does not use are left out (code 0) unless listed in ``auxiliary``, where
+    they are used as fixed predictors (and imputed, if incomplete, like covariates).
+
+    Parameters
+    ----------
+    formula : str
+        lme4-style analysis formula, e.g. ``"popular ~ sex + texp + (1 + sex | school)"``
+        (see :func:`skmlmi.analysis.formula.parse_formula`).
+    data : DataFrame
+        The incomplete data; it must hold every column the formula names.
+    auxiliary : column name or sequence of names, default=()
+        Variables outside the analysis model that should help the imputation.
+    cluster_means : bool, default=True
+        Whether level-1 predictors enter level-1 targets' models with their cluster mean.
+    column_kinds : dict, default=None
+        Overrides of the detected column kinds, as in the imputer.
+
+    Returns
+    -------
+    PredictorSuggestion
+        ``.predictor_matrix`` (DataFrame of role codes), ``.methods`` (dict of models),
+        ``.explanation`` (text), ``.levels``; ``.imputer(**params)`` builds the imputer.
+
+    References
+    ----------
+    Enders, C. K., Mistler, S. A., Keller, B. T. (2016). Multilevel multiple imputation:
+    a review and evaluation of joint modeling and chained equations imputation.
+    Psychological Methods 21, 222-240.
+    Grund, S., Lüdtke, O., Robitzsch, A. (2016). Multiple imputation of missing covariate
+    values in multilevel models with random slopes: a cautionary note. Behavior Research
+    Methods 48, 640-649.
+    Grund, S., Lüdtke, O., Robitzsch, A. (2018). Multiple imputation of missing data for
+    multilevel models: simulations and recommendations. Organizational Research Methods
+    21, 111-149.
+    Meng, X.-L. (1994). Multiple-imputation inferences with uncongenial sources of input.
+    Statistical Science 9, 538-558.
+
+    Examples
+    --------
+    >>> from skmlmi.datasets import load_popmis
+    >>> data = load_popmis()[["school", "popular", "sex", "texp"]]
+    >>> s = suggest_predictors("popular ~ sex + texp + (1 + sex | school)", data)
+    >>> s.predictor_matrix.loc["popular"].to_dict()
+    {'school': -2, 'popular': 0, 'sex': 4, 'texp': 1}
+    >>> type(s.methods["popular"]).__name__
+    'RandomEffectsPMM'
+    """
+    from . import conditional
+    from ._columns import detect_codec
+    from .analysis.formula import parse_formula
+    from .conditional.cluster_level import is_cluster_constant
+
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"suggest_predictors: data must be a pandas DataFrame; got {type(data).__name__}.")
+    parsed = parse_formula(formula)
+    columns = list(data.columns)
+    absent = [v for v in parsed.variables if v not in columns]
+    if absent:
+        raise ValueError(f"suggest_predictors: columns {absent} of formula {formula!r} are not in the data.")
+    auxiliary = _column_list(auxiliary, columns, "auxiliary")
+    column_kinds = dict(column_kinds or {})
+    group, response = parsed.group, parsed.response
+    if group is not None and data[group].isna().any():
+        raise ValueError(f"suggest_predictors: the cluster column {group!r} has missing labels.")
+    if group in auxiliary:
+        raise ValueError(f"suggest_predictors: the cluster column {group!r} cannot be an auxiliary variable.")
+
+    fixed_vars = list(dict.fromkeys(v for term in parsed.fixed for v in term))
+    slope_vars = list(dict.fromkeys(v for block in parsed.random for term in block.terms for v in term))
+    model_vars = list(dict.fromkeys(([response] if response else []) + fixed_vars + slope_vars + auxiliary))
+    model_vars = [v for v in model_vars if v != group]
+    multilevel = group is not None
+
+    levels = {}
+    if multilevel:
+        constant = is_cluster_constant(data[model_vars], data[group]) if model_vars else pd.Series(dtype=bool)
+        levels = {v: 2 if bool(constant[v]) else 1 for v in model_vars}
+    else:
+        levels = {v: 1 for v in model_vars}
+    kinds = {v: detect_codec(data[v], v, column_kinds.get(v)).kind for v in model_vars}
+    n_missing = data[model_vars].isna().sum()
+    incomplete = [v for v in model_vars if n_missing[v] > 0]
+
+    matrix = pd.DataFrame(0, index=pd.Index(columns), columns=pd.Index(columns), dtype=int)
+    methods: dict = {}
+    lines = [f"Imputation model suggested for the analysis model {formula!r}."]
+    if multilevel:
+        lines.append(
+            f"Clusters: {group!r} ({data[group].nunique()} clusters). Level-2 (constant within clusters): "
+            f"{[v for v in model_vars if levels[v] == 2] or 'none'}; level 1: "
+            f"{[v for v in model_vars if levels[v] == 1] or 'none'}."
+        )
+    complete_vars = [v for v in model_vars if v not in incomplete]
+    if complete_vars:
+        lines.append(f"Complete (not imputed, rows left 0): {complete_vars}.")
+    if not incomplete:
+        lines.append("No variable of the model is incomplete: nothing to impute.")
+
+    for t in incomplete:
+        role = "outcome" if t == response else ("auxiliary variable" if t in auxiliary and t not in fixed_vars
+                                                  and t not in slope_vars else "covariate")
+        head = f"{t} ({role}, {n_missing[t]} missing, {kinds[t]}"
+        reasons = []
+        if multilevel and levels[t] == 2:
+            if kinds[t] == "categorical":
+                model = conditional.ClusterMean()
+                why = ("cluster-level categorical variable: no cluster-level model for more than two categories "
+                       "yet; ClusterMean fills a cluster's missing rows from its observed rows (a cluster with "
+                       "none stays a problem -- consider a level-2 model by hand)")
+            else:
+                model = conditional.ClusterLevelPMM()
+                why = "cluster-level variable: imputed once per cluster, other variables enter as cluster means"
+            lines.append(f"- {head}, level 2): {type(model).__name__} ({why}).")
+        else:
+            model = default_method(kinds[t], multilevel)
+            lines.append(f"- {head}{', level 1' if multilevel else ''}): {type(model).__name__}.")
+        methods[t] = model
+        if multilevel:
+            matrix.loc[t, group] = -2
+            reasons.append(f"{group} -2: cluster identifier (random intercept)")
+        for p in model_vars:
+            if p == t:
+                continue
+            if not multilevel:
+                code, why = 1, "fixed effect"
+            elif levels[t] == 2:
+                code, why = 1, ("cluster-level predictor" if levels[p] == 2 else "enters through its cluster mean")
+            elif levels[p] == 2:
+                code, why = 1, "cluster-level predictor (its cluster mean is itself)"
+            else:
+                if t == response:
+                    slope = p in slope_vars
+                    why = "random slope in the analysis model" if slope else "fixed effect in the analysis model"
+                elif p == response:
+                    slope = t in slope_vars
+                    why = ("outcome, with a random slope because the analysis model has a random slope of "
+                           f"{t} (reversed random-slope model)" if slope
+                           else "outcome of the analysis model predicts its incomplete covariates")
+                else:
+                    slope = False
+                    why = "other variable of the model" if p not in auxiliary else "auxiliary variable"
+                code = 2 if slope else 1
+                if cluster_means:
+                    code += 2
+                    why += " + cluster mean (contextual effect)"
+                accepted = _accepted_code(code, model)
+                if accepted != code:
+                    why += (f"; {type(model).__name__} cannot honour code {code} ({ROLE_NAMES[code]}), "
+                            f"lowered to {accepted}")
+                    code = accepted
+            matrix.loc[t, p] = code
+            reasons.append(f"{p} {code}: {why}")
+        lines.extend(f"    {r}" for r in reasons)
+
+    interactions = [":".join(term) for term in parsed.fixed if len(term) > 1]
+    if interactions and incomplete:
+        lines.append(
+            f"Interactions {interactions}: chained equations with main effects do not reproduce them. Add each "
+            "product as a derived column (derived={'a_b': 'a * b'}), or impute separately by the levels of a "
+            "categorical moderator; the suggested matrix uses the main effects only."
+        )
+    unused = [c for c in columns if c not in model_vars and c != group]
+    if unused:
+        lines.append(f"Not in the analysis model, left out (code 0): {unused}; pass auxiliary=[...] to use some "
+                     "as predictors (quickpred() shows which correlate with the incomplete variables).")
+    if multilevel and cluster_means and incomplete:
+        lines.append("Cluster means (codes 3/4) keep within- and between-cluster associations apart (Enders, "
+                     "Mistler & Keller 2016; Grund, Lüdtke & Robitzsch 2018); pass cluster_means=False for small "
+                     "clusters where they are unreliable and no contextual effect is analysed.")
+    return PredictorSuggestion(predictor_matrix=matrix, methods=methods, explanation="\n".join(lines),
+                               levels=levels)

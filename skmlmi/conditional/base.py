@@ -169,6 +169,9 @@ class BaseConditionalImputer(BaseEstimator):
         such a model then receives the cluster codes as ``groups``.
     handles_systematic : bool
         Whether the model imputes clusters in which the target is never observed.
+    uses_groups_if_given : bool
+        Whether the model, though it works without clusters, uses the cluster codes when
+        the cluster column is coded -2 (e.g. a Heckman model per cluster).
     """
 
     target_kinds: frozenset = frozenset()
@@ -176,6 +179,7 @@ class BaseConditionalImputer(BaseEstimator):
     requires_groups: bool = False
     supports_fixed_clusters: bool = False
     handles_systematic: bool = False
+    uses_groups_if_given: bool = False
 
     def draw(
         self,

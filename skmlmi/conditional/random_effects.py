@@ -182,29 +182,36 @@ class _Sufficient:
     judged from the same cross-products (one pass over the rows instead of two).
     """
 
-    def __init__(self, y, observed, X, roles, groups, n_clusters, heteroscedastic, context):
+    def __init__(self, y, observed, X, roles, groups, n_clusters, heteroscedastic):
         rows = np.flatnonzero(observed)
         n, p = len(rows), X.shape[1]
         self.n, self.n_columns = n, p
-        Xo = X[rows]
-        means = Xo.mean(axis=0) if n else np.zeros(p)
+        # Column-major working copy: every column contiguous, for fast bincount weights
+        # and products (np.take and one transposing copy beat boolean indexing).
+        Wt = np.empty((p + 1, n))
+        Wt[:p] = np.take(X, rows, axis=0).T
+        means = Wt[:p].sum(axis=1) / n
         shift = np.where(roles == 1, means, 0.0)
-        yo = y[rows]
-        self.y_shift = float(yo.mean())
-        W = np.empty((n, p + 1))
-        np.subtract(Xo, shift, out=W[:, :p])
-        np.subtract(yo, self.y_shift, out=W[:, p])
-        del Xo
+        Wt[:p] -= shift[:, None]
+        np.take(y, rows, out=Wt[p])
+        self.y_shift = float(Wt[p].sum() / n)
+        Wt[p] -= self.y_shift
+        W = Wt.T
         # global cross-products of [1, W]
-        sums = W.sum(axis=0)
-        gram = W.T @ W
-        cov = gram[:p, :p] / n - np.outer(sums[:p], sums[:p]) / n**2
+        sums = Wt.sum(axis=1)
+        gram = Wt @ W
+        cov = gram / n - np.outer(sums, sums) / n**2
+        self.var_y = float(cov[p, p])
+        self.var_x = np.diag(cov)[:p].copy()
+        cov = cov[:p, :p]
         self.dropped = redundant_columns_from_moments(means, cov) if p else {}
         self.columns = np.array([k for k in range(p) if k not in self.dropped], dtype=int)
         if len(self.columns) < p:
-            W = W[:, np.concatenate([self.columns, [p]])]
-            sums = sums[np.concatenate([self.columns, [p]])]
-            gram = W.T @ W
+            kept = np.concatenate([self.columns, [p]])
+            Wt = Wt[kept]
+            W = Wt.T
+            sums = sums[kept]
+            gram = gram[np.ix_(kept, kept)]
         self.shift = shift[self.columns]
         pk = len(self.columns)
         self.p1 = pk + 1  # fixed-effects columns incl. intercept; y is column p1 of [1, W]
@@ -286,7 +293,6 @@ def _prior_values(prior, q, sd_y, sd_z):
 
 def _start_values(suff: _Sufficient, q, heteroscedastic):
     """Moment-based start: OLS residual variance split between cluster and residual level."""
-    Jf = len(suff.fitted)
     if heteroscedastic:
         XX, Xy, yy = suff.XX_j.sum(0), suff.Xy_j.sum(0), suff.yy_j.sum()
     else:
@@ -460,16 +466,22 @@ class RandomEffectsNormal(BaseConditionalImputer):
         iterations of a chain, so over ``max_iter`` iterations the chain runs
         ``n_burnin + max_iter * n_gibbs`` steps. The default comes from a convergence
         check on popmis (``popular`` with a random slope of ``sex``, ``texp`` fixed;
-        ``benchmarks/bench_random_effects_kernel.py --convergence``): the lag-1
-        autocorrelations of sigma^2, tau_00 and tau_11 are about 0.2 or less, the
-        autocorrelation is negligible by lag 3, and split-R-hat over 20 chains of
-        10 steps from the start is below 1.01, so 10 steps leave the visit's final
-        draw practically independent of the previous visit's. A step costs O(J q^2 p)
-        (about 6 ms with J = 10,000, q = 3, p = 6), so raising it is cheap; lower it for
-        speed, raise it when clusters are small and the ICC low (Psi then mixes slower).
+        ``benchmarks/bench_random_effects_kernel.py --convergence``). In a long chain
+        the lag-1 / lag-3 / lag-10 autocorrelations are 0.18 / 0.03 / -0.01 for sigma^2,
+        0.37 / 0.12 / 0.01 for Psi_00 and 0.56 / 0.22 / -0.01 for the slope variance
+        Psi_11 (the slowest), so after 10 steps a visit's final draw is practically
+        independent of the previous visit's; split-R-hat over 20 chains is at most
+        1.02. With ``heteroscedastic=True`` the hyperparameter sigma0^2 mixes slower
+        (lag-10 autocorrelation 0.14); the engine's iterations add up the steps. A step
+        costs O(J q^2 p) (about 4 ms with J = 10,000, q = 3, p = 6, one core), so raising
+        it is cheap; raise it when clusters are small and the ICC low (Psi then mixes
+        slower).
     n_burnin : int, default=20
         Extra steps at the first visit of a chain (no state yet), from a moment-based
-        start (OLS residual variance split evenly between the levels).
+        start (OLS residual variance split evenly between the levels, Psi diagonal). On
+        popmis the 20-chain means of sigma^2 and Psi are within 1.5 Monte Carlo SE of
+        the stationary means from step 5 on (the slope variance starts 19 SE high);
+        heteroscedastic, sigma0^2 needs about 10 steps.
     heteroscedastic : bool, default=False
         Cluster-specific residual variances (mice's 2l.norm model) instead of one
         residual variance.
@@ -563,7 +575,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
                 pending.append(message)
 
         hetero = bool(self.heteroscedastic)
-        suff = _Sufficient(y, observed, X, roles, groups, J, hetero, context)
+        suff = _Sufficient(y, observed, X, roles, groups, J, hetero)
         for index, reason in suff.dropped.items():
             log_once(f"{context.target!r}: predictor {context.predictor_name(index)!r} dropped: {reason}")
         # A role-2 column constant within every cluster has no within-cluster slope.
@@ -583,9 +595,8 @@ class RandomEffectsNormal(BaseConditionalImputer):
         q = len(keep)
         self._log_cluster_problems(suff, J, q, context, log_once)
 
-        yo = y[observed]
-        sd_y = float(yo.std()) if yo.std() > 0 else 1.0
-        sd_z = [max(float(X[observed, c].std()), 1e-12) for c in slope_columns]
+        sd_y = float(np.sqrt(suff.var_y)) if suff.var_y > 0 else 1.0
+        sd_z = [max(float(np.sqrt(suff.var_x[c])), 1e-12) for c in slope_columns]
         prior = _prior_values(self.prior, q, sd_y, sd_z)
 
         fresh = (

@@ -407,7 +407,7 @@ class _DiscreteRandomEffectsBase(BaseConditionalImputer):
     _parameter_constraints = {
         "n_gibbs": [Interval(Integral, 1, None, closed="left")],
         "prior_scale": [Interval(Real, 0, None, closed="neither")],
-        "prior_df": [Interval(Real, 0, None, closed="neither")],
+        "prior_df": [Interval(Real, 0, None, closed="right")],
     }
 
     def __init__(self, n_gibbs: int = 5, prior_scale: float = 2.5, prior_df: float = 7.0):
@@ -436,7 +436,21 @@ class _DiscreteRandomEffectsBase(BaseConditionalImputer):
             raise ValueError(
                 f"{name}: the target must hold integer codes 0..{n_categories - 1}; found {bad.tolist()}."
             )
+        if np.unique(codes).size == 1:
+            context.log(
+                f"{context.target!r} takes the single value {codes[0]} in the observed rows: the other "
+                "categories are imputed only as far as the priors allow"
+            )
         return codes
+
+
+def _log_few_clusters(n_effects: int, n_clusters: int, context) -> None:
+    """Log a random-effects covariance the clusters cannot support on their own."""
+    if n_effects >= n_clusters:
+        context.log(
+            f"{context.target!r}: {n_effects} random effect(s) but only {n_clusters} cluster(s) with observed "
+            "values; Psi is kept positive definite by its inverse-Wishart prior (shrinkage towards the prior)"
+        )
 
 
 def _separation_check(beta_std: np.ndarray, context, label: str = "") -> None:
@@ -588,6 +602,7 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
         std = _Standardiser.fit(Xo)
         design = std.design(Xo)
         scales = self._prior_scales(p)
+        _log_few_clusters(q, n_obs_clusters, context)
 
         if state is None or state.n_columns != p or state.random != tuple(random) or state.b.shape[0] != J:
             beta = np.zeros(p + 1)
@@ -802,6 +817,7 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
         std = _Standardiser.fit(Xo)
         design = std.design(Xo)
         ordered = bool(context.ordered) and K > 2
+        _log_few_clusters(1 if ordered else K - 1, len(present_codes), context)
         if (state is not None and (state.n_columns != X.shape[1] or state.n_categories != K
                                    or state.ordered != ordered or state.u.shape[0] != J)):
             state = None

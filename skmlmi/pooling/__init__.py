@@ -14,10 +14,9 @@ from .rubin import (
     d3_from_deviances,
     pool,
     pool_scalar,
+    pool_variance_components,
     rubin_components,
 )
-
-# MIPooler (pooler.py) is added here by the lead: from .pooler import MIPooler
 
 __all__ = [
     "RubinComponents",
@@ -28,6 +27,11 @@ __all__ = [
     "d3_from_deviances",
     "pool",
     "pool_scalar",
+    "pool_variance_components",
     "rubin_components",
     "test_models",
 ]
+
+from .pooler import MIPooler  # noqa: E402
+
+__all__ += ["MIPooler"]

@@ -127,6 +127,8 @@ def test_models(
         raise ValueError(f"method must be 'D1', 'D2' or 'D3', got {method!r}")
     if use not in ("wald", "likelihood"):
         raise ValueError(f"use must be 'wald' or 'likelihood', got {use!r}")
+    if use == "likelihood" and method != "D2":
+        warnings.warn(f"use='likelihood' only applies to D2 and was ignored by {method}", UserWarning, stacklevel=2)
     if dfcom is not None and method != "D1":
         warnings.warn(f"dfcom is only used by D1 and was ignored by {method}", UserWarning, stacklevel=2)
     _check_fits(fits, null_fits)

@@ -40,6 +40,7 @@ __all__ = [
     "d3_from_deviances",
     "pool",
     "pool_scalar",
+    "pool_variance_components",
     "rubin_components",
 ]
 
@@ -386,6 +387,52 @@ def pool_scalar(q, u, dfcom: float | None = None, alpha: float = 0.05) -> pd.Ser
         table = pool(q[:, None], u[:, None, None], dfcom=dfcom, names=["estimate"], alpha=alpha)
     out = table.iloc[0].copy()
     out.name = None
+    return out
+
+
+def pool_variance_components(components) -> pd.Series:
+    """Pool variance components and ICCs as mitml's ``testEstimates(extra.pars = TRUE)``.
+
+    The plain mean over imputations of each named quantity, with no variance, df or
+    transformation: the pooled ICC is the mean of the per-imputation ICCs, not
+    tau00-bar / (tau00-bar + sigma2-bar).
+
+    Parameters
+    ----------
+    components : sequence of Series
+        ``variance_components_`` of the m fitted analysis models.
+
+    Returns
+    -------
+    Series
+        Indexed by name, in the order of the first imputation.
+
+    Raises
+    ------
+    ValueError
+        When the names differ between imputations (the imputation is named).
+
+    Examples
+    --------
+    >>> a = pd.Series({"Residual~~Residual": 1.0, "ICC|g": 0.2})
+    >>> b = pd.Series({"Residual~~Residual": 3.0, "ICC|g": 0.4})
+    >>> pool_variance_components([a, b]).round(6).to_dict()
+    {'Residual~~Residual': 2.0, 'ICC|g': 0.3}
+    """
+    components = [pd.Series(c, dtype=float) for c in components]
+    if not components:
+        raise ValueError("no variance components to pool")
+    names = list(components[0].index)
+    for i, c in enumerate(components[1:], start=2):
+        if set(c.index) != set(names):
+            raise ValueError(
+                f"variance components of imputation {i} ({sorted(c.index)}) differ from those of imputation 1 "
+                f"({sorted(names)})"
+            )
+    table = pd.concat([c[names] for c in components], axis=1)
+    out = table.mean(axis=1)
+    out.index.name = "term"
+    out.name = "estimate"
     return out
 
 

@@ -15,7 +15,7 @@ import pytest
 from sklearn.base import clone
 
 from skmlmi.analysis import LinearMixedModel, LogisticMixedModel
-from skmlmi.pooling import pool
+from skmlmi.pooling import pool, pool_variance_components
 
 REFERENCE = Path("/work/shared/reference")
 DATA = Path("/work/shared/data")
@@ -86,7 +86,7 @@ def test_pooled_variance_components_match_mitml_extra_pars(popmis_fits, model):
     # mitml: plain mean over imputations, ICC computed per imputation then averaged
     ref = pd.read_csv(REFERENCE / "popmis_pooled.csv")
     ref = ref[(ref.model == model) & (ref.source == "mitml_extra_pars")].set_index("term")["estimate"]
-    ours = pd.concat([f.variance_components_ for f in popmis_fits[model]], axis=1).mean(axis=1)
+    ours = pool_variance_components([f.variance_components_ for f in popmis_fits[model]])
     assert list(ours.index) == list(ref.index)
     close = np.isclose(ours, ref, rtol=1e-3) | np.isclose(ours, ref, atol=1e-4)
     assert close.all(), pd.DataFrame({"ours": ours, "mitml": ref})
@@ -207,3 +207,24 @@ def test_adaptive_quadrature_agrees_with_laplace_on_large_clusters():
     agq = LogisticMixedModel("y ~ x + (1 | g)", n_agq=7).fit(d)
     np.testing.assert_allclose(agq.coef_, laplace.coef_, rtol=2e-2)
     assert agq.variance_components_.iloc[0] == pytest.approx(laplace.variance_components_.iloc[0], rel=3e-2)
+
+
+def test_statsmodels_start_reaches_the_same_optimum(popmis_sets, popmis_fits):
+    fit = LinearMixedModel(FORMULAS["rs"], solver="statsmodels").fit(popmis_sets[1])
+    default = popmis_fits["rs"][1]
+    np.testing.assert_allclose(fit.coef_, default.coef_, rtol=1e-5)
+    np.testing.assert_allclose(fit.variance_components_, default.variance_components_, rtol=1e-3, atol=1e-5)
+    assert fit.loglik_ == pytest.approx(default.loglik_, abs=1e-6)
+
+
+def test_zero_slope_variance_converges_on_the_boundary():
+    # no true slope variance: the estimate sits on (or next to) the theta >= 0 bound
+    rng = np.random.default_rng(11)
+    g = np.repeat(np.arange(60), 15)
+    x = rng.normal(size=g.size)
+    d = pd.DataFrame({"g": g, "x": x, "y": 1 + 0.5 * x + rng.normal(size=60)[g] + rng.normal(size=g.size)})
+    fit = LinearMixedModel("y ~ x + (1 + x | g)").fit(d)
+    assert fit.converged_
+    assert fit.variance_components_["x~~x|g"] < 0.02
+    ri = LinearMixedModel("y ~ x + (1 | g)").fit(d)
+    assert fit.loglik_ >= ri.loglik_ - 1e-8

@@ -354,3 +354,25 @@ def test_categorical_same_seed_same_imputations():
                                              n_clusters=10, kind="categorical", n_categories=3, ordered=ordered)
             out.append(draws[-1].sample(x, groups, chain_rng))
         np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_hard_cases_run_and_log_what_they_decided():
+    rng = np.random.default_rng(61)
+    groups = np.r_[np.repeat(np.arange(3), 10), 3]  # the last cluster has one row
+    n = len(groups)
+    X = rng.normal(size=(n, 3))
+    X[:, 2] = rng.normal(size=4)[groups]  # a random slope on a predictor constant within clusters
+    y = (rng.random(n) < 0.5).astype(float)
+    observed = np.ones(n, dtype=bool)
+    draws, events, chain_rng = _run_chain(RandomEffectsLogistic(), y, observed, X, [2, 2, 2], groups, 3, seed=2,
+                                          n_clusters=4)
+    # 4 random effects, 4 clusters: Psi is shrunk by its prior, and the log says so.
+    assert any("4 random effect(s) but only 4 cluster(s)" in e and "'smoker'" in e for e in events)
+    assert np.all(np.linalg.eigvalsh(draws[-1].psi) > 0)
+    assert set(np.unique(draws[-1].sample(X, groups, chain_rng))) <= {0.0, 1.0}
+    # A target observed at one value only: finite draws, imputations of that value, logged.
+    draws, events, chain_rng = _run_chain(RandomEffectsLogistic(), np.zeros(n), observed, X, [1, 1, 1], groups, 2,
+                                          seed=3, n_clusters=4)
+    assert np.all(np.isfinite(draws[-1].beta))
+    assert any("single value 0" in e for e in events)
+    assert draws[-1].sample(X, groups, chain_rng).mean() < 0.2

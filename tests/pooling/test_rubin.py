@@ -19,6 +19,7 @@ from skmlmi.pooling import (
     d3_from_deviances,
     pool,
     pool_scalar,
+    pool_variance_components,
     rubin_components,
 )
 
@@ -221,3 +222,12 @@ def test_pooling_lme4_inputs_reproduces_mitml_and_mice(model, source):
         np.testing.assert_allclose(table[column], ref[column], rtol=1e-8, err_msg=column)
     if source == "mice_pool":
         np.testing.assert_allclose(table["p_value"], ref["p_value"], rtol=1e-6)
+
+
+def test_variance_components_pool_by_plain_mean_and_names_misaligned_imputation():
+    a = pd.Series({"Intercept~~Intercept|g": 0.4, "Residual~~Residual": 0.6, "ICC|g": 0.4})
+    b = pd.Series({"Intercept~~Intercept|g": 0.6, "Residual~~Residual": 0.4, "ICC|g": 0.6})
+    pooled = pool_variance_components([a, b])
+    assert pooled.to_dict() == pytest.approx({"Intercept~~Intercept|g": 0.5, "Residual~~Residual": 0.5, "ICC|g": 0.5})
+    with pytest.raises(ValueError, match="imputation 2"):
+        pool_variance_components([a, a.drop("ICC|g")])

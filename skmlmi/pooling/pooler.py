@@ -1,0 +1,270 @@
+"""MIPooler: impute, fit an analysis model on each completed dataset, pool.
+
+The whole multiple-imputation workflow as one scikit-learn meta-estimator, so that
+``Pipeline``, ``cross_validate`` and ``GridSearchCV`` over imputation settings work.
+This module sees completed datasets and fitted analysis models only; imputation is the
+imputer's business.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.utils._param_validation import HasMethods
+from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import check_is_fitted
+
+from .rubin import pool, rubin_components
+
+__all__ = ["MIPooler"]
+
+_TARGET = "__target__"
+
+
+def _fit_one(estimator, data, y_name, formula_model, index):
+    """Fit one clone on one completed dataset; failures name the imputation."""
+    try:
+        if formula_model:
+            return estimator.fit(data)
+        if y_name is None:
+            return estimator.fit(data)
+        return estimator.fit(data.drop(columns=[y_name]), data[y_name])
+    except Exception as exc:  # re-raised with the imputation number
+        raise type(exc)(f"the analysis model failed on imputation {index + 1}: {exc}") from exc
+
+
+class MIPooler(MetaEstimatorMixin, BaseEstimator):
+    """Multiple imputation as one estimator: impute, fit on each completed dataset, pool.
+
+    ``fit(X, y)`` imputes X together with y (so an incomplete y is imputed as part of the
+    imputation model), fits a clone of ``estimator`` on each of the m completed datasets
+    in parallel, and pools the m fits with Rubin's rules (Barnard-Rubin degrees of
+    freedom with the analysis model's residual df as complete-data df). ``predict``
+    imputes new data with each chain's stored draws (y entering as an all-missing column,
+    so the imputer sees the columns it was fitted on) and averages the m models'
+    predictions.
+
+    Analysis models with standard errors (``skmlmi.analysis``: ``LinearMixedModel``,
+    ``LogisticMixedModel``, ``OLS``, ``GLM``) get full Rubin inference. Any other
+    scikit-learn regressor or classifier is pooled on its point estimates (the mean of
+    ``coef_``) and its predictions; the summary then says that no within-imputation
+    variance was available.
+
+    Parameters
+    ----------
+    imputer : MultilevelIterativeImputer
+        The imputation model (cloned at fit).
+    estimator : estimator
+        The analysis model. A formula model (one with a ``formula`` parameter) is fitted
+        on the completed DataFrame, which holds the response; any other estimator on
+        (X, y).
+    n_jobs : int, default=None
+        The m analysis fits run in parallel; results do not depend on it.
+    dfcom : float, "auto" or None, default="auto"
+        Complete-data degrees of freedom for the Barnard-Rubin correction: the first
+        fit's ``df_resid_`` ("auto", as mice's ``pool``), a number, or None for the
+        large-sample df (mitml's default).
+    alpha : float, default=0.05
+        The summary's confidence intervals have level 1 - alpha.
+
+    Attributes
+    ----------
+    imputer_ : MultilevelIterativeImputer
+        The fitted imputer.
+    estimators_ : list
+        The m fitted analysis models.
+    summary_ : DataFrame
+        Pooled table indexed by term: estimate, std_error, statistic, df, p_value,
+        conf_low, conf_high, riv, lambda, fmi.
+    variance_components_ : Series
+        Variance components and ICC pooled as mitml's ``testEstimates(extra.pars=TRUE)``:
+        the plain mean over imputations of each component, the ICC computed per
+        imputation and then averaged (not recomputed from averaged variances).
+    pooled_ : RubinComponents or None
+        The pooled quantities (qbar, ubar, b, t), when standard errors were available.
+
+    Examples
+    --------
+    >>> from skmlmi import MultilevelIterativeImputer, MIPooler
+    >>> from skmlmi.analysis import LinearMixedModel
+    >>> from skmlmi.datasets import load_popmis
+    >>> data = load_popmis()[["school", "popular", "sex", "texp"]]
+    >>> pooler = MIPooler(MultilevelIterativeImputer(n_imputations=5, max_iter=5, random_state=1),
+    ...                   LinearMixedModel("popular ~ sex + texp + (1 | school)"))
+    >>> pooler.fit(data, groups="school").summary_.round(2)  # doctest: +SKIP
+    """
+
+    _parameter_constraints: dict = {
+        "imputer": [HasMethods(["fit_transform_all", "transform_all"])],
+        "estimator": [HasMethods(["fit"])],
+        "n_jobs": [numbers.Integral, None],
+        "dfcom": [numbers.Real, str, None],
+        "alpha": [numbers.Real],
+    }
+
+    def __init__(self, imputer, estimator, n_jobs=None, dfcom="auto", alpha: float = 0.05):
+        self.imputer = imputer
+        self.estimator = estimator
+        self.n_jobs = n_jobs
+        self.dfcom = dfcom
+        self.alpha = alpha
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        inner = self.estimator.__sklearn_tags__()
+        tags.estimator_type = inner.estimator_type
+        tags.classifier_tags = inner.classifier_tags
+        tags.regressor_tags = inner.regressor_tags
+        tags.input_tags.allow_nan = True
+        tags.target_tags.required = False
+        return tags
+
+    # ------------------------------------------------------------------ data assembly
+    @property
+    def _formula_model(self) -> bool:
+        return "formula" in self.estimator.get_params(deep=False)
+
+    def _target_name(self, y):
+        if self._formula_model:
+            from ..analysis.formula import parse_formula
+
+            return parse_formula(self.estimator.formula).response
+        return getattr(y, "name", None) or _TARGET
+
+    def _with_target(self, X, y, y_name):
+        """X with y as one more column (all missing at predict time)."""
+        frame = X.copy() if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X))
+        if y_name in frame.columns:
+            raise ValueError(f"X already has a column named {y_name!r}; rename it or pass y inside X.")
+        values = np.full(len(frame), np.nan) if y is None else np.asarray(y)
+        if len(values) != len(frame):
+            raise ValueError(f"y has {len(values)} rows but X has {len(frame)}.")
+        frame[y_name] = values
+        return frame
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None, groups=None):
+        """Impute X (with y), fit the analysis model on each completed dataset, pool.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like
+        y : array-like, default=None
+            Response, possibly incomplete; a formula model may instead find it in X.
+        groups : hashable or array-like, default=None
+            Clusters, as for the imputer (a column name of X, or labels).
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        if y is not None:
+            self._y_name = self._target_name(y)
+            data = self._with_target(X, y, self._y_name)
+        else:
+            response = self._target_name(None) if self._formula_model else None
+            self._y_name = response if isinstance(X, pd.DataFrame) and response in X.columns else None
+            data = X
+        self._fit_columns = list(data.columns) if isinstance(data, pd.DataFrame) else None
+        self.imputer_ = clone(self.imputer)
+        sets = self.imputer_.fit_transform_all(data, groups=groups)
+        formula_model = self._formula_model
+        self.estimators_ = Parallel(n_jobs=self.n_jobs)(
+            delayed(_fit_one)(clone(self.estimator), data_c, self._y_name, formula_model, c)
+            for c, data_c in enumerate(sets)
+        )
+        self._pool()
+        return self
+
+    def _pool(self):
+        fits = self.estimators_
+        names = self._aligned_terms(fits)
+        self.pooled_ = None
+        if all(hasattr(f, "cov_params_") for f in fits):
+            estimates = np.stack([f.coef_.reindex(names).to_numpy(dtype=float) for f in fits])
+            covariances = np.stack([f.cov_params_.reindex(index=names, columns=names).to_numpy(dtype=float)
+                                    for f in fits])
+            self.summary_ = pool(estimates, covariances, dfcom=self._dfcom(fits), names=names, alpha=self.alpha)
+            self.pooled_ = rubin_components(estimates, covariances)
+        else:
+            if len(fits) == 1:
+                warnings.warn("Only one imputation: no between-imputation variance.", UserWarning, stacklevel=3)
+            coefs = np.stack([np.ravel(getattr(f, "coef_", np.full(len(names), np.nan))) for f in fits])
+            self.summary_ = pd.DataFrame({"estimate": coefs.mean(axis=0),
+                                          "between_sd": coefs.std(axis=0, ddof=1) if len(fits) > 1 else np.nan},
+                                         index=pd.Index(names, name="term"))
+            self.summary_.attrs["note"] = (
+                "point estimates pooled only: the analysis model gives no within-imputation variance, so no "
+                "standard errors, tests or intervals"
+            )
+        vcs = [f.variance_components_ for f in fits if hasattr(f, "variance_components_")]
+        self.variance_components_ = pd.concat(vcs, axis=1).mean(axis=1) if vcs else pd.Series(dtype=float)
+
+    def _aligned_terms(self, fits) -> list:
+        """Term names common to every fit; terms absent from some imputations are an error."""
+        if not hasattr(fits[0], "coef_"):
+            return []
+        if not isinstance(fits[0].coef_, pd.Series):
+            return [f"coef{j}" for j in range(np.size(fits[0].coef_))]
+        names = list(fits[0].coef_.index)
+        for c, f in enumerate(fits[1:], start=2):
+            other = list(f.coef_.index)
+            if set(other) != set(names):
+                lost = sorted(set(names) ^ set(other))
+                raise ValueError(
+                    f"imputation {c} has different terms than imputation 1 ({lost}); a category absent from a "
+                    "completed dataset? Fix the factor levels (pandas categoricals keep them) or the formula."
+                )
+        return names
+
+    def _dfcom(self, fits):
+        if self.dfcom == "auto":
+            return getattr(fits[0], "df_resid_", None)
+        if isinstance(self.dfcom, str):
+            raise ValueError(f"dfcom={self.dfcom!r}: use 'auto', a number or None.")
+        return self.dfcom
+
+    # ------------------------------------------------------------------ predict / score
+    def _completed_new(self, X, groups):
+        check_is_fitted(self, "estimators_")
+        if self._y_name is not None and isinstance(X, pd.DataFrame) and self._y_name in X.columns:
+            X = X.drop(columns=[self._y_name])  # predictions must not see the response
+        data = X if self._y_name is None else self._with_target(X, None, self._y_name)
+        if isinstance(data, pd.DataFrame) and self._fit_columns is not None:
+            data = data[self._fit_columns]
+        sets = self.imputer_.transform_all(data, groups=groups)
+        if self._y_name is not None:
+            sets = [s.drop(columns=[self._y_name]) if isinstance(s, pd.DataFrame) else s[:, :-1] for s in sets]
+        return sets
+
+    def predict(self, X, groups=None):
+        """Average of the m models' predictions on X imputed by each chain's final draws."""
+        sets = self._completed_new(X, groups)
+        if is_classifier(self) and all(hasattr(f, "predict_proba") for f in self.estimators_):
+            proba = np.mean([f.predict_proba(s) for f, s in zip(self.estimators_, sets, strict=True)], axis=0)
+            return self.estimators_[0].classes_[np.argmax(proba, axis=1)]
+        return np.mean([np.asarray(f.predict(s), dtype=float) for f, s in zip(self.estimators_, sets, strict=True)],
+                       axis=0)
+
+    def predict_proba(self, X, groups=None):
+        """Average of the m models' class probabilities (classifiers only)."""
+        sets = self._completed_new(X, groups)
+        return np.mean([f.predict_proba(s) for f, s in zip(self.estimators_, sets, strict=True)], axis=0)
+
+    def score(self, X, y=None, groups=None):
+        """R^2 (regressors) or accuracy (classifiers) of the averaged predictions."""
+        if y is None:
+            if self._y_name is None or not isinstance(X, pd.DataFrame) or self._y_name not in X:
+                raise ValueError("score needs y (or, for a formula model, the response inside X).")
+            y, X = X[self._y_name], X.drop(columns=[self._y_name])
+        prediction = self.predict(X, groups=groups)
+        y = np.asarray(y)
+        if is_classifier(self):
+            return accuracy_score(y, prediction)
+        return r2_score(y, prediction)

@@ -1,0 +1,127 @@
+"""MIPooler: the impute-fit-pool workflow as one scikit-learn meta-estimator."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import sklearn
+from sklearn.linear_model import LinearRegression, Ridge
+from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
+
+from skmlmi import MultilevelIterativeImputer
+from skmlmi.analysis import LinearMixedModel, OLS
+from skmlmi.conditional import PredictiveMeanMatching, RandomEffectsNormal, RandomEffectsPMM
+from skmlmi.datasets import load_popmis
+from skmlmi.pooling import MIPooler
+
+RI = "popular ~ sex + texp + (1 | school)"
+
+
+@pytest.fixture(scope="module")
+def popmis():
+    return load_popmis()[["school", "popular", "sex", "texp"]]
+
+
+def _imputer(**kwargs):
+    params = dict(methods={"popular": RandomEffectsNormal()}, n_imputations=4, max_iter=3, random_state=1)
+    params.update(kwargs)
+    return MultilevelIterativeImputer(**params)
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def test_pooled_table_and_variance_components(popmis):
+    pooler = _quiet(MIPooler(_imputer(), LinearMixedModel(RI)).fit, popmis, groups="school")
+    table = pooler.summary_
+    assert list(table.index) == ["(Intercept)", "sex", "texp"]
+    for column in ["estimate", "std_error", "statistic", "df", "p_value", "conf_low", "conf_high", "riv", "lambda",
+                   "fmi"]:
+        assert column in table.columns
+    fits = pooler.estimators_
+    assert len(fits) == 4
+    np.testing.assert_allclose(table["estimate"], np.mean([f.coef_ for f in fits], axis=0))
+    # mitml: variance components averaged, the ICC per imputation then averaged
+    iccs = [f.variance_components_["ICC|school"] for f in fits]
+    assert pooler.variance_components_["ICC|school"] == pytest.approx(np.mean(iccs))
+    # the multilevel imputation keeps the ICC near the complete-case 0.50 (R 2l.pan: 0.49)
+    assert 0.42 < pooler.variance_components_["ICC|school"] < 0.56
+    # Barnard-Rubin df with dfcom = the first fit's residual df (mice's pool)
+    assert (table["df"] < fits[0].df_resid_).all()
+
+
+def test_fits_are_identical_for_any_n_jobs(popmis):
+    one = _quiet(MIPooler(_imputer(), LinearMixedModel(RI), n_jobs=1).fit, popmis, groups="school")
+    two = _quiet(MIPooler(_imputer(), LinearMixedModel(RI), n_jobs=2).fit, popmis, groups="school")
+    pd.testing.assert_frame_equal(one.summary_, two.summary_)
+
+
+def test_incomplete_y_is_imputed_with_x(popmis):
+    X, y = popmis.drop(columns="popular"), popmis["popular"]
+    X = X.assign(sex=X["sex"].astype(float))
+    X.loc[X.index[::9], "sex"] = np.nan
+    pooler = _quiet(MIPooler(_imputer(methods={"popular": RandomEffectsNormal(), "sex": RandomEffectsPMM()},
+                                      column_kinds={"sex": "continuous"}), OLS("popular ~ sex + texp")).fit,
+                    X, y, groups="school")
+    assert set(pooler.imputer_.incomplete_columns_) == {"sex", "popular"}
+    prediction = _quiet(pooler.predict, X.head(20))
+    assert prediction.shape == (20,) and np.isfinite(prediction).all()
+
+
+def test_any_sklearn_regressor_pools_point_estimates(popmis):
+    data = popmis.dropna().copy()
+    X, y = data[["school", "sex", "texp"]], data["popular"]
+    X.loc[X.index[::7], "texp"] = np.nan
+    pooler = _quiet(MIPooler(MultilevelIterativeImputer(n_imputations=3, max_iter=2, random_state=0,
+                                                        keep_groups=False), LinearRegression()).fit,
+                    X, y, groups="school")
+    assert "no within-imputation variance" in pooler.summary_.attrs["note"]
+    np.testing.assert_allclose(pooler.summary_["estimate"], np.mean([f.coef_ for f in pooler.estimators_], axis=0))
+    assert 0 < _quiet(pooler.score, X, y) < 1
+
+
+def test_gridsearch_over_imputation_settings_with_group_folds(popmis):
+    """Groups reach the split (argument), the imputer (its groups_column) and scoring."""
+    data = popmis.copy()
+    y = data.pop("popular")
+    keep = y.notna()
+    X, y = data[keep], y[keep]
+    X = X.assign(texp=X["texp"].astype(float))
+    X.loc[X.index[::6], "texp"] = np.nan
+    pooler = MIPooler(MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0, groups_column="school",
+                                                 keep_groups=False), Ridge())
+    grid = {"imputer__max_iter": [1, 2], "imputer__methods": [{"texp": RandomEffectsPMM()},
+                                                             {"texp": PredictiveMeanMatching()}]}
+    search = GridSearchCV(pooler, grid, cv=GroupKFold(n_splits=3))
+    _quiet(search.fit, X, y, groups=X["school"])
+    assert len(search.cv_results_["mean_test_score"]) == 4
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()  # test folds hold unseen schools
+
+
+def test_groups_routed_through_metadata_routing(popmis):
+    data = popmis.dropna().copy()
+    y = data.pop("popular")
+    X = data.drop(columns="school").assign(texp=data["texp"].astype(float))
+    X.loc[X.index[::6], "texp"] = np.nan
+    groups = data["school"].to_numpy()
+    with sklearn.config_context(enable_metadata_routing=True):
+        pooler = MIPooler(MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0), Ridge())
+        pooler.set_fit_request(groups=True).set_score_request(groups=True)
+        # groups reach the splitter, MIPooler.fit (hence the imputer) and MIPooler.score
+        scores = _quiet(cross_val_score, pooler, X, y, cv=GroupKFold(n_splits=3), params={"groups": groups})
+    assert np.isfinite(scores).all()
+
+
+def test_one_imputation_warns(popmis):
+    with pytest.warns(UserWarning, match="single imputation"):
+        MIPooler(_imputer(n_imputations=1), LinearMixedModel(RI)).fit(popmis, groups="school")
+
+
+def test_failing_analysis_reports_the_imputation(popmis):
+    with pytest.raises(Exception, match="imputation 1"):
+        _quiet(MIPooler(_imputer(), LinearMixedModel("popular ~ nothere + (1 | school)")).fit, popmis,
+               groups="school")
