@@ -413,7 +413,9 @@ def wishart_precision_draw(
     A[np.diag_indices(q)] = np.sqrt(rng.chisquare(df - np.arange(q)))
     lower = np.tril_indices(q, -1)
     A[lower] = rng.standard_normal(len(lower[0]))
-    factor = linalg.solve_triangular(R, A, lower=True, trans="T")  # R^-T A
+    # tiny triangular inverses by substitution in numpy: LAPACK/BLAS calls on q x q
+    # matrices cost more in thread start-up than in arithmetic
+    factor = batched_lower_inverse(R[None])[0].T @ A  # R^-T A
     precision = factor @ factor.T
-    psi_sqrt = R @ linalg.solve_triangular(A, np.eye(q), lower=True).T  # R A^-T
+    psi_sqrt = R @ batched_lower_inverse(A[None])[0].T  # R A^-T
     return 0.5 * (precision + precision.T), psi_sqrt

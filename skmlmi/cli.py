@@ -107,10 +107,182 @@ def _demo(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- impute / pool / diagnose
+#: R method names -> skmlmi conditional models, so mice users can type what they know.
+R_ALIASES = {
+    "pmm": "PredictiveMeanMatching", "norm": "BayesianNormal", "logreg": "BayesianLogistic",
+    "polyreg": "Polytomous", "2l.pan": "RandomEffectsNormal", "2l.lmer": "RandomEffectsNormal",
+    "2l.norm": "RandomEffectsNormal(heteroscedastic=True)", "2l.pmm": "RandomEffectsPMM",
+    "2l.bin": "RandomEffectsLogistic", "2lonly.norm": "ClusterLevelNormal", "2lonly.pmm": "ClusterLevelPMM",
+    "2lonly.mean": "ClusterMean", "2l.2stage.norm": "TwoStageNormal", "2l.2stage.pmm": "TwoStagePMM",
+    "2l.2stage.bin": "TwoStageLogistic", "2l.2stage.pois": "TwoStagePoisson",
+    "2l.2stage.heckman": "HeckmanSelection",
+}
+
+
+class CLIError(Exception):
+    """A user error: printed without a traceback, exit code 2."""
+
+
+def _read_table(path: str) -> pd.DataFrame:
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.exists():
+        raise CLIError(f"no such file: {path}")
+    if file.suffix.lower() in (".parquet", ".pq"):
+        try:
+            return pd.read_parquet(file)
+        except ImportError as exc:
+            raise CLIError("reading Parquet needs pyarrow: pip install pyarrow") from exc
+    # "NA" and empty fields are missing; other strings (e.g. a level called "None") stay data
+    return pd.read_csv(file, keep_default_na=False, na_values=["", "NA", "NaN", "nan"])
+
+
+def _write_table(frame: pd.DataFrame, path: str) -> None:
+    if path.lower().endswith((".parquet", ".pq")):
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+
+
+def parse_model(text: str):
+    """A conditional model from ``Name`` or ``Name(key=value, ...)`` (R method names too)."""
+    import ast
+
+    from . import conditional
+
+    text = R_ALIASES.get(text.strip(), text.strip())
+    name, _, rest = text.partition("(")
+    cls = getattr(conditional, name.strip(), None)
+    if not isinstance(cls, type) or not issubclass(cls, conditional.BaseConditionalImputer):
+        known = sorted(c for c in conditional.__all__ if c[0].isupper() and c not in ("ROLE_NAMES", "Draw",
+                                                                                      "DrawContext",
+                                                                                      "BaseConditionalImputer"))
+        raise CLIError(f"unknown model {name!r}; choose one of {', '.join(known)} or an R name "
+                       f"({', '.join(sorted(R_ALIASES))})")
+    kwargs = {}
+    if rest:
+        call = ast.parse(f"f({rest}", mode="eval").body
+        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+    return cls(**kwargs)
+
+
+def _assignments(items, what):
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise CLIError(f"{what} {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _check_columns(data, names, what):
+    unknown = [n for n in names if n not in data.columns]
+    if unknown:
+        raise CLIError(f"{what}: unknown column(s) {unknown}; the data have {list(data.columns)}")
+
+
+def _impute(args) -> int:
+    from .imputer import MultilevelIterativeImputer
+
+    data = _read_table(args.data)
+    groups = args.groups
+    if groups is not None:
+        _check_columns(data, [groups], "--groups")
+    methods = {column: parse_model(model) for column, model in _assignments(args.method, "--method").items()}
+    _check_columns(data, list(methods), "--method")
+    roles: dict = {}
+    for key, code in _assignments(args.role, "--role").items():
+        target, sep, predictor = key.partition(":")
+        if not sep:
+            raise CLIError(f"--role {key}={code}: expected TARGET:PREDICTOR=CODE")
+        _check_columns(data, [target, predictor], "--role")
+        roles.setdefault(predictor, {})[target] = int(code)
+    imputer = MultilevelIterativeImputer(methods=methods or None, predictor_matrix=roles or None,
+                                         n_imputations=args.m, max_iter=args.max_iter, random_state=args.seed,
+                                         n_jobs=args.n_jobs, verbose=0 if args.quiet else 1)
+    start = time.perf_counter()
+    sets = imputer.fit_transform_all(data, groups=groups)
+    long = sets.long(include_original=data if args.include_original else None)
+    _write_table(long, args.out)
+    print(f"imputed {len(imputer.incomplete_columns_)} column(s) {imputer.incomplete_columns_} in "
+          f"{time.perf_counter() - start:.1f} s; wrote {len(long)} rows (m = {args.m}, long format with .imp, .id) "
+          f"to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _pool(args) -> int:
+    from .analysis import GLM, OLS, LinearMixedModel, LogisticMixedModel, parse_formula
+    from .pooling import pool
+
+    long = _read_table(args.file)
+    if ".imp" not in long.columns:
+        raise CLIError(f"{args.file} has no .imp column: expected the long format written by `skmlmi impute`")
+    long = long[long[".imp"] > 0]
+    parsed = parse_formula(args.formula)
+    mixed = parsed.is_mixed
+    if args.family == "binomial":
+        model = LogisticMixedModel(args.formula) if mixed else GLM(args.formula, family="binomial")
+    else:
+        model = LinearMixedModel(args.formula) if mixed else OLS(args.formula)
+    fits = []
+    for _, data in long.groupby(".imp", sort=True):
+        try:
+            fits.append(type(model)(**model.get_params()).fit(data.drop(columns=[".imp", ".id"])))
+        except (KeyError, ValueError) as exc:
+            raise CLIError(f"the analysis model failed: {exc}") from exc
+    names = list(fits[0].coef_.index)
+    estimates = np.stack([f.coef_[names].to_numpy() for f in fits])
+    covariances = np.stack([f.cov_params_.loc[names, names].to_numpy() for f in fits])
+    table = pool(estimates, covariances, dfcom=None if args.large_sample else fits[0].df_resid_, names=names)
+    with pd.option_context("display.width", 160, "display.float_format", "{:.4f}".format):
+        print(f"{args.formula}: pooled over m = {len(fits)} imputations")
+        print(table[TABLE_COLUMNS].to_string())
+        if hasattr(fits[0], "variance_components_") and len(fits[0].variance_components_):
+            vc = pd.concat([f.variance_components_ for f in fits], axis=1).mean(axis=1)
+            print("\nvariance components (mean over imputations):")
+            print(vc.to_string())
+    return 0
+
+
+def _diagnose(args) -> int:
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from . import diagnostics
+    from .recommend import recommend_methods
+
+    data = _read_table(args.data)
+    _check_columns(data, [args.groups], "--groups")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fig, pattern = diagnostics.plot_pattern(data)
+    fig.savefig(out / "pattern.png", dpi=100)
+    pattern.to_csv(out / "pattern.csv")
+    fig, by_cluster = diagnostics.plot_missing_by_cluster(data, args.groups)
+    fig.savefig(out / "missing_by_cluster.png", dpi=100)
+    iccs = diagnostics.icc(data.drop(columns=[args.groups]), data[args.groups])
+    recommended = recommend_methods(data, args.groups)
+    recommended.assign(method=recommended["method"].map(repr)).to_csv(out / "recommended_methods.csv", index=False)
+    iccs.to_csv(out / "icc.csv")
+    with pd.option_context("display.width", 160, "display.max_colwidth", 60):
+        print("ICC per variable (observed values):")
+        print(iccs.to_string())
+        print("\nrecommended conditional models:")
+        print(recommended[["column", "pattern", "method", "reason"]].to_string(index=False))
+    print(f"\nwrote pattern.png, missing_by_cluster.png and tables to {out}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``skmlmi`` command."""
+    """Entry point of the ``skmlmi`` command; returns the exit code (0 ok, 2 usage error)."""
     parser = argparse.ArgumentParser(prog="skmlmi", description="Multiple imputation of multilevel data.")
     sub = parser.add_subparsers(dest="command", required=True)
+
     demo = sub.add_parser("demo", help="run a worked example", description="Run a worked example.")
     demo.add_argument("dataset", choices=["popmis"], help="which case study")
     demo.add_argument("--m", type=int, default=20, help="number of imputations (default 20)")
@@ -118,9 +290,53 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=2022, help="random seed (default 2022)")
     demo.add_argument("--n-jobs", type=int, default=None, help="parallel chains (default 1)")
     demo.set_defaults(run=_demo)
+
+    impute = sub.add_parser("impute", help="impute a CSV/Parquet file", description=(
+        "Impute DATA (CSV or Parquet) with m chains and write the completed datasets in long format "
+        "(.imp, .id columns, like mice::complete(imp, 'long'))."))
+    impute.add_argument("data", help="input file (.csv or .parquet); empty fields and NA are missing")
+    impute.add_argument("--groups", help="cluster column")
+    impute.add_argument("--method", action="append", metavar="COL=MODEL",
+                        help="conditional model of a column, e.g. popular=RandomEffectsNormal or popular=2l.pan; "
+                             "repeat for more columns (default: by column kind)")
+    impute.add_argument("--role", action="append", metavar="TARGET:PREDICTOR=CODE",
+                        help="predictor-matrix entry (mice codes: 0, 1, 2, 3, 4, -2, -3, -4); repeatable")
+    impute.add_argument("--m", type=int, default=5, help="number of imputations (default 5)")
+    impute.add_argument("--max-iter", type=int, default=10, help="iterations per chain (default 10)")
+    impute.add_argument("--seed", type=int, default=None, help="random seed")
+    impute.add_argument("--n-jobs", type=int, default=None, help="chains run in parallel (default 1)")
+    impute.add_argument("--out", required=True, help="output file (.csv or .parquet)")
+    impute.add_argument("--include-original", action="store_true", help="also write the incomplete data as .imp 0")
+    impute.add_argument("--quiet", action="store_true", help="no progress messages")
+    impute.set_defaults(run=_impute)
+
+    pooling = sub.add_parser("pool", help="fit a model on each imputation and pool", description=(
+        "Fit an analysis model (lme4-style formula) on each completed dataset of a long-format file and pool "
+        "with Rubin's rules (mitml-style table)."))
+    pooling.add_argument("file", help="long-format file written by `skmlmi impute`")
+    pooling.add_argument("--formula", required=True, help='e.g. "popular ~ sex + texp + (1 | school)"')
+    pooling.add_argument("--family", choices=["gaussian", "binomial"], default="gaussian", help="default gaussian")
+    pooling.add_argument("--large-sample", action="store_true", help="large-sample df (mitml's default)")
+    pooling.set_defaults(run=_pool)
+
+    diagnose = sub.add_parser("diagnose", help="missing-data pattern, ICC, recommended models", description=(
+        "Describe the missing data of DATA: pattern, sporadic vs systematic missingness per cluster, ICC per "
+        "variable and the recommended conditional models, with plots written to --out."))
+    diagnose.add_argument("data", help="input file (.csv or .parquet)")
+    diagnose.add_argument("--groups", required=True, help="cluster column")
+    diagnose.add_argument("--out", required=True, help="output directory")
+    diagnose.set_defaults(run=_diagnose)
+
     args = parser.parse_args(argv)
     np.set_printoptions(precision=4)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except CLIError as exc:
+        print(f"skmlmi {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as exc:
+        print(f"skmlmi {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

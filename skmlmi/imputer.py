@@ -13,6 +13,8 @@ bit-identical for any ``n_jobs`` and joblib backend.
 from __future__ import annotations
 
 import numbers
+import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -251,6 +253,7 @@ def _run_chain(plan: _Plan, W: np.ndarray, rng: np.random.Generator, n_iter: int
     derived = {d.column for d in plan.derived}
     events: list = []
     iteration = start_iter
+    started = time.perf_counter()
 
     def log(name, reasons):
         events.extend((iteration + 1, chain + 1, name, reason) for reason in reasons)
@@ -267,8 +270,9 @@ def _run_chain(plan: _Plan, W: np.ndarray, rng: np.random.Generator, n_iter: int
                 if values.size:
                     chain_mean[k, j] = np.nanmean(values)
                     chain_var[k, j] = np.nanvar(values, ddof=1) if values.size > 1 else np.nan
-            if verbose > 1:
-                print(f"[skmlmi] chain {chain + 1}: iteration {iteration + 1} done", flush=True)
+            if verbose:
+                print(f"[skmlmi] chain {chain + 1}: iteration {iteration + 1} of {start_iter + n_iter} done "
+                      f"({time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
         # The draws for complete-at-fit columns use a stream of their own, so that a
         # continued chain consumes exactly the random numbers of a longer one.
         aux_rng = _auxiliary_rng(entropy, chain)
@@ -333,7 +337,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     n_jobs : int, default=None
         Chains run in parallel through joblib; results do not depend on it.
     verbose : int, default=0
-        Progress messages: 1 per chain, 2 per iteration.
+        Progress on standard error: one line per chain and iteration (chains x
+        iterations), with elapsed time; 2 adds joblib's task messages.
     derived : dict, default=None
         Derived (passive) columns, never imputed by a model but recomputed from their
         inputs after each visit of an input, so they stay consistent in every completed

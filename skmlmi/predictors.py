@@ -557,7 +557,8 @@ def suggest_predictors(
             else:
                 if t == response:
                     slope = p in slope_vars
-                    why = "random slope in the analysis model" if slope else "fixed effect in the analysis model"
+                    why = ("random slope in the analysis model" if slope else "fixed effect in the analysis model"
+                           if p in fixed_vars else "auxiliary variable")
                 elif p == response:
                     slope = t in slope_vars
                     why = ("outcome, with a random slope because the analysis model has a random slope of "

@@ -29,3 +29,48 @@ def test_cli_help_and_unknown_command(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["frobnicate"])
     assert exit_info.value.code == 2
+
+
+@pytest.fixture
+def popmis_csv(tmp_path):
+    from skmlmi.datasets import load_popmis
+
+    path = tmp_path / "popmis.csv"
+    load_popmis()[["school", "popular", "sex", "texp"]].to_csv(path, index=False)
+    return path
+
+
+def test_impute_then_pool(popmis_csv, tmp_path, capsys):
+    out = tmp_path / "long.csv"
+    code = main(["impute", str(popmis_csv), "--groups", "school", "--method", "popular=2l.pan", "--role",
+                 "popular:sex=2", "--m", "3", "--max-iter", "2", "--seed", "1", "--out", str(out)])
+    assert code == 0
+    import pandas as pd
+
+    long = pd.read_csv(out)
+    assert list(long.columns[:2]) == [".imp", ".id"] and sorted(long[".imp"].unique()) == [1, 2, 3]
+    assert long["popular"].notna().all()
+    assert "iteration 2 of 2" in capsys.readouterr().err  # progress, chains x iterations
+    assert main(["pool", str(out), "--formula", "popular ~ sex + texp + (1 | school)"]) == 0
+    printed = capsys.readouterr().out
+    assert "fmi" in printed and "ICC|school" in printed
+
+
+def test_impute_errors_have_exit_codes(popmis_csv, tmp_path, capsys):
+    out = str(tmp_path / "x.csv")
+    assert main(["impute", str(tmp_path / "missing.csv"), "--out", out]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["impute", str(popmis_csv), "--groups", "class", "--out", out]) == 2
+    assert "unknown column" in capsys.readouterr().err
+    assert main(["impute", str(popmis_csv), "--method", "popular=nonsense", "--out", out]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert main(["pool", str(popmis_csv), "--formula", "popular ~ sex"]) == 2
+    assert "no .imp column" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["impute", "pool", "diagnose", "demo"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: skmlmi " + command in capsys.readouterr().out

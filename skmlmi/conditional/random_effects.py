@@ -19,7 +19,6 @@ from numbers import Integral
 from typing import Any
 
 import numpy as np
-from scipy import linalg
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._kernels import (
@@ -297,8 +296,7 @@ def _start_values(suff: _Sufficient, q, heteroscedastic):
         XX, Xy, yy = suff.XX_j.sum(0), suff.Xy_j.sum(0), suff.yy_j.sum()
     else:
         XX, Xy, yy = suff.XX, suff.Xy, suff.yy
-    chol, _ = ridge_cholesky(XX, 1e-8)
-    beta = linalg.cho_solve((chol, True), Xy)
+    beta = np.linalg.lstsq(XX, Xy, rcond=None)[0]
     rss = max(float(yy - beta @ Xy), 1e-12 * max(yy, 1e-300))
     var_e = rss / max(suff.n - len(beta), 1)
     # Start Psi wide (half the residual variance on each random effect, slopes scaled by
@@ -340,31 +338,33 @@ def _gibbs(suff, state, n_steps, prior, heteroscedastic, rng):
         s2 = sigma2[:, None, None] if heteroscedastic else sigma2
         L, bad = batched_small_cholesky(ZZ + s2 * precision)
         ridged |= bool(bad.any())
-        Linv = batched_lower_inverse(L)
-        Minv = np.swapaxes(Linv, 1, 2) @ Linv  # M^-1 = L^-T L^-1
-        A = Minv @ ZX  # (Jf, q, p1)
-        av = (Minv @ Zy[:, :, None])[:, :, 0]
+        Linv = batched_lower_inverse(L)  # M_j^-1 = L_j^-T L_j^-1, never formed
+        LZX = Linv @ ZX  # (Jf, q, p1): X_j'Z_j M_j^-1 Z_j'X_j = LZX_j' LZX_j
+        LZy = np.einsum("jik,jk->ji", Linv, Zy)
         if heteroscedastic:
             w = 1.0 / sigma2
-            wZX = (w[:, None, None] * ZX).reshape(-1, p1)
-            XVX = np.tensordot(w, suff.XX_j, axes=1) - wZX.T @ A.reshape(-1, p1)
-            XVy = w @ suff.Xy_j - wZX.T @ av.reshape(-1)
+            wLZX = (w[:, None, None] * LZX).reshape(-1, p1)
+            XVX = np.tensordot(w, suff.XX_j, axes=1) - wLZX.T @ LZX.reshape(-1, p1)
+            XVy = w @ suff.Xy_j - wLZX.T @ LZy.reshape(-1)
         else:
-            XVX = (suff.XX - ZX.reshape(-1, p1).T @ A.reshape(-1, p1)) / sigma2
-            XVy = (suff.Xy - ZX.reshape(-1, p1).T @ av.reshape(-1)) / sigma2
+            flat = LZX.reshape(-1, p1)
+            XVX = (suff.XX - flat.T @ flat) / sigma2
+            XVy = (suff.Xy - flat.T @ LZy.reshape(-1)) / sigma2
         XVX = 0.5 * (XVX + XVX.T)
         Lb, ridge_b = ridge_cholesky(XVX, 1e-8)
         ridged |= ridge_b
-        beta_hat = linalg.cho_solve((Lb, True), XVy)
-        beta = beta_hat + linalg.solve_triangular(Lb, rng.standard_normal(p1), lower=True, trans="T")
+        Lb_inv = batched_lower_inverse(Lb[None])[0]  # XVX^-1 = Lb^-T Lb^-1
+        beta_hat = Lb_inv.T @ (Lb_inv @ XVy)
+        beta = beta_hat + Lb_inv.T @ rng.standard_normal(p1)
         e = Zy - ZX @ beta  # Z_j'(y_j - X_j beta), (Jf, q)
         sd = np.sqrt(sigma2)[:, None] if heteroscedastic else np.sqrt(sigma2)
-        z = rng.standard_normal((Jf, q))
-        b = (Minv @ e[:, :, None])[:, :, 0] + sd * (np.swapaxes(Linv, 1, 2) @ z[:, :, None])[:, :, 0]
+        # b_j = M_j^-1 e_j + sd L_j^-T z_j = L_j^-T (L_j^-1 e_j + sd z_j)
+        u = np.einsum("jik,jk->ji", Linv, e) + sd * rng.standard_normal((Jf, q))
+        b = np.einsum("jki,jk->ji", Linv, u)
         # Psi | b ~ IW(c + Jf, Dinv + sum_j b_j b_j')
         precision, psi_sqrt = wishart_precision_draw(Dinv + b.T @ b, c + Jf, rng)
         # residual sums of squares from the cross-products (no pass over rows)
-        cross = np.einsum("jq,jq->j", b, (ZZ @ b[:, :, None])[:, :, 0] - 2.0 * e)
+        cross = np.einsum("jq,jq->j", b, np.einsum("jik,jk->ji", ZZ, b) - 2.0 * e)
         if heteroscedastic:
             rss_j = suff.yy_j - 2.0 * suff.Xy_j @ beta + np.einsum("jk,k->j", suff.XX_j @ beta, beta) + cross
             rss_j = np.maximum(rss_j, 0.0)
@@ -396,7 +396,7 @@ def _gibbs(suff, state, n_steps, prior, heteroscedastic, rng):
     state.n_steps += n_steps
     state.trace = {"sigma2": trace_s, "psi": trace_psi}
     # conditional posterior means at the last step's variances (PMM matchtype 1)
-    b_hat = (Minv @ (Zy - ZX @ beta_hat)[:, :, None])[:, :, 0]
+    b_hat = np.einsum("jki,jk->ji", Linv, np.einsum("jik,jk->ji", Linv, Zy - ZX @ beta_hat))
     return suff.beta_original(beta_hat), b_hat, ridged
 
 

@@ -31,7 +31,7 @@ def _problem(model_class, kind, seed=0, n_clusters=12, size=15):
     elif kind == "categorical":
         y = np.digitize(linear, [-0.7, 0.7]).astype(float)
     elif kind == "integer":
-        y = np.round(2 * linear + 5)
+        y = rng.poisson(np.exp(1 + 0.4 * linear)).astype(float)  # counts: valid for Poisson models too
     else:
         y = linear
     observed = rng.random(n) < 0.7

@@ -1,0 +1,321 @@
+"""Which clusters miss which variables, and which conditional model suits each incomplete column.
+
+In clustered data a variable can be missing in single rows (*sporadically*) or in whole
+clusters (*systematically*: a study that never measured it). The two call for different
+imputation models, and R users pick them with micemd's ``find.defaultMethod``. This room
+offers the same help:
+
+* :func:`missing_by_cluster` classifies every cluster of every incomplete column as
+  complete, sporadically or systematically missing, with cluster sizes and observed
+  counts (a tidy table; the diagnostics plot it);
+* :func:`recommend_methods` recommends a conditional model per incomplete column, with the
+  reason, from documented thresholds.
+
+This module works on DataFrames and column names; it knows nothing about the
+chained-equations loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from ._columns import detect_codec
+from .conditional.base import BaseConditionalImputer
+from .conditional.cluster_level import is_cluster_constant
+
+__all__ = ["missing_by_cluster", "recommend_methods"]
+
+
+# --------------------------------------------------------------------------- helpers
+def _frame_and_groups(data: Any, groups: Any) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, Any]:
+    """The data without the groups column, integer cluster codes, the cluster labels and the groups column name."""
+    if isinstance(data, np.ndarray):
+        if data.ndim != 2:
+            raise TypeError(f"data must be a DataFrame or a 2-D array; got an array of shape {data.shape}")
+        data = pd.DataFrame(data)
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data must be a pandas DataFrame or a 2-D numpy array; got {type(data).__name__}")
+    if groups is None:
+        raise ValueError("groups is required: a column name of data or an array of cluster labels")
+    name = None
+    if isinstance(groups, str | int) and not isinstance(groups, bool) and groups in data.columns:
+        name = groups
+        labels = data[groups]
+    elif isinstance(groups, str):
+        raise ValueError(f"groups column {groups!r} is not a column of data")
+    else:
+        labels = pd.Series(np.asarray(groups))
+        if len(labels) != len(data):
+            raise ValueError(f"groups has {len(labels)} labels but data has {len(data)} rows")
+    if pd.isna(labels).any():
+        raise ValueError("groups contains missing cluster labels")
+    codes, uniques = pd.factorize(pd.Series(np.asarray(labels)), sort=True)
+    frame = data.drop(columns=[name]) if name is not None else data
+    return frame, codes.astype(np.intp), np.asarray(uniques), name
+
+
+def _cluster_table(missing: np.ndarray, codes: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster sizes and observed counts of one column (bincounts, no loop over clusters)."""
+    size = np.bincount(codes, minlength=n_clusters)
+    observed = np.bincount(codes, weights=(~missing).astype(float), minlength=n_clusters).astype(int)
+    return size, observed
+
+
+# --------------------------------------------------------------------------- classification
+def missing_by_cluster(
+    data: pd.DataFrame,
+    groups: Any,
+    by: Literal["column", "cluster"] = "column",
+) -> pd.DataFrame:
+    """Sporadic and systematic missingness of every incomplete column, cluster by cluster.
+
+    A cluster is *systematically missing* for a column when none of its rows is observed,
+    *sporadically missing* when some (not all) are, *complete* when all are.
+
+    Parameters
+    ----------
+    data : DataFrame
+        The incomplete data.
+    groups : column name or array of shape (n,)
+        Cluster labels; a column of ``data`` is not itself classified.
+    by : {"column", "cluster"}, default="column"
+        ``"column"``: one row per incomplete column (summary). ``"cluster"``: one row per
+        (incomplete column, cluster), for plots.
+
+    Returns
+    -------
+    DataFrame
+        ``by="column"``: columns ``column``, ``n_missing``, ``prop_missing``,
+        ``n_clusters``, ``n_systematic``, ``n_sporadic``, ``n_complete``,
+        ``systematic_clusters`` (list of labels), ``min_cluster_size``,
+        ``median_cluster_size``, ``max_cluster_size``, ``median_observed`` (median number
+        of observed rows among clusters with any), ``min_observed`` (same, minimum).
+        ``by="cluster"``: columns ``column``, ``cluster``, ``size``, ``n_observed``,
+        ``n_missing``, ``status`` (``"complete"``, ``"sporadic"`` or ``"systematic"``).
+        Complete columns are left out of both.
+
+    Raises
+    ------
+    TypeError
+        When ``data`` is not a DataFrame or 2-D array.
+    ValueError
+        When ``groups`` is missing, names no column, has the wrong length or missing labels.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> df = pd.DataFrame({"g": [1, 1, 2, 2, 3, 3], "x": [1.0, np.nan, np.nan, np.nan, 2.0, 3.0],
+    ...                    "z": [1, 2, 3, 4, 5, 6]})
+    >>> missing_by_cluster(df, "g")[["column", "n_systematic", "n_sporadic", "n_complete"]]
+      column  n_systematic  n_sporadic  n_complete
+    0      x             1           1           1
+    >>> missing_by_cluster(df, "g", by="cluster")["status"].tolist()
+    ['sporadic', 'systematic', 'complete']
+    """
+    if by not in ("column", "cluster"):
+        raise ValueError(f"by must be 'column' or 'cluster'; got {by!r}")
+    frame, codes, labels, _ = _frame_and_groups(data, groups)
+    J = len(labels)
+    rows, long = [], []
+    for name in frame.columns:  # loop over columns, not clusters
+        missing = frame[name].isna().to_numpy()
+        if not missing.any():
+            continue
+        size, observed = _cluster_table(missing, codes, J)
+        status = np.where(observed == 0, "systematic", np.where(observed < size, "sporadic", "complete"))
+        if by == "cluster":
+            long.append(pd.DataFrame({
+                "column": name, "cluster": labels, "size": size, "n_observed": observed,
+                "n_missing": size - observed, "status": status,
+            }))
+            continue
+        seen = observed[observed > 0]
+        rows.append({
+            "column": name,
+            "n_missing": int(missing.sum()),
+            "prop_missing": float(missing.mean()),
+            "n_clusters": J,
+            "n_systematic": int((status == "systematic").sum()),
+            "n_sporadic": int((status == "sporadic").sum()),
+            "n_complete": int((status == "complete").sum()),
+            "systematic_clusters": labels[status == "systematic"].tolist(),
+            "min_cluster_size": int(size.min()),
+            "median_cluster_size": float(np.median(size)),
+            "max_cluster_size": int(size.max()),
+            "median_observed": float(np.median(seen)) if seen.size else 0.0,
+            "min_observed": int(seen.min()) if seen.size else 0,
+        })
+    if by == "cluster":
+        if not long:
+            return pd.DataFrame(columns=["column", "cluster", "size", "n_observed", "n_missing", "status"])
+        return pd.concat(long, ignore_index=True)
+    columns = ["column", "n_missing", "prop_missing", "n_clusters", "n_systematic", "n_sporadic", "n_complete",
+               "systematic_clusters", "min_cluster_size", "median_cluster_size", "max_cluster_size",
+               "median_observed", "min_observed"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --------------------------------------------------------------------------- recommendation
+def recommend_methods(
+    data: pd.DataFrame,
+    groups: Any,
+    large_cluster: int = 100,
+    prop_small: float = 0.4,
+    min_clusters: int = 5,
+    column_kinds: dict | None = None,
+) -> pd.DataFrame:
+    """A conditional model for every incomplete column, with the reason (micemd's ``find.defaultMethod``, revised).
+
+    Rules, in order (``J_obs`` = clusters with at least one observed value of the column;
+    a cluster is *small* when it has fewer than ``large_cluster`` observed values, and the
+    clusters are *small* when more than ``prop_small`` of the ``J_obs`` are):
+
+    1. no observed value: no model (``method`` None) -- nothing to impute from;
+    2. constant within every cluster (a cluster-level variable): ``ClusterLevelPMM``
+       (continuous, integer, binary) or ``ClusterMean`` (categorical), which impute one
+       value per cluster;
+    3. categorical with more than two categories: ``RandomEffectsCategorical``, sporadic
+       or systematic (there is no two-stage categorical model; its random intercepts are
+       drawn from the population for systematically missing clusters);
+    4. systematically missing in some cluster, clusters large and ``J_obs >= min_clusters``:
+       a two-stage model -- ``TwoStageNormal`` (continuous), ``TwoStagePMM`` (integer: keeps
+       the observed support) or ``TwoStageLogistic`` (binary). Large clusters make the
+       per-cluster fits informative, every predictor gets a cluster-specific coefficient
+       and cluster-specific residual variances (heteroscedasticity across studies), as in
+       IPD meta-analysis;
+    5. otherwise (sporadic only, or systematic with small or few clusters): the one-stage
+       random-effects model -- ``RandomEffectsPMM`` (continuous, integer),
+       ``RandomEffectsLogistic`` (binary) -- whose Gibbs sampler pools the clusters through
+       the likelihood and also draws systematically missing clusters from the population.
+
+    Differences from micemd's ``find.defaultMethod(I.small = 7, ni.small = 100,
+    prop.small = 0.4)``: micemd counts "few clusters" among clusters *with missing values*
+    (its comment says observed clusters; R_METHODS.md §2.3), and recommends two-stage
+    models for large clusters even under sporadic missingness only; here the count is of
+    clusters with observed values, the cluster-size rule is the same (100 observed rows,
+    40 %), and sporadic-only columns keep the one-stage models (they use every row without
+    a per-cluster fit that small or unbalanced clusters could break).
+
+    Parameters
+    ----------
+    data : DataFrame
+    groups : column name or array of shape (n,)
+    large_cluster : int, default=100
+        Observed values from which a cluster counts as large (micemd's ``ni.small``).
+    prop_small : float, default=0.4
+        Clusters are small when more than this share of the observed clusters is small
+        (micemd's ``prop.small``).
+    min_clusters : int, default=5
+        Fewest clusters with observed values for a two-stage model (its meta-analysis
+        estimates a between-cluster covariance from them).
+    column_kinds : dict, default=None
+        Kind overrides ``{column: "continuous"|"integer"|"binary"|"categorical"}``, as the
+        imputer's parameter.
+
+    Returns
+    -------
+    DataFrame
+        One row per incomplete column: ``column``, ``kind``, ``pattern`` (``"sporadic"``,
+        ``"systematic"``, ``"sporadic+systematic"`` or ``"all missing"``),
+        ``cluster_level`` (bool), ``n_clusters``, ``n_systematic``, ``n_sporadic``,
+        ``n_observed_clusters``, ``prop_missing``, ``median_observed``, ``share_small``,
+        ``method`` (an unfitted conditional model instance, or None), ``method_name`` and
+        ``reason``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> df = pd.DataFrame({"study": np.repeat(np.arange(8), 150), "x": rng.normal(size=1200),
+    ...                    "y": rng.normal(size=1200)})
+    >>> df.loc[df["study"] < 2, "x"] = np.nan                 # two studies never measured x
+    >>> df.loc[rng.random(1200) < 0.1, "y"] = np.nan          # y sporadically missing
+    >>> recommend_methods(df, "study")[["column", "pattern", "method_name"]]
+      column     pattern       method_name
+    0      x  systematic    TwoStageNormal
+    1      y    sporadic  RandomEffectsPMM
+    """
+    from . import conditional as c
+    from .conditional import two_stage
+
+    if not (isinstance(large_cluster, int | np.integer) and large_cluster >= 1):
+        raise ValueError(f"large_cluster must be a positive integer; got {large_cluster!r}")
+    if not 0.0 <= float(prop_small) <= 1.0:
+        raise ValueError(f"prop_small must lie in [0, 1]; got {prop_small!r}")
+    if not (isinstance(min_clusters, int | np.integer) and min_clusters >= 2):
+        raise ValueError(f"min_clusters must be an integer >= 2; got {min_clusters!r}")
+    column_kinds = dict(column_kinds or {})
+    frame, codes, labels, _ = _frame_and_groups(data, groups)
+    unknown = [k for k in column_kinds if k not in frame.columns]
+    if unknown:
+        raise ValueError(f"column_kinds names columns that are not in data (or are the groups column): {unknown}")
+    summary = missing_by_cluster(frame, codes).set_index("column")
+    out = []
+    for name in summary.index:  # loop over incomplete columns
+        row = summary.loc[name]
+        series = frame[name]
+        kind = detect_codec(series, name, column_kinds.get(name)).kind
+        missing = series.isna().to_numpy()
+        size, observed = _cluster_table(missing, codes, len(labels))
+        j_obs = int((observed > 0).sum())
+        share_small = float((observed[observed > 0] < large_cluster).mean()) if j_obs else float("nan")
+        n_sys, n_spor = int(row["n_systematic"]), int(row["n_sporadic"])
+        if j_obs == 0:
+            pattern = "all missing"
+        elif n_sys and n_spor:
+            pattern = "sporadic+systematic"
+        else:
+            pattern = "systematic" if n_sys else "sporadic"
+        level2 = bool(j_obs and is_cluster_constant(series.to_numpy(), codes))
+        model, reason = _choose(kind, pattern, level2, j_obs, share_small, n_sys, large_cluster, prop_small,
+                                min_clusters, c, two_stage)
+        out.append({
+            "column": name, "kind": kind, "pattern": pattern, "cluster_level": level2,
+            "n_clusters": int(row["n_clusters"]), "n_systematic": n_sys, "n_sporadic": n_spor,
+            "n_observed_clusters": j_obs, "prop_missing": float(row["prop_missing"]),
+            "median_observed": float(row["median_observed"]), "share_small": share_small,
+            "method": model, "method_name": None if model is None else type(model).__name__, "reason": reason,
+        })
+    columns = ["column", "kind", "pattern", "cluster_level", "n_clusters", "n_systematic", "n_sporadic",
+               "n_observed_clusters", "prop_missing", "median_observed", "share_small", "method", "method_name",
+               "reason"]
+    return pd.DataFrame(out, columns=columns)
+
+
+def _choose(kind, pattern, level2, j_obs, share_small, n_sys, large_cluster, prop_small, min_clusters, c,
+            two_stage) -> tuple[BaseConditionalImputer | None, str]:
+    """The rules of :func:`recommend_methods`; returns (model, reason)."""
+    if j_obs == 0:
+        return None, "no observed value: nothing to impute from (drop the column or give it a model by hand)"
+    if level2:
+        if kind == "categorical":
+            return c.ClusterMean(), "constant within clusters (cluster-level) and categorical: imputed per cluster"
+        return c.ClusterLevelPMM(), "constant within clusters (cluster-level): imputed once per cluster"
+    if kind == "categorical":
+        return c.RandomEffectsCategorical(), (
+            f"categorical, {pattern} missingness: random-intercept categorical model "
+            + ("(systematically missing clusters drawn from the population; no two-stage categorical model)"
+               if n_sys else "(one-stage)")
+        )
+    if n_sys:
+        small = share_small > prop_small
+        if not small and j_obs >= min_clusters:
+            model = {"continuous": two_stage.TwoStageNormal, "integer": two_stage.TwoStagePMM,
+                     "binary": two_stage.TwoStageLogistic}[kind]()
+            return model, (
+                f"systematically missing in {n_sys} cluster(s); {j_obs} observed clusters, "
+                f"{share_small:.0%} with < {large_cluster} observed values (<= {prop_small:.0%}): large clusters, "
+                "two-stage model (per-cluster fits + random-effects meta-analysis)"
+            )
+        why = (f"{share_small:.0%} of the observed clusters have < {large_cluster} observed values "
+               f"(> {prop_small:.0%}: small clusters)" if small
+               else f"only {j_obs} observed clusters (< {min_clusters}) for a meta-analysis")
+        lead = f"systematically missing in {n_sys} cluster(s) but {why}: one-stage random-effects model"
+    else:
+        lead = "sporadic missingness only: one-stage random-effects model using every observed row"
+    if kind == "binary":
+        return c.RandomEffectsLogistic(), lead
+    return c.RandomEffectsPMM(), lead
