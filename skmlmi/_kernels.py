@@ -174,8 +174,13 @@ def pmm_match(
     yhat_recipients = np.asarray(yhat_recipients, dtype=float)
     k = int(min(max(donors, 1), n_donors))
     perm = rng.permutation(n_donors)
-    order = perm[np.argsort(yhat_donors[perm], kind="stable")]
+    order = np.argsort(yhat_donors)
     sorted_hat = yhat_donors[order]
+    if not np.all(sorted_hat[1:] > sorted_hat[:-1]):
+        # ties: break them at random (a stable sort of randomly permuted donors); without
+        # ties the sorted order is unique and both ways give the same result
+        order = perm[np.argsort(yhat_donors[perm], kind="stable")]
+        sorted_hat = yhat_donors[order]
     # binary search of recipients in sorted order: same positions, far fewer cache misses
     r_order = np.argsort(yhat_recipients, kind="stable")
     pos = np.empty(len(yhat_recipients), dtype=np.intp)

@@ -274,12 +274,14 @@ def _loglik(theta: np.ndarray, data: _Clusters, layout: _Layout, gradient: bool 
 
 
 def _hessian(theta: np.ndarray, data: _Clusters, layout: _Layout) -> np.ndarray:
-    """Per-cluster Hessians (G, P, P): central differences of the analytic gradient.
+    """Per-cluster Hessians (G, P, P): analytic for a normal outcome, else central differences of the gradient.
 
     Clusters are independent, so moving parameter k of every cluster at once gives
     column k of all G Hessians in two gradient evaluations: 2P evaluations in all, each
     vectorised over rows and clusters (error O(h^2), h ~ eps^(1/3) in standardised units).
     """
+    if not layout.binary:
+        return _hessian_normal(theta, data, layout)
     G, P = theta.shape
     H = np.empty((G, P, P))
     h = np.cbrt(np.finfo(float).eps) * np.maximum(np.abs(theta), 1.0)
@@ -289,6 +291,64 @@ def _hessian(theta: np.ndarray, data: _Clusters, layout: _Layout) -> np.ndarray:
         down[:, k] -= h[:, k]
         H[:, :, k] = (_loglik(up, data, layout)[1] - _loglik(down, data, layout)[1]) / (2.0 * h[:, k, None])
     return (H + np.swapaxes(H, 1, 2)) / 2.0
+
+
+def _hessian_normal(theta: np.ndarray, data: _Clusters, layout: _Layout) -> np.ndarray:
+    """Analytic per-cluster Hessians (G, P, P) of the normal-outcome log-likelihood (with the prior).
+
+    With ``lambda = phi(A) / Phi(A)`` and ``delta = lambda (A + lambda)`` (so that
+    ``d lambda / dA = -delta``), a responder contributes
+    ``-delta a a' + lambda A'' + d^2(-r^2 / 2 - log sigma)`` with ``a = dA / dtheta``
+    ``= (cosh(a) w, -sinh(a) v / sigma, -sinh(a) r, sinh(a) eta_s + cosh(a) r)`` and the
+    non-zero second derivatives ``A_{gamma a} = sinh(a) w``, ``A_{beta tau} = sinh(a) v / sigma``,
+    ``A_{beta a} = -cosh(a) v / sigma``, ``A_{tau tau} = sinh(a) r``, ``A_{tau a} = -cosh(a) r``,
+    ``A_{aa} = A``; ``-r^2 / 2`` adds ``-v v' / sigma^2`` (beta beta), ``-2 r v / sigma``
+    (beta tau) and ``-2 r^2`` (tau tau). A non-responder contributes ``-delta_0 w w'`` with
+    ``delta_0`` at ``-eta_s``. The rank-one parts are one per-cluster Gram matrix of
+    ``sqrt(delta) a`` (a reduceat over cluster-sorted rows), the rest per-cluster sums.
+    """
+    th = theta[data.g]
+    pw, pv, P = layout.pw, layout.pv, layout.size
+    t_index, a_index = layout.log_sigma, layout.rho
+    W, V, s = data.W, data.V, data.s
+    eta_s = np.einsum("ij,ij->i", W, th[:, :pw])
+    eta_o = np.einsum("ij,ij->i", V, th[:, pw:pw + pv])
+    tau, alpha = th[:, t_index], th[:, a_index]
+    inv_sigma = np.exp(-tau)
+    r = np.where(s, (data.y - eta_o) * inv_sigma, 0.0)
+    ch, sh = np.cosh(alpha), np.sinh(alpha)
+    A = ch * eta_s + sh * r
+    lam = _mills(np.where(s, A, -eta_s))
+    delta = lam * (np.where(s, A, -eta_s) + lam)
+    a = np.empty((len(s), P))
+    a[:, :pw] = W * np.where(s, ch, -1.0)[:, None]
+    a[:, pw:pw + pv] = V * np.where(s, -sh * inv_sigma, 0.0)[:, None]
+    a[:, t_index] = np.where(s, -sh * r, 0.0)
+    a[:, a_index] = np.where(s, sh * eta_s + ch * r, 0.0)
+    z = a * np.sqrt(delta)[:, None]
+    H = -data.sums(np.einsum("ni,nj->nij", z, z))
+    lam1 = np.where(s, lam, 0.0)
+    Vs = V * s[:, None]
+    H[:, pw:pw + pv, pw:pw + pv] -= data.sums(np.einsum("ni,nj->nij", Vs * inv_sigma[:, None], Vs * inv_sigma[:, None]))
+    g_a = data.sums(W * (lam1 * sh)[:, None])
+    b_t = data.sums(Vs * ((lam1 * sh - 2.0 * r) * inv_sigma)[:, None])
+    b_a = data.sums(Vs * (-lam1 * ch * inv_sigma)[:, None])
+    t_t = data.sums(np.where(s, lam1 * sh * r - 2.0 * r * r, 0.0))
+    t_a = data.sums(-lam1 * ch * r)
+    a_a = data.sums(lam1 * A * s)
+    H[:, :pw, a_index] += g_a
+    H[:, a_index, :pw] += g_a
+    H[:, pw:pw + pv, t_index] += b_t
+    H[:, t_index, pw:pw + pv] += b_t
+    H[:, pw:pw + pv, a_index] += b_a
+    H[:, a_index, pw:pw + pv] += b_a
+    H[:, t_index, t_index] += t_t
+    H[:, t_index, a_index] += t_a
+    H[:, a_index, t_index] += t_a
+    H[:, a_index, a_index] += a_a
+    diag = np.arange(layout.n_coef)
+    H[:, diag, diag] -= 1.0 / _PRIOR_SD**2
+    return H
 
 
 def _newton(theta: np.ndarray, data: _Clusters, layout: _Layout, free: np.ndarray, tol: float = 1e-9):
@@ -460,8 +520,9 @@ def _fit_clusters(W, V, y, s, codes, J, layout: _Layout, warm, free=None) -> _Fi
 class _HeckmanState:
     """Warm start: the last per-cluster estimates of the chain."""
 
-    def __init__(self, n_columns, theta):
+    def __init__(self, n_columns, theta, psi=None):
         self.n_columns, self.theta = n_columns, theta
+        self.psi = {} if psi is None else psi  # block -> fitted between-cluster covariance
 
 
 class _HeckmanDraw(Draw):
@@ -759,7 +820,9 @@ class HeckmanSelection(BaseConditionalImputer):
         W, V = layout.designs(Xs[rows])
         ys = (np.where(s, y, y_center)[rows] - y_center) / y_scale
         sr = s[rows]
-        warm = state.theta if isinstance(state, _HeckmanState) and state.n_columns == X.shape[1] else None
+        usable_state = isinstance(state, _HeckmanState) and state.n_columns == X.shape[1]
+        warm = state.theta if usable_state else None
+        new_state = _HeckmanState(X.shape[1], None, dict(state.psi) if usable_state else {})
         J = context.n_clusters if groups is not None else 1
         codes = groups[rows] if groups is not None else np.zeros(int(rows.sum()), dtype=np.intp)
         if groups is not None:
@@ -772,7 +835,7 @@ class HeckmanSelection(BaseConditionalImputer):
             for j in np.flatnonzero(~fit.estimable):  # message building only
                 context.log(f"{name}: cluster {context.cluster_name(int(j))!r} not estimable ({fit.reasons[j]}); "
                             "imputed from the population distribution (treated as systematically missing)")
-            theta, mean, cov = self._multilevel(W, V, ys, sr, layout, fit, rng, context, name)
+            theta, mean, cov = self._multilevel(W, V, ys, sr, layout, fit, rng, context, name, new_state.psi)
         draw = _HeckmanDraw(layout, x_center, x_scale, y_center, y_scale, theta, mean, cov, groups is None, fit,
                             name, context.cluster_labels, bool(self.pmm) and not binary, self.donors)
         if draw.pmm:
@@ -783,7 +846,8 @@ class HeckmanSelection(BaseConditionalImputer):
             sigma, rho = np.exp(th[:, layout.log_sigma]), np.tanh(th[:, layout.rho])
             draw.donor_prediction = eta_o + sigma * rho * _mills(eta_s)
             draw.donor_values = y[s].copy()
-        return draw, _HeckmanState(X.shape[1], fit.theta)
+        new_state.theta = fit.theta
+        return draw, new_state
 
     def _binary(self, context) -> bool:
         kind = context.kind
@@ -815,13 +879,13 @@ class HeckmanSelection(BaseConditionalImputer):
         theta = draw_study_effects(fit.theta, fit.covariance, rng)
         return theta, theta[0], np.zeros((layout.size, layout.size)), fit
 
-    def _multilevel(self, W, V, ys, sr, layout, fit, rng, context, name):
+    def _multilevel(self, W, V, ys, sr, layout, fit, rng, context, name, psi_starts):
         """Meta-analyse the estimable clusters, draw the population and every cluster's parameters."""
         J, P = fit.theta.shape
         est = np.flatnonzero(fit.estimable)
         population = None
         if est.size >= 2:
-            population = self._meta_draw(fit.theta[est], fit.covariance[est], layout, rng, context, name)
+            population = self._meta_draw(fit.theta[est], fit.covariance[est], layout, rng, context, name, psi_starts)
         if population is None:
             context.log(f"{name}: fewer than two clusters with an estimable selection model "
                         f"({est.size} of {J}); one model fitted on the pooled data is used for every cluster")
@@ -840,24 +904,42 @@ class HeckmanSelection(BaseConditionalImputer):
             theta[others] = draw_study_effects(np.tile(mean, (others.size, 1)), psi, rng)
         return theta, mean, psi
 
-    def _meta_draw(self, estimates, covariances, layout, rng, context, name):
-        """One draw of (mu*, blockdiag Psi*) from the block-wise meta-analyses; None on failure."""
+    def _meta_draw(self, estimates, covariances, layout, rng, context, name, psi_starts):
+        """One draw of (mu*, blockdiag Psi*) from the block-wise meta-analyses; None on failure.
+
+        ``psi_starts`` holds each block's estimate from the previous visit (warm start of the
+        likelihood fit); it is updated in place.
+        """
         P = layout.size
         mean = np.zeros(P)
         psi = np.zeros((P, P))
+        n_clusters = estimates.shape[0]
         for block, index in layout.blocks.items():
             result = None
-            for method in dict.fromkeys((self.meta_method, "mm")):
+            first = self.meta_method
+            if first != "mm" and n_clusters - 1 < index.size:
+                # The (restricted) likelihood of J studies identifies a Psi of rank J - 1 at most: with
+                # fewer clusters than block parameters the fit sits on the boundary with a flat Hessian
+                # (slow, and its normal-approximation draw of Psi is meaningless); use moments.
+                context.log(f"{name}: {n_clusters} estimable clusters for the {index.size} parameters of {block}: "
+                            f"moment meta-analysis ('mm') instead of {first!r}")
+                first = "mm"
+            for method in dict.fromkeys((first, "mm")):
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("error", ConvergenceWarning)
-                        result = meta_analysis(estimates[:, index], covariances[:, index][:, :, index], method=method)
+                        start = psi_starts.get(block) if method != "mm" else None
+                        if start is not None and start.shape != (index.size, index.size):
+                            start = None
+                        result = meta_analysis(estimates[:, index], covariances[:, index][:, :, index],
+                                               method=method, start=start)
                     break
                 except (ValueError, ConvergenceWarning, np.linalg.LinAlgError) as exc:
                     context.log(f"{name}: meta-analysis of {block} ({method}) failed ({exc}); "
                                 + ("trying 'mm'" if method != "mm" else "giving up"))
             if result is None:
                 return None
+            psi_starts[block] = result.psi
             coefficients, block_psi = result.draw(rng)
             mean[index] = coefficients.ravel()
             psi[np.ix_(index, index)] = block_psi

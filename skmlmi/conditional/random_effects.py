@@ -77,7 +77,8 @@ class RandomEffectsState:
         Per step of the last visit: ``"sigma2"`` (the residual variance, or sigma0^2 when
         heteroscedastic) and ``"psi"`` (shape (steps, q, q)), for convergence checks.
     logged : set of str
-        Messages already logged on this chain (each hard case is reported once).
+        Keys of the messages already logged on this chain (each hard case is reported
+        once per chain, not at every visit).
     """
 
     n_columns: int
@@ -473,7 +474,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
         independent of the previous visit's; split-R-hat over 20 chains is at most
         1.02. With ``heteroscedastic=True`` the hyperparameter sigma0^2 mixes slower
         (lag-10 autocorrelation 0.14); the engine's iterations add up the steps. A step
-        costs O(J q^2 p) (about 4 ms with J = 10,000, q = 3, p = 6, one core), so raising
+        costs O(J q^2 p) (about 3-4 ms with J = 10,000, q = 3, p = 6, one core), so raising
         it is cheap; raise it when clusters are small and the ICC low (Psi then mixes
         slower).
     n_burnin : int, default=20
@@ -509,8 +510,15 @@ class RandomEffectsNormal(BaseConditionalImputer):
       the sampler works with Psi^-1 and a square root of Psi, never inverts Psi, and
       adds a relative ridge only if a Cholesky factorisation fails.
 
+    Messages are logged once per chain (the state remembers them), not at every visit.
+
     Complexity per visit: O(n_obs q p) for the cross-products (one bincount per
     product), then O(n_gibbs J q^2 p); sampling is O(n_rows p).
+
+    See Also
+    --------
+    RandomEffectsPMM : the same sampler, imputing observed values by predictive mean
+        matching.
 
     References
     ----------
@@ -569,9 +577,10 @@ class RandomEffectsNormal(BaseConditionalImputer):
         logged = state.logged if state is not None else set()
         pending: list[str] = []
 
-        def log_once(message):
-            if message not in logged:
-                logged.add(message)
+        def log_once(message, key=None):
+            key = message if key is None else key
+            if key not in logged:
+                logged.add(key)
                 pending.append(message)
 
         hetero = bool(self.heteroscedastic)
@@ -679,7 +688,8 @@ class RandomEffectsNormal(BaseConditionalImputer):
                 f"{context.target!r}: the random-effects covariance Psi is near singular (condition number of "
                 f"its correlation matrix {eig[-1] / max(eig[0], 1e-300):.2g}, variances {np.diag(psi)}); "
                 "a random effect has (almost) no variance or two are perfectly correlated; "
-                "consider dropping a random slope"
+                "consider dropping a random slope",
+                key="near-singular Psi",
             )
 
     def _draw(self, y, observed, X, roles, groups, rng, state, context: DrawContext):

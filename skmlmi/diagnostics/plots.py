@@ -440,8 +440,7 @@ def plot_corr(
     else:
         fig = ax.figure
     values = np.ma.masked_invalid(table.to_numpy(dtype=float))
-    cmap = plt.get_cmap("RdBu_r").copy()
-    cmap.set_bad("#DDDDDD")
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#DDDDDD")
     image = ax.imshow(values, cmap=cmap, vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
     _heatmap_ticks(ax, list(table.index), list(table.columns))
     if annotate is None:

@@ -351,3 +351,15 @@ def test_popmis_variance_components_close_to_r_2l_pan():
         r_value, se_r = ref.loc[term, "estimate"], ref.loc[term, "mc_se"]
         # the parity rule (moment estimates here, REML in R: they agree to ~0.003 on popmis)
         assert abs(ours - r_value) <= 4 * np.hypot(se_ours, se_r) + 0.01, (term, ours, r_value)
+
+
+def test_scaled_prior_is_scale_invariant_and_pan_prior_is_not():
+    y, observed, X, roles, groups = simulate(J=40, n_j=10, seed=13)
+    c = 1e-3
+    base, *_ = chain(RandomEffectsNormal(prior="scaled"), y, observed, X, roles, groups, seed=5, visits=3)
+    small, *_ = chain(RandomEffectsNormal(prior="scaled"), c * y, observed, X, roles, groups, seed=5, visits=3)
+    # the same random numbers give the same chain on the new scale (up to rounding)
+    np.testing.assert_allclose(small[~observed], c * base[~observed], rtol=1e-6)
+    # pan's fixed prior (Binv = 1, Dinv = I) swamps a target with variance ~1e-6
+    pan, *_ = chain(RandomEffectsNormal(prior="pan"), c * y, observed, X, roles, groups, seed=5, visits=3)
+    assert np.std(pan[~observed]) > 10 * np.std(small[~observed])

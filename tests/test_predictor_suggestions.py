@@ -1,0 +1,171 @@
+"""quickpred (mice semantics) and predictor matrices suggested from an lme4-style analysis formula."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skmlmi.conditional import (
+    BayesianLogistic,
+    ClusterLevelPMM,
+    PredictiveMeanMatching,
+    RandomEffectsCategorical,
+    RandomEffectsLogistic,
+    RandomEffectsPMM,
+)
+from skmlmi.datasets import load_popmis
+from skmlmi.predictors import PredictorSuggestion, quickpred, suggest_predictors
+
+
+@pytest.fixture
+def small():
+    # y is missing in rows 4, 5; x correlates with y's values; m correlates with whether y is missing
+    return pd.DataFrame({
+        "y": [1.0, 2.0, 3.0, 4.5, np.nan, np.nan],
+        "x": [1.1, 1.9, 3.2, 4.0, 5.0, 6.0],
+        "m": [0.0, 0.1, 0.0, 0.0, 1.0, 1.0],
+        "z": [np.nan, 1.0, 0.0, 1.0, 0.0, np.nan],
+    })
+
+
+def _abs_cor(a, b):
+    ok = ~np.isnan(a) & ~np.isnan(b)
+    return abs(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+# ----------------------------------------------------------------------------- quickpred
+def test_quickpred_matches_hand_computed_correlations(small):
+    arr = {c: small[c].to_numpy() for c in small}
+    resp = {c: small[c].notna().to_numpy(dtype=float) for c in small}
+    mincor = 0.6
+    expected = pd.DataFrame(0, index=small.columns, columns=small.columns)
+    for a in ("y", "z"):  # incomplete targets
+        for b in small.columns:
+            if a == b:
+                continue
+            v, u = _abs_cor(arr[a], arr[b]), _abs_cor(resp[a], arr[b])
+            expected.loc[a, b] = int(max(np.nan_to_num(v), np.nan_to_num(u)) > mincor)
+    out = quickpred(small, mincor=mincor)
+    pd.testing.assert_frame_equal(out, expected)
+    # the hand case: m enters y's row only through the response indicator (|cor(R_y, m)| ~ 0.99, |cor(y, m)| < .5)
+    assert _abs_cor(arr["y"], arr["m"]) < mincor < _abs_cor(resp["y"], arr["m"])
+    assert out.loc["y", "m"] == 1 and out.loc["y", "x"] == 1
+    # by hand: |v[y, z]| = 0.11, |u[y, z]| = 0.58; |v[z, x]| = 0.51, |u[z, x]| = 0.01; |u[z, y]| = 0.73
+    assert out.loc["y"].tolist() == [0, 1, 1, 0] and out.loc["z"].tolist() == [1, 0, 0, 0]
+    assert (out.loc[["x", "m"]] == 0).all().all()  # complete variables are not targets
+    assert (np.diag(out) == 0).all()
+
+
+def test_quickpred_minpuc_drops_predictors_missing_with_the_target(small):
+    # y missing in rows 4, 5; z is missing in row 5 too: puc[y, z] = 1/2; x observed there: puc = 1
+    base = quickpred(small, mincor=0.0)
+    assert base.loc["y", "z"] == 1
+    out = quickpred(small, mincor=0.0, minpuc=0.6)
+    assert out.loc["y", "z"] == 0 and out.loc["y", "x"] == 1
+    assert quickpred(small, mincor=0.0, minpuc=0.5).loc["y", "z"] == 1  # puc < minpuc strictly
+
+
+def test_quickpred_include_exclude_and_per_target_mincor(small):
+    out = quickpred(small, mincor=0.99, include=["z"], exclude="x")
+    assert out.loc["y", "z"] == 1 and out.loc["y", "x"] == 0 and out.loc["z", "z"] == 0
+    per_target = quickpred(small, mincor={"y": 0.0, "z": 1.0})
+    assert per_target.loc["y"].sum() == 3 and per_target.loc["z"].sum() == 0
+    with pytest.raises(ValueError, match="exclude names columns not in the data"):
+        quickpred(small, exclude=["nope"])
+    with pytest.raises(ValueError, match="mincor must be"):
+        quickpred(small, mincor=[0.1, 0.2])
+
+
+def test_quickpred_codes_categoricals_and_marks_the_cluster_column(small):
+    df = small.assign(f=pd.Categorical(["a", "b", "a", "b", "a", "b"]), g=[1, 1, 2, 2, 3, 3])
+    out = quickpred(df, mincor=0.1, groups="g")
+    assert out.loc["y", "g"] == -2 and out.loc["z", "g"] == -2 and out.loc["x", "g"] == 0
+    assert (out.loc["g"] == 0).all()
+    codes = np.array([0.0, 1, 0, 1, 0, 1])
+    assert out.loc["y", "f"] == int(max(_abs_cor(df["y"].to_numpy(), codes),
+                                        _abs_cor(df["y"].notna().to_numpy(float), codes)) > 0.1)
+
+
+# ----------------------------------------------------------------------------- suggestions
+@pytest.fixture(scope="module")
+def popmis_incomplete():
+    data = load_popmis()[["school", "popular", "sex", "texp", "teachpop"]].copy()
+    rng = np.random.default_rng(5)
+    data["sex"] = data["sex"].astype(float)
+    data.loc[rng.random(len(data)) < 0.2, "sex"] = np.nan
+    data["texp"] = data["texp"].astype(float)
+    data.loc[data["school"].isin([3, 5, 7]), "texp"] = np.nan  # systematically missing, level 2
+    return data
+
+
+def test_suggestion_for_popmis_outcome_uses_random_slope_and_cluster_mean():
+    s = suggest_predictors("popular ~ sex + texp + (1 + sex | school)", load_popmis())
+    assert isinstance(s, PredictorSuggestion)
+    row = s.predictor_matrix.loc["popular"]
+    assert row.to_dict() == {"pupil": 0, "school": -2, "popular": 0, "sex": 4, "texp": 1, "const": 0, "teachpop": 0}
+    assert list(s.methods) == ["popular"] and isinstance(s.methods["popular"], RandomEffectsPMM)
+    assert s.levels == {"popular": 1, "sex": 1, "texp": 2}
+    assert "random slope in the analysis model" in s.explanation and str(s) == s.explanation
+    plain = suggest_predictors("popular ~ sex + texp + (1 + sex | school)", load_popmis(), cluster_means=False)
+    assert plain.predictor_matrix.loc["popular", "sex"] == 2
+
+
+def test_suggestion_imputes_covariates_with_the_outcome_and_level2_models(popmis_incomplete):
+    s = suggest_predictors("popular ~ sex + texp + (1 + sex | school)", popmis_incomplete, auxiliary="teachpop")
+    pm = s.predictor_matrix
+    # sex has a random slope in the analysis model: the outcome gets one in sex's model (+ its cluster mean)
+    assert pm.loc["sex", "popular"] == 4 and pm.loc["sex", "school"] == -2 and pm.loc["sex", "texp"] == 1
+    assert isinstance(s.methods["sex"], RandomEffectsLogistic)
+    # texp is constant within schools: a cluster-level model, level-1 variables through their means
+    assert isinstance(s.methods["texp"], ClusterLevelPMM)
+    assert pm.loc["texp"].to_dict() == {"school": -2, "popular": 1, "sex": 1, "texp": 0, "teachpop": 1}
+    assert pm.loc["popular", "teachpop"] == 3  # auxiliary: fixed + cluster mean
+    assert (pm.loc["teachpop"] == 0).all()  # complete: not a target
+
+
+def test_suggested_setup_runs_in_the_imputer(popmis_incomplete):
+    s = suggest_predictors("popular ~ sex + texp + (1 + sex | school)", popmis_incomplete, auxiliary=["teachpop"])
+    imp = s.imputer(n_imputations=2, max_iter=2, random_state=0)
+    completed = imp.fit_transform_all(popmis_incomplete, groups="school")
+    assert not completed[0].isna().any().any()
+    pd.testing.assert_frame_equal(imp.predictor_matrix_.astype(int), s.predictor_matrix)
+    # texp stays constant within schools, including the 3 systematically missing ones
+    assert completed[1].groupby("school")["texp"].nunique().max() == 1
+
+
+def test_code_the_model_cannot_honour_is_lowered_and_explained():
+    rng = np.random.default_rng(0)
+    n = 60
+    df = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "y": rng.normal(size=n),
+                       "grade": rng.choice(["a", "b", "c"], size=n)})
+    df.loc[:7, "grade"] = None
+    s = suggest_predictors("y ~ grade + (1 + grade | g)", df)
+    assert isinstance(s.methods["grade"], RandomEffectsCategorical)  # accepts codes 1 and 3 only
+    assert s.predictor_matrix.loc["grade", "y"] == 3
+    assert "cannot honour code 4" in s.explanation
+
+
+def test_single_level_formula_gives_fixed_effects_and_single_level_models(popmis_incomplete):
+    s = suggest_predictors("popular ~ sex + texp", popmis_incomplete)
+    pm = s.predictor_matrix
+    assert pm.loc["popular", ["sex", "texp"]].tolist() == [1, 1] and pm.loc["sex", "popular"] == 1
+    assert (pm["school"] == 0).all()
+    assert isinstance(s.methods["popular"], PredictiveMeanMatching)
+    assert isinstance(s.methods["sex"], BayesianLogistic)
+
+
+def test_interactions_and_unused_columns_are_named_in_the_explanation(popmis_incomplete):
+    s = suggest_predictors("popular ~ sex * texp + (1 | school)", popmis_incomplete)
+    assert "sex:texp" in s.explanation and "derived column" in s.explanation
+    assert "['teachpop']" in s.explanation  # not in the model: left out, with the hint
+    assert s.predictor_matrix.loc["popular", "sex"] == 3  # no random slope: fixed + cluster mean
+
+
+def test_bad_formula_inputs_are_clear_errors(popmis_incomplete):
+    with pytest.raises(ValueError, match=r"columns \['nope'\]"):
+        suggest_predictors("popular ~ nope + (1 | school)", popmis_incomplete)
+    bad = popmis_incomplete.copy()
+    bad.loc[0, "school"] = np.nan
+    with pytest.raises(ValueError, match="missing labels"):
+        suggest_predictors("popular ~ sex + (1 | school)", bad)
+    with pytest.raises(TypeError, match="DataFrame"):
+        suggest_predictors("popular ~ sex", popmis_incomplete.to_numpy())
