@@ -71,6 +71,28 @@ numpydoc_validation_checks: set[str] = set()
 # warning of the build is an error in CI; add an entry here only with a reason).
 suppress_warnings: list[str] = []
 
+# Plain-text maths in a few docstrings reads as reStructuredText markup: ``|x|`` (absolute
+# value) as a substitution reference, ``u_.k`` as a hyperlink reference; docutils then
+# reports "Undefined substitution" / "Unknown target name". Until the docstrings quote
+# those spans themselves, the build quotes them here: object -> [(text, replacement)].
+# An entry whose text is no longer found does nothing, so fixed docstrings need no edit
+# here (but remove the entry then).
+DOCSTRING_FIXES: dict[str, list[tuple[str, str]]] = {
+    "skmlmi.conditional.random_effects_discrete.RandomEffectsCategorical": [("(beta_k, u_.k)", "``(beta_k, u_.k)``")],
+    "skmlmi.diagnostics.convergence.rhat": [("|theta - median|", "``|theta - median|``")],
+    "skmlmi.pooling.rubin.pool": [("|statistic|", "``|statistic|``")],
+    "skmlmi.predictors.quickpred": [("|cor(x_a, x_b)|", "``|cor(x_a, x_b)|``"),
+                                    ("|cor(R_a, x_b)|", "``|cor(R_a, x_b)|``")],
+}
+
+
+def _fix_docstring(app, what, name, obj, options, lines):
+    key = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+    for old, new in DOCSTRING_FIXES.get(key, ()):
+        for i, line in enumerate(lines):
+            if old in line and new not in line:
+                lines[i] = line.replace(old, new)
+
 # -- HTML ----------------------------------------------------------------------------
 html_theme = "pydata_sphinx_theme"
 html_title = f"skmlmi {release}"
@@ -91,6 +113,129 @@ html_theme_options = {
 }
 html_sidebars = {"index": [], "changelog": [], "gallery": []}
 html_context = {"default_mode": "light"}
+
+
+# -- API reference, generated from the modules' __all__ ---------------------------------
+# docs/api/ is written at every build (it is a build artefact, like docs/api/generated/):
+# one page per public top-level module, listing every class and function of its public
+# API, so a name added to a module's ``__all__`` (or a new public module) is documented
+# without editing the docs. A name is documented once, under the shortest public path
+# that exports it (``skmlmi.conditional.RandomEffectsNormal``, not
+# ``skmlmi.conditional.random_effects.RandomEffectsNormal``).
+API_DIR = HERE / "api"
+
+# Page order and titles; modules not named here follow in alphabetical order.
+API_PAGES = {
+    "skmlmi": "The imputer and the pooler",
+    "skmlmi.conditional": "Conditional models",
+    "skmlmi.predictors": "Predictor matrix and default models",
+    "skmlmi.recommend": "Recommendations",
+    "skmlmi.diagnostics": "Diagnostics",
+    "skmlmi.pooling": "Pooling",
+    "skmlmi.analysis": "Analysis models",
+    "skmlmi.meta_analysis": "Meta-analysis",
+    "skmlmi.ampute": "Amputation",
+    "skmlmi.datasets": "Datasets",
+    "skmlmi.cli": "Command line",
+}
+API_INTRO = """\
+.. _api:
+
+=============
+API reference
+=============
+
+Every public class and function, by module (this listing is generated from the modules'
+``__all__``). The docstrings are the manual: each class page gives the model, the priors,
+the draws, the parameters with their defaults and costs, and references. Role codes are
+in :ref:`role-codes`; the statistical models are summarised in :doc:`/models`.
+
+.. toctree::
+   :maxdepth: 2
+
+"""
+
+
+def _public_modules() -> dict[str, object]:
+    import importlib
+    import pkgutil
+
+    modules = {"skmlmi": skmlmi}
+    for info in pkgutil.walk_packages(skmlmi.__path__, "skmlmi."):
+        if any(part.startswith("_") for part in info.name.split(".")):
+            continue
+        try:
+            modules[info.name] = importlib.import_module(info.name)
+        except Exception as exc:  # a module that cannot be imported cannot be documented
+            logger.warning(f"skmlmi docs: cannot import {info.name}: {type(exc).__name__}: {exc}")
+    return modules
+
+
+def _api_entries(modules) -> dict[str, list[tuple[str, str, object]]]:
+    """Top-level module -> [(documenting module, name, object)], deduplicated by identity."""
+    import inspect
+
+    seen: dict[int, tuple[str, str]] = {}
+    # Shortest path first, so a package's re-export wins over the defining submodule.
+    for modname in sorted(modules, key=lambda name: (name.count("."), name)):
+        module = modules[modname]
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name, None)
+            if obj is None or not (inspect.isclass(obj) or inspect.isfunction(obj)):
+                continue
+            seen.setdefault(id(obj), (modname, name))
+    entries: dict[str, list[tuple[str, str, object]]] = {}
+    for modname, module in modules.items():  # keep __all__ order within a module
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name, None)
+            if obj is not None and seen.get(id(obj)) == (modname, name):
+                top = modname if modname == "skmlmi" else ".".join(modname.split(".")[:2])
+                entries.setdefault(top, []).append((modname, name, obj))
+    return entries
+
+
+def _first_line(module) -> str:
+    doc = (module.__doc__ or "").strip()
+    return doc.splitlines()[0].rstrip(".") if doc else module.__name__
+
+
+def write_api_pages() -> list[str]:
+    """Write docs/api/*.rst; returns the documented names (full dotted paths)."""
+    import shutil
+
+    modules = _public_modules()
+    entries = _api_entries(modules)
+    if API_DIR.exists():
+        shutil.rmtree(API_DIR)  # stale stubs of renamed functions would be orphan documents
+    API_DIR.mkdir()
+    order = [name for name in API_PAGES if name in entries]
+    order += sorted(name for name in entries if name not in API_PAGES)
+    documented = []
+    index = [API_INTRO]
+    for top in order:
+        slug = top.replace(".", "_")
+        index.append(f"   {slug}\n")
+        title = API_PAGES.get(top, _first_line(modules[top]))
+        lines = [f".. _api-{slug}:", "", title, "=" * len(title), ""]
+        if top != "skmlmi":
+            lines += [f".. automodule:: {top}", "   :no-members:", "   :no-index:", ""]
+        groups: dict[str, list[str]] = {}
+        for modname, name, _ in entries[top]:
+            groups.setdefault(modname, []).append(name)
+            documented.append(f"{modname}.{name}")
+        for modname, names in groups.items():
+            if modname != top:
+                heading = f"``{modname}``: {_first_line(modules[modname])}"
+                lines += [heading, "-" * len(heading), ""]
+            lines += [f".. currentmodule:: {modname}", "", ".. autosummary::", "   :toctree: generated",
+                      "   :nosignatures:", ""]
+            lines += [f"   {name}" for name in names] + [""]
+        (API_DIR / f"{slug}.rst").write_text("\n".join(lines), encoding="utf-8")
+    (API_DIR / "index.rst").write_text("".join(index), encoding="utf-8")
+    return documented
+
+
+API_DOCUMENTED = write_api_pages()
 
 
 # -- gallery -------------------------------------------------------------------------
@@ -209,4 +354,6 @@ def setup(app):
     directives.register_directive("gallery-text", GalleryText)
     directives.register_directive("md-include", MarkdownInclude)
     app.connect("builder-inited", lambda app: _render_gallery())
+    # Before numpydoc's handler (default priority 500): the fixes see the raw docstring.
+    app.connect("autodoc-process-docstring", _fix_docstring, priority=400)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

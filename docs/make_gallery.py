@@ -1,5 +1,7 @@
 """Render one PNG per plotting function of skmlmi.diagnostics.plots into docs/_static/gallery/.
 
+Also writes text outputs: icc_table.txt, suggest_predictors.txt, convergence_table.txt (last iteration).
+
 The docs build calls ``python docs/make_gallery.py`` (or ``make_gallery(outdir)``); the data
 are R's popmis (2000 pupils in 100 schools) with extra missing values made by
 ``skmlmi.ampute.ampute``: pupil sex and teacher popularity sporadically, teacher
@@ -22,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from skmlmi.ampute import ampute  # noqa: E402
 from skmlmi.datasets import load_popmis  # noqa: E402
 from skmlmi.diagnostics.plots import (  # noqa: E402
+    convergence_table,
     icc_table,
     plot_corr,
     plot_imputed,
@@ -70,6 +73,9 @@ def make_gallery(outdir: str | Path | None = None) -> list[Path]:
     table = icc_table(data, completed, "school")
     (outdir / "icc_table.txt").write_text(table.round(3).to_string() + "\n")
     (outdir / "suggest_predictors.txt").write_text(suggestion.explanation + "\n")
+    convergence = convergence_table(imputer)
+    last = convergence[convergence["iteration"] == convergence["iteration"].max()]
+    (outdir / "convergence_table.txt").write_text(last.round(3).to_string(index=False) + "\n")
     return paths
 
 

@@ -26,7 +26,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ._columns import ColumnCodec, detect_codec
 from ._kernels import cluster_means
@@ -36,6 +36,19 @@ from .conditional.base import ROLE_NAMES, BaseConditionalImputer, DrawContext, m
 from .predictors import default_method, validate_predictor_matrix
 
 __all__ = ["MultilevelIterativeImputer", "ImputedDatasets"]
+
+_THREADPOOLS = None
+
+
+def _one_blas_thread():
+    """Context pinning BLAS to one thread, so results do not depend on thread counts.
+
+    The controller inspects the loaded libraries once per process (a few ms), not per chain.
+    """
+    global _THREADPOOLS
+    if _THREADPOOLS is None:
+        _THREADPOOLS = ThreadpoolController()
+    return _THREADPOOLS.limit(limits=1, user_api="blas")
 
 _TRANSFORM_STREAM = 0x7472616E  # spawn-key namespace of the transform generators ("tran")
 _AUXILIARY_STREAM = 0x61757869  # ... and of the final draws for complete columns ("auxi")
@@ -119,7 +132,6 @@ class _ChainResult:
     chain_mean: np.ndarray  # (n_iter, n_incomplete)
     chain_var: np.ndarray
     draws: list  # final draw of each visit of the visit sequence
-    auxiliary_draws: list
     states: list
     events: list = field(default_factory=list)
     rng: np.random.Generator | None = None
@@ -238,8 +250,10 @@ def _visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
     return draw, state
 
 
-def _auxiliary_rng(entropy, chain):
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy, spawn_key=(_AUXILIARY_STREAM, chain))))
+def _auxiliary_rng(entropy, chain, column):
+    """Generator of the draw, for new data, of a column that was complete at fit."""
+    seed = np.random.SeedSequence(entropy, spawn_key=(_AUXILIARY_STREAM, chain, column))
+    return np.random.Generator(np.random.PCG64(seed))
 
 
 def _run_chain(plan: _Plan, W: np.ndarray, rng: np.random.Generator, n_iter: int, chain: int, entropy,
@@ -258,7 +272,7 @@ def _run_chain(plan: _Plan, W: np.ndarray, rng: np.random.Generator, n_iter: int
     def log(name, reasons):
         events.extend((iteration + 1, chain + 1, name, reason) for reason in reasons)
 
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _one_blas_thread():
         for k in range(n_iter):
             iteration = start_iter + k
             for t, target in enumerate(plan.targets):
@@ -273,18 +287,7 @@ def _run_chain(plan: _Plan, W: np.ndarray, rng: np.random.Generator, n_iter: int
             if verbose:
                 print(f"[skmlmi] chain {chain + 1}: iteration {iteration + 1} of {start_iter + n_iter} done "
                       f"({time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
-        # The draws for complete-at-fit columns use a stream of their own, so that a
-        # continued chain consumes exactly the random numbers of a longer one.
-        aux_rng = _auxiliary_rng(entropy, chain)
-        auxiliary = []
-        for target in plan.auxiliary:
-            try:
-                auxiliary.append(_visit(W, target, plan, aux_rng, None, log, draw_only=True)[0])
-            except (ValueError, np.linalg.LinAlgError) as exc:
-                # only new data with this column missing would need it: transform says so then
-                log(target.name, [f"no imputation model for new data: {exc}"])
-                auxiliary.append(None)
-    return _ChainResult(imputed, chain_mean, chain_var, draws, auxiliary, states, events, rng)
+    return _ChainResult(imputed, chain_mean, chain_var, draws, states, events, rng)
 
 
 # ----------------------------------------------------------------------------- estimator
@@ -914,7 +917,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             for col in plan.incomplete
         }
         self.final_draws_ = [r.draws for r in results]
-        self._auxiliary_draws = [r.auxiliary_draws for r in results]
+        self._auxiliary_draws = [{} for _ in results]  # filled on demand by transform
         self._chain_results = results
         rows = [ev for r in results for ev in r.events]
         self.logged_events_ = pd.DataFrame(rows, columns=["iteration", "chain", "column", "reason"])
@@ -962,7 +965,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         rng = np.random.Generator(np.random.PCG64(
             np.random.SeedSequence(self._entropy, spawn_key=(_TRANSFORM_STREAM, chain))))
         visits = [(t, d) for t, d in zip(plan.targets, self.final_draws_[chain], strict=True)]
-        visits += [(t, d) for t, d in zip(plan.auxiliary, self._auxiliary_draws[chain], strict=True)]
+        visits += [(t, self._auxiliary_draw(chain, t)) for t in plan.auxiliary if missing[:, t.column].any()]
         derived = {d.column for d in plan.derived}
         missing[:, sorted(derived)] = False  # computed, never imputed
         visits = [(t, d) for t, d in visits if missing[:, t.column].any()]
@@ -984,7 +987,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             for reason in reasons:
                 warnings.warn(f"{name}: {reason}", UserWarning, stacklevel=4)
 
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             for _ in range(passes):
                 for target, draw in visits:
                     rows = np.flatnonzero(missing[:, target.column])
@@ -993,6 +996,31 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                     W[rows, target.column] = _sample(draw, X, g, rows, target, new_plan, rng, log)
                     _recompute_derived(W, new_plan, target.column)
         return self._output(W, frame)
+
+    def _auxiliary_draw(self, chain, target):
+        """Draw, from chain ``chain``'s final data, the model of a column complete at fit.
+
+        Only new data with this column missing need it, so it is made on demand (and kept):
+        from the chain's final completed data and a random stream of its own, so the
+        result does not depend on when or in which order it is asked for.
+        """
+        cache = self._auxiliary_draws[chain]
+        if target.column not in cache:
+            events = []
+
+            def log(name, reasons):
+                events.extend(reasons)
+
+            try:
+                draw, _ = _visit(self._chain_data(chain), target, self._plan,
+                                 _auxiliary_rng(self._entropy, chain, target.column), None, log, draw_only=True)
+            except (ValueError, np.linalg.LinAlgError) as exc:
+                raise ValueError(f"Column {target.name!r} was complete at fit and has missing values now, but its "
+                                 f"imputation model cannot be fitted: {exc}") from exc
+            for reason in dict.fromkeys(events):
+                warnings.warn(f"{target.name}: {reason}", UserWarning, stacklevel=4)
+            cache[target.column] = draw
+        return cache[target.column]
 
     def _new_data_plan(self, missing, codes, n_clusters):
         """The fitted plan's post-processing, with the rows of new data."""

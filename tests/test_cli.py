@@ -74,3 +74,13 @@ def test_every_command_has_help(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "usage: skmlmi " + command in capsys.readouterr().out
+
+
+def test_diagnose_writes_pattern_icc_and_recommendations(popmis_csv, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "diagnosis"
+    assert main(["diagnose", str(popmis_csv), "--groups", "school", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "RandomEffectsPMM" in printed and "popular" in printed
+    for name in ["pattern.png", "missing_by_cluster.png", "icc.csv", "recommended_methods.csv"]:
+        assert (out / name).stat().st_size > 0, name

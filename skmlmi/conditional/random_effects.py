@@ -298,8 +298,10 @@ def _start_values(suff: _Sufficient, q, heteroscedastic):
     else:
         XX, Xy, yy = suff.XX, suff.Xy, suff.yy
     beta = np.linalg.lstsq(XX, Xy, rcond=None)[0]
-    rss = max(float(yy - beta @ Xy), 1e-12 * max(yy, 1e-300))
-    var_e = rss / max(suff.n - len(beta), 1)
+    rss = max(float(yy - beta @ Xy), 0.0)
+    var_e = max(rss / max(suff.n - len(beta), 1), 1e-6 * yy / suff.n)
+    if not var_e > 0:  # a perfect fit (e.g. one observed row): any positive start will do
+        var_e = 1.0
     # Start Psi wide (half the residual variance on each random effect, slopes scaled by
     # their column's variance): from a wide start b_j is close to the per-cluster fit and
     # the first Psi draw already reflects the data; a narrow start shrinks b_j and Psi

@@ -1,9 +1,42 @@
-"""Convergence statistics and checks of the imputations.
+"""Seeing the data and the imputations: patterns, correlations, predictor matrices,
+convergence, observed vs imputed, ICC, over-imputation.
 
-Plots need matplotlib (the ``plot`` extra); the statistics do not.
+Plotting functions need matplotlib (the ``plot`` extra) and return a
+:class:`DiagnosticPlot` (``figure``, ``axes``, ``table``); the statistics do not need it.
 """
 
 from .convergence import autocorrelation, rhat
 from .overimpute import OverimputationResult, overimpute
+from .plots import (
+    DiagnosticPlot,
+    convergence_table,
+    icc,
+    icc_table,
+    md_pattern,
+    plot_corr,
+    plot_imputed,
+    plot_missing_by_cluster,
+    plot_pattern,
+    plot_predictor_matrix,
+    plot_trace,
+    trace_table,
+)
 
-__all__ = ["rhat", "autocorrelation", "overimpute", "OverimputationResult"]
+__all__ = [
+    "DiagnosticPlot",
+    "OverimputationResult",
+    "autocorrelation",
+    "convergence_table",
+    "icc",
+    "icc_table",
+    "md_pattern",
+    "overimpute",
+    "plot_corr",
+    "plot_imputed",
+    "plot_missing_by_cluster",
+    "plot_pattern",
+    "plot_predictor_matrix",
+    "plot_trace",
+    "rhat",
+    "trace_table",
+]

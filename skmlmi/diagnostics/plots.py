@@ -34,7 +34,6 @@ from .convergence import autocorrelation, rhat
 __all__ = [
     "DiagnosticPlot",
     "md_pattern",
-    "missing_by_cluster_table",
     "plot_pattern",
     "plot_missing_by_cluster",
     "plot_corr",
@@ -261,53 +260,6 @@ def plot_pattern(data: pd.DataFrame, columns=None, *, max_patterns: int | None =
     return DiagnosticPlot(fig, ax, table)
 
 
-def missing_by_cluster_table(data: pd.DataFrame, groups, columns=None) -> pd.DataFrame:
-    """Missing values of each variable in each cluster, classified sporadic or systematic.
-
-    A variable is *systematically* missing in a cluster when none of the cluster's rows
-    observe it, *sporadically* missing when some do and some do not, and *complete* when
-    all do. Computed with one ``np.bincount`` per variable.
-
-    Parameters
-    ----------
-    data : DataFrame
-    groups : column name or array-like of shape (n,)
-        Cluster labels.
-    columns : sequence of names, default=None
-        Variables (default every column but the cluster column).
-
-    Returns
-    -------
-    DataFrame
-        Long table, one row per cluster and variable: ``cluster``, ``variable``, ``n_rows``,
-        ``n_missing``, ``prop_missing``, ``status`` ("complete", "sporadic",
-        "systematic").
-
-    Examples
-    --------
-    >>> import numpy as np, pandas as pd
-    >>> df = pd.DataFrame({"g": [1, 1, 2, 2], "x": [np.nan, 1.0, np.nan, np.nan]})
-    >>> missing_by_cluster_table(df, "g")[["cluster", "n_missing", "status"]]
-       cluster  n_missing      status
-    0        1          1    sporadic
-    1        2          2  systematic
-    """
-    frame = _as_frame(data)
-    codes, labels, gcol = _groups(frame, groups)
-    columns = _pick_columns(frame, columns, exclude=(gcol,))
-    J = len(labels)
-    n_rows = np.bincount(codes, minlength=J)
-    parts = []
-    for name in columns:
-        miss = np.bincount(codes, weights=frame[name].isna().to_numpy(dtype=float), minlength=J).astype(int)
-        status = np.where(miss == 0, "complete", np.where(miss == n_rows, "systematic", "sporadic"))
-        parts.append(pd.DataFrame({"cluster": labels, "variable": name, "n_rows": n_rows, "n_missing": miss,
-                                   "prop_missing": miss / n_rows, "status": status}))
-    if not parts:
-        return pd.DataFrame(columns=["cluster", "variable", "n_rows", "n_missing", "prop_missing", "status"])
-    return pd.concat(parts, ignore_index=True)
-
-
 _STATUS_COLOURS = {"complete": OBSERVED_COLOUR, "sporadic": "#F4A259", "systematic": MISSING_COLOUR}
 
 
@@ -326,23 +278,29 @@ def plot_missing_by_cluster(data: pd.DataFrame, groups, columns=None, *, figsize
     data : DataFrame
     groups : column name or array-like of shape (n,)
     columns : sequence of names, default=None
-        Variables (default the incomplete ones; all if none is incomplete).
+        Variables (default all); complete ones are left out.
     figsize : tuple, default=None
 
     Returns
     -------
     DiagnosticPlot
-        ``.axes`` = (heat-map Axes, bar Axes); ``.table`` = :func:`missing_by_cluster_table`.
+        ``.axes`` = (heat-map Axes, bar Axes); ``.table`` =
+        :func:`skmlmi.recommend.missing_by_cluster` with ``by="cluster"`` (``column, cluster,
+        size, n_observed, n_missing, status``) plus ``prop_missing``.
     """
+    from ..recommend import missing_by_cluster
+
     plt = _pyplot()
     frame = _as_frame(data)
     _, labels, gcol = _groups(frame, groups)
-    if columns is None:
-        candidates = [c for c in frame.columns if c != gcol]
-        columns = [c for c in candidates if frame[c].isna().any()] or candidates
-    table = missing_by_cluster_table(frame, groups, columns)
+    columns = [c for c in _pick_columns(frame, columns, exclude=(gcol,)) if frame[c].isna().any()]
+    if not columns:
+        raise ValueError("plot_missing_by_cluster: no incomplete column to show.")
+    subset = frame[columns + ([gcol] if gcol is not None else [])]
+    table = missing_by_cluster(subset, gcol if gcol is not None else groups, by="cluster")
+    table["prop_missing"] = table["n_missing"] / table["size"]
     J, p = len(labels), len(columns)
-    prop = table["prop_missing"].to_numpy().reshape(p, J)
+    prop = table["prop_missing"].to_numpy().reshape(p, J)  # one block of J clusters (sorted labels) per column
     systematic = (table["status"] == "systematic").to_numpy().reshape(p, J)
 
     fig, axes = plt.subplots(1, 2, figsize=figsize or (min(4 + 0.09 * J, 16) + 4, 1.8 + 0.45 * p),
@@ -365,7 +323,7 @@ def plot_missing_by_cluster(data: pd.DataFrame, groups, columns=None, *, figsize
         marker = Line2D([], [], marker="x", color="black", linestyle="None", label="systematic (all missing)")
         ax.legend(handles=[marker], loc="upper right", bbox_to_anchor=(1.0, -0.25), fontsize=8, frameon=False)
 
-    counts = (table.groupby(["variable", "status"], sort=False).size().unstack(fill_value=0)
+    counts = (table.groupby(["column", "status"], sort=False).size().unstack(fill_value=0)
               .reindex(index=columns, columns=list(_STATUS_COLOURS), fill_value=0))
     left = np.zeros(p)
     for status, colour in _STATUS_COLOURS.items():

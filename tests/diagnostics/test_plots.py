@@ -22,7 +22,6 @@ from skmlmi.diagnostics.plots import (  # noqa: E402
     icc,
     icc_table,
     md_pattern,
-    missing_by_cluster_table,
     plot_corr,
     plot_imputed,
     plot_missing_by_cluster,
@@ -89,14 +88,16 @@ def test_plot_pattern_max_patterns_keeps_the_most_frequent(tiny):
 
 
 # ----------------------------------------------------------------------------- per cluster
-def test_missing_by_cluster_table_classifies_sporadic_and_systematic():
+def test_plot_missing_by_cluster_table_classifies_sporadic_and_systematic():
     df = pd.DataFrame({"g": ["a", "a", "b", "b", "c"], "x": [np.nan, 1.0, np.nan, np.nan, 2.0],
                        "y": [1.0, 2, 3, 4, 5]})
-    table = missing_by_cluster_table(df, "g")
-    x = table[table["variable"] == "x"].set_index("cluster")
+    table = plot_missing_by_cluster(df, "g").table
+    assert set(table["column"]) == {"x"}  # complete columns are left out
+    x = table.set_index("cluster")
     assert x["status"].to_dict() == {"a": "sporadic", "b": "systematic", "c": "complete"}
     assert x["n_missing"].tolist() == [1, 2, 0] and x["prop_missing"].tolist() == [0.5, 1.0, 0.0]
-    assert set(table.loc[table["variable"] == "y", "status"]) == {"complete"}
+    with pytest.raises(ValueError, match="no incomplete column"):
+        plot_missing_by_cluster(df, "g", columns=["y"])
 
 
 def test_plot_missing_by_cluster_marks_every_systematic_cell():

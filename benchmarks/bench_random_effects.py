@@ -1,0 +1,109 @@
+"""Speed of the random-effects models end to end, beside R's mice in the same run.
+
+Run: python benchmarks/bench_random_effects.py [--big]
+- popmis: popular imputed with a random slope of sex and texp fixed, m = 5, max_iter = 5,
+  n_jobs = 1, skmlmi RandomEffectsNormal / RandomEffectsPMM against R mice 2l.pan, 2l.lmer
+  (and 2l.norm) when Rscript with mice and pan is installed
+  (apt-get install -y --no-install-recommends r-base-core r-cran-mice r-cran-pan r-cran-lme4).
+- --big: synthetic data, 10 rows per cluster, 5 incomplete continuous variables (30% missing
+  each), m = 5, max_iter = 10, n_jobs = 2, at 100k, 300k and 1M rows: wall time and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+from _common import best_of, machine, run_r
+
+from skmlmi import MultilevelIterativeImputer
+from skmlmi.conditional import RandomEffectsNormal, RandomEffectsPMM
+from skmlmi.datasets import load_popmis
+
+R_TEMPLATE = """
+suppressMessages({{library(mice); library(lme4)}})
+d <- popmis[, c("school", "popular", "sex", "texp")]
+pred <- make.predictorMatrix(d); pred[,] <- 0; pred["popular", ] <- c(-2, 0, 2, 1)
+mt <- make.method(d); mt[] <- ""; mt["popular"] <- "{method}"
+t <- system.time(mice(d, m = 5, maxit = 5, method = mt, predictorMatrix = pred, printFlag = FALSE, seed = 1))
+cat(t[["elapsed"]], "\\n")
+"""
+
+
+def popmis_seconds(model) -> float:
+    data = load_popmis()[["school", "popular", "sex", "texp"]]
+    imp = MultilevelIterativeImputer(methods={"popular": model}, predictor_matrix={"sex": {"popular": 2}},
+                                     column_kinds={"popular": "continuous"}, n_imputations=5, max_iter=5,
+                                     random_state=1, n_jobs=1)
+    return best_of(lambda: imp.fit_transform_all(data, groups="school"))
+
+
+def synthetic(n_rows: int, cluster_size: int = 100, p: int = 5, share: float = 0.3, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n_clusters = n_rows // cluster_size
+    cluster = np.repeat(np.arange(n_clusters), cluster_size)
+    effects = rng.normal(size=(n_clusters, p))
+    common = rng.normal(size=(n_rows, 1))
+    X = effects[cluster] + common + rng.normal(size=(n_rows, p))
+    X[rng.random((n_rows, p)) < share] = np.nan
+    frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(p)])
+    frame.insert(0, "cluster", cluster)
+    return frame
+
+
+def _big_one(n_rows: int) -> None:
+    """Run in a child process so that the peak memory is this problem's alone."""
+    data = synthetic(n_rows, cluster_size=n_rows // 10_000 if n_rows >= 100_000 else 10)
+    imp = MultilevelIterativeImputer(methods=RandomEffectsNormal(), n_imputations=5, max_iter=10, random_state=1,
+                                     n_jobs=2)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imp.fit(data, groups="cluster")
+    seconds = time.perf_counter() - start
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+    print(f"{seconds:.2f} {own:.2f} {children:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--big", action="store_true", help="also the 100k / 300k / 1M-row problems")
+    parser.add_argument("--big-one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.big_one:
+        _big_one(args.big_one)
+        return
+    warnings.simplefilter("ignore")
+    print(machine())
+    print("\n| popmis, m=5, maxit=5, n_jobs=1 | skmlmi (s) | R mice (s) | R / skmlmi |\n| --- | --- | --- | --- |")
+    rows = [("RandomEffectsNormal vs 2l.pan", RandomEffectsNormal(), "2l.pan"),
+            ("RandomEffectsNormal vs 2l.lmer", RandomEffectsNormal(), "2l.lmer"),
+            ("RandomEffectsNormal(heteroscedastic) vs 2l.norm", RandomEffectsNormal(heteroscedastic=True), "2l.norm"),
+            ("RandomEffectsPMM vs 2l.pan", RandomEffectsPMM(), "2l.pan")]
+    r_cache = {}
+    for label, model, method in rows:
+        ours = popmis_seconds(model)
+        if method not in r_cache:
+            r_cache[method] = run_r(R_TEMPLATE.format(method=method))
+        r = r_cache[method]
+        ratio = f"{r / ours:.0f}x" if r else "R not installed"
+        print(f"| {label} | {ours:.3f} | {r if r else '-'} | {ratio} |")
+    if args.big:
+        print("\n| rows | clusters | 5 incomplete vars, m=5, max_iter=10, n_jobs=2: wall (s) | peak memory, "
+              "main + largest worker (GB) |\n| --- | --- | --- | --- |")
+        for n in (100_000, 300_000, 1_000_000):
+            out = subprocess.run([sys.executable, __file__, "--big-one", str(n)], capture_output=True, text=True,
+                                 check=True).stdout.split()
+            seconds, own, child = map(float, out)
+            print(f"| {n:,} | 10,000 | {seconds:.1f} | {own:.2f} + {child:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
