@@ -121,9 +121,11 @@ def default_method(kind: str, multilevel: bool, cluster_level: bool = False, par
     """Default conditional model for a column of the given kind.
 
     Without clusters these are mice's defaults (pmm, logreg, polyreg). With clusters
-    (``multilevel``) they are the random-effects models: continuous and integer ->
-    :class:`~skmlmi.conditional.RandomEffectsPMM` (PMM keeps the data's support; it uses
-    the random-effects normal model's Gibbs sampler for its predictions), binary ->
+    (``multilevel``) they are the random-effects models: continuous ->
+    :class:`~skmlmi.conditional.RandomEffectsNormal` (proper draws of every parameter,
+    the model of R's 2l.pan, whose variance components it reproduces), integer ->
+    :class:`~skmlmi.conditional.RandomEffectsPMM` (imputes observed values only, so
+    counts and scores keep their support), binary ->
     :class:`~skmlmi.conditional.RandomEffectsLogistic`, categorical ->
     :class:`~skmlmi.conditional.RandomEffectsCategorical`. A variable constant within
     every cluster (``cluster_level``) gets :class:`~skmlmi.conditional.ClusterLevelPMM`,
@@ -135,7 +137,9 @@ def default_method(kind: str, multilevel: bool, cluster_level: bool = False, par
     if multilevel:
         if cluster_level:
             return c.ClusterMean() if partial_clusters else c.ClusterLevelPMM()
-        if kind in ("continuous", "integer"):
+        if kind == "continuous":
+            return c.RandomEffectsNormal()
+        if kind == "integer":
             return c.RandomEffectsPMM()
         if kind == "binary":
             return c.RandomEffectsLogistic()

@@ -464,27 +464,31 @@ class RandomEffectsNormal(BaseConditionalImputer):
 
     Parameters
     ----------
-    n_gibbs : int, default=10
+    n_gibbs : int, default=5
         Gibbs steps per visit. The state carries over between the chained-equations
         iterations of a chain, so over ``max_iter`` iterations the chain runs
-        ``n_burnin + max_iter * n_gibbs`` steps. The default comes from a convergence
-        check on popmis (``popular`` with a random slope of ``sex``, ``texp`` fixed;
+        ``n_burnin + max_iter * n_gibbs`` steps (R's 2l.pan restarts pan with 500 steps
+        at every visit). The default comes from a convergence check on popmis
+        (``popular`` with a random slope of ``sex``, ``texp`` fixed;
         ``benchmarks/bench_random_effects_kernel.py --convergence``). In a long chain
         the lag-1 / lag-3 / lag-10 autocorrelations are 0.18 / 0.03 / -0.01 for sigma^2,
         0.37 / 0.12 / 0.01 for Psi_00 and 0.56 / 0.22 / -0.01 for the slope variance
-        Psi_11 (the slowest), so after 10 steps a visit's final draw is practically
-        independent of the previous visit's; split-R-hat over 20 chains is at most
-        1.02. With ``heteroscedastic=True`` the hyperparameter sigma0^2 mixes slower
-        (lag-10 autocorrelation 0.14); the engine's iterations add up the steps. A step
-        costs O(J q^2 p) (about 3-4 ms with J = 10,000, q = 3, p = 6, one core), so raising
-        it is cheap; raise it when clusters are small and the ICC low (Psi then mixes
-        slower).
-    n_burnin : int, default=20
+        Psi_11 (the slowest), so five steps leave at most a small correlation (about
+        0.1 for Psi_11) between the draws of successive visits, which the chained
+        iterations average out: with 20 chains x 20 iterations the split-R-hat of the
+        chain means is 0.99-1.01 (tests/test_validation_random_effects.py), and the
+        popmis parity with R's 2l.pan holds (tests/test_parity_popmis.py). With
+        ``heteroscedastic=True`` the hyperparameter sigma0^2 mixes slower (lag-10
+        autocorrelation 0.14); raise ``n_gibbs`` then, or when clusters are small and the
+        ICC low (Psi mixes slower). A step costs O(J q^2 p) (about 3-4 ms with
+        J = 10,000, q = 3, p = 6, one core).
+    n_burnin : int, default=10
         Extra steps at the first visit of a chain (no state yet), from a moment-based
         start (OLS residual variance split evenly between the levels, Psi diagonal). On
         popmis the 20-chain means of sigma^2 and Psi are within 1.5 Monte Carlo SE of
-        the stationary means from step 5 on (the slope variance starts 19 SE high);
-        heteroscedastic, sigma0^2 needs about 10 steps.
+        the stationary means from step 5 on (the slope variance starts 19 SE high), and
+        the chained iterations continue the burn-in; heteroscedastic, sigma0^2 needs
+        about 10 steps.
     heteroscedastic : bool, default=False
         Cluster-specific residual variances (mice's 2l.norm model) instead of one
         residual variance.
@@ -542,7 +546,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
     >>> draw.sample(X[~observed], groups[~observed], rng).shape == ((~observed).sum(),)
     True
     >>> state.n_steps
-    30
+    15
     """
 
     target_kinds = frozenset({"continuous", "integer"})
@@ -557,7 +561,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
         "prior": [StrOptions({"pan", "scaled"}), dict],
     }
 
-    def __init__(self, n_gibbs: int = 10, n_burnin: int = 20, heteroscedastic: bool = False, prior="pan"):
+    def __init__(self, n_gibbs: int = 5, n_burnin: int = 10, heteroscedastic: bool = False, prior="pan"):
         self.n_gibbs = n_gibbs
         self.n_burnin = n_burnin
         self.heteroscedastic = heteroscedastic
@@ -754,7 +758,7 @@ class RandomEffectsPMM(RandomEffectsNormal):
         "prior": [StrOptions({"pan", "scaled"}), dict],
     }
 
-    def __init__(self, donors: int = 5, matchtype: int = 1, n_gibbs: int = 10, n_burnin: int = 20, prior="pan"):
+    def __init__(self, donors: int = 5, matchtype: int = 1, n_gibbs: int = 5, n_burnin: int = 10, prior="pan"):
         self.donors = donors
         self.matchtype = matchtype
         self.n_gibbs = n_gibbs
