@@ -127,7 +127,8 @@ def main(argv=None) -> None:
     reference = complete_fit.coef_
     se = pd.Series(np.sqrt(np.diag(complete_fit.cov_params_)), index=reference.index)
     complete = load_impact()
-    tau2_complete = dict(study_variances(complete), **{"tau2 mort model": float(complete_fit.variance_components_[TAU2])})
+    tau2_complete = study_variances(complete)
+    tau2_complete["tau2 mort model"] = float(complete_fit.variance_components_[TAU2])
     bias = {"multilevel": [], "single-level": []}
     tau2 = {"multilevel": [], "single-level": []}
     seconds = {"multilevel": [], "single-level": []}

@@ -201,6 +201,18 @@ class _Clusters:
     def sums(self, values: np.ndarray) -> np.ndarray:
         return np.add.reduceat(values, self.starts, axis=0)
 
+    def subset(self, clusters: np.ndarray) -> _Clusters:
+        """The rows of the clusters in the boolean mask ``clusters`` (still sorted), recoded 0..G'-1."""
+        rows = clusters[self.g]
+        out = object.__new__(_Clusters)
+        out.W, out.V, out.y, out.s = self.W[rows], self.V[rows], self.y[rows], self.s[rows]
+        compact = np.cumsum(clusters) - 1
+        out.g = compact[self.g[rows]]
+        counts = np.bincount(out.g, minlength=int(clusters.sum()))
+        out.starts = np.r_[0, np.cumsum(counts)[:-1]]
+        out.n_groups = int(clusters.sum())
+        return out
+
 
 def _loglik(theta: np.ndarray, data: _Clusters, layout: _Layout, gradient: bool = True):
     """Per-cluster log-likelihood (G,) and its analytic gradient (G, P) at parameters theta (G, P).
@@ -359,7 +371,9 @@ def _newton(theta: np.ndarray, data: _Clusters, layout: _Layout, free: np.ndarra
     non-concave region); steps are capped at 2 standardised units and halved, cluster by
     cluster (vectorised), until the log-likelihood does not decrease. Parameters outside
     ``free`` stay fixed. A cluster has converged when the Newton decrement ``g'(-H)^-1 g / 2``
-    (the expected remaining gain in log-likelihood) is below ``tol``.
+    (the expected remaining gain in log-likelihood) is below ``tol``. A cluster whose
+    ``atanh rho`` runs past the boundary (``|atanh rho| > 5``) is stopped: its likelihood
+    is flat in rho. Each iteration only evaluates the rows of clusters still iterating.
 
     Returns theta, log-likelihood, Hessian at theta and a converged mask (all per cluster).
     """
@@ -369,44 +383,51 @@ def _newton(theta: np.ndarray, data: _Clusters, layout: _Layout, free: np.ndarra
     value, grad = _loglik(theta, data, layout)
     active = np.isfinite(value)
     converged = np.zeros(G, dtype=bool)
-    H = None
     for _ in range(_MAX_NEWTON):
-        H = _hessian(theta, data, layout)
-        grad = np.where(fixed[None, :], 0.0, grad)
-        negH = -H
+        index = np.flatnonzero(active)
+        if index.size == 0:
+            break
+        sub = data if index.size == G else data.subset(active)
+        th = theta[index]
+        g = np.where(fixed[None, :], 0.0, grad[index])
+        negH = -_hessian(th, sub, layout)
         negH[:, fixed, :] = 0.0
         negH[:, :, fixed] = 0.0
         negH[:, fixed, fixed] = 1.0
         values, vectors = np.linalg.eigh(negH)
         floor = 1e-8 * np.maximum(np.abs(values).max(axis=1, keepdims=True), 1.0)
         values = np.maximum(np.abs(values), floor)
-        step = np.einsum("gab,gb->ga", vectors, np.einsum("gba,gb->ga", vectors, grad) / values)
-        decrement = 0.5 * np.einsum("ga,ga->g", grad, step)
+        step = np.einsum("gab,gb->ga", vectors, np.einsum("gba,gb->ga", vectors, g) / values)
+        decrement = 0.5 * np.einsum("ga,ga->g", g, step)
         bad = ~np.all(np.isfinite(step), axis=1)
-        newly = active & ~bad & (decrement < tol)
-        converged |= newly
-        active &= ~(newly | bad)
-        if not active.any():
+        done = ~bad & (decrement < tol)
+        converged[index[done]] = True
+        moving = ~(done | bad)
+        active[index[~moving]] = False
+        if not moving.any():
             break
-        biggest = np.abs(step).max(axis=1)
-        step *= np.minimum(1.0, 2.0 / np.maximum(biggest, 1e-300))[:, None]
-        t = np.ones(G)
-        pending = active.copy()
+        step *= np.minimum(1.0, 2.0 / np.maximum(np.abs(step).max(axis=1), 1e-300))[:, None]
+        t = np.ones(index.size)
+        pending = moving.copy()
+        current = value[index]
         for _ in range(30):  # step halving, all pending clusters at once
-            candidate = theta + (t * pending)[:, None] * step
+            candidate = th + (t * pending)[:, None] * step
             candidate[:, layout.rho] = np.clip(candidate[:, layout.rho], -6.0, 6.0)
-            new_value, _ = _loglik(candidate, data, layout, gradient=False)
-            ok = pending & np.isfinite(new_value) & (new_value >= value - 1e-12 * (1.0 + np.abs(value)))
-            theta[ok] = candidate[ok]
-            value[ok] = new_value[ok]
+            new_value, _ = _loglik(candidate, sub, layout, gradient=False)
+            ok = pending & np.isfinite(new_value) & (new_value >= current - 1e-12 * (1.0 + np.abs(current)))
+            th[ok] = candidate[ok]
+            current[ok] = new_value[ok]
             pending &= ~ok
             if not pending.any():
                 break
             t[pending] /= 2.0
         # no ascent along the Newton direction: at the optimum up to rounding if the decrement is tiny
-        converged |= pending & (decrement < 1e-6)
-        active &= ~pending
-        value, grad = _loglik(theta, data, layout)
+        converged[index[pending & (decrement < 1e-6)]] = True
+        boundary = free[layout.rho] & (np.abs(th[:, layout.rho]) > _ATANH_RHO_LIMIT + 1.0)
+        active[index[pending | boundary]] = False
+        theta[index] = th
+        new_value, new_grad = _loglik(th, sub, layout)
+        value[index], grad[index] = new_value, new_grad
     H = _hessian(theta, data, layout)
     return theta, value, H, converged
 
@@ -502,7 +523,9 @@ def _fit_clusters(W, V, y, s, codes, J, layout: _Layout, warm, free=None) -> _Fi
     else:
         flat = np.zeros_like(ok)
     for position, j in enumerate(fit_clusters):  # message building only
-        if not converged[position]:
+        if not converged[position] and free[layout.rho] and abs(alpha[position]) > _ATANH_RHO_LIMIT:
+            reasons[j] = f"flat likelihood in rho (atanh rho ran to {alpha[position]:.2f})"
+        elif not converged[position]:
             reasons[j] = "maximum likelihood did not converge"
         elif not positive[position]:
             reasons[j] = "the information matrix is singular"

@@ -1,0 +1,115 @@
+"""Classification of sporadic/systematic missingness per cluster, and the recommended conditional models."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skmlmi.conditional import ClusterLevelPMM, ClusterMean, RandomEffectsCategorical, RandomEffectsLogistic, \
+    RandomEffectsPMM
+from skmlmi.conditional.two_stage import TwoStageLogistic, TwoStageNormal, TwoStagePMM
+from skmlmi.recommend import missing_by_cluster, recommend_methods
+
+
+def _studies(n_clusters=8, size=150, seed=0):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_clusters), size)
+    return rng, pd.DataFrame({"study": g, "x": rng.normal(size=g.size)})
+
+
+def test_missing_by_cluster_counts_systematic_sporadic_and_complete_clusters():
+    df = pd.DataFrame({"g": ["a"] * 3 + ["b"] * 2 + ["c"] * 4,
+                       "x": [1.0, np.nan, 2.0, np.nan, np.nan, 1.0, 2.0, 3.0, 4.0],
+                       "z": np.arange(9.0)})
+    table = missing_by_cluster(df, "g")
+    assert table["column"].tolist() == ["x"]  # complete columns and the groups column left out
+    row = table.iloc[0]
+    assert (row["n_systematic"], row["n_sporadic"], row["n_complete"], row["n_missing"]) == (1, 1, 1, 3)
+    assert row["systematic_clusters"] == ["b"]
+    assert (row["min_cluster_size"], row["max_cluster_size"], row["min_observed"]) == (2, 4, 2)
+    long = missing_by_cluster(df, "g", by="cluster")
+    assert long[["cluster", "size", "n_observed", "status"]].values.tolist() == [
+        ["a", 3, 2, "sporadic"], ["b", 2, 0, "systematic"], ["c", 4, 4, "complete"]]
+
+
+def test_missing_by_cluster_accepts_label_arrays_and_leaves_the_data_alone():
+    df = pd.DataFrame({"x": [1.0, np.nan, np.nan, 2.0]})
+    before = df.copy()
+    table = missing_by_cluster(df, np.array([0, 0, 1, 1]))
+    assert table.loc[0, "n_sporadic"] == 2
+    pd.testing.assert_frame_equal(df, before)
+
+
+@pytest.mark.parametrize("groups, message", [(None, "groups is required"), ("nope", "'nope' is not a column"),
+                                             (np.arange(3), "3 labels")])
+def test_bad_groups_are_clear_errors(groups, message):
+    df = pd.DataFrame({"x": [1.0, np.nan, 2.0, 3.0]})
+    with pytest.raises(ValueError, match=message):
+        missing_by_cluster(df, groups)
+
+
+def test_recommendation_rules_cover_each_branch():
+    rng, df = _studies()
+    g = df["study"].to_numpy()
+    n = len(df)
+    df["cont_sys"] = np.where(g < 2, np.nan, rng.normal(size=n))               # systematic, large clusters
+    df["int_sys"] = np.where(g < 2, np.nan, rng.integers(0, 50, n)).astype(float)
+    df["bin_sys"] = np.where(g < 2, np.nan, rng.integers(0, 2, n)).astype(float)
+    df["bin_spor"] = np.where(rng.random(n) < 0.2, np.nan, rng.integers(0, 2, n)).astype(float)
+    df["cont_spor"] = np.where(rng.random(n) < 0.2, np.nan, rng.normal(size=n))
+    df["cat"] = pd.Categorical(np.where(g < 1, None, rng.choice(["a", "b", "c"], n)))
+    level2 = rng.normal(size=8)[g]
+    df["level2"] = np.where(np.isin(g, [3]), np.nan, level2)
+    df["all_missing"] = np.nan
+    table = recommend_methods(df, "study").set_index("column")
+    expect = {"cont_sys": TwoStageNormal, "int_sys": TwoStagePMM, "bin_sys": TwoStageLogistic,
+              "bin_spor": RandomEffectsLogistic, "cont_spor": RandomEffectsPMM, "cat": RandomEffectsCategorical,
+              "level2": ClusterLevelPMM}
+    for column, cls in expect.items():
+        assert isinstance(table.loc[column, "method"], cls), (column, table.loc[column, "method_name"])
+        assert table.loc[column, "reason"]
+    assert table.loc["all_missing", "method"] is None and table.loc["all_missing", "pattern"] == "all missing"
+    assert table.loc["cont_sys", "pattern"] == "systematic" and table.loc["cont_sys", "n_systematic"] == 2
+    assert table.loc["cat", "pattern"] == "systematic"
+    assert bool(table.loc["level2", "cluster_level"])
+
+
+def test_small_or_few_clusters_keep_the_one_stage_model():
+    # 40 clusters of 30: systematic, but every observed cluster has < 100 observed values
+    rng, small = _studies(n_clusters=40, size=30)
+    small["y"] = np.where(small["study"] < 3, np.nan, rng.normal(size=len(small)))
+    row = recommend_methods(small, "study").iloc[0]
+    assert isinstance(row["method"], RandomEffectsPMM) and "small clusters" in row["reason"]
+    # 4 large clusters: too few for a meta-analysis (min_clusters = 5)
+    rng, few = _studies(n_clusters=4, size=300)
+    few["y"] = np.where(few["study"] < 1, np.nan, rng.normal(size=len(few)))
+    row = recommend_methods(few, "study").iloc[0]
+    assert isinstance(row["method"], RandomEffectsPMM) and "only 3 observed clusters" in row["reason"]
+    # the thresholds are parameters
+    row = recommend_methods(small, "study", large_cluster=20).iloc[0]
+    assert isinstance(row["method"], TwoStageNormal)
+
+
+def test_categorical_cluster_level_column_gets_cluster_mean():
+    rng, df = _studies()
+    kind = np.array(["RCT", "OBS", "CC"])[rng.integers(0, 3, 8)][df["study"]]
+    df["design"] = pd.Series(kind).where(df["study"] != 0)
+    row = recommend_methods(df, "study").iloc[0]
+    assert isinstance(row["method"], ClusterMean)
+
+
+def test_recommendations_for_impact_follow_the_case_study():
+    from skmlmi.datasets.impact import load_impact_incomplete
+
+    table = recommend_methods(load_impact_incomplete(random_state=3), "name").set_index("column")
+    assert table.loc["ct", "pattern"] == "sporadic+systematic" and table.loc["ct", "n_systematic"] == 3
+    assert isinstance(table.loc["ct", "method"], RandomEffectsCategorical)
+    assert table.loc["pupil", "pattern"] == "sporadic"
+    assert isinstance(table.loc["hypots", "method"], TwoStageLogistic)
+
+
+def test_bad_thresholds_are_refused():
+    _, df = _studies()
+    df.loc[0, "x"] = np.nan
+    for kwargs in ({"large_cluster": 0}, {"prop_small": 1.5}, {"min_clusters": 1}):
+        with pytest.raises(ValueError):
+            recommend_methods(df, "study", **kwargs)
