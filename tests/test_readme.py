@@ -18,3 +18,18 @@ def test_readme_has_exactly_two_setup_commands():
 def test_ci_runs_the_readme_test_command():
     test_command = [line for block in _bash_blocks() for line in block.strip().splitlines()][1]
     assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_readme_python_examples_run():
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        code = block.replace("n_imputations=20, max_iter=10", "n_imputations=3, max_iter=2")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exec(compile(code, "README.md", "exec"), {"print": lambda *args, **kwargs: None})

@@ -4,8 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skmlmi.conditional import ClusterLevelPMM, ClusterMean, RandomEffectsCategorical, RandomEffectsLogistic, \
-    RandomEffectsPMM
+from skmlmi.conditional import (
+    ClusterLevelPMM,
+    ClusterMean,
+    RandomEffectsCategorical,
+    RandomEffectsLogistic,
+    RandomEffectsPMM,
+)
 from skmlmi.conditional.two_stage import TwoStageLogistic, TwoStageNormal, TwoStagePMM
 from skmlmi.recommend import missing_by_cluster, recommend_methods
 
