@@ -125,18 +125,20 @@ def detect_codec(series: pd.Series, name, kind: str | None = None) -> ColumnCode
         if kind == "binary" and len(categories) != 2:
             raise ValueError(f"Column {name!r} declared binary has {len(categories)} categories.")
         return ColumnCodec(name, kind, dtype, categories, ordered)
-    if series.dtype == object and not series.dropna().map(lambda v: isinstance(v, int | float | bool | np.number)).all():
+    numbers_only = series.dropna().map(lambda v: isinstance(v, int | float | bool | np.number)).all()
+    if series.dtype == object and not numbers_only:
         raise TypeError(
             f"Column {name!r} has dtype object with values that are neither numbers nor strings; "
             "convert it to numeric or categorical."
         )
-    if not (ptypes.is_numeric_dtype(dtype) or ptypes.is_bool_dtype(dtype) or dtype == object):
+    if not (ptypes.is_numeric_dtype(dtype) or ptypes.is_bool_dtype(dtype) or ptypes.is_object_dtype(dtype)):
         raise TypeError(f"Column {name!r} of dtype {dtype} is neither numeric nor categorical.")
     values = _numeric_values(series, name)
     observed = values[~np.isnan(values)]
     distinct = np.unique(observed)
     if kind is None:
-        if ptypes.is_bool_dtype(dtype) or (len(distinct) <= 2 and np.isin(distinct, [0.0, 1.0]).all() and len(distinct)):
+        zero_one = 0 < len(distinct) <= 2 and np.isin(distinct, [0.0, 1.0]).all()
+        if ptypes.is_bool_dtype(dtype) or zero_one:
             kind = "binary"
         elif len(observed) and np.all(observed == np.round(observed)) and len(distinct) > 2:
             kind = "integer"

@@ -31,8 +31,8 @@ from threadpoolctl import ThreadpoolController
 from ._columns import ColumnCodec, detect_codec
 from ._kernels import cluster_means
 from ._passive import apply_bounds, parse_bounds, parse_derived, parse_post
-from .conditional.cluster_level import is_cluster_constant
 from .conditional.base import ROLE_NAMES, BaseConditionalImputer, DrawContext, models_accepting, models_for_kind
+from .conditional.cluster_level import is_cluster_constant
 from .predictors import default_method, validate_predictor_matrix
 
 __all__ = ["MultilevelIterativeImputer", "ImputedDatasets"]
@@ -806,9 +806,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         if where.shape != missing.shape or where.dtype != bool:
             raise ValueError(f"where must be a boolean mask of shape {missing.shape}; got {where.dtype} {where.shape}.")
         if self._groups_column is not None and where[:, self._columns.index(self._groups_column)].any():
-            raise ValueError(f"where marks cells of the cluster column {self._groups_column!r}, which is never imputed.")
-        for j in np.flatnonzero(where.any(axis=0) & ~missing.any(axis=0) & (where.sum(axis=0) == len(where))):
-            raise ValueError(f"where marks every cell of {self._columns[j]!r}: nothing would be left to fit.")
+            raise ValueError(f"where marks cells of the cluster column {self._groups_column!r}, "
+                             "which is never imputed.")
         return where.copy()
 
     def _check_ignore(self, ignore, n):

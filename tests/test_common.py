@@ -3,7 +3,6 @@
 Expected failures are listed here, in one place, with the reason.
 """
 
-import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skmlmi import MultilevelIterativeImputer

@@ -867,7 +867,7 @@ class HeckmanSelection(BaseConditionalImputer):
             message = (f"{name}: no exclusion restriction (no predictor coded -3); the selection correlation rho "
                        "is identified by the functional form (bivariate normality) alone")
             context.log(message)
-            warnings.warn(message, UserWarning, stacklevel=4)
+            warnings.warn(message, UserWarning, stacklevel=3)
         rows = np.all(np.isfinite(X), axis=1)
         s = observed & rows
         if not s.any():

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from skmlmi.conditional.base import ROLE_NAMES, TARGET_KINDS, BaseConditionalImputer, Draw, DrawContext, \
-    all_conditional_models
+from skmlmi.conditional.base import (
+    ROLE_NAMES,
+    TARGET_KINDS,
+    BaseConditionalImputer,
+    Draw,
+    DrawContext,
+    all_conditional_models,
+)
 
 MODELS = all_conditional_models()
 

@@ -10,7 +10,7 @@ from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
 
 from skmlmi import MultilevelIterativeImputer
-from skmlmi.analysis import LinearMixedModel, OLS
+from skmlmi.analysis import OLS, LinearMixedModel
 from skmlmi.conditional import PredictiveMeanMatching, RandomEffectsNormal, RandomEffectsPMM
 from skmlmi.datasets import load_popmis
 from skmlmi.pooling import MIPooler
