@@ -76,7 +76,7 @@ def report(title, results, column, scale=1.0, unit=""):
     table = heckman_table(imp, column)
     print("rho per cluster (chain 1, final iteration):")
     print(table.round(3).to_string(index=False))
-    for label, (imp_, sets, elapsed) in results.items():
+    for label, (_, sets, elapsed) in results.items():
         estimate, se = pooled_mean(sets, column)
         print(f"{label:15s}: pooled mean {column} = {scale * estimate:.3f}{unit} (SE {scale * se:.3f}), "
               f"{elapsed:.1f} s")
@@ -115,8 +115,9 @@ def main() -> None:
     hiv = load_hiv()
     start = time.perf_counter()
     effect = interviewer_effect(hiv)
+    spread = effect.groupby(hiv["interviewerID"], observed=True).first().std()
     print(f"\nhiv: interviewer effects (glmer hivconsent ~ region + language + (1 | interviewerID)) in "
-          f"{time.perf_counter() - start:.1f} s; SD over interviewers {effect.groupby(hiv['interviewerID'], observed=True).first().std():.3f}")
+          f"{time.perf_counter() - start:.1f} s; SD over interviewers {spread:.3f}")
     data = hiv[["hiv", "age", "marital", "condom", "smoke", "region"]].assign(interviewer_effect=effect.to_numpy())
     print(f"observed HIV prevalence {data['hiv'].mean():.4f} ({int(data['hiv'].isna().sum())} of {len(data)} missing)")
     heckman_matrix = {"interviewer_effect": {"hiv": -3}}

@@ -82,15 +82,40 @@ DOCSTRING_FIXES: dict[str, list[tuple[str, str]]] = {
     "skmlmi.conditional.random_effects_discrete.RandomEffectsCategorical": [("(beta_k, u_.k)", "``(beta_k, u_.k)``")],
     "skmlmi.diagnostics.convergence.rhat": [("|theta - median|", "``|theta - median|``")],
     "skmlmi.pooling.rubin.pool": [("|statistic|", "``|statistic|``")],
-    # a table whose first column is narrower than "motor_score" (docutils: "Malformed table")
-    "skmlmi.datasets.impact.load_impact": [("========== ====", "=========== ====")],
     "skmlmi.predictors.quickpred": [("|cor(x_a, x_b)|", "``|cor(x_a, x_b)|``"),
                                     ("|cor(R_a, x_b)|", "``|cor(R_a, x_b)|``")],
 }
 
 
+def _realign_simple_table(lines: list[str]) -> None:
+    """Widen a simple table's first column to its longest entry (docutils: "Malformed table")."""
+    rules = [i for i, line in enumerate(lines) if re.fullmatch(r"\s*=+ +=+\s*", line)]
+    if len(rules) < 2:
+        return
+    first, last = rules[0], rules[-1]
+    indent = len(lines[first]) - len(lines[first].lstrip())
+    rows = [re.match(r"(\s*)(\S+) +(.*)$", line) for line in lines[first + 1:last]]
+    if not all(rows):
+        return
+    width = max(len(row.group(2)) for row in rows)
+    rest = len(lines[first].split()[1])
+    for i, row in zip(range(first + 1, last), rows):
+        lines[i] = " " * indent + row.group(2).ljust(width) + " " + row.group(3)
+    for i in (first, last):
+        lines[i] = " " * indent + "=" * width + " " + "=" * rest
+
+
+# Structural fixes (a function of the docstring's lines), same rules as DOCSTRING_FIXES.
+DOCSTRING_CALLABLE_FIXES = {
+    # its table's first column is narrower than "motor_score"
+    "skmlmi.datasets.impact.load_impact": _realign_simple_table,
+}
+
+
 def _fix_docstring(app, what, name, obj, options, lines):
     key = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+    if key in DOCSTRING_CALLABLE_FIXES:
+        DOCSTRING_CALLABLE_FIXES[key](lines)
     for old, new in DOCSTRING_FIXES.get(key, ()):
         for i, line in enumerate(lines):
             if old in line and new not in line:

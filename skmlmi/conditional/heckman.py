@@ -800,8 +800,12 @@ class HeckmanSelection(BaseConditionalImputer):
     >>> model = HeckmanSelection()
     >>> draw, _ = model.draw(np.nan_to_num(y), observed, X, np.array([1, -3]),
     ...                      data["cluster"].to_numpy(), np.random.default_rng(0))
-    >>> draw.sample(X[~observed], data["cluster"].to_numpy()[~observed], np.random.default_rng(1)).shape
-    (335,)
+    >>> values = draw.sample(X[~observed], data["cluster"].to_numpy()[~observed], np.random.default_rng(1))
+    >>> values.shape == ((~observed).sum(),), bool(values.mean() < y[observed].mean())
+    (True, True)
+    >>> table = draw.cluster_table()  # per-cluster rho estimates
+    >>> table.columns.tolist()[:5]
+    ['cluster', 'n', 'n_missing', 'estimable', 'rho_hat']
     """
 
     target_kinds = frozenset({"continuous", "integer", "binary"})
