@@ -35,7 +35,7 @@ logger = logging.getLogger("skmlmi.docs")
 # -- project -------------------------------------------------------------------------
 project = "skmlmi"
 author = "The skmlmi developers"
-copyright = "The skmlmi developers, BSD-3-Clause"  # noqa: A001 (Sphinx's name)
+copyright = "The skmlmi developers, BSD-3-Clause"
 release = skmlmi.__version__
 version = ".".join(release.split(".")[:2])
 
@@ -73,18 +73,11 @@ suppress_warnings: list[str] = []
 
 # Plain-text maths in a few docstrings reads as reStructuredText markup: ``|x|`` (absolute
 # value) as a substitution reference, ``u_.k`` as a hyperlink reference; docutils then
-# reports "Undefined substitution" / "Unknown target name" (and one table is malformed).
-# Until the docstrings quote
-# those spans themselves, the build quotes them here: object -> [(text, replacement)].
-# An entry whose text is no longer found does nothing, so fixed docstrings need no edit
-# here (but remove the entry then).
-DOCSTRING_FIXES: dict[str, list[tuple[str, str]]] = {
-    "skmlmi.conditional.random_effects_discrete.RandomEffectsCategorical": [("(beta_k, u_.k)", "``(beta_k, u_.k)``")],
-    "skmlmi.diagnostics.convergence.rhat": [("|theta - median|", "``|theta - median|``")],
-    "skmlmi.pooling.rubin.pool": [("|statistic|", "``|statistic|``")],
-    "skmlmi.predictors.quickpred": [("|cor(x_a, x_b)|", "``|cor(x_a, x_b)|``"),
-                                    ("|cor(R_a, x_b)|", "``|cor(R_a, x_b)|``")],
-}
+# reports "Undefined substitution" / "Unknown target name". Until the docstrings quote those
+# spans themselves, the build quotes them here: object -> [(text, replacement)]. An entry
+# whose text is no longer found does nothing, so a fixed docstring breaks nothing here (but
+# remove its entry then). These are the only docstring problems the build papers over.
+DOCSTRING_FIXES: dict[str, list[tuple[str, str]]] = {}
 
 
 def _realign_simple_table(lines: list[str]) -> None:
@@ -99,15 +92,16 @@ def _realign_simple_table(lines: list[str]) -> None:
         return
     width = max(len(row.group(2)) for row in rows)
     rest = len(lines[first].split()[1])
-    for i, row in zip(range(first + 1, last), rows):
+    for i, row in zip(range(first + 1, last), rows, strict=True):
         lines[i] = " " * indent + row.group(2).ljust(width) + " " + row.group(3)
     for i in (first, last):
         lines[i] = " " * indent + "=" * width + " " + "=" * rest
 
 
-# Structural fixes (a function of the docstring's lines), same rules as DOCSTRING_FIXES.
+# Structural fixes (a function of the docstring's lines), same rules as DOCSTRING_FIXES;
+# remove an entry as soon as its docstring is fixed (the realignment assumes one-line rows).
 DOCSTRING_CALLABLE_FIXES = {
-    # its table's first column is narrower than "motor_score"
+    # its simple table's first column is narrower than "motor_score" ("Malformed table")
     "skmlmi.datasets.impact.load_impact": _realign_simple_table,
 }
 
@@ -120,6 +114,7 @@ def _fix_docstring(app, what, name, obj, options, lines):
         for i, line in enumerate(lines):
             if old in line and new not in line:
                 lines[i] = line.replace(old, new)
+
 
 # -- HTML ----------------------------------------------------------------------------
 html_theme = "pydata_sphinx_theme"
@@ -166,6 +161,8 @@ API_PAGES = {
     "skmlmi.datasets": "Datasets",
     "skmlmi.cli": "Command line",
 }
+# Listed first on their page (the rest keep their module's __all__ order).
+API_FIRST = ["MultilevelIterativeImputer", "MIPooler"]
 API_INTRO = """\
 .. _api:
 
@@ -248,7 +245,8 @@ def write_api_pages() -> list[str]:
         if top != "skmlmi":
             lines += [f".. automodule:: {top}", "   :no-members:", "   :no-index:", ""]
         groups: dict[str, list[str]] = {}
-        for modname, name, _ in entries[top]:
+        ranked = sorted(entries[top], key=lambda e: API_FIRST.index(e[1]) if e[1] in API_FIRST else len(API_FIRST))
+        for modname, name, _ in ranked:
             groups.setdefault(modname, []).append(name)
             documented.append(f"{modname}.{name}")
         for modname, names in groups.items():
@@ -297,7 +295,7 @@ class GalleryFigure(Directive):
         name = self.arguments[0]
         path = GALLERY_DIR / f"{name}.png"
         if path.exists():
-            lines = [f".. figure:: /_static/gallery/{name}.png", f"   :alt: {name}", "   :width: 100%", ""]
+            lines = [f".. figure:: /_static/gallery/{name}.png", f"   :alt: {name}", ""]
             lines += [f"   {line}" for line in self.content]
         else:
             lines = [f".. note:: The image of ``{name}`` is rendered by ``docs/make_gallery.py``, "
@@ -316,7 +314,8 @@ class GalleryText(Directive):
     def run(self):
         path = GALLERY_DIR / self.arguments[0]
         if not path.exists():
-            return [nodes.paragraph(text=f"({self.arguments[0]} is written by docs/make_gallery.py; not in this build.)")]
+            note = f"({self.arguments[0]} is written by docs/make_gallery.py; not in this build.)"
+            return [nodes.paragraph(text=note)]
         text = path.read_text(encoding="utf-8")
         block = nodes.literal_block(text, text)
         block["language"] = "text"

@@ -128,8 +128,8 @@ def detect_codec(series: pd.Series, name, kind: str | None = None) -> ColumnCode
     numbers_only = series.dropna().map(lambda v: isinstance(v, int | float | bool | np.number)).all()
     if series.dtype == object and not numbers_only:
         raise TypeError(
-            f"Column {name!r} has dtype object with values that are neither numbers nor strings; "
-            "convert it to numeric or categorical."
+            f"Column {name!r} has dtype object with values that are neither numbers nor strings (the "
+            "argument must be a string or a number); convert it to numeric or categorical."
         )
     if not (ptypes.is_numeric_dtype(dtype) or ptypes.is_bool_dtype(dtype) or ptypes.is_object_dtype(dtype)):
         raise TypeError(f"Column {name!r} of dtype {dtype} is neither numeric nor categorical.")

@@ -978,6 +978,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             pool = self._observed_pool[t.column]
             W[rows, t.column] = pool[rng.integers(0, len(pool), size=int(rows.sum()))]
         n_clusters = max(int(codes.max()) + 1, self._plan.n_clusters) if codes is not None else 0
+        self._check_fixed_cluster_rows(visits, missing, codes, frame, groups)
         new_plan = self._new_data_plan(cells, codes, n_clusters)
         _recompute_derived(W, new_plan, None)
         passes = 1 if missing.sum(axis=1).max() <= 1 else self.transform_iter
@@ -995,6 +996,22 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                     W[rows, target.column] = _sample(draw, X, g, rows, target, new_plan, rng, log)
                     _recompute_derived(W, new_plan, target.column)
         return self._output(W, frame)
+
+    def _check_fixed_cluster_rows(self, visits, missing, codes, frame, groups):
+        """Cluster fixed effects exist only for clusters seen at fit: name the others."""
+        for target, _ in visits:
+            if target.cluster_role != 1:
+                continue
+            rows = missing[:, target.column] & (codes >= self._plan.n_clusters)
+            if rows.any():
+                labels = (frame[self._groups_column] if self._groups_column is not None
+                          else pd.Series(np.asarray(groups)))
+                unseen = sorted(map(str, pd.unique(labels.to_numpy()[rows])))
+                raise ValueError(
+                    f"{target.name!r} is imputed with cluster fixed effects (cluster column coded 1), which "
+                    f"exist only for clusters seen at fit; clusters {unseen[:10]} are new. Use a random-effects "
+                    "model such as RandomEffectsNormal or RandomEffectsPMM (cluster column coded -2)."
+                )
 
     def _auxiliary_draw(self, chain, target):
         """Draw, from chain ``chain``'s final data, the model of a column complete at fit.

@@ -254,7 +254,7 @@ def quickpred(
     by their level codes, R's ``data.matrix``) and R_a the response indicator of a
     (1 observed, 0 missing), pairwise-complete correlations give
 
-        v[a, b] = |cor(x_a, x_b)|,     u[a, b] = |cor(R_a, x_b)|     (NaN -> 0),
+        ``v[a, b] = |cor(x_a, x_b)|``, ``u[a, b] = |cor(R_a, x_b)|`` (NaN -> 0),
 
     and b predicts a when ``max(v[a, b], u[a, b]) > mincor``: it predicts the value or
     whether the value is missing (van Buuren et al. 1999). When ``minpuc`` is not 0, b

@@ -192,7 +192,7 @@ def test_fixed_cluster_imputation_refuses_unseen_clusters(popmis):
     _quiet(imp.fit, popmis, groups="school")
     new = popmis.head(30).copy()
     new["school"] = 999
-    with pytest.raises(ValueError, match="random-effects model"):
+    with pytest.raises(ValueError, match=r"clusters \['999'\] are new.*random-effects model"):
         imp.transform(new)
 
 

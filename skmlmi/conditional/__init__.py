@@ -10,11 +10,14 @@ Every model follows the contract of :class:`~skmlmi.conditional.base.BaseConditi
 - :mod:`~skmlmi.conditional.random_effects_discrete`: ``RandomEffectsLogistic``,
   ``RandomEffectsCategorical`` (mice's 2l.bin; categorical targets R's mice lacks);
 - :mod:`~skmlmi.conditional.cluster_level`: ``ClusterLevelNormal``, ``ClusterLevelPMM``,
-  ``ClusterMean`` (mice's 2lonly.norm, 2lonly.pmm, 2lonly.mean).
+  ``ClusterMean`` (mice's 2lonly.norm, 2lonly.pmm, 2lonly.mean);
+- :mod:`~skmlmi.conditional.heckman`: ``HeckmanSelection`` (micemd's 2l.2stage.heckman), for
+  outcomes missing not at random.
 """
 
 from .base import ROLE_NAMES, BaseConditionalImputer, Draw, DrawContext
 from .cluster_level import ClusterLevelNormal, ClusterLevelPMM, ClusterMean
+from .heckman import HeckmanSelection
 from .random_effects import RandomEffectsNormal, RandomEffectsPMM
 from .random_effects_discrete import RandomEffectsCategorical, RandomEffectsLogistic
 from .single_level import BayesianLogistic, BayesianNormal, Polytomous, PredictiveMeanMatching
@@ -35,4 +38,5 @@ __all__ = [
     "ClusterLevelNormal",
     "ClusterLevelPMM",
     "ClusterMean",
+    "HeckmanSelection",
 ]

@@ -155,8 +155,8 @@ class BaseConditionalImputer(BaseEstimator):
     :meth:`_draw`; hyperparameters go in ``__init__`` (stored unchanged, so that
     ``GridSearchCV`` can tune them through the imputer's ``methods``).
 
-    Attributes (class level)
-    ------------------------
+    Attributes
+    ----------
     target_kinds : frozenset of str
         Kinds of target the model imputes.
     accepted_roles : frozenset of int

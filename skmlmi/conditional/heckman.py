@@ -762,8 +762,8 @@ class HeckmanSelection(BaseConditionalImputer):
     donors : int, default=5
         Donor pool size of the matching.
 
-    Attributes (class level)
-    ------------------------
+    Attributes
+    ----------
     uses_groups_if_given = True: the engine passes the cluster codes when the cluster
     column is coded -2; without them the model is single-level.
 

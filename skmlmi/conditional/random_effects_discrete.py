@@ -745,9 +745,9 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
         eta_ijk = f_ij' beta_k + u_jk,   u_j = (u_j1..u_j,K-1) ~ N(0, Psi).
 
     Gibbs sampler (Holmes & Held 2006; Polson, Scott & Windle 2013, §3.3): for each
-    category k in turn, given the other categories the likelihood of (beta_k, u_.k) is a
+    category k in turn, given the other categories the likelihood of ``(beta_k, u_.k)`` is a
     binary logit with offset -C_ijk, C_ijk = log sum_{l != k} exp(eta_ijl); draw
-    omega_ijk ~ PG(1, eta_ijk - C_ijk), then (beta_k, u_.k) exactly from the weighted
+    omega_ijk ~ PG(1, eta_ijk - C_ijk), then ``(beta_k, u_.k)`` exactly from the weighted
     linear mixed model (b integrated out for beta_k), with u_jk's prior the conditional
     normal given u_j,-k under Psi. Then Psi | u ~ IW(K - 1 + J_obs, 0.1 I + sum_j u_j u_j')
     (prior IW(K - 1, 0.1 I), as :class:`RandomEffectsLogistic`).

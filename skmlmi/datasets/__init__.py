@@ -10,7 +10,7 @@ from importlib import resources
 
 import pandas as pd
 
-__all__ = ["load_popmis", "make_multilevel"]
+__all__ = ["interviewer_effect", "load_hiv", "load_obesity", "load_popmis", "make_heckman", "make_multilevel"]
 
 
 def _read(name: str, **kwargs) -> pd.DataFrame:
@@ -40,9 +40,5 @@ def load_popmis() -> pd.DataFrame:
     return _read("popmis.csv")
 
 
-def __getattr__(name):
-    if name == "make_multilevel":
-        from .simulate import make_multilevel
-
-        return make_multilevel
-    raise AttributeError(name)
+from .heckman import interviewer_effect, load_hiv, load_obesity, make_heckman  # noqa: E402
+from .simulate import make_multilevel  # noqa: E402

@@ -68,7 +68,7 @@ def rhat(chains, *, split: bool = True, rank_normalized: bool = False) -> float 
     1.1 (1.01 in Vehtari et al.'s stricter advice) mean more iterations are needed.
     With ``rank_normalized`` the statistic is Vehtari et al.'s (2021): the maximum of the
     split-R-hat of the rank-normalised draws and of the rank-normalised folded draws
-    |theta - median|, robust to heavy tails and sensitive to differences in scale
+    ``|theta - median|``, robust to heavy tails and sensitive to differences in scale
     (R's ``rstan::Rhat``, which mice's ``convergence()`` reports).
 
     Parameters

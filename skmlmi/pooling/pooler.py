@@ -14,10 +14,12 @@ import warnings
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
+from sklearn.exceptions import DataConversionWarning
 from sklearn.metrics import accuracy_score, r2_score
+from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
 from .rubin import pool, rubin_components
 
@@ -134,11 +136,18 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
             from ..analysis.formula import parse_formula
 
             return parse_formula(self.estimator.formula).response
-        return getattr(y, "name", None) or _TARGET
+        name = getattr(y, "name", None)
+        return str(name) if isinstance(name, str) and name else _TARGET
 
     def _with_target(self, X, y, y_name):
         """X with y as one more column (all missing at predict time)."""
-        frame = X.copy() if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X))
+        if isinstance(X, pd.DataFrame):
+            frame = X.copy()
+        else:
+            array = np.asarray(X)
+            if array.ndim != 2:
+                raise ValueError(f"Expected a 2D array, got shape {array.shape}.")
+            frame = pd.DataFrame(array, columns=[f"x{j}" for j in range(array.shape[1])])
         if y_name in frame.columns:
             raise ValueError(f"X already has a column named {y_name!r}; rename it or pass y inside X.")
         values = np.full(len(frame), np.nan) if y is None else np.asarray(y)
@@ -146,6 +155,23 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
             raise ValueError(f"y has {len(values)} rows but X has {len(frame)}.")
         frame[y_name] = values
         return frame
+
+    def _check_input(self, X, reset: bool):
+        """Shape, sparsity and feature names of X (before y joins it)."""
+        if hasattr(X, "toarray") or hasattr(X, "tocsr"):
+            raise TypeError("Sparse input is not supported; pass a dense array or a DataFrame.")
+        if not isinstance(X, pd.DataFrame):
+            X = np.asarray(X)
+            if X.ndim != 2:
+                raise ValueError(f"Expected a 2D array, got an array of shape {X.shape}; Reshape your data with "
+                                 "array.reshape(-1, 1) if it has a single feature.")
+        if X.shape[0] == 0:
+            raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required.")
+        if X.shape[1] == 0:
+            raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
+        _check_feature_names(self, X, reset=reset)
+        _check_n_features(self, X, reset=reset)
+        return X
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y=None, groups=None):
@@ -164,8 +190,18 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         self
         """
         self._validate_params()
+        X = self._check_input(X, reset=True)
+        if y is not None and not isinstance(y, pd.Series):
+            y = np.asarray(y)
+        if y is not None and y.ndim == 2 and y.shape[1] == 1:
+            warnings.warn("A column-vector y was passed when a 1d array was expected; it is raveled.",
+                          DataConversionWarning, stacklevel=2)
+            y = np.ravel(y)
         if y is not None:
             self._y_name = self._target_name(y)
+            if isinstance(X, pd.DataFrame) and not all(isinstance(c, str) for c in X.columns):
+                # integer column labels: the target takes the next integer, so labels stay one type
+                self._y_name = max((c for c in X.columns if isinstance(c, numbers.Integral)), default=-1) + 1
             data = self._with_target(X, y, self._y_name)
         else:
             response = self._target_name(None) if self._formula_model else None
@@ -233,6 +269,8 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
     # ------------------------------------------------------------------ predict / score
     def _completed_new(self, X, groups):
         check_is_fitted(self, "estimators_")
+        if not (isinstance(X, pd.DataFrame) and self._y_name in X.columns):
+            X = self._check_input(X, reset=False)
         if self._y_name is not None and isinstance(X, pd.DataFrame) and self._y_name in X.columns:
             X = X.drop(columns=[self._y_name])  # predictions must not see the response
         data = X if self._y_name is None else self._with_target(X, None, self._y_name)
@@ -252,6 +290,10 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         return np.mean([np.asarray(f.predict(s), dtype=float) for f, s in zip(self.estimators_, sets, strict=True)],
                        axis=0)
 
+    def _estimator_has_predict_proba(self):
+        return hasattr(self.estimator, "predict_proba")
+
+    @available_if(_estimator_has_predict_proba)
     def predict_proba(self, X, groups=None):
         """Average of the m models' class probabilities (classifiers only)."""
         sets = self._completed_new(X, groups)

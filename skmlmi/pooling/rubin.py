@@ -295,7 +295,7 @@ def pool(
     df = Barnard-Rubin df (see :func:`barnard_rubin_df`; large-sample df
     (m - 1)/lambda^2 when ``dfcom`` is None, as mitml's ``testEstimates`` default; mice's
     ``pool`` instead defaults to dfcom = df.residual of the first fit -- pass it to match),
-    p_value = 2 P(t_df > |statistic|), confidence limits Qbar -/+ t_{df, 1-alpha/2} sqrt(T),
+    p_value = 2 P(t_df > ``|statistic|``), confidence limits Qbar -/+ t_{df, 1-alpha/2} sqrt(T),
     riv, lambda and fmi = (riv + 2/(df + 3)) / (riv + 1).
 
     Parameters
