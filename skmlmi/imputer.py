@@ -558,6 +558,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self._check_data(frame, W, missing)
         where = self._check_where(where, missing, frame)
         ignore = self._check_ignore(ignore, len(frame))
+        self._recommended = self._recommend(frame, codes, missing)
         plan = self._make_plan(W, missing, where, ignore, codes, labels)
         self._plan = plan
         self._entropy = self._seed_entropy()
@@ -743,7 +744,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                     "PredictiveMeanMatching() or RandomEffectsNormal()."
                 )
         else:
-            model = default_method(codec.kind, multilevel, bool(cluster_level), cluster_level == "partial")
+            model = self._recommended.get(name) or default_method(codec.kind, multilevel, bool(cluster_level),
+                                                                   cluster_level == "partial")
         if codec.kind not in model.target_kinds:
             raise ValueError(
                 f"{type(model).__name__} cannot impute {name!r}, a {codec.kind} column; models that can: "
@@ -752,6 +754,24 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         model = clone(model)
         model._validate_params()
         return model
+
+    def _recommend(self, frame, codes, missing) -> dict:
+        """Default models of the incomplete columns with clusters: :func:`recommend_methods`.
+
+        It tells sporadic from systematic missingness and cluster-level variables, and
+        picks random-effects, two-stage or cluster-level models accordingly.
+        """
+        if codes is None or isinstance(self.methods, BaseConditionalImputer):
+            return {}
+        given = self.methods or {}
+        columns = [c for j, c in enumerate(self._columns) if missing[:, j].any() and c not in given]
+        if not columns:
+            return {}
+        from .recommend import recommend_methods
+
+        kinds = {codec.name: codec.kind for codec in self._codecs if codec.name != self._groups_column}
+        table = recommend_methods(frame[columns], codes, column_kinds={c: kinds[c] for c in columns})
+        return dict(zip(table["column"], table["method"], strict=True))
 
     def _make_target(self, j, matrix, codes, multilevel, cluster_constant):
         name, codec = self._columns[j], self._codecs[j]

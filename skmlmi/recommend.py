@@ -187,8 +187,8 @@ def recommend_methods(
        and cluster-specific residual variances (heteroscedasticity across studies), as in
        IPD meta-analysis;
     5. otherwise (sporadic only, or systematic with small or few clusters): the one-stage
-       random-effects model -- ``RandomEffectsPMM`` (continuous, integer),
-       ``RandomEffectsLogistic`` (binary) -- whose Gibbs sampler pools the clusters through
+       random-effects model -- ``RandomEffectsNormal`` (continuous), ``RandomEffectsPMM``
+       (integer), ``RandomEffectsLogistic`` (binary) -- whose Gibbs sampler pools the clusters through
        the likelihood and also draws systematically missing clusters from the population.
 
     Differences from micemd's ``find.defaultMethod(I.small = 7, ni.small = 100,
@@ -234,9 +234,9 @@ def recommend_methods(
     >>> df.loc[df["study"] < 2, "x"] = np.nan                 # two studies never measured x
     >>> df.loc[rng.random(1200) < 0.1, "y"] = np.nan          # y sporadically missing
     >>> recommend_methods(df, "study")[["column", "pattern", "method_name"]]
-      column     pattern       method_name
-    0      x  systematic    TwoStageNormal
-    1      y    sporadic  RandomEffectsPMM
+      column     pattern          method_name
+    0      x  systematic       TwoStageNormal
+    1      y    sporadic  RandomEffectsNormal
     """
     from . import conditional as c
     from .conditional import two_stage
@@ -318,4 +318,6 @@ def _choose(kind, pattern, level2, j_obs, share_small, n_sys, large_cluster, pro
         lead = "sporadic missingness only: one-stage random-effects model using every observed row"
     if kind == "binary":
         return c.RandomEffectsLogistic(), lead
-    return c.RandomEffectsPMM(), lead
+    if kind == "integer":
+        return c.RandomEffectsPMM(), lead + " (PMM: integers stay integers)"
+    return c.RandomEffectsNormal(), lead

@@ -9,7 +9,7 @@ from skmlmi.conditional import (
     ClusterMean,
     RandomEffectsCategorical,
     RandomEffectsLogistic,
-    RandomEffectsPMM,
+    RandomEffectsNormal,
 )
 from skmlmi.conditional.two_stage import TwoStageLogistic, TwoStageNormal, TwoStagePMM
 from skmlmi.recommend import missing_by_cluster, recommend_methods
@@ -67,7 +67,7 @@ def test_recommendation_rules_cover_each_branch():
     df["all_missing"] = np.nan
     table = recommend_methods(df, "study").set_index("column")
     expect = {"cont_sys": TwoStageNormal, "int_sys": TwoStagePMM, "bin_sys": TwoStageLogistic,
-              "bin_spor": RandomEffectsLogistic, "cont_spor": RandomEffectsPMM, "cat": RandomEffectsCategorical,
+              "bin_spor": RandomEffectsLogistic, "cont_spor": RandomEffectsNormal, "cat": RandomEffectsCategorical,
               "level2": ClusterLevelPMM}
     for column, cls in expect.items():
         assert isinstance(table.loc[column, "method"], cls), (column, table.loc[column, "method_name"])
@@ -83,12 +83,12 @@ def test_small_or_few_clusters_keep_the_one_stage_model():
     rng, small = _studies(n_clusters=40, size=30)
     small["y"] = np.where(small["study"] < 3, np.nan, rng.normal(size=len(small)))
     row = recommend_methods(small, "study").iloc[0]
-    assert isinstance(row["method"], RandomEffectsPMM) and "small clusters" in row["reason"]
+    assert isinstance(row["method"], RandomEffectsNormal) and "small clusters" in row["reason"]
     # 4 large clusters: too few for a meta-analysis (min_clusters = 5)
     rng, few = _studies(n_clusters=4, size=300)
     few["y"] = np.where(few["study"] < 1, np.nan, rng.normal(size=len(few)))
     row = recommend_methods(few, "study").iloc[0]
-    assert isinstance(row["method"], RandomEffectsPMM) and "only 3 observed clusters" in row["reason"]
+    assert isinstance(row["method"], RandomEffectsNormal) and "only 3 observed clusters" in row["reason"]
     # the thresholds are parameters
     row = recommend_methods(small, "study", large_cluster=20).iloc[0]
     assert isinstance(row["method"], TwoStageNormal)

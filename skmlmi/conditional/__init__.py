@@ -11,6 +11,9 @@ Every model follows the contract of :class:`~skmlmi.conditional.base.BaseConditi
   ``RandomEffectsCategorical`` (mice's 2l.bin; categorical targets R's mice lacks);
 - :mod:`~skmlmi.conditional.cluster_level`: ``ClusterLevelNormal``, ``ClusterLevelPMM``,
   ``ClusterMean`` (mice's 2lonly.norm, 2lonly.pmm, 2lonly.mean);
+- :mod:`~skmlmi.conditional.two_stage`: ``TwoStageNormal``, ``TwoStagePMM``,
+  ``TwoStageLogistic``, ``TwoStagePoisson`` (micemd's 2l.2stage.*), for variables missing in
+  whole clusters;
 - :mod:`~skmlmi.conditional.heckman`: ``HeckmanSelection`` (micemd's 2l.2stage.heckman), for
   outcomes missing not at random.
 """
@@ -21,6 +24,7 @@ from .heckman import HeckmanSelection
 from .random_effects import RandomEffectsNormal, RandomEffectsPMM
 from .random_effects_discrete import RandomEffectsCategorical, RandomEffectsLogistic
 from .single_level import BayesianLogistic, BayesianNormal, Polytomous, PredictiveMeanMatching
+from .two_stage import TwoStageLogistic, TwoStageNormal, TwoStagePMM, TwoStagePoisson
 
 __all__ = [
     "ROLE_NAMES",
@@ -39,4 +43,8 @@ __all__ = [
     "ClusterLevelPMM",
     "ClusterMean",
     "HeckmanSelection",
+    "TwoStageNormal",
+    "TwoStagePMM",
+    "TwoStageLogistic",
+    "TwoStagePoisson",
 ]

@@ -10,7 +10,8 @@ from importlib import resources
 
 import pandas as pd
 
-__all__ = ["interviewer_effect", "load_hiv", "load_obesity", "load_popmis", "make_heckman", "make_multilevel"]
+__all__ = ["interviewer_effect", "load_hiv", "load_impact", "load_impact_incomplete", "load_ipdna", "load_obesity",
+           "load_popmis", "make_heckman", "make_multilevel"]
 
 
 def _read(name: str, **kwargs) -> pd.DataFrame:
@@ -41,4 +42,5 @@ def load_popmis() -> pd.DataFrame:
 
 
 from .heckman import interviewer_effect, load_hiv, load_obesity, make_heckman  # noqa: E402
+from .impact import load_impact, load_impact_incomplete, load_ipdna  # noqa: E402
 from .simulate import make_multilevel  # noqa: E402
