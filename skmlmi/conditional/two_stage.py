@@ -535,6 +535,9 @@ class TwoStagePMM(TwoStageNormal):
 
 
 # --------------------------------------------------------------------------- GLMs
+_DIVERGED = 30.0  # |coefficient| in standardised units beyond which a fit has run away
+
+
 def _batched_irls(D, y, g, J, active, family, start, max_iter, tol=1e-8):
     """Per-cluster maximum likelihood of a logit or log-linear model, all clusters at once.
 
@@ -549,19 +552,32 @@ def _batched_irls(D, y, g, J, active, family, start, max_iter, tol=1e-8):
     converged = ~active
     eye = np.eye(k)
     info = np.broadcast_to(eye, (J, k, k)).copy()
+    deviance_old = np.full(J, np.inf)
     for _ in range(max_iter):
         eta = np.einsum("ik,ik->i", D, beta[g])
         if family == "logistic":
             mu = special.expit(eta)
             w = mu * (1.0 - mu)
+            loglik = y * eta - np.logaddexp(0.0, eta)
         else:
             mu = np.exp(np.minimum(eta, 30.0))
             w = mu
-        info = _weighted_cross_products(D, g, J, w)
-        score = np.stack([np.bincount(g, weights=D[:, a] * (y - mu), minlength=J) for a in range(k)], axis=1)
-        todo = ~converged
+            loglik = y * eta - mu
+        # R's glm.fit criterion, per cluster: |dev - dev_old| / (|dev| + 0.1) < 1e-8. Under
+        # (quasi-)separation the deviance flattens while the coefficients creep outwards;
+        # the fit then stops, and its huge standard errors mark the cluster as separated.
+        deviance = -2.0 * np.bincount(g, weights=loglik, minlength=J)
+        converged |= np.abs(deviance - deviance_old) / (np.abs(deviance) + 0.1) < 1e-8
+        deviance_old = deviance
+        # a cluster whose coefficients run away (separation: the likelihood has no
+        # maximum) stops iterating; it stays unconverged and is treated as not estimable
+        todo = ~converged & (np.abs(beta).max(axis=1) < _DIVERGED)
         if not todo.any():
             break
+        rows = todo[g]  # only the clusters still iterating: late iterations touch few rows
+        Dr, gr, wr, rr = D[rows], g[rows], w[rows], (y - mu)[rows]
+        info = _weighted_cross_products(Dr, gr, J, wr)
+        score = np.stack([np.bincount(gr, weights=Dr[:, a] * rr, minlength=J) for a in range(k)], axis=1)
         A = info[todo]
         ridge = 1e-10 * np.abs(np.diagonal(A, axis1=1, axis2=2)).max(axis=1)
         step = np.linalg.solve(A + ridge[:, None, None] * eye, score[todo][:, :, None])[:, :, 0]
