@@ -202,3 +202,136 @@ their parameters from the meta-analysis.
 ]
 
 NOTEBOOKS["03_mnar_heckman"] = MNAR
+
+IMPACT = [
+    ("md", """
+# Case study 2: IMPACT, systematically missing variables in pooled studies
+
+IMPACT (R package metamisc) holds 11,022 patients with traumatic brain injury from 15
+studies. We remove values as the tutorial does: the CT classification `ct` is missing in
+3 whole studies (never measured there: *systematic* missingness) and sporadically
+elsewhere, the pupil reactivity `pupil` sporadically, and hypotension `hypots` in 2 whole
+studies. The analysis model is the random-intercept logistic model
+`mort ~ type + age + motor_score + pupil + ct + (1 | name)`; the complete data tell us
+the right answer.
+"""),
+    ("code", """
+import warnings
+import matplotlib
+matplotlib.use("Agg")
+import numpy as np
+import pandas as pd
+from skmlmi import MIPooler, MultilevelIterativeImputer, missing_by_cluster, recommend_methods
+from skmlmi.analysis import LogisticMixedModel
+from skmlmi.conditional import (BayesianLogistic, Polytomous, RandomEffectsCategorical, RandomEffectsLogistic,
+                                TwoStageLogistic)
+from skmlmi.datasets import load_impact, load_impact_incomplete
+from skmlmi.predictors import suggest_predictors
+from skmlmi import diagnostics
+warnings.simplefilter("ignore")
+pd.set_option("display.precision", 3)
+FORMULA = "mort ~ type + age + motor_score + pupil + ct + (1 | name)"
+complete = load_impact()
+data = load_impact_incomplete(2022)
+# ct's categories do not act monotonically on mortality (III and IV/V carry the same
+# risk), so it is imputed as an unordered categorical
+data["ct"] = data["ct"].cat.as_unordered()
+complete["ct"] = complete["ct"].cat.as_unordered()
+data.isna().sum()
+"""),
+    ("md", "## 1. Sporadic and systematic missingness per study"),
+    ("code", """
+missing_by_cluster(data, "name")
+"""),
+    ("code", """
+diagnostics.plot_missing_by_cluster(data, "name").figure
+"""),
+    ("code", """
+recommend_methods(data, "name")[["column", "pattern", "n_systematic", "method_name", "reason"]]
+"""),
+    ("md", """
+## 2. The predictor matrix from the analysis model
+
+`suggest_predictors` reads the analysis formula: the cluster gets -2, the outcome `mort`
+predicts the incomplete covariates, and with `auxiliary=` variables outside the model
+help too. Codes 3 add cluster means (contextual effects).
+"""),
+    ("code", """
+suggestion = suggest_predictors(FORMULA, data, auxiliary=["hypox", "hypots", "tsah", "edh"], cluster_means=False)
+print(suggestion.explanation)
+diagnostics.plot_predictor_matrix(suggestion.predictor_matrix).figure
+"""),
+    ("md", """
+## 3. Three imputation strategies
+
+* **single level**: mice's defaults, ignoring the studies (cluster column coded 0);
+* **random effects**: random-intercept categorical and logistic models for every variable;
+* **recommended**: random effects for ct and pupil, the **two-stage** logistic model
+  (per-study fits + random-effects meta-analysis, micemd's 2l.2stage.bin) for hypots,
+  systematically missing in large studies.
+"""),
+    ("code", """
+matrix = suggestion.predictor_matrix.copy()
+matrix.loc["hypots"] = 1
+matrix.loc["hypots", ["hypots", "name"]] = [0, -2]
+single_matrix = matrix.copy()
+single_matrix["name"] = 0
+strategies = {
+    "single level": ({"ct": Polytomous(), "pupil": Polytomous(), "hypots": BayesianLogistic()}, single_matrix),
+    "random effects": ({"ct": RandomEffectsCategorical(), "pupil": RandomEffectsCategorical(),
+                        "hypots": RandomEffectsLogistic()}, matrix),
+    "recommended": ({"ct": RandomEffectsCategorical(), "pupil": RandomEffectsCategorical(),
+                     "hypots": TwoStageLogistic()}, matrix),
+}
+truth = LogisticMixedModel(FORMULA).fit(complete)
+results = {}
+for label, (methods, predictors) in strategies.items():
+    imputer = MultilevelIterativeImputer(methods=methods, predictor_matrix=predictors, n_imputations=10,
+                                         max_iter=10, random_state=2022, n_jobs=2)
+    results[label] = MIPooler(imputer, LogisticMixedModel(FORMULA), n_jobs=2).fit(data, groups="name")
+"""),
+    ("md", "## 4. Convergence of the recommended imputation"),
+    ("code", """
+diagnostics.plot_trace(results["recommended"].imputer_).figure
+"""),
+    ("md", "## 5. Pooled estimates against the complete data"),
+    ("code", """
+terms = ["pupilNone", "pupilOne", "ctIII", "ctIV/V"]
+se = np.sqrt(np.diag(truth.cov_params_.loc[terms, terms]))
+table = pd.DataFrame({"complete data": truth.coef_[terms]})
+for label, pooler in results.items():
+    table[label] = pooler.summary_.loc[terms, "estimate"]
+standardised = table.drop(columns="complete data").sub(table["complete data"], axis=0).div(se, axis=0)
+for label in results:
+    print(f"KEY: {label} mean |difference| in complete-data SE", round(standardised[label].abs().mean(), 1))
+table
+"""),
+    ("code", """
+variance = pd.DataFrame({"complete data": truth.variance_components_}
+                        | {label: p.variance_components_ for label, p in results.items()}).T
+variance
+"""),
+    ("md", """
+The pooled log-odds of pupil and ct lie within a fraction of their complete-data standard
+errors of the complete-data estimates. The study-level structure shows in the imputed
+variables themselves: ignoring the studies shrinks the between-study differences in how
+often ct and pupil take each category (see the ICC of the imputed variables below), which
+matters whenever those differences are of interest.
+"""),
+    ("code", """
+indicators = lambda d: pd.DataFrame({"ct not I/II": (d["ct"] != "I/II").astype(float),
+                                     "pupil not Both": (d["pupil"] != "Both").astype(float),
+                                     "name": d["name"]})
+iccs = {"complete data": diagnostics.icc(indicators(complete), "name")}
+for label, pooler in results.items():
+    sets = pooler.imputer_.fit_transform_all(data, groups="name")
+    iccs[label] = pd.concat([diagnostics.icc(indicators(s), "name") for s in sets], axis=1).mean(axis=1)
+iccs = pd.DataFrame(iccs).T
+print("KEY: ICC of ct (not I/II), single level vs random effects",
+      round(iccs.loc["single level", "ct not I/II"], 2), round(iccs.loc["random effects", "ct not I/II"], 2))
+assert iccs.loc["single level", "ct not I/II"] < iccs.loc["random effects", "ct not I/II"]
+iccs
+"""),
+]
+
+NOTEBOOKS["02_impact"] = IMPACT

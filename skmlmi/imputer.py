@@ -250,6 +250,15 @@ def _visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
     return draw, state
 
 
+def _initialise(W, plan, rng):
+    """Fill the cells to impute with draws from the column's observed, non-ignored values."""
+    for col in dict.fromkeys(t.column for t in plan.targets):
+        rows, write = plan.impute_rows[col], plan.write_rows[col]
+        pool = W[plan.fit_rows[col], col]
+        W[rows[write], col] = pool[rng.integers(0, len(pool), size=int(write.sum()))]
+    _recompute_derived(W, plan, None)
+
+
 def _auxiliary_rng(entropy, chain, column):
     """Generator of the draw, for new data, of a column that was complete at fit."""
     seed = np.random.SeedSequence(entropy, spawn_key=(_AUXILIARY_STREAM, chain, column))
@@ -258,7 +267,16 @@ def _auxiliary_rng(entropy, chain, column):
 
 def _run_chain(plan: _Plan, W: np.ndarray, rng: np.random.Generator, n_iter: int, chain: int, entropy,
                start_iter: int = 0, states=None, verbose: int = 0) -> _ChainResult:
-    """Run one chain for ``n_iter`` iterations from working data ``W`` (modified in place)."""
+    """Run one chain for ``n_iter`` iterations.
+
+    ``W`` is the incomplete working data (it may be a read-only memory map shared by the
+    workers); the chain works on its own copy, whose cells to impute start from draws of
+    the column's observed values (mice's initialisation) unless ``states`` holds the
+    state of a chain being continued, whose completed data ``W`` then is.
+    """
+    W = np.array(W)  # one working copy per chain
+    if states is None:
+        _initialise(W, plan, rng)
     states = [None] * len(plan.targets) if states is None else list(states)
     draws = [None] * len(plan.targets)
     chain_mean = np.full((n_iter, len(plan.incomplete)), np.nan)
@@ -563,10 +581,11 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self._plan = plan
         self._entropy = self._seed_entropy()
         seeds = np.random.SeedSequence(self._entropy).spawn(self.n_imputations)
-        W0s = self._initial_values(W, plan, seeds)
+        self._check_fittable(W, plan)
+        rngs = [np.random.Generator(np.random.PCG64(seed)) for seed in seeds]
         results = Parallel(n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0))(
-            delayed(_run_chain)(plan, W0, rng, self.max_iter, c, self._entropy, 0, None, self.verbose)
-            for c, (W0, rng) in enumerate(W0s)
+            delayed(_run_chain)(plan, W, rng, self.max_iter, c, self._entropy, 0, None, self.verbose)
+            for c, rng in enumerate(rngs)
         )
         self._W = W
         self._store_results(plan, results)
@@ -909,21 +928,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                         stacklevel=5,
                     )
 
-    def _initial_values(self, W, plan, seeds):
-        """Each chain's start: cells to impute drawn from the column's observed values (mice)."""
-        starts = []
-        for seed in seeds:
-            rng = np.random.Generator(np.random.PCG64(seed))
-            W0 = W.copy()
-            for target in dict.fromkeys(t.column for t in plan.targets):
-                rows, write = plan.impute_rows[target], plan.write_rows[target]
-                pool = W[plan.fit_rows[target], target]
-                if pool.size == 0:
-                    raise ValueError(f"Column {self._columns[target]!r} has no observed, non-ignored values to fit.")
-                W0[rows[write], target] = pool[rng.integers(0, len(pool), size=int(write.sum()))]
-            _recompute_derived(W0, plan, None)
-            starts.append((W0, rng))
-        return starts
+    def _check_fittable(self, W, plan):
+        for target in dict.fromkeys(t.column for t in plan.targets):
+            if not plan.fit_rows[target].any():
+                raise ValueError(f"Column {self._columns[target]!r} has no observed, non-ignored values to fit.")
 
     def _store_results(self, plan, results):
         names = [self._columns[j] for j in plan.incomplete]
