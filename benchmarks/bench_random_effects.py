@@ -31,8 +31,9 @@ suppressMessages({{library(mice); library(lme4)}})
 d <- popmis[, c("school", "popular", "sex", "texp")]
 pred <- make.predictorMatrix(d); pred[,] <- 0; pred["popular", ] <- c(-2, 0, 2, 1)
 mt <- make.method(d); mt[] <- ""; mt["popular"] <- "{method}"
-t <- system.time(mice(d, m = 5, maxit = 5, method = mt, predictorMatrix = pred, printFlag = FALSE, seed = 1))
-cat(t[["elapsed"]], "\\n")
+t <- min(replicate(3, system.time(mice(d, m = 5, maxit = 5, method = mt, predictorMatrix = pred,
+                                        printFlag = FALSE, seed = 1))[["elapsed"]]))
+cat(t, "\\n")
 """
 
 

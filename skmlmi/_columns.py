@@ -125,8 +125,9 @@ def detect_codec(series: pd.Series, name, kind: str | None = None) -> ColumnCode
         if kind == "binary" and len(categories) != 2:
             raise ValueError(f"Column {name!r} declared binary has {len(categories)} categories.")
         return ColumnCodec(name, kind, dtype, categories, ordered)
-    numbers_only = series.dropna().map(lambda v: isinstance(v, int | float | bool | np.number)).all()
-    if series.dtype == object and not numbers_only:
+    if ptypes.is_object_dtype(dtype) and not series.dropna().map(
+        lambda v: isinstance(v, int | float | bool | np.number)
+    ).all():
         raise TypeError(
             f"Column {name!r} has dtype object with values that are neither numbers nor strings (the "
             "argument must be a string or a number); convert it to numeric or categorical."

@@ -8,6 +8,8 @@ This module knows nothing about DataFrames, column names or the imputation loop.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import linalg
 
@@ -290,6 +292,13 @@ def batched_small_cholesky(A: np.ndarray, ridge: float = 1e-8) -> tuple[np.ndarr
     (True, False)
     """
     J, q, _ = A.shape
+    if J < 500:
+        # few matrices: one LAPACK call per matrix inside numpy's loop is cheaper than the
+        # vectorised substitution's fixed cost; any failure takes the ridged path below
+        try:
+            return np.linalg.cholesky(A), np.zeros(J, dtype=bool)
+        except np.linalg.LinAlgError:
+            pass
 
     def factor(A):
         L = np.zeros_like(A)
@@ -376,6 +385,11 @@ def redundant_columns_from_moments(means: np.ndarray, cov: np.ndarray, eps: floa
     return drop
 
 
+@functools.lru_cache(maxsize=16)
+def _strict_lower(q: int):
+    return np.tril_indices(q, -1)
+
+
 def wishart_precision_draw(
     S: np.ndarray,
     df: float,
@@ -416,11 +430,11 @@ def wishart_precision_draw(
     R, _ = ridge_cholesky(0.5 * (S + S.T), 1e-10)
     A = np.zeros((q, q))
     A[np.diag_indices(q)] = np.sqrt(rng.chisquare(df - np.arange(q)))
-    lower = np.tril_indices(q, -1)
+    lower = _strict_lower(q)
     A[lower] = rng.standard_normal(len(lower[0]))
-    # tiny triangular inverses by substitution in numpy: LAPACK/BLAS calls on q x q
-    # matrices cost more in thread start-up than in arithmetic
-    factor = batched_lower_inverse(R[None])[0].T @ A  # R^-T A
+    # single q x q inverses: one LAPACK call each (the chains pin BLAS to one thread, so
+    # there is no thread start-up to pay)
+    factor = np.linalg.inv(R).T @ A  # R^-T A
     precision = factor @ factor.T
-    psi_sqrt = R @ batched_lower_inverse(A[None])[0].T  # R A^-T
+    psi_sqrt = R @ np.linalg.inv(A).T  # R A^-T
     return 0.5 * (precision + precision.T), psi_sqrt

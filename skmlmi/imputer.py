@@ -300,8 +300,10 @@ def _run_chain(plan: _Plan, W: np.ndarray, rng: np.random.Generator, n_iter: int
                 if col in derived:
                     imputed[col] = values.copy()
                 if values.size:
-                    chain_mean[k, j] = np.nanmean(values)
-                    chain_var[k, j] = np.nanvar(values, ddof=1) if values.size > 1 else np.nan
+                    if plan.partial_predictors:  # cells whose predictors stay missing stay NaN
+                        values = values[~np.isnan(values)]
+                    chain_mean[k, j] = values.mean() if values.size else np.nan
+                    chain_var[k, j] = values.var(ddof=1) if values.size > 1 else np.nan
             if verbose:
                 print(f"[skmlmi] chain {chain + 1}: iteration {iteration + 1} of {start_iter + n_iter} done "
                       f"({time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)

@@ -49,6 +49,24 @@ def make_predictor_matrix(columns: Sequence, groups_column=None) -> pd.DataFrame
     return matrix
 
 
+def _given_entries(predictor_matrix, columns) -> list[tuple]:
+    """(target, predictor, code) triples of a dict, DataFrame or square array."""
+    if isinstance(predictor_matrix, dict):
+        return [(target, predictor, value) for predictor, column in predictor_matrix.items()
+                for target, value in column.items()]
+    if isinstance(predictor_matrix, pd.DataFrame):
+        values = predictor_matrix.to_numpy()
+        return [(t, p, values[i, j]) for i, t in enumerate(predictor_matrix.index)
+                for j, p in enumerate(predictor_matrix.columns)]
+    array = np.asarray(predictor_matrix)
+    if array.shape != (len(columns), len(columns)):
+        raise ValueError(
+            f"predictor_matrix has shape {array.shape}; expected ({len(columns)}, {len(columns)}), "
+            "one row and one column per variable in the order of X."
+        )
+    return [(t, p, array[i, j]) for i, t in enumerate(columns) for j, p in enumerate(columns)]
+
+
 def validate_predictor_matrix(predictor_matrix, columns: Sequence, groups_column=None) -> pd.DataFrame:
     """Check a user's predictor matrix and complete it to the full square form.
 
@@ -59,55 +77,56 @@ def validate_predictor_matrix(predictor_matrix, columns: Sequence, groups_column
     ``ValueError`` naming the entry.
     """
     columns = list(columns)
-    full = make_predictor_matrix(columns, groups_column)
-    if predictor_matrix is None:
-        return full
-    if isinstance(predictor_matrix, dict):
-        predictor_matrix = pd.DataFrame(predictor_matrix)
-    if isinstance(predictor_matrix, pd.DataFrame):
-        given = predictor_matrix.fillna(full.loc[predictor_matrix.index.intersection(full.index),
-                                                 predictor_matrix.columns.intersection(full.columns)])
-    else:
-        array = np.asarray(predictor_matrix)
-        if array.shape != (len(columns), len(columns)):
+    position = {name: k for k, name in enumerate(columns)}
+    codes = 1 - np.eye(len(columns), dtype=int)
+    if groups_column is not None:
+        g = position[groups_column]
+        codes[:, g] = -2
+        codes[g, :] = 0
+    if predictor_matrix is not None:
+        entries = _given_entries(predictor_matrix, columns)
+        unknown = sorted({str(n) for r, c, _ in entries for n in (r, c) if n not in position})
+        if unknown:
+            raise ValueError(f"predictor_matrix names unknown columns: {unknown}.")
+        for target, predictor, value in entries:
+            try:
+                number = float(value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError("predictor_matrix must hold integer role codes.") from exc
+            if np.isnan(number):
+                continue  # a DataFrame's empty cell: keep the default
+            if number != round(number):
+                raise ValueError("predictor_matrix must hold integer role codes (no fractions).")
+            if int(number) not in VALID_ROLES:
+                raise ValueError(
+                    f"predictor_matrix[{target!r}, {predictor!r}] = {int(number)} is not a role code; valid "
+                    f"codes: {', '.join(f'{k} ({v})' for k, v in ROLE_NAMES.items())}."
+                )
+            codes[position[target], position[predictor]] = int(number)
+    full = pd.DataFrame(codes, index=columns, columns=columns)
+    names = columns
+    diagonal = np.flatnonzero(np.diag(codes) != 0)
+    if diagonal.size:
+        name = names[diagonal[0]]
+        raise ValueError(f"predictor_matrix[{name!r}, {name!r}] must be 0: a variable cannot predict itself.")
+    if groups_column is not None:
+        g = names.index(groups_column)
+        bad_cluster = np.flatnonzero(~np.isin(codes[:, g], sorted(CLUSTER_ROLES)))
+        if bad_cluster.size:
+            name = names[bad_cluster[0]]
             raise ValueError(
-                f"predictor_matrix has shape {array.shape}; expected ({len(columns)}, {len(columns)}), "
-                "one row and one column per variable in the order of X."
-            )
-        given = pd.DataFrame(array, index=columns, columns=columns)
-    unknown = [c for c in list(given.index) + list(given.columns) if c not in full.columns]
-    if unknown:
-        raise ValueError(f"predictor_matrix names unknown columns: {sorted(map(str, set(unknown)))}.")
-    values = given.to_numpy()
-    try:
-        numeric = values.astype(float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError("predictor_matrix must hold integer role codes.") from exc
-    if np.isnan(numeric).any() or not np.all(numeric == np.round(numeric)):
-        raise ValueError("predictor_matrix must hold integer role codes (no NaN or fractions).")
-    bad = ~np.isin(numeric.astype(int), sorted(VALID_ROLES))
-    if bad.any():
-        r, c = map(int, np.argwhere(bad)[0])
-        raise ValueError(
-            f"predictor_matrix[{given.index[r]!r}, {given.columns[c]!r}] = {int(numeric[r, c])} is not a "
-            f"role code; valid codes: {', '.join(f'{k} ({v})' for k, v in ROLE_NAMES.items())}."
-        )
-    full.loc[given.index, given.columns] = numeric.astype(int)
-    for name in full.index:
-        if full.loc[name, name] != 0:
-            raise ValueError(f"predictor_matrix[{name!r}, {name!r}] must be 0: a variable cannot predict itself.")
-        if groups_column is not None and full.loc[name, groups_column] not in CLUSTER_ROLES:
-            raise ValueError(
-                f"predictor_matrix[{name!r}, {groups_column!r}] = {full.loc[name, groups_column]}: the cluster "
+                f"predictor_matrix[{name!r}, {groups_column!r}] = {codes[bad_cluster[0], g]}: the cluster "
                 "column may only be -2 (cluster identifier), 1 (cluster fixed effects) or 0 (not used)."
             )
-        if groups_column is not None and name != groups_column:
-            others = full.loc[name].drop(groups_column)
-            if (others == -2).any():
-                raise ValueError(
-                    f"predictor_matrix row {name!r} codes {list(others.index[others == -2])} as -2, but "
-                    f"only the cluster column {groups_column!r} can be the cluster identifier."
-                )
+        others = np.delete(codes, g, axis=1) == -2
+        rows = np.flatnonzero(others.any(axis=1))
+        if rows.size:
+            other_names = [c for c in names if c != groups_column]
+            raise ValueError(
+                f"predictor_matrix row {names[rows[0]]!r} codes "
+                f"{[other_names[k] for k in np.flatnonzero(others[rows[0]])]} as -2, but only the cluster column "
+                f"{groups_column!r} can be the cluster identifier."
+            )
     if groups_column is None and (full.to_numpy() == -2).any():
         r, c = map(int, np.argwhere(full.to_numpy() == -2)[0])
         raise ValueError(

@@ -135,41 +135,73 @@ def polya_gamma(c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     shape = c.shape
     z = 0.5 * np.abs(c.ravel())
     fz = 0.125 * np.pi**2 + 0.5 * z * z
-    # Probability of the exponential piece (Windle's mass_texpon, on the log scale).
+    # Probability of the exponential piece (Windle's mass_texpon). Phi by erfc (half the cost
+    # of log_ndtr) for z <= 20, where neither factor over- or underflows; on the log scale beyond.
     root = np.sqrt(1.0 / _TRUNC)
-    x0 = np.log(fz) + fz * _TRUNC
-    xb = x0 - z + special.log_ndtr(root * (_TRUNC * z - 1.0))
-    xa = x0 + z + special.log_ndtr(-root * (_TRUNC * z + 1.0))
-    with np.errstate(over="ignore"):
-        p_exponential = 1.0 / (1.0 + 4.0 / np.pi * (np.exp(xb) + np.exp(xa)))
+    zc = np.minimum(z, 20.0)
+    scale = fz * np.exp(np.minimum(fz, 0.125 * np.pi**2 + 200.0) * _TRUNC)
+    mass = scale * (np.exp(-zc) * 0.5 * special.erfc(-root * (_TRUNC * zc - 1.0) / np.sqrt(2.0))
+                    + np.exp(zc) * 0.5 * special.erfc(root * (_TRUNC * zc + 1.0) / np.sqrt(2.0)))
+    p_exponential = 1.0 / (1.0 + 4.0 / np.pi * mass)
+    far = np.flatnonzero(z > 20.0)
+    if far.size:
+        zf, ff = z[far], fz[far]
+        x0 = np.log(ff) + ff * _TRUNC
+        xb = x0 - zf + special.log_ndtr(root * (_TRUNC * zf - 1.0))
+        xa = x0 + zf + special.log_ndtr(-root * (_TRUNC * zf + 1.0))
+        with np.errstate(over="ignore"):
+            p_exponential[far] = 1.0 / (1.0 + 4.0 / np.pi * (np.exp(xb) + np.exp(xa)))
     out = np.empty_like(z)
-    pending = np.arange(z.size)
-    while pending.size:
-        m = pending.size
-        zp = z[pending]
-        use_exp = rng.random(m) < p_exponential[pending]
-        x = np.empty(m)
-        x[use_exp] = _TRUNC + rng.standard_exponential(int(use_exp.sum())) / fz[pending[use_exp]]
-        x[~use_exp] = _truncated_inverse_gaussian(zp[~use_exp], rng)
-        s = _pg_series_term(0, x)
-        u = rng.random(m) * s
-        accepted = np.zeros(m, dtype=bool)
-        active = np.arange(m)
-        n = 0
-        while active.size:
-            n += 1
-            term = _pg_series_term(n, x[active])
-            if n % 2:
-                s[active] -= term
-                hit = u[active] <= s[active]
-                accepted[active[hit]] = True
-                active = active[~hit]
-            else:
-                s[active] += term
-                active = active[u[active] <= s[active]]
-        out[pending[accepted]] = 0.25 * x[accepted]
-        pending = pending[~accepted]
+    pending = None  # None: every element (the first round works on whole arrays, no gathers)
+    while pending is None or pending.size:
+        zp = z if pending is None else z[pending]
+        fp = fz if pending is None else fz[pending]
+        m = zp.size
+        use_exp = rng.random(m) < (p_exponential if pending is None else p_exponential[pending])
+        x = _TRUNC + rng.standard_exponential(m) / fp  # the exponential proposal, kept where chosen
+        ig = np.flatnonzero(~use_exp)
+        x[ig] = _truncated_inverse_gaussian(zp[ig], rng)
+        # Alternating series on the scale of a_0(x): S_n = 1 - r_1 + r_2 - ..., r_n = a_n(x) / a_0(x).
+        # Accept when U <= S_1 already settles almost every proposal with one exp per element:
+        # r_1 = 3 exp(-pi^2 x) right of t, 3 exp(-4 / x) left of t.
+        u = rng.random(m)
+        r1 = 3.0 * np.exp(np.where(x > _TRUNC, -np.pi**2 * x, -4.0 / x))
+        accepted = u <= 1.0 - r1
+        undecided = np.flatnonzero(~accepted)
+        if undecided.size:
+            accepted[undecided] = _pg_series_accept(x[undecided], u[undecided], 1.0 - r1[undecided])
+        if pending is None:
+            out[accepted] = 0.25 * x[accepted]
+            pending = np.flatnonzero(~accepted)
+        else:
+            out[pending[accepted]] = 0.25 * x[accepted]
+            pending = pending[~accepted]
     return out.reshape(shape)
+
+
+def _pg_series_accept(x: np.ndarray, u: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Finish the alternating-series test for proposals U * a_0(x) not accepted by S_1 = s.
+
+    Partial sums S_n = sum_{l <= n} (-1)^l a_l(x) / a_0(x): after an even n (S_n above the
+    density ratio) U > S_n rejects; after an odd n (below it) U <= S_n accepts. Loops run
+    over series terms, on the few undecided proposals.
+    """
+    accepted = np.zeros(x.size, dtype=bool)
+    active = np.arange(x.size)
+    a0 = _pg_series_term(0, x)
+    n = 1
+    while active.size:
+        n += 1
+        term = _pg_series_term(n, x[active]) / a0[active]
+        if n % 2:
+            s[active] -= term
+            hit = u[active] <= s[active]
+            accepted[active[hit]] = True
+            active = active[~hit]
+        else:
+            s[active] += term
+            active = active[u[active] <= s[active]]
+    return accepted
 
 
 def _polya_gamma_moments(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -229,22 +261,36 @@ def _inverse_wishart(df: float, scale: np.ndarray, rng: np.random.Generator) -> 
     return 0.5 * (psi + psi.T)
 
 
+def _sort_by_cluster(groups: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row order grouping the rows by cluster, and each cluster's first row in that order.
+
+    Every cluster 0..n_clusters-1 must have rows (the compressed codes of
+    :func:`_compress_clusters`), so that ``np.add.reduceat(a[order], starts)`` gives the
+    per-cluster sums of every column of ``a`` in one call.
+    """
+    order = np.argsort(groups, kind="stable")
+    counts = np.bincount(groups, minlength=n_clusters)
+    return order, np.r_[0, np.cumsum(counts)[:-1]]
+
+
 def _cluster_blocks(
-    design: np.ndarray, random: np.ndarray, weights: np.ndarray, groups: np.ndarray, n_clusters: int
+    design: np.ndarray, random: np.ndarray, weights: np.ndarray, starts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cross-products of a weighted mixed model: total F'WF and per-cluster F_j'W_j Z_j.
 
-    Z is the sub-matrix ``design[:, random]``. Returns ``(FWF, FWZ)`` with shapes (m, m)
-    and (J, m, q): one matrix product and m*q bincounts, never an n x J matrix.
+    Rows are sorted by cluster (cluster j occupies ``starts[j]:starts[j + 1]``); Z is the
+    sub-matrix ``design[:, random]``. Returns ``(FWF, FWZ)`` with shapes (m, m) and
+    (J, m, q): one matrix product and one ``np.add.reduceat`` over the (n, m q) products,
+    never an n x J matrix.
     """
     weighted = design * weights[:, None]
     total = weighted.T @ design
     m, q = design.shape[1], len(random)
-    blocks = np.empty((n_clusters, m, q))
-    for b, col in enumerate(random):  # loops over a few columns, not clusters
-        zw = weighted[:, col]
-        for a in range(m):
-            blocks[:, a, b] = np.bincount(groups, weights=zw * design[:, a], minlength=n_clusters)
+    if q == 1 and random[0] == 0:  # random intercept only (design[:, 0] is the intercept column)
+        products = weighted
+    else:
+        products = (weighted[:, :, None] * design[:, None, random]).reshape(len(design), m * q)
+    blocks = np.add.reduceat(products, starts, axis=0).reshape(len(starts), m, q)
     return total, blocks
 
 
@@ -254,7 +300,7 @@ def _collapsed_mixed_draw(
     design: np.ndarray,
     random: np.ndarray,
     response: np.ndarray,
-    groups: np.ndarray,
+    starts: np.ndarray,
     psi_inverse: np.ndarray,
     prior_precision: np.ndarray,
     rng: np.random.Generator,
@@ -274,11 +320,10 @@ def _collapsed_mixed_draw(
     and then b_j | beta, . ~ N(P_j^-1 (g_j - Z_j'W_j F_j beta), P_j^-1), for all clusters at
     once on (J, q, q) stacks. Drawing beta with b integrated out avoids the slow mixing
     of the intercept against the random intercepts that a two-block Gibbs sampler has.
+    Rows are sorted by cluster, cluster j starting at ``starts[j]`` (:func:`_sort_by_cluster`).
     """
     n_clusters, m, q = blocks.shape
-    zr = np.empty((n_clusters, q))
-    for b, col in enumerate(random):
-        zr[:, b] = np.bincount(groups, weights=response * design[:, col], minlength=n_clusters)
+    zr = np.add.reduceat(response[:, None] * design[:, random], starts, axis=0)  # rows sorted by cluster
     if prior_mean_b is not None:
         zr = zr + prior_mean_b @ psi_inverse.T
     precision_b = psi_inverse[None] + blocks[:, random, :]
@@ -600,7 +645,9 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
         random = np.r_[0, 1 + np.flatnonzero(roles == 2)].astype(np.intp)
         q = len(random)
         std = _Standardiser.fit(Xo)
-        design = std.design(Xo)
+        # Rows sorted by cluster: per-cluster sums are then single np.add.reduceat calls.
+        order, starts = _sort_by_cluster(go, n_obs_clusters)
+        design, go, yo = std.design(Xo)[order], go[order], yo[order]
         scales = self._prior_scales(p)
         _log_few_clusters(q, n_obs_clusters, context)
 
@@ -620,9 +667,9 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
         for _ in range(self._n_steps(state)):
             eta = design @ beta + np.einsum("nq,nq->n", design[:, random], b[go])
             omega = polya_gamma(eta, rng)
-            total, blocks = _cluster_blocks(design, random, omega, go, n_obs_clusters)
+            total, blocks = _cluster_blocks(design, random, omega, starts)
             beta, b = _collapsed_mixed_draw(
-                total, blocks, design, random, kappa, go, np.linalg.inv(psi), 1.0 / (scales**2 * mixing), rng
+                total, blocks, design, random, kappa, starts, np.linalg.inv(psi), 1.0 / (scales**2 * mixing), rng
             )
             psi = _inverse_wishart(q + n_obs_clusters, _PSI_PRIOR_SCALE * np.eye(q) + b.T @ b, rng)
             mixing = _draw_t_mixing(beta, scales, float(self.prior_df), rng)
@@ -815,19 +862,19 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
         Xo = X[observed]
         go, present_codes, present = _compress_clusters(groups[observed], J)
         std = _Standardiser.fit(Xo)
-        design = std.design(Xo)
+        # Rows sorted by cluster: per-cluster sums are then single np.add.reduceat calls.
+        order, starts = _sort_by_cluster(go, len(present_codes))
+        design, go, codes = std.design(Xo)[order], go[order], codes[order]
         ordered = bool(context.ordered) and K > 2
         _log_few_clusters(1 if ordered else K - 1, len(present_codes), context)
         if (state is not None and (state.n_columns != X.shape[1] or state.n_categories != K
                                    or state.ordered != ordered or state.u.shape[0] != J)):
             state = None
         if ordered:
-            beta, u, psi, extra = self._ordered(
-                codes, design, go, len(present_codes), std, state, present_codes, K, rng
-            )
+            beta, u, psi, extra = self._ordered(codes, design, go, starts, std, state, present_codes, K, rng)
         else:
-            beta, u, psi, extra = self._multinomial(codes, design, go, len(present_codes), std, state,
-                                                    present_codes, K, rng, context)
+            beta, u, psi, extra = self._multinomial(codes, design, go, starts, std, state, present_codes, K, rng,
+                                                    context)
         _log_systematic(present, groups, context, "random intercepts")
         u_full = np.full((J, u.shape[1]), np.nan)
         u_full[present_codes] = u
@@ -838,7 +885,8 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
         return _MultinomialDraw(beta_o, u_full, psi), new_state
 
     # ------------------------------------------------------------------ unordered
-    def _multinomial(self, codes, design, go, n_clusters, std, state, present_codes, K, rng, context):
+    def _multinomial(self, codes, design, go, starts, std, state, present_codes, K, rng, context):
+        n_clusters = len(starts)
         m = design.shape[1]
         L = K - 1
         a = std.matrix()
@@ -861,11 +909,13 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
         eta[:, 1:] = design @ beta.T + u[go]
         for _ in range(self._n_steps(state)):
             for k in range(1, K):  # loop over categories
-                others = eta.copy()
-                others[:, k] = -np.inf
-                offset = -special.logsumexp(others, axis=1)
-                omega = polya_gamma(eta[:, k] + offset, rng)
-                kappa = (codes == k) - 0.5 - omega * offset
+                # C_k = log sum_{l != k} exp(eta_l), by logaddexp over the other columns (a few).
+                others = [col for col in range(K) if col != k]
+                log_rest = eta[:, others[0]]
+                for col in others[1:]:
+                    log_rest = np.logaddexp(log_rest, eta[:, col])
+                omega = polya_gamma(eta[:, k] - log_rest, rng)
+                kappa = (codes == k) - 0.5 + omega * log_rest
                 rest = np.r_[0:k - 1, k:L]
                 if L > 1:
                     coef = np.linalg.solve(psi[np.ix_(rest, rest)], psi[rest, k - 1])
@@ -873,9 +923,9 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
                     prior_mean = (u[:, rest] @ coef)[:, None]
                 else:
                     cond_var, prior_mean = psi[0, 0], None
-                total, blocks = _cluster_blocks(design, random, omega, go, n_clusters)
+                total, blocks = _cluster_blocks(design, random, omega, starts)
                 beta_k, u_k = _collapsed_mixed_draw(
-                    total, blocks, design, random, kappa, go, np.array([[1.0 / cond_var]]),
+                    total, blocks, design, random, kappa, starts, np.array([[1.0 / cond_var]]),
                     1.0 / (scales**2 * mixing[k - 1]), rng, prior_mean,
                 )
                 beta[k - 1], u[:, k - 1] = beta_k, u_k[:, 0]
@@ -887,7 +937,8 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
         return (beta @ a.T, mixing), u, psi, None
 
     # ------------------------------------------------------------------ ordered
-    def _ordered(self, codes, design, go, n_clusters, std, state, present_codes, K, rng):
+    def _ordered(self, codes, design, go, starts, std, state, present_codes, K, rng):
+        n_clusters = len(starts)
         m = design.shape[1]
         a = std.matrix()
         scales = self._prior_scales(m - 1)
@@ -911,7 +962,7 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
             log_gaps = np.log(np.diff(np.r_[0.0, state.cutpoints]))
         random = np.array([0], dtype=np.intp)
         # With unit weights the cross-products do not change between steps.
-        total, blocks = _cluster_blocks(design, random, np.ones(len(codes)), go, n_clusters)
+        total, blocks = _cluster_blocks(design, random, np.ones(len(codes)), starts)
         eta = design @ beta + u[go, 0]
         chol = _ordered_proposal_chol(log_gaps, eta, codes) if d else None
         current = _ordered_log_posterior(log_gaps, eta, codes)[0] if d else 0.0
@@ -925,7 +976,7 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
             gamma = np.r_[-np.inf, 0.0, np.cumsum(np.exp(log_gaps)), np.inf]
             latent = _truncated_normal(eta, gamma[codes], gamma[codes + 1], rng)
             beta, u = _collapsed_mixed_draw(
-                total, blocks, design, random, latent, go, np.linalg.inv(psi), 1.0 / (scales**2 * mixing), rng
+                total, blocks, design, random, latent, starts, np.linalg.inv(psi), 1.0 / (scales**2 * mixing), rng
             )
             psi = _inverse_wishart(1 + n_clusters, _PSI_PRIOR_SCALE * np.eye(1) + u.T @ u, rng)
             mixing = _draw_t_mixing(beta, scales, float(self.prior_df), rng)
