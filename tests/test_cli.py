@@ -84,3 +84,19 @@ def test_diagnose_writes_pattern_icc_and_recommendations(popmis_csv, tmp_path, c
     assert "RandomEffectsPMM" in printed and "popular" in printed
     for name in ["pattern.png", "missing_by_cluster.png", "icc.csv", "recommended_methods.csv"]:
         assert (out / name).stat().st_size > 0, name
+
+
+def test_demo_obesity_heckman_above_mar(capsys):
+    assert main(["demo", "obesity", "--m", "3", "--max-iter", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Heckman (MNAR)" in out and "MAR" in out
+
+
+def test_demo_impact_prints_terms_against_complete_data(capsys):
+    from skmlmi.cli import demo_impact
+
+    table = demo_impact(m=2, max_iter=2, seed=1)
+    assert list(table.index) == ["pupilNone", "pupilOne", "ctIII", "ctIV/V"]
+    assert "recommended (multilevel): difference / SE" in table.columns
+    # even a tiny run lands within a few complete-data SEs of the complete-data log-odds
+    assert (table["recommended (multilevel): difference / SE"].abs() < 4).all()
