@@ -32,6 +32,7 @@ from skmlmi import MultilevelIterativeImputer
 from skmlmi.conditional import RandomEffectsLogistic, RandomEffectsNormal
 from skmlmi.conditional.heckman import HeckmanSelection
 from skmlmi.datasets.heckman import interviewer_effect, load_hiv, load_obesity
+from skmlmi.pooling import pool_scalar
 
 try:
     from _common import machine
@@ -43,11 +44,8 @@ except ImportError:  # run from another directory
 def pooled_mean(sets, column: str) -> tuple[float, float]:
     """Rubin's rules for the mean of a column: pooled estimate and total standard error."""
     values = [np.asarray(s[column], dtype=float) for s in sets]
-    q = np.array([v.mean() for v in values])
-    u = np.array([v.var(ddof=1) / len(v) for v in values])
-    m = len(q)
-    total = u.mean() + (1 + 1 / m) * q.var(ddof=1)
-    return float(q.mean()), float(np.sqrt(total))
+    pooled = pool_scalar([v.mean() for v in values], [v.var(ddof=1) / len(v) for v in values])
+    return float(pooled["estimate"]), float(pooled["std_error"])
 
 
 def heckman_table(imp, column: str) -> pd.DataFrame:

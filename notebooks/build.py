@@ -30,7 +30,9 @@ def build(name: str, spec, timeout: int = 600) -> nbformat.NotebookNode:
     notebook = nbformat.v4.new_notebook()
     notebook.cells = _cells(spec)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(HERE)}})
+    client.execute()
     nbformat.write(notebook, HERE / f"{name}.ipynb")
     return notebook
 

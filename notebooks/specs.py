@@ -125,14 +125,15 @@ import pandas as pd
 from skmlmi import MultilevelIterativeImputer
 from skmlmi.conditional import HeckmanSelection, RandomEffectsLogistic, RandomEffectsNormal
 from skmlmi.datasets import interviewer_effect, load_hiv, load_obesity
+from skmlmi.pooling import pool_scalar
 warnings.simplefilter("ignore")
 
 
 def pooled_mean(sets, column):
-    \"\"\"Rubin's rules for the mean of a column: estimate and total standard error.\"\"\"
-    q = np.array([s[column].astype(float).mean() for s in sets])
-    u = np.array([s[column].astype(float).var(ddof=1) / len(s) for s in sets])
-    return q.mean(), np.sqrt(u.mean() + (1 + 1 / len(q)) * q.var(ddof=1))
+    \"\"\"Rubin's rules (pool_scalar) for the mean of a column: estimate and total standard error.\"\"\"
+    values = [s[column].astype(float) for s in sets]
+    pooled = pool_scalar([v.mean() for v in values], [v.var(ddof=1) / len(v) for v in values])
+    return pooled["estimate"], pooled["std_error"]
 
 
 def compare(data, column, groups, exclusion, mar_model, m=10, max_iter=5):

@@ -67,34 +67,11 @@ def find_redundant_columns(X: np.ndarray, eps: float = 1e-8, maxcor: float = 0.9
     Cost O(n p^2) for the cross-products plus O(p^4) at worst for the eigen loop.
     """
     n, p = X.shape
-    drop: dict[int, str] = {}
     if p == 0 or n == 0:
         return {k: "no rows to estimate it" for k in range(p)} if n == 0 else {}
     center = X.mean(axis=0)
     Xc = X - center
-    sd = np.sqrt((Xc**2).mean(axis=0))
-    scale = np.maximum(np.abs(center), 1.0)
-    for k in np.flatnonzero(sd <= 1e-10 * scale):
-        drop[int(k)] = "constant"
-    alive = np.array([k for k in range(p) if k not in drop], dtype=int)
-    if alive.size < 2:
-        return drop
-    Z = Xc[:, alive] / sd[alive]
-    corr = (Z.T @ Z) / n
-    while alive.size >= 2:
-        values, vectors = np.linalg.eigh(corr)
-        if values[0] > eps * values[-1]:
-            break
-        worst = int(np.argmax(np.abs(vectors[:, 0])))
-        if np.abs(corr[worst]).max() >= maxcor and np.sum(np.abs(corr[worst]) >= maxcor) > 1:
-            drop[int(alive[worst])] = "collinear (|r| >= 0.99999 with another predictor)"
-        else:
-            drop[int(alive[worst])] = "collinear (linear combination of other predictors)"
-        keep = np.ones(alive.size, dtype=bool)
-        keep[worst] = False
-        alive = alive[keep]
-        corr = corr[np.ix_(keep, keep)]
-    return drop
+    return redundant_columns_from_moments(center, (Xc.T @ Xc) / n, eps=eps, maxcor=maxcor)
 
 
 # --------------------------------------------------------------------------- algebra

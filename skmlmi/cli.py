@@ -131,6 +131,7 @@ def demo_obesity(m: int = 10, max_iter: int = 5, seed: int = 2024, n_jobs: int |
     from .conditional import HeckmanSelection, RandomEffectsNormal
     from .datasets import load_obesity
     from .imputer import MultilevelIterativeImputer
+    from .pooling import pool_scalar
 
     data = load_obesity()
     rows = {}
@@ -140,9 +141,8 @@ def demo_obesity(m: int = 10, max_iter: int = 5, seed: int = 2024, n_jobs: int |
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sets = imputer.fit_transform_all(data, groups="Cluster")
-        q = np.array([s["Weight"].mean() for s in sets])
-        u = np.array([s["Weight"].var(ddof=1) / len(s) for s in sets])
-        rows[label] = {"pooled mean weight": q.mean(), "SE": np.sqrt(u.mean() + (1 + 1 / m) * q.var(ddof=1))}
+        pooled = pool_scalar([s["Weight"].mean() for s in sets], [s["Weight"].var(ddof=1) / len(s) for s in sets])
+        rows[label] = {"pooled mean weight": pooled["estimate"], "SE": pooled["std_error"]}
     rows["observed only"] = {"pooled mean weight": data["Weight"].mean(), "SE": np.nan}
     return pd.DataFrame(rows).T
 

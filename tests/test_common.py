@@ -7,7 +7,6 @@ listed by hand; expected failures are listed here, in one place, with the reason
 import inspect
 import pkgutil
 
-import pytest
 from sklearn.base import BaseEstimator
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -48,7 +47,7 @@ def _instances():
     from sklearn.linear_model import Ridge
 
     out = []
-    for name, cls in sorted(_public_estimators().items()):
+    for name in sorted(_public_estimators()):
         if name == "MultilevelIterativeImputer":
             out.append(MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0))
         elif name == "MIPooler":
