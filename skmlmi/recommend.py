@@ -291,6 +291,10 @@ def _choose(kind, pattern, level2, j_obs, share_small, n_sys, large_cluster, pro
     if j_obs == 0:
         return None, "no observed value: nothing to impute from (drop the column or give it a model by hand)"
     if level2:
+        if "sporadic" in pattern:
+            return c.ClusterMean(), ("constant within clusters (cluster-level) but missing in part of some "
+                                     "clusters: filled from the cluster's observed value (clusters with none "
+                                     "observed from a cluster-level model)")
         if kind == "categorical":
             return c.ClusterMean(), "constant within clusters (cluster-level) and categorical: imputed per cluster"
         return c.ClusterLevelPMM(), "constant within clusters (cluster-level): imputed once per cluster"

@@ -3,6 +3,7 @@ estimators against dense textbook formulas, boundary cases, draws and bad input.
 
 from __future__ import annotations
 
+import os
 import pickle
 import warnings
 from pathlib import Path
@@ -20,7 +21,7 @@ from skmlmi.meta_analysis import (
     study_posterior,
 )
 
-REFERENCE = Path("/work/shared/reference")
+REFERENCE = Path(os.environ["SKMLMI_SHARED"]) / "reference"
 
 
 def _close(value: float, reference: float, tol: float = 1e-4) -> bool:

@@ -12,6 +12,7 @@ integer by rounding normal draws; R's 2l.pan does not round, so the comparison d
 the column continuous.
 """
 
+import os
 import warnings
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from skmlmi.analysis import LinearMixedModel
 from skmlmi.conditional import PredictiveMeanMatching, RandomEffectsNormal
 from skmlmi.datasets import load_popmis
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "popmis_mice.csv"
+REFERENCE = Path(os.environ["SKMLMI_SHARED"]) / "reference" / "popmis_mice.csv"
 TERMS = ["sex", "texp", "tau2", "sigma2", "icc"]
 
 

@@ -7,6 +7,7 @@ absolute). The tolerances are the issue's (1e-3 relative; 1e-4 absolute for the 
 covariance).
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,8 @@ from sklearn.base import clone
 from skmlmi.analysis import LinearMixedModel, LogisticMixedModel
 from skmlmi.pooling import pool, pool_variance_components
 
-REFERENCE = Path("/work/shared/reference")
-DATA = Path("/work/shared/data")
+REFERENCE = Path(os.environ["SKMLMI_SHARED"]) / "reference"
+DATA = Path(os.environ["SKMLMI_SHARED"]) / "data"
 FORMULAS = {
     "ri": "popular ~ 1 + sex + texp + (1 | school)",
     "rs": "popular ~ 1 + sex + texp + (1 + sex | school)",

@@ -7,6 +7,7 @@ back together with the returned state (warm start).
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from skmlmi.conditional.base import DrawContext
 from skmlmi.conditional.random_effects import RandomEffectsNormal, RandomEffectsPMM, RandomEffectsState
 from skmlmi.conditional.single_level import PredictiveMeanMatching
 
-SHARED = Path("/work/shared")
+SHARED = Path(os.environ["SKMLMI_SHARED"])
 
 
 # --------------------------------------------------------------------------- helpers

@@ -19,7 +19,9 @@ from skmlmi.conditional.base import DrawContext
 from skmlmi.conditional.random_effects_discrete import (
     RandomEffectsCategorical,
     RandomEffectsLogistic,
+    _cluster_blocks,
     _polya_gamma_moments,
+    _sort_by_cluster,
     _truncated_normal,
     polya_gamma,
 )
@@ -89,6 +91,24 @@ def test_polya_gamma_vectorised_over_mixed_arguments_keeps_shape_and_order():
     # Means 1/4 and tanh(150)/600 ~ 1/600: each half must sit near its own mean.
     assert abs(draws[c == 0].mean() - 0.25) < 0.01
     assert abs(draws[c == 300].mean() - 1 / 600) < 1e-4
+
+
+def test_cluster_blocks_match_dense_cross_products_with_unequal_clusters():
+    # The reduceat path on rows sorted by cluster must equal F_j' W_j Z_j computed cluster by
+    # cluster (exact up to rounding), for a random intercept alone and with a random slope.
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 7, size=200)
+    groups[:7] = np.arange(7)  # every cluster present, sizes unequal
+    design = np.column_stack([np.ones(200), rng.normal(size=(200, 3))])
+    weights = rng.random(200)
+    order, starts = _sort_by_cluster(groups, 7)
+    for random in (np.array([0]), np.array([0, 2])):
+        total, blocks = _cluster_blocks(design[order], random, weights[order], starts)
+        np.testing.assert_allclose(total, (design * weights[:, None]).T @ design, rtol=1e-12)
+        for j in range(7):
+            rows = groups == j
+            dense = (design[rows] * weights[rows, None]).T @ design[rows][:, random]
+            np.testing.assert_allclose(blocks[j], dense, rtol=1e-12, atol=1e-12)
 
 
 def test_truncated_normal_stays_inside_far_tail_intervals():

@@ -1,5 +1,6 @@
 """test_models (mitml testModels) on fitted analysis models."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from skmlmi.analysis import GLM, OLS, LinearMixedModel
 from skmlmi.pooling import d1, d2, test_models
 
-REFERENCE = Path("/work/shared/reference")
+REFERENCE = Path(os.environ["SKMLMI_SHARED"]) / "reference"
 
 
 @pytest.fixture(scope="module")

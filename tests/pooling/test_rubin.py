@@ -5,6 +5,7 @@ digits R printed.
 """
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from skmlmi.pooling import (
     rubin_components,
 )
 
-REFERENCE = Path("/work/shared/reference")
+REFERENCE = Path(os.environ["SKMLMI_SHARED"]) / "reference"
 Q = [1.00, 1.20, 0.90, 1.10, 1.05]
 U = [0.040, 0.050, 0.045, 0.050, 0.042]
 QK = np.array([(0.5, 0.2), (0.6, 0.25), (0.45, 0.10), (0.55, 0.30), (0.5, 0.22)])
