@@ -43,11 +43,28 @@ def analysis_model() -> LogisticMixedModel:
     return LogisticMixedModel(FORMULA, reference_levels={"motor_score": "5/6"})
 
 
-def make_imputer(columns, model: str, m: int, max_iter: int, seed: int, n_gibbs: int) -> MultilevelIterativeImputer:
+def add_mort_interactions(data: pd.DataFrame) -> list[str]:
+    """Columns mort x (dummy-coded predictor) for the pupil model, added in place; returns their names.
+
+    With a logistic analysis model, P(pupil | mort, X) is not a main-effects multinomial logit
+    in X (the term log{(1 + e^eta0(X)) / (1 + e^(eta0(X) + beta_k))} is nonlinear in X); the
+    interactions let the pupil-mort association vary with X instead of biasing its average.
+    """
+    base = pd.get_dummies(data[["type", "age", "motor_score", "hypox", "tsah", "edh"]], drop_first=True, dtype=float)
+    names = []
+    for column in base.columns:
+        data[f"mort_x_{column}"] = base[column] * data["mort"]
+        names.append(f"mort_x_{column}")
+    return names
+
+
+def make_imputer(columns, model: str, m: int, max_iter: int, seed: int, n_gibbs: int,
+                 interactions=()) -> MultilevelIterativeImputer:
     matrix = pd.DataFrame(0, index=columns, columns=columns)
     for target, predictors in PREDICTORS.items():
         matrix.loc[target, predictors] = 1
         matrix.loc[target, "name"] = -2
+    matrix.loc["pupil", list(interactions)] = 1
     categorical = {"re": lambda: RandomEffectsCategorical(n_gibbs=n_gibbs), "single": Polytomous}[model]
     methods = {"ct": categorical(), "pupil": categorical(), "hypots": TwoStageLogistic()}
     return MultilevelIterativeImputer(methods=methods, predictor_matrix=matrix, n_imputations=m,
@@ -58,11 +75,14 @@ def one_amputation(seed: int, args, reference: pd.Series, se: pd.Series) -> tupl
     incomplete = load_impact_incomplete(random_state=seed)
     if not args.ordered_ct:
         incomplete["ct"] = incomplete["ct"].cat.as_unordered()
+    columns = list(incomplete.columns)
+    interactions = add_mort_interactions(incomplete) if args.mort_interactions else []
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # logged events (systematic clusters) are expected here
         sets = make_imputer(incomplete.columns, args.model, args.m, args.max_iter, seed,
-                            args.n_gibbs).fit_transform_all(incomplete, groups="name")
+                            args.n_gibbs, interactions).fit_transform_all(incomplete, groups="name")
+    sets = [d[columns] for d in sets]
     seconds = time.perf_counter() - start
     fits = [analysis_model().fit(d) for d in sets]
     table = pool(np.array([f.coef_.to_numpy() for f in fits]), np.array([f.cov_params_ for f in fits]),
@@ -79,6 +99,8 @@ def main(argv=None) -> None:
     parser.add_argument("--max-iter", type=int, default=5)
     parser.add_argument("--n-gibbs", type=int, default=5)
     parser.add_argument("--ordered-ct", action="store_true")
+    parser.add_argument("--mort-interactions", action="store_true",
+                        help="add mort x predictor interactions to the pupil model")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     complete_fit = analysis_model().fit(load_impact())
@@ -95,7 +117,8 @@ def main(argv=None) -> None:
         frame.to_csv(args.out)
     summary = pd.DataFrame({"mean": frame.mean(), "sd": frame.std(ddof=1),
                             "mc_se": frame.std(ddof=1) / np.sqrt(len(frame))})
-    print(f"\n{args.model}, ordered ct: {args.ordered_ct}, {len(frame)} amputations, m = {args.m}, "
+    print(f"\n{args.model}, ordered ct: {args.ordered_ct}, mort interactions: {args.mort_interactions}, "
+          f"{len(frame)} amputations, m = {args.m}, "
           f"max_iter = {args.max_iter}, n_gibbs = {args.n_gibbs}; imputation {np.mean(seconds):.1f} s each")
     print(summary.round(3).to_string())
 
