@@ -59,12 +59,13 @@ def add_mort_interactions(data: pd.DataFrame) -> list[str]:
 
 
 def make_imputer(columns, model: str, m: int, max_iter: int, seed: int, n_gibbs: int,
-                 interactions=()) -> MultilevelIterativeImputer:
+                 interactions=(), interaction_targets=("pupil",)) -> MultilevelIterativeImputer:
     matrix = pd.DataFrame(0, index=columns, columns=columns)
     for target, predictors in PREDICTORS.items():
         matrix.loc[target, predictors] = 1
         matrix.loc[target, "name"] = -2
-    matrix.loc["pupil", list(interactions)] = 1
+    for target in interaction_targets:
+        matrix.loc[target, list(interactions)] = 1
     categorical = {"re": lambda: RandomEffectsCategorical(n_gibbs=n_gibbs), "single": Polytomous}[model]
     methods = {"ct": categorical(), "pupil": categorical(), "hypots": TwoStageLogistic()}
     return MultilevelIterativeImputer(methods=methods, predictor_matrix=matrix, n_imputations=m,
@@ -81,7 +82,8 @@ def one_amputation(seed: int, args, reference: pd.Series, se: pd.Series) -> tupl
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # logged events (systematic clusters) are expected here
         sets = make_imputer(incomplete.columns, args.model, args.m, args.max_iter, seed,
-                            args.n_gibbs, interactions).fit_transform_all(incomplete, groups="name")
+                            args.n_gibbs, interactions, args.interaction_targets).fit_transform_all(incomplete,
+                                                                                                    groups="name")
     sets = [d[columns] for d in sets]
     seconds = time.perf_counter() - start
     fits = [analysis_model().fit(d) for d in sets]
@@ -101,6 +103,8 @@ def main(argv=None) -> None:
     parser.add_argument("--ordered-ct", action="store_true")
     parser.add_argument("--mort-interactions", action="store_true",
                         help="add mort x predictor interactions to the pupil model")
+    parser.add_argument("--interaction-targets", nargs="+", default=["pupil"], choices=["pupil", "ct"],
+                        help="which imputation models get the mort interactions (default pupil)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     complete_fit = analysis_model().fit(load_impact())
