@@ -176,7 +176,7 @@ def _demo(args) -> int:
     options = ("display.width", 160, "display.max_columns", 12, "display.float_format", "{:.4f}".format)
     with pd.option_context(*options):
         for label, table in result["tables"].items():
-            took = f" ({result['seconds'][label]:.2f} s to impute)" if label in result["seconds"] else ""
+            took = f" ({result['seconds'][label]:.2f} s to impute and analyse)" if label in result["seconds"] else ""
             print(f"== {label}{took}")
             print(table.to_string(), "\n")
         print("== pooled variance components and ICC (mitml: per-imputation values averaged)")
