@@ -120,7 +120,7 @@ def main() -> None:
         if method not in r_cache:
             r_cache[method] = run_r(R_TEMPLATE.format(method=method))
         r = r_cache[method]
-        ratio = f"{r / ours:.0f}x" if r else "R not installed"
+        ratio = f"{r / ours:.1f}x" if r else "R not installed"
         print(f"| {label} | {ours:.3f} | {r if r else '-'} | {ratio} |")
     if args.big:
         print("\n| rows | clusters | 5 incomplete vars, m=5, max_iter=10, n_jobs=2: wall (s) | peak memory, "

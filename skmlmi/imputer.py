@@ -950,7 +950,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self._chain_results = results
         rows = [ev for r in results for ev in r.events]
         self.logged_events_ = pd.DataFrame(rows, columns=["iteration", "chain", "column", "reason"])
-        for (column, reason), _ in self.logged_events_.groupby(["column", "reason"], sort=False):
+        for column, reason in dict.fromkeys((ev[2], ev[3]) for ev in rows):  # once per distinct event
             warnings.warn(f"{column}: {reason} (see logged_events_)", UserWarning, stacklevel=4)
         self.n_iter_ = self.max_iter
 

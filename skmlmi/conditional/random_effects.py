@@ -464,20 +464,22 @@ class RandomEffectsNormal(BaseConditionalImputer):
 
     Parameters
     ----------
-    n_gibbs : int, default=5
+    n_gibbs : int, default=4
         Gibbs steps per visit. The state carries over between the chained-equations
         iterations of a chain, so over ``max_iter`` iterations the chain runs
         ``n_burnin + max_iter * n_gibbs`` steps (R's 2l.pan restarts pan with 500 steps
-        at every visit). The default comes from a convergence check on popmis
+        at every visit). The default comes from convergence checks on popmis
         (``popular`` with a random slope of ``sex``, ``texp`` fixed;
         ``benchmarks/bench_random_effects_kernel.py --convergence``). In a long chain
-        the lag-1 / lag-3 / lag-10 autocorrelations are 0.18 / 0.03 / -0.01 for sigma^2,
-        0.37 / 0.12 / 0.01 for Psi_00 and 0.56 / 0.22 / -0.01 for the slope variance
-        Psi_11 (the slowest), so five steps leave at most a small correlation (about
-        0.1 for Psi_11) between the draws of successive visits, which the chained
-        iterations average out: with 20 chains x 20 iterations the split-R-hat of the
-        chain means is 0.99-1.01 (tests/test_validation_random_effects.py), and the
-        popmis parity with R's 2l.pan holds (tests/test_parity_popmis.py). With
+        the lag-1 / lag-3 / lag-10 autocorrelations of the parameter draws are
+        0.18 / 0.03 / -0.01 for sigma^2, 0.37 / 0.12 / 0.01 for Psi_00 and
+        0.56 / 0.22 / -0.01 for the slope variance Psi_11 (the slowest). What the
+        imputations need is that the chained iterations mix: with 20 chains x 20
+        iterations, the split-R-hat of the chain means and variances of the imputed
+        values is 1.00-1.01 and the lag-1 autocorrelation of the chain means across
+        iterations is about 0 for 3, 4 and 5 steps per visit alike (-0.12 with 4), and the
+        popmis parity with R's 2l.pan holds (tests/test_parity_popmis.py); 4 leaves the
+        slowest parameter's draws of successive visits correlated at about 0.15. With
         ``heteroscedastic=True`` the hyperparameter sigma0^2 mixes slower (lag-10
         autocorrelation 0.14); raise ``n_gibbs`` then, or when clusters are small and the
         ICC low (Psi mixes slower). A step costs O(J q^2 p) (about 3-4 ms with
@@ -546,7 +548,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
     >>> draw.sample(X[~observed], groups[~observed], rng).shape == ((~observed).sum(),)
     True
     >>> state.n_steps
-    10
+    9
     """
 
     target_kinds = frozenset({"continuous", "integer"})
@@ -561,7 +563,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
         "prior": [StrOptions({"pan", "scaled"}), dict],
     }
 
-    def __init__(self, n_gibbs: int = 5, n_burnin: int = 5, heteroscedastic: bool = False, prior="pan"):
+    def __init__(self, n_gibbs: int = 4, n_burnin: int = 5, heteroscedastic: bool = False, prior="pan"):
         self.n_gibbs = n_gibbs
         self.n_burnin = n_burnin
         self.heteroscedastic = heteroscedastic
@@ -758,7 +760,7 @@ class RandomEffectsPMM(RandomEffectsNormal):
         "prior": [StrOptions({"pan", "scaled"}), dict],
     }
 
-    def __init__(self, donors: int = 5, matchtype: int = 1, n_gibbs: int = 5, n_burnin: int = 5, prior="pan"):
+    def __init__(self, donors: int = 5, matchtype: int = 1, n_gibbs: int = 4, n_burnin: int = 5, prior="pan"):
         self.donors = donors
         self.matchtype = matchtype
         self.n_gibbs = n_gibbs
