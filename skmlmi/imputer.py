@@ -24,6 +24,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
+from joblib import effective_n_jobs
+from joblib.parallel import get_active_backend
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 from threadpoolctl import ThreadpoolController
@@ -111,7 +113,7 @@ class _Plan:
     """What every chain shares: targets in visit order, rows, post-processing."""
 
     targets: list[_Target]  # one per visit of the visit sequence
-    auxiliary: list[_Target]  # complete-at-fit columns: one final draw, for new data
+    auxiliary: list[int]  # complete-at-fit columns: a model is made and drawn only if new data need it
     groups: np.ndarray | None
     n_clusters: int
     cluster_labels: Any
@@ -585,9 +587,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         seeds = np.random.SeedSequence(self._entropy).spawn(self.n_imputations)
         self._check_fittable(W, plan)
         rngs = [np.random.Generator(np.random.PCG64(seed)) for seed in seeds]
-        results = Parallel(n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0))(
-            delayed(_run_chain)(plan, W, rng, self.max_iter, c, self._entropy, 0, None, self.verbose)
-            for c, rng in enumerate(rngs)
+        results = self._parallel(
+            [(plan, W, rng, self.max_iter, c, self._entropy, 0, None, self.verbose) for c, rng in enumerate(rngs)]
         )
         self._W = W
         self._store_results(plan, results)
@@ -612,10 +613,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         if not isinstance(n_iter, numbers.Integral) or n_iter < 1:
             raise ValueError(f"n_iter must be a positive integer, got {n_iter!r}.")
         plan, previous = self._plan, self._chain_results
-        results = Parallel(n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0))(
-            delayed(_run_chain)(plan, self._chain_data(c), r.rng, n_iter, c, self._entropy, self.n_iter_, r.states,
-                                self.verbose)
-            for c, r in enumerate(previous)
+        results = self._parallel(
+            [(plan, self._chain_data(c), r.rng, n_iter, c, self._entropy, self.n_iter_, r.states, self.verbose)
+             for c, r in enumerate(previous)]
         )
         for old, new in zip(previous, results, strict=True):
             new.chain_mean = np.vstack([old.chain_mean, new.chain_mean])
@@ -625,6 +625,15 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self._store_results(plan, results)
         self.n_iter_ = n_done + n_iter
         return self
+
+    def _parallel(self, chains):
+        """Run the chains (argument tuples of :func:`_run_chain`): through joblib, or directly in
+        this process when joblib would run them one after the other here anyway (saves its
+        set-up, which matters for small data). Results are the same either way."""
+        if effective_n_jobs(self.n_jobs) == 1 and type(get_active_backend()[0]).__name__ == "LokyBackend":
+            return [_run_chain(*args) for args in chains]
+        return Parallel(n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0))(
+            delayed(_run_chain)(*args) for args in chains)
 
     def _chain_data(self, chain):
         """The working data as chain ``chain`` left it (the observed cells never change)."""
@@ -883,12 +892,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             targets.append(made[j])
         complete = [j for j in range(W.shape[1])
                     if j not in made and j not in derived_cols and self._columns[j] != self._groups_column]
-        auxiliary = []
-        for j in complete:
-            try:
-                auxiliary.append(self._make_target(j, matrix, codes, multilevel, cluster_constant))
-            except ValueError:
-                continue  # such a column then cannot be imputed in new data: transform says so
+        self._cluster_constant = cluster_constant  # for the complete columns' models, made on demand
+        self._auxiliary_targets = {}
         for name in dict.fromkeys(self._warn_ignored):
             if name in self.visit_sequence_:
                 warnings.warn(
@@ -912,7 +917,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         write_rows = {j: missing[impute_rows[j], j] | (j in derived_cols) for j in range(W.shape[1])}
         partial = bool((missing & ~where).any())
         return _Plan(
-            targets, auxiliary, codes, n_clusters, labels, self._columns, fit_rows, impute_rows, write_rows,
+            targets, complete, codes, n_clusters, labels, self._columns, fit_rows, impute_rows, write_rows,
             incomplete, derived, parse_bounds(self.bounds, self._columns), parse_post(self.post, self._columns),
             partial,
         )
@@ -994,7 +999,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         rng = np.random.Generator(np.random.PCG64(
             np.random.SeedSequence(self._entropy, spawn_key=(_TRANSFORM_STREAM, chain))))
         visits = [(t, d) for t, d in zip(plan.targets, self.final_draws_[chain], strict=True)]
-        visits += [(t, self._auxiliary_draw(chain, t)) for t in plan.auxiliary if missing[:, t.column].any()]
+        for j in plan.auxiliary:
+            target = self._auxiliary_target(j) if missing[:, j].any() else None
+            if target is not None:
+                visits.append((target, self._auxiliary_draw(chain, target)))
         derived = {d.column for d in plan.derived}
         missing[:, sorted(derived)] = False  # computed, never imputed
         visits = [(t, d) for t, d in visits if missing[:, t.column].any()]
@@ -1042,6 +1050,17 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                     f"exist only for clusters seen at fit; clusters {unseen[:10]} are new. Use a random-effects "
                     "model such as RandomEffectsNormal or RandomEffectsPMM (cluster column coded -2)."
                 )
+
+    def _auxiliary_target(self, j):
+        """The imputation model of column ``j``, complete at fit (None if it cannot have one)."""
+        if j not in self._auxiliary_targets:
+            try:
+                self._auxiliary_targets[j] = self._make_target(
+                    j, self.predictor_matrix_, self._plan.groups, self._plan.groups is not None,
+                    self._cluster_constant)
+            except ValueError:
+                self._auxiliary_targets[j] = None  # transform then names the column it cannot impute
+        return self._auxiliary_targets[j]
 
     def _auxiliary_draw(self, chain, target):
         """Draw, from chain ``chain``'s final data, the model of a column complete at fit.

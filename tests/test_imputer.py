@@ -307,3 +307,18 @@ def test_visit_sequences(mixed_frame):
     assert imp.visit_sequence_.count("x") == 2
     with pytest.raises(ValueError, match="leaves out"):
         imp.set_params(visit_sequence=["x"]).fit(mixed_frame)
+
+
+def test_columns_complete_at_fit_are_imputed_in_new_data(popmis):
+    imp = MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0)
+    _quiet(imp.fit, popmis, groups="school")
+    new = popmis.head(100).copy()
+    new.loc[new.index[:20], "sex"] = np.nan
+    new.loc[new.index[20:40], "texp"] = np.nan
+    first = _quiet(imp.transform, new)
+    assert first.isna().sum().sum() == 0 and set(first["sex"]) <= {0, 1}
+    # texp is constant within schools (a cluster-level model): one value per school, an observed one
+    filled = first.loc[new.index[20:40]]
+    assert (filled.groupby("school")["texp"].nunique() == 1).all()
+    assert set(filled["texp"]) <= set(popmis["texp"])
+    pd.testing.assert_frame_equal(first, _quiet(imp.transform, new))
