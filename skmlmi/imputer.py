@@ -965,21 +965,22 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         W = self._W.copy()
         for col in self._plan.incomplete:
             W[self._plan.impute_rows[col], col] = self._chain_results[chain].values[col]
-        return self._output(W, frame)
+        return self._output(W, frame, changed=self._plan.incomplete)
 
-    def _output(self, W, frame):
+    def _output(self, W, frame, changed=None):
+        """``W`` in the input's format; ``changed`` lists the columns that may differ from ``frame``
+        (default: those with missing values)."""
         if not self._is_frame:
             out = W
             if self._groups_column is not None and not self.keep_groups:
                 out = np.delete(out, self._columns.index(self._groups_column), axis=1)
             return out
         out = frame.copy()
-        for j, name in enumerate(self._columns):
-            if name == self._groups_column:
-                continue
-            if frame[name].isna().any() or not np.array_equal(W[:, j], self._codecs[j].encode(frame[name]),
-                                                               equal_nan=True):
-                out[name] = self._codecs[j].decode(W[:, j], index=frame.index)
+        if changed is None:
+            changed = [j for j, name in enumerate(self._columns)
+                       if name != self._groups_column and frame[name].isna().any()]
+        for j in changed:
+            out[self._columns[j]] = self._codecs[j].decode(W[:, j], index=frame.index)
         if self._groups_column is not None and not self.keep_groups:
             out = out.drop(columns=[self._groups_column])
         return out
@@ -1033,7 +1034,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                     g = codes if target.cluster_role != 0 else None
                     W[rows, target.column] = _sample(draw, X, g, rows, target, new_plan, rng, log)
                     _recompute_derived(W, new_plan, target.column)
-        return self._output(W, frame)
+        changed = set(np.flatnonzero(cells.any(axis=0)).tolist())
+        changed |= {d.column for d in plan.derived if new_plan.impute_rows[d.column].size}
+        return self._output(W, frame, changed=sorted(changed))
 
     def _check_fixed_cluster_rows(self, visits, missing, codes, frame, groups):
         """Cluster fixed effects exist only for clusters seen at fit: name the others."""
