@@ -13,15 +13,16 @@ imputation strategies: ignoring the schools, school fixed effects, and a multile
 """),
     ("code", """
 import warnings
+
 import matplotlib
-matplotlib.use("Agg")
-import numpy as np
 import pandas as pd
-from skmlmi import MIPooler, MultilevelIterativeImputer
+
+from skmlmi import MIPooler, MultilevelIterativeImputer, diagnostics
 from skmlmi.analysis import LinearMixedModel
 from skmlmi.conditional import PredictiveMeanMatching, RandomEffectsNormal
 from skmlmi.datasets import load_popmis
-from skmlmi import diagnostics
+
+matplotlib.use("Agg")
 warnings.simplefilter("ignore")
 pd.set_option("display.precision", 4)
 data = load_popmis()[["school", "popular", "sex", "texp"]]
@@ -120,12 +121,15 @@ affects whether the value is observed but not the value itself (role code -3).
 """),
     ("code", """
 import warnings
+
 import numpy as np
 import pandas as pd
+
 from skmlmi import MultilevelIterativeImputer
 from skmlmi.conditional import HeckmanSelection, RandomEffectsLogistic, RandomEffectsNormal
 from skmlmi.datasets import interviewer_effect, load_hiv, load_obesity
 from skmlmi.pooling import pool_scalar
+
 warnings.simplefilter("ignore")
 
 
@@ -218,17 +222,24 @@ the right answer.
 """),
     ("code", """
 import warnings
+
 import matplotlib
-matplotlib.use("Agg")
 import numpy as np
 import pandas as pd
-from skmlmi import MIPooler, MultilevelIterativeImputer, missing_by_cluster, recommend_methods
+
+from skmlmi import MIPooler, MultilevelIterativeImputer, diagnostics, missing_by_cluster, recommend_methods
 from skmlmi.analysis import LogisticMixedModel
-from skmlmi.conditional import (BayesianLogistic, Polytomous, RandomEffectsCategorical, RandomEffectsLogistic,
-                                TwoStageLogistic)
+from skmlmi.conditional import (
+    BayesianLogistic,
+    Polytomous,
+    RandomEffectsCategorical,
+    RandomEffectsLogistic,
+    TwoStageLogistic,
+)
 from skmlmi.datasets import load_impact, load_impact_incomplete
 from skmlmi.predictors import suggest_predictors
-from skmlmi import diagnostics
+
+matplotlib.use("Agg")
 warnings.simplefilter("ignore")
 pd.set_option("display.precision", 3)
 FORMULA = "mort ~ type + age + motor_score + pupil + ct + (1 | name)"
@@ -341,9 +352,11 @@ multilevel models keep them (the three studies that never measured ct get their 
 random intercepts from the population distribution, which widens the spread a little).
 """),
     ("code", """
-indicators = lambda d: pd.DataFrame({"ct not I/II": (d["ct"] != "I/II").astype(float),
-                                     "pupil not Both": (d["pupil"] != "Both").astype(float),
-                                     "name": d["name"]})
+def indicators(d):
+    return pd.DataFrame({"ct not I/II": (d["ct"] != "I/II").astype(float),
+                         "pupil not Both": (d["pupil"] != "Both").astype(float), "name": d["name"]})
+
+
 iccs = {"complete data": diagnostics.icc(indicators(complete), "name")}
 for label, pooler in results.items():
     sets = pooler.imputer_.transform_all(data)  # each chain's final draws, fresh imputations
