@@ -155,3 +155,32 @@ def detect_codec(series: pd.Series, name, kind: str | None = None) -> ColumnCode
     if kind == "categorical":
         return ColumnCodec(name, "categorical", dtype, list(distinct))
     return ColumnCodec(name, kind, dtype)
+
+
+def cluster_codes(data: pd.DataFrame, groups) -> tuple[np.ndarray, pd.Index, Any]:
+    """Integer cluster codes ``0..J-1`` (sorted labels), the labels, and the groups column name.
+
+    ``groups`` is a column name of ``data`` or an array of one label per row; string,
+    integer and categorical labels all work. A name that is not a column, a length
+    mismatch or a missing label is a ``ValueError``.
+    """
+    column = None
+    if np.ndim(groups) == 0 and not isinstance(groups, bool):
+        if groups not in data.columns:
+            raise ValueError(f"groups={groups!r} is not a column of the data.")
+        column, labels = groups, data[groups]
+    else:
+        labels = groups if isinstance(groups, pd.Series) else pd.Series(np.asarray(groups))
+        if labels.ndim != 1 or len(labels) != len(data):
+            raise ValueError(f"groups has {len(labels)} labels (length {len(labels)}) but the data have "
+                             f"{len(data)} rows.")
+    missing = labels.isna().to_numpy()
+    if missing.any():
+        raise ValueError(f"groups has missing cluster labels ({int(missing.sum())} missing labels, first at row "
+                         f"{int(np.flatnonzero(missing)[0])}); every row needs a cluster.")
+    values = labels.to_numpy()
+    try:
+        codes, uniques = pd.factorize(values, sort=True)
+    except TypeError:  # labels of mixed types cannot be sorted: order of appearance
+        codes, uniques = pd.factorize(values)
+    return codes.astype(np.intp), pd.Index(uniques, name=column), column

@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
+from ._columns import cluster_codes
+
 __all__ = ["ampute"]
 
 _MECHANISMS = ("MCAR", "MAR", "MNAR")
@@ -193,19 +195,7 @@ def _cluster_codes(data: pd.DataFrame, groups: Any) -> tuple[np.ndarray | None, 
     """Integer cluster codes, the cluster labels and the name of the groups column (if any)."""
     if groups is None:
         return None, None, None
-    name = None
-    if isinstance(groups, str | int) and not isinstance(groups, bool) and groups in data.columns:
-        name = groups
-        values = data[groups]
-    elif isinstance(groups, str):
-        raise ValueError(f"groups column {groups!r} is not a column of data")
-    else:
-        values = pd.Series(np.asarray(groups))
-        if len(values) != len(data):
-            raise ValueError(f"groups has {len(values)} labels but data has {len(data)} rows")
-    if values.isna().any():
-        raise ValueError("groups contains missing cluster labels")
-    codes, labels = pd.factorize(pd.Series(values.to_numpy()), sort=True)
+    codes, labels, name = cluster_codes(data, groups)
     return codes, np.asarray(labels), name
 
 

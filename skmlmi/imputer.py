@@ -30,7 +30,7 @@ from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 from threadpoolctl import ThreadpoolController
 
-from ._columns import ColumnCodec, detect_codec
+from ._columns import ColumnCodec, cluster_codes, detect_codec
 from ._kernels import cluster_means
 from ._passive import apply_bounds, parse_bounds, parse_derived, parse_post
 from .conditional.base import ROLE_NAMES, BaseConditionalImputer, DrawContext, models_accepting, models_for_kind
@@ -678,7 +678,6 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
 
     def _encode_groups(self, frame, groups, reset):
         """Integer cluster codes; at transform, unseen clusters get codes >= J."""
-        groups_column = None
         if groups is None and not reset and self._groups_column is not None:
             groups = self._groups_column
         if groups is None:
@@ -687,27 +686,12 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             elif getattr(self, "cluster_labels_", None) is not None:
                 raise ValueError("The imputer was fitted with groups; pass groups to transform as well.")
             return None, None, None
-        if isinstance(groups, str | numbers.Integral) and not isinstance(groups, bool) and np.ndim(groups) == 0:
-            if groups not in frame.columns:
-                raise ValueError(f"groups={groups!r} is not a column of X.")
-            groups_column, labels = groups, frame[groups]
-        else:
-            labels = pd.Series(np.asarray(groups)) if not isinstance(groups, pd.Series) else groups
-            if labels.ndim != 1 or len(labels) != len(frame):
-                raise ValueError(f"groups has length {len(labels)} but X has {len(frame)} rows.")
-        if labels.isna().any():
-            raise ValueError(
-                f"groups has {int(labels.isna().sum())} missing labels (first at row "
-                f"{int(np.flatnonzero(labels.isna().to_numpy())[0])}); every row needs a cluster."
-            )
-        values = labels.to_numpy()
+        codes, labels, groups_column = cluster_codes(frame, groups)
         if reset:
-            try:
-                codes, uniques = pd.factorize(values, sort=True)
-            except TypeError:
-                codes, uniques = pd.factorize(values)
-            self.cluster_labels_ = pd.Index(uniques)
-            return codes.astype(np.intp), self.cluster_labels_, groups_column
+            self.cluster_labels_ = pd.Index(labels, name=None)
+            return codes, self.cluster_labels_, groups_column
+        # new data: clusters seen at fit keep their codes, unseen ones get codes >= J
+        values = np.asarray(labels)[codes]
         index = self.cluster_labels_.get_indexer(values)
         unseen = index < 0
         if unseen.any():

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ._columns import detect_codec
+from ._columns import cluster_codes, detect_codec
 from .conditional.base import BaseConditionalImputer
 from .conditional.cluster_level import is_cluster_constant
 
@@ -40,21 +40,9 @@ def _frame_and_groups(data: Any, groups: Any) -> tuple[pd.DataFrame, np.ndarray,
         raise TypeError(f"data must be a pandas DataFrame or a 2-D numpy array; got {type(data).__name__}")
     if groups is None:
         raise ValueError("groups is required: a column name of data or an array of cluster labels")
-    name = None
-    if isinstance(groups, str | int) and not isinstance(groups, bool) and groups in data.columns:
-        name = groups
-        labels = data[groups]
-    elif isinstance(groups, str):
-        raise ValueError(f"groups column {groups!r} is not a column of data")
-    else:
-        labels = pd.Series(np.asarray(groups))
-        if len(labels) != len(data):
-            raise ValueError(f"groups has {len(labels)} labels but data has {len(data)} rows")
-    if pd.isna(labels).any():
-        raise ValueError("groups contains missing cluster labels")
-    codes, uniques = pd.factorize(pd.Series(np.asarray(labels)), sort=True)
+    codes, uniques, name = cluster_codes(data, groups)
     frame = data.drop(columns=[name]) if name is not None else data
-    return frame, codes.astype(np.intp), np.asarray(uniques), name
+    return frame, codes, np.asarray(uniques), name
 
 
 def _cluster_table(missing: np.ndarray, codes: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._columns import cluster_codes
 from ..conditional.base import ROLE_NAMES
 from ..predictors import _correlations, _numeric_codes
 from .convergence import autocorrelation, rhat
@@ -119,19 +120,7 @@ def _pick_columns(frame: pd.DataFrame, columns, exclude=()) -> list:
 
 def _groups(frame: pd.DataFrame, groups) -> tuple[np.ndarray, pd.Index, Any]:
     """Integer cluster codes (sorted labels), the labels, and the column name (or None)."""
-    column = None
-    if isinstance(groups, str) or (np.isscalar(groups) and groups in frame.columns):
-        if groups not in frame.columns:
-            raise ValueError(f"groups {groups!r} is not a column of the data.")
-        column, labels = groups, frame[groups].to_numpy()
-    else:
-        labels = groups.to_numpy() if isinstance(groups, pd.Series) else np.asarray(groups)
-        if labels.ndim != 1 or len(labels) != len(frame):
-            raise ValueError(f"groups must be a column name or {len(frame)} cluster labels; got shape {labels.shape}.")
-    codes, uniques = pd.factorize(labels, sort=True, use_na_sentinel=True)
-    if (codes < 0).any():
-        raise ValueError(f"groups has missing cluster labels (first at row {int(np.argmax(codes < 0))}).")
-    return codes.astype(np.intp), pd.Index(uniques, name=column), column
+    return cluster_codes(frame, groups)
 
 
 def _heatmap_ticks(ax, rows: list, columns: list, rotate: bool = True) -> None:
