@@ -758,27 +758,16 @@ def meta_analysis(
     d = X.shape[1]
     moments = _moment_system(S, X)
     psi_mm = _moment_psi(y, X, moments)
+
+    def result(psi, **fitted):
+        fit = _gls(y, S, X, psi)
+        return MetaAnalysisResult(coefficients=fit.coefficients, coefficients_covariance=fit.covariance, psi=psi,
+                                  method=method, n_studies=J, n_outcomes=k, n_covariates=d, _estimates=y,
+                                  _within=S, _design=X, _moments=moments, **fitted)
+
     if method == "mm":
-        fit = _gls(y, S, X, psi_mm)
-        return MetaAnalysisResult(
-            coefficients=fit.coefficients,
-            coefficients_covariance=fit.covariance,
-            psi=psi_mm,
-            method="mm",
-            parameters=None,
-            parameters_covariance=None,
-            hessian=None,
-            log_likelihood=float("nan"),
-            converged=True,
-            n_iterations=0,
-            n_studies=J,
-            n_outcomes=k,
-            n_covariates=d,
-            _estimates=y,
-            _within=S,
-            _design=X,
-            _moments=moments,
-        )
+        return result(psi_mm, parameters=None, parameters_covariance=None, hessian=None,
+                      log_likelihood=float("nan"), converged=True, n_iterations=0)
     # Start away from the saddle point L = 0 (where the gradient in L vanishes whatever the data):
     # add a ridge of 5% of the median within variance (1% to a warm start).
     median_within = np.median(np.diagonal(S, axis1=1, axis2=2), axis=0)
@@ -792,7 +781,6 @@ def meta_analysis(
         psi_start = (vectors * np.clip(values, 0.0, None)) @ vectors.T + np.diag(0.01 * median_within)
     theta, value, hessian, converged, n_iter = _maximise(y, S, X, method == "reml", psi_start, max_iter)
     psi = psi_from_parameters(theta, k)
-    fit = _gls(y, S, X, psi)
     values, vectors = np.linalg.eigh(-hessian)
     keep = values > 1e-10 * max(values.max(), 1e-300)
     inv_values = np.where(keep, 1.0 / np.where(keep, values, 1.0), 0.0)
@@ -804,22 +792,5 @@ def meta_analysis(
             ConvergenceWarning,
             stacklevel=2,
         )
-    return MetaAnalysisResult(
-        coefficients=fit.coefficients,
-        coefficients_covariance=fit.covariance,
-        psi=psi,
-        method=method,
-        parameters=theta,
-        parameters_covariance=(param_cov + param_cov.T) / 2.0,
-        hessian=hessian,
-        log_likelihood=value,
-        converged=converged,
-        n_iterations=n_iter,
-        n_studies=J,
-        n_outcomes=k,
-        n_covariates=d,
-        _estimates=y,
-        _within=S,
-        _design=X,
-        _moments=moments,
-    )
+    return result(psi, parameters=theta, parameters_covariance=(param_cov + param_cov.T) / 2.0, hessian=hessian,
+                  log_likelihood=value, converged=converged, n_iterations=n_iter)
