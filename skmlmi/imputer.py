@@ -716,8 +716,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         return W
 
     def _check_data(self, frame, W, missing):
+        derived = set(self.derived or ())  # computed from their inputs: may start empty
         for j, name in enumerate(self._columns):
-            if name != self._groups_column and missing[:, j].all():
+            if name != self._groups_column and name not in derived and missing[:, j].all():
                 raise ValueError(
                     f"Column {name!r} is entirely missing: nothing to learn its distribution from. "
                     "Drop it, or give it observed values."

@@ -50,6 +50,20 @@ def test_derived_column_identical_to_its_formula_in_every_output(body, formula):
     assert "bmi" not in imp.visit_sequence_ and "bmi" in imp.incomplete_columns_
 
 
+def test_derived_column_may_start_entirely_missing(body):
+    # an interaction added as an empty column is filled from its inputs (mice: passive
+    # columns need no observed values), and the caller's empty column stays empty
+    data = body.assign(bmi=np.nan)
+    matrix = {"bmi": {"weight": 0, "height": 0}}
+    imp = MultilevelIterativeImputer(methods=BayesianNormal(), derived={"bmi": "weight / height ** 2"},
+                                     predictor_matrix=matrix, n_imputations=2, max_iter=2, random_state=0)
+    for out in imp.fit_transform_all(data):
+        np.testing.assert_allclose(out["bmi"], out["weight"] / out["height"] ** 2)
+    assert data["bmi"].isna().all()
+    with pytest.raises(ValueError, match="'age' is entirely missing"):
+        MultilevelIterativeImputer(n_imputations=1).fit(body.assign(age=np.nan))
+
+
 def test_derived_column_predicting_its_inputs_warns_of_circularity(body):
     imp = MultilevelIterativeImputer(methods=BayesianNormal(), derived={"bmi": "weight / height ** 2"},
                                      n_imputations=1, max_iter=1, random_state=0)
