@@ -8,8 +8,9 @@ Run: python benchmarks/bench_two_stage.py [--reps 1000] [--skip-impact] [--skip-
    not installed here (CRAN unreachable); its timings on the same kind of machine are
    quoted from the issue: 2l.2stage.norm 85 s, 2l.2stage.pmm 648 s.
 2. IMPACT (11,022 rows, 15 studies), the incomplete data of
-   :func:`skmlmi.datasets.impact.load_impact_incomplete`: ct and pupil by
-   RandomEffectsCategorical, hypots by TwoStageLogistic, m = 20, max_iter = 10.
+   :func:`skmlmi.datasets.impact.load_impact_incomplete` (seed 1) with the validated set-up
+   of ``benchmarks/validate_impact.py``: ct and pupil by RandomEffectsCategorical (with the
+   mort x predictor interactions), hypots by TwoStageLogistic, m = 20, max_iter = 10.
 3. Coverage: x_ij ~ N(mu_j, 1), y = 1 + 0.5 x + v_j + e in 30 clusters of 40; x
    systematically missing in 6 random clusters and MAR on y elsewhere; TwoStageNormal
    imputes x from y (m = 5). Estimands: E[x] = 0 (mean of cluster means, df J - 1) and the
@@ -29,13 +30,13 @@ import warnings
 import numpy as np
 import pandas as pd
 from _common import machine
+from _impact import incomplete_data, make_imputer
 from scipy import stats
 
 from skmlmi import MultilevelIterativeImputer
-from skmlmi.conditional import DrawContext, RandomEffectsCategorical
-from skmlmi.conditional.two_stage import TwoStageLogistic, TwoStageNormal, TwoStagePMM
+from skmlmi.conditional import DrawContext
+from skmlmi.conditional.two_stage import TwoStageNormal, TwoStagePMM
 from skmlmi.datasets import load_popmis
-from skmlmi.datasets.impact import load_impact_incomplete
 from skmlmi.pooling import pool_scalar
 
 MICEMD_SECONDS = {"TwoStageNormal": 85.0, "TwoStagePMM": 648.0}
@@ -67,17 +68,9 @@ def popmis_rows() -> list[dict]:
 
 
 def impact_row() -> dict:
-    data = load_impact_incomplete(random_state=1)
-    data["ct"] = data["ct"].cat.as_unordered()  # as benchmarks/validate_impact.py
-    columns = list(data.columns)
-    matrix = pd.DataFrame(0, index=columns, columns=columns)
-    matrix.loc["ct", ["type", "age", "motor_score", "pupil", "hypox", "hypots", "tsah", "edh", "mort"]] = 1
-    matrix.loc["pupil", ["type", "age", "motor_score", "ct", "hypox", "hypots", "tsah", "edh", "mort"]] = 1
-    matrix.loc["hypots", ["type", "age", "hypox", "mort", "pupil"]] = 1
-    matrix.loc[["ct", "pupil", "hypots"], "name"] = -2
-    imp = MultilevelIterativeImputer(
-        methods={"ct": RandomEffectsCategorical(), "pupil": RandomEffectsCategorical(), "hypots": TwoStageLogistic()},
-        predictor_matrix=matrix, n_imputations=20, max_iter=10, random_state=1, n_jobs=1)
+    """The validated IMPACT set-up (benchmarks/_impact.py, multilevel, mort interactions), m = 20, max_iter = 10."""
+    data, _, interactions = incomplete_data(seed=1)
+    imp = make_imputer(data.columns, "multilevel", m=20, max_iter=10, seed=1, interactions=interactions)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         wall, cpu = timed(lambda: imp.fit_transform_all(data, groups="name"), repeat=1)

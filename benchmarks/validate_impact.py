@@ -1,176 +1,82 @@
-"""IMPACT recovery: multilevel imputation of systematically missing ct/hypots and sporadic pupil.
+"""IMPACT recovery: multilevel vs single-level imputation of systematically and sporadically missing ct, pupil, hypots.
 
 For each of ``--amputations`` amputations of the complete IMPACT data
-(:func:`skmlmi.datasets.impact.load_impact_incomplete` with seeds 1, 2, ...):
+(:func:`skmlmi.datasets.impact.load_impact_incomplete`, seeds ``--first-seed``, ...),
+impute with each kind (``multilevel``: RandomEffectsCategorical for ct and pupil,
+TwoStageLogistic for hypots; ``single-level``: Polytomous / BayesianLogistic ignoring the
+study; set-up in ``benchmarks/_impact.py``), fit
+``mort ~ type + age + motor_score + pupil + ct + (1 | name)`` to every completed dataset,
+pool with Rubin's rules and compare with the complete-data fit.
 
-* multilevel imputation: ``ct`` and ``pupil`` by RandomEffectsCategorical, ``hypots`` by
-  TwoStageLogistic (the study coded -2, ``type`` a study-level covariate of its meta-regression);
-* single-level imputation: Polytomous for ``ct`` and ``pupil``, BayesianLogistic for
-  ``hypots``, the study ignored;
+Printed per kind: for the pupil and ct terms, the mean over amputations of
+(pooled - complete) / complete-data SE with its Monte Carlo SE (target |mean| < 0.25); the
+bias of the mort model's random-intercept variance tau^2; and, paired by amputation, the
+single-level minus multilevel difference of that bias (single-level imputation loses the
+study composition of the imputed covariates, so more of the between-study variation in
+mortality is left to tau^2). ``--study-variances`` adds the between-study variances of the
+imputed variables themselves (logit P(ct != I/II), logit P(pupil != Both)).
 
-then ``mort ~ type + age + motor_score + pupil + ct + (1 | name)`` (LogisticMixedModel,
-motor score reference 5/6 as lme4's reference table) is fitted to every completed dataset
-and pooled with Rubin's rules (:func:`skmlmi.pooling.pool`). Reported per term: the mean
-over amputations of (pooled - complete) / complete-data SE (the bias in SE units; the
-target is |bias| < 0.25 for the ct and pupil terms), and the random-intercept variance
-tau^2 (mean over imputations, then over amputations) against the complete data's, and the
-random-intercept variances of the imputed variables themselves (logit P(ct != I/II) and
-P(pupil != Both) ~ 1 + (1 | name)), which single-level imputation shrinks.
-
-Run: python benchmarks/validate_impact.py [--amputations 20] [--m 20] [--max-iter 10]
-(about 1 minute per amputation with m = 20, max_iter = 10 on one core).
+Run: python benchmarks/validate_impact.py --amputations 200 --m 5 --max-iter 5 --n-jobs 2
+(about 4 s per amputation and kind on one core). Variants: ``--ordered-ct`` (cumulative
+probit for ct), ``--no-mort-interactions``, ``--kinds multilevel``, ``--out rows.csv``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
-from validate_impact_categorical import add_mort_interactions
-
-from skmlmi import MultilevelIterativeImputer
-from skmlmi.analysis import LogisticMixedModel
-from skmlmi.conditional import BayesianLogistic, Polytomous, RandomEffectsCategorical
-from skmlmi.conditional.two_stage import TwoStageLogistic
-from skmlmi.datasets.impact import load_impact, load_impact_incomplete
-from skmlmi.pooling import pool
-
-FORMULA = "mort ~ type + age + motor_score + pupil + ct + (1 | name)"
-TERMS = ["pupilNone", "pupilOne", "ctIII", "ctIV/V"]
-TAU2 = "Intercept~~Intercept|name"
-PREDICTORS = {
-    "ct": ["type", "age", "motor_score", "pupil", "hypox", "hypots", "tsah", "edh", "mort"],
-    "pupil": ["type", "age", "motor_score", "ct", "hypox", "hypots", "tsah", "edh", "mort"],
-    "hypots": ["type", "age", "hypox", "mort", "pupil"],
-}
+from _impact import KINDS, complete_reference, one_amputation
+from joblib import Parallel, delayed
 
 
-def analysis_model() -> LogisticMixedModel:
-    return LogisticMixedModel(FORMULA, reference_levels={"motor_score": "5/6"})
-
-
-def predictor_matrix(columns, multilevel: bool) -> pd.DataFrame:
-    """Role codes: the targets' predictors 1, the study -2 (multilevel) or 0 (single level).
-
-    ct and pupil also get the mort x predictor interaction columns (``mort_x_*``, see
-    validate_impact_categorical.add_mort_interactions): under a logistic analysis model the
-    covariate's conditional distribution given mort is not a main-effects model, and
-    without them the pupil terms come out about 0.4 SE high (measured there over 40
-    amputations).
-    """
-    matrix = pd.DataFrame(0, index=columns, columns=columns)
-    interactions = [c for c in columns if str(c).startswith("mort_x_")]
-    for target, predictors in PREDICTORS.items():
-        matrix.loc[target, predictors] = 1
-        matrix.loc[target, "name"] = -2 if multilevel else 0
-        if target in ("ct", "pupil"):
-            matrix.loc[target, interactions] = 1
-    return matrix
-
-
-def imputer(columns, multilevel: bool, m: int, max_iter: int, seed: int) -> MultilevelIterativeImputer:
-    if multilevel:
-        methods = {"ct": RandomEffectsCategorical(), "pupil": RandomEffectsCategorical(), "hypots": TwoStageLogistic()}
-    else:
-        methods = {"ct": Polytomous(), "pupil": Polytomous(), "hypots": BayesianLogistic()}
-    return MultilevelIterativeImputer(methods=methods, predictor_matrix=predictor_matrix(columns, multilevel),
-                                      n_imputations=m, max_iter=max_iter, random_state=seed, n_jobs=1)
-
-
-def study_variances(data: pd.DataFrame) -> dict[str, float]:
-    """Random-intercept variances of the imputed variables: logit P(ct != I/II) and P(pupil != Both) ~ 1 + (1 | name).
-
-    Ignoring the studies when imputing shrinks these between-study variances (the classic
-    bias of single-level imputation towards no clustering).
-    """
-    frame = pd.DataFrame({"name": data["name"], "ct_not_I_II": (data["ct"] != "I/II").astype(int),
-                          "pupil_not_both": (data["pupil"] != "Both").astype(int)})
+def summarise(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean and Monte Carlo SE over amputations per kind, and the paired single - multilevel difference."""
+    values = [c for c in rows.columns if c not in ("seed", "kind")]
     out = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # intercept-only fits may stop at the optimiser's tolerance
-        for column in ("ct_not_I_II", "pupil_not_both"):
-            fit = LogisticMixedModel(f"{column} ~ 1 + (1 | name)").fit(frame)
-            out[f"tau2 {column}"] = float(fit.variance_components_[TAU2])
-    return out
-
-
-def pooled_fit(datasets) -> tuple[pd.DataFrame, dict]:
-    """Pooled fixed effects (Rubin) and mean random-intercept variances over the completed datasets."""
-    fits = [analysis_model().fit(d) for d in datasets]
-    names = list(fits[0].coef_.index)
-    table = pool(np.array([f.coef_.to_numpy() for f in fits]), np.array([f.cov_params_ for f in fits]), names=names)
-    variances = [dict(study_variances(d), **{"tau2 mort model": float(f.variance_components_[TAU2])})
-                 for d, f in zip(datasets, fits, strict=True)]
-    return table, pd.DataFrame(variances).mean().to_dict()
-
-
-def one_amputation(seed: int, m: int, max_iter: int) -> dict:
-    incomplete = load_impact_incomplete(random_state=seed)
-    # ct is imputed as an unordered category, congenial with the analysis model's treatment
-    # contrasts: an ordered (cumulative probit) imputation model forces a monotone relation
-    # with mortality, whereas ct III and IV/V carry the same risk (log-odds 0.81 and 0.83 vs
-    # I/II), and biases the ctIII term by about 2 SE (seen with seeds 1 and 2).
-    incomplete["ct"] = incomplete["ct"].cat.as_unordered()
-    columns = list(incomplete.columns)
-    add_mort_interactions(incomplete)
-    out = {}
-    for label, multilevel in (("multilevel", True), ("single-level", False)):
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # logged events (systematic clusters) are expected here
-            sets = imputer(incomplete.columns, multilevel, m, max_iter, seed).fit_transform_all(
-                incomplete, groups="name")
-        seconds = time.perf_counter() - start
-        table, tau2 = pooled_fit([d[columns] for d in sets])
-        out[label] = (table, tau2, seconds)
-    return out
+    for kind, part in rows.groupby("kind", sort=False):
+        out[(kind, "mean")] = part[values].mean()
+        out[(kind, "mc_se")] = part[values].std(ddof=1) / np.sqrt(len(part))
+    if set(KINDS) <= set(rows["kind"]):
+        wide = rows.pivot(index="seed", columns="kind", values=values)
+        paired = wide.xs("single-level", axis=1, level=1) - wide.xs("multilevel", axis=1, level=1)
+        out[("single - multilevel", "mean")] = paired.mean()
+        out[("single - multilevel", "mc_se")] = paired.std(ddof=1) / np.sqrt(len(paired))
+    return pd.DataFrame(out)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--amputations", type=int, default=20)
-    parser.add_argument("--m", type=int, default=20)
-    parser.add_argument("--max-iter", type=int, default=10)
+    parser.add_argument("--amputations", type=int, default=200)
+    parser.add_argument("--first-seed", type=int, default=1)
+    parser.add_argument("--m", type=int, default=5)
+    parser.add_argument("--max-iter", type=int, default=5)
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--ordered-ct", action="store_true", help="impute ct with the cumulative probit")
+    parser.add_argument("--no-mort-interactions", action="store_true")
+    parser.add_argument("--interaction-targets", nargs="+", default=["ct", "pupil"], choices=["ct", "pupil"])
+    parser.add_argument("--study-variances", action="store_true")
+    parser.add_argument("--n-jobs", type=int, default=1, help="amputations run in parallel")
+    parser.add_argument("--out", default=None, help="CSV of the per-amputation rows")
     args = parser.parse_args(argv)
-    complete_fit = analysis_model().fit(load_impact())
-
-    reference = complete_fit.coef_
-    se = pd.Series(np.sqrt(np.diag(complete_fit.cov_params_)), index=reference.index)
-    complete = load_impact()
-    tau2_complete = study_variances(complete)
-    tau2_complete["tau2 mort model"] = float(complete_fit.variance_components_[TAU2])
-    bias = {"multilevel": [], "single-level": []}
-    tau2 = {"multilevel": [], "single-level": []}
-    seconds = {"multilevel": [], "single-level": []}
-    for seed in range(1, args.amputations + 1):
-        result = one_amputation(seed, args.m, args.max_iter)
-        for label, (table, t2, sec) in result.items():
-            bias[label].append((table["estimate"][TERMS] - reference[TERMS]) / se[TERMS])
-            tau2[label].append(t2)
-            seconds[label].append(sec)
-        ml = bias["multilevel"][-1]
-        print(f"amputation {seed}: multilevel bias/SE {ml.round(2).to_dict()}; multilevel "
-              f"{ {k: round(v, 4) for k, v in result['multilevel'][1].items()} }, single-level "
-              f"{ {k: round(v, 4) for k, v in result['single-level'][1].items()} }; {result['multilevel'][2]:.1f} s",
-              flush=True)
-    print(f"\nIMPACT recovery over {args.amputations} amputations, m = {args.m}, max_iter = {args.max_iter}")
-    print(f"complete data: { {k: round(v, 4) for k, v in tau2_complete.items()} }")
-    rows = []
-    for label in bias:
-        frame = pd.DataFrame(bias[label])
-        row = {"imputation": label}
-        row.update({f"bias/SE {t}": frame[t].mean() for t in TERMS})
-        row["max |bias|/SE"] = frame.mean().abs().max()
-        variances = pd.DataFrame(tau2[label]).mean()
-        for key, value in variances.items():
-            row[key] = value
-            row[f"{key} - complete"] = value - tau2_complete[key]
-        row["seconds per imputation"] = np.mean(seconds[label])
-        rows.append(row)
-    print(pd.DataFrame(rows).set_index("imputation").T.round(4).to_string())
+    reference = complete_reference()
+    start = time.perf_counter()
+    seeds = range(args.first_seed, args.first_seed + args.amputations)
+    chunks = Parallel(n_jobs=args.n_jobs, verbose=0)(
+        delayed(one_amputation)(seed, reference, args.m, args.max_iter, args.kinds, args.ordered_ct,
+                                not args.no_mort_interactions, args.interaction_targets, args.study_variances)
+        for seed in seeds)
+    rows = pd.DataFrame([row for chunk in chunks for row in chunk])
+    if args.out:
+        rows.to_csv(args.out, index=False)
+    print(f"IMPACT recovery: {args.amputations} amputations (seeds {seeds.start}-{seeds.stop - 1}), m = {args.m}, "
+          f"max_iter = {args.max_iter}, ordered ct: {args.ordered_ct}, mort interactions: "
+          f"{not args.no_mort_interactions} ({' '.join(args.interaction_targets)}); "
+          f"{time.perf_counter() - start:.0f} s wall")
+    print(f"complete data: tau2 = {reference['tau2']:.4f}; terms in complete-data SE units, tau2 absolute")
+    print(summarise(rows).round(4).to_string())
 
 
 if __name__ == "__main__":

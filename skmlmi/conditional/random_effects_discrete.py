@@ -820,8 +820,8 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
     association: on IMPACT, CT classes III and IV/V carry the same mortality risk
     (log-odds 0.81 and 0.83 against I/II), and imputing ``ct`` as ordered put the pooled
     ``ctIII`` term of ``mort ~ ... + ct + (1 | name)`` -2.5 complete-data SE off (mean of
-    20 amputations, Monte Carlo SE 0.17), against -0.4 SE (40 amputations, MC SE 0.17) as
-    unordered (``benchmarks/validate_impact_categorical.py``).
+    20 amputations, Monte Carlo SE 0.17), against -0.10 SE (200 amputations, MC SE 0.10)
+    as unordered (``benchmarks/validate_impact.py [--ordered-ct]``).
     If the analysis model uses treatment contrasts of the categories, or the ordering is
     doubtful, impute as unordered (``df[col] = df[col].cat.as_unordered()``): the
     multinomial model nests the proportional one.
