@@ -494,12 +494,14 @@ class RandomEffectsNormal(BaseConditionalImputer):
     heteroscedastic : bool, default=False
         Cluster-specific residual variances (mice's 2l.norm model) instead of one
         residual variance.
-    prior : {"pan", "scaled"} or dict, default="pan"
-        ``"pan"``: a = 1, Binv = 1, c = q, Dinv = I_q on the data's own scale, as
-        mice's 2l.pan. These are not scale invariant: for a target measured on a tiny
-        scale (variance well below 1) they inflate Psi and sigma^2. ``"scaled"`` applies
-        the same numbers to y / sd(y) and z_k / sd(z_k) (Binv = var(y),
-        Dinv = var(y) diag(1, 1/var(z_k))), which is scale invariant. A dict with keys
+    prior : {"scaled", "pan"} or dict, default="scaled"
+        ``"scaled"``: pan's numbers (a = 1, Binv = 1, c = q, Dinv = I_q) applied to
+        y / sd(y) and z_k / sd(z_k), i.e. Binv = var(y), Dinv = var(y) diag(1, 1/var(z_k)):
+        the imputations do not depend on the units of y or of the random-slope
+        predictors. ``"pan"``: the same numbers on the data's own scale, exactly as mice's
+        2l.pan; not scale invariant: for a target with variance well below 1 they swamp
+        Psi and sigma^2 (popularity in units of 1e-8 would be imputed with an SD of
+        about 1e6 of those units), above it they are negligible. A dict with keys
         ``a``, ``Binv``, ``c``, ``Dinv`` (scalar or (q, q)) sets them directly. Ignored
         for sigma^2 when heteroscedastic (the hierarchical prior replaces it).
 
@@ -563,7 +565,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
         "prior": [StrOptions({"pan", "scaled"}), dict],
     }
 
-    def __init__(self, n_gibbs: int = 4, n_burnin: int = 5, heteroscedastic: bool = False, prior="pan"):
+    def __init__(self, n_gibbs: int = 4, n_burnin: int = 5, heteroscedastic: bool = False, prior="scaled"):
         self.n_gibbs = n_gibbs
         self.n_burnin = n_burnin
         self.heteroscedastic = heteroscedastic
@@ -760,7 +762,7 @@ class RandomEffectsPMM(RandomEffectsNormal):
         "prior": [StrOptions({"pan", "scaled"}), dict],
     }
 
-    def __init__(self, donors: int = 5, matchtype: int = 1, n_gibbs: int = 4, n_burnin: int = 5, prior="pan"):
+    def __init__(self, donors: int = 5, matchtype: int = 1, n_gibbs: int = 4, n_burnin: int = 5, prior="scaled"):
         self.donors = donors
         self.matchtype = matchtype
         self.n_gibbs = n_gibbs
