@@ -24,6 +24,7 @@ Simulation 88, 2909-2930.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -68,12 +69,21 @@ def _numeric_view(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _standardise(values: np.ndarray) -> np.ndarray:
-    """Columns to mean 0, SD 1 (constant columns to 0; missing values to 0 = the mean)."""
-    mean = np.nanmean(values, axis=0) if values.size else np.zeros(values.shape[1])
-    sd = np.nanstd(values, axis=0) if values.size else np.ones(values.shape[1])
+    """Columns to mean 0, SD 1 (constant columns to 0; missing values to 0 = the mean).
+
+    Each column is first divided by its largest absolute value, so that values near the
+    float limits (1e300) do not overflow the mean and SD; entirely missing columns score 0.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        top = np.max(np.abs(np.where(np.isnan(values), 0.0, values)), axis=0, initial=0.0)
+        values = values / np.where(top > 0, top, 1.0)
+        observed = (~np.isnan(values)).sum(axis=0)
+        filled = np.where(np.isnan(values), 0.0, values)
+        mean = filled.sum(axis=0) / np.maximum(observed, 1)
+        centred = np.where(np.isnan(values), 0.0, values - mean)
+        sd = np.sqrt((centred**2).sum(axis=0) / np.maximum(observed, 1))
     sd = np.where(sd > 0, sd, 1.0)
-    z = (values - mean) / sd
-    return np.where(np.isnan(z), 0.0, z)
+    return centred / sd
 
 
 def _pattern_matrix(patterns: Any, columns: list) -> np.ndarray:
@@ -88,7 +98,16 @@ def _pattern_matrix(patterns: Any, columns: list) -> np.ndarray:
         mat = np.ones((len(patterns), n_vars), dtype=float)
         for name in patterns.columns:
             mat[:, columns.index(name)] = patterns[name].to_numpy(dtype=float)
-    elif isinstance(patterns, Sequence) and len(patterns) > 0 and all(_is_name_list(p) for p in patterns):
+    elif isinstance(patterns, str | Mapping) or (
+        isinstance(patterns, Sequence) and len(patterns) > 0 and any(isinstance(p, str) for p in patterns)
+    ):
+        raise ValueError(
+            f"patterns must be a 0/1 matrix, a DataFrame or a list of lists of column names, such as "
+            f"[['x'], ['x', 'z']] (one list per pattern); got {patterns!r}"
+        )
+    elif isinstance(patterns, Sequence) and len(patterns) > 0 and all(
+        _is_name_list(p, columns, n_vars) for p in patterns
+    ):
         mat = np.ones((len(patterns), n_vars), dtype=float)
         for i, names in enumerate(patterns):  # list of lists of column names to remove
             for name in names:
@@ -96,14 +115,18 @@ def _pattern_matrix(patterns: Any, columns: list) -> np.ndarray:
                     raise ValueError(f"pattern {i} names column {name!r}, which cannot be amputed or does not exist")
                 mat[i, columns.index(name)] = 0
     else:
-        mat = np.asarray(patterns, dtype=float)
+        expected = (
+            f"patterns must be a (n_patterns, {n_vars}) 0/1 matrix over the columns {columns}, a DataFrame "
+            "with column names, or a list of lists of column names"
+        )
+        try:
+            mat = np.asarray(patterns, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{expected}; got {patterns!r}") from exc
         if mat.ndim == 1:
             mat = mat[None, :]
         if mat.ndim != 2 or mat.shape[1] != n_vars:
-            raise ValueError(
-                f"patterns must be a (n_patterns, {n_vars}) 0/1 matrix over the columns {columns}, a DataFrame "
-                f"with column names, or a list of lists of column names; got shape {mat.shape}"
-            )
+            raise ValueError(f"{expected}; got shape {mat.shape}")
     if not np.all(np.isin(mat, (0, 1))):
         raise ValueError("patterns must hold only 0 (amputed) and 1 (kept)")
     kept_all = np.flatnonzero(mat.min(axis=1) == 1)
@@ -112,13 +135,26 @@ def _pattern_matrix(patterns: Any, columns: list) -> np.ndarray:
     return mat.astype(int)
 
 
-def _is_name_list(entry: Any) -> bool:
-    """A list of column names (not a row of 0/1 numbers)."""
-    return (
-        isinstance(entry, Sequence)
-        and not isinstance(entry, str)
-        and all(not isinstance(v, int | float | np.number) for v in entry)
-    )
+def _is_name_list(entry: Any, columns: list, n_vars: int) -> bool:
+    """A list of column names (not a row of 0/1 numbers).
+
+    With integer column labels a row such as ``[0, 1, 1]`` could be either: it is read as a
+    0/1 row when it has one 0/1 entry per column (mice's convention), as names otherwise.
+    """
+    if not isinstance(entry, Sequence) or isinstance(entry, str):
+        return False
+    if all(not isinstance(v, int | float | np.number) for v in entry):
+        return True
+    zero_one_row = len(entry) == n_vars and all(isinstance(v, int | float | np.number) and v in (0, 1) for v in entry)
+    return not zero_one_row and all(_hashable(v) and v in columns for v in entry)
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _weight_matrix(weights: Any, pattern: np.ndarray, columns: list, mechanism: str) -> np.ndarray:
@@ -148,7 +184,13 @@ def _weight_matrix(weights: Any, pattern: np.ndarray, columns: list, mechanism: 
         for name in weights.columns:
             mat[:, columns.index(name)] = weights[name].to_numpy(dtype=float)
     else:
-        mat = np.asarray(weights, dtype=float)
+        try:
+            mat = np.asarray(weights, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"weights must be a numeric (n_patterns, n_vars) matrix, a DataFrame or a dict {{column: weight}}; "
+                f"got {weights!r}"
+            ) from exc
         if mat.ndim == 1:
             mat = np.tile(mat, (n_pat, 1))
         if mat.shape != (n_pat, n_vars):
@@ -291,7 +333,14 @@ def ampute(
     ValueError
         For a bad ``prop``, ``mechanism``, ``type``, ``patterns``, ``freq``, ``weights``,
         ``cluster_variation`` or ``systematic`` (naming the column or cluster at fault), and
-        for a pattern whose MAR/MNAR weights are all zero.
+        for a pattern whose MAR/MNAR weights are all zero; for duplicated column names and
+        for infinite values (which have no score).
+
+    Warns
+    -----
+    UserWarning
+        When a pattern's MAR/MNAR score is constant over its rows (the weighted columns do
+        not vary), so that its missingness is in fact MCAR.
 
     Examples
     --------
@@ -318,8 +367,16 @@ def ampute(
         raise ValueError(f"mechanism must be one of {_MECHANISMS}; got {mechanism!r}")
     if type not in _TYPES:
         raise ValueError(f"type must be one of {_TYPES}; got {type!r}")
-    if not np.isfinite(cluster_variation) or cluster_variation < 0:
+    if (
+        isinstance(cluster_variation, bool)
+        or not isinstance(cluster_variation, int | float | np.number)
+        or not np.isfinite(cluster_variation)
+        or cluster_variation < 0
+    ):
         raise ValueError(f"cluster_variation must be a finite number >= 0; got {cluster_variation!r}")
+    if data.columns.has_duplicates:
+        duplicated = data.columns[data.columns.duplicated()].unique().tolist()
+        raise ValueError(f"data has duplicated column names {duplicated[:10]}; give every column a unique name")
     rng = np.random.default_rng(random_state)
     n = len(data)
     codes, labels, group_name = _cluster_codes(data, groups)
@@ -334,7 +391,10 @@ def ampute(
     if freq is None:
         freq_arr = np.full(n_pat, 1.0 / n_pat)
     else:
-        freq_arr = np.asarray(freq, dtype=float).ravel()
+        try:
+            freq_arr = np.asarray(freq, dtype=float).ravel()
+        except (TypeError, ValueError):
+            freq_arr = np.full(0, np.nan)  # refused below with the message that says what freq must be
         valid = freq_arr.shape == (n_pat,) and np.all(np.isfinite(freq_arr)) and np.all(freq_arr >= 0)
         if not valid or freq_arr.sum() <= 0:
             raise ValueError(f"freq must hold {n_pat} non-negative numbers (one per pattern) with a positive sum")
@@ -355,7 +415,14 @@ def ampute(
     uniforms = rng.random(n)
 
     row_effect = effects[codes] if codes is not None else np.zeros(n)
-    z = _standardise(_numeric_view(data[columns]))
+    values = _numeric_view(data[columns])
+    infinite = np.isinf(values).any(axis=0)
+    if infinite.any():
+        raise ValueError(
+            f"columns {[columns[j] for j in np.flatnonzero(infinite)][:10]} hold infinite values, which have no "
+            "standardised score; code them as missing (NaN) or finite numbers"
+        )
+    z = _standardise(values)
     mask = np.zeros((n, n_vars), dtype=bool)
     probability = np.zeros(n)
     if prop > 0:
@@ -369,6 +436,14 @@ def ampute(
                 raw = z[rows] @ weight[p]
                 sd = raw.std()
                 scores = (raw - raw.mean()) / sd if sd > 0 else np.zeros(rows.size)
+                if not sd > 0 and rows.size > 1:
+                    weighted = [columns[j] for j in np.flatnonzero(weight[p])]
+                    warnings.warn(
+                        f"ampute: pattern {p} has a constant {mechanism} score (its weighted columns {weighted[:10]} "
+                        "do not vary over its rows), so its missingness is MCAR; weight varying columns",
+                        UserWarning,
+                        stacklevel=2,
+                    )
             linear = _link(scores, type) + row_effect[rows]
             if mechanism == "MCAR" and cluster_variation == 0:
                 probability[rows] = prop  # exactly mice's MCAR

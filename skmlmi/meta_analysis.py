@@ -345,8 +345,8 @@ class _MomentSystem:
     ``k^2 x k^2`` matrix acting on ``vec(Psi)``. Reused by the parametric bootstrap.
     """
 
-    weights: np.ndarray  # (J, k, k) S_j^-1
-    fixed_covariance: np.ndarray  # (dk, dk) (sum X_j' W_j X_j)^-1
+    weights: np.ndarray  # (J, k, k) S_j^-1, in units where the median within variances are 1
+    fixed_covariance: np.ndarray  # (dk, dk) (sum X_j' W_j X_j)^-1, in the same units
     system: np.ndarray  # (k^2, k^2)
     btr_b: np.ndarray  # (k, k)
     within_scale: np.ndarray  # (k,) median within-study variances, the scale of the eigenvalue floor
@@ -366,6 +366,12 @@ def _moment_system(S: np.ndarray, X: np.ndarray) -> _MomentSystem:
     """
     J, k = S.shape[:2]
     d = X.shape[1]
+    # Work in units where the median within variances are 1 (estimates on scales 1e-8 and
+    # 1e8 would otherwise make S_j^-1 and F too ill-conditioned to solve); _moment_psi
+    # rescales the estimates the same way and Psi back.
+    within_scale = np.median(np.diagonal(S, axis1=1, axis2=2), axis=0)
+    u = np.sqrt(within_scale)
+    S = S / np.outer(u, u)
     W = np.linalg.inv(S)
     W = (W + np.swapaxes(W, 1, 2)) / 2.0
     info = np.einsum("jab,jc,je->acbe", W, X, X).reshape(k * d, k * d)
@@ -387,45 +393,42 @@ def _moment_system(S: np.ndarray, X: np.ndarray) -> _MomentSystem:
     t4 = np.einsum("jab,ijbc->iac", W, _projection_blocks(X, R, k), optimize=True)
     F = t1 - t2 - t3 + t4
     system = F.reshape(k * k, k * k).T  # column i = vec(F(E_i))
-    within_scale = np.median(np.diagonal(S, axis1=1, axis2=2), axis=0)
     return _MomentSystem(W, Minv, system, btr_b, within_scale)
 
 
 def _moment_psi(y: np.ndarray, X: np.ndarray, system: _MomentSystem) -> np.ndarray:
-    """Solve ``F(Psi) = Q - btr(B)`` for Psi, symmetrise, floor negative eigenvalues (as mixmeta's checkPD)."""
+    """Solve ``F(Psi) = Q - btr(B)`` for Psi, symmetrise, floor negative eigenvalues (as mixmeta's checkPD).
+
+    The system is in the units of :func:`_moment_system` (median within variances 1): the
+    estimates are rescaled to them and the solution back, so the estimate is equivariant to
+    the units of each of the k estimates.
+    """
     k = y.shape[1]
     d = X.shape[1]
+    unit = np.sqrt(system.within_scale)
+    y = y / unit
     W = system.weights
     score = np.einsum("jab,jb,jc->ac", W, y, X).reshape(k * d)
     B = (system.fixed_covariance @ score).reshape(k, d).T
     e = y - X @ B
     Q = np.einsum("jab,jb,jc->ac", W, e, e)
     rhs = (Q - system.btr_b).reshape(k * k)
-    # Solve in units where the within variances are ~1: equation (c, d) has the units of
-    # u_d / u_c and unknown (a, b) those of u_a u_b, so rescale rows and columns (this keeps
-    # the solve accurate when the k estimates are on very different scales).
-    u = np.sqrt(system.within_scale)
-    row_scale = np.outer(u, 1.0 / u).ravel()
-    col_scale = np.outer(u, u).ravel()
-    A = system.system * (1.0 / row_scale)[:, None] * col_scale[None, :]
     try:
-        scaled_solution = np.linalg.solve(A, rhs / row_scale)
+        solution = np.linalg.solve(system.system, rhs)
     except np.linalg.LinAlgError:
-        scaled_solution = np.linalg.lstsq(A, rhs / row_scale, rcond=None)[0]
-    solution = (scaled_solution * col_scale).reshape(k, k)
-    psi = (solution + solution.T) / 2.0
-    # Floor negative eigenvalues at sqrt(eps) as mixmeta's checkPD, but on the scale of the
-    # median within-study variances: mixmeta's absolute floor is not invariant to the units
-    # of the estimates (with coefficients of order 1e-4 it would exceed the real variances).
-    # Identical to mixmeta when those variances are 1.
-    unit = np.sqrt(system.within_scale)
-    scaled = psi / np.outer(unit, unit)
+        solution = np.linalg.lstsq(system.system, rhs, rcond=None)[0]
+    scaled = solution.reshape(k, k)
+    scaled = (scaled + scaled.T) / 2.0
+    # Floor negative eigenvalues at sqrt(eps) as mixmeta's checkPD, but in these units:
+    # mixmeta's absolute floor is not invariant to the units of the estimates (with
+    # coefficients of order 1e-4 it would exceed the real variances). Identical to mixmeta
+    # when the median within variances are 1.
     values, vectors = np.linalg.eigh(scaled)
     if np.any(values < 0):
         values = np.where(values < 0, _NEGEIGEN, values)
         scaled = (vectors * values) @ vectors.T
-        psi = (scaled + scaled.T) / 2.0 * np.outer(unit, unit)
-    return psi
+        scaled = (scaled + scaled.T) / 2.0
+    return scaled * np.outer(unit, unit)
 
 
 # --------------------------------------------------------------------------- draws

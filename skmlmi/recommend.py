@@ -38,6 +38,9 @@ def _frame_and_groups(data: Any, groups: Any) -> tuple[pd.DataFrame, np.ndarray,
         data = pd.DataFrame(data)
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a pandas DataFrame or a 2-D numpy array; got {type(data).__name__}")
+    if data.columns.has_duplicates:
+        duplicated = data.columns[data.columns.duplicated()].unique().tolist()
+        raise ValueError(f"data has duplicated column names {duplicated[:10]}; give every column a unique name")
     if groups is None:
         raise ValueError("groups is required: a column name of data or an array of cluster labels")
     codes, uniques, name = cluster_codes(data, groups)
@@ -168,7 +171,9 @@ def recommend_methods(
     3. categorical with more than two categories: ``RandomEffectsCategorical``, sporadic
        or systematic (there is no two-stage categorical model; its random intercepts are
        drawn from the population for systematically missing clusters);
-    4. systematically missing in some cluster, clusters large and ``J_obs >= min_clusters``:
+    4. systematically missing in some cluster, clusters large and ``J_obs >= min_clusters``
+       (binary: at least ``min_clusters`` clusters with both outcomes observed, since a
+       per-cluster logistic fit of an all-0 or all-1 cluster is not estimable):
        a two-stage model -- ``TwoStageNormal`` (continuous), ``TwoStagePMM`` (integer: keeps
        the observed support) or ``TwoStageLogistic`` (binary). Large clusters make the
        per-cluster fits informative, every predictor gets a cluster-specific coefficient
@@ -229,12 +234,14 @@ def recommend_methods(
     from . import conditional as c
     from .conditional import two_stage
 
-    if not (isinstance(large_cluster, int | np.integer) and large_cluster >= 1):
+    if isinstance(large_cluster, bool) or not (isinstance(large_cluster, int | np.integer) and large_cluster >= 1):
         raise ValueError(f"large_cluster must be a positive integer; got {large_cluster!r}")
-    if not 0.0 <= float(prop_small) <= 1.0:
-        raise ValueError(f"prop_small must lie in [0, 1]; got {prop_small!r}")
-    if not (isinstance(min_clusters, int | np.integer) and min_clusters >= 2):
+    if isinstance(prop_small, bool) or not (isinstance(prop_small, int | float | np.number) and 0 <= prop_small <= 1):
+        raise ValueError(f"prop_small must be a number in [0, 1]; got {prop_small!r}")
+    if isinstance(min_clusters, bool) or not (isinstance(min_clusters, int | np.integer) and min_clusters >= 2):
         raise ValueError(f"min_clusters must be an integer >= 2; got {min_clusters!r}")
+    if column_kinds is not None and not isinstance(column_kinds, dict):
+        raise TypeError(f"column_kinds must be a dict {{column: kind}}; got {type(column_kinds).__name__}")
     column_kinds = dict(column_kinds or {})
     frame, codes, labels, _ = _frame_and_groups(data, groups)
     unknown = [k for k in column_kinds if k not in frame.columns]
@@ -245,10 +252,16 @@ def recommend_methods(
     for name in summary.index:  # loop over incomplete columns
         row = summary.loc[name]
         series = frame[name]
-        kind = detect_codec(series, name, column_kinds.get(name)).kind
+        codec = detect_codec(series, name, column_kinds.get(name))
+        kind = codec.kind
         missing = series.isna().to_numpy()
         size, observed = _cluster_table(missing, codes, len(labels))
         j_obs = int((observed > 0).sum())
+        j_fit = j_obs
+        if kind == "binary":
+            # a per-cluster logistic fit needs both outcomes: all-0 / all-1 clusters are not estimable
+            events = np.bincount(codes, weights=np.nan_to_num(codec.encode(series)), minlength=len(labels))
+            j_fit = int(((events > 0) & (events < observed)).sum())
         share_small = float((observed[observed > 0] < large_cluster).mean()) if j_obs else float("nan")
         n_sys, n_spor = int(row["n_systematic"]), int(row["n_sporadic"])
         if j_obs == 0:
@@ -259,7 +272,7 @@ def recommend_methods(
             pattern = "systematic" if n_sys else "sporadic"
         level2 = bool(j_obs and is_cluster_constant(series.to_numpy(), codes))
         model, reason = _choose(kind, pattern, level2, j_obs, share_small, n_sys, large_cluster, prop_small,
-                                min_clusters, c, two_stage)
+                                min_clusters, c, two_stage, j_fit)
         out.append({
             "column": name, "kind": kind, "pattern": pattern, "cluster_level": level2,
             "n_clusters": int(row["n_clusters"]), "n_systematic": n_sys, "n_sporadic": n_spor,
@@ -274,7 +287,7 @@ def recommend_methods(
 
 
 def _choose(kind, pattern, level2, j_obs, share_small, n_sys, large_cluster, prop_small, min_clusters, c,
-            two_stage) -> tuple[BaseConditionalImputer | None, str]:
+            two_stage, j_fit) -> tuple[BaseConditionalImputer | None, str]:
     """The rules of :func:`recommend_methods`; returns (model, reason)."""
     if j_obs == 0:
         return None, "no observed value: nothing to impute from (drop the column or give it a model by hand)"
@@ -294,7 +307,7 @@ def _choose(kind, pattern, level2, j_obs, share_small, n_sys, large_cluster, pro
         )
     if n_sys:
         small = share_small > prop_small
-        if not small and j_obs >= min_clusters:
+        if not small and j_fit >= min_clusters:
             model = {"continuous": two_stage.TwoStageNormal, "integer": two_stage.TwoStagePMM,
                      "binary": two_stage.TwoStageLogistic}[kind]()
             return model, (
@@ -304,7 +317,9 @@ def _choose(kind, pattern, level2, j_obs, share_small, n_sys, large_cluster, pro
             )
         why = (f"{share_small:.0%} of the observed clusters have < {large_cluster} observed values "
                f"(> {prop_small:.0%}: small clusters)" if small
-               else f"only {j_obs} observed clusters (< {min_clusters}) for a meta-analysis")
+               else f"only {j_obs} observed clusters (< {min_clusters}) for a meta-analysis" if j_obs < min_clusters
+               else f"only {j_fit} of the {j_obs} observed clusters have both outcomes (< {min_clusters}) for a "
+                    "meta-analysis of per-cluster logistic fits")
         lead = f"systematically missing in {n_sys} cluster(s) but {why}: one-stage random-effects model"
     else:
         lead = "sporadic missingness only: one-stage random-effects model using every observed row"

@@ -235,7 +235,7 @@ class _TwoStageBase(BaseConditionalImputer):
         z_scale = np.where(z_scale > 0, z_scale, 1.0)
         return _Layout(within, level2, center, scale, z_center, z_scale), Zraw
 
-    def _study_design(self, layout, Zraw, estimable, context):
+    def _study_design(self, layout, Zraw, estimable, context, why=""):
         """Study design of the meta-regression, without cluster-level columns constant across estimable clusters."""
         name = f"{type(self).__name__} for {context.target!r}"
         if len(layout.level2):
@@ -255,8 +255,9 @@ class _TwoStageBase(BaseConditionalImputer):
         if n_est <= Z.shape[1]:
             cl = [context.predictor_name(int(i)) for i in layout.level2]
             raise ValueError(
-                f"{name}: only {n_est} cluster(s) have an estimable per-cluster fit, but the meta-analysis "
-                f"needs more clusters than its {Z.shape[1]} study-level design column(s)"
+                f"{name}: only {n_est} of {len(estimable)} cluster(s) have an estimable per-cluster fit"
+                + (f" (not estimable: {why})" if why else "")
+                + f", but the meta-analysis needs more clusters than its {Z.shape[1]} study-level design column(s)"
                 + (f" (intercept + cluster-level predictors {cl}); remove cluster-level predictors or" if cl else ";")
                 + " use a one-stage random-effects model (RandomEffectsNormal, RandomEffectsLogistic)."
             )
@@ -297,7 +298,12 @@ class _TwoStageBase(BaseConditionalImputer):
         return coefficients, B_star, psi_star, fit
 
     def _log_non_estimable(self, has_rows, estimable, reasons, context):
-        """One event listing the clusters with observed values whose fit was not estimable."""
+        """One event per reason listing the clusters with observed values whose fit was not estimable.
+
+        Returns the same in one line (how many clusters for which reason), for the error raised
+        when too few clusters are left for the meta-analysis.
+        """
+        summary = [f"{int((~has_rows).sum())} without observed values"] if (~has_rows).any() else []
         for label, mask in reasons:
             codes = np.flatnonzero(has_rows & mask)
             if codes.size:
@@ -305,6 +311,8 @@ class _TwoStageBase(BaseConditionalImputer):
                     f"{codes.size} cluster(s) with observed {context.target!r} treated as systematically missing "
                     f"({label}): {_names(codes, context.cluster_name)}"
                 )
+                summary.append(f"{codes.size} with {label}")
+        return "; ".join(summary)
 
     def _check_observed(self, y, observed, groups, context):
         name = f"{type(self).__name__} for {context.target!r}"
@@ -435,13 +443,13 @@ class TwoStageNormal(_TwoStageBase):
         perfect = estimable & (s2 <= 1e-12 * max(float(yc @ yc) / len(yc), 1e-300))
         estimable &= ~perfect
         has_rows = n_j > 0
-        self._log_non_estimable(has_rows, estimable, [
+        why = self._log_non_estimable(has_rows, estimable, [
             (f"fewer than k + {self.min_residual_df} = {k + self.min_residual_df} observed rows for its "
              f"{k} coefficients", few),
             ("singular design: a predictor is constant or collinear among its observed rows", singular),
             ("perfect fit: zero residual variance", perfect),
         ], context)
-        Z = self._study_design(layout, Zraw, estimable, context)
+        Z = self._study_design(layout, Zraw, estimable, context, why)
 
         # --- residual variances, pooled on the log scale (exact moments of log chi^2)
         half = df[estimable] / 2.0
@@ -647,7 +655,7 @@ class _TwoStageGLM(_TwoStageBase):
         unstable = estimable & (~converged | ~np.isfinite(se) | (se > self.max_standard_error)
                                 | ~np.isfinite(beta_hat).all(axis=1))
         estimable &= ~unstable
-        self._log_non_estimable(n_j > 0, estimable, [
+        why = self._log_non_estimable(n_j > 0, estimable, [
             (f"fewer than k + {self.min_residual_df} = {k + self.min_residual_df} observed rows for its "
              f"{k} coefficients", few),
             ("singular design: a predictor is constant or collinear among its observed rows", singular),
@@ -655,7 +663,7 @@ class _TwoStageGLM(_TwoStageBase):
             (f"separation or no convergence: a standardised coefficient's SE above {self.max_standard_error:g} "
              f"or Newton not converged in {self.max_iter} iterations", unstable),
         ], context)
-        Z = self._study_design(layout, Zraw, estimable, context)
+        Z = self._study_design(layout, Zraw, estimable, context, why)
         coef, B_star, psi_star, fit = self._coefficient_draws(beta_hat, cov, estimable, Z, rng, state, context)
         stored = np.where(estimable[:, None], beta_hat, np.nan)
         draw = _TwoStageDraw(layout, coef, B_star, psi_star, None, None, None, self._family, name)
