@@ -56,10 +56,14 @@ def cluster_means(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.n
 
 
 # --------------------------------------------------------------------------- designs
-def find_redundant_columns(X: np.ndarray, eps: float = 1e-8, maxcor: float = 0.99999) -> dict[int, str]:
+def find_redundant_columns(X: np.ndarray, eps: float = 1e-8, maxcor: float = 0.99999,
+                           scale: np.ndarray | None = None) -> dict[int, str]:
     """Columns of ``X`` that carry no information beyond the others (and an intercept).
 
-    A column is dropped when it is constant on the given rows, or when it is a linear
+    A column is dropped when it is constant on the given rows (its SD at the rounding level
+    of its mean, or of ``scale``: the magnitude of the data ``X`` was computed from, for
+    derived quantities such as cluster means, whose rounding noise follows the raw
+    values), or when it is a linear
     combination of the other columns (the smallest eigenvalue of the correlation matrix
     relative to the largest below ``eps``; the column with the largest loading on that
     eigenvector goes, as mice's ``remove.lindep``). Returns ``{column index: reason}``.
@@ -71,7 +75,7 @@ def find_redundant_columns(X: np.ndarray, eps: float = 1e-8, maxcor: float = 0.9
         return {k: "no rows to estimate it" for k in range(p)} if n == 0 else {}
     center = X.mean(axis=0)
     Xc = X - center
-    return redundant_columns_from_moments(center, (Xc.T @ Xc) / n, eps=eps, maxcor=maxcor)
+    return redundant_columns_from_moments(center, (Xc.T @ Xc) / n, eps=eps, maxcor=maxcor, scale=scale)
 
 
 # --------------------------------------------------------------------------- algebra
@@ -327,20 +331,31 @@ def batched_lower_inverse(L: np.ndarray) -> np.ndarray:
     return inv
 
 
+# A column whose SD is below this fraction of its mean is constant up to the rounding of
+# its centring (a mean of n doubles is exact to ~log2(n) eps relative; 1e-12 leaves a 200x margin).
+CONSTANT_RTOL = 1e-12
+# The same for quantities derived from raw values of magnitude ``scale`` (cluster means:
+# sums of up to ~1e4 values, each rounding relative to the raw magnitude).
+DERIVED_RTOL = 1e-10
+
+
 def redundant_columns_from_moments(means: np.ndarray, cov: np.ndarray, eps: float = 1e-8,
-                                   maxcor: float = 0.99999) -> dict[int, str]:
+                                   maxcor: float = 0.99999, scale: np.ndarray | None = None) -> dict[int, str]:
     """:func:`find_redundant_columns` from the column means and covariance matrix.
 
     Same decisions (constant columns, then the collinearity eigen loop on the
     correlation matrix), for callers that already hold the cross-products of the rows,
-    so no second pass over the data is needed. ``cov`` should come from centred (or
-    roughly centred) data to avoid cancellation.
+    so no second pass over the data is needed. ``cov`` must be accurate to rounding: computed
+    from centred data (cross-products of uncentred columns lose the variance of a column
+    whose SD is small against its mean).
     """
     p = len(means)
     drop: dict[int, str] = {}
     sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
-    scale = np.maximum(np.abs(means), 1.0)
-    for k in np.flatnonzero(sd <= 1e-10 * scale):
+    # constant = no variation beyond the rounding of centring it (relative to its mean, no
+    # absolute floor): a predictor in units of 1e-12, or 1e12 + x, still varies
+    reference = np.abs(means) if scale is None else np.maximum(np.abs(means), DERIVED_RTOL / CONSTANT_RTOL * scale)
+    for k in np.flatnonzero(sd <= CONSTANT_RTOL * reference):
         drop[int(k)] = "constant"
     alive = np.array([k for k in range(p) if k not in drop], dtype=int)
     if alive.size < 2:

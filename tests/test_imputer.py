@@ -12,7 +12,7 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 
 from skmlmi import MultilevelIterativeImputer
-from skmlmi.conditional import BayesianNormal, PredictiveMeanMatching
+from skmlmi.conditional import BayesianNormal, PredictiveMeanMatching, RandomEffectsNormal
 from skmlmi.datasets import load_popmis
 
 PMM = PredictiveMeanMatching()
@@ -322,3 +322,28 @@ def test_columns_complete_at_fit_are_imputed_in_new_data(popmis):
     assert (filled.groupby("school")["texp"].nunique() == 1).all()
     assert set(filled["texp"]) <= set(popmis["texp"])
     pd.testing.assert_frame_equal(first, _quiet(imp.transform, new))
+
+
+@pytest.mark.parametrize("transform", [lambda x: x * 1e-12, lambda x: x + 1e12], ids=["tiny-units", "huge-offset"])
+@pytest.mark.parametrize("role", [1, 2], ids=["fixed", "random-slope"])
+def test_predictors_in_tiny_units_or_with_huge_offsets_are_not_dropped(transform, role):
+    # a predictor whose SD is small against its mean or against 1 still varies; the
+    # constant-column check must not drop it (it did below an absolute SD of 1e-10 or
+    # 1e-10 |mean|), so the imputations keep the slope of y on x (0.7 per SD of x)
+    rng = np.random.default_rng(3)
+    J, n_j = 30, 20
+    groups = np.repeat(np.arange(J), n_j)
+    x = rng.normal(size=J * n_j)
+    y = 0.7 * x + rng.normal(0, 0.5, J)[groups] + rng.normal(0, 0.5, J * n_j)
+    missing = rng.random(J * n_j) < 0.3
+    data = pd.DataFrame({"g": groups, "x": transform(x), "y": np.where(missing, np.nan, y)})
+    imp = MultilevelIterativeImputer(methods={"y": RandomEffectsNormal()}, predictor_matrix={"y": {"x": role}},
+                                     n_imputations=1, max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = imp.fit_transform(data, groups="g")
+    assert not imp.logged_events_["reason"].str.contains("constant").any()
+    slope = np.polyfit(x[missing], out.loc[missing, "y"], 1)[0]
+    # the draw's slope has SE ~ 0.6 / sqrt(180) ~ 0.05 (residual SD with cluster effects
+    # drawn ~0.6); 0.25 leaves 5 SE, while a dropped x gives a slope near 0
+    assert abs(slope - 0.7) < 0.25, slope

@@ -190,7 +190,7 @@ class _ClusterLevelBase(BaseConditionalImputer):
         J = context.n_clusters
         fitted = cluster_counts(groups[observed], J) > 0
         xbar = cluster_means(X, groups, J)[fitted]
-        drop = find_redundant_columns(xbar)
+        drop = find_redundant_columns(xbar, scale=np.abs(X).max(axis=0))
         keep = np.ones(X.shape[1], dtype=bool)
         for index, reason in drop.items():
             context.log(

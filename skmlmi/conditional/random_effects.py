@@ -204,6 +204,11 @@ class _Sufficient:
         self.var_y = float(cov[p, p])
         self.var_x = np.diag(cov)[:p].copy()
         cov = cov[:p, :p]
+        if np.any(shift != means):
+            # random-slope columns are not centred (that would redefine the random
+            # intercept), so their moments cancel; the redundancy check gets centred ones
+            centred = Wt[:p] - (means - shift)[:, None]
+            cov = centred @ centred.T / n
         self.dropped = redundant_columns_from_moments(means, cov) if p else {}
         self.columns = np.array([k for k in range(p) if k not in self.dropped], dtype=int)
         if len(self.columns) < p:

@@ -50,7 +50,7 @@ class _SingleLevelBase(BaseConditionalImputer):
         Xo, go = X[observed], groups[observed]
         n_groups = context.n_clusters
         within = Xo - cluster_means(Xo, go, n_groups)[go]
-        drop = find_redundant_columns(within + X[observed].mean(axis=0))
+        drop = find_redundant_columns(within + Xo.mean(axis=0), scale=np.abs(Xo).max(axis=0))
         keep = np.ones(X.shape[1], dtype=bool)
         for index, reason in drop.items():
             if reason == "constant":
