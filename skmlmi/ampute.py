@@ -24,6 +24,8 @@ Simulation 88, 2909-2930.
 
 from __future__ import annotations
 
+import sys
+import types
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -252,9 +254,10 @@ def ampute(
     weights: Any = None,
     type: Literal["RIGHT", "LEFT", "MID", "TAIL"] = "RIGHT",  # noqa: A002 - mice's argument name
     cluster_variation: float = 0.0,
-    systematic: Mapping[Any, int | Sequence[Any]] | None = None,
+    systematic_clusters: Mapping[Any, int | Sequence[Any]] | None = None,
     random_state: int | np.random.Generator | np.random.SeedSequence | None = None,
     return_mask: bool = False,
+    systematic: Mapping[Any, int | Sequence[Any]] | None = None,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Make complete (clustered) data incomplete with a chosen mechanism (mice's ``ampute``, multilevel).
 
@@ -275,7 +278,7 @@ def ampute(
        standard normal test scores and rounds to 3 decimals, so its expected proportion
        is only approximately ``prop``, and is off when the scores are not normal.)
 
-    Systematic amputation: for each ``column: clusters`` in ``systematic``, the column is
+    Systematic amputation: for each ``column: clusters`` in ``systematic_clusters``, the column is
     set missing in every row of those clusters (an int draws that many clusters at random,
     independently per column; a list names them). It comes on top of the sporadic
     amputation, whose ``prop`` counts rows made incomplete by the patterns only.
@@ -290,9 +293,9 @@ def ampute(
         weight 0 unless that is intended.
     groups : column name or array of shape (n,), default None
         Cluster labels. A column of ``data`` is never amputed nor used in scores. Needed
-        for ``cluster_variation > 0`` and ``systematic``.
+        for ``cluster_variation > 0`` and ``systematic_clusters``.
     prop : float in [0, 1), default 0.5
-        Expected proportion of rows made incomplete by the patterns (0: systematic only).
+        Expected proportion of rows made incomplete by the patterns (0: systematic amputation only).
     mechanism : {"MCAR", "MAR", "MNAR"}, default "MAR"
     patterns : 0/1 matrix, DataFrame or list of lists of column names, default None
         Missing-data patterns over the amputable columns (all but the groups column), 0 =
@@ -310,13 +313,15 @@ def ampute(
     cluster_variation : float >= 0, default 0.0
         SD of the cluster effects on the logit scale: rates vary across clusters (an SD of
         1 spreads cluster rates around prop = 0.3 roughly between 0.1 and 0.6).
-    systematic : dict, default None
+    systematic_clusters : dict, default None
         ``{column: n_clusters}`` or ``{column: [cluster labels]}``, e.g. ``{"ct": 3}`` or
         ``{"ct": ["TINT", "SLIN"]}``.
     random_state : int, Generator, SeedSequence or None
         Seed; the same seed gives the same amputation.
     return_mask : bool, default False
         Also return a boolean DataFrame, True where this call removed a value.
+    systematic : dict, default None
+        Former name of ``systematic_clusters`` (deprecated; give one of the two).
 
     Returns
     -------
@@ -332,7 +337,7 @@ def ampute(
         When ``data`` is not a DataFrame or 2-D array.
     ValueError
         For a bad ``prop``, ``mechanism``, ``type``, ``patterns``, ``freq``, ``weights``,
-        ``cluster_variation`` or ``systematic`` (naming the column or cluster at fault), and
+        ``cluster_variation`` or ``systematic_clusters`` (naming the column or cluster at fault), and
         for a pattern whose MAR/MNAR weights are all zero; for duplicated column names and
         for infinite values (which have no score).
 
@@ -348,12 +353,18 @@ def ampute(
     >>> rng = np.random.default_rng(0)
     >>> df = pd.DataFrame({"school": np.repeat(np.arange(20), 50), "x": rng.normal(size=1000),
     ...                    "y": rng.normal(size=1000)})
-    >>> out = ampute(df, groups="school", prop=0.3, patterns=[["y"]], systematic={"x": 2}, random_state=1)
+    >>> out = ampute(df, groups="school", prop=0.3, patterns=[["y"]], systematic_clusters={"x": 2},
+    ...              random_state=1)
     >>> int(out["x"].isna().groupby(df["school"]).all().sum())
     2
     >>> df["x"].isna().any()  # the input is untouched
     np.False_
     """
+    if systematic is not None:
+        if systematic_clusters is not None:
+            raise ValueError("give systematic_clusters only (systematic is its former name)")
+        warnings.warn("ampute(systematic=...) is renamed systematic_clusters=...", FutureWarning, stacklevel=2)
+        systematic_clusters = systematic
     if isinstance(data, np.ndarray):
         if data.ndim != 2:
             raise TypeError(f"data must be a DataFrame or a 2-D array; got an array of shape {data.shape}")
@@ -380,8 +391,10 @@ def ampute(
     rng = np.random.default_rng(random_state)
     n = len(data)
     codes, labels, group_name = _cluster_codes(data, groups)
-    if codes is None and (cluster_variation > 0 or systematic):
-        raise ValueError("cluster_variation and systematic need groups (a column name or an array of cluster labels)")
+    if codes is None and (cluster_variation > 0 or systematic_clusters):
+        raise ValueError(
+            "cluster_variation and systematic_clusters need groups (a column name or an array of cluster labels)"
+        )
     columns = [c for c in data.columns if c != group_name] if group_name is not None else list(data.columns)
     if not columns:
         raise ValueError("data has no column to amputate")
@@ -452,31 +465,36 @@ def ampute(
             hit = rows[uniforms[rows] < probability[rows]]
             mask[np.ix_(hit, np.flatnonzero(pattern[p] == 0))] = True
 
-    if systematic:
-        if not isinstance(systematic, Mapping):
-            raise ValueError("systematic must be a dict {column: number of clusters or list of cluster labels}")
+    if systematic_clusters:
+        if not isinstance(systematic_clusters, Mapping):
+            raise ValueError(
+                "systematic_clusters must be a dict {column: number of clusters or list of cluster labels}"
+            )
         label_index = {lab: i for i, lab in enumerate(labels.tolist())}
-        for name, spec in systematic.items():  # loop over the named columns
+        for name, spec in systematic_clusters.items():  # loop over the named columns
             if name not in columns:
-                raise ValueError(f"systematic names column {name!r}, which cannot be amputed or does not exist")
+                raise ValueError(
+                    f"systematic_clusters names column {name!r}, which cannot be amputed or does not exist"
+                )
             if (
                 isinstance(spec, bool)
                 or not isinstance(spec, int | np.integer | Sequence | np.ndarray)
                 or isinstance(spec, str)
             ):
                 raise ValueError(
-                    f"systematic[{name!r}] must be a number of clusters or a list of cluster labels; got {spec!r}"
+                    f"systematic_clusters[{name!r}] must be a number of clusters or a list of cluster labels; "
+                    f"got {spec!r}"
                 )
             if isinstance(spec, int | np.integer):
                 if not 0 <= spec <= n_clusters:
                     raise ValueError(
-                        f"systematic[{name!r}] asks for {spec} clusters but there are {n_clusters} clusters"
+                        f"systematic_clusters[{name!r}] asks for {spec} clusters but there are {n_clusters} clusters"
                     )
                 chosen = rng.choice(n_clusters, size=int(spec), replace=False)
             else:
                 unknown = [lab for lab in spec if lab not in label_index]
                 if unknown:
-                    raise ValueError(f"systematic[{name!r}] names unknown clusters {unknown[:10]}")
+                    raise ValueError(f"systematic_clusters[{name!r}] names unknown clusters {unknown[:10]}")
                 chosen = np.array([label_index[lab] for lab in spec], dtype=int)
             mask[np.isin(codes, chosen), columns.index(name)] = True
 
@@ -502,3 +520,15 @@ def ampute(
 def _type_name(obj: Any) -> str:
     """Type name for error messages."""
     return f"{obj.__class__.__module__}.{obj.__class__.__name__}"
+
+
+class _CallableModule(types.ModuleType):
+    """``skmlmi.ampute`` is both this module and, called, the function: ``from skmlmi import
+    ampute; ampute(df)`` works as ``from skmlmi.ampute import ampute`` does (the package
+    attribute stays the module, so ``skmlmi.ampute.ampute`` and the API docs resolve)."""
+
+    def __call__(self, *args, **kwargs):
+        return ampute(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -108,7 +108,7 @@ def test_systematic_clusters_are_entirely_missing():
         groups="school",
         prop=0.2,
         patterns=[["y"]],
-        systematic={"x": 3, "grade": ["s01", "s07"]},
+        systematic_clusters={"x": 3, "grade": ["s01", "s07"]},
         random_state=7,
         return_mask=True,
     )
@@ -126,7 +126,7 @@ def test_systematic_clusters_are_entirely_missing():
 def test_systematic_only_with_groups_as_an_array():
     df = _clustered().drop(columns="school")
     groups = np.repeat(np.arange(40), 100)
-    out = ampute(df, groups=groups, prop=0.0, systematic={"y": [0, 5]}, random_state=8)
+    out = ampute(df, groups=groups, prop=0.0, systematic_clusters={"y": [0, 5]}, random_state=8)
     assert out["y"].isna().sum() == 200
     assert out.drop(columns="y").notna().all().all()
 
@@ -135,7 +135,7 @@ def test_systematic_only_with_groups_as_an_array():
 def test_same_seed_same_amputation_and_input_unchanged():
     df = _clustered()
     before = df.copy(deep=True)
-    kwargs = dict(groups="school", prop=0.3, cluster_variation=1.0, systematic={"x": 2}, random_state=11)
+    kwargs = dict(groups="school", prop=0.3, cluster_variation=1.0, systematic_clusters={"x": 2}, random_state=11)
     a = ampute(df, **kwargs)
     b = ampute(df, **kwargs)
     pd.testing.assert_frame_equal(a, b)
@@ -183,10 +183,10 @@ def test_array_input_and_numeric_patterns():
         (dict(groups=np.arange(3)), ValueError, "labels"),
         (dict(cluster_variation=1.0), ValueError, "need groups"),
         (dict(groups="school", cluster_variation=-1.0), ValueError, "cluster_variation"),
-        (dict(groups="school", systematic={"x": 41}), ValueError, "41 clusters"),
-        (dict(groups="school", systematic={"x": ["s99"]}), ValueError, "s99"),
-        (dict(groups="school", systematic={"bogus": 2}), ValueError, "bogus"),
-        (dict(groups="school", systematic={"x": "s01"}), ValueError, "list of cluster labels"),
+        (dict(groups="school", systematic_clusters={"x": 41}), ValueError, "41 clusters"),
+        (dict(groups="school", systematic_clusters={"x": ["s99"]}), ValueError, "s99"),
+        (dict(groups="school", systematic_clusters={"bogus": 2}), ValueError, "bogus"),
+        (dict(groups="school", systematic_clusters={"x": "s01"}), ValueError, "list of cluster labels"),
     ],
 )
 def test_bad_input_raises_clear_errors(kwargs, error, match):
@@ -198,3 +198,20 @@ def test_bad_input_raises_clear_errors(kwargs, error, match):
 def test_non_tabular_data_is_refused():
     with pytest.raises(TypeError, match="DataFrame"):
         ampute([[1.0, 2.0], [3.0, 4.0]])
+
+
+def test_former_name_systematic_still_works_with_a_warning():
+    df = _clustered(n_clusters=10, size=20)
+    new = ampute(df, groups="school", prop=0.0, systematic_clusters={"x": 2}, random_state=4)
+    with pytest.warns(FutureWarning, match="systematic_clusters"):
+        old = ampute(df, groups="school", prop=0.0, systematic={"x": 2}, random_state=4)
+    pd.testing.assert_frame_equal(new, old)
+    with pytest.raises(ValueError, match="only"):
+        ampute(df, groups="school", systematic={"x": 2}, systematic_clusters={"x": 2})
+
+
+def test_package_level_ampute_is_callable():
+    import skmlmi
+
+    df = _clustered(n_clusters=5, size=20)
+    pd.testing.assert_frame_equal(skmlmi.ampute(df, prop=0.3, random_state=2), ampute(df, prop=0.3, random_state=2))

@@ -134,7 +134,7 @@ def load_impact_incomplete(random_state: int | np.random.Generator | None = 2022
         cluster_variation=0.5,
         random_state=rng,
     )
-    return ampute(sporadic, groups="name", prop=0.0, systematic={"ct": 3, "hypots": 2}, random_state=rng)
+    return ampute(sporadic, groups="name", prop=0.0, systematic_clusters={"ct": 3, "hypots": 2}, random_state=rng)
 
 
 def load_ipdna() -> pd.DataFrame:
