@@ -126,6 +126,7 @@ class _Plan:
     bounds: dict = field(default_factory=dict)
     post: dict = field(default_factory=dict)
     partial_predictors: bool = False  # missing cells outside `where` leave NaN predictors
+    modelled_rows: np.ndarray | None = None  # rows not ignored (None: all)
 
 
 @dataclass
@@ -225,6 +226,7 @@ def _visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
         n_clusters=plan.n_clusters if model_groups is not None else 0,
         predictor_names=tuple(names),
         cluster_labels=plan.cluster_labels,
+        modelled_rows=plan.modelled_rows,
     )
     col = target.column
     fit_rows = plan.fit_rows[col]
@@ -904,7 +906,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         return _Plan(
             targets, complete, codes, n_clusters, labels, self._columns, fit_rows, impute_rows, write_rows,
             incomplete, derived, parse_bounds(self.bounds, self._columns), parse_post(self.post, self._columns),
-            partial,
+            partial, ~ignore if ignore.any() else None,
         )
 
     def _warn_circular(self, derived, made):

@@ -80,6 +80,11 @@ class DrawContext:
         What the model decided on its own during this draw (dropped predictors, ridge
         added, clusters treated as systematically missing). Filled through :meth:`log`;
         the engine turns them into ``logged_events_`` rows and warnings.
+    modelled_rows : ndarray of bool or None
+        Rows that belong to the model's data (None: all). The engine's ``ignore`` rows are
+        excluded. ``observed`` is the response indicator within these rows: a model of the
+        non-response itself (:class:`HeckmanSelection`) takes its non-responders from
+        them, so an ignored row is neither a responder nor a non-responder.
     """
 
     target: str = "y"
@@ -90,6 +95,7 @@ class DrawContext:
     predictor_names: tuple[str, ...] = ()
     cluster_labels: Any = None
     events: list[str] = field(default_factory=list)
+    modelled_rows: Any = None
 
     def log(self, reason: str) -> None:
         """Record something the sampler decided on its own."""

@@ -774,8 +774,9 @@ class HeckmanSelection(BaseConditionalImputer):
     likelihood evaluation for a block of k parameters). Roles ``1`` and ``2`` are the same
     here: every coefficient varies by cluster. Columns constant within every cluster (for
     example cluster means from roles 3 and 4) cannot be estimated per cluster and are
-    dropped (logged). The response indicator is ``observed``: rows ignored by the engine
-    count as non-responders.
+    dropped (logged). The response indicator is ``observed`` within
+    ``context.modelled_rows``: rows the engine ignores (``fit(..., ignore=...)``) take no
+    part in either equation, as in every other model.
 
     References
     ----------
@@ -835,6 +836,8 @@ class HeckmanSelection(BaseConditionalImputer):
         if p == 0:
             return keep
         rows = np.all(np.isfinite(X), axis=1)
+        if context.modelled_rows is not None:
+            rows &= context.modelled_rows
         checks = [
             (roles != -4, rows, "in the selection equation"),
             (roles != -3, rows & observed, "in the outcome equation (observed rows)"),
@@ -873,6 +876,8 @@ class HeckmanSelection(BaseConditionalImputer):
             context.log(message)
             warnings.warn(message, UserWarning, stacklevel=3)
         rows = np.all(np.isfinite(X), axis=1)
+        if context.modelled_rows is not None:
+            rows &= context.modelled_rows  # ignored rows are neither responders nor non-responders
         s = observed & rows
         if not s.any():
             raise ValueError(f"{name}: no observed value to fit on.")

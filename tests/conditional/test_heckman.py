@@ -281,3 +281,22 @@ def test_bad_outcome_for_kind_is_an_error():
     context = DrawContext(target="y", kind="continuous", n_clusters=3)
     with pytest.raises(ValueError, match="outcome='binary'.*'y'"):
         HeckmanSelection(outcome="binary").draw(y, observed, X, roles, g, np.random.default_rng(0), None, context)
+
+
+def test_ignored_rows_take_no_part_in_the_selection_equation():
+    # ignoring rows (fit(..., ignore=...)) must be the same as leaving them out: before,
+    # HeckmanSelection counted ignored responders as non-responders
+    from skmlmi.datasets import make_heckman
+
+    data = make_heckman(n_clusters=6, cluster_size=120, random_state=5)
+    ignore = np.zeros(len(data), dtype=bool)
+    ignore[np.flatnonzero(data["y"].notna().to_numpy())[::4]] = True
+    runs = []
+    for frame, mask in ((data, ignore), (data[~ignore].reset_index(drop=True), None)):
+        imp = MultilevelIterativeImputer(methods={"y": HeckmanSelection()}, predictor_matrix={"z": {"y": -3}},
+                                         n_imputations=2, max_iter=1, random_state=3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            imp.fit(frame, groups="cluster", ignore=mask)
+        runs.append(imp.imputations_["y"])
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-7)
