@@ -534,7 +534,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         """One completed dataset of X, imputed with chain ``transform_chain``'s final draws.
 
         Deterministic for a fitted imputer: the same X gives the same output. Rows of
-        clusters unseen at fit get cluster effects from the population distribution.
+        clusters unseen at fit get cluster effects from the population distribution. A
+        missing cell of a cluster-level column (constant within clusters at fit) in a
+        cluster seen at fit takes that cluster's value at fit (observed, or imputed by the
+        chain).
         """
         return self._transform_chain(X, groups, self._chain_index())
 
@@ -984,6 +987,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             return self._output(W, frame)
         plan = self._plan
         cells = missing.copy()
+        self._fill_known_cluster_values(W, missing, codes, chain)
         rng = np.random.Generator(np.random.PCG64(
             np.random.SeedSequence(self._entropy, spawn_key=(_TRANSFORM_STREAM, chain))))
         visits = [(t, d) for t, d in zip(plan.targets, self.final_draws_[chain], strict=True)]
@@ -1024,6 +1028,29 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         changed = set(np.flatnonzero(cells.any(axis=0)).tolist())
         changed |= {d.column for d in plan.derived if new_plan.impute_rows[d.column].size}
         return self._output(W, frame, changed=sorted(changed))
+
+    def _fill_known_cluster_values(self, W, missing, codes, chain):
+        """Missing cells of a cluster-level column in a cluster seen at fit take its value there.
+
+        A cluster-level variable (constant within clusters at fit) has one value per
+        cluster: observed, or imputed by this chain. New rows of a seen cluster reuse it
+        rather than drawing a second, different value for the same cluster.
+        """
+        if codes is None:
+            return
+        seen = codes < self._plan.n_clusters
+        for j, constant in self._cluster_constant.items():
+            rows = missing[:, j] & seen
+            if not constant or not rows.any():
+                continue
+            fitted = self._W[:, j].copy()
+            if j in self._chain_results[chain].values:
+                at, write = self._plan.impute_rows[j], self._plan.write_rows[j]
+                fitted[at[write]] = self._chain_results[chain].values[j][write]
+            per_cluster = np.full(self._plan.n_clusters, np.nan)
+            per_cluster[self._plan.groups] = fitted
+            W[rows, j] = per_cluster[codes[rows]]
+            missing[rows, j] = np.isnan(W[rows, j])
 
     def _check_fixed_cluster_rows(self, visits, missing, codes, frame, groups):
         """Cluster fixed effects exist only for clusters seen at fit: name the others."""
