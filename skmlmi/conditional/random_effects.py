@@ -222,6 +222,7 @@ class _Sufficient:
         self.p1 = pk + 1  # fixed-effects columns incl. intercept; y is column p1 of [1, W]
         self.counts = np.bincount(groups[rows], minlength=n_clusters)
         self.fitted = np.flatnonzero(self.counts > 0)
+        self.empty = np.flatnonzero(self.counts == 0)  # systematically missing clusters
         compact = np.zeros(n_clusters, dtype=np.intp)
         compact[self.fitted] = np.arange(len(self.fitted))
         g = compact[groups[rows]]
@@ -650,7 +651,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
         self._check_psi(state, suff, context, log_once)
 
         # systematically missing clusters: effects (and variances) from the population
-        empty = np.setdiff1d(np.arange(J), suff.fitted)
+        empty = suff.empty
         if len(empty):
             state.b[empty] = rng.standard_normal((len(empty), q)) @ state.psi_sqrt.T
             if hetero:
@@ -674,7 +675,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
                 f"({_names(single, context.cluster_name)}); their random effects are shrunk to the "
                 "population distribution"
             )
-        empty = np.setdiff1d(np.arange(J), suff.fitted)
+        empty = suff.empty
         if len(empty):
             log_once(
                 f"{target!r}: {len(empty)} cluster(s) with no observed value (systematically missing: "
