@@ -33,6 +33,7 @@ class ColumnCodec:
     categories: list | None = None  # labels of codes 0..K-1 (binary and categorical)
     ordered: bool = False
     numeric_levels: bool = False  # binary stored as its own 0/1 numbers
+    boolean_objects: bool = False  # an object column of True/False: decoded back to bools
 
     @property
     def n_categories(self) -> int:
@@ -75,7 +76,7 @@ class ColumnCodec:
             return pd.Series(labels, index=index, name=self.name).astype(self.dtype)
         if self.kind in ("integer", "binary"):
             values = np.rint(values)
-        if ptypes.is_bool_dtype(self.dtype):
+        if ptypes.is_bool_dtype(self.dtype) or self.boolean_objects:
             return pd.Series(values.astype(bool), index=index, name=self.name).astype(self.dtype)
         try:
             return pd.Series(values, index=index, name=self.name).astype(self.dtype)
@@ -83,10 +84,15 @@ class ColumnCodec:
             return pd.Series(values, index=index, name=self.name)
 
 
+def _holds_bools(series: pd.Series) -> bool:
+    """An object column whose observed values are all True/False."""
+    observed = series.dropna()
+    return series.dtype == object and bool(len(observed)) and observed.map(
+        lambda v: isinstance(v, bool | np.bool_)).all()
+
+
 def _numeric_values(series: pd.Series, name) -> np.ndarray:
-    if ptypes.is_bool_dtype(series.dtype) or series.dtype == object and series.dropna().map(
-        lambda v: isinstance(v, bool | np.bool_)
-    ).all():
+    if ptypes.is_bool_dtype(series.dtype) or _holds_bools(series):
         return series.astype("float64").to_numpy()
     try:
         values = series.astype("float64").to_numpy()
@@ -151,7 +157,8 @@ def detect_codec(series: pd.Series, name, kind: str | None = None) -> ColumnCode
                 raise ValueError(f"Column {name!r} declared binary has {len(distinct)} distinct values.")
             # two arbitrary numbers: code them 0/1 in sorted order
             return ColumnCodec(name, "binary", dtype, list(distinct) if len(distinct) == 2 else [0.0, 1.0])
-        return ColumnCodec(name, "binary", dtype, [0.0, 1.0], numeric_levels=True)
+        return ColumnCodec(name, "binary", dtype, [0.0, 1.0], numeric_levels=True,
+                           boolean_objects=_holds_bools(series))
     if kind == "categorical":
         return ColumnCodec(name, "categorical", dtype, list(distinct))
     return ColumnCodec(name, kind, dtype)
@@ -165,16 +172,27 @@ def cluster_codes(data: pd.DataFrame, groups) -> tuple[np.ndarray, pd.Index, Any
     mismatch or a missing label is a ``ValueError``.
     """
     column = None
-    if np.ndim(groups) == 0 and not isinstance(groups, bool):
-        if groups not in data.columns:
-            raise ValueError(f"groups={groups!r} is not a column of the data.")
+    if isinstance(groups, bool | np.bool_):
+        raise TypeError(f"groups={groups!r}: pass the name of the cluster column or one cluster label per row.")
+    if _is_column_name(groups, data):  # a tuple can name a column too
         column, labels = groups, data[groups]
+        if isinstance(labels, pd.DataFrame):
+            raise ValueError(f"groups={groups!r} names {labels.shape[1]} columns of the data (duplicated name).")
+    elif np.ndim(groups) == 0:
+        raise ValueError(f"groups={groups!r} is not a column of the data.")
     else:
-        labels = groups if isinstance(groups, pd.Series) else pd.Series(np.asarray(groups))
+        if isinstance(groups, pd.DataFrame):
+            if groups.shape[1] != 1:
+                raise ValueError(f"groups is a DataFrame with {groups.shape[1]} columns; pass one column of "
+                                 "cluster labels.")
+            groups = groups.iloc[:, 0]
+        labels = groups if isinstance(groups, pd.Series) else pd.Series(list(groups) if isinstance(groups, tuple)
+                                                                         else np.asarray(groups))
         if labels.ndim != 1 or len(labels) != len(data):
-            raise ValueError(f"groups has {len(labels)} labels (length {len(labels)}) but the data have "
+            raise ValueError(f"groups has {len(labels)} labels (shape {np.shape(groups)}) but the data have "
                              f"{len(data)} rows.")
-    missing = labels.isna().to_numpy()
+        labels = _aligned(labels, data.index)
+    missing = np.asarray(labels.isna(), dtype=bool)
     if missing.any():
         raise ValueError(f"groups has missing cluster labels ({int(missing.sum())} missing labels, first at row "
                          f"{int(np.flatnonzero(missing)[0])}); every row needs a cluster.")
@@ -184,3 +202,24 @@ def cluster_codes(data: pd.DataFrame, groups) -> tuple[np.ndarray, pd.Index, Any
     except TypeError:  # labels of mixed types cannot be sorted: order of appearance
         codes, uniques = pd.factorize(values)
     return codes.astype(np.intp), pd.Index(uniques, name=column), column
+
+
+def _is_column_name(groups, data: pd.DataFrame) -> bool:
+    """Whether ``groups`` is the (hashable) name of a column, e.g. a string, a number or a tuple."""
+    try:
+        return groups in data.columns
+    except (TypeError, ValueError):  # unhashable: an array of labels
+        return False
+
+
+def _aligned(labels: pd.Series, index: pd.Index) -> pd.Series:
+    """A Series of labels in the row order of the data.
+
+    A Series whose index holds exactly the data's (unique) row labels in another order is
+    aligned on them, as pandas would; any other Series is taken in its positional order
+    (as scikit-learn takes arrays), which is also what a default index means.
+    """
+    if (not labels.index.equals(index) and labels.index.is_unique and index.is_unique
+            and len(labels.index.intersection(index)) == len(index)):
+        return labels.reindex(index)
+    return labels

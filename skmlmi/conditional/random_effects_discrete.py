@@ -690,20 +690,31 @@ class _CategoricalState:
     n_categories: int
     ordered: bool
     beta: np.ndarray  # (K - 1, p + 1) unordered, (p + 1,) ordered; original scale
-    u: np.ndarray  # (J, K - 1) unordered, (J, 1) ordered; NaN rows for clusters without data
-    psi: np.ndarray  # (K - 1, K - 1) or (1, 1)
+    u: np.ndarray  # (J, (K - 1) q) unordered (category-major), (J, q) ordered; NaN rows: no data
+    psi: np.ndarray  # ((K - 1) q, (K - 1) q) or (q, q), original scale
     mixing: np.ndarray
     cutpoints: np.ndarray | None = None  # ordered: free cutpoints gamma_1..gamma_{K-2} (gamma_0 = 0)
+    random: tuple = (0,)  # random-effect columns of [1, X]: the intercept, then the role-2 slopes
+
+
+def _random_part(X: np.ndarray, effects: np.ndarray, random_columns) -> np.ndarray:
+    """z' b per row and effect block: effects (n, ..., q) times z = (1, X[:, random_columns])."""
+    out = effects[..., 0].copy()
+    for k, col in enumerate(random_columns):  # loop over the few random slopes
+        out += X[:, col].reshape((-1,) + (1,) * (effects.ndim - 2)) * effects[..., k + 1]
+    return out
 
 
 class _MultinomialDraw(Draw):
-    def __init__(self, beta, u, psi):
-        self.beta, self.u, self.psi = beta, u, psi
+    def __init__(self, beta, u, psi, random_columns=()):
+        self.beta, self.u, self.psi, self.random_columns = beta, u, psi, tuple(random_columns)
 
     def probabilities(self, X, groups, rng):
         effects = _population_effects(np.asarray(groups, dtype=np.intp), self.u, self.psi, rng)
-        eta = np.zeros((len(X), self.beta.shape[0] + 1))
-        eta[:, 1:] = self.beta[:, 0] + X @ self.beta[:, 1:].T + effects
+        L = self.beta.shape[0]
+        effects = effects.reshape(len(X), L, len(self.random_columns) + 1)
+        eta = np.zeros((len(X), L + 1))
+        eta[:, 1:] = self.beta[:, 0] + X @ self.beta[:, 1:].T + _random_part(X, effects, self.random_columns)
         return special.softmax(eta, axis=1)
 
     def sample(self, X, groups, rng):
@@ -716,15 +727,17 @@ class _MultinomialDraw(Draw):
 
 
 class _OrderedProbitDraw(Draw):
-    def __init__(self, beta, u, psi, cutpoints):
+    def __init__(self, beta, u, psi, cutpoints, random_columns=()):
         self.beta, self.u, self.psi, self.cutpoints = beta, u, psi, cutpoints
+        self.random_columns = tuple(random_columns)
 
     def sample(self, X, groups, rng):
         if groups is None:
             raise ValueError("RandomEffectsCategorical draws need cluster codes to impute.")
         X = np.asarray(X, dtype=float)
         effects = _population_effects(np.asarray(groups, dtype=np.intp), self.u, self.psi, rng)
-        latent = self.beta[0] + X @ self.beta[1:] + effects[:, 0] + rng.standard_normal(len(X))
+        latent = (self.beta[0] + X @ self.beta[1:] + _random_part(X, effects, self.random_columns)
+                  + rng.standard_normal(len(X)))
         return np.searchsorted(self.cutpoints, latent).astype(float)
 
 
@@ -782,33 +795,35 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
 
     R's mice has no such method (its ``2l.jomo`` hands the target to jomo's joint model).
     Categories are codes 0..K-1 (K = ``context.n_categories``); the model follows
-    ``context.ordered``. Only random intercepts are modelled; predictors enter as fixed
-    effects (roles 1 and 3; the engine adds cluster means for role 3).
+    ``context.ordered``. Predictors with roles 1 and 3 are fixed effects (the engine adds
+    cluster means for roles 3 and 4); roles 2 and 4 add random slopes, z_ij = (1, x_ij[role 2]).
 
-    **Unordered** (and binary) targets: multinomial logit with correlated random
-    intercepts, category 0 the reference,
+    **Unordered** (and binary) targets: multinomial logit with correlated random effects,
+    category 0 the reference,
 
         P(y_ij = k) = exp(eta_ijk) / sum_l exp(eta_ijl),  eta_ij0 = 0,
-        eta_ijk = f_ij' beta_k + u_jk,   u_j = (u_j1..u_j,K-1) ~ N(0, Psi).
+        eta_ijk = f_ij' beta_k + z_ij' u_jk,   u_j = (u_j1', ..., u_j,K-1')' ~ N(0, Psi),
+
+    Psi of size (K - 1) q: the effects of all categories are correlated.
 
     Gibbs sampler (Holmes & Held 2006; Polson, Scott & Windle 2013, §3.3): for each
     category k in turn, given the other categories the likelihood of ``(beta_k, u_.k)`` is a
     binary logit with offset -C_ijk, C_ijk = log sum_{l != k} exp(eta_ijl); draw
     omega_ijk ~ PG(1, eta_ijk - C_ijk), then ``(beta_k, u_.k)`` exactly from the weighted
     linear mixed model (b integrated out for beta_k), with u_jk's prior the conditional
-    normal given u_j,-k under Psi. Then Psi | u ~ IW(K - 1 + J_obs, 0.1 I + sum_j u_j u_j')
-    (prior IW(K - 1, 0.1 I), as :class:`RandomEffectsLogistic`).
+    normal given u_j,-k under Psi. Then Psi | u ~ IW((K - 1) q + J_obs, 0.1 I + sum_j u_j u_j')
+    (prior IW((K - 1) q, 0.1 I), as :class:`RandomEffectsLogistic`).
 
-    **Ordered** targets: cumulative probit with a random intercept (Albert & Chib 1993),
+    **Ordered** targets: cumulative probit with random effects (Albert & Chib 1993),
 
-        y_ij = c  iff  gamma_{c-1} < y*_ij <= gamma_c,  y*_ij = f_ij' beta + u_j + e_ij,
-        e_ij ~ N(0, 1),  u_j ~ N(0, tau^2),  gamma_0 = 0 (identifies the intercept).
+        y_ij = c  iff  gamma_{c-1} < y*_ij <= gamma_c,  y*_ij = f_ij' beta + z_ij' u_j + e_ij,
+        e_ij ~ N(0, 1),  u_j ~ N(0, Psi),  gamma_0 = 0 (identifies the intercept).
 
     Each Gibbs step: the free cutpoints by a random-walk Metropolis step on their log gaps
     with the latents integrated out (Cowles 1996; proposal covariance from the curvature
     of the collapsed posterior, computed once per visit), so they do not stall as the
     Albert-Chib uniform update does with many rows; then y* from truncated normals; then
-    (beta, u) jointly and exactly given y*; then tau^2 ~ IW(1 + J_obs, 0.1 + sum u_j^2).
+    (beta, u) jointly and exactly given y*; then Psi ~ IW(q + J_obs, 0.1 I + sum u_j u_j').
     Prior on the log gaps: N(0, 2^2) (proper, so a never-observed extreme category does
     not make the posterior improper).
 
@@ -828,8 +843,11 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
 
     Priors on beta as :class:`RandomEffectsLogistic` (Student-t, on standardised
     predictors; for the probit the same scales are weaker). Clusters without observed y
-    (systematically missing) and clusters unseen at fit draw their intercepts from
-    N(0, Psi*). State (beta, u, Psi, cutpoints, lambda) is carried across visits.
+    (systematically missing) and clusters unseen at fit draw their effects from
+    N(0, Psi*). State (beta, u, Psi, cutpoints, lambda) is carried across visits. Random
+    slopes of a multinomial target need many rows per cluster: with 30-40 observed rows
+    per cluster their variances are weakly identified (the posterior is wide and the chain
+    mixes slowly); prefer random intercepts unless the slopes matter to the analysis.
 
     Main-effects imputation of a categorical covariate of a logistic analysis model is
     not compatible with it: under ``logit P(mort) = eta0(X) + beta_k [pupil = k]``,
@@ -875,7 +893,7 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
     """
 
     target_kinds = frozenset({"categorical", "binary"})
-    accepted_roles = frozenset({1, 3})
+    accepted_roles = frozenset({1, 2, 3, 4})
 
     def _draw(self, y, observed, X, roles, groups, rng, state, context):
         name = f"{type(self).__name__} for {context.target!r}"
@@ -892,47 +910,55 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
         order, starts = _sort_by_cluster(go, len(present_codes))
         design, go, codes = std.design(Xo)[order], go[order], codes[order]
         ordered = bool(context.ordered) and K > 2
-        _log_few_clusters(1 if ordered else K - 1, len(present_codes), context)
+        random = np.r_[0, 1 + np.flatnonzero(roles == 2)].astype(np.intp)
+        _log_few_clusters((1 if ordered else K - 1) * len(random), len(present_codes), context)
         if (state is not None and (state.n_columns != X.shape[1] or state.n_categories != K
-                                   or state.ordered != ordered or state.u.shape[0] != J)):
+                                   or state.ordered != ordered or state.u.shape[0] != J
+                                   or state.random != tuple(random))):
             state = None
         if ordered:
-            beta, u, psi, extra = self._ordered(codes, design, go, starts, std, state, present_codes, K, rng)
+            beta, u, psi, extra = self._ordered(codes, design, go, starts, std, random, state, present_codes, K, rng)
         else:
-            beta, u, psi, extra = self._multinomial(codes, design, go, starts, std, state, present_codes, K, rng,
-                                                    context)
-        _log_systematic(present, groups, context, "random intercepts")
+            beta, u, psi, extra = self._multinomial(codes, design, go, starts, std, random, state, present_codes, K,
+                                                    rng, context)
+        _log_systematic(present, groups, context, "random intercepts" if len(random) == 1 else "random effects")
         u_full = np.full((J, u.shape[1]), np.nan)
         u_full[present_codes] = u
         beta_o, mixing = beta
-        new_state = _CategoricalState(X.shape[1], K, ordered, beta_o, u_full, psi, mixing, extra)
+        new_state = _CategoricalState(X.shape[1], K, ordered, beta_o, u_full, psi, mixing, extra, tuple(random))
+        slopes = random[1:] - 1
         if ordered:
-            return _OrderedProbitDraw(beta_o, u_full, psi, np.r_[0.0, extra]), new_state
-        return _MultinomialDraw(beta_o, u_full, psi), new_state
+            return _OrderedProbitDraw(beta_o, u_full, psi, np.r_[0.0, extra], slopes), new_state
+        return _MultinomialDraw(beta_o, u_full, psi, slopes), new_state
 
     # ------------------------------------------------------------------ unordered
-    def _multinomial(self, codes, design, go, starts, std, state, present_codes, K, rng, context):
+    def _multinomial(self, codes, design, go, starts, std, random, state, present_codes, K, rng, context):
         n_clusters = len(starts)
         m = design.shape[1]
-        L = K - 1
+        L, q = K - 1, len(random)
         a = std.matrix()
         a_inv = np.linalg.inv(a)
+        # u_j stacks the K - 1 categories' effect vectors (category-major): one block of the
+        # standardising map per category takes u and Psi to the original scale
+        to_original = np.kron(np.eye(L), a[np.ix_(random, random)])
         scales = self._prior_scales(m - 1)
         if state is None:
             counts = np.bincount(codes, minlength=K) + 0.5
             beta = np.zeros((L, m))
             beta[:, 0] = np.log(counts[1:] / counts[0])
-            u = np.zeros((n_clusters, L))
-            psi = np.eye(L)
+            u = np.zeros((n_clusters, L, q))
+            psi = np.eye(L * q)
             mixing = np.ones((L, m))
         else:
-            beta = state.beta @ a_inv.T  # intercept shift: the random part is the intercept only
-            u = np.where(np.isnan(state.u), 0.0, state.u)[present_codes]
-            psi = state.psi
+            beta = state.beta @ a_inv.T
+            to_standard = np.linalg.inv(to_original)
+            known = np.where(np.isnan(state.u), 0.0, state.u)[present_codes]
+            u = (known @ to_standard.T).reshape(n_clusters, L, q)
+            psi = to_standard @ state.psi @ to_standard.T
             mixing = state.mixing
-        random = np.array([0], dtype=np.intp)
+        z = design[:, random]
         eta = np.zeros((len(codes), K))
-        eta[:, 1:] = design @ beta.T + u[go]
+        eta[:, 1:] = design @ beta.T + np.einsum("nr,nlr->nl", z, u[go])
         for _ in range(self._n_steps(state)):
             for k in range(1, K):  # loop over categories
                 # C_k = log sum_{l != k} exp(eta_l), by logaddexp over the other columns (a few).
@@ -942,31 +968,34 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
                     log_rest = np.logaddexp(log_rest, eta[:, col])
                 omega = polya_gamma(eta[:, k] - log_rest, rng)
                 kappa = (codes == k) - 0.5 + omega * log_rest
-                rest = np.r_[0:k - 1, k:L]
+                # prior of category k's effects given the other categories' under Psi
+                block = np.arange((k - 1) * q, k * q)
+                rest = np.r_[0:(k - 1) * q, k * q:L * q]
                 if L > 1:
-                    coef = np.linalg.solve(psi[np.ix_(rest, rest)], psi[rest, k - 1])
-                    cond_var = psi[k - 1, k - 1] - psi[k - 1, rest] @ coef
-                    prior_mean = (u[:, rest] @ coef)[:, None]
+                    coef = np.linalg.solve(psi[np.ix_(rest, rest)], psi[np.ix_(rest, block)])
+                    cond_cov = psi[np.ix_(block, block)] - psi[np.ix_(block, rest)] @ coef
+                    prior_mean = u.reshape(n_clusters, L * q)[:, rest] @ coef
                 else:
-                    cond_var, prior_mean = psi[0, 0], None
+                    cond_cov, prior_mean = psi, None
                 total, blocks = _cluster_blocks(design, random, omega, starts)
                 beta_k, u_k = _collapsed_mixed_draw(
-                    total, blocks, design, random, kappa, starts, np.array([[1.0 / cond_var]]),
+                    total, blocks, design, random, kappa, starts, np.linalg.inv(cond_cov),
                     1.0 / (scales**2 * mixing[k - 1]), rng, prior_mean,
                 )
-                beta[k - 1], u[:, k - 1] = beta_k, u_k[:, 0]
+                beta[k - 1], u[:, k - 1] = beta_k, u_k
                 mixing[k - 1] = _draw_t_mixing(beta_k, scales, float(self.prior_df), rng)
-                eta[:, k] = design @ beta_k + u_k[go, 0]
-            psi = _inverse_wishart(L + n_clusters, _PSI_PRIOR_SCALE * np.eye(L) + u.T @ u, rng)
+                eta[:, k] = design @ beta_k + np.einsum("nr,nr->n", z, u_k[go])
+            stacked = u.reshape(n_clusters, L * q)
+            psi = _inverse_wishart(L * q + n_clusters, _PSI_PRIOR_SCALE * np.eye(L * q) + stacked.T @ stacked, rng)
         for k in range(L):
             _separation_check(beta[k], context, f" (category {k + 1} vs 0)")
-        return (beta @ a.T, mixing), u, psi, None
+        u_original = u.reshape(n_clusters, L * q) @ to_original.T
+        return (beta @ a.T, mixing), u_original, to_original @ psi @ to_original.T, None
 
     # ------------------------------------------------------------------ ordered
-    def _ordered(self, codes, design, go, starts, std, state, present_codes, K, rng):
+    def _ordered(self, codes, design, go, starts, std, random, state, present_codes, K, rng):
         n_clusters = len(starts)
-        m = design.shape[1]
-        a = std.matrix()
+        m, q = design.shape[1], len(random)
         scales = self._prior_scales(m - 1)
         d = K - 2
         if state is None:
@@ -977,19 +1006,18 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
             beta[0] = -thresholds[0]
             gaps = np.maximum(np.diff(thresholds), 1e-2)
             log_gaps = np.log(gaps)
-            u = np.zeros((n_clusters, 1))
-            psi = np.eye(1)
+            u = np.zeros((n_clusters, q))
+            psi = np.eye(q)
             mixing = np.ones(m)
         else:
-            beta = np.linalg.solve(a, state.beta)
-            u = np.where(np.isnan(state.u), 0.0, state.u)[present_codes]
-            psi = state.psi
+            known = np.where(np.isnan(state.u), 0.0, state.u)[present_codes]
+            beta, u, psi = _to_standard(std, random, state.beta, known, state.psi)
             mixing = state.mixing
             log_gaps = np.log(np.diff(np.r_[0.0, state.cutpoints]))
-        random = np.array([0], dtype=np.intp)
+        z = design[:, random]
         # With unit weights the cross-products do not change between steps.
         total, blocks = _cluster_blocks(design, random, np.ones(len(codes)), starts)
-        eta = design @ beta + u[go, 0]
+        eta = design @ beta + np.einsum("nr,nr->n", z, u[go])
         chol = _ordered_proposal_chol(log_gaps, eta, codes) if d else None
         current = _ordered_log_posterior(log_gaps, eta, codes)[0] if d else 0.0
         for _ in range(self._n_steps(state)):
@@ -1004,10 +1032,11 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
             beta, u = _collapsed_mixed_draw(
                 total, blocks, design, random, latent, starts, np.linalg.inv(psi), 1.0 / (scales**2 * mixing), rng
             )
-            psi = _inverse_wishart(1 + n_clusters, _PSI_PRIOR_SCALE * np.eye(1) + u.T @ u, rng)
+            psi = _inverse_wishart(q + n_clusters, _PSI_PRIOR_SCALE * np.eye(q) + u.T @ u, rng)
             mixing = _draw_t_mixing(beta, scales, float(self.prior_df), rng)
-            eta = design @ beta + u[go, 0]
+            eta = design @ beta + np.einsum("nr,nr->n", z, u[go])
             if d:
                 current = _ordered_log_posterior(log_gaps, eta, codes)[0]
         cutpoints = np.cumsum(np.exp(log_gaps))
-        return (a @ beta, mixing), u, psi, cutpoints
+        beta_o, u_o, psi_o = _to_original(std, random, beta, u, psi)
+        return (beta_o, mixing), u_o, psi_o, cutpoints

@@ -10,8 +10,10 @@ errors of their expectation. Each tolerance states its derivation where it is us
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import special
 
@@ -336,6 +338,66 @@ def test_ordered_categorical_recovers_slope_cutpoints_and_variance():
     assert np.corrcoef(imputed, x[:, 0])[0, 1] > 0.2
 
 
+def test_unordered_categorical_recovers_random_slopes():
+    # Each category's log-odds has its own random intercept and random slope of x, all four
+    # correlated (Psi 4 x 4, category-major); role 2 asks for the slope.
+    rng = np.random.default_rng(23)
+    n_clusters, size = 80, 100  # with 40 rows per cluster the slopes are too weakly identified to check Psi
+    groups = np.repeat(np.arange(n_clusters), size)
+    x = rng.normal(size=(len(groups), 1))
+    psi_truth = np.diag([0.6, 0.5, 0.6, 0.5])
+    psi_truth[0, 2] = psi_truth[2, 0] = 0.3
+    u = rng.multivariate_normal(np.zeros(4), psi_truth, size=n_clusters)
+    eta = np.column_stack([np.zeros(len(groups)),
+                           0.2 + (0.7 + u[groups, 1]) * x[:, 0] + u[groups, 0],
+                           -0.3 + (-0.5 + u[groups, 3]) * x[:, 0] + u[groups, 2]])
+    prob = special.softmax(eta, axis=1)
+    y = (prob.cumsum(axis=1) < rng.random(len(groups))[:, None]).sum(axis=1).astype(float)
+    observed = rng.random(len(groups)) < 0.8
+    draws, _, chain_rng = _run_chain(RandomEffectsCategorical(n_gibbs=1), y, observed, x, [2], groups, 250,
+                                     seed=24, n_clusters=n_clusters, kind="categorical", n_categories=3)
+    kept = draws[50:]
+    psi = np.array([d.psi for d in kept])
+    # every entry of Psi within 4 posterior SDs of the realised covariance of the effects
+    # (what the data carry; calibration argument); the slope variances clearly away from zero
+    realised = np.cov(u.T)
+    assert np.all(np.abs(psi.mean(axis=0) - realised) < 4 * psi.std(axis=0)), (psi.mean(axis=0).round(2), realised)
+    assert np.all(psi.mean(axis=0)[[1, 3], [1, 3]] > 4 * psi.std(axis=0)[[1, 3], [1, 3]])
+    beta = np.array([d.beta for d in kept])
+    assert np.all(np.abs(beta.mean(axis=0) - [[0.2, 0.7], [-0.3, -0.5]]) < 4 * beta.std(axis=0))
+    # cluster-specific slopes: P(category 1) rises with x much more in some clusters than in
+    # others, as in the truth; the imputed categories follow (correlation of the per-cluster
+    # slopes of the imputation probabilities with the true ones)
+    probabilities = np.mean([d.probabilities(x, groups, chain_rng) for d in kept[::10]], axis=0)
+    fitted = np.array([np.polyfit(x[groups == j, 0], probabilities[groups == j, 1], 1)[0] for j in range(n_clusters)])
+    true = np.array([np.polyfit(x[groups == j, 0], prob[groups == j, 1], 1)[0] for j in range(n_clusters)])
+    assert np.corrcoef(fitted, true)[0, 1] > 0.8
+    assert set(np.unique(kept[-1].sample(x, groups, chain_rng))) <= {0.0, 1.0, 2.0}
+
+
+def test_ordered_categorical_recovers_a_random_slope():
+    rng = np.random.default_rng(33)
+    n_clusters, size = 80, 40
+    groups = np.repeat(np.arange(n_clusters), size)
+    x = rng.normal(size=(len(groups), 1))
+    u = rng.normal(size=n_clusters) * np.sqrt(0.5)
+    v = rng.normal(size=n_clusters) * np.sqrt(0.4)
+    latent = 0.3 + (0.8 + v[groups]) * x[:, 0] + u[groups] + rng.normal(size=len(groups))
+    y = np.searchsorted(np.array([0.0, 1.0, 1.8]), latent).astype(float)
+    observed = rng.random(len(groups)) < 0.8
+    draws, _, chain_rng = _run_chain(RandomEffectsCategorical(n_gibbs=1), y, observed, x, [2], groups, 250,
+                                     seed=34, n_clusters=n_clusters, kind="categorical", n_categories=4,
+                                     ordered=True)
+    kept = draws[50:]
+    psi = np.array([d.psi for d in kept])
+    assert abs(psi[:, 1, 1].mean() - 0.4) < 4 * psi[:, 1, 1].std(), psi.mean(axis=0).round(2)
+    assert abs(psi[:, 0, 0].mean() - 0.5) < 4 * psi[:, 0, 0].std()
+    slope = np.array([d.beta[1] for d in kept])
+    assert abs(slope.mean() - 0.8) < 4 * slope.std()
+    # a cluster with no observed y (code 80, unseen) still gets a full draw
+    assert set(np.unique(kept[-1].sample(x[:5], np.full(5, 80), chain_rng))) <= {0.0, 1.0, 2.0, 3.0}
+
+
 def test_categorical_systematic_cluster_and_bad_input():
     rng = np.random.default_rng(41)
     groups = np.repeat(np.arange(15), 20)
@@ -354,8 +416,8 @@ def test_categorical_systematic_cluster_and_bad_input():
     bad[0] = 3.0
     with pytest.raises(ValueError, match="'school_type'.*0..2"):
         RandomEffectsCategorical().draw(bad, observed, x, np.array([1]), groups, rng, None, context)
-    with pytest.raises(ValueError, match="role code 2"):
-        RandomEffectsCategorical().draw(y, observed, x, np.array([2]), groups, rng, None, context)
+    with pytest.raises(ValueError, match="role code -3"):
+        RandomEffectsCategorical().draw(y, observed, x, np.array([-3]), groups, rng, None, context)
     with pytest.raises(ValueError, match="number of categories"):
         RandomEffectsCategorical().draw(y, observed, x, np.array([1]), groups, rng, None,
                                         _context(15, kind="categorical", n_categories=0))
@@ -396,3 +458,34 @@ def test_hard_cases_run_and_log_what_they_decided():
     assert np.all(np.isfinite(draws[-1].beta))
     assert any("single value 0" in e for e in events)
     assert draws[-1].sample(X, groups, chain_rng).mean() < 0.2
+
+
+def test_categorical_target_with_random_slopes_through_the_imputer():
+    # the tutorial's IMPACT workflow codes every predictor 2 (random slopes), also for the
+    # categorical targets; codes 2 and 4 (slope + cluster mean) must run end to end
+    from skmlmi import MultilevelIterativeImputer
+
+    rng = np.random.default_rng(61)
+    n_clusters, size = 30, 40
+    g = np.repeat(np.arange(n_clusters), size)
+    x = rng.normal(size=len(g))
+    slope = 1.0 + 0.7 * rng.normal(size=n_clusters)
+    latent = slope[g] * x + 0.5 * rng.normal(size=n_clusters)[g] + rng.logistic(size=len(g))
+    level = np.searchsorted([-0.5, 0.7], latent)
+    data = pd.DataFrame({"g": g, "x": x, "w": rng.normal(size=len(g)),
+                         "level": pd.Categorical(np.array(["low", "mid", "high"])[level],
+                                                 categories=["low", "mid", "high"])})
+    data.loc[rng.random(len(g)) < 0.3, "level"] = np.nan
+    for ordered in (False, True):
+        frame = data.assign(level=data["level"].cat.set_categories(["low", "mid", "high"], ordered=ordered))
+        imp = MultilevelIterativeImputer(methods={"level": RandomEffectsCategorical()},
+                                         predictor_matrix={"x": {"level": 2}, "w": {"level": 4}},
+                                         n_imputations=2, max_iter=3, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = imp.fit_transform_all(frame, groups="g")
+        assert all(not o["level"].isna().any() for o in out)
+        draw = imp.final_draws_[0][0]
+        # random intercept + slopes of x and w (w's cluster mean is a fixed effect only)
+        assert draw.random_columns == (0, 1)
+        assert draw.psi.shape == ((3, 3) if ordered else (6, 6))
