@@ -45,6 +45,8 @@ class ColumnCodec:
         missing = series.isna().to_numpy()
         if self.categories is None or self.numeric_levels:
             values = _numeric_values(series, self.name)
+            if self.categories is None:
+                _check_scale(values, self.name)
             if self.numeric_levels:
                 bad = ~missing & ~np.isin(values, self.categories)
                 if bad.any():
@@ -101,6 +103,21 @@ def _numeric_values(series: pd.Series, name) -> np.ndarray:
     if np.isinf(values).any():
         raise ValueError(f"Column {name!r} contains infinite values; code them as NaN or finite numbers.")
     return values
+
+
+#: Magnitudes the numerics handle: squares and cross-products of n values neither overflow nor underflow.
+_LARGEST, _SMALLEST = 1e100, 1e-100
+
+
+def _check_scale(values: np.ndarray, name) -> None:
+    """Values so large (or so small, all of them) that products overflow or vanish are an error."""
+    magnitude = np.abs(values[~np.isnan(values)])
+    if not magnitude.size:
+        return
+    largest = float(magnitude.max())
+    if largest > _LARGEST or 0 < largest < _SMALLEST:
+        raise ValueError(f"Column {name!r} holds values of magnitude {largest:.3g}, beyond what the imputation "
+                         f"numerics handle ({_SMALLEST:g} to {_LARGEST:g}); rescale it (e.g. change its units).")
 
 
 def _is_textual(series: pd.Series) -> bool:
@@ -189,8 +206,8 @@ def cluster_codes(data: pd.DataFrame, groups) -> tuple[np.ndarray, pd.Index, Any
         labels = groups if isinstance(groups, pd.Series) else pd.Series(list(groups) if isinstance(groups, tuple)
                                                                          else np.asarray(groups))
         if labels.ndim != 1 or len(labels) != len(data):
-            raise ValueError(f"groups has {len(labels)} labels (shape {np.shape(groups)}) but the data have "
-                             f"{len(data)} rows.")
+            raise ValueError(f"groups has {len(labels)} labels (length {len(labels)}, shape {np.shape(groups)}) but "
+                             f"the data have {len(data)} rows.")
         labels = _aligned(labels, data.index)
     missing = np.asarray(labels.isna(), dtype=bool)
     if missing.any():

@@ -218,8 +218,33 @@ def _read_table(path: str) -> pd.DataFrame:
             return pd.read_parquet(file)
         except ImportError as exc:
             raise CLIError("reading Parquet needs pyarrow: pip install pyarrow") from exc
+    if file.is_dir():
+        raise CLIError(f"{path} is a directory, not a data file")
     # "NA" and empty fields are missing; other strings (e.g. a level called "None") stay data
-    return pd.read_csv(file, keep_default_na=False, na_values=["", "NA", "NaN", "nan"])
+    sep = "\t" if file.suffix.lower() in (".tsv", ".tab") else ","
+    try:
+        frame = pd.read_csv(file, sep=sep, keep_default_na=False, na_values=["", "NA", "NaN", "nan"])
+    except pd.errors.EmptyDataError:
+        raise CLIError(f"{path} is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise CLIError(f"{path} could not be read as a CSV file: {exc}") from None
+    if frame.shape[1] == 1 and any(c in str(frame.columns[0]) for c in ";\t|"):
+        raise CLIError(f"{path} was read as one column {str(frame.columns[0])!r}: the fields must be separated by "
+                       "commas (or tabs in a .tsv file)")
+    if len(frame) == 0:
+        raise CLIError(f"{path} has a header but no rows")
+    return frame
+
+
+def _check_output(path: str) -> None:
+    """Fail before the imputation, not after it, when the output cannot be written."""
+    from pathlib import Path
+
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise CLIError(f"--out {path}: the directory {parent} does not exist")
+    if Path(path).is_dir():
+        raise CLIError(f"--out {path} is a directory; give a file name (.csv or .parquet)")
 
 
 def _write_table(frame: pd.DataFrame, path: str) -> None:
@@ -246,9 +271,23 @@ def parse_model(text: str):
                        f"({', '.join(sorted(R_ALIASES))})")
     kwargs = {}
     if rest:
-        call = ast.parse(f"f({rest}", mode="eval").body
-        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
-    return cls(**kwargs)
+        try:
+            call = ast.parse(f"f({rest}", mode="eval").body
+            if not isinstance(call, ast.Call) or call.args or any(kw.arg is None for kw in call.keywords):
+                raise CLIError(f"model {text!r}: give the settings as keywords, e.g. {name.strip()}(key=value)")
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+        except (SyntaxError, ValueError) as exc:
+            raise CLIError(f"model {text!r}: settings must be key=value with literal values (numbers, quoted "
+                           f"strings, True/False/None): {exc}") from None
+    try:
+        model = cls(**kwargs)
+    except TypeError as exc:
+        raise CLIError(f"model {text!r}: {exc}") from None
+    try:
+        model._validate_params()
+    except ValueError as exc:  # sklearn's InvalidParameterError
+        raise CLIError(f"model {text!r}: {exc}") from None
+    return model
 
 
 def _assignments(items, what):
@@ -282,7 +321,11 @@ def _impute(args) -> int:
         if not sep:
             raise CLIError(f"--role {key}={code}: expected TARGET:PREDICTOR=CODE")
         _check_columns(data, [target, predictor], "--role")
-        roles.setdefault(predictor, {})[target] = int(code)
+        try:
+            roles.setdefault(predictor, {})[target] = int(code)
+        except ValueError:
+            raise CLIError(f"--role {key}={code}: the code must be an integer (0, 1, 2, 3, 4, -2, -3 or -4)") from None
+    _check_output(args.out)
     imputer = MultilevelIterativeImputer(methods=methods or None, predictor_matrix=roles or None,
                                          n_imputations=args.m, max_iter=args.max_iter, random_state=args.seed,
                                          n_jobs=args.n_jobs, verbose=0 if args.quiet else 1)
@@ -421,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as exc:
         print(f"skmlmi {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, KeyError, OSError) as exc:
         print(f"skmlmi {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -440,7 +440,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         "derived": [dict, None],
         "bounds": [dict, None],
         "post": [dict, None],
-        "groups_column": [str, numbers.Integral, None],
+        "groups_column": [str, numbers.Integral, tuple, None],
     }
 
     def __init__(
@@ -573,11 +573,14 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         frame, is_frame = self._as_frame(X, reset=True)
         if groups is None and self.groups_column is not None:
             groups = self.groups_column
-        codes, labels, groups_column = self._encode_groups(frame, groups, reset=True)
+        if self.transform_chain >= self.n_imputations:  # fail before the chains run, not after
+            self._chain_index()
+        codes, labels, groups_column = self._encode_groups(frame, _positional(groups, is_frame), reset=True)
         self._is_frame = is_frame
         self._groups_column = groups_column
         self._columns = list(frame.columns)
         self._codecs = self._detect_codecs(frame)
+        self._check_methods()
         W = self._encode(frame)
         missing = np.isnan(W)
         if groups_column is not None:
@@ -704,6 +707,16 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             index[unseen] = len(self.cluster_labels_) + pd.Index(new).get_indexer(values[unseen])
         return index.astype(np.intp), self.cluster_labels_, groups_column
 
+    def _check_methods(self):
+        """Every column a ``methods`` dict names must exist and be imputable."""
+        if not isinstance(self.methods, dict):
+            return
+        unknown = [name for name in self.methods if name not in self._columns]
+        if unknown:
+            raise ValueError(f"methods names {unknown}, which are not columns of X; columns: {self._columns}.")
+        if self._groups_column is not None and self._groups_column in self.methods:
+            raise ValueError(f"methods names the cluster column {self._groups_column!r}, which is never imputed.")
+
     def _detect_codecs(self, frame) -> list[ColumnCodec]:
         kinds = dict(self.column_kinds or {})
         unknown = [k for k in kinds if k not in frame.columns]
@@ -790,15 +803,17 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         from .recommend import recommend_methods
 
         kinds = {codec.name: codec.kind for codec in self._codecs if codec.name != self._groups_column}
-        table = recommend_methods(frame[columns], codes, column_kinds={c: kinds[c] for c in columns})
-        return dict(zip(table["column"], table["method"], strict=True))
+        # columns renamed to their positions: any hashable name (a tuple too) then reaches the table safely
+        subset = frame[columns].set_axis(range(len(columns)), axis=1)
+        table = recommend_methods(subset, codes, column_kinds={k: kinds[c] for k, c in enumerate(columns)})
+        return {columns[k]: method for k, method in zip(table["column"], table["method"], strict=True)}
 
     def _make_target(self, j, matrix, codes, multilevel, cluster_constant):
         name, codec = self._columns[j], self._codecs[j]
         model = self._model_for(name, codec, multilevel, cluster_constant.get(j, False))
-        row = matrix.loc[name]
+        row = matrix.iloc[j]  # by position: names may be tuples, which .loc would read as (row, column)
         if self._groups_column is not None:
-            cluster_role = int(row[self._groups_column])
+            cluster_role = int(row.iloc[self._columns.index(self._groups_column)])
         else:
             cluster_role = -2 if codes is not None else 0
         if model.requires_groups and cluster_role != -2:
@@ -817,7 +832,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             self._warn_ignored.append(name)
         predictors = []
         for k, pred_name in enumerate(self._columns):
-            role = int(row[pred_name])
+            role = int(row.iloc[k])
             if role == 0 or pred_name == self._groups_column:
                 continue
             if role not in model.accepted_roles and role != 1:
@@ -953,13 +968,17 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     def _completed(self, frame, chain):
         """Chain ``chain``'s completed training data in the input's format."""
         W = self._W.copy()
+        written = np.zeros(W.shape, dtype=bool)
         for col in self._plan.incomplete:
             W[self._plan.impute_rows[col], col] = self._chain_results[chain].values[col]
-        return self._output(W, frame, changed=self._plan.incomplete)
+            written[self._plan.impute_rows[col], col] = True
+        return self._output(W, frame, changed=self._plan.incomplete, written=written)
 
-    def _output(self, W, frame, changed=None):
+    def _output(self, W, frame, changed=None, written=None):
         """``W`` in the input's format; ``changed`` lists the columns that may differ from ``frame``
-        (default: those with missing values)."""
+        (default: those with missing values), ``written`` marks the cells imputed or recomputed
+        (default: the missing ones). The other cells of a DataFrame keep the caller's values
+        exactly: the float working copy would round integers beyond 2**53."""
         if not self._is_frame:
             out = W
             if self._groups_column is not None and not self.keep_groups:
@@ -970,14 +989,23 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             changed = [j for j, name in enumerate(self._columns)
                        if name != self._groups_column and frame[name].isna().any()]
         for j in changed:
-            out[self._columns[j]] = self._codecs[j].decode(W[:, j], index=frame.index)
+            name = self._columns[j]
+            decoded = self._codecs[j].decode(W[:, j], index=frame.index)
+            keep = np.flatnonzero(~(written[:, j] if written is not None else frame[name].isna().to_numpy()))
+            if keep.size:
+                try:
+                    decoded.iloc[keep] = frame[name].iloc[keep].to_numpy()
+                except (TypeError, ValueError):  # an observed value the fitted dtype cannot hold: as decoded
+                    pass
+            out[name] = decoded
         if self._groups_column is not None and not self.keep_groups:
             out = out.drop(columns=[self._groups_column])
         return out
 
     def _transform_chain(self, X, groups, chain):
         check_is_fitted(self, "final_draws_")
-        frame, _ = self._as_frame(X, reset=False)
+        frame, is_frame = self._as_frame(X, reset=False)
+        groups = _positional(groups, is_frame)
         codes, _, _ = self._encode_groups(frame, groups, reset=False)
         W = self._encode(frame)
         missing = np.isnan(W)
@@ -1026,8 +1054,12 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                     W[rows, target.column] = _sample(draw, X, g, rows, target, new_plan, rng, log)
                     _recompute_derived(W, new_plan, target.column)
         changed = set(np.flatnonzero(cells.any(axis=0)).tolist())
-        changed |= {d.column for d in plan.derived if new_plan.impute_rows[d.column].size}
-        return self._output(W, frame, changed=sorted(changed))
+        written = cells.copy()
+        for d in plan.derived:
+            if new_plan.impute_rows[d.column].size:
+                changed.add(d.column)
+                written[new_plan.impute_rows[d.column], d.column] = True
+        return self._output(W, frame, changed=sorted(changed), written=written)
 
     def _fill_known_cluster_values(self, W, missing, codes, chain):
         """Missing cells of a cluster-level column in a cluster seen at fit take its value there.
@@ -1113,6 +1145,11 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             impute_rows[d.column] = np.flatnonzero(missing[:, d.column] | missing[:, inputs].any(axis=1))
         return _Plan(plan.targets, plan.auxiliary, codes, n_clusters, plan.cluster_labels, plan.names, {},
                      impute_rows, {}, [], plan.derived, plan.bounds, plan.post)
+
+
+def _positional(groups, is_frame):
+    """Labels of an array input are positional: a Series' index means nothing without a frame's."""
+    return groups.to_numpy() if isinstance(groups, pd.Series) and not is_frame else groups
 
 
 def _constant_within_clusters(values, groups, n_clusters, missing):

@@ -41,7 +41,7 @@ def make_predictor_matrix(columns: Sequence, groups_column=None) -> pd.DataFrame
     popular      -2        0    1
     sex          -2        1    0
     """
-    columns = list(columns)
+    columns = pd.Index(list(columns), tupleize_cols=False)  # tuple names stay names, not a MultiIndex
     matrix = pd.DataFrame(1 - np.eye(len(columns), dtype=int), index=columns, columns=columns)
     if groups_column is not None:
         matrix[groups_column] = -2
@@ -103,7 +103,8 @@ def validate_predictor_matrix(predictor_matrix, columns: Sequence, groups_column
                     f"codes: {', '.join(f'{k} ({v})' for k, v in ROLE_NAMES.items())}."
                 )
             codes[position[target], position[predictor]] = int(number)
-    full = pd.DataFrame(codes, index=columns, columns=columns)
+    labels = pd.Index(columns, tupleize_cols=False)  # tuple names stay names, not a MultiIndex
+    full = pd.DataFrame(codes, index=labels, columns=labels)
     names = columns
     diagonal = np.flatnonzero(np.diag(codes) != 0)
     if diagonal.size:

@@ -7,9 +7,11 @@ import pytest
 from skmlmi.conditional import (
     BayesianLogistic,
     ClusterLevelPMM,
+    Polytomous,
     PredictiveMeanMatching,
     RandomEffectsCategorical,
     RandomEffectsLogistic,
+    RandomEffectsNormal,
     RandomEffectsPMM,
 )
 from skmlmi.datasets import load_popmis
@@ -132,16 +134,20 @@ def test_suggested_setup_runs_in_the_imputer(popmis_incomplete):
     assert completed[1].groupby("school")["texp"].nunique().max() == 1
 
 
-def test_code_the_model_cannot_honour_is_lowered_and_explained():
+def test_categorical_target_keeps_the_reversed_random_slope_and_lower_codes_fall_back():
     rng = np.random.default_rng(0)
     n = 60
     df = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "y": rng.normal(size=n),
                        "grade": rng.choice(["a", "b", "c"], size=n)})
     df.loc[:7, "grade"] = None
     s = suggest_predictors("y ~ grade + (1 + grade | g)", df)
-    assert isinstance(s.methods["grade"], RandomEffectsCategorical)  # accepts codes 1 and 3 only
-    assert s.predictor_matrix.loc["grade", "y"] == 3
-    assert "cannot honour code 4" in s.explanation
+    assert isinstance(s.methods["grade"], RandomEffectsCategorical)  # random slopes since codes 2/4 are honoured
+    assert s.predictor_matrix.loc["grade", "y"] == 4
+    assert "cannot honour" not in s.explanation
+    # a model without random slopes gets the nearest code it honours: 4 -> 3 -> 1
+    from skmlmi.predictors import _accepted_code
+
+    assert _accepted_code(4, Polytomous()) == 1 and _accepted_code(4, RandomEffectsNormal()) == 4
 
 
 def test_single_level_formula_gives_fixed_effects_and_single_level_models(popmis_incomplete):

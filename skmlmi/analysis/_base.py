@@ -88,6 +88,11 @@ class FormulaModel(RegressorMixin, BaseEstimator):
         self.feature_names_in_ = np.asarray([str(c) for c in data.columns], dtype=object)
         self.n_features_in_ = len(self.feature_names_in_)
         self.nobs_ = int(design.X.shape[0])
+        if self.nobs_ <= design.X.shape[1]:
+            raise ValueError(
+                f"{self.nobs_} rows are too few for the {design.X.shape[1]} fixed effects of {self.formula!r}: no "
+                "residual degrees of freedom"
+            )
         rank = np.linalg.matrix_rank(design.X)
         if rank < design.X.shape[1]:
             raise ValueError(

@@ -443,7 +443,11 @@ def _is_categorical(series: pd.Series) -> bool:
 
 def _levels_of(series: pd.Series, reference) -> list:
     if isinstance(series.dtype, pd.CategoricalDtype):
-        levels = list(series.cat.categories)
+        # categories absent from the data would give all-zero dummy columns (a rank-deficient design): R's
+        # droplevels. A level present in some completed datasets only then shows as different terms in
+        # the pooler, which names them.
+        present = set(series.dropna().unique())
+        levels = [c for c in series.cat.categories if c in present]
     else:
         values = series.dropna().unique()
         try:
@@ -563,6 +567,9 @@ def build_design(
     missing_cols = [v for v in needed if v not in data.columns]
     if missing_cols:
         raise ValueError(f"columns {missing_cols} of formula {parsed.formula!r} are not in the data")
+    repeated = [v for v in parsed.variables if v in data.columns and isinstance(data[v], pd.DataFrame)]
+    if repeated:
+        raise ValueError(f"columns {repeated} of formula {parsed.formula!r} appear more than once in the data")
     has_response = parsed.response is not None and parsed.response in data.columns
     used = [v for v in needed if v != parsed.response or has_response]
     nan_cols = [v for v in used if data[v].isna().any()]
@@ -573,6 +580,10 @@ def build_design(
     elif nan_cols:
         counts = {v: int(data[v].isna().sum()) for v in nan_cols}
         raise ValueError(f"columns have missing values (impute them first, or drop the rows): {counts}")
+    infinite = [v for v in used if v != parsed.group and not _is_categorical(data[v])
+                and not np.isfinite(data[v].to_numpy(dtype=float, na_value=np.nan)).all()]
+    if infinite:
+        raise ValueError(f"columns {infinite} of formula {parsed.formula!r} hold infinite values")
     reference_levels = dict(reference_levels or {})
     unknown = set(reference_levels) - set(parsed.variables)
     if unknown:

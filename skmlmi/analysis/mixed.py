@@ -622,6 +622,23 @@ class LogisticMixedModel(FormulaModel):
         self.converged_ = converged
         beta, tau = par[:p], float(par[p])
         ll, u, *_ = _agq_loglik(beta, tau, data, nodes, weights)
+        fitted = special.expit(data.X @ beta + tau * u[data.g])
+        eps = 10 * np.finfo(float).eps  # R's glm.fit threshold
+        if np.all(data.y == data.y[0]):
+            warnings.warn(
+                f"LogisticMixedModel {self.formula!r}: the response is {int(data.y[0])} in every row: the intercept "
+                "diverges and no estimate or standard error is meaningful",
+                UserWarning,
+                stacklevel=3,
+            )
+        elif np.any(fitted < eps) or np.any(fitted > 1 - eps):
+            warnings.warn(
+                f"LogisticMixedModel {self.formula!r}: fitted probabilities numerically 0 or 1 occurred (perfect or "
+                "quasi-complete separation): the estimates and standard errors of the separating terms are not "
+                "identified",
+                UserWarning,
+                stacklevel=3,
+            )
         # theta first (lme4 order); at the boundary tau = 0 only the beta block is informative
         order = np.r_[p, np.arange(p)]
         H = hess[np.ix_(order, order)]

@@ -102,8 +102,13 @@ def overimpute(imputer, X: pd.DataFrame, groups=None, columns=None, sample: int 
         warnings.warn(f"n_imputations={imputer.n_imputations}: intervals from fewer than 20 imputations are crude.",
                       UserWarning, stacklevel=2)
     if columns is None:
+        group_column = groups if np.ndim(groups) == 0 else None  # a name, or labels (an array)
         columns = [c for c in X.columns if X[c].isna().any() and pd.api.types.is_float_dtype(X[c])
-                   and X[c].dropna().nunique() > 2 and c != groups]
+                   and X[c].dropna().nunique() > 2 and c != group_column]
+        if not columns:
+            raise ValueError("overimpute: no incomplete continuous column to check; name columns= explicitly.")
+    elif not columns:
+        raise ValueError("overimpute: columns is empty.")
     unknown = [c for c in columns if c not in X.columns]
     if unknown:
         raise ValueError(f"overimpute: unknown columns {unknown}.")

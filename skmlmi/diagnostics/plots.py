@@ -538,6 +538,10 @@ def plot_trace(imputer, columns=None, *, figsize=None) -> DiagnosticPlot:
     table = trace_table(imputer, columns)
     names = [imputer.incomplete_columns_[i] for i in _chain_columns(imputer, columns)]
     m, T = imputer.chain_mean_.shape[:2]
+    if not names:
+        raise ValueError("plot_trace: the imputer imputed no column (the data had no missing values).")
+    if T == 0:
+        raise ValueError("plot_trace: the chains ran no iteration (max_iter=0); nothing to trace.")
     fig, axes = plt.subplots(len(names), 2, figsize=figsize or (9, 2.2 * len(names) + 0.6), squeeze=False,
                              sharex=True)
     colours = plt.get_cmap("tab10")

@@ -21,7 +21,7 @@ from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
-from .rubin import pool, rubin_components
+from .rubin import pool, pool_variance_components, rubin_components
 
 __all__ = ["MIPooler"]
 
@@ -37,7 +37,12 @@ def _fit_one(estimator, data, y_name, formula_model, index):
             return estimator.fit(data)
         return estimator.fit(data.drop(columns=[y_name]), data[y_name])
     except Exception as exc:  # re-raised with the imputation number
-        raise type(exc)(f"the analysis model failed on imputation {index + 1}: {exc}") from exc
+        message = f"the analysis model failed on imputation {index + 1}: {exc}"
+        try:
+            error = type(exc)(message)
+        except Exception:  # an exception class whose constructor wants other arguments
+            error = RuntimeError(f"{message} ({type(exc).__name__})")
+        raise error from exc
 
 
 class MIPooler(MetaEstimatorMixin, BaseEstimator):
@@ -139,6 +144,17 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         name = getattr(y, "name", None)
         return str(name) if isinstance(name, str) and name else _TARGET
 
+    def _free_target_name(self, X, y):
+        """The name y takes in the imputer's data: its own, unless X already has a column of that name.
+
+        ``y = df["x"] > 0`` is named "x" after its source; for a non-formula estimator the
+        name only labels the column the imputer sees, so a clash takes the neutral name.
+        """
+        name = self._target_name(y)
+        if not self._formula_model and isinstance(X, pd.DataFrame) and name in X.columns:
+            name = _TARGET
+        return name
+
     def _with_target(self, X, y, y_name):
         """X with y as one more column (all missing at predict time)."""
         if isinstance(X, pd.DataFrame):
@@ -197,8 +213,10 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
             warnings.warn("A column-vector y was passed when a 1d array was expected; it is raveled.",
                           DataConversionWarning, stacklevel=2)
             y = np.ravel(y)
+        if y is not None and len(y) and pd.isna(pd.Series(np.asarray(y).ravel())).all():
+            raise ValueError("y is entirely missing: nothing to fit the analysis model on.")
         if y is not None:
-            self._y_name = self._target_name(y)
+            self._y_name = self._free_target_name(X, y)
             if isinstance(X, pd.DataFrame) and not all(isinstance(c, str) for c in X.columns):
                 # integer column labels: the target takes the next integer, so labels stay one type
                 self._y_name = max((c for c in X.columns if isinstance(c, numbers.Integral)), default=-1) + 1
@@ -207,6 +225,7 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
             response = self._target_name(None) if self._formula_model else None
             self._y_name = response if isinstance(X, pd.DataFrame) and response in X.columns else None
             data = X
+        self._y_in_X = y is None and self._y_name is not None  # the response was a column of X at fit
         self._fit_columns = list(data.columns) if isinstance(data, pd.DataFrame) else None
         self.imputer_ = clone(self.imputer)
         sets = self.imputer_.fit_transform_all(data, groups=groups)
@@ -240,7 +259,8 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
                 "standard errors, tests or intervals"
             )
         vcs = [f.variance_components_ for f in fits if hasattr(f, "variance_components_")]
-        self.variance_components_ = pd.concat(vcs, axis=1).mean(axis=1) if vcs else pd.Series(dtype=float)
+        # pool_variance_components checks that every imputation reports the same components
+        self.variance_components_ = pool_variance_components(vcs) if vcs else pd.Series(dtype=float)
 
     def _aligned_terms(self, fits) -> list:
         """Term names common to every fit; terms absent from some imputations are an error."""
@@ -269,11 +289,16 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
     # ------------------------------------------------------------------ predict / score
     def _completed_new(self, X, groups):
         check_is_fitted(self, "estimators_")
-        if not (isinstance(X, pd.DataFrame) and self._y_name in X.columns):
-            X = self._check_input(X, reset=False)
         if self._y_name is not None and isinstance(X, pd.DataFrame) and self._y_name in X.columns:
             X = X.drop(columns=[self._y_name])  # predictions must not see the response
-        data = X if self._y_name is None else self._with_target(X, None, self._y_name)
+        if getattr(self, "_y_in_X", False) and isinstance(X, pd.DataFrame):
+            # fitted on X holding the response: X is checked with the response back, all missing
+            data = self._with_target(X, None, self._y_name)
+            self._check_input(data[self._fit_columns] if set(self._fit_columns) <= set(data.columns) else data,
+                              reset=False)
+        else:
+            X = self._check_input(X, reset=False)
+            data = X if self._y_name is None else self._with_target(X, None, self._y_name)
         if isinstance(data, pd.DataFrame) and self._fit_columns is not None:
             data = data[self._fit_columns]
         sets = self.imputer_.transform_all(data, groups=groups)
@@ -307,6 +332,9 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
             y, X = X[self._y_name], X.drop(columns=[self._y_name])
         prediction = self.predict(X, groups=groups)
         y = np.asarray(y)
+        if y.dtype.kind in "fc" and np.isnan(y).any():
+            raise ValueError(f"score needs the observed response: y has {int(np.isnan(y).sum())} missing values; "
+                             "score on the rows where it is observed.")
         if is_classifier(self):
             return accuracy_score(y, prediction)
         return r2_score(y, prediction)

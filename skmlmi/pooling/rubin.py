@@ -78,7 +78,11 @@ def _as_dfcom(dfcom: float | None) -> float:
 
 def _check_arrays(estimates, covariances) -> tuple[np.ndarray, np.ndarray | None]:
     """Validate (m, k) estimates and (m, k, k) covariances; 1-d estimates mean k = 1."""
-    q = np.asarray(estimates, dtype=float)
+    estimates = _aligned_estimates(estimates)
+    try:
+        q = np.asarray(estimates, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"estimates must be numbers (an (m, k) array): {exc}") from None
     if q.ndim == 1:
         q = q[:, None]
     if q.ndim != 2:
@@ -91,7 +95,10 @@ def _check_arrays(estimates, covariances) -> tuple[np.ndarray, np.ndarray | None
         raise ValueError(f"estimates contain a non-finite value (imputation {bad[0] + 1}, parameter {bad[1]})")
     if covariances is None:
         return q, None
-    u = np.asarray(covariances, dtype=float)
+    try:
+        u = np.asarray(covariances, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"covariances must be numbers (an (m, k, k) array): {exc}") from None
     if u.ndim == 1 and k == 1:
         u = u[:, None, None]
     elif u.ndim == 2 and u.shape == (m, k):
@@ -107,6 +114,46 @@ def _check_arrays(estimates, covariances) -> tuple[np.ndarray, np.ndarray | None
         bad = np.argwhere(diag < 0)[0]
         raise ValueError(f"covariances have a negative variance (imputation {bad[0] + 1}, parameter {bad[1]})")
     return q, u
+
+
+def _aligned_estimates(estimates):
+    """A sequence of Series (one per imputation) as an (m, k) DataFrame aligned on the names.
+
+    ``np.asarray`` would stack them by position, silently pairing different parameters
+    when the imputations list them in different orders.
+    """
+    if isinstance(estimates, Sequence) and len(estimates) and all(isinstance(e, pd.Series) for e in estimates):
+        names = list(estimates[0].index)
+        for i, e in enumerate(estimates[1:], start=2):
+            if not e.index.is_unique or set(e.index) != set(names):
+                raise ValueError(f"estimates of imputation {i} name parameters {sorted(map(str, e.index))}; "
+                                 f"imputation 1 names {sorted(map(str, names))}")
+        return pd.DataFrame([e.reindex(names).to_numpy(dtype=float) for e in estimates], columns=names)
+    return estimates
+
+
+def _solve(a, b, what: str):
+    """``np.linalg.solve`` with a message that says which matrix is singular."""
+    try:
+        return np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        raise ValueError(f"{what} is singular: a parameter with zero variance, or parameters that are exact "
+                         "linear combinations of others; leave them out of the test") from None
+
+
+def _null(null, k: int) -> np.ndarray:
+    if null is None:
+        return np.zeros(k)
+    q0 = np.asarray(null, dtype=float).ravel()
+    if q0.shape != (k,):
+        raise ValueError(f"null must hold one value per tested parameter ({k}); got {np.shape(null)}")
+    return q0
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k (number of tested parameters) must be a positive integer; got {k!r}")
+    return int(k)
 
 
 # --------------------------------------------------------------------------- components
@@ -238,6 +285,7 @@ def _table(comp: RubinComponents, names, dfcom: float, alpha: float) -> pd.DataF
         df = np.full(k, dfcom)
     with np.errstate(divide="ignore", invalid="ignore"):
         fmi = (riv + 2.0 / (df + 3.0)) / (riv + 1.0)
+        fmi = np.where(np.isinf(riv), 1.0, fmi)  # Ubar = 0: all information is missing-data information
         statistic = comp.qbar / se
     # mice floors df at 0.001 before computing p-values (summary.mipo); same here.
     df_p = np.maximum(df, 1e-3)
@@ -340,6 +388,7 @@ def pool(
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
     dfcom = _as_dfcom(dfcom)
+    estimates = _aligned_estimates(estimates)
     comp = rubin_components(estimates, covariances)
     names = _names(names, comp.qbar.shape[0], estimates)
     if comp.m == 1:
@@ -423,14 +472,25 @@ def pool_variance_components(components) -> pd.Series:
     if not components:
         raise ValueError("no variance components to pool")
     names = list(components[0].index)
-    for i, c in enumerate(components[1:], start=2):
+    for i, c in enumerate(components, start=1):
+        if not c.index.is_unique:
+            raise ValueError(f"variance components of imputation {i} repeat names: "
+                             f"{sorted(map(str, c.index[c.index.duplicated()]))}")
         if set(c.index) != set(names):
             raise ValueError(
                 f"variance components of imputation {i} ({sorted(c.index)}) differ from those of imputation 1 "
                 f"({sorted(names)})"
             )
     table = pd.concat([c[names] for c in components], axis=1)
-    out = table.mean(axis=1)
+    undefined = table.isna().any(axis=1)
+    if undefined.any():
+        warnings.warn(
+            f"variance components {list(table.index[undefined])} are undefined (NaN) in some imputations: their "
+            "pooled value is NaN",
+            UserWarning,
+            stacklevel=2,
+        )
+    out = table.mean(axis=1, skipna=False)
     out.index.name = "term"
     out.name = "estimate"
     return out
@@ -458,6 +518,8 @@ def _d1_df(r: float, k: int, m: int, dfcom: float) -> float:
         if t > 4:
             return 4.0 + (t - 4.0) * (1.0 + (1.0 - 2.0 / t) / r) ** 2
         return t * (1.0 + 1.0 / k) * (1.0 + 1.0 / r) ** 2 / 2.0
+    if t <= 2:
+        return _d1_large_sample_df(r, k, m, t)  # a = r t / (t - 2) is undefined (R returns NaN)
     if t <= 4:
         warnings.warn(
             f"the small-sample df of D1 (Reiter 2007) is unreliable with k(m - 1) = {t} <= 4; use more imputations",
@@ -469,14 +531,31 @@ def _d1_df(r: float, k: int, m: int, dfcom: float) -> float:
     c0 = 1.0 / (t - 4.0) if t != 4 else math.inf
     c1 = vstar - 2.0 * (1.0 + a)
     c2 = vstar - 4.0 * (1.0 + a)
-    z = (
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        z = _reiter_z(a, c0, c1, c2)
+    df = 4.0 + 1.0 / z
+    if not np.isfinite(df) or df <= 0:
+        return _d1_large_sample_df(r, k, m, t)
+    return df
+
+
+def _reiter_z(a: float, c0: float, c1: float, c2: float) -> float:
+    """z of Reiter (2007), eq. 2 (see R_METHODS.md 4.3); numpy floats, so 1/0 is inf, not an exception."""
+    a, c0, c1, c2 = (np.float64(v) for v in (a, c0, c1, c2))
+    return (
         1.0 / c2
         + c0 * (a**2 * c1 / ((1.0 + a) ** 2 * c2))
         + c0 * (8.0 * a**2 * c1 / ((1.0 + a) * c2**2) + 4.0 * a**2 / ((1.0 + a) * c2))
         + c0 * (4.0 * a**2 / (c2 * c1) + 16.0 * a**2 * c1 / c2**3)
         + c0 * (8.0 * a**2 / c2**2)
     )
-    return 4.0 + 1.0 / z
+
+
+def _d1_large_sample_df(r: float, k: int, m: int, t: int) -> float:
+    """Fallback where Reiter's small-sample df is undefined (R's mitml returns NaN there)."""
+    warnings.warn(f"the small-sample df of D1 (Reiter 2007) is undefined with k(m - 1) = {t} and this dfcom; the "
+                  "large-sample df (Li, Raghunathan & Rubin 1991) is reported instead", UserWarning, stacklevel=4)
+    return _d1_df(r, k, m, math.inf)
 
 
 def d1(estimates, covariances, dfcom: float | None = None, null=None) -> pd.DataFrame:
@@ -524,10 +603,10 @@ def d1(estimates, covariances, dfcom: float | None = None, null=None) -> pd.Data
         raise ValueError("D1 needs at least two imputations")
     dfcom = _as_dfcom(dfcom)
     comp = rubin_components(q, u)
-    q0 = np.zeros(k) if null is None else np.asarray(null, dtype=float).reshape(k)
-    r = (1.0 + 1.0 / m) * np.trace(np.linalg.solve(comp.ubar, comp.b)) / k
+    q0 = _null(null, k)
+    r = (1.0 + 1.0 / m) * np.trace(_solve(comp.ubar, comp.b, "the mean within-imputation covariance Ubar")) / k
     diff = comp.qbar - q0
-    f_value = diff @ np.linalg.solve((1.0 + r) * comp.ubar, diff) / k
+    f_value = diff @ _solve((1.0 + r) * comp.ubar, diff, "the mean within-imputation covariance Ubar") / k
     return _test_table("D1", f_value, k, _d1_df(r, k, m, dfcom), r, m=m, dfcom=dfcom)
 
 
@@ -558,6 +637,7 @@ def d2_from_statistics(chisq, k: int, ariv: str = "default") -> pd.DataFrame:
     """
     d = np.asarray(chisq, dtype=float).ravel()
     m = d.shape[0]
+    k = _check_k(k)
     if m < 2:
         raise ValueError("D2 needs at least two imputations")
     if ariv not in ("default", "positive"):
@@ -602,10 +682,10 @@ def d2(estimates, covariances, null=None, ariv: str = "default") -> pd.DataFrame
     if u is None:
         raise ValueError("D2 (Wald) needs the per-imputation covariance matrices")
     k = q.shape[1]
-    q0 = np.zeros(k) if null is None else np.asarray(null, dtype=float).reshape(k)
+    q0 = _null(null, k)
     diff = q - q0
     # batched solve over the m imputations
-    chisq = np.einsum("ij,ij->i", diff, np.linalg.solve(u, diff[..., None])[..., 0])
+    chisq = np.einsum("ij,ij->i", diff, _solve(u, diff[..., None], "a within-imputation covariance U_l")[..., 0])
     return d2_from_statistics(chisq, k, ariv=ariv)
 
 
@@ -644,6 +724,10 @@ def d3_from_deviances(dev_own, dev_pooled, k: int, ariv: str = "default") -> pd.
         raise ValueError("D3 needs the same number (>= 2) of own and pooled deviances")
     if ariv not in ("default", "positive"):
         raise ValueError(f"ariv must be 'default' or 'positive', got {ariv!r}")
+    k = _check_k(k)
+    if not (np.all(np.isfinite(own)) and np.all(np.isfinite(pooled))):
+        raise ValueError("D3: the deviances contain non-finite values (a log-likelihood that could not be "
+                         "evaluated?)")
     dbar, dtilde = own.mean(), pooled.mean()
     r = (m + 1.0) / (k * (m - 1.0)) * (dbar - dtilde)
     if ariv == "positive":
