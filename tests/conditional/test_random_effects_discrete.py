@@ -59,6 +59,23 @@ def _simulate_logistic(seed, n_clusters=80, size=40, beta=(-0.5, 1.0, 0.5), tau2
     return y, observed, X, groups
 
 
+def _sample_categories(eta, rng):
+    """Categories drawn from softmax(eta) (one uniform per row), and an 80 % observed mask."""
+    prob = special.softmax(eta, axis=1)
+    y = (prob.cumsum(axis=1) < rng.random(len(eta))[:, None]).sum(axis=1).astype(float)
+    return prob, y, rng.random(len(eta)) < 0.8
+
+
+def _ordered_chain(latent, cuts, x, role, groups, rng, seed):
+    """Ordered categories cut from ``latent``, 80 % observed, imputed by a 250-visit chain: (kept draws, rng)."""
+    y = np.searchsorted(cuts, latent).astype(float)
+    observed = rng.random(len(groups)) < 0.8
+    draws, _, chain_rng = _run_chain(RandomEffectsCategorical(n_gibbs=1), y, observed, x, [role], groups, 250,
+                                     seed=seed, n_clusters=int(groups.max()) + 1, kind="categorical",
+                                     n_categories=len(cuts) + 1, ordered=True)
+    return draws[50:], chain_rng
+
+
 def _anova_icc(y, groups):
     """One-way ANOVA estimator of the intraclass correlation (equal cluster sizes)."""
     n_clusters = groups.max() + 1
@@ -280,9 +297,7 @@ def test_unordered_categorical_recovers_cluster_proportions_and_variances():
     u = rng.multivariate_normal([0, 0], psi_truth, size=n_clusters)
     eta = np.column_stack([np.zeros(len(groups)), 0.2 + 0.7 * x[:, 0] + u[groups, 0],
                            -0.3 - 0.5 * x[:, 0] + u[groups, 1]])
-    prob = special.softmax(eta, axis=1)
-    y = (prob.cumsum(axis=1) < rng.random(len(groups))[:, None]).sum(axis=1).astype(float)
-    observed = rng.random(len(groups)) < 0.8
+    prob, y, observed = _sample_categories(eta, rng)
     draws, _, chain_rng = _run_chain(RandomEffectsCategorical(n_gibbs=1), y, observed, x, [1], groups, 250,
                                      seed=22, n_clusters=n_clusters, kind="categorical", n_categories=3)
     kept = draws[50:]
@@ -318,12 +333,7 @@ def test_ordered_categorical_recovers_slope_cutpoints_and_variance():
     u = np.sqrt(0.5) * rng.normal(size=n_clusters)
     latent = 0.3 + 0.8 * x[:, 0] + u[groups] + rng.normal(size=len(groups))
     cuts = np.array([0.0, 1.0, 1.8])
-    y = np.searchsorted(cuts, latent).astype(float)
-    observed = rng.random(len(groups)) < 0.8
-    draws, _, chain_rng = _run_chain(RandomEffectsCategorical(n_gibbs=1), y, observed, x, [1], groups, 250,
-                                     seed=32, n_clusters=n_clusters, kind="categorical", n_categories=4,
-                                     ordered=True)
-    kept = draws[50:]
+    kept, chain_rng = _ordered_chain(latent, cuts, x, 1, groups, rng, seed=32)
     cut = np.array([d.cutpoints for d in kept])
     slope = np.array([d.beta[1] for d in kept])
     tau2 = np.array([d.psi[0, 0] for d in kept])
@@ -351,9 +361,7 @@ def test_unordered_categorical_recovers_random_slopes():
     eta = np.column_stack([np.zeros(len(groups)),
                            0.2 + (0.7 + u[groups, 1]) * x[:, 0] + u[groups, 0],
                            -0.3 + (-0.5 + u[groups, 3]) * x[:, 0] + u[groups, 2]])
-    prob = special.softmax(eta, axis=1)
-    y = (prob.cumsum(axis=1) < rng.random(len(groups))[:, None]).sum(axis=1).astype(float)
-    observed = rng.random(len(groups)) < 0.8
+    prob, y, observed = _sample_categories(eta, rng)
     draws, _, chain_rng = _run_chain(RandomEffectsCategorical(n_gibbs=1), y, observed, x, [2], groups, 250,
                                      seed=24, n_clusters=n_clusters, kind="categorical", n_categories=3)
     kept = draws[50:]
@@ -383,12 +391,7 @@ def test_ordered_categorical_recovers_a_random_slope():
     u = rng.normal(size=n_clusters) * np.sqrt(0.5)
     v = rng.normal(size=n_clusters) * np.sqrt(0.4)
     latent = 0.3 + (0.8 + v[groups]) * x[:, 0] + u[groups] + rng.normal(size=len(groups))
-    y = np.searchsorted(np.array([0.0, 1.0, 1.8]), latent).astype(float)
-    observed = rng.random(len(groups)) < 0.8
-    draws, _, chain_rng = _run_chain(RandomEffectsCategorical(n_gibbs=1), y, observed, x, [2], groups, 250,
-                                     seed=34, n_clusters=n_clusters, kind="categorical", n_categories=4,
-                                     ordered=True)
-    kept = draws[50:]
+    kept, chain_rng = _ordered_chain(latent, np.array([0.0, 1.0, 1.8]), x, 2, groups, rng, seed=34)
     psi = np.array([d.psi for d in kept])
     assert abs(psi[:, 1, 1].mean() - 0.4) < 4 * psi[:, 1, 1].std(), psi.mean(axis=0).round(2)
     assert abs(psi[:, 0, 0].mean() - 0.5) < 4 * psi[:, 0, 0].std()
