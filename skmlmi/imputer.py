@@ -702,6 +702,13 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         values = np.asarray(labels)[codes]
         index = self.cluster_labels_.get_indexer(values)
         unseen = index < 0
+        if unseen.all() and len(values) and _label_kind(values) != _label_kind(self.cluster_labels_):
+            warnings.warn(
+                f"No cluster of the new data was seen at fit, and their labels are {_label_kind(values)} where "
+                f"the fitted ones are {_label_kind(self.cluster_labels_)} (e.g. {values[0]!r} vs "
+                f"{self.cluster_labels_[0]!r}): every cluster is treated as new. Convert the labels if they "
+                "name the same clusters.", UserWarning, stacklevel=4,
+            )
         if unseen.any():
             _, new = pd.factorize(values[unseen])
             index[unseen] = len(self.cluster_labels_) + pd.Index(new).get_indexer(values[unseen])
@@ -1145,6 +1152,11 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             impute_rows[d.column] = np.flatnonzero(missing[:, d.column] | missing[:, inputs].any(axis=1))
         return _Plan(plan.targets, plan.auxiliary, codes, n_clusters, plan.cluster_labels, plan.names, {},
                      impute_rows, {}, [], plan.derived, plan.bounds, plan.post)
+
+
+def _label_kind(labels) -> str:
+    """``"numbers"`` or ``"text"``: what a set of cluster labels holds, for the mismatch warning."""
+    return "numbers" if pd.api.types.is_numeric_dtype(pd.Index(labels)) else "text"
 
 
 def _positional(groups, is_frame):

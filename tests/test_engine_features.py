@@ -188,3 +188,16 @@ def test_transform_reuses_a_seen_clusters_value_of_a_cluster_level_column(popmis
     # unseen schools still draw from the cluster-level model
     unseen = new.assign(school=new["school"] + 10_000)
     assert not _quiet(imp.transform, unseen)["texp"].isna().any()
+
+
+def test_transform_warns_when_cluster_labels_changed_type(popmis):
+    # schools 1..100 at fit, "1".."100" at transform: the same schools, but no label matches
+    imp = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0)
+    _quiet(imp.fit, popmis, groups="school")
+    new = popmis.head(20).assign(school=lambda d: d["school"].astype(str))
+    with pytest.warns(UserWarning, match="treated as new"):
+        imp.transform(new)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        imp.transform(popmis.head(20).assign(school=popmis["school"].head(20) + 1000))  # new schools, same type
+    assert not any("treated as new" in str(w.message) for w in caught)
