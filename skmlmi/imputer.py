@@ -810,10 +810,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         from .recommend import recommend_methods
 
         kinds = {codec.name: codec.kind for codec in self._codecs if codec.name != self._groups_column}
-        # columns renamed to their positions: any hashable name (a tuple too) then reaches the table safely
-        subset = frame[columns].set_axis(range(len(columns)), axis=1)
-        table = recommend_methods(subset, codes, column_kinds={k: kinds[c] for k, c in enumerate(columns)})
-        return {columns[k]: method for k, method in zip(table["column"], table["method"], strict=True)}
+        table = recommend_methods(frame[columns], codes, column_kinds={c: kinds[c] for c in columns})
+        return dict(zip(table["column"], table["method"], strict=True))
 
     def _make_target(self, j, matrix, codes, multilevel, cluster_constant):
         name, codec = self._columns[j], self._codecs[j]

@@ -247,10 +247,10 @@ def recommend_methods(
     unknown = [k for k in column_kinds if k not in frame.columns]
     if unknown:
         raise ValueError(f"column_kinds names columns that are not in data (or are the groups column): {unknown}")
-    summary = missing_by_cluster(frame, codes).set_index("column")
+    summary = missing_by_cluster(frame, codes)
     out = []
-    for name in summary.index:  # loop over incomplete columns
-        row = summary.loc[name]
+    for row in summary.to_dict("records"):  # loop over incomplete columns; names of any type (tuples too)
+        name = row["column"]
         series = frame[name]
         codec = detect_codec(series, name, column_kinds.get(name))
         kind = codec.kind

@@ -118,3 +118,11 @@ def test_bad_thresholds_are_refused():
     for kwargs in ({"large_cluster": 0}, {"prop_small": 1.5}, {"min_clusters": 1}):
         with pytest.raises(ValueError):
             recommend_methods(df, "study", **kwargs)
+
+
+def test_column_names_of_any_hashable_type_including_tuples():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(60, 3))).set_axis([("a", 1), ("b", 1), ("c", 2)], axis=1)
+    df.iloc[::5, 1] = np.nan
+    table = recommend_methods(df, np.repeat(np.arange(6), 10))
+    assert table["column"].tolist() == [("b", 1)]

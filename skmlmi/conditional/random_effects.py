@@ -37,6 +37,9 @@ __all__ = ["RandomEffectsNormal", "RandomEffectsPMM"]
 #: Relative within-cluster sum of squares below which a role-2 column counts as
 #: constant within clusters (its random slope is then not identified).
 _WITHIN_TOL = 1e-10
+# |mean| / SD of an uncentred column beyond which its raw second moments lose more than ~1e-8
+# of its variance to cancellation (eps * 1e4^2 ~ 2e-8)
+_CANCELLATION = 1e4
 #: Condition number of the random-effects correlation matrix above which Psi is
 #: reported as near singular.
 _COND_TOL = 1e8
@@ -204,9 +207,10 @@ class _Sufficient:
         self.var_y = float(cov[p, p])
         self.var_x = np.diag(cov)[:p].copy()
         cov = cov[:p, :p]
-        if np.any(shift != means):
-            # random-slope columns are not centred (that would redefine the random
-            # intercept), so their moments cancel; the redundancy check gets centred ones
+        offset = np.abs(means - shift)  # random-slope columns stay uncentred (centring would redefine the intercept)
+        if np.any(offset > _CANCELLATION * np.sqrt(np.maximum(np.diag(cov), 0.0))):
+            # their raw moments lose the variance to cancellation (relative error ~ eps mean^2 / var):
+            # the redundancy check gets centred moments (one more pass, only for such columns)
             centred = Wt[:p] - (means - shift)[:, None]
             cov = centred @ centred.T / n
         self.dropped = redundant_columns_from_moments(means, cov) if p else {}
