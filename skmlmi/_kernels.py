@@ -25,6 +25,7 @@ __all__ = [
     "cluster_cross_products",
     "batched_small_cholesky",
     "batched_lower_inverse",
+    "constant_within_clusters",
     "redundant_columns_from_moments",
     "wishart_precision_draw",
 ]
@@ -337,6 +338,20 @@ CONSTANT_RTOL = 1e-12
 # The same for quantities derived from raw values of magnitude ``scale`` (cluster means:
 # sums of up to ~1e4 values, each rounding relative to the raw magnitude).
 DERIVED_RTOL = 1e-10
+
+
+def constant_within_clusters(X: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Mask of the columns of ``X`` (n, p) that are constant within every cluster.
+
+    Constant means a spread around the cluster means at the rounding level of the values
+    themselves (``CONSTANT_RTOL`` of the column's largest magnitude, no absolute floor: a
+    predictor in units of 1e-12, or 1e12 + x, still varies). Such a column has no within-cluster
+    coefficient: per-cluster fits cannot estimate it. Cost O(n p).
+    """
+    if X.shape[1] == 0 or X.shape[0] == 0:
+        return np.zeros(X.shape[1], dtype=bool)
+    spread = np.abs(X - cluster_means(X, groups, n_groups)[groups]).max(axis=0)
+    return spread <= CONSTANT_RTOL * np.abs(X).max(axis=0)
 
 
 def redundant_columns_from_moments(means: np.ndarray, cov: np.ndarray, eps: float = 1e-8,

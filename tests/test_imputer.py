@@ -13,6 +13,7 @@ from sklearn.pipeline import Pipeline
 
 from skmlmi import MultilevelIterativeImputer
 from skmlmi.conditional import BayesianNormal, PredictiveMeanMatching, RandomEffectsNormal
+from skmlmi.conditional.two_stage import TwoStageNormal
 from skmlmi.datasets import load_popmis
 
 PMM = PredictiveMeanMatching()
@@ -325,8 +326,9 @@ def test_columns_complete_at_fit_are_imputed_in_new_data(popmis):
 
 
 @pytest.mark.parametrize("transform", [lambda x: x * 1e-12, lambda x: x + 1e12], ids=["tiny-units", "huge-offset"])
-@pytest.mark.parametrize("role", [1, 2], ids=["fixed", "random-slope"])
-def test_predictors_in_tiny_units_or_with_huge_offsets_are_not_dropped(transform, role):
+@pytest.mark.parametrize(("model", "role"), [(RandomEffectsNormal, 1), (RandomEffectsNormal, 2), (TwoStageNormal, 1)],
+                         ids=["fixed", "random-slope", "two-stage"])
+def test_predictors_in_tiny_units_or_with_huge_offsets_are_not_dropped(transform, model, role):
     # a predictor whose SD is small against its mean or against 1 still varies; the
     # constant-column check must not drop it (it did below an absolute SD of 1e-10 or
     # 1e-10 |mean|), so the imputations keep the slope of y on x (0.7 per SD of x)
@@ -337,7 +339,7 @@ def test_predictors_in_tiny_units_or_with_huge_offsets_are_not_dropped(transform
     y = 0.7 * x + rng.normal(0, 0.5, J)[groups] + rng.normal(0, 0.5, J * n_j)
     missing = rng.random(J * n_j) < 0.3
     data = pd.DataFrame({"g": groups, "x": transform(x), "y": np.where(missing, np.nan, y)})
-    imp = MultilevelIterativeImputer(methods={"y": RandomEffectsNormal()}, predictor_matrix={"y": {"x": role}},
+    imp = MultilevelIterativeImputer(methods={"y": model()}, predictor_matrix={"y": {"x": role}},
                                      n_imputations=1, max_iter=1, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -34,7 +34,7 @@ from scipy import special
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._kernels import find_redundant_columns, pmm_match
+from .._kernels import constant_within_clusters, find_redundant_columns, pmm_match
 from ..meta_analysis import draw_study_effects, meta_analysis, study_posterior
 from .base import BaseConditionalImputer, Draw
 
@@ -853,14 +853,8 @@ class HeckmanSelection(BaseConditionalImputer):
                     keep[index[i]] = False
         if groups is not None and keep.any():
             g = groups[rows]
-            Xr = X[rows]
-            J = int(g.max()) + 1 if g.size else 0
-            counts = np.maximum(np.bincount(g, minlength=J), 1)
-            sums = np.stack([np.bincount(g, weights=Xr[:, k], minlength=J) for k in range(p)], axis=1)
-            means = sums / counts[:, None]
-            within = np.sqrt(np.mean((Xr - means[g]) ** 2, axis=0))
-            scale = np.maximum(np.abs(Xr).max(axis=0), 1.0)
-            for k in np.flatnonzero(keep & (within <= 1e-10 * scale)):
+            constant = constant_within_clusters(X[rows], g, int(g.max()) + 1 if g.size else 0)
+            for k in np.flatnonzero(keep & constant):
                 context.log(f"predictor {context.predictor_name(int(k))!r} of {context.target!r} dropped: constant "
                             "within clusters, so not estimable in per-cluster Heckman models")
                 keep[k] = False

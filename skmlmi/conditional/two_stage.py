@@ -57,7 +57,7 @@ from scipy import special
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._kernels import cluster_counts, cluster_means, find_redundant_columns, pmm_match
+from .._kernels import cluster_counts, cluster_means, constant_within_clusters, find_redundant_columns, pmm_match
 from ..meta_analysis import draw_study_effects, meta_analysis, study_posterior
 from .base import BaseConditionalImputer, Draw
 
@@ -90,16 +90,6 @@ class _Layout:
     def study(self, Z: np.ndarray) -> np.ndarray:
         """``(J, d)`` study design ``[1, (z - z_center) / z_scale]`` from raw cluster values."""
         return np.column_stack([np.ones(len(Z)), (Z - self.z_center) / self.z_scale])
-
-
-def _cluster_constant(X: np.ndarray, groups: np.ndarray, J: int) -> np.ndarray:
-    """Mask of columns constant within every cluster (over all rows, observed or not)."""
-    if X.shape[1] == 0:
-        return np.zeros(0, dtype=bool)
-    means = cluster_means(X, groups, J)
-    spread = np.abs(X - means[groups]).max(axis=0)
-    scale = np.maximum(np.abs(X).max(axis=0), 1.0)
-    return spread <= 1e-10 * scale
 
 
 def _names(codes, name_of, limit: int = 10) -> str:
@@ -221,7 +211,7 @@ class _TwoStageBase(BaseConditionalImputer):
 
     # ------------------------------------------------------------------ stage 0: layout
     def _layout(self, X, observed, groups, J, context):
-        level2 = _cluster_constant(X, groups, J)
+        level2 = constant_within_clusters(X, groups, J)  # over all rows, observed or not
         within = np.flatnonzero(~level2)
         level2 = np.flatnonzero(level2)
         Xo = X[observed][:, within]
