@@ -76,14 +76,19 @@ class ColumnCodec:
                 return pd.Series(cat, index=index, name=self.name)
             labels = np.asarray(self.categories, dtype=object)[codes]
             return pd.Series(labels, index=index, name=self.name).astype(self.dtype)
-        if self.kind in ("integer", "binary"):
-            values = np.rint(values)
+        if self.kind == "binary":
+            values = np.rint(values)  # codes 0/1
         if ptypes.is_bool_dtype(self.dtype) or self.boolean_objects:
             return pd.Series(values.astype(bool), index=index, name=self.name).astype(self.dtype)
+        series = pd.Series(values, index=index, name=self.name)
+        if ptypes.is_integer_dtype(self.dtype) and not np.all(values == np.round(values)):
+            # never round: an integer dtype that receives fractional imputations (a normal model,
+            # a squeezed bound, ``post``) becomes the matching float dtype
+            return series.astype("Float64" if isinstance(self.dtype, pd.api.extensions.ExtensionDtype) else float)
         try:
-            return pd.Series(values, index=index, name=self.name).astype(self.dtype)
+            return series.astype(self.dtype)
         except (TypeError, ValueError):
-            return pd.Series(values, index=index, name=self.name)
+            return series
 
 
 def _holds_bools(series: pd.Series) -> bool:

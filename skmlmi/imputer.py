@@ -105,7 +105,6 @@ class _Target:
     model: BaseConditionalImputer
     predictors: list[_Predictor]
     cluster_role: int  # -2 random, 1 fixed, 0 none (as passed to the model)
-    integer: bool
 
 
 @dataclass
@@ -171,23 +170,58 @@ def _design(W: np.ndarray, target: _Target, groups, n_clusters):
 
 
 def _finish(values: np.ndarray, target: _Target) -> np.ndarray:
-    """Imputations on the target's scale: integers stay integers, codes stay in range."""
+    """Imputations on the target's scale: category codes stay codes in range.
+
+    Numbers are never rounded here: a whole-number column keeps whole numbers because its
+    default model imputes observed values (PMM); a normal model chosen for it imputes
+    unrounded draws, since rounding a normal draw adds variance (Horton, Lipsitz & Parzen
+    2003). Users who want rounded values ask for them with ``post``.
+    """
     values = np.asarray(values, dtype=float)
     if target.kind in ("binary", "categorical"):
         return np.clip(np.rint(values), 0, max(target.n_categories - 1, 1))
-    if target.integer:
-        return np.rint(values)
+    return values
+
+
+class NonFiniteImputationError(ValueError):
+    """A draw, ``post`` or derived column gave NaN or infinite values (never written to the data)."""
+
+
+def _check_finite(values: np.ndarray, what: str, groups, labels) -> np.ndarray:
+    """``values`` if all finite; else a :class:`NonFiniteImputationError` naming ``what`` and the clusters."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        where = ""
+        if groups is not None and labels is not None:
+            codes = np.unique(groups[bad])
+            known = codes[codes < len(labels)]
+            names = [repr(labels[c]) for c in known[:5]] + (["new clusters"] if len(known) < len(codes) else [])
+            where = f" in cluster(s) {', '.join(names)}{' and more' if len(known) > 5 else ''}"
+        raise NonFiniteImputationError(
+            f"{what} gave {int(bad.sum())} non-finite value(s) of {values.size}{where} (first: {values[bad][0]!r}).")
     return values
 
 
 def _sample(draw, X, groups, rows, target, plan, rng, log):
-    """Imputations of ``rows`` from a draw, with bounds and the ``post`` callable applied."""
+    """Imputations of ``rows``: the model's draw, then the bounds, then ``post`` (in this order).
+
+    A non-finite value at any stage is an error naming the column and the stage (the chain
+    and iteration are added by the caller): NaN would otherwise pass the bounds unnoticed
+    and leave the "completed" data incomplete.
+    """
     g = None if groups is None else groups[rows]
-    values = _finish(draw.sample(X[rows], g, rng), target)
+    model = f"the draw of {type(target.model).__name__} for {target.name!r}"
+
+    def sample(index=None):
+        X_rows = X[rows] if index is None else X[rows[index]]
+        g_rows = g if index is None or g is None else g[index]
+        return _check_finite(_finish(draw.sample(X_rows, g_rows, rng), target), model, g_rows, plan.cluster_labels)
+
+    values = sample()
     bounds = plan.bounds.get(target.column)
     if bounds is not None:
         def redraw(index):
-            return _finish(draw.sample(X[rows[index]], None if g is None else g[index], rng), target)
+            return sample(index)
 
         values, squeezed = apply_bounds(values, bounds, redraw)
         if squeezed:
@@ -197,6 +231,7 @@ def _sample(draw, X, groups, rows, target, plan, rng, log):
         values = np.asarray(post(values.copy()), dtype=float)
         if values.shape != (rows.size,):
             raise ValueError(f"post[{target.name!r}] returned {values.shape} values for {rows.size} cells.")
+        _check_finite(values, f"post[{target.name!r}]", g, plan.cluster_labels)
     return values
 
 
@@ -206,7 +241,8 @@ def _recompute_derived(W, plan, changed: int | None):
         if changed is None or not d.depends_on or changed in d.depends_on:
             rows = plan.impute_rows[d.column]
             if rows.size:
-                W[rows, d.column] = d.values(W, plan.names, rows)
+                values = d.values(W, plan.names, rows)
+                W[rows, d.column] = _check_finite(values, f"derived[{d.name!r}]", None, None)
 
 
 def _visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
@@ -280,7 +316,10 @@ def _run_chain(plan: _Plan, W: np.ndarray, rng: np.random.Generator, n_iter: int
     """
     W = np.array(W)  # one working copy per chain
     if states is None:
-        _initialise(W, plan, rng)
+        try:
+            _initialise(W, plan, rng)
+        except NonFiniteImputationError as exc:
+            raise NonFiniteImputationError(f"chain {chain + 1}, initialisation: {exc}") from None
     states = [None] * len(plan.targets) if states is None else list(states)
     draws = [None] * len(plan.targets)
     chain_mean = np.full((n_iter, len(plan.incomplete)), np.nan)
@@ -298,7 +337,10 @@ def _run_chain(plan: _Plan, W: np.ndarray, rng: np.random.Generator, n_iter: int
         for k in range(n_iter):
             iteration = start_iter + k
             for t, target in enumerate(plan.targets):
-                draws[t], states[t] = _visit(W, target, plan, rng, states[t], log, imputed)
+                try:
+                    draws[t], states[t] = _visit(W, target, plan, rng, states[t], log, imputed)
+                except NonFiniteImputationError as exc:
+                    raise NonFiniteImputationError(f"chain {chain + 1}, iteration {iteration + 1}: {exc}") from None
             for j, col in enumerate(plan.incomplete):
                 values = W[plan.impute_rows[col], col] if col in derived else imputed[col]
                 if col in derived:
@@ -349,7 +391,13 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         ``n_imputations * max_iter * (number of visits)``.
     column_kinds : dict, default=None
         Overrides of the detected kind of a column: ``"continuous"``, ``"integer"``,
-        ``"binary"`` or ``"categorical"``.
+        ``"binary"`` or ``"categorical"``. The kind chooses the default model: a
+        whole-number column (``"integer"``: integer dtype, or floats that are all whole
+        numbers) gets predictive mean matching, which imputes observed values, so it keeps
+        whole numbers. Draws are never rounded: a normal model chosen for a whole-number
+        column imputes unrounded values (rounding adds variance and biases it); to round,
+        pass ``post={column: numpy.round}``. An integer-dtype column that receives
+        non-whole imputations is returned as a float column (logged).
     keep_groups : bool, default=True
         Whether the output keeps the cluster column (when groups is a column of X).
     transform_chain : int, default=0
@@ -378,7 +426,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         conditional model (up to 20 times), then squeezed onto the bound (logged).
     post : dict, default=None
         ``{column: callable}`` applied to each vector of imputations after the bounds
-        (mice's ``post``), e.g. rounding.
+        (mice's ``post``), e.g. rounding. Every completed dataset is made in one order:
+        the model's draw, then ``bounds``, then ``post``, then the derived columns from
+        these final values; nothing changes the values afterwards, so bounds (unless
+        ``post`` moves values outside them), ``post`` and derived columns hold exactly.
     groups_column : str, default=None
         Name of the cluster column of X, used when ``fit`` receives no ``groups``. This is
         the path that always works inside ``GridSearchCV`` and ``cross_validate``, where
@@ -850,7 +901,6 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         return _Target(
             column=j, name=str(name), kind=codec.kind, n_categories=codec.n_categories,
             ordered=codec.ordered, model=model, predictors=predictors, cluster_role=cluster_role,
-            integer=codec.kind == "integer",
         )
 
     def _check_where(self, where, missing, frame):
@@ -1043,21 +1093,24 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         n_clusters = max(int(codes.max()) + 1, self._plan.n_clusters) if codes is not None else 0
         self._check_fixed_cluster_rows(visits, missing, codes, frame, groups)
         new_plan = self._new_data_plan(cells, codes, n_clusters)
-        _recompute_derived(W, new_plan, None)
         passes = 1 if missing.sum(axis=1).max() <= 1 else self.transform_iter
 
         def log(name, reasons):
             for reason in reasons:
                 warnings.warn(f"{name}: {reason}", UserWarning, stacklevel=4)
 
-        with _one_blas_thread():
-            for _ in range(passes):
-                for target, draw in visits:
-                    rows = np.flatnonzero(missing[:, target.column])
-                    X, _, _ = _design(W, target, codes, n_clusters)
-                    g = codes if target.cluster_role != 0 else None
-                    W[rows, target.column] = _sample(draw, X, g, rows, target, new_plan, rng, log)
-                    _recompute_derived(W, new_plan, target.column)
+        try:
+            _recompute_derived(W, new_plan, None)
+            with _one_blas_thread():
+                for _ in range(passes):
+                    for target, draw in visits:
+                        rows = np.flatnonzero(missing[:, target.column])
+                        X, _, _ = _design(W, target, codes, n_clusters)
+                        g = codes if target.cluster_role != 0 else None
+                        W[rows, target.column] = _sample(draw, X, g, rows, target, new_plan, rng, log)
+                        _recompute_derived(W, new_plan, target.column)
+        except NonFiniteImputationError as exc:
+            raise NonFiniteImputationError(f"transform with chain {chain + 1}'s draws: {exc}") from None
         changed = set(np.flatnonzero(cells.any(axis=0)).tolist())
         written = cells.copy()
         for d in plan.derived:
