@@ -87,7 +87,8 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         The m fitted analysis models.
     summary_ : DataFrame
         Pooled table indexed by term: estimate, std_error, statistic, df, p_value,
-        conf_low, conf_high, riv, lambda, fmi.
+        conf_low, conf_high, riv, lambda, fmi. ``attrs["note"]`` says what the table lacks
+        or leaves out (e.g. declared categories no row of the data holds).
     variance_components_ : Series
         Variance components and ICC pooled as mitml's ``testEstimates(extra.pars=TRUE)``:
         the plain mean over imputations of each component, the ICC computed per
@@ -230,12 +231,28 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         self.imputer_ = clone(self.imputer)
         sets = self.imputer_.fit_transform_all(data, groups=groups)
         formula_model = self._formula_model
+        estimator = self._coded_as_observed(data) if formula_model else self.estimator
         self.estimators_ = Parallel(n_jobs=self.n_jobs)(
-            delayed(_fit_one)(clone(self.estimator), data_c, self._y_name, formula_model, c)
+            delayed(_fit_one)(clone(estimator), data_c, self._y_name, formula_model, c)
             for c, data_c in enumerate(sets)
         )
         self._pool()
         return self
+
+    def _coded_as_observed(self, data):
+        """The formula model with its categorical predictors' levels fixed to those observed in ``data``.
+
+        The imputer imputes observed categories only, so each completed dataset holds these
+        levels; fixing them makes every completed dataset coded alike, and leaves out the
+        categories a pandas categorical declares but no row of the incomplete data holds.
+        Levels the user set are kept.
+        """
+        if not isinstance(data, pd.DataFrame) or self.estimator.get_params(deep=False).get("levels", 0) is not None:
+            return self.estimator
+        from ..analysis.formula import observed_levels, parse_formula
+
+        levels = observed_levels(parse_formula(self.estimator.formula), data)
+        return clone(self.estimator).set_params(levels=levels) if levels else self.estimator
 
     def _pool(self):
         fits = self.estimators_
@@ -258,6 +275,11 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
                 "point estimates pooled only: the analysis model gives no within-imputation variance, so no "
                 "standard errors, tests or intervals"
             )
+        from ..analysis.formula import unused_categories_note
+
+        notes = [self.summary_.attrs.get("note", ""), unused_categories_note(getattr(fits[0], "dropped_levels_", {}))]
+        if any(notes):
+            self.summary_.attrs["note"] = "; ".join(note for note in notes if note)
         vcs = [f.variance_components_ for f in fits if hasattr(f, "variance_components_")]
         # pool_variance_components checks that every imputation reports the same components
         self.variance_components_ = pool_variance_components(vcs) if vcs else pd.Series(dtype=float)
