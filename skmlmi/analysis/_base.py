@@ -85,8 +85,9 @@ class FormulaModel(RegressorMixin, BaseEstimator):
     def _training_design(self, X, y) -> Design:
         parsed = self._parse()
         data = self._data_with_response(X, y, parsed)
-        design = build_design(parsed, data, reference_levels=self.reference_levels, missing=self.missing,
-                              category_levels=self.levels)
+        design = build_design(
+            parsed, data, reference_levels=self.reference_levels, missing=self.missing, category_levels=self.levels
+        )
         self.n_dropped_ = int(len(data) - design.X.shape[0])
         self.dropped_levels_ = design.dropped_levels
         if design.X.shape[1] == 0:

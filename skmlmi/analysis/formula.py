@@ -474,17 +474,17 @@ def _given_levels(series: pd.Series, given, reference) -> list:
     values = series.dropna()
     outside = ~values.isin(levels)
     if outside.any():
-        raise ValueError(f"column {series.name!r} holds levels {list(pd.unique(values[outside]))[:5]} that are not "
-                         f"among the levels given for it ({levels})")
+        raise ValueError(
+            f"column {series.name!r} holds levels {list(pd.unique(values[outside]))[:5]} that are not "
+            f"among the levels given for it ({levels})"
+        )
     return _with_reference(levels, reference, series.name)
 
 
 def _with_reference(levels: list, reference, name) -> list:
     if reference is not None:
         if reference not in levels:
-            raise ValueError(
-                f"reference level {reference!r} of column {name!r} is not among its levels {levels}"
-            )
+            raise ValueError(f"reference level {reference!r} of column {name!r} is not among its levels {levels}")
         levels.remove(reference)
         levels.insert(0, reference)
     return levels
@@ -647,8 +647,13 @@ def build_design(
     elif nan_cols:
         counts = {v: int(data[v].isna().sum()) for v in nan_cols}
         raise ValueError(f"columns have missing values (impute them first, or drop the rows): {counts}")
-    infinite = [v for v in used if v != parsed.group and not _is_categorical(data[v])
-                and not np.isfinite(data[v].to_numpy(dtype=float, na_value=np.nan)).all()]
+    infinite = [
+        v
+        for v in used
+        if v != parsed.group
+        and not _is_categorical(data[v])
+        and not np.isfinite(data[v].to_numpy(dtype=float, na_value=np.nan)).all()
+    ]
     if infinite:
         raise ValueError(f"columns {infinite} of formula {parsed.formula!r} hold infinite values")
     reference_levels = dict(reference_levels or {})
