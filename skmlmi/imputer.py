@@ -800,19 +800,21 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     def _record_observed_categories(self, W, missing):
         """Each binary/categorical codec learns which of its categories the data hold (new data may hold no other)."""
         for j, codec in enumerate(self._codecs):
-            if codec.categories is not None and self._columns[j] != self._groups_column:
+            # a derived column may start entirely missing: its values come from its inputs, not from a model
+            if codec.categories is not None and self._columns[j] != self._groups_column and not missing[:, j].all():
                 self._codecs[j] = replace(codec, observed_codes=np.unique(W[~missing[:, j], j]))
 
-    def _category_levels(self, W, missing, ignore, targets) -> dict[int, np.ndarray]:
+    def _category_levels(self, W, missing, ignore, targets, derived_cols) -> dict[int, np.ndarray]:
         """Codes of the categories each binary/categorical column holds in its fitting rows.
 
         Only these are modelled: a target's model sees them as ``0..K_obs-1`` and a predictor
         gets their dummies. Decisions the models cannot log (one category observed; categories
-        observed only in ignored rows) go to ``logged_events_`` once, as iteration 0.
+        observed only in ignored rows) go to ``logged_events_`` once, as iteration 0. Derived
+        columns are computed, not imputed: any of their declared categories may occur.
         """
         levels, self._plan_events = {}, []
         for j, codec in enumerate(self._codecs):
-            if codec.categories is None or self._columns[j] == self._groups_column:
+            if codec.categories is None or self._columns[j] == self._groups_column or j in derived_cols:
                 continue
             levels[j] = np.unique(W[~missing[:, j] & ~ignore, j]).astype(np.intp)
             name = self._columns[j]
@@ -985,7 +987,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         to_impute = where.copy()
         to_impute[:, sorted(derived_cols)] = False
         visit = self._resolve_visit_sequence(to_impute, derived_cols)
-        self._levels = self._category_levels(W, missing, ignore, set(visit))
+        self._levels = self._category_levels(W, missing, ignore, set(visit), derived_cols)
         self.visit_sequence_ = [self._columns[j] for j in visit]
         targets, made = [], {}
         for j in visit:
