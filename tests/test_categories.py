@@ -167,17 +167,17 @@ def test_ordered_categorical_with_one_observed_category():
 def test_category_observed_only_in_ignored_rows_is_never_imputed():
     data = _data(*UNORDERED, n_missing=150)
     ignore = np.zeros(N, dtype=bool)
-    ignore[:30] = True
-    data.loc[[0, 1, 2], "c"] = "a"  # observed, but only in rows that must not shape the models
+    ignore[::13] = True
+    data.loc[[0, 13, 26], "c"] = "a"  # observed, but only in rows that must not shape the models
     imp = MultilevelIterativeImputer(n_imputations=10, max_iter=2, random_state=4)
     with pytest.warns(UserWarning, match=r"categories \['a'\] are observed only in ignored rows"):
         sets = imp.fit_transform_all(data, groups="g", ignore=ignore)
     missing = data["c"].isna().to_numpy()
     imputed = pd.concat([s["c"][missing] for s in sets])
     assert (imputed == "a").sum() == 0 and set(imputed.unique()) == {"b", "c", "e"}
-    assert all((s["c"].iloc[:3] == "a").all() for s in sets)  # observed values stay
+    assert all((s["c"].iloc[[0, 13, 26]] == "a").all() for s in sets)  # observed values stay
     assert (imp.logged_events_["reason"].str.contains("only in ignored rows")).sum() == 1
-    assert (imp.transform(data)["c"].iloc[:3] == "a").all()  # observed at fit: new data may hold it
+    assert (imp.transform(data)["c"].iloc[[0, 13, 26]] == "a").all()  # observed at fit: new data may hold it
 
 
 def test_over_imputation_draws_observed_categories_only():
