@@ -4,6 +4,11 @@ Every column of the input becomes one float column of a working matrix: numbers 
 numbers, binary and categorical columns become codes ``0..K-1``. A :class:`ColumnCodec`
 remembers how to go back, so DataFrames round-trip with their names, dtypes and categories.
 
+A categorical column keeps its declared categories (a pandas Categorical's, unused ones
+included) in its codes and in the output, but only the categories observed at fit are ever
+modelled or imputed: the engine records them in :attr:`ColumnCodec.observed_codes`, and new
+data holding a category declared but never observed is an error (no fitted model knows it).
+
 Kinds (DESIGN §4): bool, numeric with observed values only in {0, 1}, or a categorical /
 string column with two levels -> ``binary``; categorical / string / object with more
 levels -> ``categorical`` (ordered when the pandas categorical is ordered); integer
@@ -34,6 +39,7 @@ class ColumnCodec:
     ordered: bool = False
     numeric_levels: bool = False  # binary stored as its own 0/1 numbers
     boolean_objects: bool = False  # an object column of True/False: decoded back to bools
+    observed_codes: np.ndarray | None = None  # codes with an observed cell at fit (binary, categorical)
 
     @property
     def n_categories(self) -> int:
@@ -54,6 +60,7 @@ class ColumnCodec:
                         f"Column {self.name!r} was binary (0/1) at fit but holds "
                         f"{sorted(set(values[bad].tolist()))[:5]} now."
                     )
+                self._check_observed(values, missing)
             return values
         labels = series.astype(object).to_numpy()
         codes = pd.Categorical(labels, categories=self.categories).codes.astype(float)
@@ -64,7 +71,28 @@ class ColumnCodec:
                 f"{sorted({str(v) for v in labels[unknown]})[:5]}."
             )
         codes[missing] = np.nan
+        self._check_observed(codes, missing)
         return codes
+
+    def observed_categories(self, codes: np.ndarray) -> list:
+        """Labels of the given codes (for messages)."""
+        if ptypes.is_bool_dtype(self.dtype) or self.boolean_objects:
+            return [bool(c) for c in codes]
+        return [self.categories[int(c)] for c in codes]
+
+    def _check_observed(self, codes: np.ndarray, missing: np.ndarray) -> None:
+        """New data may only hold categories observed at fit: the fitted models know no others."""
+        if self.observed_codes is None:
+            return
+        unseen = ~missing & ~np.isin(codes, self.observed_codes)
+        if unseen.any():
+            labels = self.observed_categories(np.unique(codes[unseen]))
+            raise ValueError(
+                f"Column {self.name!r} holds {_plural(labels, 'category', 'categories')} {labels[:5]}, declared but "
+                f"never observed at fit: the fitted imputation models know nothing about "
+                f"{'it' if len(labels) == 1 else 'them'} (observed at fit: "
+                f"{self.observed_categories(self.observed_codes)})."
+            )
 
     # ------------------------------------------------------------------ decode
     def decode(self, values: np.ndarray, index=None) -> pd.Series:
@@ -89,6 +117,10 @@ class ColumnCodec:
             return series.astype(self.dtype)
         except (TypeError, ValueError):
             return series
+
+
+def _plural(items, one: str, many: str) -> str:
+    return one if len(items) == 1 else many
 
 
 def _holds_bools(series: pd.Series) -> bool:

@@ -16,7 +16,7 @@ import numbers
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ from threadpoolctl import ThreadpoolController
 from ._columns import ColumnCodec, cluster_codes, detect_codec
 from ._kernels import cluster_means
 from ._passive import apply_bounds, parse_bounds, parse_derived, parse_post
-from .conditional.base import ROLE_NAMES, BaseConditionalImputer, DrawContext, models_accepting, models_for_kind
+from .conditional.base import ROLE_NAMES, BaseConditionalImputer, Draw, DrawContext, models_accepting, models_for_kind
 from .conditional.cluster_level import is_cluster_constant
 from .predictors import default_method, validate_predictor_matrix
 
@@ -91,6 +91,7 @@ class _Predictor:
     kind: str
     n_categories: int
     name: str
+    levels: np.ndarray | None = None  # categorical: codes observed in its fitting rows (dummies of levels[1:])
 
 
 @dataclass
@@ -105,6 +106,12 @@ class _Target:
     model: BaseConditionalImputer
     predictors: list[_Predictor]
     cluster_role: int  # -2 random, 1 fixed, 0 none (as passed to the model)
+    levels: np.ndarray | None = None  # binary/categorical: codes observed in its fitting rows, increasing
+
+    @property
+    def recoded(self) -> bool:
+        """Whether some declared category is unobserved, so the model sees the codes 0..len(levels)-1."""
+        return self.levels is not None and not np.array_equal(self.levels, np.arange(self.n_categories))
 
 
 @dataclass
@@ -142,18 +149,22 @@ class _ChainResult:
 def _design(W: np.ndarray, target: _Target, groups, n_clusters):
     """Predictor matrix, role codes and names of one target from the working data.
 
-    Categorical predictors become treatment dummies (first category the reference),
-    each inheriting its variable's role; codes 3 and 4 add the cluster means of the
-    predictor (over all rows of each cluster, current completed values) as fixed
-    effects and become 1 and 2.
+    Categorical predictors become treatment dummies of the categories observed in their
+    fitting rows (the first the reference; a declared category never observed would be an
+    all-zero, constant dummy), each inheriting its variable's role; codes 3 and 4 add the
+    cluster means of the predictor (over all rows of each cluster, current completed
+    values) as fixed effects and become 1 and 2.
     """
     blocks, roles, names = [], [], []
     for pred in target.predictors:
         values = W[:, pred.column]
         if pred.kind == "categorical":
-            block = (values[:, None] == np.arange(1, pred.n_categories)[None, :]).astype(float)
+            levels = np.arange(pred.n_categories) if pred.levels is None else pred.levels
+            block = (values[:, None] == levels[None, 1:]).astype(float)
             block[np.isnan(values)] = np.nan
-            labels = [f"{pred.name}[{k}]" for k in range(1, pred.n_categories)]
+            labels = [f"{pred.name}[{int(k)}]" for k in levels[1:]]
+            if not labels:  # one category observed: no contrast to estimate
+                continue
         else:
             block, labels = values[:, None], [pred.name]
         base_role = {3: 1, 4: 2}.get(pred.role, pred.role)
@@ -235,6 +246,50 @@ def _sample(draw, X, groups, rows, target, plan, rng, log):
     return values
 
 
+class _ConstantDraw(Draw):
+    """The draw of a binary or categorical target with one category observed: that category."""
+
+    def __init__(self, code: float):
+        self.code = code
+
+    def sample(self, X, groups, rng):
+        return np.full(X.shape[0], self.code)
+
+
+class _RecodedDraw(Draw):
+    """A draw made on the observed categories' codes 0..K_obs-1, sampling the declared codes."""
+
+    def __init__(self, inner: Draw, levels: np.ndarray):
+        self.inner = inner
+        self.levels = levels
+
+    def sample(self, X, groups, rng):
+        codes = np.asarray(self.inner.sample(X, groups, rng), dtype=float)
+        out = np.full(codes.shape, np.nan)  # NaN: a cell whose predictors stay missing (partial `where`)
+        known = ~np.isnan(codes)
+        out[known] = self.levels[np.clip(np.rint(codes[known]), 0, self.levels.size - 1).astype(np.intp)]
+        return out
+
+
+def _draw(target, y, fit_rows, X, roles, groups, rng, state, context):
+    """The target model's draw, on the codes of the target's observed categories only.
+
+    A declared category that no fitting row holds has nothing to learn its probability
+    from: the model sees the observed categories as ``0..K_obs-1`` (order kept), and its
+    draw maps its samples back to the declared codes, so such a category is never imputed.
+    With one category observed no model is fitted (logged at fit): it is the imputation.
+    """
+    if target.levels is not None and target.levels.size == 1:
+        return _ConstantDraw(float(target.levels[0])), None
+    if not target.recoded:
+        return target.model.draw(y, fit_rows, X, roles, groups, rng, state, context)
+    compact = np.zeros(target.n_categories)  # unobserved categories only occur outside the fitting rows
+    compact[target.levels] = np.arange(target.levels.size)
+    context.n_categories = target.levels.size
+    draw, state = target.model.draw(compact[y.astype(np.intp)], fit_rows, X, roles, groups, rng, state, context)
+    return _RecodedDraw(draw, target.levels), state
+
+
 def _recompute_derived(W, plan, changed: int | None):
     """Recompute the derived columns that depend on column ``changed`` (None: all)."""
     for d in plan.derived:
@@ -274,7 +329,7 @@ def _visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
     y = W[:, col]
     if np.isnan(y).any():
         y = np.where(np.isnan(y), 0.0, y)  # cells outside `where` stay missing: never fitted
-    draw, state = target.model.draw(y, fit_rows, X, roles, model_groups, rng, state, context)
+    draw, state = _draw(target, y, fit_rows, X, roles, model_groups, rng, state, context)
     log(target.name, context.events)
     if draw_only or rows.size == 0:
         return draw, state
@@ -454,7 +509,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     final_draws_ : list of list
         Per chain, the last draw of each visit's conditional model.
     logged_events_ : DataFrame
-        What the sampler decided on its own, with iteration, chain, column and reason.
+        What the sampler decided on its own, with iteration, chain, column and reason
+        (iteration and chain 0: decided once, before the chains ran, as in mice).
     n_features_in_, feature_names_in_
         As in scikit-learn.
 
@@ -636,6 +692,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         missing = np.isnan(W)
         if groups_column is not None:
             missing[:, self._columns.index(groups_column)] = False
+        self._record_observed_categories(W, missing)
         self._check_data(frame, W, missing)
         where = self._check_where(where, missing, frame)
         ignore = self._check_ignore(ignore, len(frame))
@@ -791,6 +848,41 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                 W[:, j] = codec.encode(frame[name])
         return W
 
+    def _record_observed_categories(self, W, missing):
+        """Each binary/categorical codec learns which of its categories the data hold (new data may hold no other)."""
+        for j, codec in enumerate(self._codecs):
+            # a derived column may start entirely missing: its values come from its inputs, not from a model
+            if codec.categories is not None and self._columns[j] != self._groups_column and not missing[:, j].all():
+                self._codecs[j] = replace(codec, observed_codes=np.unique(W[~missing[:, j], j]))
+
+    def _category_levels(self, W, missing, ignore, targets, derived_cols) -> dict[int, np.ndarray]:
+        """Codes of the categories each binary/categorical column holds in its fitting rows.
+
+        Only these are modelled: a target's model sees them as ``0..K_obs-1`` and a predictor
+        gets their dummies. Decisions the models cannot log (one category observed; categories
+        observed only in ignored rows) go to ``logged_events_`` once, as iteration 0. Derived
+        columns are computed, not imputed: any of their declared categories may occur.
+        """
+        levels, self._plan_events = {}, []
+        for j, codec in enumerate(self._codecs):
+            if codec.categories is None or self._columns[j] == self._groups_column or j in derived_cols:
+                continue
+            levels[j] = np.unique(W[~missing[:, j] & ~ignore, j]).astype(np.intp)
+            name = self._columns[j]
+            ignored_only = np.setdiff1d(codec.observed_codes, levels[j])
+            if ignored_only.size:
+                reason = (
+                    f"categories {codec.observed_categories(ignored_only)} are observed only in ignored rows: no "
+                    "imputation model learns them, so they are never imputed, and as a predictor they count as the "
+                    "reference category"
+                )
+                self._plan_events.append((name, reason))
+            if j in targets and levels[j].size == 1:
+                label = codec.observed_categories(levels[j])[0]
+                reason = f"one category observed ({label!r}): every imputation is {label!r}, no model is fitted"
+                self._plan_events.append((name, reason))
+        return levels
+
     def _check_data(self, frame, W, missing):
         derived = set(self.derived or ())  # computed from their inputs: may start empty
         for j, name in enumerate(self._columns):
@@ -897,10 +989,12 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                     f"predictor {pred_name!r} of {name!r}; models that can: {', '.join(models_accepting(role))}."
                 )
             pcodec = self._codecs[k]
-            predictors.append(_Predictor(k, role, pcodec.kind, pcodec.n_categories, str(pred_name)))
+            levels = self._levels.get(k)
+            predictors.append(_Predictor(k, role, pcodec.kind, pcodec.n_categories, str(pred_name), levels))
         return _Target(
             column=j, name=str(name), kind=codec.kind, n_categories=codec.n_categories,
             ordered=codec.ordered, model=model, predictors=predictors, cluster_role=cluster_role,
+            levels=self._levels.get(j),
         )
 
     def _check_where(self, where, missing, frame):
@@ -944,6 +1038,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         to_impute = where.copy()
         to_impute[:, sorted(derived_cols)] = False
         visit = self._resolve_visit_sequence(to_impute, derived_cols)
+        self._levels = self._category_levels(W, missing, ignore, set(visit), derived_cols)
         self.visit_sequence_ = [self._columns[j] for j in visit]
         targets, made = [], {}
         for j in visit:
@@ -1013,7 +1108,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self.final_draws_ = [r.draws for r in results]
         self._auxiliary_draws = [{} for _ in results]  # filled on demand by transform
         self._chain_results = results
-        rows = [ev for r in results for ev in r.events]
+        rows = [(0, 0, column, reason) for column, reason in self._plan_events]  # decided before the chains ran
+        rows += [ev for r in results for ev in r.events]
         self.logged_events_ = pd.DataFrame(rows, columns=["iteration", "chain", "column", "reason"])
         for column, reason in dict.fromkeys((ev[2], ev[3]) for ev in rows):  # once per distinct event
             warnings.warn(f"{column}: {reason} (see logged_events_)", UserWarning, stacklevel=4)

@@ -6,7 +6,9 @@ DataFrame. After ``fit`` it exposes what pooling needs, with R's names:
 ``coef_`` (Series), ``cov_params_`` (DataFrame), ``df_resid_`` (float), ``variance_components_``
 (Series, mitml's ``extra.pars`` names), ``loglik_`` (float), ``n_params_`` (number of
 likelihood parameters, R's ``attr(logLik, "df")``), and for likelihood-based tests
-``likelihood_params()``, ``loglik_at(params, data=None)`` and ``refit_ml()``.
+``likelihood_params()``, ``loglik_at(params, data=None)`` and ``refit_ml()``. Each also
+records ``dropped_levels_``: the categories a pandas categorical declares but no row holds,
+left out of the design (R's ``droplevels``) and noted by ``summary()``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .formula import Design, ParsedFormula, build_design, parse_formula
+from .formula import Design, ParsedFormula, build_design, parse_formula, unused_categories_note
 
 
 class FormulaModel(RegressorMixin, BaseEstimator):
@@ -36,15 +38,19 @@ class FormulaModel(RegressorMixin, BaseEstimator):
         "formula": [str],
         "reference_levels": [dict, None],
         "missing": [StrOptions({"raise", "drop"})],
+        "levels": [dict, None],
     }
 
     #: whether the model needs a grouping factor in its formula
     _mixed: bool = False
 
-    def __init__(self, formula: str, reference_levels: dict | None = None, missing: str = "raise"):
+    def __init__(
+        self, formula: str, reference_levels: dict | None = None, missing: str = "raise", levels: dict | None = None
+    ):
         self.formula = formula
         self.reference_levels = reference_levels
         self.missing = missing
+        self.levels = levels
 
     # ------------------------------------------------------------------ data
     def _parse(self) -> ParsedFormula:
@@ -79,8 +85,11 @@ class FormulaModel(RegressorMixin, BaseEstimator):
     def _training_design(self, X, y) -> Design:
         parsed = self._parse()
         data = self._data_with_response(X, y, parsed)
-        design = build_design(parsed, data, reference_levels=self.reference_levels, missing=self.missing)
+        design = build_design(
+            parsed, data, reference_levels=self.reference_levels, missing=self.missing, category_levels=self.levels
+        )
         self.n_dropped_ = int(len(data) - design.X.shape[0])
+        self.dropped_levels_ = design.dropped_levels
         if design.X.shape[1] == 0:
             raise ValueError(f"formula {self.formula!r} has no fixed effects")
         self.formula_ = parsed
@@ -179,14 +188,14 @@ class FormulaModel(RegressorMixin, BaseEstimator):
 
         Uses the t distribution with ``df_resid_`` for linear models with an estimated
         scale and the normal distribution otherwise (as R's summary for lm/glm; lme4 prints
-        no p-values).
+        no p-values). ``attrs["note"]`` names declared categories left out of the design.
         """
         check_is_fitted(self, "coef_")
         se = np.sqrt(np.diag(self.cov_params_.to_numpy()))
         stat = self.coef_.to_numpy() / se
         dist = stats.t(self.df_resid_) if self._t_reference else stats.norm()
         crit = dist.ppf(1 - alpha / 2)
-        return pd.DataFrame(
+        table = pd.DataFrame(
             {
                 "estimate": self.coef_.to_numpy(),
                 "std_error": se,
@@ -197,6 +206,10 @@ class FormulaModel(RegressorMixin, BaseEstimator):
             },
             index=pd.Index(self.coef_.index, name="term"),
         )
+        note = unused_categories_note(getattr(self, "dropped_levels_", {}))
+        if note:
+            table.attrs["note"] = note
+        return table
 
     _t_reference: bool = False
 

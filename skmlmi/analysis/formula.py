@@ -23,6 +23,11 @@ with ``reference_levels``) is the reference, and a column is named variable + le
 first factor of a model without intercept, or ``x:f`` without ``x``) gets one indicator per
 level, as R's ``model.matrix``. Interaction columns are named ``a:b``; terms are ordered by
 degree (main effects first), as R's ``terms()``.
+
+Categories a pandas categorical declares but no row holds are left out (R's
+``droplevels``; an all-zero column would make the design rank deficient) and listed in
+``Design.dropped_levels``; ``category_levels`` fixes the levels instead, so that several
+datasets (the completed datasets of a multiple imputation) are coded alike.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["Design", "ParsedFormula", "RandomBlock", "build_design", "parse_formula"]
+__all__ = ["Design", "ParsedFormula", "RandomBlock", "build_design", "observed_levels", "parse_formula"]
 
 SUPPORTED_FORMS = (
     "supported random-effects forms (one grouping factor g): (1 | g), (1 + x | g), "
@@ -128,6 +133,9 @@ class Design:
         Cluster labels in code order.
     levels : dict
         Levels of every categorical variable (reuse them on new data).
+    dropped_levels : dict
+        Categories a pandas categorical declares that are not among its levels (no row holds
+        them), per variable; only variables with such categories appear.
     """
 
     y: np.ndarray | None
@@ -139,6 +147,7 @@ class Design:
     groups: np.ndarray | None = None
     group_levels: pd.Index | None = None
     levels: dict = field(default_factory=dict)
+    dropped_levels: dict = field(default_factory=dict)
 
     @property
     def n_groups(self) -> int:
@@ -454,14 +463,66 @@ def _levels_of(series: pd.Series, reference) -> list:
             levels = sorted(values)
         except TypeError:
             levels = sorted(values, key=str)
+    return _with_reference(levels, reference, series.name)
+
+
+def _given_levels(series: pd.Series, given, reference) -> list:
+    """Levels fixed by the caller: the data may hold no other (an absent one is an all-zero column)."""
+    levels = list(pd.unique(pd.Series(list(given), dtype=object)))
+    if len(levels) != len(list(given)):
+        raise ValueError(f"the levels given for column {series.name!r} repeat a level: {list(given)}")
+    values = series.dropna()
+    outside = ~values.isin(levels)
+    if outside.any():
+        raise ValueError(
+            f"column {series.name!r} holds levels {list(pd.unique(values[outside]))[:5]} that are not "
+            f"among the levels given for it ({levels})"
+        )
+    return _with_reference(levels, reference, series.name)
+
+
+def _with_reference(levels: list, reference, name) -> list:
     if reference is not None:
         if reference not in levels:
-            raise ValueError(
-                f"reference level {reference!r} of column {series.name!r} is not among its levels {levels}"
-            )
+            raise ValueError(f"reference level {reference!r} of column {name!r} is not among its levels {levels}")
         levels.remove(reference)
         levels.insert(0, reference)
     return levels
+
+
+def _unused_categories(data: pd.DataFrame, levels: dict) -> dict:
+    """Declared categories of pandas categorical columns that are not among their levels."""
+    dropped = {}
+    for var, used in levels.items():
+        if isinstance(data[var].dtype, pd.CategoricalDtype):
+            unused = [c for c in data[var].cat.categories if c not in set(used)]
+            if unused:
+                dropped[var] = unused
+    return dropped
+
+
+def observed_levels(parsed: ParsedFormula, data: pd.DataFrame) -> dict:
+    """Levels of the formula's categorical predictors that ``data`` holds (missing values aside).
+
+    Categories a pandas categorical declares but no row holds are left out, so the result,
+    passed as ``category_levels`` (an analysis model's ``levels``), codes every completed
+    dataset of ``data`` alike.
+    """
+    levels = {}
+    for var in parsed.variables:
+        if var in (parsed.response, parsed.group) or var not in data.columns:
+            continue
+        if _is_categorical(data[var]) and data[var].notna().any():
+            levels[var] = _levels_of(data[var], None)
+    return levels
+
+
+def unused_categories_note(dropped: dict) -> str:
+    """The note saying which declared categories no row holds, so the design leaves them out ("" if none)."""
+    if not dropped:
+        return ""
+    listed = "; ".join(f"{var}: {[str(c) for c in cats]}" for var, cats in dropped.items())
+    return f"categories declared but never observed are left out of the design ({listed})"
 
 
 def _level_label(level) -> str:
@@ -530,6 +591,7 @@ def build_design(
     reference_levels: dict | None = None,
     require_response: bool = True,
     missing: str = "raise",
+    category_levels: dict | None = None,
 ) -> Design:
     """Numeric design matrices of a parsed formula on a DataFrame.
 
@@ -550,6 +612,11 @@ def build_design(
         Whether the response column must be present.
     missing : {"raise", "drop"}, default="raise"
         Rows with a missing value in a used column: an error, or dropped (R's ``na.omit``).
+    category_levels : dict, default=None
+        Levels of some categorical columns, in order, used whatever ``data`` holds (the
+        reference level first unless ``reference_levels`` names another): a value outside
+        them is an error, a level no row holds an all-zero column. Default: the levels
+        present in ``data``. Ignored when ``levels`` is given.
 
     Returns
     -------
@@ -580,8 +647,13 @@ def build_design(
     elif nan_cols:
         counts = {v: int(data[v].isna().sum()) for v in nan_cols}
         raise ValueError(f"columns have missing values (impute them first, or drop the rows): {counts}")
-    infinite = [v for v in used if v != parsed.group and not _is_categorical(data[v])
-                and not np.isfinite(data[v].to_numpy(dtype=float, na_value=np.nan)).all()]
+    infinite = [
+        v
+        for v in used
+        if v != parsed.group
+        and not _is_categorical(data[v])
+        and not np.isfinite(data[v].to_numpy(dtype=float, na_value=np.nan)).all()
+    ]
     if infinite:
         raise ValueError(f"columns {infinite} of formula {parsed.formula!r} hold infinite values")
     reference_levels = dict(reference_levels or {})
@@ -589,16 +661,25 @@ def build_design(
     if unknown:
         raise ValueError(f"reference_levels names columns not in the formula: {sorted(unknown)}")
 
+    category_levels = dict(category_levels or {})
+    unknown = set(category_levels) - set(parsed.variables)
+    if unknown:
+        raise ValueError(f"levels are given for columns not in the formula: {sorted(unknown, key=str)}")
+
     if levels is None:
         levels = {}
         for var in parsed.variables:
             if var in (parsed.response, parsed.group):
                 continue
             if _is_categorical(data[var]):
-                levels[var] = _levels_of(data[var], reference_levels.get(var))
-            elif var in reference_levels:
+                if var in category_levels:
+                    levels[var] = _given_levels(data[var], category_levels[var], reference_levels.get(var))
+                else:
+                    levels[var] = _levels_of(data[var], reference_levels.get(var))
+            elif var in reference_levels or var in category_levels:
                 raise ValueError(
-                    f"reference_levels given for numeric column {var!r}; convert it to a categorical first"
+                    f"{'reference_levels' if var in reference_levels else 'levels'} given for numeric column "
+                    f"{var!r}; convert it to a categorical first"
                 )
 
     X, fixed_names = _model_matrix(parsed.fixed, parsed.intercept, data, levels)
@@ -616,7 +697,7 @@ def build_design(
         else:
             y = resp.to_numpy(dtype=float)
 
-    design = Design(y=y, X=X, fixed_names=fixed_names, levels=levels)
+    design = Design(y=y, X=X, fixed_names=fixed_names, levels=levels, dropped_levels=_unused_categories(data, levels))
     if parsed.group is None:
         return design
     cols, names, blocks = [], [], []

@@ -32,6 +32,11 @@ class OLS(FormulaModel):
     missing : {"raise", "drop"}, default="raise"
         Rows with missing values in the formula's columns: an error, or dropped
         (complete-case analysis, R's ``na.omit``; the count is in ``n_dropped_``).
+    levels : dict, default=None
+        Levels of categorical predictors, ``{column: [level, ...]}``, used whatever the data
+        hold (a level no row holds is an all-zero column, which the fit refuses). Default:
+        the levels present in the data; :class:`~skmlmi.MIPooler` sets the categories
+        observed in the incomplete data, so that every completed dataset is coded alike.
 
     Attributes
     ----------
@@ -107,6 +112,11 @@ class GLM(FormulaModel):
         Reference level per categorical column.
     missing : {"raise", "drop"}, default="raise"
         Rows with missing values: an error, or dropped (complete-case analysis).
+    levels : dict, default=None
+        Levels of categorical predictors, ``{column: [level, ...]}``, used whatever the data
+        hold (a level no row holds is an all-zero column, which the fit refuses). Default:
+        the levels present in the data; :class:`~skmlmi.MIPooler` sets the categories
+        observed in the incomplete data, so that every completed dataset is coded alike.
 
     Attributes
     ----------
@@ -126,9 +136,14 @@ class GLM(FormulaModel):
     }
 
     def __init__(
-        self, formula: str, family: str = "gaussian", reference_levels: dict | None = None, missing: str = "raise"
+        self,
+        formula: str,
+        family: str = "gaussian",
+        reference_levels: dict | None = None,
+        missing: str = "raise",
+        levels: dict | None = None,
     ):
-        super().__init__(formula, reference_levels=reference_levels, missing=missing)
+        super().__init__(formula, reference_levels=reference_levels, missing=missing, levels=levels)
         self.family = family
 
     @property

@@ -188,6 +188,11 @@ class LinearMixedModel(FormulaModel):
         Reference level per categorical column.
     missing : {"raise", "drop"}, default="raise"
         Rows with missing values: an error, or dropped (complete-case analysis).
+    levels : dict, default=None
+        Levels of categorical predictors, ``{column: [level, ...]}``, used whatever the data
+        hold (a level no row holds is an all-zero column, which the fit refuses). Default:
+        the levels present in the data; :class:`~skmlmi.MIPooler` sets the categories
+        observed in the incomplete data, so that every completed dataset is coded alike.
 
     Attributes
     ----------
@@ -237,8 +242,9 @@ class LinearMixedModel(FormulaModel):
         solver: str = "profiled",
         reference_levels: dict | None = None,
         missing: str = "raise",
+        levels: dict | None = None,
     ):
-        super().__init__(formula, reference_levels=reference_levels, missing=missing)
+        super().__init__(formula, reference_levels=reference_levels, missing=missing, levels=levels)
         self.reml = reml
         self.solver = solver
 
@@ -494,6 +500,11 @@ class LogisticMixedModel(FormulaModel):
         Reference level per categorical column.
     missing : {"raise", "drop"}, default="raise"
         Rows with missing values: an error, or dropped (complete-case analysis).
+    levels : dict, default=None
+        Levels of categorical predictors, ``{column: [level, ...]}``, used whatever the data
+        hold (a level no row holds is an all-zero column, which the fit refuses). Default:
+        the levels present in the data; :class:`~skmlmi.MIPooler` sets the categories
+        observed in the incomplete data, so that every completed dataset is coded alike.
 
     Attributes
     ----------
@@ -532,8 +543,9 @@ class LogisticMixedModel(FormulaModel):
         max_iter: int = 200,
         reference_levels: dict | None = None,
         missing: str = "raise",
+        levels: dict | None = None,
     ):
-        super().__init__(formula, reference_levels=reference_levels, missing=missing)
+        super().__init__(formula, reference_levels=reference_levels, missing=missing, levels=levels)
         self.n_agq = n_agq
         self.max_iter = max_iter
 

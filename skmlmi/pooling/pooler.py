@@ -87,7 +87,8 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         The m fitted analysis models.
     summary_ : DataFrame
         Pooled table indexed by term: estimate, std_error, statistic, df, p_value,
-        conf_low, conf_high, riv, lambda, fmi.
+        conf_low, conf_high, riv, lambda, fmi. ``attrs["note"]`` says what the table lacks
+        or leaves out (e.g. declared categories no row of the data holds).
     variance_components_ : Series
         Variance components and ICC pooled as mitml's ``testEstimates(extra.pars=TRUE)``:
         the plain mean over imputations of each component, the ICC computed per
@@ -179,8 +180,10 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         if not isinstance(X, pd.DataFrame):
             X = np.asarray(X)
             if X.ndim != 2:
-                raise ValueError(f"Expected a 2D array, got an array of shape {X.shape}; Reshape your data with "
-                                 "array.reshape(-1, 1) if it has a single feature.")
+                raise ValueError(
+                    f"Expected a 2D array, got an array of shape {X.shape}; Reshape your data with "
+                    "array.reshape(-1, 1) if it has a single feature."
+                )
         if X.shape[0] == 0:
             raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required.")
         if X.shape[1] == 0:
@@ -210,8 +213,11 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         if y is not None and not isinstance(y, pd.Series):
             y = np.asarray(y)
         if y is not None and y.ndim == 2 and y.shape[1] == 1:
-            warnings.warn("A column-vector y was passed when a 1d array was expected; it is raveled.",
-                          DataConversionWarning, stacklevel=2)
+            warnings.warn(
+                "A column-vector y was passed when a 1d array was expected; it is raveled.",
+                DataConversionWarning,
+                stacklevel=2,
+            )
             y = np.ravel(y)
         if y is not None and len(y) and pd.isna(pd.Series(np.asarray(y).ravel())).all():
             raise ValueError("y is entirely missing: nothing to fit the analysis model on.")
@@ -230,12 +236,27 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         self.imputer_ = clone(self.imputer)
         sets = self.imputer_.fit_transform_all(data, groups=groups)
         formula_model = self._formula_model
+        estimator = self._coded_as_observed(data) if formula_model else self.estimator
         self.estimators_ = Parallel(n_jobs=self.n_jobs)(
-            delayed(_fit_one)(clone(self.estimator), data_c, self._y_name, formula_model, c)
-            for c, data_c in enumerate(sets)
+            delayed(_fit_one)(clone(estimator), data_c, self._y_name, formula_model, c) for c, data_c in enumerate(sets)
         )
         self._pool()
         return self
+
+    def _coded_as_observed(self, data):
+        """The formula model with its categorical predictors' levels fixed to those observed in ``data``.
+
+        The imputer imputes observed categories only, so each completed dataset holds these
+        levels; fixing them makes every completed dataset coded alike, and leaves out the
+        categories a pandas categorical declares but no row of the incomplete data holds.
+        Levels the user set are kept.
+        """
+        if not isinstance(data, pd.DataFrame) or self.estimator.get_params(deep=False).get("levels", 0) is not None:
+            return self.estimator
+        from ..analysis.formula import observed_levels, parse_formula
+
+        levels = observed_levels(parse_formula(self.estimator.formula), data)
+        return clone(self.estimator).set_params(levels=levels) if levels else self.estimator
 
     def _pool(self):
         fits = self.estimators_
@@ -243,21 +264,28 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         self.pooled_ = None
         if all(hasattr(f, "cov_params_") for f in fits):
             estimates = np.stack([f.coef_.reindex(names).to_numpy(dtype=float) for f in fits])
-            covariances = np.stack([f.cov_params_.reindex(index=names, columns=names).to_numpy(dtype=float)
-                                    for f in fits])
+            covariances = np.stack(
+                [f.cov_params_.reindex(index=names, columns=names).to_numpy(dtype=float) for f in fits]
+            )
             self.summary_ = pool(estimates, covariances, dfcom=self._dfcom(fits), names=names, alpha=self.alpha)
             self.pooled_ = rubin_components(estimates, covariances)
         else:
             if len(fits) == 1:
                 warnings.warn("Only one imputation: no between-imputation variance.", UserWarning, stacklevel=3)
             coefs = np.stack([np.ravel(getattr(f, "coef_", np.full(len(names), np.nan))) for f in fits])
-            self.summary_ = pd.DataFrame({"estimate": coefs.mean(axis=0),
-                                          "between_sd": coefs.std(axis=0, ddof=1) if len(fits) > 1 else np.nan},
-                                         index=pd.Index(names, name="term"))
+            self.summary_ = pd.DataFrame(
+                {"estimate": coefs.mean(axis=0), "between_sd": coefs.std(axis=0, ddof=1) if len(fits) > 1 else np.nan},
+                index=pd.Index(names, name="term"),
+            )
             self.summary_.attrs["note"] = (
                 "point estimates pooled only: the analysis model gives no within-imputation variance, so no "
                 "standard errors, tests or intervals"
             )
+        from ..analysis.formula import unused_categories_note
+
+        notes = [self.summary_.attrs.get("note", ""), unused_categories_note(getattr(fits[0], "dropped_levels_", {}))]
+        if any(notes):
+            self.summary_.attrs["note"] = "; ".join(note for note in notes if note)
         vcs = [f.variance_components_ for f in fits if hasattr(f, "variance_components_")]
         # pool_variance_components checks that every imputation reports the same components
         self.variance_components_ = pool_variance_components(vcs) if vcs else pd.Series(dtype=float)
@@ -294,8 +322,9 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         if getattr(self, "_y_in_X", False) and isinstance(X, pd.DataFrame):
             # fitted on X holding the response: X is checked with the response back, all missing
             data = self._with_target(X, None, self._y_name)
-            self._check_input(data[self._fit_columns] if set(self._fit_columns) <= set(data.columns) else data,
-                              reset=False)
+            self._check_input(
+                data[self._fit_columns] if set(self._fit_columns) <= set(data.columns) else data, reset=False
+            )
         else:
             X = self._check_input(X, reset=False)
             data = X if self._y_name is None else self._with_target(X, None, self._y_name)
@@ -312,8 +341,9 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         if is_classifier(self) and all(hasattr(f, "predict_proba") for f in self.estimators_):
             proba = np.mean([f.predict_proba(s) for f, s in zip(self.estimators_, sets, strict=True)], axis=0)
             return self.estimators_[0].classes_[np.argmax(proba, axis=1)]
-        return np.mean([np.asarray(f.predict(s), dtype=float) for f, s in zip(self.estimators_, sets, strict=True)],
-                       axis=0)
+        return np.mean(
+            [np.asarray(f.predict(s), dtype=float) for f, s in zip(self.estimators_, sets, strict=True)], axis=0
+        )
 
     def _estimator_has_predict_proba(self):
         return hasattr(self.estimator, "predict_proba")
@@ -333,8 +363,10 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         prediction = self.predict(X, groups=groups)
         y = np.asarray(y)
         if y.dtype.kind in "fc" and np.isnan(y).any():
-            raise ValueError(f"score needs the observed response: y has {int(np.isnan(y).sum())} missing values; "
-                             "score on the rows where it is observed.")
+            raise ValueError(
+                f"score needs the observed response: y has {int(np.isnan(y).sum())} missing values; "
+                "score on the rows where it is observed."
+            )
         if is_classifier(self):
             return accuracy_score(y, prediction)
         return r2_score(y, prediction)

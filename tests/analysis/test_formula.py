@@ -107,3 +107,33 @@ def test_unseen_level_and_missing_values_are_named(frame):
     assert build_design(parse_formula("y ~ x"), holed, missing="drop").X.shape == (5, 2)
     with pytest.raises(ValueError, match=r"columns \['w'\]"):
         build_design(parse_formula("y ~ w"), frame)
+
+
+def test_declared_categories_no_row_holds_are_dropped_and_listed(frame):
+    declared = frame.assign(f=pd.Categorical(frame.f, categories=["z", "a", "b", "q", "c", "y"]))
+    d = build_design(parse_formula("y ~ f"), declared)
+    assert d.fixed_names == ["(Intercept)", "fb", "fc"]
+    assert d.dropped_levels == {"f": ["z", "q", "y"]}
+    assert build_design(parse_formula("y ~ f"), frame).dropped_levels == {}
+
+
+def test_category_levels_fix_the_coding_whatever_the_data_hold(frame):
+    parsed = parse_formula("y ~ f + x")
+    some = frame.assign(f=["a", "a", "c", "a", "c", "c"])  # "b" absent from this dataset
+    d = build_design(parsed, some, category_levels={"f": ["a", "b", "c"]})
+    assert d.fixed_names == ["(Intercept)", "fb", "fc", "x"] and not d.X[:, 1].any()
+    d = build_design(parsed, some, category_levels={"f": ["a", "b", "c"]}, reference_levels={"f": "c"})
+    assert d.fixed_names == ["(Intercept)", "fa", "fb", "x"]
+    with pytest.raises(ValueError, match=r"column 'f' holds levels \['c'\] that are not among the levels given"):
+        build_design(parsed, some, category_levels={"f": ["a", "b"]})
+    with pytest.raises(ValueError, match="levels given for numeric column 'x'"):
+        build_design(parsed, frame, category_levels={"x": [0.5, 1.0]})
+    with pytest.raises(ValueError, match=r"not in the formula: \['w'\]"):
+        build_design(parsed, frame, category_levels={"w": ["a"]})
+
+
+def test_observed_levels_leave_out_missing_values_and_unused_categories(frame):
+    from skmlmi.analysis.formula import observed_levels
+
+    incomplete = frame.assign(f=pd.Categorical(["b", None, "c", None, "b", "c"], categories=["a", "b", "c", "d"]))
+    assert observed_levels(parse_formula("y ~ f + x + (1 | g)"), incomplete) == {"f": ["b", "c"]}

@@ -97,3 +97,20 @@ def test_summary_uses_t_for_ols_and_normal_for_binomial(data):
 def test_collinear_design_is_a_clear_error(data):
     with pytest.raises(ValueError, match="rank deficient"):
         OLS("y ~ x + z").fit(data.assign(z=2 * data.x))
+
+
+def test_declared_categories_no_row_holds_are_left_out_with_a_note(data):
+    declared = data.assign(f=pd.Categorical(data.f, categories=["none", "low", "mid", "high", "top"]))
+    fit = OLS("y ~ x + f").fit(declared)
+    reference = OLS("y ~ x + f").fit(data.assign(f=pd.Categorical(data.f, categories=["low", "mid", "high"])))
+    pd.testing.assert_series_equal(fit.coef_, reference.coef_)
+    assert fit.dropped_levels_ == {"f": ["none", "top"]} and reference.dropped_levels_ == {}
+    assert "never observed are left out of the design (f: ['none', 'top'])" in fit.summary().attrs["note"]
+    assert "note" not in reference.summary().attrs
+
+
+def test_levels_parameter_fixes_the_coding(data):
+    fit = GLM("b ~ x + f", family="binomial", levels={"f": ["mid", "low", "high"]}).fit(data)
+    assert list(fit.coef_.index) == ["(Intercept)", "x", "flow", "fhigh"]
+    with pytest.raises(ValueError, match="column 'f' holds levels"):
+        OLS("y ~ x + f", levels={"f": ["low", "mid"]}).fit(data)

@@ -10,7 +10,7 @@ from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
 
 from skmlmi import MultilevelIterativeImputer
-from skmlmi.analysis import OLS, LinearMixedModel
+from skmlmi.analysis import OLS, LinearMixedModel, LogisticMixedModel
 from skmlmi.conditional import PredictiveMeanMatching, RandomEffectsNormal, RandomEffectsPMM
 from skmlmi.datasets import load_popmis
 from skmlmi.pooling import MIPooler
@@ -125,3 +125,52 @@ def test_failing_analysis_reports_the_imputation(popmis):
     with pytest.raises(Exception, match="imputation 1"):
         _quiet(MIPooler(_imputer(), LinearMixedModel("popular ~ nothere + (1 | school)")).fit, popmis,
                groups="school")
+
+
+def _with_unused_categories(seed=0):
+    """Clustered data with a categorical predictor declaring categories no row holds, at start, middle and end."""
+    rng = np.random.default_rng(seed)
+    n_clusters, size = 30, 20
+    g = np.repeat(np.arange(n_clusters), size)
+    x = rng.normal(size=g.size)
+    category = rng.choice(["b", "c", "e"], size=g.size)
+    effect = pd.Series({"b": 0.0, "c": 0.5, "e": -0.5})[category].to_numpy()
+    u = rng.normal(0, 0.5, n_clusters)[g]
+    data = pd.DataFrame(
+        {
+            "g": g,
+            "x": x,
+            "C": pd.Categorical(category, categories=["a", "b", "c", "d", "e", "f"]),
+            "y": 1 + 0.5 * x + effect + u + rng.normal(size=g.size),
+            "yb": (rng.random(g.size) < 1 / (1 + np.exp(-(0.3 * x + effect + u)))).astype(int),
+        }
+    )
+    data.loc[rng.random(g.size) < 0.25, "C"] = None
+    data.loc[rng.random(g.size) < 0.2, "y"] = np.nan
+    return data
+
+
+@pytest.mark.parametrize(
+    "model",
+    [LinearMixedModel("y ~ C + x + (1 | g)"), LogisticMixedModel("yb ~ C + x + (1 | g)")],
+    ids=["LinearMixedModel", "LogisticMixedModel"],
+)
+def test_unobserved_categories_pool_like_data_without_them(model):
+    data = _with_unused_categories()[["g", "x", "C", model.formula.split(" ")[0]]]
+    imputer = MultilevelIterativeImputer(n_imputations=4, max_iter=3, random_state=2)
+    pooler = _quiet(MIPooler(imputer, model).fit, data, groups="g")
+    trimmed = data.assign(C=data["C"].cat.remove_unused_categories())
+    reference = _quiet(MIPooler(imputer, model).fit, trimmed, groups="g")
+    assert list(pooler.summary_.index) == ["(Intercept)", "Cc", "Ce", "x"]
+    pd.testing.assert_frame_equal(pooler.summary_, reference.summary_, check_exact=False, rtol=1e-10)
+    assert "(C: ['a', 'd', 'f'])" in pooler.summary_.attrs["note"]
+    assert "note" not in reference.summary_.attrs
+    assert all(f.levels == {"C": ["b", "c", "e"]} for f in pooler.estimators_)
+    assert pooler.predict(data.iloc[:10], groups=data["g"].iloc[:10]).shape == (10,)
+
+
+def test_levels_set_by_the_user_are_kept(popmis):
+    data = popmis.assign(sex=pd.Categorical(popmis["sex"].map({0: "boy", 1: "girl"}), categories=["girl", "boy"]))
+    model = LinearMixedModel("popular ~ sex + texp + (1 | school)", levels={"sex": ["boy", "girl"]})
+    pooler = _quiet(MIPooler(_imputer(), model).fit, data, groups="school")
+    assert list(pooler.summary_.index) == ["(Intercept)", "sexgirl", "texp"]
