@@ -143,8 +143,12 @@ def pmm_match(
     yhat_recipients: np.ndarray,
     donors: int,
     rng: np.random.Generator,
+    strata: np.ndarray | None = None,
 ) -> np.ndarray:
     """Index of a donor for each recipient: one of the ``donors`` closest predictions.
+
+    With ``strata`` (e.g. the recipients' cluster codes), recipients of one stratum get
+    distinct donors wherever their pools allow (see :func:`_distinct_within_strata`).
 
     Vectorised nearest-neighbour matching in one dimension: the donors' predictions are
     sorted once (after a random permutation so that ties are broken at random, as
@@ -187,7 +191,33 @@ def pmm_match(
         lo = np.where(active & move, mid + 1, lo)
         hi = np.where(active & ~move, mid, hi)
     pick = rng.integers(0, k, size=len(yhat_recipients))
+    if strata is not None and k > 1:
+        pick = _distinct_within_strata(order, lo, pick, k, np.asarray(strata, dtype=np.int64), n_donors)
     return order[lo + pick]
+
+
+def _distinct_within_strata(order, lo, pick, k, strata, n_donors):
+    """Move picks so that no donor serves two recipients of one stratum, while the pool allows.
+
+    Two recipients of a cluster whose predictions are equal (or close) share their pool of
+    ``k`` closest donors; drawing from it with replacement gives both the same donor with
+    probability 1/k, which correlates their imputations within the cluster: the within-cluster
+    variance of the imputations shrinks by about 1/k of the residual variance and the ICC
+    grows (on popmis, sigma^2 fell 3% with k = 5 and 9% with k = 1). A repeated donor steps
+    to the next position of its own pool, round after round, until every donor of a stratum
+    is distinct or the pools are exhausted (more recipients than donors in a pool: then some
+    repeat). Each pick stays uniform over its pool (the steps are cyclic shifts).
+    """
+    key_scale = np.int64(n_donors)
+    for _ in range(2 * k):
+        key = strata * key_scale + order[lo + pick]
+        _, first = np.unique(key, return_index=True)
+        repeated = np.ones(len(key), dtype=bool)
+        repeated[first] = False
+        if not repeated.any():
+            break
+        pick[repeated] = (pick[repeated] + 1) % k
+    return pick
 
 
 # --------------------------------------------------------------------------- mixed models

@@ -169,7 +169,10 @@ class _PMMDraw(Draw):
 
     def sample(self, X, groups, rng):
         target = _intercepts_for(self.alpha, groups, self.name) + X @ self.beta
-        index = pmm_match(self.yhat_donors, np.broadcast_to(target, (len(X),)).astype(float), self.donors, rng)
+        # with cluster fixed effects, distinct donors within a cluster (shared ones correlate its imputations)
+        strata = None if groups is None or np.ndim(self.alpha) == 0 else np.asarray(groups)
+        index = pmm_match(self.yhat_donors, np.broadcast_to(target, (len(X),)).astype(float), self.donors, rng,
+                          strata)
         return self.y_donors[index]
 
 

@@ -192,7 +192,8 @@ class _TwoStagePMMDraw(_TwoStageDraw):
 
     def sample(self, X, groups, rng):
         target, _ = self.linear_predictor(X, groups, rng)
-        return self.y_donors[pmm_match(self.yhat_donors, target, self.donors, rng)]
+        # distinct donors within a cluster: shared ones would correlate the cluster's imputations
+        return self.y_donors[pmm_match(self.yhat_donors, target, self.donors, rng, np.asarray(groups))]
 
 
 # --------------------------------------------------------------------------- base

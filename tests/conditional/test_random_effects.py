@@ -229,6 +229,34 @@ def test_pmm_predictions_include_the_random_effects():
     assert np.max(np.abs(completed[~observed] - b[groups[~observed]])) < 0.6
 
 
+def test_pmm_imputations_keep_the_icc_and_the_within_cluster_variance():
+    # Many small clusters, ICC 0.5, half of y missing, no predictors: every recipient of a
+    # cluster has the same prediction. Donors scored at the posterior means b_hat_j (whose
+    # residuals lack Var(b_j | y) and grow with b_hat_j) raise the completed data's ICC by
+    # 0.06-0.08 here; donors shared inside a cluster (probability 1/5 per pair) shrink the
+    # imputations' within-cluster variance to about 0.85 and raise the ICC by about 0.02. (matchtype=2
+    # fails here too, by design: see RandomEffectsPMM's Notes.)
+    icc_shift, squares, dof = [], 0.0, 0
+    for seed in range(4):
+        rng = np.random.default_rng(100 + seed)
+        J, n_j = 1500, 8
+        groups = np.repeat(np.arange(J), n_j)
+        y = rng.normal(size=J)[groups] + rng.normal(size=J * n_j)
+        observed = rng.random(J * n_j) >= 0.5
+        completed, *_ = chain(RandomEffectsPMM(), y, observed, np.zeros((J * n_j, 0)),
+                              np.zeros(0, int), groups, seed=seed, visits=4)
+        icc_shift.append(icc_anova(completed, groups) - icc_anova(y, groups))
+        g, v = groups[~observed], completed[~observed]
+        counts = np.bincount(g, minlength=J)
+        means = np.bincount(g, weights=v, minlength=J) / np.maximum(counts, 1)
+        squares += np.sum((v - means[g]) ** 2)
+        dof += int(np.sum(np.maximum(counts - 1, 0)))
+    # one replication's ICC shift has SD 0.0104 (12 replications of this design), so 4 SD of the mean of 4
+    assert abs(np.mean(icc_shift)) < 4 * 0.0104 / 2, icc_shift
+    # the pooled within-cluster variance of the imputations (sigma^2 = 1) has SE ~ sqrt(2 / dof)
+    assert abs(squares / dof - 1.0) < 4 * np.sqrt(2 / dof), squares / dof
+
+
 # --------------------------------------------------------------------------- hard cases
 def test_cluster_of_one_row_is_imputed_and_logged():
     y, observed, X, roles, groups = simulate(J=40, n_j=10, seed=5)
