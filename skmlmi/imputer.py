@@ -489,6 +489,15 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         Name of the cluster column of X, used when ``fit`` receives no ``groups``. This is
         the path that always works inside ``GridSearchCV`` and ``cross_validate``, where
         ``groups`` goes to the splitter only (unless metadata routing is enabled).
+    cluster_means : bool, default=True
+        With groups, whether the default predictor matrix gives the level-1 predictors of a
+        level-1 target their cluster means (code ``3`` instead of ``1``), so that within-
+        and between-cluster associations are imputed separately (Enders, Mistler & Keller
+        2016; Grund, Lüdtke & Robitzsch 2018). Variables constant within clusters, models
+        that cannot use cluster means, and entries given in ``predictor_matrix`` are not
+        changed. ``False`` gives mice's default matrix (every predictor ``1``). The models
+        that take them are the one-stage random-effects models
+        (``default_cluster_means`` in :class:`~skmlmi.conditional.BaseConditionalImputer`).
 
     Attributes
     ----------
@@ -548,6 +557,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         "bounds": [dict, None],
         "post": [dict, None],
         "groups_column": [str, numbers.Integral, tuple, None],
+        "cluster_means": ["boolean"],
     }
 
     def __init__(
@@ -568,6 +578,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         bounds=None,
         post=None,
         groups_column=None,
+        cluster_means: bool = True,
     ):
         self.methods = methods
         self.predictor_matrix = predictor_matrix
@@ -585,6 +596,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self.bounds = bounds
         self.post = post
         self.groups_column = groups_column
+        self.cluster_means = cluster_means
 
     # ------------------------------------------------------------------ sklearn plumbing
     def __sklearn_tags__(self):
@@ -956,6 +968,28 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         table = recommend_methods(frame[columns], codes, column_kinds={c: kinds[c] for c in columns})
         return dict(zip(table["column"], table["method"], strict=True))
 
+    def _default_codes(self, cluster_constant) -> np.ndarray:
+        """Default role codes with clusters: level-1 predictors of level-1 targets with their cluster means.
+
+        In a random-intercept model a predictor without its cluster mean must have the same
+        within- and between-cluster slope; where they differ (a contextual effect, or a
+        predictor whose cluster-level part relates differently to the target), the
+        imputations distort the between-cluster relations and the variance components
+        (Enders, Mistler & Keller 2016; Grund, Lüdtke & Robitzsch 2018). Code 3 adds the
+        cluster mean, so both slopes are free; variables constant within clusters (level 2)
+        stay 1, their mean being themselves. Models whose ``default_cluster_means`` is False get
+        1 (see :meth:`_make_target`); entries the user sets are kept as given.
+        """
+        p = len(self._columns)
+        level1 = np.array([j in cluster_constant and not cluster_constant[j] for j in range(p)])
+        codes = 1 - np.eye(p, dtype=int)
+        codes[np.ix_(level1, level1)] *= 3
+        if self._groups_column is not None:
+            g = self._columns.index(self._groups_column)
+            codes[:, g] = -2
+            codes[g, :] = 0
+        return codes
+
     def _make_target(self, j, matrix, codes, multilevel, cluster_constant):
         name, codec = self._columns[j], self._codecs[j]
         model = self._model_for(name, codec, multilevel, cluster_constant.get(j, False))
@@ -983,6 +1017,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             role = int(row.iloc[k])
             if role == 0 or pred_name == self._groups_column:
                 continue
+            if role == 3 and not self._given_codes[j, k] and not model.default_cluster_means:
+                role = 1  # a default cluster mean this model does not take (see BaseConditionalImputer)
+                self.predictor_matrix_.iloc[j, k] = 1
             if role not in model.accepted_roles and role != 1:
                 raise ValueError(
                     f"{type(model).__name__} cannot honour role code {role} ({ROLE_NAMES[role]}) given to "
@@ -1023,8 +1060,6 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         return ignore.copy()
 
     def _make_plan(self, W, missing, where, ignore, codes, labels) -> _Plan:
-        matrix = validate_predictor_matrix(self.predictor_matrix, self._columns, self._groups_column)
-        self.predictor_matrix_ = matrix
         derived = parse_derived(self.derived, self._columns, self._groups_column)
         derived_cols = {d.column for d in derived}
         multilevel = codes is not None
@@ -1034,6 +1069,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             for j in range(W.shape[1]):
                 if self._columns[j] != self._groups_column:
                     cluster_constant[j] = _constant_within_clusters(W[:, j], codes, n_clusters, missing[:, j])
+        defaults = self._default_codes(cluster_constant) if multilevel and self.cluster_means else None
+        matrix, self._given_codes = validate_predictor_matrix(self.predictor_matrix, self._columns,
+                                                              self._groups_column, defaults, return_given=True)
+        self.predictor_matrix_ = matrix
         self._warn_ignored = []
         to_impute = where.copy()
         to_impute[:, sorted(derived_cols)] = False

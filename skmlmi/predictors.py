@@ -67,22 +67,28 @@ def _given_entries(predictor_matrix, columns) -> list[tuple]:
     return [(t, p, array[i, j]) for i, t in enumerate(columns) for j, p in enumerate(columns)]
 
 
-def validate_predictor_matrix(predictor_matrix, columns: Sequence, groups_column=None) -> pd.DataFrame:
+def validate_predictor_matrix(predictor_matrix, columns: Sequence, groups_column=None, defaults=None,
+                              return_given: bool = False):
     """Check a user's predictor matrix and complete it to the full square form.
 
-    Rows and columns not given default to the :func:`make_predictor_matrix` entries, so
-    a user may pass only the rows of the variables they want to change. An array must be
-    square with one row and column per variable. Unknown names, unknown codes, a
-    variable predicting itself and a cluster column coded other than 0, 1 or -2 are
-    ``ValueError`` naming the entry.
+    Rows and columns not given default to the :func:`make_predictor_matrix` entries (or to
+    ``defaults``, a square array of codes), so a user may pass only the rows of the
+    variables they want to change. An array must be square with one row and column per
+    variable. Unknown names, unknown codes, a variable predicting itself and a cluster
+    column coded other than 0, 1 or -2 are ``ValueError`` naming the entry. With
+    ``return_given``, also returns the boolean (p, p) array of the entries the user set.
     """
     columns = list(columns)
     position = {name: k for k, name in enumerate(columns)}
-    codes = 1 - np.eye(len(columns), dtype=int)
-    if groups_column is not None:
-        g = position[groups_column]
-        codes[:, g] = -2
-        codes[g, :] = 0
+    if defaults is not None:
+        codes = np.array(defaults, dtype=int)
+    else:
+        codes = 1 - np.eye(len(columns), dtype=int)
+        if groups_column is not None:
+            g = position[groups_column]
+            codes[:, g] = -2
+            codes[g, :] = 0
+    given = np.zeros(codes.shape, dtype=bool)
     if predictor_matrix is not None:
         entries = _given_entries(predictor_matrix, columns)
         unknown = sorted({str(n) for r, c, _ in entries for n in (r, c) if n not in position})
@@ -103,6 +109,7 @@ def validate_predictor_matrix(predictor_matrix, columns: Sequence, groups_column
                     f"codes: {', '.join(f'{k} ({v})' for k, v in ROLE_NAMES.items())}."
                 )
             codes[position[target], position[predictor]] = int(number)
+            given[position[target], position[predictor]] = True
     labels = pd.Index(columns, tupleize_cols=False)  # tuple names stay names, not a MultiIndex
     full = pd.DataFrame(codes, index=labels, columns=labels)
     names = columns
@@ -134,7 +141,7 @@ def validate_predictor_matrix(predictor_matrix, columns: Sequence, groups_column
             f"predictor_matrix[{full.index[r]!r}, {full.columns[c]!r}] = -2 but no groups were given; "
             "pass groups= to fit."
         )
-    return full
+    return (full, given) if return_given else full
 
 
 def default_method(kind: str, multilevel: bool, cluster_level: bool = False, partial_clusters: bool = False):

@@ -12,7 +12,7 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 
 from skmlmi import MultilevelIterativeImputer
-from skmlmi.conditional import BayesianNormal, PredictiveMeanMatching, RandomEffectsNormal
+from skmlmi.conditional import BayesianLogistic, BayesianNormal, PredictiveMeanMatching, RandomEffectsNormal
 from skmlmi.conditional.two_stage import TwoStageNormal
 from skmlmi.datasets import load_popmis
 
@@ -349,3 +349,42 @@ def test_predictors_in_tiny_units_or_with_huge_offsets_are_not_dropped(transform
     # the draw's slope has SE ~ 0.6 / sqrt(180) ~ 0.05 (residual SD with cluster effects
     # drawn ~0.6); 0.25 leaves 5 SE, while a dropped x gives a slope near 0
     assert abs(slope - 0.7) < 0.25, slope
+
+
+# ----------------------------------------------------------------------------- default predictor matrix
+def test_default_matrix_gives_level1_predictors_their_cluster_means(popmis):
+    data = popmis.copy()
+    data["aux"] = np.random.default_rng(0).normal(size=len(data))
+    data.loc[data.index[::7], "sex"] = np.nan
+    imp = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0).fit, data, groups="school")
+    matrix = imp.predictor_matrix_
+    # level-1 predictors of the random-effects targets: code 3; texp is constant within schools: 1
+    assert matrix.loc["popular", ["sex", "aux", "texp", "school"]].tolist() == [3, 3, 1, -2]
+    assert matrix.loc["sex", ["popular", "aux", "texp"]].tolist() == [3, 3, 1]
+    # the completed data do not depend on whether the codes were given or defaulted
+    given = {"sex": {"popular": 3}, "aux": {"popular": 3, "sex": 3}, "popular": {"sex": 3}}
+    explicit = MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0, predictor_matrix=given,
+                                          cluster_means=False)
+    default = MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0)
+    for a, b in zip(_quiet(explicit.fit_transform_all, data, groups="school"),
+                    _quiet(default.fit_transform_all, data, groups="school"), strict=True):
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_cluster_means_follow_the_user_and_the_model(popmis):
+    data = popmis.copy()
+    data.loc[data.index[::7], "sex"] = np.nan
+    # a user's code is kept; cluster_means=False gives mice's matrix
+    imp = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1, predictor_matrix={"sex": {"popular": 1}}).fit,
+                 data, groups="school")
+    assert imp.predictor_matrix_.loc["popular", "sex"] == 1 and imp.predictor_matrix_.loc["sex", "popular"] == 3
+    imp = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1, cluster_means=False).fit, data,
+                 groups="school")
+    assert (imp.predictor_matrix_.drop(columns="school").to_numpy() <= 1).all()
+    # models with cluster-specific coefficients or no clusters take no default cluster means
+    imp = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1,
+                                            methods={"popular": TwoStageNormal(), "sex": BayesianLogistic()},
+                                            predictor_matrix={"school": {"sex": 0}}).fit, data, groups="school")
+    assert imp.predictor_matrix_.loc["popular", "sex"] == 1 and imp.predictor_matrix_.loc["sex", "popular"] == 1
+    imp = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1).fit, data.drop(columns="school"))
+    assert (imp.predictor_matrix_.to_numpy() <= 1).all()

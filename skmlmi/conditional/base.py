@@ -178,6 +178,12 @@ class BaseConditionalImputer(BaseEstimator):
     uses_groups_if_given : bool
         Whether the model, though it works without clusters, uses the cluster codes when
         the cluster column is coded -2 (e.g. a Heckman model per cluster).
+    default_cluster_means : bool
+        Whether the imputer's default predictor matrix gives this model the cluster means
+        of its level-1 predictors (code 3). True for the one-stage random-intercept models,
+        whose one coefficient per predictor would otherwise force the within- and
+        between-cluster slopes to be equal; False for models with cluster-specific
+        coefficients (two-stage), cluster-level and single-level models.
     """
 
     target_kinds: frozenset = frozenset()
@@ -186,6 +192,7 @@ class BaseConditionalImputer(BaseEstimator):
     supports_fixed_clusters: bool = False
     handles_systematic: bool = False
     uses_groups_if_given: bool = False
+    default_cluster_means: bool = False
 
     def draw(
         self,

@@ -449,6 +449,7 @@ class _DiscreteRandomEffectsBase(BaseConditionalImputer):
 
     requires_groups = True
     handles_systematic = True
+    default_cluster_means = True
     _parameter_constraints = {
         "n_gibbs": [Interval(Integral, 1, None, closed="left")],
         "prior_scale": [Interval(Real, 0, None, closed="neither")],
