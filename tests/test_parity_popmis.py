@@ -7,9 +7,9 @@ error sd/sqrt(m) of each side: four combined Monte Carlo SEs make a false alarm 
 unlikely (two-sided p ~ 6e-5 per comparison), the small absolute term covers the
 remaining analysis-model differences. The random-effects model is compared with R's 2l.pan
 rows (its priors are pan's); R's own 2l.pan and 2l.lmer differ by about 4 SE in tau2, so the
-2l.lmer rows get twice the tolerance. ``popular`` holds integers, which skmlmi would keep
-integer by rounding normal draws; R's 2l.pan does not round, so the comparison declares
-the column continuous.
+2l.lmer rows get twice the tolerance. ``popular`` holds whole numbers; an explicitly chosen normal
+model imputes them unrounded, as R's 2l.pan does. The defaults (RandomEffectsPMM for a
+whole-number column, the cluster mean of sex added) are compared with 2l.pan's ICC.
 """
 
 import os
@@ -77,7 +77,6 @@ def test_random_effects_normal_matches_r_2l_pan_on_popmis(rows, sex_role):
     data = load_popmis()[["school", "popular", "sex", "texp"]]
     imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()},
                                      predictor_matrix={"sex": {"popular": sex_role}},
-                                     column_kinds={"popular": "continuous"},
                                      n_imputations=50, max_iter=10, random_state=2022)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -89,3 +88,16 @@ def test_random_effects_normal_matches_r_2l_pan_on_popmis(rows, sex_role):
     table = compare_with_r(sets, lmer)
     failing = table[table["difference"].abs() > 2 * table["tolerance"]]
     assert failing.empty, f"differs from R's mice {lmer} by more than twice the tolerance:\n{table.round(4)}"
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="shared/reference not beside the repository")
+def test_defaults_keep_the_icc_of_r_2l_pan_on_popmis():
+    # what a new user runs: no methods, no predictor matrix
+    data = load_popmis()[["school", "popular", "sex", "texp"]]
+    imp = MultilevelIterativeImputer(n_imputations=50, max_iter=10, random_state=2022)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sets = imp.fit_transform_all(data, groups="school")
+    assert type(imp.methods_["popular"]).__name__ == "RandomEffectsPMM"
+    table = compare_with_r(sets, "2l.pan_ri")
+    assert abs(table.loc["icc", "difference"]) <= table.loc["icc", "tolerance"], table.round(4)
