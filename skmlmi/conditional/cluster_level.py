@@ -34,6 +34,7 @@ from sklearn.utils._param_validation import Interval
 
 from .._kernels import (
     bayesian_regression_draw,
+    cluster_constancy,
     cluster_counts,
     cluster_means,
     find_redundant_columns,
@@ -50,7 +51,10 @@ def is_cluster_constant(values: Any, groups: Any) -> bool | np.ndarray | pd.Seri
     """Whether a variable takes a single value within every cluster (a cluster-level variable).
 
     Missing values are ignored: a column is cluster-constant when, in every cluster, all
-    its non-missing values are equal (numerically, up to a relative tolerance of 1e-9).
+    its non-missing values are equal, up to a few units of rounding of the column's largest
+    magnitude (the package's one rule, :func:`skmlmi._kernels.cluster_constancy`: relative to
+    the column's own magnitude with no absolute floor, so a row-level variable in units of
+    1e-12, or shifted by 1e12, is not taken for a cluster-level one).
     A column gives no evidence of being measured at the cluster level, and is reported
     ``False``, when no cluster holds two or more non-missing values (for instance when
     every cluster has one row) or when it is entirely missing.
@@ -71,8 +75,8 @@ def is_cluster_constant(values: Any, groups: Any) -> bool | np.ndarray | pd.Seri
 
     Notes
     -----
-    Cost O(n) per column: one ``np.bincount`` for the cluster means and one pass for the
-    deviations from them.
+    Cost O(n) per column: each value is compared with one value of its cluster (no cluster
+    sums, so the answer does not depend on the clusters' sizes).
 
     Examples
     --------
@@ -99,6 +103,8 @@ def is_cluster_constant(values: Any, groups: Any) -> bool | np.ndarray | pd.Seri
         raise ValueError(f"values has {arr.shape[0]} rows but groups has {len(codes)}.")
     if arr.ndim == 1:
         return _one_constant(arr, codes)
+    if arr.dtype.kind in "biuf":  # all columns numeric: one call of the rule for the whole array
+        return _constant_with_evidence(arr.astype(float), codes)
     return np.array([_one_constant(arr[:, k], codes) for k in range(arr.shape[1])], dtype=bool)
 
 
@@ -118,16 +124,18 @@ def _one_constant(column: np.ndarray, codes: np.ndarray) -> bool:
     else:  # labels: compare codes, missing labels -> NaN
         labels, _ = pd.factorize(pd.Series(column, dtype=object), use_na_sentinel=True)
         v = np.where(labels < 0, np.nan, labels.astype(float))
-    ok = ~np.isnan(v)
-    if not ok.any():
-        return False
-    vo, go = v[ok], codes[ok]
-    counts = np.bincount(go)
-    if counts.max() < 2:
-        return False
-    means = np.bincount(go, weights=vo) / np.where(counts > 0, counts, 1)
-    scale = max(1.0, float(np.abs(vo).max()))
-    return bool(np.abs(vo - means[go]).max() <= 1e-9 * scale)
+    return bool(_constant_with_evidence(v[:, None], codes)[0])
+
+
+def _constant_with_evidence(V: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """The one rule on the columns of ``V`` (n, p), and evidence: a cluster holding two values."""
+    if V.shape[1] == 0 or V.shape[0] == 0:
+        return np.zeros(V.shape[1], dtype=bool)
+    n_groups = int(codes.max()) + 1
+    _, varying = cluster_constancy(V, codes, n_groups)
+    present = ~np.isnan(V)
+    counts = np.stack([np.bincount(codes[present[:, k]], minlength=n_groups) for k in range(V.shape[1])], axis=1)
+    return ~varying.any(axis=0) & (counts.max(axis=0, initial=0) >= 2)
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -144,12 +152,8 @@ class _ClusterData:
         self.fitted = self.n_observed > 0  # clusters whose value is (at least partly) observed
         # A cluster's value is its observed value itself where that is constant (a mean of equal
         # floats may differ in the last bit, and PMM must donate observed values exactly).
-        codes, first = np.unique(go, return_index=True)
-        spread = np.bincount(go, weights=np.abs(yo - mean[go]), minlength=n_clusters)
-        self.varying = spread > 1e-9 * max(1.0, float(np.abs(yo).max(initial=0.0)))
-        self.ybar = mean
-        constant = ~self.varying[codes]
-        self.ybar[codes[constant]] = yo[first[constant]]
+        reference, self.varying = cluster_constancy(yo, go, n_clusters)
+        self.ybar = np.where(self.varying, mean, reference)
 
 
 def _cluster_names(context: DrawContext, codes) -> str:
@@ -474,8 +478,14 @@ class ClusterMean(_ClusterLevelBase):
             )
             xfit = data.xbar[data.fitted]
             fallback, _ = Polytomous(ridge=self.ridge)._draw(
-                fill[data.fitted], np.ones(len(xfit), dtype=bool), xfit, np.ones(xfit.shape[1], dtype=int),
-                None, rng, None, sub_context,
+                fill[data.fitted],
+                np.ones(len(xfit), dtype=bool),
+                xfit,
+                np.ones(xfit.shape[1], dtype=int),
+                None,
+                rng,
+                None,
+                sub_context,
             )
             context.events.extend(sub_context.events)
         else:

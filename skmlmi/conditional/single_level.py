@@ -27,6 +27,7 @@ from .._kernels import (
     bayesian_regression_draw,
     cluster_counts,
     cluster_means,
+    constant_within_clusters,
     find_redundant_columns,
     pmm_match,
     ridge_cholesky,
@@ -46,17 +47,26 @@ class _SingleLevelBase(BaseConditionalImputer):
     def _usable_columns(self, X, observed, roles, groups, context):
         if groups is None or X.shape[1] == 0:
             return super()._usable_columns(X, observed, roles, groups, context)
-        # With cluster fixed effects, a column constant within clusters is absorbed.
+        # With cluster fixed effects, a column constant within clusters is absorbed (the one rule
+        # of constancy); the others must still vary, and not be collinear, after within-cluster centring.
         Xo, go = X[observed], groups[observed]
         n_groups = context.n_clusters
-        within = Xo - cluster_means(Xo, go, n_groups)[go]
-        drop = find_redundant_columns(within + Xo.mean(axis=0), scale=np.abs(Xo).max(axis=0))
-        keep = np.ones(X.shape[1], dtype=bool)
-        for index, reason in drop.items():
-            if reason == "constant":
-                reason = "constant within clusters (absorbed by the cluster fixed effects)"
-            context.log(f"predictor {context.predictor_name(index)!r} dropped: {reason}")
-            keep[index] = False
+        keep = ~constant_within_clusters(Xo, go, n_groups)
+        for index in np.flatnonzero(~keep):
+            context.log(
+                f"predictor {context.predictor_name(index)!r} dropped: constant within clusters "
+                "(absorbed by the cluster fixed effects)"
+            )
+        varying = np.flatnonzero(keep)
+        if varying.size:
+            Xv = Xo if varying.size == Xo.shape[1] else Xo[:, varying]
+            within = Xv - cluster_means(Xv, go, n_groups)[go]
+            drop = find_redundant_columns(within + Xv.mean(axis=0), scale=np.abs(Xv).max(axis=0))
+            for index, reason in drop.items():
+                if reason == "constant":
+                    reason = "its within-cluster deviations are at the rounding level of its cluster means"
+                context.log(f"predictor {context.predictor_name(int(varying[index]))!r} dropped: {reason}")
+                keep[varying[index]] = False
         return keep
 
 
@@ -223,7 +233,11 @@ class PredictiveMeanMatching(_SingleLevelBase):
         yhat_donors = _intercepts_for(alpha_hat, go, "") + X[observed] @ beta_hat
         yhat_donors = np.broadcast_to(yhat_donors, (int(observed.sum()),)).astype(float)
         draw = _PMMDraw(
-            beta_star, alpha_star, yhat_donors, y[observed].copy(), self.donors,
+            beta_star,
+            alpha_star,
+            yhat_donors,
+            y[observed].copy(),
+            self.donors,
             f"PredictiveMeanMatching for {context.target!r}",
         )
         return draw, None
@@ -333,8 +347,14 @@ def _multinomial_newton(X, y, w, g, n_groups, n_categories, start=None, ridge=1e
             converged = True
             break
     return {
-        "alpha": alpha, "beta": beta, "S_chol": S_chol, "D_chol": Dchol, "E": E,
-        "ridged": ridged, "converged": converged, "iterations": iterations,
+        "alpha": alpha,
+        "beta": beta,
+        "S_chol": S_chol,
+        "D_chol": Dchol,
+        "E": E,
+        "ridged": ridged,
+        "converged": converged,
+        "iterations": iterations,
     }
 
 
