@@ -88,7 +88,8 @@ class RandomEffectsState:
     trace : dict of ndarray
         Per step of the last visit, on the original scale: ``"sigma2"`` (the residual variance,
         or sigma0^2 when heteroscedastic) and ``"psi"`` (shape (steps, q, q)), for convergence
-        checks.
+        checks. (A slope variance of a target of order 1e-99 on a predictor of order 1e99 is
+        below the smallest double and shows as 0; the sampler itself works in rescaled units.)
     logged : set of str
         Keys of the messages already logged on this chain (each hard case is reported
         once per chain, not at every visit).
@@ -772,10 +773,11 @@ class RandomEffectsNormal(BaseConditionalImputer):
                 state.sigma2[empty] = 1.0 / rng.gamma(state.nu / 2, 2.0 / (state.nu * state.sigma0_sq), len(empty))
         # back to the caller's units (exact): the draw imputes on the original scale
         state.b = suff.effects_original(state.b)
-        state.trace = {
-            "sigma2": suff.variance_original(state.trace["sigma2"]),
-            "psi": suff.psi_original(state.trace["psi"]),
-        }
+        with np.errstate(over="ignore", under="ignore"):  # a slope variance ~(1e-99 / 1e99)^2 is not a double
+            state.trace = {
+                "sigma2": suff.variance_original(state.trace["sigma2"]),
+                "psi": suff.psi_original(state.trace["psi"]),
+            }
         sigma = np.ldexp(np.sqrt(state.sigma2), suff.y_exponent)
         sigma = sigma if hetero else float(sigma)
         draw = _RandomEffectsNormalDraw(
@@ -827,10 +829,12 @@ class RandomEffectsNormal(BaseConditionalImputer):
         mean_z2 = np.diagonal(suff.ZZ, axis1=1, axis2=2).sum(0) / suff.ZZ[:, 0, 0].sum()
         tiny = np.diag(psi) * mean_z2 < 1e-8 * sigma2
         if eig[0] <= eig[-1] / _COND_TOL or tiny.any():
+            with np.errstate(over="ignore", under="ignore"):  # for the message only
+                variances = np.diag(suff.psi_original(psi))
             log_once(
                 f"{context.target!r}: the random-effects covariance Psi is near singular (condition number of "
                 f"its correlation matrix {eig[-1] / max(eig[0], np.finfo(float).tiny):.2g}, variances "
-                f"{np.diag(suff.psi_original(psi))}); "
+                f"{variances}); "
                 "a random effect has (almost) no variance or two are perfectly correlated; "
                 "consider dropping a random slope",
                 key="near-singular Psi",
