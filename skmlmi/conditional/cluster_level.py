@@ -162,8 +162,20 @@ def _cluster_names(context: DrawContext, codes) -> str:
     return names + (f" and {len(codes) - 10} more" if len(codes) > 10 else "")
 
 
-def _design(xbar: np.ndarray) -> np.ndarray:
-    return np.column_stack([np.ones(len(xbar)), xbar])
+def _design(xbar: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """Cluster-level design [1, xbar - center]: centring moves only the intercept (flat prior) and
+    keeps X'X well conditioned for a shifted predictor (1e12 + x)."""
+    return np.column_stack([np.ones(len(xbar)), xbar - center])
+
+
+class _CentredCoefficients:
+    """``coef`` at xbar = 0 from the coefficients stored at xbar = ``center``."""
+
+    @property
+    def coef(self):
+        coef = self.coef_centred.copy()
+        coef[0] -= self.center @ coef[1:]
+        return coef
 
 
 def _sample_clusters(X, groups, name):
@@ -231,13 +243,13 @@ class _ClusterLevelBase(BaseConditionalImputer):
 
 
 # --------------------------------------------------------------------------- normal
-class _ClusterNormalDraw(Draw):
-    def __init__(self, coef, sigma, name):
-        self.coef, self.sigma, self.name = coef, sigma, name
+class _ClusterNormalDraw(_CentredCoefficients, Draw):
+    def __init__(self, coef_centred, sigma, name, center):
+        self.coef_centred, self.sigma, self.name, self.center = coef_centred, sigma, name, center
 
     def sample(self, X, groups, rng):
         codes, inverse, xbar = _sample_clusters(X, groups, self.name)
-        values = _design(xbar) @ self.coef + self.sigma * rng.standard_normal(len(codes))
+        values = _design(xbar, self.center) @ self.coef_centred + self.sigma * rng.standard_normal(len(codes))
         return values[inverse]
 
 
@@ -297,22 +309,23 @@ class ClusterLevelNormal(_ClusterLevelBase):
 
     def _draw(self, y, observed, X, roles, groups, rng, state, context):
         data = self._aggregate(y, observed, X, groups, context)
-        design = _design(data.xbar[data.fitted])
+        center = data.xbar[data.fitted].mean(axis=0)
+        design = _design(data.xbar[data.fitted], center)
         _, coef, sigma, ridged = bayesian_regression_draw(design, data.ybar[data.fitted], rng, self.ridge)
         if ridged:
             context.log(f"ridge {self.ridge:g} added to the cluster-level normal equations of {context.target!r}")
-        return _ClusterNormalDraw(coef, sigma, f"ClusterLevelNormal for {context.target!r}"), None
+        return _ClusterNormalDraw(coef, sigma, f"ClusterLevelNormal for {context.target!r}", center), None
 
 
 # --------------------------------------------------------------------------- pmm
-class _ClusterPMMDraw(Draw):
-    def __init__(self, coef, yhat_donors, y_donors, donors, name):
-        self.coef, self.yhat_donors, self.y_donors = coef, yhat_donors, y_donors
-        self.donors, self.name = donors, name
+class _ClusterPMMDraw(_CentredCoefficients, Draw):
+    def __init__(self, coef_centred, yhat_donors, y_donors, donors, name, center):
+        self.coef_centred, self.yhat_donors, self.y_donors = coef_centred, yhat_donors, y_donors
+        self.donors, self.name, self.center = donors, name, center
 
     def values(self, xbar, rng):
         """One imputed value per cluster with predictor means ``xbar``."""
-        target = _design(xbar) @ self.coef
+        target = _design(xbar, self.center) @ self.coef_centred
         return self.y_donors[pmm_match(self.yhat_donors, target, self.donors, rng)]
 
     def sample(self, X, groups, rng):
@@ -321,12 +334,13 @@ class _ClusterPMMDraw(Draw):
 
 
 def _cluster_pmm(data, donors, ridge, rng, context, name):
-    design = _design(data.xbar[data.fitted])
+    center = data.xbar[data.fitted].mean(axis=0)
+    design = _design(data.xbar[data.fitted], center)
     y_fit = data.ybar[data.fitted]
     coef_hat, coef_star, _, ridged = bayesian_regression_draw(design, y_fit, rng, ridge)
     if ridged:
         context.log(f"ridge {ridge:g} added to the cluster-level normal equations of {context.target!r}")
-    return _ClusterPMMDraw(coef_star, design @ coef_hat, y_fit.copy(), donors, name)
+    return _ClusterPMMDraw(coef_star, design @ coef_hat, y_fit.copy(), donors, name, center)
 
 
 class ClusterLevelPMM(_ClusterLevelBase):
