@@ -420,7 +420,11 @@ def _population_effects(groups: np.ndarray, known: np.ndarray, psi: np.ndarray, 
     new = np.isnan(effects[:, 0])
     if new.any():
         codes, inverse = np.unique(groups[new], return_inverse=True)
-        chol = np.linalg.cholesky(psi + 1e-12 * np.eye(q))
+        # Psi is on the data's scale (a slope's variance is in 1/x^2 units): factor its correlation
+        # form, whose jitter of 1e-12 is then relative to each effect's own variance
+        sd = np.sqrt(np.diag(psi))
+        sd = np.where(sd > 0, sd, 1.0)
+        chol = sd[:, None] * np.linalg.cholesky(psi / np.outer(sd, sd) + 1e-12 * np.eye(q))
         fresh = rng.standard_normal((len(codes), q)) @ chol.T
         effects[new] = fresh[inverse]
     return effects
