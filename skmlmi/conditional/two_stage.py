@@ -149,14 +149,17 @@ class _TwoStageState:
 class _TwoStageDraw(Draw):
     """Cluster-specific coefficients for the J training clusters, and the population for others."""
 
-    def __init__(self, layout, coefficients, B, psi, sigma, mu_sigma, psi_sigma, family, name, sigma_exponent=0):
+    def __init__(
+        self, layout, coefficients, B, psi, sigma, mu_sigma, psi_sigma, family, name, y_exponent=0, y_center=0.0
+    ):
         self.layout = layout
-        self.coefficients = coefficients  # (J, k)
+        self.coefficients = coefficients  # (J, k), on the data's scale
+        # The population, in the model's units (y - y_center) / 2^y_exponent (exact; normal model):
+        # beta_j ~ N(B' z_j, Psi), log sigma_j^2 ~ N(mu_sigma, psi_sigma). Drawn there, mapped back.
         self.B, self.psi = B, psi  # (d, k), (k, k)
-        self.sigma = sigma  # (J,) or None
-        # log sigma_j^2 ~ N(mu_sigma, psi_sigma) for y / 2^sigma_exponent (the model's units, exact)
+        self.sigma = sigma  # (J,) or None, on the data's scale
         self.mu_sigma, self.psi_sigma = mu_sigma, psi_sigma
-        self.sigma_exponent = sigma_exponent
+        self.y_exponent, self.y_center = y_exponent, y_center
         self.family, self.name = family, name
 
     def _row_coefficients(self, X, groups, rng):
@@ -178,10 +181,12 @@ class _TwoStageDraw(Draw):
             Zraw = cluster_means(X[rows][:, self.layout.level2], inverse, len(codes))
             mean = self.layout.study(Zraw) @ self.B
             new = draw_study_effects(mean, np.broadcast_to(self.psi, mean.shape + mean.shape[-1:]), rng)
+            new = np.ldexp(new, self.y_exponent)
+            new[:, 0] += self.y_center
             coef[rows] = new[inverse]
             if sigma is not None:
                 log_s2 = self.mu_sigma + np.sqrt(self.psi_sigma) * rng.standard_normal(len(codes))
-                sigma[rows] = np.ldexp(np.exp(0.5 * log_s2), self.sigma_exponent)[inverse]
+                sigma[rows] = np.ldexp(np.exp(0.5 * log_s2), self.y_exponent)[inverse]
         return coef, sigma
 
     def linear_predictor(self, X, groups, rng):
@@ -493,14 +498,11 @@ class TwoStageNormal(_TwoStageBase):
         if state is not None and state.psi is not None and previous != y_exponent:
             state.psi = np.ldexp(state.psi, 2 * (previous - y_exponent))  # warm start in this visit's units
         coef, B_star, psi_star, fit = self._coefficient_draws(beta_hat, V, estimable, Z, rng, state, context)
-        # back to y's units: exact powers of two, then the centre
+        # back to y's units: exact powers of two, then the centre (the population stays in the model's units)
         coef = np.ldexp(coef, y_exponent)
         coef[:, 0] += y_center
-        B_star = np.ldexp(B_star, y_exponent)
-        B_star[0, 0] += y_center  # study design column 0 is the intercept
-        psi_star = np.ldexp(psi_star, 2 * y_exponent)
         sigma = np.ldexp(np.sqrt(sigma2), y_exponent)
-        draw = _TwoStageDraw(layout, coef, B_star, psi_star, sigma, mu_s, psi_s, "normal", name, y_exponent)
+        draw = _TwoStageDraw(layout, coef, B_star, psi_star, sigma, mu_s, psi_s, "normal", name, y_exponent, y_center)
         new_state = _TwoStageState(X.shape[1], fit.psi, fit_s.psi, y_exponent=y_exponent)
         return (
             draw,
