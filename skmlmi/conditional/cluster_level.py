@@ -263,7 +263,8 @@ class ClusterLevelNormal(_ClusterLevelBase):
 
         y_j = alpha + xbar_j' beta + u_j,  u_j ~ N(0, sigma^2),
 
-    with the flat prior on (alpha, beta, log sigma); each visit draws
+    with the flat prior on (alpha, beta, log sigma) (scale-equivariant; the cluster means are
+    centred before the fit, so a shifted predictor keeps X'X well conditioned); each visit draws
     sigma*^2 = RSS / chi^2_{J_obs - p - 1} and (alpha*, beta*) ~ N(hat, sigma*^2 (X'X)^-1)
     (Rubin 1987, p. 167, as mice's ``norm``) and imputes one value per cluster,
     y_j* = alpha* + xbar_j' beta* + sigma* eps_j, given to every row of the cluster.
@@ -353,6 +354,8 @@ class ClusterLevelPMM(_ClusterLevelBase):
     ``donors`` closest donor clusters, drawn at random (matchtype 1, van Buuren 2018,
     §3.4), for all its rows. Only observed cluster values are imputed.
 
+    The prior is :class:`ClusterLevelNormal`'s (flat, scale-equivariant).
+
     Parameters
     ----------
     donors : int, default=5
@@ -428,7 +431,8 @@ class ClusterMean(_ClusterLevelBase):
       unordered categories.)
 
     These fills are deterministic given the data (up to ties) and do not reflect
-    uncertainty; that is the point of a repair.
+    uncertainty; that is the point of a repair. (Whether a cluster's observed values are
+    one value is the package's one rule of constancy, relative to the variable's magnitude.)
 
     Clusters with no observed value (and clusters unseen at fit) do not stay missing, as
     in R: they are imputed from the population of clusters, by cluster-level predictive

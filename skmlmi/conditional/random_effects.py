@@ -876,7 +876,8 @@ class RandomEffectsPMM(RandomEffectsNormal):
     matchtype : {1, 2}, default=1
         Which parameters the donors' predictions use (see above).
     n_gibbs, n_burnin, prior
-        As :class:`RandomEffectsNormal` (homoscedastic model).
+        As :class:`RandomEffectsNormal` (homoscedastic model): the default prior ``"scaled"``
+        is scale-equivariant, ``"pan"`` reproduces R and is not.
 
     Examples
     --------

@@ -555,7 +555,9 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
     random intercept and the random slopes of the role-2 (and 4) predictors.
 
     Priors, on predictors centred and scaled by two standard deviations (Gelman et al.
-    2008), so that they do not depend on the units of X:
+    2008), so that they do not depend on the units of X (scale-equivariant, and invariant to
+    a shift of any predictor, random slopes included: the random intercept is the effect at
+    the predictors' means):
 
     * beta_k ~ Student-t(``prior_df``, 0, ``prior_scale``), intercept scale 10, written as
       the scale mixture beta_k | lambda_k ~ N(0, s_k^2 lambda_k), lambda_k ~ IG(df/2, df/2).
@@ -846,7 +848,7 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
     multinomial model nests the proportional one.
 
     Priors on beta as :class:`RandomEffectsLogistic` (Student-t, on standardised
-    predictors; for the probit the same scales are weaker). Clusters without observed y
+    predictors, so scale-equivariant; for the probit the same scales are weaker). Clusters without observed y
     (systematically missing) and clusters unseen at fit draw their effects from
     N(0, Psi*). State (beta, u, Psi, cutpoints, lambda) is carried across visits. Random
     slopes of a multinomial target need many rows per cluster: with 30-40 observed rows

@@ -166,6 +166,10 @@ class BayesianNormal(_SingleLevelBase):
     y* = alpha* + x' beta* + sigma* eps. With the cluster column coded 1, alpha is a
     cluster fixed effect (see the module docstring).
 
+    The prior is scale-equivariant (flat in beta and in log sigma: a column in other units
+    changes nothing but the units of the imputations); the fit centres the predictors, so a
+    shifted predictor (1e12 + x) loses no precision in X'X.
+
     Parameters
     ----------
     ridge : float, default=1e-5
@@ -216,7 +220,8 @@ class PredictiveMeanMatching(_SingleLevelBase):
     §3.4). Each recipient receives the observed value of one of the ``donors`` donors
     whose predictions are closest, drawn at random. Only observed values are imputed,
     so the imputations respect the data's support (integers stay integers). With the
-    cluster column coded 1 the predictions include cluster fixed effects.
+    cluster column coded 1 the predictions include cluster fixed effects. The prior is
+    :class:`BayesianNormal`'s (flat, scale-equivariant).
 
     Parameters
     ----------
@@ -624,6 +629,11 @@ class BayesianLogistic(_LogitBase):
     conditional normal given beta*. Rows of clusters without observed y at fit cannot be
     imputed (ValueError naming the clusters).
 
+    The prior (the WDR pseudo-data at the predictors' mean +- 0.5 SD, and the log-F pseudo-rows at
+    the cluster means) is scale-equivariant: it is defined by the predictors' own means and SDs.
+    The fit works on predictors centred and divided by a power of two near their SD (exact), so
+    the Newton tolerance and the ridge do not depend on their units.
+
     Parameters
     ----------
     ridge : float, default=1e-5
@@ -686,6 +696,8 @@ class Polytomous(_LogitBase):
     mean covariates split equally over the K categories, which keeps its intercepts
     finite when it observed a single category (see :class:`BayesianLogistic`). Rows of
     clusters without observed y cannot be imputed (ValueError naming the clusters).
+
+    Priors and units as :class:`BayesianLogistic` (scale-equivariant pseudo-data).
 
     Parameters
     ----------

@@ -747,7 +747,8 @@ class TwoStageLogistic(_TwoStageGLM):
 
     Predictors are standardised (observed-row mean and SD) before the fits, so
     ``max_standard_error`` does not depend on their units (micemd's guard, any SE > 1000
-    on the raw scale, does). Roles 1 and 2 mean the same (every within-cluster predictor
+    on the raw scale, does): there is no prior, and the model is scale-equivariant.
+    Roles 1 and 2 mean the same (every within-cluster predictor
     has a cluster-specific coefficient); cluster-level predictors enter the
     meta-regression (see :class:`TwoStageNormal`).
 
