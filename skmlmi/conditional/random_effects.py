@@ -604,7 +604,13 @@ class RandomEffectsNormal(BaseConditionalImputer):
         y / sd(y) and z_k / sd(z_k), i.e. Binv = var(y), Dinv = var(y) diag(1, 1/var(z_k)):
         scale-equivariant, the imputations do not depend on the units of y or of any
         predictor (multiplying a column by c multiplies the imputations of y by c if it is
-        y, and changes nothing otherwise; by a power of two, bit for bit). The
+        y, and changes nothing otherwise; by a power of two, bit for bit), and a shift of y
+        or of a fixed-effect predictor changes nothing but the imputations' location. A
+        shift of a random-slope predictor is different: random slopes stay uncentred (the
+        random intercept is the cluster effect where that predictor is 0), so the shift
+        re-defines the random intercept, and Psi's prior, set on the uncentred column, is
+        not invariant to it (the likelihood is): the imputations then agree only up to the
+        prior's influence, which vanishes as the number of clusters grows. The
         heteroscedastic hyperpriors (flat on sigma0^2 and 1/nu) are scale-equivariant too.
         ``"pan"``: the same numbers on the data's own scale, exactly as mice's
         2l.pan, and deliberately not scale-equivariant (it reproduces R): for a target
