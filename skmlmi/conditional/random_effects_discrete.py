@@ -818,8 +818,11 @@ class _OrderedProbitDraw(_CategoryEffects, Draw):
             raise ValueError("RandomEffectsCategorical draws need cluster codes to impute.")
         design = self.std.design(np.asarray(X, dtype=float))
         effects = _population_effects(np.asarray(groups, dtype=np.intp), self.u_std, self.psi_std, rng)
-        latent = (design @ self.beta_std + _random_part(design[:, 1:], effects, self.random_columns)
-                  + rng.standard_normal(len(design)))
+        latent = (
+            design @ self.beta_std
+            + _random_part(design[:, 1:], effects, self.random_columns)
+            + rng.standard_normal(len(design))
+        )
         return np.searchsorted(self.cutpoints, latent).astype(float)
 
 
@@ -994,9 +997,14 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
         ordered = bool(context.ordered) and K > 2
         random = np.r_[0, 1 + np.flatnonzero(roles == 2)].astype(np.intp)
         _log_few_clusters((1 if ordered else K - 1) * len(random), len(present_codes), context)
-        if (state is not None and (state.n_columns != X.shape[1] or state.n_categories != K
-                                   or state.ordered != ordered or state.u_std.shape[0] != J
-                                   or state.random != tuple(random) or state.std is None)):
+        if state is not None and (
+            state.n_columns != X.shape[1]
+            or state.n_categories != K
+            or state.ordered != ordered
+            or state.u_std.shape[0] != J
+            or state.random != tuple(random)
+            or state.std is None
+        ):
             state = None
         if ordered:
             beta, u, psi, extra = self._ordered(codes, design, go, starts, std, random, state, present_codes, K, rng)
