@@ -89,7 +89,7 @@ class PosteriorMeanDonorsPMM(RandomEffectsPMM):
 
     def _fit_chain(self, *args):
         normal, state, suff, beta_hat, b_posterior = super()._fit_chain(*args)
-        b_posterior.draw = lambda rng: b_posterior.mean  # donors at the posterior mean
+        b_posterior.draw = lambda rng: b_posterior.expected()  # donors at the posterior means
         return normal, state, suff, beta_hat, b_posterior
 
 

@@ -21,10 +21,12 @@ __all__ = [
     "bayesian_regression_draw",
     "ridge_cholesky",
     "pmm_match",
+    "power_of_two_exponents",
     "batched_cholesky",
     "cluster_cross_products",
     "batched_small_cholesky",
     "batched_lower_inverse",
+    "cluster_constancy",
     "constant_within_clusters",
     "redundant_columns_from_moments",
     "wishart_precision_draw",
@@ -56,9 +58,38 @@ def cluster_means(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.n
         return sums / (counts if sums.ndim == 1 else counts[:, None])
 
 
+# --------------------------------------------------------------------------- scaling
+def power_of_two_exponents(spread: np.ndarray, magnitude: np.ndarray | None = None) -> np.ndarray:
+    """Exponents e with ``spread / 2**e`` in [1, 2): the units a model computes in.
+
+    Models divide a column by ``2**e`` (``np.ldexp(x, -e)``) before their numerics and multiply
+    their results back. Multiplying by a power of two is exact in floating point (away from
+    overflow and subnormals), so this changes no result for ordinary data, makes a column and
+    the same column times ``2**k`` give bit-identical imputations (up to that factor), and
+    keeps data of order 1e-100 or 1e100 from over- or underflowing in cross-products, variances
+    and their inverses. ``spread`` is usually the column's SD; where it is 0 or not finite,
+    ``magnitude`` (e.g. the column's largest absolute value) is used, and where that is 0 too
+    the exponent is 0.
+
+    Examples
+    --------
+    >>> power_of_two_exponents(np.array([1.0, 3.0, 1e-99, 0.0]), np.array([1.0, 1.0, 1.0, 0.0]))
+    array([   0,    1, -329,    0])
+    """
+    spread = np.atleast_1d(np.asarray(spread, dtype=float))
+    use = np.isfinite(spread) & (spread > 0)
+    if magnitude is not None:
+        magnitude = np.broadcast_to(np.asarray(magnitude, dtype=float), spread.shape)
+        spread = np.where(use, spread, magnitude)
+        use = np.isfinite(spread) & (spread > 0)
+    _, exponent = np.frexp(np.where(use, spread, 1.0))
+    return np.where(use, exponent - 1, 0).astype(int)
+
+
 # --------------------------------------------------------------------------- designs
-def find_redundant_columns(X: np.ndarray, eps: float = 1e-8, maxcor: float = 0.99999,
-                           scale: np.ndarray | None = None) -> dict[int, str]:
+def find_redundant_columns(
+    X: np.ndarray, eps: float = 1e-8, maxcor: float = 0.99999, scale: np.ndarray | None = None
+) -> dict[int, str]:
     """Columns of ``X`` that carry no information beyond the others (and an intercept).
 
     A column is dropped when it is constant on the given rows (its SD at the rounding level
@@ -185,9 +216,7 @@ def pmm_match(
             break
         mid = (lo + hi) // 2
         right = np.minimum(mid + k, n_donors - 1)
-        move = (mid + k < n_donors) & (
-            yhat_recipients - sorted_hat[mid] > sorted_hat[right] - yhat_recipients
-        )
+        move = (mid + k < n_donors) & (yhat_recipients - sorted_hat[mid] > sorted_hat[right] - yhat_recipients)
         lo = np.where(active & move, mid + 1, lo)
         hi = np.where(active & ~move, mid, hi)
     pick = rng.integers(0, k, size=len(yhat_recipients))
@@ -362,30 +391,119 @@ def batched_lower_inverse(L: np.ndarray) -> np.ndarray:
     return inv
 
 
-# A column whose SD is below this fraction of its mean is constant up to the rounding of
-# its centring (a mean of n doubles is exact to ~log2(n) eps relative; 1e-12 leaves a 200x margin).
-CONSTANT_RTOL = 1e-12
+# A column whose SD is below this fraction of its mean is constant up to rounding: values that
+# differ only in their last bits spread by a few eps |mean|, while centring at a rounded mean
+# shifts every value alike and adds no spread. 16 eps keeps a margin; far larger (1e-12 before)
+# took 1e12 + x with SD 0.2 (2,000 units of rounding at 1e12, e.g. a cluster mean) for a constant.
+CONSTANT_RTOL = 16 * np.finfo(float).eps
 # The same for quantities derived from raw values of magnitude ``scale`` (cluster means:
 # sums of up to ~1e4 values, each rounding relative to the raw magnitude).
 DERIVED_RTOL = 1e-10
+#: "Constant within clusters" tolerates this many units of rounding (eps) of the column's largest
+#: magnitude between a value and its cluster's reference value. A cluster-level column is almost
+#: always one float repeated (a merge of a cluster-level table, or a cluster mean broadcast to the
+#: rows), whose deviations are exactly 0; a few units of rounding admit values that went through
+#: one or two different roundings of the same number, and nothing that varies.
+CONSTANT_ULPS = 4
+
+
+def cluster_constancy(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster reference values and which clusters vary: THE rule of "constant within clusters".
+
+    A column is constant within cluster j when every non-missing value of the cluster equals one
+    of them (the reference value) up to ``CONSTANT_ULPS`` units of rounding of the column's
+    largest magnitude::
+
+        |x_ij - ref_j| <= CONSTANT_ULPS * eps * max_ij |x_ij|.
+
+    The tolerance is relative to the column's own magnitude with no absolute floor, so a variable
+    in units of 1e-12 (or 1e-200) or shifted by 1e12 is judged as in its natural units. Values are
+    compared with one of their cluster's values, not with the cluster mean: no sums, so no
+    rounding that grows with the cluster size (a mean over 10^6 rows carries ~1e-10 relative
+    error; a repeated float deviates by exactly 0 whatever the cluster size). Every caller that
+    asks whether something is constant within clusters (the engine's choice of cluster-level
+    models, :func:`~skmlmi.conditional.cluster_level.is_cluster_constant`, ``recommend_methods``,
+    ``suggest_predictors``, the cluster-level, two-stage, Heckman, random-slope and fixed-cluster
+    models) uses this function.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n,) or (n, p)
+        NaN marks a missing value (ignored). Infinite values compare equal only to themselves.
+    groups : ndarray of shape (n,) of int
+        Cluster codes ``0..n_groups-1``.
+    n_groups : int
+
+    Returns
+    -------
+    reference : ndarray of shape (n_groups,) or (n_groups, p)
+        One observed value of each cluster (NaN for a cluster without one); for a constant
+        cluster it is the cluster's value itself, exactly (no mean of equal floats).
+    varying : ndarray of bool, same shape
+        Clusters holding two values that differ beyond the tolerance.
+
+    Notes
+    -----
+    O(n) per column: one scatter of the values into their clusters' slots (any value of the
+    cluster may land there: every value is compared with it), one comparison, one
+    ``np.bincount``. No loop over rows or clusters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> groups = np.array([0, 0, 1, 1])
+    >>> reference, varying = cluster_constancy(np.array([1e-13, 1e-13, 2e-13, 3e-13]), groups, 2)
+    >>> varying
+    array([False,  True])
+    """
+    values = np.asarray(values, dtype=float)
+    groups = np.asarray(groups, dtype=np.intp)
+    single = values.ndim == 1
+    V = values[:, None] if single else values
+    p = V.shape[1]
+    reference = np.full((n_groups, p), np.nan)
+    varying = np.zeros((n_groups, p), dtype=bool)
+    for k in range(p):  # loop over columns, not clusters
+        column = V[:, k]
+        present = ~np.isnan(column)
+        if present.all():
+            v, g = column, groups
+        else:
+            v, g = column[present], groups[present]
+        if v.size == 0:
+            continue
+        reference[g, k] = v  # one of the cluster's own values lands in its slot
+        finite = np.abs(v[np.isfinite(v)])
+        tol = CONSTANT_ULPS * np.finfo(float).eps * (finite.max() if finite.size else 0.0)
+        with np.errstate(invalid="ignore"):  # inf - inf: equal infinities, not a deviation
+            differs = np.abs(v - reference[g, k]) > tol
+        varying[:, k] = np.bincount(g[differs], minlength=n_groups) > 0
+    if single:
+        return reference[:, 0], varying[:, 0]
+    return reference, varying
 
 
 def constant_within_clusters(X: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
     """Mask of the columns of ``X`` (n, p) that are constant within every cluster.
 
-    Constant means a spread around the cluster means at the rounding level of the values
-    themselves (``CONSTANT_RTOL`` of the column's largest magnitude, no absolute floor: a
-    predictor in units of 1e-12, or 1e12 + x, still varies). Such a column has no within-cluster
-    coefficient: per-cluster fits cannot estimate it. Cost O(n p).
+    The one rule of :func:`cluster_constancy` (missing values ignored). A column that no cluster
+    holds twice counts as constant here (it has no within-cluster variation, so no within-cluster
+    coefficient: per-cluster fits cannot estimate it); whether that is *evidence* of a
+    cluster-level variable is :func:`~skmlmi.conditional.cluster_level.is_cluster_constant`'s
+    question. Cost O(n p).
     """
+    X = np.asarray(X, dtype=float)
+    if X.ndim == 1:
+        X = X[:, None]
     if X.shape[1] == 0 or X.shape[0] == 0:
         return np.zeros(X.shape[1], dtype=bool)
-    spread = np.abs(X - cluster_means(X, groups, n_groups)[groups]).max(axis=0)
-    return spread <= CONSTANT_RTOL * np.abs(X).max(axis=0)
+    _, varying = cluster_constancy(X, groups, n_groups)
+    return ~varying.any(axis=0)
 
 
-def redundant_columns_from_moments(means: np.ndarray, cov: np.ndarray, eps: float = 1e-8,
-                                   maxcor: float = 0.99999, scale: np.ndarray | None = None) -> dict[int, str]:
+def redundant_columns_from_moments(
+    means: np.ndarray, cov: np.ndarray, eps: float = 1e-8, maxcor: float = 0.99999, scale: np.ndarray | None = None
+) -> dict[int, str]:
     """:func:`find_redundant_columns` from the column means and covariance matrix.
 
     Same decisions (constant columns, then the collinearity eigen loop on the

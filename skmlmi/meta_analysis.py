@@ -433,11 +433,21 @@ def _moment_psi(y: np.ndarray, X: np.ndarray, system: _MomentSystem) -> np.ndarr
 
 # --------------------------------------------------------------------------- draws
 def _mvn_rows(mean: np.ndarray, cov: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One draw per row from ``N(mean_j, cov_j)``; ``cov`` may be semi-definite (eigen square root)."""
-    values, vectors = np.linalg.eigh(cov)
-    root = vectors * np.sqrt(np.clip(values, 0.0, None))[..., None, :]
+    """One draw per row from ``N(mean_j, cov_j)``; ``cov`` may be semi-definite.
+
+    The square root is the symmetric one, ``Q sqrt(L) Q'``: unlike ``Q sqrt(L)`` it does not
+    depend on which eigenvectors ``eigh`` returns for a repeated (or nearly repeated)
+    eigenvalue, so the draw is a continuous function of ``cov`` (data that differ by rounding,
+    e.g. in other units, give draws that differ by rounding, not by an arbitrary rotation).
+    """
     z = rng.standard_normal(mean.shape)
-    return mean + np.einsum("...ab,...b->...a", root, z)
+    return mean + np.einsum("...ab,...b->...a", _symmetric_root(cov), z)
+
+
+def _symmetric_root(cov: np.ndarray) -> np.ndarray:
+    """The symmetric square root ``Q sqrt(L) Q'`` of a (stack of) semi-definite matrices."""
+    values, vectors = np.linalg.eigh(cov)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))[..., None, :]) @ np.swapaxes(vectors, -1, -2)
 
 
 def study_posterior(
@@ -627,9 +637,8 @@ class MetaAnalysisResult:
             return psi_from_parameters(theta, k)
         if self.method == "mm":
             raise ValueError("a moment estimate has no likelihood Hessian: use how='bootstrap' (or 'auto')")
-        values, vectors = np.linalg.eigh(self.parameters_covariance)
-        root = vectors * np.sqrt(np.clip(values, 0.0, None))
-        theta = self.parameters + root @ rng.standard_normal(self.parameters.size)
+        z = rng.standard_normal(self.parameters.size)
+        theta = self.parameters + _symmetric_root(self.parameters_covariance) @ z
         return psi_from_parameters(theta, k)
 
     def draw(
@@ -764,13 +773,31 @@ def meta_analysis(
 
     def result(psi, **fitted):
         fit = _gls(y, S, X, psi)
-        return MetaAnalysisResult(coefficients=fit.coefficients, coefficients_covariance=fit.covariance, psi=psi,
-                                  method=method, n_studies=J, n_outcomes=k, n_covariates=d, _estimates=y,
-                                  _within=S, _design=X, _moments=moments, **fitted)
+        return MetaAnalysisResult(
+            coefficients=fit.coefficients,
+            coefficients_covariance=fit.covariance,
+            psi=psi,
+            method=method,
+            n_studies=J,
+            n_outcomes=k,
+            n_covariates=d,
+            _estimates=y,
+            _within=S,
+            _design=X,
+            _moments=moments,
+            **fitted,
+        )
 
     if method == "mm":
-        return result(psi_mm, parameters=None, parameters_covariance=None, hessian=None,
-                      log_likelihood=float("nan"), converged=True, n_iterations=0)
+        return result(
+            psi_mm,
+            parameters=None,
+            parameters_covariance=None,
+            hessian=None,
+            log_likelihood=float("nan"),
+            converged=True,
+            n_iterations=0,
+        )
     # Start away from the saddle point L = 0 (where the gradient in L vanishes whatever the data):
     # add a ridge of 5% of the median within variance (1% to a warm start).
     median_within = np.median(np.diagonal(S, axis1=1, axis2=2), axis=0)
@@ -795,5 +822,12 @@ def meta_analysis(
             ConvergenceWarning,
             stacklevel=2,
         )
-    return result(psi, parameters=theta, parameters_covariance=(param_cov + param_cov.T) / 2.0, hessian=hessian,
-                  log_likelihood=value, converged=converged, n_iterations=n_iter)
+    return result(
+        psi,
+        parameters=theta,
+        parameters_covariance=(param_cov + param_cov.T) / 2.0,
+        hessian=hessian,
+        log_likelihood=value,
+        converged=converged,
+        n_iterations=n_iter,
+    )

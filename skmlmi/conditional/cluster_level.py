@@ -34,6 +34,7 @@ from sklearn.utils._param_validation import Interval
 
 from .._kernels import (
     bayesian_regression_draw,
+    cluster_constancy,
     cluster_counts,
     cluster_means,
     find_redundant_columns,
@@ -50,7 +51,10 @@ def is_cluster_constant(values: Any, groups: Any) -> bool | np.ndarray | pd.Seri
     """Whether a variable takes a single value within every cluster (a cluster-level variable).
 
     Missing values are ignored: a column is cluster-constant when, in every cluster, all
-    its non-missing values are equal (numerically, up to a relative tolerance of 1e-9).
+    its non-missing values are equal, up to a few units of rounding of the column's largest
+    magnitude (the package's one rule, :func:`skmlmi._kernels.cluster_constancy`: relative to
+    the column's own magnitude with no absolute floor, so a row-level variable in units of
+    1e-12, or shifted by 1e12, is not taken for a cluster-level one).
     A column gives no evidence of being measured at the cluster level, and is reported
     ``False``, when no cluster holds two or more non-missing values (for instance when
     every cluster has one row) or when it is entirely missing.
@@ -71,8 +75,8 @@ def is_cluster_constant(values: Any, groups: Any) -> bool | np.ndarray | pd.Seri
 
     Notes
     -----
-    Cost O(n) per column: one ``np.bincount`` for the cluster means and one pass for the
-    deviations from them.
+    Cost O(n) per column: each value is compared with one value of its cluster (no cluster
+    sums, so the answer does not depend on the clusters' sizes).
 
     Examples
     --------
@@ -99,6 +103,8 @@ def is_cluster_constant(values: Any, groups: Any) -> bool | np.ndarray | pd.Seri
         raise ValueError(f"values has {arr.shape[0]} rows but groups has {len(codes)}.")
     if arr.ndim == 1:
         return _one_constant(arr, codes)
+    if arr.dtype.kind in "biuf":  # all columns numeric: one call of the rule for the whole array
+        return _constant_with_evidence(arr.astype(float), codes)
     return np.array([_one_constant(arr[:, k], codes) for k in range(arr.shape[1])], dtype=bool)
 
 
@@ -118,16 +124,18 @@ def _one_constant(column: np.ndarray, codes: np.ndarray) -> bool:
     else:  # labels: compare codes, missing labels -> NaN
         labels, _ = pd.factorize(pd.Series(column, dtype=object), use_na_sentinel=True)
         v = np.where(labels < 0, np.nan, labels.astype(float))
-    ok = ~np.isnan(v)
-    if not ok.any():
-        return False
-    vo, go = v[ok], codes[ok]
-    counts = np.bincount(go)
-    if counts.max() < 2:
-        return False
-    means = np.bincount(go, weights=vo) / np.where(counts > 0, counts, 1)
-    scale = max(1.0, float(np.abs(vo).max()))
-    return bool(np.abs(vo - means[go]).max() <= 1e-9 * scale)
+    return bool(_constant_with_evidence(v[:, None], codes)[0])
+
+
+def _constant_with_evidence(V: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """The one rule on the columns of ``V`` (n, p), and evidence: a cluster holding two values."""
+    if V.shape[1] == 0 or V.shape[0] == 0:
+        return np.zeros(V.shape[1], dtype=bool)
+    n_groups = int(codes.max()) + 1
+    _, varying = cluster_constancy(V, codes, n_groups)
+    present = ~np.isnan(V)
+    counts = np.stack([np.bincount(codes[present[:, k]], minlength=n_groups) for k in range(V.shape[1])], axis=1)
+    return ~varying.any(axis=0) & (counts.max(axis=0, initial=0) >= 2)
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -144,12 +152,8 @@ class _ClusterData:
         self.fitted = self.n_observed > 0  # clusters whose value is (at least partly) observed
         # A cluster's value is its observed value itself where that is constant (a mean of equal
         # floats may differ in the last bit, and PMM must donate observed values exactly).
-        codes, first = np.unique(go, return_index=True)
-        spread = np.bincount(go, weights=np.abs(yo - mean[go]), minlength=n_clusters)
-        self.varying = spread > 1e-9 * max(1.0, float(np.abs(yo).max(initial=0.0)))
-        self.ybar = mean
-        constant = ~self.varying[codes]
-        self.ybar[codes[constant]] = yo[first[constant]]
+        reference, self.varying = cluster_constancy(yo, go, n_clusters)
+        self.ybar = np.where(self.varying, mean, reference)
 
 
 def _cluster_names(context: DrawContext, codes) -> str:
@@ -158,8 +162,20 @@ def _cluster_names(context: DrawContext, codes) -> str:
     return names + (f" and {len(codes) - 10} more" if len(codes) > 10 else "")
 
 
-def _design(xbar: np.ndarray) -> np.ndarray:
-    return np.column_stack([np.ones(len(xbar)), xbar])
+def _design(xbar: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """Cluster-level design [1, xbar - center]: centring moves only the intercept (flat prior) and
+    keeps X'X well conditioned for a shifted predictor (1e12 + x)."""
+    return np.column_stack([np.ones(len(xbar)), xbar - center])
+
+
+class _CentredCoefficients:
+    """``coef`` at xbar = 0 from the coefficients stored at xbar = ``center``."""
+
+    @property
+    def coef(self):
+        coef = self.coef_centred.copy()
+        coef[0] -= self.center @ coef[1:]
+        return coef
 
 
 def _sample_clusters(X, groups, name):
@@ -227,13 +243,13 @@ class _ClusterLevelBase(BaseConditionalImputer):
 
 
 # --------------------------------------------------------------------------- normal
-class _ClusterNormalDraw(Draw):
-    def __init__(self, coef, sigma, name):
-        self.coef, self.sigma, self.name = coef, sigma, name
+class _ClusterNormalDraw(_CentredCoefficients, Draw):
+    def __init__(self, coef_centred, sigma, name, center):
+        self.coef_centred, self.sigma, self.name, self.center = coef_centred, sigma, name, center
 
     def sample(self, X, groups, rng):
         codes, inverse, xbar = _sample_clusters(X, groups, self.name)
-        values = _design(xbar) @ self.coef + self.sigma * rng.standard_normal(len(codes))
+        values = _design(xbar, self.center) @ self.coef_centred + self.sigma * rng.standard_normal(len(codes))
         return values[inverse]
 
 
@@ -247,7 +263,8 @@ class ClusterLevelNormal(_ClusterLevelBase):
 
         y_j = alpha + xbar_j' beta + u_j,  u_j ~ N(0, sigma^2),
 
-    with the flat prior on (alpha, beta, log sigma); each visit draws
+    with the flat prior on (alpha, beta, log sigma) (scale-equivariant; the cluster means are
+    centred before the fit, so a shifted predictor keeps X'X well conditioned); each visit draws
     sigma*^2 = RSS / chi^2_{J_obs - p - 1} and (alpha*, beta*) ~ N(hat, sigma*^2 (X'X)^-1)
     (Rubin 1987, p. 167, as mice's ``norm``) and imputes one value per cluster,
     y_j* = alpha* + xbar_j' beta* + sigma* eps_j, given to every row of the cluster.
@@ -293,22 +310,23 @@ class ClusterLevelNormal(_ClusterLevelBase):
 
     def _draw(self, y, observed, X, roles, groups, rng, state, context):
         data = self._aggregate(y, observed, X, groups, context)
-        design = _design(data.xbar[data.fitted])
+        center = data.xbar[data.fitted].mean(axis=0)
+        design = _design(data.xbar[data.fitted], center)
         _, coef, sigma, ridged = bayesian_regression_draw(design, data.ybar[data.fitted], rng, self.ridge)
         if ridged:
             context.log(f"ridge {self.ridge:g} added to the cluster-level normal equations of {context.target!r}")
-        return _ClusterNormalDraw(coef, sigma, f"ClusterLevelNormal for {context.target!r}"), None
+        return _ClusterNormalDraw(coef, sigma, f"ClusterLevelNormal for {context.target!r}", center), None
 
 
 # --------------------------------------------------------------------------- pmm
-class _ClusterPMMDraw(Draw):
-    def __init__(self, coef, yhat_donors, y_donors, donors, name):
-        self.coef, self.yhat_donors, self.y_donors = coef, yhat_donors, y_donors
-        self.donors, self.name = donors, name
+class _ClusterPMMDraw(_CentredCoefficients, Draw):
+    def __init__(self, coef_centred, yhat_donors, y_donors, donors, name, center):
+        self.coef_centred, self.yhat_donors, self.y_donors = coef_centred, yhat_donors, y_donors
+        self.donors, self.name, self.center = donors, name, center
 
     def values(self, xbar, rng):
         """One imputed value per cluster with predictor means ``xbar``."""
-        target = _design(xbar) @ self.coef
+        target = _design(xbar, self.center) @ self.coef_centred
         return self.y_donors[pmm_match(self.yhat_donors, target, self.donors, rng)]
 
     def sample(self, X, groups, rng):
@@ -317,12 +335,13 @@ class _ClusterPMMDraw(Draw):
 
 
 def _cluster_pmm(data, donors, ridge, rng, context, name):
-    design = _design(data.xbar[data.fitted])
+    center = data.xbar[data.fitted].mean(axis=0)
+    design = _design(data.xbar[data.fitted], center)
     y_fit = data.ybar[data.fitted]
     coef_hat, coef_star, _, ridged = bayesian_regression_draw(design, y_fit, rng, ridge)
     if ridged:
         context.log(f"ridge {ridge:g} added to the cluster-level normal equations of {context.target!r}")
-    return _ClusterPMMDraw(coef_star, design @ coef_hat, y_fit.copy(), donors, name)
+    return _ClusterPMMDraw(coef_star, design @ coef_hat, y_fit.copy(), donors, name, center)
 
 
 class ClusterLevelPMM(_ClusterLevelBase):
@@ -334,6 +353,8 @@ class ClusterLevelPMM(_ClusterLevelBase):
     (xbar_j' beta*); each recipient cluster receives the observed value of one of the
     ``donors`` closest donor clusters, drawn at random (matchtype 1, van Buuren 2018,
     §3.4), for all its rows. Only observed cluster values are imputed.
+
+    The prior is :class:`ClusterLevelNormal`'s (flat, scale-equivariant).
 
     Parameters
     ----------
@@ -410,7 +431,8 @@ class ClusterMean(_ClusterLevelBase):
       unordered categories.)
 
     These fills are deterministic given the data (up to ties) and do not reflect
-    uncertainty; that is the point of a repair.
+    uncertainty; that is the point of a repair. (Whether a cluster's observed values are
+    one value is the package's one rule of constancy, relative to the variable's magnitude.)
 
     Clusters with no observed value (and clusters unseen at fit) do not stay missing, as
     in R: they are imputed from the population of clusters, by cluster-level predictive
@@ -474,8 +496,14 @@ class ClusterMean(_ClusterLevelBase):
             )
             xfit = data.xbar[data.fitted]
             fallback, _ = Polytomous(ridge=self.ridge)._draw(
-                fill[data.fitted], np.ones(len(xfit), dtype=bool), xfit, np.ones(xfit.shape[1], dtype=int),
-                None, rng, None, sub_context,
+                fill[data.fitted],
+                np.ones(len(xfit), dtype=bool),
+                xfit,
+                np.ones(xfit.shape[1], dtype=int),
+                None,
+                rng,
+                None,
+                sub_context,
             )
             context.events.extend(sub_context.events)
         else:

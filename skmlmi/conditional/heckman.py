@@ -54,14 +54,34 @@ _ATANH_RHO_MAX_SE = 2.0
 _MAX_NEWTON = 60
 
 # Gauss-Legendre rule of Genz's BVNU (20 points on [0, 2], as x = 1 -+ nodes)
-_GL_NODES = np.array([
-    0.9931285991850949, 0.9639719272779138, 0.9122344282513259, 0.8391169718222188, 0.7463319064601508,
-    0.6360536807265150, 0.5108670019508271, 0.3737060887154196, 0.2277858511416451, 0.07652652113349733,
-])
-_GL_WEIGHTS = np.array([
-    0.01761400713915212, 0.04060142980038694, 0.06267204833410906, 0.08327674157670475, 0.1019301198172404,
-    0.1181945319615184, 0.1316886384491766, 0.1420961093183821, 0.1491729864726037, 0.1527533871307259,
-])
+_GL_NODES = np.array(
+    [
+        0.9931285991850949,
+        0.9639719272779138,
+        0.9122344282513259,
+        0.8391169718222188,
+        0.7463319064601508,
+        0.6360536807265150,
+        0.5108670019508271,
+        0.3737060887154196,
+        0.2277858511416451,
+        0.07652652113349733,
+    ]
+)
+_GL_WEIGHTS = np.array(
+    [
+        0.01761400713915212,
+        0.04060142980038694,
+        0.06267204833410906,
+        0.08327674157670475,
+        0.1019301198172404,
+        0.1181945319615184,
+        0.1316886384491766,
+        0.1420961093183821,
+        0.1491729864726037,
+        0.1527533871307259,
+    ]
+)
 _GL_X = np.concatenate([1.0 - _GL_NODES, 1.0 + _GL_NODES])
 _GL_W = np.concatenate([_GL_WEIGHTS, _GL_WEIGHTS])
 
@@ -236,7 +256,7 @@ def _loglik(theta: np.ndarray, data: _Clusters, layout: _Layout, gradient: bool 
     pw, pv = layout.pw, layout.pv
     W, V, s = data.W, data.V, data.s
     eta_s = np.einsum("ij,ij->i", W, th[:, :pw])
-    eta_o = np.einsum("ij,ij->i", V, th[:, pw:pw + pv])
+    eta_o = np.einsum("ij,ij->i", V, th[:, pw : pw + pv])
     alpha = th[:, layout.rho]
     ll = np.where(s, 0.0, special.log_ndtr(-eta_s))
     grad = None
@@ -304,7 +324,7 @@ def _hessian_binary(theta: np.ndarray, data: _Clusters, layout: _Layout) -> np.n
     th = theta[data.g]
     pw, pv = layout.pw, layout.pv
     W, V, s, y = data.W, data.V, data.s, data.y
-    point = [np.einsum("ij,ij->i", W, th[:, :pw]), np.einsum("ij,ij->i", V, th[:, pw:pw + pv]), th[:, layout.rho]]
+    point = [np.einsum("ij,ij->i", W, th[:, :pw]), np.einsum("ij,ij->i", V, th[:, pw : pw + pv]), th[:, layout.rho]]
     h = np.cbrt(np.finfo(float).eps) * np.maximum(np.abs(np.stack(point)), 1.0)
     rows = np.empty((len(s), 3, 3))
     for k in range(3):  # the three row indices, not clusters
@@ -372,7 +392,7 @@ def _hessian_normal(theta: np.ndarray, data: _Clusters, layout: _Layout) -> np.n
     t_index, a_index = layout.log_sigma, layout.rho
     W, V, s = data.W, data.V, data.s
     eta_s = np.einsum("ij,ij->i", W, th[:, :pw])
-    eta_o = np.einsum("ij,ij->i", V, th[:, pw:pw + pv])
+    eta_o = np.einsum("ij,ij->i", V, th[:, pw : pw + pv])
     tau, alpha = th[:, t_index], th[:, a_index]
     inv_sigma = np.exp(-tau)
     r = np.where(s, (data.y - eta_o) * inv_sigma, 0.0)
@@ -382,14 +402,16 @@ def _hessian_normal(theta: np.ndarray, data: _Clusters, layout: _Layout) -> np.n
     delta = lam * (np.where(s, A, -eta_s) + lam)
     a = np.empty((len(s), P))
     a[:, :pw] = W * np.where(s, ch, -1.0)[:, None]
-    a[:, pw:pw + pv] = V * np.where(s, -sh * inv_sigma, 0.0)[:, None]
+    a[:, pw : pw + pv] = V * np.where(s, -sh * inv_sigma, 0.0)[:, None]
     a[:, t_index] = np.where(s, -sh * r, 0.0)
     a[:, a_index] = np.where(s, sh * eta_s + ch * r, 0.0)
     z = a * np.sqrt(delta)[:, None]
     H = -data.sums(np.einsum("ni,nj->nij", z, z))
     lam1 = np.where(s, lam, 0.0)
     Vs = V * s[:, None]
-    H[:, pw:pw + pv, pw:pw + pv] -= data.sums(np.einsum("ni,nj->nij", Vs * inv_sigma[:, None], Vs * inv_sigma[:, None]))
+    H[:, pw : pw + pv, pw : pw + pv] -= data.sums(
+        np.einsum("ni,nj->nij", Vs * inv_sigma[:, None], Vs * inv_sigma[:, None])
+    )
     g_a = data.sums(W * (lam1 * sh)[:, None])
     b_t = data.sums(Vs * ((lam1 * sh - 2.0 * r) * inv_sigma)[:, None])
     b_a = data.sums(Vs * (-lam1 * ch * inv_sigma)[:, None])
@@ -398,10 +420,10 @@ def _hessian_normal(theta: np.ndarray, data: _Clusters, layout: _Layout) -> np.n
     a_a = data.sums(lam1 * A * s)
     H[:, :pw, a_index] += g_a
     H[:, a_index, :pw] += g_a
-    H[:, pw:pw + pv, t_index] += b_t
-    H[:, t_index, pw:pw + pv] += b_t
-    H[:, pw:pw + pv, a_index] += b_a
-    H[:, a_index, pw:pw + pv] += b_a
+    H[:, pw : pw + pv, t_index] += b_t
+    H[:, t_index, pw : pw + pv] += b_t
+    H[:, pw : pw + pv, a_index] += b_a
+    H[:, a_index, pw : pw + pv] += b_a
     H[:, t_index, t_index] += t_t
     H[:, t_index, a_index] += t_a
     H[:, a_index, t_index] += t_a
@@ -505,7 +527,7 @@ def _start(W, V, y, s, layout: _Layout) -> np.ndarray:
         else:
             gram = Vo.T @ Vo + np.eye(layout.pv) / _PRIOR_SD**2
             beta = np.linalg.solve(gram, Vo.T @ yo)
-            theta[layout.pw:layout.n_coef] = beta
+            theta[layout.pw : layout.n_coef] = beta
             resid = yo - Vo @ beta
             theta[layout.log_sigma] = np.log(max(np.sqrt(np.mean(resid**2)), 1e-3))
     return theta
@@ -578,8 +600,9 @@ def _fit_clusters(W, V, y, s, codes, J, layout: _Layout, warm, free=None) -> _Fi
         elif not positive[position]:
             reasons[j] = "the information matrix is singular"
         elif flat[position]:
-            reasons[j] = (f"flat likelihood in rho (atanh rho = {alpha[position]:.2f}, "
-                          f"standard error {se_alpha[position]:.2f})")
+            reasons[j] = (
+                f"flat likelihood in rho (atanh rho = {alpha[position]:.2f}, standard error {se_alpha[position]:.2f})"
+            )
     good = ok & ~flat
     theta[fit_clusters] = est
     covariance[fit_clusters] = cov
@@ -611,8 +634,23 @@ class _HeckmanDraw(Draw):
     estimable : ndarray (J,) of bool
     """
 
-    def __init__(self, layout, x_center, x_scale, y_center, y_scale, theta, population_mean,
-                 population_covariance, single_level, fit, name, cluster_labels, pmm, donors):
+    def __init__(
+        self,
+        layout,
+        x_center,
+        x_scale,
+        y_center,
+        y_scale,
+        theta,
+        population_mean,
+        population_covariance,
+        single_level,
+        fit,
+        name,
+        cluster_labels,
+        pmm,
+        donors,
+    ):
         self.layout = layout
         self.x_center, self.x_scale = x_center, x_scale
         self.y_center, self.y_scale = y_center, y_scale
@@ -656,7 +694,7 @@ class _HeckmanDraw(Draw):
         W, V = self.layout.designs(Xs)
         lay = self.layout
         eta_s = np.einsum("ij,ij->i", W, th[:, : lay.pw])
-        eta_o = np.einsum("ij,ij->i", V, th[:, lay.pw: lay.n_coef])
+        eta_o = np.einsum("ij,ij->i", V, th[:, lay.pw : lay.n_coef])
         return eta_s, eta_o
 
     def sample(self, X, groups, rng):
@@ -693,11 +731,18 @@ class _HeckmanDraw(Draw):
 
         J = len(self.rho)
         labels = self.cluster_labels[:J] if self.cluster_labels is not None else list(range(J))
-        return pd.DataFrame({
-            "cluster": labels, "n": self.n_rows, "n_missing": self.n_missing, "estimable": self.estimable,
-            "rho_hat": np.where(self.estimable, self.rho_hat, np.nan), "atanh_rho_se": self.rho_se,
-            "rho_draw": self.rho, "reason": self.reasons,
-        })
+        return pd.DataFrame(
+            {
+                "cluster": labels,
+                "n": self.n_rows,
+                "n_missing": self.n_missing,
+                "estimable": self.estimable,
+                "rho_hat": np.where(self.estimable, self.rho_hat, np.nan),
+                "atanh_rho_se": self.rho_se,
+                "rho_draw": self.rho,
+                "reason": self.reasons,
+            }
+        )
 
 
 # --------------------------------------------------------------------------- the model
@@ -720,7 +765,8 @@ class HeckmanSelection(BaseConditionalImputer):
        is maximised by a batched Newton over all clusters at once (analytic gradient;
        Hessian by central differences of it, one gradient pair per parameter for all
        clusters; per-cluster step halving). Coefficients get a weak ``N(0, 10^2)`` prior
-       (standardised units), which keeps them finite under separation or a predictor
+       (standardised units, so scale-equivariant: a column in other units gives the same
+       imputations in those units), which keeps them finite under separation or a predictor
        constant within a cluster and is negligible otherwise. ``V_j`` = inverse of the
        negative Hessian.
     2. A cluster is *not estimable* (imputed from the population distribution, as a
@@ -848,15 +894,19 @@ class HeckmanSelection(BaseConditionalImputer):
                 continue
             for i, reason in find_redundant_columns(X[use][:, index]).items():
                 if keep[index[i]]:
-                    context.log(f"predictor {context.predictor_name(int(index[i]))!r} of {context.target!r} "
-                                f"dropped: {reason} {where}")
+                    context.log(
+                        f"predictor {context.predictor_name(int(index[i]))!r} of {context.target!r} "
+                        f"dropped: {reason} {where}"
+                    )
                     keep[index[i]] = False
         if groups is not None and keep.any():
             g = groups[rows]
             constant = constant_within_clusters(X[rows], g, int(g.max()) + 1 if g.size else 0)
             for k in np.flatnonzero(keep & constant):
-                context.log(f"predictor {context.predictor_name(int(k))!r} of {context.target!r} dropped: constant "
-                            "within clusters, so not estimable in per-cluster Heckman models")
+                context.log(
+                    f"predictor {context.predictor_name(int(k))!r} of {context.target!r} dropped: constant "
+                    "within clusters, so not estimable in per-cluster Heckman models"
+                )
                 keep[k] = False
         return keep
 
@@ -865,8 +915,10 @@ class HeckmanSelection(BaseConditionalImputer):
         name = f"HeckmanSelection for {context.target!r}"
         binary = self._binary(context)
         if not np.any(roles == -3):
-            message = (f"{name}: no exclusion restriction (no predictor coded -3); the selection correlation rho "
-                       "is identified by the functional form (bivariate normality) alone")
+            message = (
+                f"{name}: no exclusion restriction (no predictor coded -3); the selection correlation rho "
+                "is identified by the functional form (bivariate normality) alone"
+            )
             context.log(message)
             warnings.warn(message, UserWarning, stacklevel=3)
         rows = np.all(np.isfinite(X), axis=1)
@@ -907,16 +959,32 @@ class HeckmanSelection(BaseConditionalImputer):
             theta, mean, cov, fit = self._single_level(W, V, ys, sr, layout, fit, rng, context, name)
         else:
             for j in np.flatnonzero(~fit.estimable):  # message building only
-                context.log(f"{name}: cluster {context.cluster_name(int(j))!r} not estimable ({fit.reasons[j]}); "
-                            "imputed from the population distribution (treated as systematically missing)")
+                context.log(
+                    f"{name}: cluster {context.cluster_name(int(j))!r} not estimable ({fit.reasons[j]}); "
+                    "imputed from the population distribution (treated as systematically missing)"
+                )
             theta, mean, cov = self._multilevel(W, V, ys, sr, layout, fit, rng, context, name, new_state.psi)
-        draw = _HeckmanDraw(layout, x_center, x_scale, y_center, y_scale, theta, mean, cov, groups is None, fit,
-                            name, context.cluster_labels, bool(self.pmm) and not binary, self.donors)
+        draw = _HeckmanDraw(
+            layout,
+            x_center,
+            x_scale,
+            y_center,
+            y_scale,
+            theta,
+            mean,
+            cov,
+            groups is None,
+            fit,
+            name,
+            context.cluster_labels,
+            bool(self.pmm) and not binary,
+            self.donors,
+        )
         if draw.pmm:
             th = theta[codes[sr]] if groups is not None else np.broadcast_to(theta[0], (int(sr.sum()), layout.size))
             Wo, Vo = W[sr], V[sr]
             eta_s = np.einsum("ij,ij->i", Wo, th[:, : layout.pw])
-            eta_o = np.einsum("ij,ij->i", Vo, th[:, layout.pw: layout.n_coef])
+            eta_o = np.einsum("ij,ij->i", Vo, th[:, layout.pw : layout.n_coef])
             sigma, rho = np.exp(th[:, layout.log_sigma]), np.tanh(th[:, layout.rho])
             draw.donor_prediction = eta_o + sigma * rho * _mills(eta_s)
             draw.donor_values = y[s].copy()
@@ -930,8 +998,10 @@ class HeckmanSelection(BaseConditionalImputer):
         if self.outcome == "binary" and kind != "binary":
             raise ValueError(f"HeckmanSelection(outcome='binary') cannot impute {context.target!r}, a {kind} column.")
         if self.outcome == "normal" and kind == "binary":
-            raise ValueError(f"HeckmanSelection(outcome='normal') cannot impute {context.target!r}, a binary column; "
-                             "use outcome='binary' (bivariate probit).")
+            raise ValueError(
+                f"HeckmanSelection(outcome='normal') cannot impute {context.target!r}, a binary column; "
+                "use outcome='binary' (bivariate probit)."
+            )
         return self.outcome == "binary"
 
     def _single_level(self, W, V, ys, sr, layout, fit, rng, context, name):
@@ -944,8 +1014,10 @@ class HeckmanSelection(BaseConditionalImputer):
             if not fit_mar.estimable[0]:
                 if not np.all(np.isfinite(fit_mar.theta[0])):
                     raise ValueError(f"{name}: the model could not be fitted ({fit_mar.reasons[0]}).")
-                context.log(f"{name}: the MAR fit did not converge ({fit_mar.reasons[0]}); its estimates are used "
-                            "without parameter uncertainty")
+                context.log(
+                    f"{name}: the MAR fit did not converge ({fit_mar.reasons[0]}); its estimates are used "
+                    "without parameter uncertainty"
+                )
                 fit_mar.covariance = np.nan_to_num(fit_mar.covariance) * 0.0
             fit_mar.reasons = fit.reasons
             fit_mar.estimable = np.zeros(1, dtype=bool)
@@ -961,8 +1033,10 @@ class HeckmanSelection(BaseConditionalImputer):
         if est.size >= 2:
             population = self._meta_draw(fit.theta[est], fit.covariance[est], layout, rng, context, name, psi_starts)
         if population is None:
-            context.log(f"{name}: fewer than two clusters with an estimable selection model "
-                        f"({est.size} of {J}); one model fitted on the pooled data is used for every cluster")
+            context.log(
+                f"{name}: fewer than two clusters with an estimable selection model "
+                f"({est.size} of {J}); one model fitted on the pooled data is used for every cluster"
+            )
             codes = np.zeros(len(ys), dtype=np.intp)
             pooled = _fit_clusters(W, V, ys, sr, codes, 1, layout, None)
             pooled_theta, _, _, _ = self._single_level(W, V, ys, sr, layout, pooled, rng, context, name)
@@ -995,8 +1069,10 @@ class HeckmanSelection(BaseConditionalImputer):
                 # The (restricted) likelihood of J studies identifies a Psi of rank J - 1 at most: with
                 # fewer clusters than block parameters the fit sits on the boundary with a flat Hessian
                 # (slow, and its normal-approximation draw of Psi is meaningless); use moments.
-                context.log(f"{name}: {n_clusters} estimable clusters for the {index.size} parameters of {block}: "
-                            f"moment meta-analysis ('mm') instead of {first!r}")
+                context.log(
+                    f"{name}: {n_clusters} estimable clusters for the {index.size} parameters of {block}: "
+                    f"moment meta-analysis ('mm') instead of {first!r}"
+                )
                 first = "mm"
             for method in dict.fromkeys((first, "mm")):
                 try:
@@ -1005,12 +1081,15 @@ class HeckmanSelection(BaseConditionalImputer):
                         start = psi_starts.get(block) if method != "mm" else None
                         if start is not None and start.shape != (index.size, index.size):
                             start = None
-                        result = meta_analysis(estimates[:, index], covariances[:, index][:, :, index],
-                                               method=method, start=start)
+                        result = meta_analysis(
+                            estimates[:, index], covariances[:, index][:, :, index], method=method, start=start
+                        )
                     break
                 except (ValueError, ConvergenceWarning, np.linalg.LinAlgError) as exc:
-                    context.log(f"{name}: meta-analysis of {block} ({method}) failed ({exc}); "
-                                + ("trying 'mm'" if method != "mm" else "giving up"))
+                    context.log(
+                        f"{name}: meta-analysis of {block} ({method}) failed ({exc}); "
+                        + ("trying 'mm'" if method != "mm" else "giving up")
+                    )
             if result is None:
                 return None
             psi_starts[block] = result.psi
@@ -1018,4 +1097,3 @@ class HeckmanSelection(BaseConditionalImputer):
             mean[index] = coefficients.ravel()
             psi[np.ix_(index, index)] = block_psi
         return mean, psi
-

@@ -25,7 +25,9 @@ from .._kernels import (
     batched_lower_inverse,
     batched_small_cholesky,
     cluster_cross_products,
+    constant_within_clusters,
     pmm_match,
+    power_of_two_exponents,
     redundant_columns_from_moments,
     ridge_cholesky,
     wishart_precision_draw,
@@ -34,9 +36,6 @@ from .base import BaseConditionalImputer, Draw, DrawContext
 
 __all__ = ["RandomEffectsNormal", "RandomEffectsPMM"]
 
-#: Relative within-cluster sum of squares below which a role-2 column counts as
-#: constant within clusters (its random slope is then not identified).
-_WITHIN_TOL = 1e-10
 # |mean| / SD of an uncentred column beyond which its raw second moments lose more than ~1e-8
 # of its variance to cancellation (eps * 1e4^2 ~ 2e-8)
 _CANCELLATION = 1e4
@@ -62,23 +61,35 @@ class RandomEffectsState:
     slope_columns : tuple of int
         Columns of X with a random slope (after demotion of cluster-constant ones).
     psi_precision : ndarray of shape (q, q)
-        Current Psi^-1.
+        Current Psi^-1, in the sampler's units (see ``y_exponent``).
     psi_sqrt : ndarray of shape (q, q)
-        A square root C of Psi (C C' = Psi).
+        A square root C of Psi (C C' = Psi), in the sampler's units.
     sigma2 : float or ndarray of shape (J,)
-        Residual variance (one per cluster when heteroscedastic).
+        Residual variance (one per cluster when heteroscedastic), in the sampler's units.
     sigma0_sq, nu : float
         Hyperparameters of the cluster-specific residual variances
-        (heteroscedastic only): sigma_j^-2 ~ Gamma(nu / 2, rate nu sigma0^2 / 2).
+        (heteroscedastic only): sigma_j^-2 ~ Gamma(nu / 2, rate nu sigma0^2 / 2);
+        sigma0^2 in the sampler's units.
+    y_exponent : int
+        The sampler works on y / 2^y_exponent and x_k / 2^x_exponents[k] (powers of two near
+        each column's SD, chosen at the chain's first visit and kept while the state is
+        used): exact rescalings, so results are those of the original units, without over-
+        or underflow for data of order 1e-100 or 1e100. Psi's entry (k, l) is in the units of
+        y^2 / (z_k z_l) of the rescaled columns, sigma^2 in those of y^2.
+    x_exponents : ndarray of int of shape (p,)
+        The exponents of the predictor columns.
     beta : ndarray of shape (p + 1,)
         Fixed effects (intercept first) of the last step, on the original y scale.
     b : ndarray of shape (J, q)
-        Random effects of the last step (clusters without observed y: zero).
+        Random effects of the last step, on the original scale (clusters without observed y:
+        drawn from the population).
     n_steps : int
         Gibbs steps run so far on this chain.
     trace : dict of ndarray
-        Per step of the last visit: ``"sigma2"`` (the residual variance, or sigma0^2 when
-        heteroscedastic) and ``"psi"`` (shape (steps, q, q)), for convergence checks.
+        Per step of the last visit, on the original scale: ``"sigma2"`` (the residual variance,
+        or sigma0^2 when heteroscedastic) and ``"psi"`` (shape (steps, q, q)), for convergence
+        checks. (A slope variance of a target of order 1e-99 on a predictor of order 1e99 is
+        below the smallest double and shows as 0; the sampler itself works in rescaled units.)
     logged : set of str
         Keys of the messages already logged on this chain (each hard case is reported
         once per chain, not at every visit).
@@ -92,6 +103,8 @@ class RandomEffectsState:
     sigma2: Any
     sigma0_sq: float = 1.0
     nu: float = 1.0
+    y_exponent: int = 0
+    x_exponents: np.ndarray | None = None
     beta: np.ndarray | None = None
     b: np.ndarray | None = None
     n_steps: int = 0
@@ -185,6 +198,12 @@ class _Sufficient:
     them would re-define the random intercept and change what Psi's prior means.
     Columns that are constant or collinear on the observed rows are dropped here,
     judged from the same cross-products (one pass over the rows instead of two).
+
+    The cross-products are built on the caller's scale (products of two values within the
+    accepted range 1e-100..1e100 cannot over- or underflow), then :meth:`rescale` divides
+    y and every column by a power of two near its SD, exactly, before the Gibbs steps:
+    their precisions, variance ratios and Woodbury products would otherwise overflow for y
+    of order 1e-99 and a predictor of order 1e99.
     """
 
     def __init__(self, y, observed, X, roles, groups, n_clusters, heteroscedastic):
@@ -224,6 +243,8 @@ class _Sufficient:
             sums = sums[kept]
             gram = gram[np.ix_(kept, kept)]
         self.shift = shift[self.columns]
+        self.y_magnitude = abs(self.y_shift)  # the scale of a constant y
+        self.x_magnitude = np.abs(means)
         pk = len(self.columns)
         self.p1 = pk + 1  # fixed-effects columns incl. intercept; y is column p1 of [1, W]
         self.counts = np.bincount(groups[rows], minlength=n_clusters)
@@ -237,6 +258,8 @@ class _Sufficient:
         self.candidates = self.columns[roles[self.columns] == 2]
         zidx = np.concatenate([[0], np.flatnonzero(roles[self.columns] == 2) + 1])
         self.zidx = zidx
+        # a role-2 column constant within every cluster (the one rule) has no within-cluster slope
+        self.slope_constant = constant_within_clusters(W[:, zidx[1:] - 1], g, Jf)
         if heteroscedastic:
             full = cluster_cross_products(W, g, Jf)  # (Jf, p1 + 1, p1 + 1)
             self.XX_j = full[:, : self.p1, : self.p1]
@@ -253,14 +276,64 @@ class _Sufficient:
             self.Xy = D[: self.p1, self.p1]
             self.yy = D[self.p1, self.p1]
         self.ZW = zw  # (Jf, q_candidates, p1 + 1)
+        self.y_exponent, self.x_exponents = 0, np.zeros(p, dtype=int)
         self.set_slopes(np.arange(len(zidx)))
+
+    def default_exponents(self) -> tuple[int, np.ndarray]:
+        """Powers of two near the SD of y and of each column (their magnitude where the SD is 0)."""
+        y_exponent = int(power_of_two_exponents(np.sqrt(max(self.var_y, 0.0)), self.y_magnitude)[0])
+        return y_exponent, power_of_two_exponents(np.sqrt(np.maximum(self.var_x, 0.0)), self.x_magnitude)
+
+    def rescale(self, y_exponent: int, x_exponents: np.ndarray) -> None:
+        """Divide y by 2^y_exponent and column k by 2^x_exponents[k] in every stored cross-product.
+
+        ``np.ldexp`` multiplies by an exact power of two, so the cross-products equal those of
+        the rescaled data bit for bit; :meth:`set_slopes` must be called afterwards.
+        """
+        self.y_exponent, self.x_exponents = int(y_exponent), np.asarray(x_exponents, dtype=int)
+        # exponent of each column of [1, W]: intercept, kept predictors, y
+        e = np.concatenate([[0], self.x_exponents[self.columns], [self.y_exponent]])
+        self.column_exponents = e
+        self.var_y = float(np.ldexp(self.var_y, -2 * self.y_exponent))
+        self.var_x = np.ldexp(self.var_x, -2 * self.x_exponents)
+        p1 = self.p1
+        if hasattr(self, "XX_j"):
+            self.XX_j = np.ldexp(self.XX_j, -(e[:p1, None] + e[None, :p1]))
+            self.Xy_j = np.ldexp(self.Xy_j, -(e[:p1] + e[p1]))
+            self.yy_j = np.ldexp(self.yy_j, -2 * e[p1])
+        else:
+            self.XX = np.ldexp(self.XX, -(e[:p1, None] + e[None, :p1]))
+            self.Xy = np.ldexp(self.Xy, -(e[:p1] + e[p1]))
+            self.yy = float(np.ldexp(self.yy, -2 * e[p1]))
+        self.ZW = np.ldexp(self.ZW, -(e[self.zidx][:, None] + e[None, :]))
 
     def beta_original(self, beta):
         """Fixed effects on the caller's scale: one per column of X (0 for dropped ones)."""
         out = np.zeros(self.n_columns + 1)
-        out[self.columns + 1] = beta[1:]
-        out[0] = beta[0] + self.y_shift - self.shift @ beta[1:]
+        out[self.columns + 1] = np.ldexp(beta[1:], self.y_exponent - self.x_exponents[self.columns])
+        out[0] = np.ldexp(beta[0], self.y_exponent) + self.y_shift - self.shift @ out[self.columns + 1]
         return out
+
+    def effect_exponents(self) -> np.ndarray:
+        """Exponent taking each active random effect (intercept, then slopes) to the caller's scale."""
+        return self.y_exponent - self.column_exponents[self.z_active]
+
+    def effects_original(self, b):
+        """Random effects (J, q) on the caller's scale."""
+        return np.ldexp(b, self.effect_exponents())
+
+    def psi_original(self, psi):
+        """A (..., q, q) Psi on the caller's scale (may underflow where Psi is below ~1e-308 there)."""
+        d = self.effect_exponents()
+        return np.ldexp(psi, d[:, None] + d[None, :])
+
+    def psi_sqrt_original(self, psi_sqrt):
+        """A square root C of Psi (C C' = Psi) on the caller's scale: its rows rescaled."""
+        return np.ldexp(psi_sqrt, self.effect_exponents()[:, None])
+
+    def variance_original(self, variance):
+        """Residual variances on the caller's scale."""
+        return np.ldexp(variance, 2 * self.y_exponent)
 
     def set_slopes(self, keep):
         """Restrict the random-effects rows to ``keep`` (indices into zidx)."""
@@ -270,18 +343,40 @@ class _Sufficient:
         self.ZX = zw[:, :, : self.p1]
         self.Zy = zw[:, :, self.p1]
 
-    def within_cluster_ss(self, k):
-        """Pooled within-cluster and total sums of squares of random-effects row k."""
-        n_j = self.ZW[:, 0, 0]
-        s = self.ZW[:, 0, self.zidx[k]]
-        ss = self.ZW[:, k, self.zidx[k]]
-        within = float(np.sum(ss - s**2 / n_j))
-        total = float(ss.sum() - s.sum() ** 2 / n_j.sum())
-        return within, total
+
+def _prior_values(prior, q, sd_y, sd_z, suff=None, name="y"):
+    """(a, Binv, c, Dinv) of the inverse-Wishart priors, in the sampler's units.
+
+    ``sd_y`` and ``sd_z`` are the SDs of the rescaled y and random-slope columns, so the
+    "scaled" prior is built in the sampler's units directly. Numbers given on the data's own
+    scale ("pan", a dict) are converted exactly (powers of two, see
+    :meth:`_Sufficient.rescale`): IW(c, Dinv) for Psi becomes IW(c, Dinv_kl 2^-(d_k + d_l)) for
+    the rescaled Psi, d_k the exponent of random effect k, and Binv becomes Binv 2^(-2 e_y).
+    """
+    if isinstance(prior, dict) or prior == "pan":
+        a, Binv, c, Dinv = _given_prior(prior, q)
+        if suff is None:
+            return a, Binv, c, Dinv
+        d = suff.effect_exponents()
+        with np.errstate(over="ignore", under="ignore"):
+            Binv_s = float(np.ldexp(Binv, -2 * suff.y_exponent))
+            Dinv_s = np.ldexp(Dinv, -(d[:, None] + d[None, :]))
+        diagonal = np.diag(Dinv_s)
+        if not (np.isfinite(Binv_s) and Binv_s > 0 and np.all(np.isfinite(Dinv_s)) and np.all(diagonal > 0)):
+            raise ValueError(
+                f"RandomEffectsNormal for {name!r}: the prior's fixed numbers (prior={prior!r}) are on the data's "
+                f"own scale, and at the scale of {name!r} and its random-slope predictors (SD about "
+                f"2^{suff.y_exponent} and 2^{(suff.y_exponent - d[1:]).tolist()}) they over- or underflow; "
+                "use prior='scaled', which is defined relative to the data's scale."
+            )
+        return a, Binv_s, c, Dinv_s
+    # "scaled": pan's numbers applied to y / sd(y) and z_k / sd(z_k)
+    scale = np.concatenate([[1.0], 1.0 / np.asarray(sd_z, dtype=float) ** 2]) if q > 1 else np.ones(1)
+    return 1.0, sd_y**2, float(q), sd_y**2 * np.diag(scale[:q])
 
 
-def _prior_values(prior, q, sd_y, sd_z):
-    """(a, Binv, c, Dinv) of the inverse-Wishart priors."""
+def _given_prior(prior, q):
+    """(a, Binv, c, Dinv) given on the data's own scale: pan's numbers or a dict."""
     if isinstance(prior, dict):
         unknown = set(prior) - {"a", "Binv", "c", "Dinv"}
         if unknown:
@@ -296,11 +391,7 @@ def _prior_values(prior, q, sd_y, sd_z):
         if a <= 0 or Binv <= 0 or c <= q - 1 or np.any(np.linalg.eigvalsh(Dinv) <= 0):
             raise ValueError("prior needs a > 0, Binv > 0, c > q - 1 and a positive-definite Dinv")
         return a, Binv, c, Dinv
-    if prior == "pan":
-        return 1.0, 1.0, float(q), np.eye(q)
-    # "scaled": pan's numbers applied to y / sd(y) and z_k / sd(z_k)
-    scale = np.concatenate([[1.0], 1.0 / np.asarray(sd_z, dtype=float) ** 2]) if q > 1 else np.ones(1)
-    return 1.0, sd_y**2, float(q), sd_y**2 * np.diag(scale[:q])
+    return 1.0, 1.0, float(q), np.eye(q)  # pan's defaults
 
 
 def _start_values(suff: _Sufficient, q, heteroscedastic):
@@ -313,7 +404,7 @@ def _start_values(suff: _Sufficient, q, heteroscedastic):
     rss = max(float(yy - beta @ Xy), 0.0)
     var_e = max(rss / max(suff.n - len(beta), 1), 1e-6 * yy / suff.n)
     if not var_e > 0:  # a perfect fit (e.g. one observed row): any positive start will do
-        var_e = 1.0
+        var_e = 1.0  # the sampler's units: y / 2^e_y with 2^e_y near y's SD or magnitude
     # Start Psi wide (half the residual variance on each random effect, slopes scaled by
     # their column's variance): from a wide start b_j is close to the per-cluster fit and
     # the first Psi draw already reflects the data; a narrow start shrinks b_j and Psi
@@ -323,7 +414,10 @@ def _start_values(suff: _Sufficient, q, heteroscedastic):
         n_tot = suff.ZW[:, 0, 0].sum()
         s = suff.ZW[:, 0, suff.z_active[1:]].sum(0)
         ss = np.array([suff.ZZ[:, k, k].sum() for k in range(1, q)])
-        zvar[1:] = np.maximum(ss / n_tot - (s / n_tot) ** 2, 1e-12)
+        zvar[1:] = ss / n_tot - (s / n_tot) ** 2
+        # a slope column with no spread cannot reach the sampler (it is dropped as constant or
+        # demoted to a fixed effect); guard anyway, in the sampler's units (rescaled columns)
+        zvar[1:] = np.where(zvar[1:] > 0, zvar[1:], 1.0)
     psi = np.diag(0.5 * var_e / zvar)
     sigma2 = 0.5 * var_e
     return np.linalg.inv(psi), np.linalg.cholesky(psi), sigma2
@@ -332,15 +426,22 @@ def _start_values(suff: _Sufficient, q, heteroscedastic):
 @dataclass
 class _RandomEffectsPosterior:
     """Conditional posterior of the fitted clusters' random effects given fixed effects beta_hat:
-    b_j ~ N(mean_j, sd_j^2 L_j^-T L_j^-1), with L_j L_j' = Z_j'Z_j + sigma^2 Psi^-1 (the Gibbs step's)."""
+    b_j ~ N(mean_j, sd_j^2 L_j^-T L_j^-1), with L_j L_j' = Z_j'Z_j + sigma^2 Psi^-1 (the Gibbs step's),
+    all in the sampler's units; ``exponents`` are the powers of two that map them to the caller's."""
 
     mean: np.ndarray  # (J_fitted, q)
     lower_inverse: np.ndarray  # (J_fitted, q, q): L_j^-1
     sd: Any  # residual SD: scalar, or (J_fitted, 1) when heteroscedastic
+    exponents: np.ndarray  # (q,)
+
+    def expected(self) -> np.ndarray:
+        """The conditional posterior means b_hat_j on the caller's scale."""
+        return np.ldexp(self.mean, self.exponents)
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """One draw of every fitted cluster's random effects, on the caller's scale."""
         z = self.sd * rng.standard_normal(self.mean.shape)
-        return self.mean + np.einsum("jki,jk->ji", self.lower_inverse, z)
+        return np.ldexp(self.mean + np.einsum("jki,jk->ji", self.lower_inverse, z), self.exponents)
 
 
 def _gibbs(suff, state, n_steps, prior, heteroscedastic, rng):
@@ -403,8 +504,9 @@ def _gibbs(suff, state, n_steps, prior, heteroscedastic, rng):
             # hyperparameters of Kasim & Raudenbush (1998), as mice's 2l.norm
             inv_h = precision_e.mean()  # 1 / harmonic mean of sigma_j^2
             sigma0_sq = rng.gamma(Jf * nu / 2 + 1, 2.0 / (nu * Jf * inv_h))
-            log_g = float(np.mean(np.log(sigma2)))
-            rate = Jf * (sigma0_sq * inv_h - np.log(sigma0_sq) + log_g - 1.0) / 2
+            # log G - log sigma0^2 as the mean log of ratios: scale free, no difference of large logs
+            log_ratio = float(np.mean(np.log(sigma2 / sigma0_sq)))
+            rate = Jf * (sigma0_sq * inv_h + log_ratio - 1.0) / 2
             nu = rng.gamma(max(Jf / 2 - 1, 0.5), 1.0 / max(rate, 1e-12))
             nu = min(max(nu, 1e-3), 1e6)  # keep the Gamma shapes finite and positive
             trace_s[step] = sigma0_sq
@@ -429,7 +531,7 @@ def _gibbs(suff, state, n_steps, prior, heteroscedastic, rng):
     # and the random effects' conditional posterior given it, b_j | beta_hat ~ N(b_hat_j, sd^2 L_j^-T L_j^-1)
     # (mean and the factor that draws from it; see RandomEffectsPMM)
     b_hat = np.einsum("jki,jk->ji", Linv, np.einsum("jik,jk->ji", Linv, Zy - ZX @ beta_hat))
-    return suff.beta_original(beta_hat), _RandomEffectsPosterior(b_hat, Linv, sd), ridged
+    return suff.beta_original(beta_hat), _RandomEffectsPosterior(b_hat, Linv, sd, suff.effect_exponents()), ridged
 
 
 class RandomEffectsNormal(BaseConditionalImputer):
@@ -526,12 +628,24 @@ class RandomEffectsNormal(BaseConditionalImputer):
     prior : {"scaled", "pan"} or dict, default="scaled"
         ``"scaled"``: pan's numbers (a = 1, Binv = 1, c = q, Dinv = I_q) applied to
         y / sd(y) and z_k / sd(z_k), i.e. Binv = var(y), Dinv = var(y) diag(1, 1/var(z_k)):
-        the imputations do not depend on the units of y or of the random-slope
-        predictors. ``"pan"``: the same numbers on the data's own scale, exactly as mice's
-        2l.pan; not scale invariant: for a target with variance well below 1 they swamp
-        Psi and sigma^2 (popularity in units of 1e-8 would be imputed with an SD of
-        about 1e6 of those units), above it they are negligible. A dict with keys
-        ``a``, ``Binv``, ``c``, ``Dinv`` (scalar or (q, q)) sets them directly. Ignored
+        scale-equivariant, the imputations do not depend on the units of y or of any
+        predictor (multiplying a column by c multiplies the imputations of y by c if it is
+        y, and changes nothing otherwise; by a power of two, bit for bit), and a shift of y
+        or of a fixed-effect predictor changes nothing but the imputations' location. A
+        shift of a random-slope predictor is different: random slopes stay uncentred (the
+        random intercept is the cluster effect where that predictor is 0), so the shift
+        re-defines the random intercept, and Psi's prior, set on the uncentred column, is
+        not invariant to it (the likelihood is): the imputations then agree only up to the
+        prior's influence, which vanishes as the number of clusters grows. The
+        heteroscedastic hyperpriors (flat on sigma0^2 and 1/nu) are scale-equivariant too.
+        ``"pan"``: the same numbers on the data's own scale, exactly as mice's
+        2l.pan, and deliberately not scale-equivariant (it reproduces R): for a target
+        with variance well below 1 they swamp Psi and sigma^2 (popularity in units of 1e-8
+        would be imputed with an SD of about 1e6 of those units), above it they are
+        negligible. A dict with keys ``a``, ``Binv``, ``c``, ``Dinv`` (scalar or (q, q)) sets
+        them directly, on the data's scale, equally not equivariant; where such numbers
+        cannot be represented in the sampler's units (y of order 1e-99 with a random slope
+        of order 1e99) the draw raises a ValueError pointing to ``"scaled"``. Ignored
         for sigma^2 when heteroscedastic (the hierarchical prior replaces it).
 
     Notes
@@ -630,8 +744,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
         # A role-2 column constant within every cluster has no within-cluster slope.
         keep = [0]
         for k, column in enumerate(suff.candidates, start=1):
-            within, total = suff.within_cluster_ss(k)
-            if within <= _WITHIN_TOL * max(total, 1e-300) or total <= 0:
+            if suff.slope_constant[k - 1]:
                 log_once(
                     f"{context.target!r}: predictor {context.predictor_name(int(column))!r} is constant within "
                     "clusters, so its random slope is not identified; it is kept as a fixed effect only"
@@ -640,13 +753,8 @@ class RandomEffectsNormal(BaseConditionalImputer):
                 keep.append(k)
         keep = np.asarray(keep)
         slope_columns = tuple(int(c) for c in suff.candidates[keep[1:] - 1])
-        suff.set_slopes(keep)
         q = len(keep)
         self._log_cluster_problems(suff, J, q, context, log_once)
-
-        sd_y = float(np.sqrt(suff.var_y)) if suff.var_y > 0 else 1.0
-        sd_z = [max(float(np.sqrt(suff.var_x[c])), 1e-12) for c in slope_columns]
-        prior = _prior_values(self.prior, q, sd_y, sd_z)
 
         fresh = (
             state is None
@@ -654,14 +762,29 @@ class RandomEffectsNormal(BaseConditionalImputer):
             or state.slope_columns != slope_columns
             or state.n_columns != X.shape[1]
             or (np.ndim(state.sigma2) > 0) != hetero
+            or state.x_exponents is None
         )
+        # The sampler's units: powers of two near the SDs, kept for the chain (the state is in them)
+        suff.rescale(*(suff.default_exponents() if fresh else (state.y_exponent, state.x_exponents)))
+        suff.set_slopes(keep)
+        sd_y = float(np.sqrt(suff.var_y)) if suff.var_y > 0 else 1.0
+        sd_z = [float(np.sqrt(suff.var_x[c])) if suff.var_x[c] > 0 else 1.0 for c in slope_columns]
+        prior = _prior_values(self.prior, q, sd_y, sd_z, suff, context.target)
+
         if fresh:
             precision, psi_sqrt, sigma2 = _start_values(suff, q, hetero)
             state = RandomEffectsState(
-                n_columns=X.shape[1], n_clusters=J, slope_columns=slope_columns,
-                psi_precision=precision, psi_sqrt=psi_sqrt,
+                n_columns=X.shape[1],
+                n_clusters=J,
+                slope_columns=slope_columns,
+                psi_precision=precision,
+                psi_sqrt=psi_sqrt,
                 sigma2=np.full(J, sigma2) if hetero else sigma2,
-                sigma0_sq=float(sigma2), nu=1.0, logged=logged,
+                sigma0_sq=float(sigma2),
+                nu=1.0,
+                logged=logged,
+                y_exponent=suff.y_exponent,
+                x_exponents=suff.x_exponents,
             )
             n_steps = self.n_gibbs + self.n_burnin
         else:
@@ -680,10 +803,24 @@ class RandomEffectsNormal(BaseConditionalImputer):
             state.b[empty] = rng.standard_normal((len(empty), q)) @ state.psi_sqrt.T
             if hetero:
                 state.sigma2[empty] = 1.0 / rng.gamma(state.nu / 2, 2.0 / (state.nu * state.sigma0_sq), len(empty))
-        sigma = np.sqrt(state.sigma2) if hetero else float(np.sqrt(state.sigma2))
+        # back to the caller's units (exact): the draw imputes on the original scale
+        state.b = suff.effects_original(state.b)
+        with np.errstate(over="ignore", under="ignore"):  # a slope variance ~(1e-99 / 1e99)^2 is not a double
+            state.trace = {
+                "sigma2": suff.variance_original(state.trace["sigma2"]),
+                "psi": suff.psi_original(state.trace["psi"]),
+            }
+        sigma = np.ldexp(np.sqrt(state.sigma2), suff.y_exponent)
+        sigma = sigma if hetero else float(sigma)
         draw = _RandomEffectsNormalDraw(
-            state.beta.copy(), slope_columns, state.b.copy(), state.psi_sqrt.copy(), sigma,
-            state.nu, state.sigma0_sq, name,
+            state.beta.copy(),
+            slope_columns,
+            state.b.copy(),
+            suff.psi_sqrt_original(state.psi_sqrt),
+            sigma,
+            state.nu,
+            float(suff.variance_original(state.sigma0_sq)),
+            name,
         )
         for message in pending:
             context.log(message)
@@ -716,7 +853,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
     @staticmethod
     def _check_psi(state, suff, context, log_once):
         psi = state.psi_sqrt @ state.psi_sqrt.T
-        d = np.sqrt(np.maximum(np.diag(psi), 1e-300))
+        d = np.sqrt(np.maximum(np.diag(psi), np.finfo(float).tiny))  # sampler's units: ~1 unless degenerate
         corr = psi / np.outer(d, d)
         eig = np.linalg.eigvalsh(0.5 * (corr + corr.T))
         sigma2 = float(np.mean(state.sigma2))
@@ -724,9 +861,12 @@ class RandomEffectsNormal(BaseConditionalImputer):
         mean_z2 = np.diagonal(suff.ZZ, axis1=1, axis2=2).sum(0) / suff.ZZ[:, 0, 0].sum()
         tiny = np.diag(psi) * mean_z2 < 1e-8 * sigma2
         if eig[0] <= eig[-1] / _COND_TOL or tiny.any():
+            with np.errstate(over="ignore", under="ignore"):  # for the message only
+                variances = np.diag(suff.psi_original(psi))
             log_once(
                 f"{context.target!r}: the random-effects covariance Psi is near singular (condition number of "
-                f"its correlation matrix {eig[-1] / max(eig[0], 1e-300):.2g}, variances {np.diag(psi)}); "
+                f"its correlation matrix {eig[-1] / max(eig[0], np.finfo(float).tiny):.2g}, variances "
+                f"{variances}); "
                 "a random effect has (almost) no variance or two are perfectly correlated; "
                 "consider dropping a random slope",
                 key="near-singular Psi",
@@ -795,7 +935,8 @@ class RandomEffectsPMM(RandomEffectsNormal):
     matchtype : {1, 2}, default=1
         Which parameters the donors' predictions use (see above).
     n_gibbs, n_burnin, prior
-        As :class:`RandomEffectsNormal` (homoscedastic model).
+        As :class:`RandomEffectsNormal` (homoscedastic model): the default prior ``"scaled"``
+        is scale-equivariant, ``"pan"`` reproduces R and is not.
 
     Examples
     --------

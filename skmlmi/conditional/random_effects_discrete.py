@@ -384,19 +384,62 @@ class _Standardiser:
     def design(self, X: np.ndarray) -> np.ndarray:
         return np.column_stack([np.ones(len(X)), (X - self.center) / self.scale])
 
+    def transfer(self, other: _Standardiser) -> np.ndarray:
+        """T with beta_other = T beta_self: coefficients standardised by ``self`` restandardised by ``other``.
 
-def _to_standard(std: _Standardiser, random: np.ndarray, beta, b, psi):
-    """Original-scale parameters -> standardised ones (inverse of :func:`_to_original`)."""
-    a = std.matrix()
-    a_inv = np.linalg.inv(a)
-    az_inv = np.linalg.inv(a[np.ix_(random, random)])
-    return a_inv @ beta, b @ az_inv.T, az_inv @ psi @ az_inv.T
+        T = A_other^-1 A_self, written out (T_0k = (c_other - c_self)_k / s_self_k, T_kk = s_other_k /
+        s_self_k) so that no original-scale intercept is formed: for a predictor shifted by 1e12 the
+        intercept at x = 0 is a difference of numbers of order 1e12 times the slope, and going through
+        it loses the intercept at the data. Random effects map with T's rows and columns of the random
+        part, Psi as T_z Psi T_z'.
+        """
+        p = len(self.center)
+        t = np.eye(p + 1)
+        t[0, 1:] = (other.center - self.center) / self.scale
+        t[1:, 1:] = np.diag(other.scale / self.scale)
+        return t
 
 
 def _to_original(std: _Standardiser, random: np.ndarray, beta, b, psi):
+    """Standardised parameters on the data's scale (for inspection: the draws compute standardised).
+
+    ``beta`` is (p + 1,) or (L, p + 1) (one row per non-reference category); ``b`` and ``psi``
+    then stack L blocks of the random part, category-major.
+    """
     a = std.matrix()
     az = a[np.ix_(random, random)]
-    return a @ beta, b @ az.T, az @ psi @ az.T
+    if np.ndim(beta) == 2:
+        beta = beta @ a.T
+        az = np.kron(np.eye(np.shape(beta)[0]), az)
+    else:
+        beta = a @ beta
+    return beta, b @ az.T, az @ psi @ az.T
+
+
+class _StandardisedParameters:
+    """``beta``, the effects and ``psi`` on the data's scale, from the standardised ones a draw or state holds.
+
+    Draws and chain states keep the sampler's parameters, those of the standardised design
+    ``std.design(X)``: on the data's scale a predictor shifted by 1e12 puts the intercepts at
+    x = 0, 1e12 away from the data, where they are differences of numbers of order 1e12 times
+    the slopes, and Psi becomes a near-singular matrix from which the random intercepts of new
+    clusters cannot be drawn. These properties are for inspection only.
+    """
+
+    _effects = "b"
+
+    def _original(self):
+        random = np.r_[0, np.asarray(self.random_columns, dtype=int) + 1]
+        effects = getattr(self, self._effects + "_std")
+        return _to_original(self.std, random, self.beta_std, effects, self.psi_std)
+
+    @property
+    def beta(self):
+        return self._original()[0]
+
+    @property
+    def psi(self):
+        return self._original()[2]
 
 
 def _compress_clusters(groups_observed: np.ndarray, n_clusters: int):
@@ -420,7 +463,11 @@ def _population_effects(groups: np.ndarray, known: np.ndarray, psi: np.ndarray, 
     new = np.isnan(effects[:, 0])
     if new.any():
         codes, inverse = np.unique(groups[new], return_inverse=True)
-        chol = np.linalg.cholesky(psi + 1e-12 * np.eye(q))
+        # Psi is on the data's scale (a slope's variance is in 1/x^2 units): factor its correlation
+        # form, whose jitter of 1e-12 is then relative to each effect's own variance
+        sd = np.sqrt(np.diag(psi))
+        sd = np.where(sd > 0, sd, 1.0)
+        chol = sd[:, None] * np.linalg.cholesky(psi / np.outer(sd, sd) + 1e-12 * np.eye(q))
         fresh = rng.standard_normal((len(codes), q)) @ chol.T
         effects[new] = fresh[inverse]
     return effects
@@ -511,26 +558,37 @@ def _separation_check(beta_std: np.ndarray, context, label: str = "") -> None:
 
 # =========================================================================== logistic
 @dataclass
-class _LogisticState:
+class _LogisticState(_StandardisedParameters):
     n_columns: int
     random: tuple
-    beta: np.ndarray  # (p + 1,), original scale
-    b: np.ndarray  # (J, q), original scale, NaN rows for clusters without observed y
-    psi: np.ndarray  # (q, q), original scale
+    beta_std: np.ndarray  # (p + 1,), standardised by ``std``
+    b_std: np.ndarray  # (J, q), standardised, NaN rows for clusters without observed y
+    psi_std: np.ndarray  # (q, q), standardised
     mixing: np.ndarray  # (p + 1,) Student-t mixing variances
+    std: _Standardiser
+
+    @property
+    def random_columns(self):
+        return np.asarray(self.random[1:], dtype=int) - 1
 
 
-class _LogisticDraw(Draw):
-    """One draw (beta, b, Psi) of the random-effects logistic model, original scale."""
+class _LogisticDraw(_StandardisedParameters, Draw):
+    """One draw (beta, b, Psi) of the random-effects logistic model, in the standardised design's units."""
 
-    def __init__(self, beta, b, psi, random_columns):
-        self.beta, self.b, self.psi, self.random_columns = beta, b, psi, random_columns
+    def __init__(self, beta_std, b_std, psi_std, random_columns, std):
+        self.beta_std, self.b_std, self.psi_std, self.random_columns = beta_std, b_std, psi_std, random_columns
+        self.std = std
+
+    @property
+    def b(self):
+        return self._original()[1]
 
     def linear_predictor(self, X, groups, rng):
-        effects = _population_effects(np.asarray(groups, dtype=np.intp), self.b, self.psi, rng)
-        eta = self.beta[0] + X @ self.beta[1:] + effects[:, 0]
+        effects = _population_effects(np.asarray(groups, dtype=np.intp), self.b_std, self.psi_std, rng)
+        design = self.std.design(X)
+        eta = design @ self.beta_std + effects[:, 0]
         for k, col in enumerate(self.random_columns):
-            eta += X[:, col] * effects[:, k + 1]
+            eta += design[:, col + 1] * effects[:, k + 1]
         return eta
 
     def sample(self, X, groups, rng):
@@ -552,7 +610,9 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
     random intercept and the random slopes of the role-2 (and 4) predictors.
 
     Priors, on predictors centred and scaled by two standard deviations (Gelman et al.
-    2008), so that they do not depend on the units of X:
+    2008), so that they do not depend on the units of X (scale-equivariant, and invariant to
+    a shift of any predictor, random slopes included: the random intercept is the effect at
+    the predictors' means):
 
     * beta_k ~ Student-t(``prior_df``, 0, ``prior_scale``), intercept scale 10, written as
       the scale mixture beta_k | lambda_k ~ N(0, s_k^2 lambda_k), lambda_k ~ IG(df/2, df/2).
@@ -652,7 +712,7 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
         scales = self._prior_scales(p)
         _log_few_clusters(q, n_obs_clusters, context)
 
-        if state is None or state.n_columns != p or state.random != tuple(random) or state.b.shape[0] != J:
+        if state is None or state.n_columns != p or state.random != tuple(random) or state.b_std.shape[0] != J:
             beta = np.zeros(p + 1)
             mean_y = np.clip(yo.mean(), 0.5 / len(yo), 1 - 0.5 / len(yo))
             beta[0] = np.log(mean_y / (1 - mean_y))
@@ -661,8 +721,11 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
             mixing = np.ones(p + 1)
             state = None
         else:
-            full_b = np.where(np.isnan(state.b), 0.0, state.b)
-            beta, b, psi = _to_standard(std, random, state.beta, full_b[present_codes], state.psi)
+            # the chain's parameters, restandardised by this visit's means and SDs
+            t = state.std.transfer(std)
+            tz = t[np.ix_(random, random)]
+            full_b = np.where(np.isnan(state.b_std), 0.0, state.b_std)
+            beta, b, psi = t @ state.beta_std, full_b[present_codes] @ tz.T, tz @ state.psi_std @ tz.T
             mixing = state.mixing
         kappa = yo - 0.5
         for _ in range(self._n_steps(state)):
@@ -677,25 +740,30 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
 
         _separation_check(beta, context)
         _log_systematic(present, groups, context, "random effects")
-        beta_o, b_o, psi_o = _to_original(std, random, beta, b, psi)
         b_full = np.full((J, q), np.nan)
-        b_full[present_codes] = b_o
-        new_state = _LogisticState(p, tuple(random), beta_o, b_full, psi_o, mixing)
-        return _LogisticDraw(beta_o, b_full, psi_o, random[1:] - 1), new_state
+        b_full[present_codes] = b
+        new_state = _LogisticState(p, tuple(random), beta, b_full, psi, mixing, std)
+        return _LogisticDraw(beta, b_full, psi, random[1:] - 1, std), new_state
 
 
 # =========================================================================== categorical
 @dataclass
-class _CategoricalState:
+class _CategoricalState(_StandardisedParameters):
     n_columns: int
     n_categories: int
     ordered: bool
-    beta: np.ndarray  # (K - 1, p + 1) unordered, (p + 1,) ordered; original scale
-    u: np.ndarray  # (J, (K - 1) q) unordered (category-major), (J, q) ordered; NaN rows: no data
-    psi: np.ndarray  # ((K - 1) q, (K - 1) q) or (q, q), original scale
+    beta_std: np.ndarray  # (K - 1, p + 1) unordered, (p + 1,) ordered; standardised by ``std``
+    u_std: np.ndarray  # (J, (K - 1) q) unordered (category-major), (J, q) ordered; NaN rows: no data
+    psi_std: np.ndarray  # ((K - 1) q, (K - 1) q) or (q, q), standardised
     mixing: np.ndarray
     cutpoints: np.ndarray | None = None  # ordered: free cutpoints gamma_1..gamma_{K-2} (gamma_0 = 0)
     random: tuple = (0,)  # random-effect columns of [1, X]: the intercept, then the role-2 slopes
+    std: _Standardiser | None = None
+    _effects = "u"
+
+    @property
+    def random_columns(self):
+        return np.asarray(self.random[1:], dtype=int) - 1
 
 
 def _random_part(X: np.ndarray, effects: np.ndarray, random_columns) -> np.ndarray:
@@ -706,16 +774,28 @@ def _random_part(X: np.ndarray, effects: np.ndarray, random_columns) -> np.ndarr
     return out
 
 
-class _MultinomialDraw(Draw):
-    def __init__(self, beta, u, psi, random_columns=()):
-        self.beta, self.u, self.psi, self.random_columns = beta, u, psi, tuple(random_columns)
+class _CategoryEffects(_StandardisedParameters):
+    _effects = "u"
+
+    @property
+    def u(self):
+        return self._original()[1]
+
+
+class _MultinomialDraw(_CategoryEffects, Draw):
+    """Parameters of the standardised design ``std.design(X)`` (see :class:`_StandardisedParameters`)."""
+
+    def __init__(self, beta_std, u_std, psi_std, random_columns, std):
+        self.beta_std, self.u_std, self.psi_std = beta_std, u_std, psi_std
+        self.random_columns, self.std = tuple(random_columns), std
 
     def probabilities(self, X, groups, rng):
-        effects = _population_effects(np.asarray(groups, dtype=np.intp), self.u, self.psi, rng)
-        L = self.beta.shape[0]
+        effects = _population_effects(np.asarray(groups, dtype=np.intp), self.u_std, self.psi_std, rng)
+        L = self.beta_std.shape[0]
         effects = effects.reshape(len(X), L, len(self.random_columns) + 1)
+        design = self.std.design(X)
         eta = np.zeros((len(X), L + 1))
-        eta[:, 1:] = self.beta[:, 0] + X @ self.beta[:, 1:].T + _random_part(X, effects, self.random_columns)
+        eta[:, 1:] = design @ self.beta_std.T + _random_part(design[:, 1:], effects, self.random_columns)
         return special.softmax(eta, axis=1)
 
     def sample(self, X, groups, rng):
@@ -727,18 +807,23 @@ class _MultinomialDraw(Draw):
         return np.minimum((cumulative < u).sum(axis=1), prob.shape[1] - 1).astype(float)
 
 
-class _OrderedProbitDraw(Draw):
-    def __init__(self, beta, u, psi, cutpoints, random_columns=()):
-        self.beta, self.u, self.psi, self.cutpoints = beta, u, psi, cutpoints
-        self.random_columns = tuple(random_columns)
+class _OrderedProbitDraw(_CategoryEffects, Draw):
+    """Parameters of the standardised design ``std.design(X)`` (see :class:`_StandardisedParameters`)."""
+
+    def __init__(self, beta_std, u_std, psi_std, cutpoints, random_columns, std):
+        self.beta_std, self.u_std, self.psi_std, self.cutpoints = beta_std, u_std, psi_std, cutpoints
+        self.random_columns, self.std = tuple(random_columns), std
 
     def sample(self, X, groups, rng):
         if groups is None:
             raise ValueError("RandomEffectsCategorical draws need cluster codes to impute.")
-        X = np.asarray(X, dtype=float)
-        effects = _population_effects(np.asarray(groups, dtype=np.intp), self.u, self.psi, rng)
-        latent = (self.beta[0] + X @ self.beta[1:] + _random_part(X, effects, self.random_columns)
-                  + rng.standard_normal(len(X)))
+        design = self.std.design(np.asarray(X, dtype=float))
+        effects = _population_effects(np.asarray(groups, dtype=np.intp), self.u_std, self.psi_std, rng)
+        latent = (
+            design @ self.beta_std
+            + _random_part(design[:, 1:], effects, self.random_columns)
+            + rng.standard_normal(len(design))
+        )
         return np.searchsorted(self.cutpoints, latent).astype(float)
 
 
@@ -843,7 +928,7 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
     multinomial model nests the proportional one.
 
     Priors on beta as :class:`RandomEffectsLogistic` (Student-t, on standardised
-    predictors; for the probit the same scales are weaker). Clusters without observed y
+    predictors, so scale-equivariant; for the probit the same scales are weaker). Clusters without observed y
     (systematically missing) and clusters unseen at fit draw their effects from
     N(0, Psi*). State (beta, u, Psi, cutpoints, lambda) is carried across visits. Random
     slopes of a multinomial target need many rows per cluster: with 30-40 observed rows
@@ -913,9 +998,14 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
         ordered = bool(context.ordered) and K > 2
         random = np.r_[0, 1 + np.flatnonzero(roles == 2)].astype(np.intp)
         _log_few_clusters((1 if ordered else K - 1) * len(random), len(present_codes), context)
-        if (state is not None and (state.n_columns != X.shape[1] or state.n_categories != K
-                                   or state.ordered != ordered or state.u.shape[0] != J
-                                   or state.random != tuple(random))):
+        if state is not None and (
+            state.n_columns != X.shape[1]
+            or state.n_categories != K
+            or state.ordered != ordered
+            or state.u_std.shape[0] != J
+            or state.random != tuple(random)
+            or state.std is None
+        ):
             state = None
         if ordered:
             beta, u, psi, extra = self._ordered(codes, design, go, starts, std, random, state, present_codes, K, rng)
@@ -925,23 +1015,18 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
         _log_systematic(present, groups, context, "random intercepts" if len(random) == 1 else "random effects")
         u_full = np.full((J, u.shape[1]), np.nan)
         u_full[present_codes] = u
-        beta_o, mixing = beta
-        new_state = _CategoricalState(X.shape[1], K, ordered, beta_o, u_full, psi, mixing, extra, tuple(random))
+        beta_std, mixing = beta
+        new_state = _CategoricalState(X.shape[1], K, ordered, beta_std, u_full, psi, mixing, extra, tuple(random), std)
         slopes = random[1:] - 1
         if ordered:
-            return _OrderedProbitDraw(beta_o, u_full, psi, np.r_[0.0, extra], slopes), new_state
-        return _MultinomialDraw(beta_o, u_full, psi, slopes), new_state
+            return _OrderedProbitDraw(beta_std, u_full, psi, np.r_[0.0, extra], slopes, std), new_state
+        return _MultinomialDraw(beta_std, u_full, psi, slopes, std), new_state
 
     # ------------------------------------------------------------------ unordered
     def _multinomial(self, codes, design, go, starts, std, random, state, present_codes, K, rng, context):
         n_clusters = len(starts)
         m = design.shape[1]
         L, q = K - 1, len(random)
-        a = std.matrix()
-        a_inv = np.linalg.inv(a)
-        # u_j stacks the K - 1 categories' effect vectors (category-major): one block of the
-        # standardising map per category takes u and Psi to the original scale
-        to_original = np.kron(np.eye(L), a[np.ix_(random, random)])
         scales = self._prior_scales(m - 1)
         if state is None:
             counts = np.bincount(codes, minlength=K) + 0.5
@@ -951,11 +1036,14 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
             psi = np.eye(L * q)
             mixing = np.ones((L, m))
         else:
-            beta = state.beta @ a_inv.T
-            to_standard = np.linalg.inv(to_original)
-            known = np.where(np.isnan(state.u), 0.0, state.u)[present_codes]
-            u = (known @ to_standard.T).reshape(n_clusters, L, q)
-            psi = to_standard @ state.psi @ to_standard.T
+            # the chain's parameters restandardised by this visit's means and SDs; u_j stacks the
+            # K - 1 categories' effect vectors (category-major): one block of the map per category
+            t = state.std.transfer(std)
+            tz = np.kron(np.eye(L), t[np.ix_(random, random)])
+            beta = state.beta_std @ t.T
+            known = np.where(np.isnan(state.u_std), 0.0, state.u_std)[present_codes]
+            u = (known @ tz.T).reshape(n_clusters, L, q)
+            psi = tz @ state.psi_std @ tz.T
             mixing = state.mixing
         z = design[:, random]
         eta = np.zeros((len(codes), K))
@@ -990,8 +1078,7 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
             psi = _inverse_wishart(L * q + n_clusters, _PSI_PRIOR_SCALE * np.eye(L * q) + stacked.T @ stacked, rng)
         for k in range(L):
             _separation_check(beta[k], context, f" (category {k + 1} vs 0)")
-        u_original = u.reshape(n_clusters, L * q) @ to_original.T
-        return (beta @ a.T, mixing), u_original, to_original @ psi @ to_original.T, None
+        return (beta, mixing), u.reshape(n_clusters, L * q), psi, None
 
     # ------------------------------------------------------------------ ordered
     def _ordered(self, codes, design, go, starts, std, random, state, present_codes, K, rng):
@@ -1011,8 +1098,10 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
             psi = np.eye(q)
             mixing = np.ones(m)
         else:
-            known = np.where(np.isnan(state.u), 0.0, state.u)[present_codes]
-            beta, u, psi = _to_standard(std, random, state.beta, known, state.psi)
+            t = state.std.transfer(std)
+            tz = t[np.ix_(random, random)]
+            known = np.where(np.isnan(state.u_std), 0.0, state.u_std)[present_codes]
+            beta, u, psi = t @ state.beta_std, known @ tz.T, tz @ state.psi_std @ tz.T
             mixing = state.mixing
             log_gaps = np.log(np.diff(np.r_[0.0, state.cutpoints]))
         z = design[:, random]
@@ -1039,5 +1128,4 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
             if d:
                 current = _ordered_log_posterior(log_gaps, eta, codes)[0]
         cutpoints = np.cumsum(np.exp(log_gaps))
-        beta_o, u_o, psi_o = _to_original(std, random, beta, u, psi)
-        return (beta_o, mixing), u_o, psi_o, cutpoints
+        return (beta, mixing), u, psi, cutpoints

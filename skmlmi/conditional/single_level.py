@@ -27,8 +27,10 @@ from .._kernels import (
     bayesian_regression_draw,
     cluster_counts,
     cluster_means,
+    constant_within_clusters,
     find_redundant_columns,
     pmm_match,
+    power_of_two_exponents,
     ridge_cholesky,
 )
 from .base import BaseConditionalImputer, Draw
@@ -46,33 +48,50 @@ class _SingleLevelBase(BaseConditionalImputer):
     def _usable_columns(self, X, observed, roles, groups, context):
         if groups is None or X.shape[1] == 0:
             return super()._usable_columns(X, observed, roles, groups, context)
-        # With cluster fixed effects, a column constant within clusters is absorbed.
+        # With cluster fixed effects, a column constant within clusters is absorbed (the one rule
+        # of constancy); the others must still vary, and not be collinear, after within-cluster centring.
         Xo, go = X[observed], groups[observed]
         n_groups = context.n_clusters
-        within = Xo - cluster_means(Xo, go, n_groups)[go]
-        drop = find_redundant_columns(within + Xo.mean(axis=0), scale=np.abs(Xo).max(axis=0))
-        keep = np.ones(X.shape[1], dtype=bool)
-        for index, reason in drop.items():
-            if reason == "constant":
-                reason = "constant within clusters (absorbed by the cluster fixed effects)"
-            context.log(f"predictor {context.predictor_name(index)!r} dropped: {reason}")
-            keep[index] = False
+        keep = ~constant_within_clusters(Xo, go, n_groups)
+        for index in np.flatnonzero(~keep):
+            context.log(
+                f"predictor {context.predictor_name(index)!r} dropped: constant within clusters "
+                "(absorbed by the cluster fixed effects)"
+            )
+        varying = np.flatnonzero(keep)
+        if varying.size:
+            Xv = Xo if varying.size == Xo.shape[1] else Xo[:, varying]
+            within = Xv - cluster_means(Xv, go, n_groups)[go]
+            drop = find_redundant_columns(within + Xv.mean(axis=0), scale=np.abs(Xv).max(axis=0))
+            for index, reason in drop.items():
+                if reason == "constant":
+                    reason = "its within-cluster deviations are at the rounding level of its cluster means"
+                context.log(f"predictor {context.predictor_name(int(varying[index]))!r} dropped: {reason}")
+                keep[varying[index]] = False
         return keep
 
 
 def _linear_draw(y, observed, X, groups, rng, context, ridge):
     """Posterior draw of a linear model, with cluster fixed effects when groups are given.
 
-    Returns (beta_hat, beta_star, sigma_star, alpha_hat, alpha_star) where alpha are
-    intercepts: one scalar without groups, one per cluster code with groups.
+    The predictors (and, without groups, y) are centred at their observed means first: that
+    moves only the intercepts (flat prior), and keeps X'X free of the cancellation that a
+    shifted predictor (1e12 + x) would bring into its Cholesky factor.
+
+    Returns (beta_hat, beta_star, sigma_star, alpha_hat, alpha_star, center) where alpha are
+    intercepts at X = center (the observed means): one scalar without groups, one per cluster
+    code with groups.
     """
     yo, Xo = y[observed], X[observed]
+    center = Xo.mean(axis=0) if len(yo) else np.zeros(X.shape[1])
+    Xo -= center  # Xo is a copy (boolean indexing)
     if groups is None:
+        y_center = float(yo.mean())
         design = np.column_stack([np.ones(len(yo)), Xo])
-        beta_hat, beta_star, sigma, ridged = bayesian_regression_draw(design, yo, rng, ridge)
+        beta_hat, beta_star, sigma, ridged = bayesian_regression_draw(design, yo - y_center, rng, ridge)
         if ridged:
             context.log(f"ridge {ridge:g} added to the normal equations")
-        return beta_hat[1:], beta_star[1:], sigma, beta_hat[0], beta_star[0]
+        return beta_hat[1:], beta_star[1:], sigma, beta_hat[0] + y_center, beta_star[0] + y_center, center
     go = groups[observed]
     J = context.n_clusters
     n_j = cluster_counts(go, J)
@@ -92,7 +111,23 @@ def _linear_draw(y, observed, X, groups, rng, context, ridge):
     with np.errstate(invalid="ignore"):
         alpha_hat = ybar - xbar @ beta_hat
         alpha_star = ybar - xbar @ beta_star + sigma / np.sqrt(np.where(n_j > 0, n_j, np.nan)) * rng.standard_normal(J)
-    return beta_hat, beta_star, sigma, alpha_hat, alpha_star
+    return beta_hat, beta_star, sigma, alpha_hat, alpha_star, center
+
+
+class _CentredLinear(Draw):
+    """A linear predictor alpha + (x - center)' beta, with the intercepts stored at the centre.
+
+    Evaluating at the centre keeps the predictions of a shifted predictor (1e12 + x) exact to
+    the rounding of the data; ``alpha`` gives the intercepts at x = 0, as usual.
+    """
+
+    def _linear(self, X, groups):
+        return _intercepts_for(self.alpha_centred, groups, self.name) + (X - self.center) @ self.beta
+
+    @property
+    def alpha(self):
+        """Intercept(s) at x = 0: a scalar, or one per cluster code (fixed clusters)."""
+        return self.alpha_centred - self.center @ self.beta
 
 
 def _intercepts_for(alpha, groups, context_name):
@@ -113,13 +148,13 @@ def _intercepts_for(alpha, groups, context_name):
 
 
 # --------------------------------------------------------------------------- norm
-class _NormalDraw(Draw):
-    def __init__(self, beta, alpha, sigma, name):
-        self.beta, self.alpha, self.sigma, self.name = beta, alpha, sigma, name
+class _NormalDraw(_CentredLinear):
+    def __init__(self, beta, alpha_centred, sigma, name, center):
+        self.beta, self.alpha_centred, self.sigma, self.name = beta, alpha_centred, sigma, name
+        self.center = center
 
     def sample(self, X, groups, rng):
-        mean = _intercepts_for(self.alpha, groups, self.name) + X @ self.beta
-        return mean + self.sigma * rng.standard_normal(len(X))
+        return self._linear(X, groups) + self.sigma * rng.standard_normal(len(X))
 
 
 class BayesianNormal(_SingleLevelBase):
@@ -130,6 +165,10 @@ class BayesianNormal(_SingleLevelBase):
     (Rubin 1987, p. 167; van Buuren 2018, Algorithm 3.1) and imputes
     y* = alpha* + x' beta* + sigma* eps. With the cluster column coded 1, alpha is a
     cluster fixed effect (see the module docstring).
+
+    The prior is scale-equivariant (flat in beta and in log sigma: a column in other units
+    changes nothing but the units of the imputations); the fit centres the predictors, so a
+    shifted predictor (1e12 + x) loses no precision in X'X.
 
     Parameters
     ----------
@@ -156,21 +195,21 @@ class BayesianNormal(_SingleLevelBase):
         self.ridge = ridge
 
     def _draw(self, y, observed, X, roles, groups, rng, state, context):
-        _, beta_star, sigma, _, alpha_star = _linear_draw(y, observed, X, groups, rng, context, self.ridge)
-        return _NormalDraw(beta_star, alpha_star, sigma, f"BayesianNormal for {context.target!r}"), None
+        _, beta_star, sigma, _, alpha_star, center = _linear_draw(y, observed, X, groups, rng, context, self.ridge)
+        return _NormalDraw(beta_star, alpha_star, sigma, f"BayesianNormal for {context.target!r}", center), None
 
 
 # --------------------------------------------------------------------------- pmm
-class _PMMDraw(Draw):
-    def __init__(self, beta, alpha, yhat_donors, y_donors, donors, name):
-        self.beta, self.alpha = beta, alpha
+class _PMMDraw(_CentredLinear):
+    def __init__(self, beta, alpha_centred, yhat_donors, y_donors, donors, name, center):
+        self.beta, self.alpha_centred, self.center = beta, alpha_centred, center
         self.yhat_donors, self.y_donors = yhat_donors, y_donors
         self.donors, self.name = donors, name
 
     def sample(self, X, groups, rng):
-        target = _intercepts_for(self.alpha, groups, self.name) + X @ self.beta
+        target = self._linear(X, groups)
         # with cluster fixed effects, distinct donors within a cluster (shared ones correlate its imputations)
-        strata = None if groups is None or np.ndim(self.alpha) == 0 else np.asarray(groups)
+        strata = None if groups is None or np.ndim(self.alpha_centred) == 0 else np.asarray(groups)
         index = pmm_match(self.yhat_donors, np.broadcast_to(target, (len(X),)).astype(float), self.donors, rng,
                           strata)
         return self.y_donors[index]
@@ -184,7 +223,8 @@ class PredictiveMeanMatching(_SingleLevelBase):
     §3.4). Each recipient receives the observed value of one of the ``donors`` donors
     whose predictions are closest, drawn at random. Only observed values are imputed,
     so the imputations respect the data's support (integers stay integers). With the
-    cluster column coded 1 the predictions include cluster fixed effects.
+    cluster column coded 1 the predictions include cluster fixed effects. The prior is
+    :class:`BayesianNormal`'s (flat, scale-equivariant).
 
     Parameters
     ----------
@@ -221,23 +261,42 @@ class PredictiveMeanMatching(_SingleLevelBase):
         self.ridge = ridge
 
     def _draw(self, y, observed, X, roles, groups, rng, state, context):
-        beta_hat, beta_star, _, alpha_hat, alpha_star = _linear_draw(y, observed, X, groups, rng, context, self.ridge)
+        beta_hat, beta_star, _, alpha_hat, alpha_star, center = _linear_draw(
+            y, observed, X, groups, rng, context, self.ridge
+        )
         go = None if groups is None else groups[observed]
-        yhat_donors = _intercepts_for(alpha_hat, go, "") + X[observed] @ beta_hat
+        yhat_donors = _intercepts_for(alpha_hat, go, "") + (X[observed] - center) @ beta_hat
         yhat_donors = np.broadcast_to(yhat_donors, (int(observed.sum()),)).astype(float)
         draw = _PMMDraw(
-            beta_star, alpha_star, yhat_donors, y[observed].copy(), self.donors,
+            beta_star,
+            alpha_star,
+            yhat_donors,
+            y[observed].copy(),
+            self.donors,
             f"PredictiveMeanMatching for {context.target!r}",
+            center,
         )
         return draw, None
 
 
 # --------------------------------------------------------------------------- logit family
 class _NewtonState:
-    """Warm start of the logit models: the last penalised ML estimate of the chain."""
+    """Warm start of the logit models: the last penalised ML estimate of the chain.
 
-    def __init__(self, n_columns, alpha, beta):
+    In the fit's units: intercepts at x = ``center``, slopes per unit of x / 2^``exponents``.
+    """
+
+    def __init__(self, n_columns, alpha, beta, center=None, exponents=None):
         self.n_columns, self.alpha, self.beta = n_columns, alpha, beta
+        p = beta.shape[0]
+        self.center = np.zeros(p) if center is None else center
+        self.exponents = np.zeros(p, dtype=int) if exponents is None else exponents
+
+    def start(self, center, exponents):
+        """(alpha, beta) moved exactly to another centre and other units."""
+        beta_original = np.ldexp(self.beta, -self.exponents[:, None])
+        alpha = self.alpha + (center - self.center) @ beta_original
+        return alpha, np.ldexp(beta_original, exponents[:, None])
 
 
 def _softmax_reference(eta):
@@ -336,8 +395,14 @@ def _multinomial_newton(X, y, w, g, n_groups, n_categories, start=None, ridge=1e
             converged = True
             break
     return {
-        "alpha": alpha, "beta": beta, "S_chol": S_chol, "D_chol": Dchol, "E": E,
-        "ridged": ridged, "converged": converged, "iterations": iterations,
+        "alpha": alpha,
+        "beta": beta,
+        "S_chol": S_chol,
+        "D_chol": Dchol,
+        "E": E,
+        "ridged": ridged,
+        "converged": converged,
+        "iterations": iterations,
     }
 
 
@@ -375,9 +440,9 @@ def _augmentation_rows(X, n_categories):
 def _logit_fit_and_draw(model, y, observed, X, groups, rng, state, context, n_categories):
     """Penalised (augmented) ML fit of the multinomial logit and a draw from its normal approximation.
 
-    Returns (alpha_hat, alpha_star, beta_hat, beta_star, new_state). Without groups the
+    Returns (alpha_hat, alpha_star, beta_hat, beta_star, new_state, center). Without groups the
     intercepts are one vector (m,); with groups they are (J, m), NaN for clusters without
-    observed rows.
+    observed rows; intercepts are at x = center (the observed means), slopes in the data's units.
     """
     K = n_categories
     codes = y[observed]
@@ -392,6 +457,15 @@ def _logit_fit_and_draw(model, y, observed, X, groups, rng, state, context, n_ca
     Xo = X[observed]
     n_obs, p = Xo.shape
     Xa, ya, wa = _augmentation_rows(X, K)
+    # Fit in units where the predictors are centred and divided by powers of two near their SDs
+    # (exact): the Newton tolerance on the coefficients and the ridge then mean the same whatever
+    # the units, and a shifted predictor (1e12 + x) keeps its information matrix well conditioned.
+    center = Xo.mean(axis=0)
+    exponents = power_of_two_exponents(Xo.std(axis=0), np.abs(center)) if p else np.zeros(0, dtype=int)
+    Xo -= center  # Xo and Xa are copies
+    Xa -= center
+    np.ldexp(Xo, -exponents, out=Xo)
+    np.ldexp(Xa, -exponents, out=Xa)
     if groups is None:
         parts_X, parts_y, parts_w = [Xo, Xa], [codes, ya], [np.ones(n_obs), wa]
         parts_g = [np.zeros(n_obs + len(ya), dtype=np.intp)]
@@ -427,7 +501,7 @@ def _logit_fit_and_draw(model, y, observed, X, groups, rng, state, context, n_ca
         and state.alpha.shape == (n_groups, K - 1)
         and state.beta.shape == (p, K - 1)
     ):
-        start = (state.alpha, state.beta)
+        start = state.start(center, exponents)
     fit = _multinomial_newton(Xf, yf, wf, gf, n_groups, K, start, model.ridge, model.max_iter)
     if not fit["converged"]:
         context.log(
@@ -448,14 +522,16 @@ def _logit_fit_and_draw(model, y, observed, X, groups, rng, state, context, n_ca
     zg = rng.standard_normal((n_groups, m))
     noise = np.linalg.solve(np.swapaxes(fit["D_chol"], -1, -2), zg[:, :, None])[:, :, 0]
     alpha_star = alpha_hat - np.einsum("gkq,q->gk", fit["E"], delta) + noise
-    new_state = _NewtonState(p, alpha_hat, beta_hat)
+    new_state = _NewtonState(p, alpha_hat, beta_hat, center, exponents)
+    # slopes back to the data's units (intercepts stay at x = center; see _CategoryDraw)
+    beta_hat, beta_star = np.ldexp(beta_hat, -exponents[:, None]), np.ldexp(beta_star, -exponents[:, None])
     if present is None:
-        return alpha_hat[0], alpha_star[0], beta_hat, beta_star, new_state
+        return alpha_hat[0], alpha_star[0], beta_hat, beta_star, new_state, center
     full_hat = np.full((context.n_clusters, m), np.nan)
     full_star = np.full((context.n_clusters, m), np.nan)
     full_hat[present] = alpha_hat[: len(present)]
     full_star[present] = alpha_star[: len(present)]
-    return full_hat, full_star, beta_hat, beta_star, new_state
+    return full_hat, full_star, beta_hat, beta_star, new_state, center
 
 
 def _logit_intercepts(alpha, groups, name):
@@ -478,16 +554,29 @@ def _logit_intercepts(alpha, groups, name):
 
 
 class _CategoryDraw(Draw):
-    """Draw of a (multinomial) logit model: categories drawn from the drawn probabilities."""
+    """Draw of a (multinomial) logit model: categories drawn from the drawn probabilities.
 
-    def __init__(self, alpha, beta, alpha_hat, beta_hat, name):
-        self.alpha, self.beta = alpha, beta
-        self.alpha_hat, self.beta_hat = alpha_hat, beta_hat
-        self.name = name
+    Intercepts are stored at x = ``center`` (exact logits for a shifted predictor); ``alpha`` and
+    ``alpha_hat`` give them at x = 0.
+    """
+
+    def __init__(self, alpha_centred, beta, alpha_hat_centred, beta_hat, name, center):
+        self.alpha_centred, self.beta = alpha_centred, beta
+        self.alpha_hat_centred, self.beta_hat = alpha_hat_centred, beta_hat
+        self.name, self.center = name, center
+
+    @property
+    def alpha(self):
+        return self.alpha_centred - self.center @ self.beta
+
+    @property
+    def alpha_hat(self):
+        return self.alpha_hat_centred - self.center @ self.beta_hat
 
     def probabilities(self, X, groups):
         """Category probabilities (n, K) at the drawn parameters."""
-        return _softmax_reference(_logit_intercepts(self.alpha, groups, self.name) + X @ self.beta)
+        eta = _logit_intercepts(self.alpha_centred, groups, self.name) + (X - self.center) @ self.beta
+        return _softmax_reference(eta)
 
     def sample(self, X, groups, rng):
         P = self.probabilities(X, groups)
@@ -507,11 +596,11 @@ class _LogitBase(_SingleLevelBase):
 
     def _draw(self, y, observed, X, roles, groups, rng, state, context):
         K = self._n_categories(y, observed, context)
-        alpha_hat, alpha_star, beta_hat, beta_star, new_state = _logit_fit_and_draw(
+        alpha_hat, alpha_star, beta_hat, beta_star, new_state, center = _logit_fit_and_draw(
             self, y, observed, X, groups, rng, state, context, K
         )
         name = f"{type(self).__name__} for {context.target!r}"
-        return _CategoryDraw(alpha_star, beta_star, alpha_hat, beta_hat, name), new_state
+        return _CategoryDraw(alpha_star, beta_star, alpha_hat, beta_hat, name, center), new_state
 
 
 class BayesianLogistic(_LogitBase):
@@ -542,6 +631,11 @@ class BayesianLogistic(_LogitBase):
     takes beta* from its marginal N(beta_hat, S^-1) and each alpha_j* from its
     conditional normal given beta*. Rows of clusters without observed y at fit cannot be
     imputed (ValueError naming the clusters).
+
+    The prior (the WDR pseudo-data at the predictors' mean +- 0.5 SD, and the log-F pseudo-rows at
+    the cluster means) is scale-equivariant: it is defined by the predictors' own means and SDs.
+    The fit works on predictors centred and divided by a power of two near their SD (exact), so
+    the Newton tolerance and the ridge do not depend on their units.
 
     Parameters
     ----------
@@ -605,6 +699,8 @@ class Polytomous(_LogitBase):
     mean covariates split equally over the K categories, which keeps its intercepts
     finite when it observed a single category (see :class:`BayesianLogistic`). Rows of
     clusters without observed y cannot be imputed (ValueError naming the clusters).
+
+    Priors and units as :class:`BayesianLogistic` (scale-equivariant pseudo-data).
 
     Parameters
     ----------

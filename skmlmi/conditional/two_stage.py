@@ -57,7 +57,14 @@ from scipy import special
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._kernels import cluster_counts, cluster_means, constant_within_clusters, find_redundant_columns, pmm_match
+from .._kernels import (
+    cluster_counts,
+    cluster_means,
+    constant_within_clusters,
+    find_redundant_columns,
+    pmm_match,
+    power_of_two_exponents,
+)
 from ..meta_analysis import draw_study_effects, meta_analysis, study_posterior
 from .base import BaseConditionalImputer, Draw
 
@@ -127,23 +134,32 @@ def _estimable_designs(xtx: np.ndarray, n_j: np.ndarray, k: int, min_df: int):
 
 
 class _TwoStageState:
-    """Warm start: Psi estimates of the meta-analyses and the GLM coefficients of the chain."""
+    """Warm start: Psi estimates of the meta-analyses and the GLM coefficients of the chain.
 
-    def __init__(self, n_columns, psi=None, psi_sigma=None, coefficients=None):
+    ``psi`` is in the model's units: for the normal model y / 2^y_exponent.
+    """
+
+    def __init__(self, n_columns, psi=None, psi_sigma=None, coefficients=None, y_exponent=0):
         self.n_columns = n_columns
         self.psi, self.psi_sigma, self.coefficients = psi, psi_sigma, coefficients
+        self.y_exponent = y_exponent
 
 
 # --------------------------------------------------------------------------- draws
 class _TwoStageDraw(Draw):
     """Cluster-specific coefficients for the J training clusters, and the population for others."""
 
-    def __init__(self, layout, coefficients, B, psi, sigma, mu_sigma, psi_sigma, family, name):
+    def __init__(
+        self, layout, coefficients, B, psi, sigma, mu_sigma, psi_sigma, family, name, y_exponent=0, y_center=0.0
+    ):
         self.layout = layout
-        self.coefficients = coefficients  # (J, k)
+        self.coefficients = coefficients  # (J, k), on the data's scale
+        # The population, in the model's units (y - y_center) / 2^y_exponent (exact; normal model):
+        # beta_j ~ N(B' z_j, Psi), log sigma_j^2 ~ N(mu_sigma, psi_sigma). Drawn there, mapped back.
         self.B, self.psi = B, psi  # (d, k), (k, k)
-        self.sigma = sigma  # (J,) or None
+        self.sigma = sigma  # (J,) or None, on the data's scale
         self.mu_sigma, self.psi_sigma = mu_sigma, psi_sigma
+        self.y_exponent, self.y_center = y_exponent, y_center
         self.family, self.name = family, name
 
     def _row_coefficients(self, X, groups, rng):
@@ -165,10 +181,12 @@ class _TwoStageDraw(Draw):
             Zraw = cluster_means(X[rows][:, self.layout.level2], inverse, len(codes))
             mean = self.layout.study(Zraw) @ self.B
             new = draw_study_effects(mean, np.broadcast_to(self.psi, mean.shape + mean.shape[-1:]), rng)
+            new = np.ldexp(new, self.y_exponent)
+            new[:, 0] += self.y_center
             coef[rows] = new[inverse]
             if sigma is not None:
                 log_s2 = self.mu_sigma + np.sqrt(self.psi_sigma) * rng.standard_normal(len(codes))
-                sigma[rows] = np.exp(0.5 * log_s2)[inverse]
+                sigma[rows] = np.ldexp(np.exp(0.5 * log_s2), self.y_exponent)[inverse]
         return coef, sigma
 
     def linear_predictor(self, X, groups, rng):
@@ -278,8 +296,9 @@ class _TwoStageBase(BaseConditionalImputer):
         """
         J, k = beta_hat.shape[0], beta_hat.shape[1]
         start = None if state is None or state.psi is None or state.psi.shape != (k, k) else state.psi
-        fit = self._meta(beta_hat[estimable], V[estimable], Z[estimable], start,
-                         context, f"coefficients of {context.target!r}")
+        fit = self._meta(
+            beta_hat[estimable], V[estimable], Z[estimable], start, context, f"coefficients of {context.target!r}"
+        )
         B_star, psi_star = fit.draw(rng)
         mean = Z @ B_star
         post_mean, post_cov = mean.copy(), np.broadcast_to(psi_star, (J, k, k)).copy()
@@ -383,6 +402,13 @@ class TwoStageNormal(_TwoStageBase):
     plus the meta-analyses (milliseconds for tens to hundreds of clusters and k <= 6).
     The residual-variance model has an intercept only (as micemd).
 
+    Units: the model has no prior, and nothing in it depends on the units of a column
+    (scale-equivariant). Within-cluster predictors are centred and scaled by their SD,
+    cluster-level ones likewise over the clusters, and y is centred and divided by a power of
+    two near its SD (exact), so the log residual variances are pooled as the same numbers
+    whatever y's units (a power-of-two rescaling of y or of a predictor gives bit-identical
+    imputations), and data of order 1e-99 or 1e99 neither over- nor underflow.
+
     References
     ----------
     Resche-Rigon & White (2018), Statistical Methods in Medical Research 27, 1634-1649.
@@ -418,6 +444,10 @@ class TwoStageNormal(_TwoStageBase):
         yo = y[observed]
         y_center = float(yo.mean())
         yc = yo - y_center  # centring keeps RSS = y'y - b'X'y free of cancellation
+        # Work on y / 2^e, 2^e near y's SD (exact): the log residual variances pooled below are then
+        # the same numbers whatever y's units, and nothing over- or underflows for y of order 1e+-99.
+        y_exponent = int(power_of_two_exponents(np.sqrt(yc @ yc / len(yc)), abs(y_center))[0])
+        np.ldexp(yc, -y_exponent, out=yc)
         n_j = cluster_counts(go, J)
         xtx = _weighted_cross_products(D, go, J)
         xty = np.stack([np.bincount(go, weights=D[:, a] * yc, minlength=J) for a in range(k)], axis=1)
@@ -431,15 +461,23 @@ class TwoStageNormal(_TwoStageBase):
         df = np.maximum(n_j - k, 1.0)
         rss = yty - np.einsum("ja,ja->j", beta_hat, xty)
         s2 = np.where(estimable, rss / df, 1.0)
-        perfect = estimable & (s2 <= 1e-12 * max(float(yc @ yc) / len(yc), 1e-300))
+        perfect = estimable & (s2 <= 1e-12 * float(yc @ yc) / len(yc))  # relative to y's own variance
         estimable &= ~perfect
         has_rows = n_j > 0
-        why = self._log_non_estimable(has_rows, estimable, [
-            (f"fewer than k + {self.min_residual_df} = {k + self.min_residual_df} observed rows for its "
-             f"{k} coefficients", few),
-            ("singular design: a predictor is constant or collinear among its observed rows", singular),
-            ("perfect fit: zero residual variance", perfect),
-        ], context)
+        why = self._log_non_estimable(
+            has_rows,
+            estimable,
+            [
+                (
+                    f"fewer than k + {self.min_residual_df} = {k + self.min_residual_df} observed rows for its "
+                    f"{k} coefficients",
+                    few,
+                ),
+                ("singular design: a predictor is constant or collinear among its observed rows", singular),
+                ("perfect fit: zero residual variance", perfect),
+            ],
+            context,
+        )
         Z = self._study_design(layout, Zraw, estimable, context, why)
 
         # --- residual variances, pooled on the log scale (exact moments of log chi^2)
@@ -457,14 +495,30 @@ class TwoStageNormal(_TwoStageBase):
 
         # --- coefficients: within covariance of each cluster's own fit given sigma*_j
         V = sigma2[:, None, None] * inv
+        previous = getattr(state, "y_exponent", y_exponent)
+        if state is not None and state.psi is not None and previous != y_exponent:
+            state.psi = np.ldexp(state.psi, 2 * (previous - y_exponent))  # warm start in this visit's units
         coef, B_star, psi_star, fit = self._coefficient_draws(beta_hat, V, estimable, Z, rng, state, context)
+        # back to y's units: exact powers of two, then the centre (the population stays in the model's units)
+        coef = np.ldexp(coef, y_exponent)
         coef[:, 0] += y_center
-        B_star = B_star.copy()
-        B_star[0, 0] += y_center  # study design column 0 is the intercept
-        draw = _TwoStageDraw(layout, coef, B_star, psi_star, np.sqrt(sigma2), mu_s, psi_s, "normal", name)
-        new_state = _TwoStageState(X.shape[1], fit.psi, fit_s.psi)
-        return draw, new_state, dict(beta_hat=beta_hat, V=V, estimable=estimable, Z=Z, fit=fit,
-                                     layout=layout, y_center=y_center)
+        sigma = np.ldexp(np.sqrt(sigma2), y_exponent)
+        draw = _TwoStageDraw(layout, coef, B_star, psi_star, sigma, mu_s, psi_s, "normal", name, y_exponent, y_center)
+        new_state = _TwoStageState(X.shape[1], fit.psi, fit_s.psi, y_exponent=y_exponent)
+        return (
+            draw,
+            new_state,
+            dict(
+                beta_hat=beta_hat,
+                V=V,
+                estimable=estimable,
+                Z=Z,
+                fit=fit,
+                layout=layout,
+                y_center=y_center,
+                y_exponent=y_exponent,
+            ),
+        )
 
     def _draw(self, y, observed, X, roles, groups, rng, state, context):
         draw, new_state, _ = self._fit_normal(y, observed, X, groups, rng, state, context)
@@ -529,7 +583,7 @@ class TwoStagePMM(TwoStageNormal):
         point[estimable] = m_est
         go = groups[observed]
         D = parts["layout"].design(X[observed])
-        yhat = np.einsum("ik,ik->i", D, point[go]) + parts["y_center"]
+        yhat = np.ldexp(np.einsum("ik,ik->i", D, point[go]), parts["y_exponent"]) + parts["y_center"]
         return _TwoStagePMMDraw(draw, yhat, y[observed].copy(), self.donors), new_state
 
 
@@ -611,8 +665,9 @@ class _TwoStageGLM(_TwoStageBase):
         "max_iter": [Interval(Integral, 1, None, closed="left")],
     }
 
-    def __init__(self, method: str = "mm", min_residual_df: int = 1, max_standard_error: float = 10.0,
-                 max_iter: int = 25):
+    def __init__(
+        self, method: str = "mm", min_residual_df: int = 1, max_standard_error: float = 10.0, max_iter: int = 25
+    ):
         self.method = method
         self.min_residual_df = min_residual_df
         self.max_standard_error = max_standard_error
@@ -643,17 +698,29 @@ class _TwoStageGLM(_TwoStageBase):
             start[:, 0] = self._start_intercept(yo, go, n_j, J)
         beta_hat, cov, converged = _batched_irls(D, yo, go, J, estimable, self._family, start, self.max_iter)
         se = np.sqrt(np.abs(np.diagonal(cov, axis1=1, axis2=2))).max(axis=1)
-        unstable = estimable & (~converged | ~np.isfinite(se) | (se > self.max_standard_error)
-                                | ~np.isfinite(beta_hat).all(axis=1))
+        unstable = estimable & (
+            ~converged | ~np.isfinite(se) | (se > self.max_standard_error) | ~np.isfinite(beta_hat).all(axis=1)
+        )
         estimable &= ~unstable
-        why = self._log_non_estimable(n_j > 0, estimable, [
-            (f"fewer than k + {self.min_residual_df} = {k + self.min_residual_df} observed rows for its "
-             f"{k} coefficients", few),
-            ("singular design: a predictor is constant or collinear among its observed rows", singular),
-            (self._degenerate_label, degenerate),
-            (f"separation or no convergence: a standardised coefficient's SE above {self.max_standard_error:g} "
-             f"or Newton not converged in {self.max_iter} iterations", unstable),
-        ], context)
+        why = self._log_non_estimable(
+            n_j > 0,
+            estimable,
+            [
+                (
+                    f"fewer than k + {self.min_residual_df} = {k + self.min_residual_df} observed rows for its "
+                    f"{k} coefficients",
+                    few,
+                ),
+                ("singular design: a predictor is constant or collinear among its observed rows", singular),
+                (self._degenerate_label, degenerate),
+                (
+                    f"separation or no convergence: a standardised coefficient's SE above {self.max_standard_error:g} "
+                    f"or Newton not converged in {self.max_iter} iterations",
+                    unstable,
+                ),
+            ],
+            context,
+        )
         Z = self._study_design(layout, Zraw, estimable, context, why)
         coef, B_star, psi_star, fit = self._coefficient_draws(beta_hat, cov, estimable, Z, rng, state, context)
         stored = np.where(estimable[:, None], beta_hat, np.nan)
@@ -681,7 +748,8 @@ class TwoStageLogistic(_TwoStageGLM):
 
     Predictors are standardised (observed-row mean and SD) before the fits, so
     ``max_standard_error`` does not depend on their units (micemd's guard, any SE > 1000
-    on the raw scale, does). Roles 1 and 2 mean the same (every within-cluster predictor
+    on the raw scale, does): there is no prior, and the model is scale-equivariant.
+    Roles 1 and 2 mean the same (every within-cluster predictor
     has a cluster-specific coefficient); cluster-level predictors enter the
     meta-regression (see :class:`TwoStageNormal`).
 

@@ -47,7 +47,8 @@ def chain(model, y, observed, X, roles, groups, seed=1, visits=10, context=None,
         draw, state = model.draw(y, observed, X, roles, groups, rng, state, context)
         y[~observed] = draw.sample(X[~observed], groups[~observed], rng)
         if keep:
-            states.append((state.beta.copy(), state.psi_sqrt @ state.psi_sqrt.T, np.copy(state.sigma2)))
+            # the draw holds Psi and sigma on the data's scale (the state is in the sampler's units)
+            states.append((state.beta.copy(), draw.psi_sqrt @ draw.psi_sqrt.T, np.square(draw.sigma)))
             draws.append(draw)
     return y, states, draws, context
 
@@ -70,8 +71,12 @@ def test_posterior_recovers_known_fixed_effects_and_variances():
     psi = np.array([s[1] for s in states[10:]])
     sigma2 = np.array([s[2] for s in states[10:]])
     draws = {
-        "beta0": beta[:, 0], "beta1": beta[:, 1], "beta2": beta[:, 2],
-        "tau2_0": psi[:, 0, 0], "tau2_1": psi[:, 1, 1], "sigma2": sigma2,
+        "beta0": beta[:, 0],
+        "beta1": beta[:, 1],
+        "beta2": beta[:, 2],
+        "tau2_0": psi[:, 0, 0],
+        "tau2_1": psi[:, 1, 1],
+        "sigma2": sigma2,
     }
     truth = {"beta0": 1.0, "beta1": 0.5, "beta2": -0.3, "tau2_0": 1.0, "tau2_1": 0.25, "sigma2": 1.0}
     # A calibrated posterior puts the truth within 4 posterior SDs (two-sided tail
@@ -105,8 +110,12 @@ def test_completed_data_keep_the_icc_that_single_level_pmm_loses():
     y, observed, X, roles, groups = simulate(J=100, n_j=20, tau=(1.0, 0.0), missing=0.4, seed=7)
     X, roles = X[:, 1:], roles[1:]  # x2 (level-2) only: the ICC of y is (1 + 0.09)/(2.09)
     icc_full = icc_anova(y, groups)
-    icc_re = np.mean([icc_anova(chain(RandomEffectsNormal(), y, observed, X, roles, groups, seed=s, visits=5)[0],
-                                groups) for s in range(4)])
+    icc_re = np.mean(
+        [
+            icc_anova(chain(RandomEffectsNormal(), y, observed, X, roles, groups, seed=s, visits=5)[0], groups)
+            for s in range(4)
+        ]
+    )
     icc_pmm_re = icc_anova(chain(RandomEffectsPMM(), y, observed, X, roles, groups, seed=11, visits=5)[0], groups)
     single, rng = PredictiveMeanMatching(), np.random.default_rng(0)
     y_pmm = y.copy()
@@ -179,7 +188,7 @@ def test_systematically_missing_cluster_drawn_from_population():
         yc[~observed] = draw.sample(X[~observed], groups[~observed], rng)
         resid = yc - state.beta[0] - X[:, 0] * state.beta[1]
         deviations.append(np.bincount(groups, weights=resid, minlength=120)[systematic] / 25)
-        implied.append((state.psi_sqrt @ state.psi_sqrt.T)[0, 0] + state.sigma2 / 25)
+        implied.append((draw.psi_sqrt @ draw.psi_sqrt.T)[0, 0] + draw.sigma**2 / 25)
     deviations = np.array(deviations)
     # A systematic cluster's mean deviation is N(0, Psi_00 + sigma^2 / 25) given the
     # draw. 800 values: the mean has SE ~0.04 (x3 for the correlation through the
@@ -283,8 +292,9 @@ def test_more_random_effects_than_clusters_support_is_shrunk_and_logged():
 def test_random_slope_constant_within_clusters_becomes_fixed_and_is_logged():
     y, observed, X, roles, groups = simulate(J=40, n_j=10, seed=6)
     context = DrawContext(target="y", n_clusters=40, predictor_names=("x1", "texp"))
-    completed, _, draws, context = chain(RandomEffectsNormal(), y, observed, X, np.array([2, 2]), groups,
-                                         visits=3, context=context, keep=True)
+    completed, _, draws, context = chain(
+        RandomEffectsNormal(), y, observed, X, np.array([2, 2]), groups, visits=3, context=context, keep=True
+    )
     assert np.isfinite(completed).all()
     assert tuple(draws[-1].slope_columns) == (0,)  # texp lost its random slope, kept its fixed effect
     assert draws[-1].beta[2] != 0
@@ -318,8 +328,9 @@ def test_heteroscedastic_handles_single_row_and_systematic_clusters():
     y, observed, X, roles, groups = simulate(J=30, n_j=8, seed=10)
     observed[groups == 0] = False
     observed[(groups == 1) & (np.arange(len(groups)) % 8 != 0)] = False
-    completed, _, draws, context = chain(RandomEffectsNormal(heteroscedastic=True), y, observed, X, roles, groups,
-                                         visits=4, keep=True)
+    completed, _, draws, context = chain(
+        RandomEffectsNormal(heteroscedastic=True), y, observed, X, roles, groups, visits=4, keep=True
+    )
     assert np.isfinite(completed).all() and np.all(draws[-1].sigma > 0)
     assert any("no observed value" in e for e in context.events)
     out = draws[-1].sample(X[:5], np.full(5, 99), np.random.default_rng(0))  # unseen cluster
@@ -329,8 +340,9 @@ def test_heteroscedastic_handles_single_row_and_systematic_clusters():
 def test_no_observed_values_is_a_clear_error():
     y, observed, X, roles, groups = simulate(J=10, n_j=5)
     with pytest.raises(ValueError, match="no observed values of 'income'"):
-        RandomEffectsNormal().draw(y, np.zeros_like(observed), X, roles, groups, np.random.default_rng(0),
-                                   None, DrawContext(target="income"))
+        RandomEffectsNormal().draw(
+            y, np.zeros_like(observed), X, roles, groups, np.random.default_rng(0), None, DrawContext(target="income")
+        )
     with pytest.raises(ValueError, match="needs a cluster identifier"):
         RandomEffectsNormal().draw(y, observed, X, roles, None, np.random.default_rng(0))
 
@@ -339,8 +351,9 @@ def test_collinear_predictor_is_dropped_and_logged():
     y, observed, X, roles, groups = simulate(J=30, n_j=10, seed=12)
     X = np.column_stack([X, 2 * X[:, 1] + 1])
     context = DrawContext(target="y", n_clusters=30, predictor_names=("x1", "x2", "x2copy"))
-    completed, _, draws, context = chain(RandomEffectsNormal(), y, observed, X, np.array([2, 1, 1]), groups,
-                                         visits=2, context=context, keep=True)
+    completed, _, draws, context = chain(
+        RandomEffectsNormal(), y, observed, X, np.array([2, 1, 1]), groups, visits=2, context=context, keep=True
+    )
     assert np.isfinite(completed).all() and np.count_nonzero(draws[-1].beta[1:]) == 2
     assert any("dropped: collinear" in e for e in context.events)
 
@@ -358,8 +371,9 @@ def test_popmis_variance_components_close_to_r_2l_pan():
     X = df[["sex", "texp"]].to_numpy(float)
     estimates = []
     for seed in range(20):
-        completed, *_ = chain(RandomEffectsNormal(), np.nan_to_num(y), observed, X, np.array([2, 1]), groups,
-                              seed=seed, visits=5)
+        completed, *_ = chain(
+            RandomEffectsNormal(), np.nan_to_num(y), observed, X, np.array([2, 1]), groups, seed=seed, visits=5
+        )
         # moment (ANOVA) estimates of tau2 and sigma2 of the random-intercept model on the
         # completed data, after removing the fixed effects of sex and texp by within/between OLS
         n_j = np.bincount(groups)
