@@ -206,11 +206,17 @@ def _check_finite(values: np.ndarray, what: str, groups, labels) -> np.ndarray:
         if groups is not None and labels is not None:
             codes = np.unique(groups[bad])
             known = codes[codes < len(labels)]
-            names = [repr(labels[c]) for c in known[:5]] + (["new clusters"] if len(known) < len(codes) else [])
+            names = [repr(_plain(labels[c])) for c in known[:5]] + (["new clusters"] if len(known) < len(codes) else [])
             where = f" in cluster(s) {', '.join(names)}{' and more' if len(known) > 5 else ''}"
+        first = float(values[bad][0])
         raise NonFiniteImputationError(
-            f"{what} gave {int(bad.sum())} non-finite value(s) of {values.size}{where} (first: {values[bad][0]!r}).")
+            f"{what} gave {int(bad.sum())} non-finite value(s) of {values.size}{where} (first: {first}).")
     return values
+
+
+def _plain(label):
+    """A numpy scalar label as the Python value it holds (for messages)."""
+    return label.item() if isinstance(label, np.generic) else label
 
 
 def _sample(draw, X, groups, rows, target, plan, rng, log):

@@ -202,3 +202,64 @@ def test_transform_warns_when_cluster_labels_changed_type(popmis):
         warnings.simplefilter("always")
         imp.transform(popmis.head(20).assign(school=popmis["school"].head(20) + 1000))  # new schools, same type
     assert not any("treated as new" in str(w.message) for w in caught)
+
+
+# ----------------------------------------------------------------------------- completion order, finiteness
+def test_bounds_post_and_derived_hold_exactly_in_every_completed_dataset(popmis):
+    # popular holds whole numbers; a normal model imputes unrounded draws, bounds are applied
+    # to them, then post, then the derived column from the final values
+    data = popmis.assign(pop_sq=popmis["popular"] ** 2)
+    imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, bounds={"popular": (2.5, 8.5)},
+                                     post={"popular": lambda v: np.round(v, 1)},
+                                     derived={"pop_sq": lambda d: d["popular"] ** 2},
+                                     n_imputations=3, max_iter=3, random_state=4)
+    missing = data["popular"].isna()
+    for out in _quiet(imp.fit_transform_all, data, groups="school"):
+        imputed = out.loc[missing, "popular"]
+        assert imputed.between(2.5, 8.5).all()
+        np.testing.assert_array_equal(imputed, np.round(imputed, 1))
+        assert (imputed != np.round(imputed)).mean() > 0.5  # not rounded to whole numbers
+        np.testing.assert_array_equal(out["pop_sq"], out["popular"] ** 2)
+    # without post, a normal model's imputations of a whole-number column are not rounded at all
+    plain = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, n_imputations=1, max_iter=2,
+                                       random_state=4)
+    imputed = _quiet(plain.fit_transform, popmis, groups="school").loc[missing, "popular"]
+    assert (imputed != np.round(imputed, 6)).all()
+
+
+def test_integer_dtype_receiving_fractions_becomes_float(popmis):
+    data = popmis.assign(popular=popmis["popular"].astype("Int64"))
+    imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, n_imputations=1, max_iter=1,
+                                     random_state=0)
+    assert _quiet(imp.fit_transform, data, groups="school")["popular"].dtype == "Float64"
+    pmm = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0)  # whole numbers: dtype kept
+    assert _quiet(pmm.fit_transform, data, groups="school")["popular"].dtype == "Int64"
+
+
+class _NaNDraw:
+    def sample(self, X, groups, rng):
+        out = np.zeros(len(X))
+        out[groups == 3] = np.nan
+        return out
+
+
+class _NaNModel(RandomEffectsNormal):
+    """A model whose draws are NaN in the cluster with code 3 (stands in for a numerical failure)."""
+
+    def _draw(self, y, observed, X, roles, groups, rng, state, context):
+        return _NaNDraw(), None
+
+
+@pytest.mark.parametrize("where", ["model", "post", "derived"])
+def test_a_non_finite_value_is_an_error_naming_where_it_arose(popmis, where):
+    data = popmis.assign(ratio=popmis["popular"] / popmis["texp"])
+    kwargs = {"model": {"methods": {"popular": _NaNModel()}},
+              "post": {"post": {"popular": lambda v: np.where(v > 5, np.inf, v)}},
+              "derived": {"derived": {"ratio": lambda d: d["popular"] / (d["texp"] - d["texp"])}}}[where]
+    imp = MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0, **kwargs)
+    expected = {"model": r"chain 1, iteration 1: the draw of _NaNModel for 'popular' gave \d+ non-finite value\(s\) "
+                         r"of \d+ in cluster\(s\) 4",  # cluster code 3 is school 4
+                "post": r"chain 1, iteration 1: post\['popular'\] gave",
+                "derived": r"chain 1, initialisation: derived\['ratio'\] gave"}[where]
+    with pytest.raises(ValueError, match=expected):
+        _quiet(imp.fit_transform_all, data, groups="school")
