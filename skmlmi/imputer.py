@@ -180,6 +180,11 @@ def _design(W: np.ndarray, target: _Target, groups, n_clusters):
     return np.hstack(blocks), np.asarray(roles, dtype=int), names
 
 
+#: Clusters observing a target per cluster-level term of its model, below which the default
+#: cluster means are left out (see MultilevelIterativeImputer._afford_cluster_means).
+_CLUSTERS_PER_TERM = 10
+
+
 def _finish(values: np.ndarray, target: _Target) -> np.ndarray:
     """Imputations on the target's scale: category codes stay codes in range.
 
@@ -1034,11 +1039,43 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             pcodec = self._codecs[k]
             levels = self._levels.get(k)
             predictors.append(_Predictor(k, role, pcodec.kind, pcodec.n_categories, str(pred_name), levels))
+        self._afford_cluster_means(j, predictors, cluster_constant)
         return _Target(
             column=j, name=str(name), kind=codec.kind, n_categories=codec.n_categories,
             ordered=codec.ordered, model=model, predictors=predictors, cluster_role=cluster_role,
             levels=self._levels.get(j),
         )
+
+    def _afford_cluster_means(self, j, predictors, cluster_constant) -> None:
+        """Leave out the default cluster means where too few clusters observe the target to estimate them.
+
+        Cluster means, like level-2 predictors, are estimated from the clusters in which the
+        target is observed: with fewer than ``_CLUSTERS_PER_TERM`` such clusters per
+        cluster-level term (intercept, level-2 predictors, means; a categorical predictor
+        counts one term per dummy) their coefficients are barely determined, and their
+        posterior draws throw the imputations of clusters without observed values far out
+        (obesity: 4 clusters observe Weight, 5 terms; a fifth cluster's imputed mean weight
+        ranged from -134 to 150 kg). Such a target keeps mice's codes (1), logged once;
+        means the user asked for are kept.
+        """
+        defaulted = [p for p in predictors if p.role == 3 and not self._given_codes[j, p.column]]
+        if not defaulted:
+            return
+
+        def width(p):  # columns of the design: one per dummy of a categorical predictor
+            return max(len(p.levels) - 1, 1) if p.kind == "categorical" and p.levels is not None else 1
+
+        terms = 1 + sum(width(p) for p in predictors if p.role in (3, 4) or cluster_constant.get(p.column))
+        observed = self._observed_clusters.get(j, self._n_clusters)
+        if observed >= _CLUSTERS_PER_TERM * terms:
+            return
+        for p in defaulted:
+            p.role = 1
+            self.predictor_matrix_.iloc[j, p.column] = 1
+        self._plan_events.append((self._columns[j], (
+            f"cluster means of {[p.name for p in defaulted]} left out of the default model: {observed} cluster(s) "
+            f"observe it for {terms} cluster-level terms (at least {_CLUSTERS_PER_TERM} per term are needed); "
+            "code them 3 in predictor_matrix to keep them")))
 
     def _check_where(self, where, missing, frame):
         """Cells to impute: the missing ones, or a user mask (observed cells = over-imputation)."""
@@ -1084,6 +1121,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         to_impute[:, sorted(derived_cols)] = False
         visit = self._resolve_visit_sequence(to_impute, derived_cols)
         self._levels = self._category_levels(W, missing, ignore, set(visit), derived_cols)
+        self._n_clusters = n_clusters
+        self._observed_clusters = {  # clusters holding a fitting row of each target (a loop over columns)
+            j: int(np.count_nonzero(np.bincount(codes[~missing[:, j] & ~ignore], minlength=n_clusters)))
+            for j in set(visit)} if multilevel else {}
         self.visit_sequence_ = [self._columns[j] for j in visit]
         targets, made = [], {}
         for j in visit:

@@ -388,3 +388,19 @@ def test_cluster_means_follow_the_user_and_the_model(popmis):
     assert imp.predictor_matrix_.loc["popular", "sex"] == 1 and imp.predictor_matrix_.loc["sex", "popular"] == 1
     imp = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1).fit, data.drop(columns="school"))
     assert (imp.predictor_matrix_.to_numpy() <= 1).all()
+
+
+def test_default_cluster_means_need_enough_observed_clusters(popmis):
+    # 12 schools observe popular: intercept + texp + mean(sex) = 3 cluster-level terms need 30
+    data = popmis[popmis["school"] <= 12].copy()
+    imp = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1).fit, data, groups="school")
+    assert imp.predictor_matrix_.loc["popular", "sex"] == 1
+    assert imp.logged_events_["reason"].str.contains(r"cluster means of \['sex'\] left out").any()
+    # asked for, they are kept
+    imp = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1, predictor_matrix={"sex": {"popular": 3}}).fit,
+                 data, groups="school")
+    assert imp.predictor_matrix_.loc["popular", "sex"] == 3
+    # 30 schools: enough
+    imp = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1).fit, popmis[popmis["school"] <= 30],
+                 groups="school")
+    assert imp.predictor_matrix_.loc["popular", "sex"] == 3
