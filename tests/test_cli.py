@@ -43,8 +43,26 @@ def popmis_csv(tmp_path):
 
 def test_impute_then_pool(popmis_csv, tmp_path, capsys):
     out = tmp_path / "long.csv"
-    code = main(["impute", str(popmis_csv), "--groups", "school", "--method", "popular=2l.pan", "--role",
-                 "popular:sex=2", "--m", "3", "--max-iter", "2", "--seed", "1", "--out", str(out)])
+    code = main(
+        [
+            "impute",
+            str(popmis_csv),
+            "--groups",
+            "school",
+            "--method",
+            "popular=2l.pan",
+            "--role",
+            "popular:sex=2",
+            "--m",
+            "3",
+            "--max-iter",
+            "2",
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     import pandas as pd
 
