@@ -1,5 +1,38 @@
-"""Cells of the case-study notebooks (see build.py). ``KEY:`` lines are the numbers the
-tests compare with the committed outputs."""
+"""Cells of the case-study notebooks (see build.py).
+
+``KEY:`` lines are the numbers tests/test_notebooks.py compares with the committed outputs,
+each printed as ``KEY: label = value (MC SE se)`` by the notebook's ``key`` helper. The
+Monte Carlo standard error says how far a run with other random numbers (another seed, or
+the same seed on a machine whose BLAS kernels round differently) may land; a number that
+involves no random draws has MC SE 0.
+
+To rebuild the notebooks after changing this file or the package: ``python notebooks/build.py``.
+"""
+
+# The lists below keep one (kind, text) pair per cell, laid out as the notebook reads, so
+# the formatter leaves them alone; the code inside the cells is formatted (ruff format
+# checks the built notebooks).
+# fmt: off
+
+# A cell every notebook runs after its imports: KEY lines and Monte Carlo SEs.
+HELPERS = """
+def key(label, value, mc_se=0.0):
+    \"\"\"Print a number the tests compare across runs, with its Monte Carlo standard error.\"\"\"
+    print(f"KEY: {label} = {value:.4f} (MC SE {mc_se:.4f})")
+
+
+def jackknife_se(values, statistic=np.mean):
+    \"\"\"Monte Carlo SE of ``statistic(values)``, values holding one row per independent chain.
+
+    Jackknife over the chains (or imputations): for the mean of m chains this is their
+    SD / sqrt(m), for a smooth function of such means (an R-hat, a distance from the truth)
+    the delta-method SE.
+    \"\"\"
+    values = np.asarray(values)
+    m = len(values)
+    leave_one_out = np.array([statistic(np.delete(values, i, axis=0)) for i in range(m)])
+    return float(np.sqrt((m - 1) / m * ((leave_one_out - leave_one_out.mean()) ** 2).sum()))
+"""
 
 POPMIS = [
     ("md", """
@@ -15,6 +48,7 @@ imputation strategies: ignoring the schools, school fixed effects, and a multile
 import warnings
 
 import matplotlib
+import numpy as np
 import pandas as pd
 
 from skmlmi import MIPooler, MultilevelIterativeImputer, diagnostics
@@ -28,6 +62,7 @@ pd.set_option("display.precision", 4)
 data = load_popmis()[["school", "popular", "sex", "texp"]]
 data.describe()
 """),
+    ("code", HELPERS),
     ("md", "## 1. The missing data: pattern, per-cluster missingness, correlations, ICC"),
     ("code", """
 pattern = diagnostics.plot_pattern(data)
@@ -42,7 +77,7 @@ diagnostics.plot_corr(data.drop(columns="school"), missingness=True).table
 """),
     ("code", """
 icc_observed = diagnostics.icc(data, "school")
-print("KEY: ICC of observed popularity", round(icc_observed["popular"], 3))
+key("ICC of observed popularity", icc_observed["popular"])  # no random draws: MC SE 0
 icc_observed
 """),
     ("md", """
@@ -59,8 +94,14 @@ strategies = {
     "multilevel": ({"popular": RandomEffectsNormal()}, {"school": {"popular": -2}, "sex": {"popular": 2}}),
 }
 imputers = {
-    label: MultilevelIterativeImputer(methods=methods, predictor_matrix=matrix, n_imputations=20, max_iter=10,
-                                      column_kinds={"popular": "continuous"}, random_state=2022)
+    label: MultilevelIterativeImputer(
+        methods=methods,
+        predictor_matrix=matrix,
+        n_imputations=20,
+        max_iter=10,
+        column_kinds={"popular": "continuous"},
+        random_state=2022,
+    )
     for label, (methods, matrix) in strategies.items()
 }
 diagnostics.plot_predictor_matrix(imputers["multilevel"].fit(data, groups="school")).figure
@@ -72,7 +113,8 @@ diagnostics.plot_trace(imp).figure
 """),
     ("code", """
 convergence = diagnostics.convergence_table(imp)
-print("KEY: final split-R-hat", round(float(convergence["rhat"].iloc[-1]), 2))
+chains = imp.chain_mean_[:, :, imp.incomplete_columns_.index("popular")]  # (chains, iterations)
+key("final split-R-hat", convergence["rhat"].iloc[-1], jackknife_se(chains, diagnostics.rhat))
 assert convergence["rhat"].iloc[-1] < 1.1
 convergence.tail(3)
 """),
@@ -91,10 +133,13 @@ for label, pooler in poolers.items():
     print(pooler.summary_[["estimate", "std_error", "statistic", "df", "p_value", "riv", "fmi"]].round(4))
 """),
     ("code", """
-components = pd.DataFrame({"complete cases": complete.variance_components_}
-                          | {label: p.variance_components_ for label, p in poolers.items()}).T
-for label, row in components.iterrows():
-    print(f"KEY: ICC {label}", round(row["ICC|school"], 2))
+components = pd.DataFrame(
+    {"complete cases": complete.variance_components_} | {label: p.variance_components_ for label, p in poolers.items()}
+).T
+key("ICC complete cases", components.loc["complete cases", "ICC|school"])
+for label, pooler in poolers.items():  # the pooled ICC is the mean of the m per-imputation ICCs
+    iccs = np.array([fit.variance_components_["ICC|school"] for fit in pooler.estimators_])
+    key(f"ICC {label}", components.loc[label, "ICC|school"], jackknife_se(iccs))
 assert components.loc["ignoring schools", "ICC|school"] < 0.3
 assert abs(components.loc["multilevel", "ICC|school"] - components.loc["complete cases", "ICC|school"]) < 0.05
 components
@@ -131,25 +176,35 @@ from skmlmi.datasets import interviewer_effect, load_hiv, load_obesity
 from skmlmi.pooling import pool_scalar
 
 warnings.simplefilter("ignore")
-
-
+"""),
+    ("code", HELPERS),
+    ("code", """
 def pooled_mean(sets, column):
-    \"\"\"Rubin's rules (pool_scalar) for the mean of a column: estimate and total standard error.\"\"\"
+    \"\"\"Rubin's rules (pool_scalar) for the mean of a column: estimate, total SE and Monte Carlo SE.
+
+    The pooled estimate is the mean of m independent imputations' estimates, so its Monte
+    Carlo SE is sqrt(B / m), B the between-imputation variance.
+    \"\"\"
     values = [s[column].astype(float) for s in sets]
     pooled = pool_scalar([v.mean() for v in values], [v.var(ddof=1) / len(v) for v in values])
-    return pooled["estimate"], pooled["std_error"]
+    return pooled["estimate"], pooled["std_error"], np.sqrt(pooled["b"] / len(sets))
 
 
 def compare(data, column, groups, exclusion, mar_model, m=10, max_iter=5):
     rows, imputers = {}, {}
     for label, model, code in (("Heckman (MNAR)", HeckmanSelection(), -3), ("MAR", mar_model, 1)):
-        imp = MultilevelIterativeImputer(methods={column: model}, predictor_matrix={exclusion: {column: code}},
-                                         n_imputations=m, max_iter=max_iter, random_state=2024)
+        imp = MultilevelIterativeImputer(
+            methods={column: model},
+            predictor_matrix={exclusion: {column: code}},
+            n_imputations=m,
+            max_iter=max_iter,
+            random_state=2024,
+        )
         sets = imp.fit_transform_all(data, groups=groups)
         rows[label] = pooled_mean(sets, column)
         imputers[label] = imp
-    table = pd.DataFrame(rows, index=["pooled mean", "SE"]).T
-    table.loc["observed only"] = [data[column].astype(float).mean(), np.nan]
+    table = pd.DataFrame(rows, index=["pooled mean", "SE", "MC SE"]).T
+    table.loc["observed only"] = [data[column].astype(float).mean(), np.nan, np.nan]
     return table, imputers
 """),
     ("md", """
@@ -165,8 +220,8 @@ table, imputers = compare(obesity, "Weight", "Cluster", "Time", RandomEffectsNor
 heckman = imputers["Heckman (MNAR)"]
 draw = heckman.final_draws_[0][heckman.visit_sequence_.index("Weight")]
 print(getattr(draw, "inner", draw).cluster_table().round(3).to_string(index=False))
-print("KEY: obesity Heckman mean weight", round(table.loc["Heckman (MNAR)", "pooled mean"], 1))
-print("KEY: obesity MAR mean weight", round(table.loc["MAR", "pooled mean"], 1))
+key("obesity Heckman mean weight", *table.loc["Heckman (MNAR)", ["pooled mean", "MC SE"]])
+key("obesity MAR mean weight", *table.loc["MAR", ["pooled mean", "MC SE"]])
 assert table.loc["Heckman (MNAR)", "pooled mean"] > table.loc["observed only", "pooled mean"]
 table
 """),
@@ -191,8 +246,8 @@ table, imputers = compare(data, "hiv", "region", "interviewer_effect", RandomEff
 heckman = imputers["Heckman (MNAR)"]
 draw = heckman.final_draws_[0][heckman.visit_sequence_.index("hiv")]
 print(getattr(draw, "inner", draw).cluster_table().round(3).to_string(index=False))
-print("KEY: hiv Heckman prevalence", round(table.loc["Heckman (MNAR)", "pooled mean"], 2))
-print("KEY: hiv MAR prevalence", round(table.loc["MAR", "pooled mean"], 2))
+key("hiv Heckman prevalence", *table.loc["Heckman (MNAR)", ["pooled mean", "MC SE"]])
+key("hiv MAR prevalence", *table.loc["MAR", ["pooled mean", "MC SE"]])
 assert table.loc["Heckman (MNAR)", "pooled mean"] > table.loc["MAR", "pooled mean"] + 0.03
 table
 """),
@@ -251,6 +306,7 @@ data["ct"] = data["ct"].cat.as_unordered()
 complete["ct"] = complete["ct"].cat.as_unordered()
 data.isna().sum()
 """),
+    ("code", HELPERS),
     ("md", "## 1. Sporadic and systematic missingness per study"),
     ("code", """
 missing_by_cluster(data, "name")
@@ -290,8 +346,7 @@ columns added to the data). Without them the pupil log-odds come out about 0.4 c
 SE too high on average (benchmarks/validate_impact.py --no-mort-interactions).
 """),
     ("code", """
-dummies = pd.get_dummies(data[["type", "age", "motor_score", "hypox", "tsah", "edh"]], drop_first=True,
-                         dtype=float)
+dummies = pd.get_dummies(data[["type", "age", "motor_score", "hypox", "tsah", "edh"]], drop_first=True, dtype=float)
 interactions = []
 for column in dummies.columns:
     data[f"mort_x_{column}"] = dummies[column] * data["mort"]
@@ -305,16 +360,21 @@ single_matrix = matrix.copy()
 single_matrix["name"] = 0
 strategies = {
     "single level": ({"ct": Polytomous(), "pupil": Polytomous(), "hypots": BayesianLogistic()}, single_matrix),
-    "random effects": ({"ct": RandomEffectsCategorical(), "pupil": RandomEffectsCategorical(),
-                        "hypots": RandomEffectsLogistic()}, matrix),
-    "recommended": ({"ct": RandomEffectsCategorical(), "pupil": RandomEffectsCategorical(),
-                     "hypots": TwoStageLogistic()}, matrix),
+    "random effects": (
+        {"ct": RandomEffectsCategorical(), "pupil": RandomEffectsCategorical(), "hypots": RandomEffectsLogistic()},
+        matrix,
+    ),
+    "recommended": (
+        {"ct": RandomEffectsCategorical(), "pupil": RandomEffectsCategorical(), "hypots": TwoStageLogistic()},
+        matrix,
+    ),
 }
 truth = LogisticMixedModel(FORMULA).fit(complete)
 results = {}
 for label, (methods, predictors) in strategies.items():
-    imputer = MultilevelIterativeImputer(methods=methods, predictor_matrix=predictors, n_imputations=10,
-                                         max_iter=10, random_state=2022, n_jobs=2)
+    imputer = MultilevelIterativeImputer(
+        methods=methods, predictor_matrix=predictors, n_imputations=10, max_iter=10, random_state=2022, n_jobs=2
+    )
     results[label] = MIPooler(imputer, LogisticMixedModel(FORMULA), n_jobs=2).fit(data, groups="name")
 """),
     ("md", "## 4. Convergence of the recommended imputation"),
@@ -329,13 +389,23 @@ table = pd.DataFrame({"complete data": truth.coef_[terms]})
 for label, pooler in results.items():
     table[label] = pooler.summary_.loc[terms, "estimate"]
 standardised = table.drop(columns="complete data").sub(table["complete data"], axis=0).div(se, axis=0)
-for label in results:
-    print(f"KEY: {label} mean |difference| in complete-data SE", round(standardised[label].abs().mean(), 1))
+
+
+def distance_in_se(estimates):
+    \"\"\"Mean over the terms of |pooled - complete-data estimate| in complete-data SEs.\"\"\"
+    return np.mean(np.abs(estimates.mean(axis=0) - truth.coef_[terms].to_numpy()) / se)
+
+
+for label, pooler in results.items():
+    per_imputation = np.stack([fit.coef_[terms].to_numpy() for fit in pooler.estimators_])  # (m, terms)
+    mc_se = jackknife_se(per_imputation, distance_in_se)
+    key(f"{label} mean |difference| in complete-data SE", standardised[label].abs().mean(), mc_se)
 table
 """),
     ("code", """
-variance = pd.DataFrame({"complete data": truth.variance_components_}
-                        | {label: p.variance_components_ for label, p in results.items()}).T
+variance = pd.DataFrame(
+    {"complete data": truth.variance_components_} | {label: p.variance_components_ for label, p in results.items()}
+).T
 variance
 """),
     ("md", """
@@ -365,17 +435,25 @@ random intercepts from the population distribution, which widens the spread a li
 """),
     ("code", """
 def indicators(d):
-    return pd.DataFrame({"ct not I/II": (d["ct"] != "I/II").astype(float),
-                         "pupil not Both": (d["pupil"] != "Both").astype(float), "name": d["name"]})
+    return pd.DataFrame(
+        {
+            "ct not I/II": (d["ct"] != "I/II").astype(float),
+            "pupil not Both": (d["pupil"] != "Both").astype(float),
+            "name": d["name"],
+        }
+    )
 
 
 iccs = {"complete data": diagnostics.icc(indicators(complete), "name")}
+ct_iccs = {}
 for label, pooler in results.items():
     sets = pooler.imputer_.transform_all(data)  # each chain's final draws, fresh imputations
-    iccs[label] = pd.concat([diagnostics.icc(indicators(s), "name") for s in sets], axis=1).mean(axis=1)
+    per_set = pd.concat([diagnostics.icc(indicators(s), "name") for s in sets], axis=1)
+    iccs[label] = per_set.mean(axis=1)
+    ct_iccs[label] = per_set.loc["ct not I/II"].to_numpy()
 iccs = pd.DataFrame(iccs).T
-print("KEY: ICC of ct (not I/II), single level vs random effects",
-      round(iccs.loc["single level", "ct not I/II"], 2), round(iccs.loc["random effects", "ct not I/II"], 2))
+for label in ("single level", "random effects"):
+    key(f"ICC of ct (not I/II), {label}", iccs.loc[label, "ct not I/II"], jackknife_se(ct_iccs[label]))
 assert iccs.loc["single level", "ct not I/II"] < iccs.loc["random effects", "ct not I/II"]
 iccs
 """),

@@ -56,9 +56,15 @@ def demo_popmis(m: int = 20, max_iter: int = 10, seed: int = 2022, n_jobs: int |
     seconds = {}
     for label, methods, predictors in _strategies():
         # popular holds integers; R's methods impute it as continuous, so the demo does too
-        imputer = MultilevelIterativeImputer(methods=methods, predictor_matrix=predictors, n_imputations=m,
-                                             max_iter=max_iter, random_state=seed, n_jobs=n_jobs,
-                                             column_kinds={"popular": "continuous"})
+        imputer = MultilevelIterativeImputer(
+            methods=methods,
+            predictor_matrix=predictors,
+            n_imputations=m,
+            max_iter=max_iter,
+            random_state=seed,
+            n_jobs=n_jobs,
+            column_kinds={"popular": "continuous"},
+        )
         pooler = MIPooler(imputer, LinearMixedModel(ANALYSIS), n_jobs=n_jobs)
         start = time.perf_counter()
         with warnings.catch_warnings():
@@ -76,10 +82,18 @@ def _complete_table(fit, summary) -> pd.DataFrame:
 
     se = np.sqrt(np.diag(fit.cov_params_.to_numpy()))
     t = fit.coef_.to_numpy() / se
-    return pd.DataFrame({
-        "estimate": fit.coef_.to_numpy(), "std_error": se, "statistic": t, "df": fit.df_resid_,
-        "p_value": 2 * stats.t.sf(np.abs(t), fit.df_resid_), "riv": 0.0, "fmi": 0.0,
-    }, index=pd.Index(fit.coef_.index, name="term"))
+    return pd.DataFrame(
+        {
+            "estimate": fit.coef_.to_numpy(),
+            "std_error": se,
+            "statistic": t,
+            "df": fit.df_resid_,
+            "p_value": 2 * stats.t.sf(np.abs(t), fit.df_resid_),
+            "riv": 0.0,
+            "fmi": 0.0,
+        },
+        index=pd.Index(fit.coef_.index, name="term"),
+    )
 
 
 IMPACT_ANALYSIS = "mort ~ type + age + motor_score + pupil + ct + (1 | name)"
@@ -108,12 +122,20 @@ def demo_impact(m: int = 10, max_iter: int = 10, seed: int = 2022, n_jobs: int |
     table = pd.DataFrame({"complete data": truth.coef_[terms]})
     strategies = {
         "recommended (multilevel)": (None, None),
-        "single level": ({"ct": Polytomous(), "pupil": Polytomous(), "hypots": BayesianLogistic()},
-                         {"name": {"ct": 0, "pupil": 0, "hypots": 0}}),
+        "single level": (
+            {"ct": Polytomous(), "pupil": Polytomous(), "hypots": BayesianLogistic()},
+            {"name": {"ct": 0, "pupil": 0, "hypots": 0}},
+        ),
     }
     for label, (methods, matrix) in strategies.items():
-        imputer = MultilevelIterativeImputer(methods=methods, predictor_matrix=matrix, n_imputations=m,
-                                             max_iter=max_iter, random_state=seed, n_jobs=n_jobs)
+        imputer = MultilevelIterativeImputer(
+            methods=methods,
+            predictor_matrix=matrix,
+            n_imputations=m,
+            max_iter=max_iter,
+            random_state=seed,
+            n_jobs=n_jobs,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pooler = MIPooler(imputer, LogisticMixedModel(IMPACT_ANALYSIS), n_jobs=n_jobs).fit(data, groups="name")
@@ -122,11 +144,16 @@ def demo_impact(m: int = 10, max_iter: int = 10, seed: int = 2022, n_jobs: int |
     return table
 
 
-def demo_obesity(m: int = 10, max_iter: int = 5, seed: int = 2024, n_jobs: int | None = None) -> pd.DataFrame:
+def demo_obesity(m: int = 20, max_iter: int = 5, seed: int = 2024, n_jobs: int | None = None) -> pd.DataFrame:
     """Obesity: Weight missing not at random; Heckman selection model against MAR.
 
     Returns the pooled mean weight (Rubin's rules) under HeckmanSelection (Time the
-    exclusion restriction, coded -3) and under the MAR random-effects normal model.
+    exclusion restriction, coded -3) and under the MAR random-effects normal model, with
+    its total standard error ``SE`` and its Monte Carlo standard error ``MC SE``,
+    sqrt(B / m): how far a run with other random numbers (another seed, or the same seed on
+    a machine whose BLAS kernels round differently) would typically land. Cluster 5 has no
+    observed weight, so each imputation draws its level afresh and B is large; m = 20
+    (a few seconds) halves the Monte Carlo variance of the former m = 10.
     """
     from .conditional import HeckmanSelection, RandomEffectsNormal
     from .datasets import load_obesity
@@ -136,18 +163,28 @@ def demo_obesity(m: int = 10, max_iter: int = 5, seed: int = 2024, n_jobs: int |
     data = load_obesity()
     rows = {}
     for label, model, code in (("Heckman (MNAR)", HeckmanSelection(), -3), ("MAR", RandomEffectsNormal(), 1)):
-        imputer = MultilevelIterativeImputer(methods={"Weight": model}, predictor_matrix={"Time": {"Weight": code}},
-                                             n_imputations=m, max_iter=max_iter, random_state=seed, n_jobs=n_jobs)
+        imputer = MultilevelIterativeImputer(
+            methods={"Weight": model},
+            predictor_matrix={"Time": {"Weight": code}},
+            n_imputations=m,
+            max_iter=max_iter,
+            random_state=seed,
+            n_jobs=n_jobs,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sets = imputer.fit_transform_all(data, groups="Cluster")
         pooled = pool_scalar([s["Weight"].mean() for s in sets], [s["Weight"].var(ddof=1) / len(s) for s in sets])
-        rows[label] = {"pooled mean weight": pooled["estimate"], "SE": pooled["std_error"]}
-    rows["observed only"] = {"pooled mean weight": data["Weight"].mean(), "SE": np.nan}
+        rows[label] = {
+            "pooled mean weight": pooled["estimate"],
+            "SE": pooled["std_error"],
+            "MC SE": np.sqrt(pooled["b"] / m),
+        }
+    rows["observed only"] = {"pooled mean weight": data["Weight"].mean(), "SE": np.nan, "MC SE": np.nan}
     return pd.DataFrame(rows).T
 
 
-DEMO_DEFAULTS = {"popmis": (20, 10, 2022), "impact": (5, 10, 2022), "obesity": (10, 5, 2024)}
+DEMO_DEFAULTS = {"popmis": (20, 10, 2022), "impact": (5, 10, 2022), "obesity": (20, 5, 2024)}
 
 
 def _demo(args) -> int:
@@ -157,8 +194,10 @@ def _demo(args) -> int:
     args.seed = seed if args.seed is None else args.seed
     options = ("display.width", 160, "display.max_columns", 12, "display.float_format", "{:.4f}".format)
     if args.dataset == "impact":
-        print("IMPACT: 11,022 patients in 15 studies; ct and hypots removed in whole studies, ct and pupil "
-              f"sporadically.\nAnalysis model: {IMPACT_ANALYSIS}, pooled over m = {args.m} imputations.\n")
+        print(
+            "IMPACT: 11,022 patients in 15 studies; ct and hypots removed in whole studies, ct and pupil "
+            f"sporadically.\nAnalysis model: {IMPACT_ANALYSIS}, pooled over m = {args.m} imputations.\n"
+        )
         with pd.option_context(*options):
             print(demo_impact(args.m, args.max_iter, args.seed, args.n_jobs).to_string())
         return 0
@@ -166,6 +205,10 @@ def _demo(args) -> int:
         print("obesity: Weight missing for 790 of 2111 respondents (MNAR); Time is the exclusion restriction.\n")
         with pd.option_context(*options):
             print(demo_obesity(args.m, args.max_iter, args.seed, args.n_jobs).to_string())
+        print(
+            f"\nPooled over m = {args.m} imputations. MC SE: the Monte Carlo standard error, sqrt(B / m); "
+            "runs with another seed or on another machine agree within a few of them."
+        )
         return 0
     print(
         "popmis: 2000 pupils in 100 schools, popularity missing for 848 (MAR).\n"
@@ -193,12 +236,22 @@ def _demo(args) -> int:
 # ----------------------------------------------------------------------------- impute / pool / diagnose
 #: R method names -> skmlmi conditional models, so mice users can type what they know.
 R_ALIASES = {
-    "pmm": "PredictiveMeanMatching", "norm": "BayesianNormal", "logreg": "BayesianLogistic",
-    "polyreg": "Polytomous", "2l.pan": "RandomEffectsNormal", "2l.lmer": "RandomEffectsNormal",
-    "2l.norm": "RandomEffectsNormal(heteroscedastic=True)", "2l.pmm": "RandomEffectsPMM",
-    "2l.bin": "RandomEffectsLogistic", "2lonly.norm": "ClusterLevelNormal", "2lonly.pmm": "ClusterLevelPMM",
-    "2lonly.mean": "ClusterMean", "2l.2stage.norm": "TwoStageNormal", "2l.2stage.pmm": "TwoStagePMM",
-    "2l.2stage.bin": "TwoStageLogistic", "2l.2stage.pois": "TwoStagePoisson",
+    "pmm": "PredictiveMeanMatching",
+    "norm": "BayesianNormal",
+    "logreg": "BayesianLogistic",
+    "polyreg": "Polytomous",
+    "2l.pan": "RandomEffectsNormal",
+    "2l.lmer": "RandomEffectsNormal",
+    "2l.norm": "RandomEffectsNormal(heteroscedastic=True)",
+    "2l.pmm": "RandomEffectsPMM",
+    "2l.bin": "RandomEffectsLogistic",
+    "2lonly.norm": "ClusterLevelNormal",
+    "2lonly.pmm": "ClusterLevelPMM",
+    "2lonly.mean": "ClusterMean",
+    "2l.2stage.norm": "TwoStageNormal",
+    "2l.2stage.pmm": "TwoStagePMM",
+    "2l.2stage.bin": "TwoStageLogistic",
+    "2l.2stage.pois": "TwoStagePoisson",
     "2l.2stage.heckman": "HeckmanSelection",
 }
 
@@ -229,8 +282,10 @@ def _read_table(path: str) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise CLIError(f"{path} could not be read as a CSV file: {exc}") from None
     if frame.shape[1] == 1 and any(c in str(frame.columns[0]) for c in ";\t|"):
-        raise CLIError(f"{path} was read as one column {str(frame.columns[0])!r}: the fields must be separated by "
-                       "commas (or tabs in a .tsv file)")
+        raise CLIError(
+            f"{path} was read as one column {str(frame.columns[0])!r}: the fields must be separated by "
+            "commas (or tabs in a .tsv file)"
+        )
     if len(frame) == 0:
         raise CLIError(f"{path} has a header but no rows")
     return frame
@@ -264,11 +319,14 @@ def parse_model(text: str):
     name, _, rest = text.partition("(")
     cls = getattr(conditional, name.strip(), None)
     if not isinstance(cls, type) or not issubclass(cls, conditional.BaseConditionalImputer):
-        known = sorted(c for c in conditional.__all__ if c[0].isupper() and c not in ("ROLE_NAMES", "Draw",
-                                                                                      "DrawContext",
-                                                                                      "BaseConditionalImputer"))
-        raise CLIError(f"unknown model {name!r}; choose one of {', '.join(known)} or an R name "
-                       f"({', '.join(sorted(R_ALIASES))})")
+        known = sorted(
+            c
+            for c in conditional.__all__
+            if c[0].isupper() and c not in ("ROLE_NAMES", "Draw", "DrawContext", "BaseConditionalImputer")
+        )
+        raise CLIError(
+            f"unknown model {name!r}; choose one of {', '.join(known)} or an R name ({', '.join(sorted(R_ALIASES))})"
+        )
     kwargs = {}
     if rest:
         try:
@@ -277,8 +335,10 @@ def parse_model(text: str):
                 raise CLIError(f"model {text!r}: give the settings as keywords, e.g. {name.strip()}(key=value)")
             kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
         except (SyntaxError, ValueError) as exc:
-            raise CLIError(f"model {text!r}: settings must be key=value with literal values (numbers, quoted "
-                           f"strings, True/False/None): {exc}") from None
+            raise CLIError(
+                f"model {text!r}: settings must be key=value with literal values (numbers, quoted "
+                f"strings, True/False/None): {exc}"
+            ) from None
     try:
         model = cls(**kwargs)
     except TypeError as exc:
@@ -326,16 +386,25 @@ def _impute(args) -> int:
         except ValueError:
             raise CLIError(f"--role {key}={code}: the code must be an integer (0, 1, 2, 3, 4, -2, -3 or -4)") from None
     _check_output(args.out)
-    imputer = MultilevelIterativeImputer(methods=methods or None, predictor_matrix=roles or None,
-                                         n_imputations=args.m, max_iter=args.max_iter, random_state=args.seed,
-                                         n_jobs=args.n_jobs, verbose=0 if args.quiet else 1)
+    imputer = MultilevelIterativeImputer(
+        methods=methods or None,
+        predictor_matrix=roles or None,
+        n_imputations=args.m,
+        max_iter=args.max_iter,
+        random_state=args.seed,
+        n_jobs=args.n_jobs,
+        verbose=0 if args.quiet else 1,
+    )
     start = time.perf_counter()
     sets = imputer.fit_transform_all(data, groups=groups)
     long = sets.long(include_original=data if args.include_original else None)
     _write_table(long, args.out)
-    print(f"imputed {len(imputer.incomplete_columns_)} column(s) {imputer.incomplete_columns_} in "
-          f"{time.perf_counter() - start:.1f} s; wrote {len(long)} rows (m = {args.m}, long format with .imp, .id) "
-          f"to {args.out}", file=sys.stderr)
+    print(
+        f"imputed {len(imputer.incomplete_columns_)} column(s) {imputer.incomplete_columns_} in "
+        f"{time.perf_counter() - start:.1f} s; wrote {len(long)} rows (m = {args.m}, long format with .imp, .id) "
+        f"to {args.out}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -411,26 +480,42 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run a worked example", description="Run a worked example.")
-    demo.add_argument("dataset", choices=["popmis", "impact", "obesity"],
-                      help="popmis (why clustering matters), impact (systematically missing variables), "
-                           "obesity (MNAR, Heckman)")
-    demo.add_argument("--m", type=int, default=None,
-                      help="number of imputations (default 20 for popmis, 5 for impact, 10 for obesity)")
+    demo.add_argument(
+        "dataset",
+        choices=["popmis", "impact", "obesity"],
+        help="popmis (why clustering matters), impact (systematically missing variables), obesity (MNAR, Heckman)",
+    )
+    demo.add_argument(
+        "--m", type=int, default=None, help="number of imputations (default 20 for popmis and obesity, 5 for impact)"
+    )
     demo.add_argument("--max-iter", type=int, default=None, help="iterations per chain (default 10; obesity 5)")
     demo.add_argument("--seed", type=int, default=None, help="random seed (default 2022; obesity 2024)")
     demo.add_argument("--n-jobs", type=int, default=None, help="parallel chains (default 1)")
     demo.set_defaults(run=_demo)
 
-    impute = sub.add_parser("impute", help="impute a CSV/Parquet file", description=(
-        "Impute DATA (CSV or Parquet) with m chains and write the completed datasets in long format "
-        "(.imp, .id columns, like mice::complete(imp, 'long'))."))
+    impute = sub.add_parser(
+        "impute",
+        help="impute a CSV/Parquet file",
+        description=(
+            "Impute DATA (CSV or Parquet) with m chains and write the completed datasets in long format "
+            "(.imp, .id columns, like mice::complete(imp, 'long'))."
+        ),
+    )
     impute.add_argument("data", help="input file (.csv or .parquet); empty fields and NA are missing")
     impute.add_argument("--groups", help="cluster column")
-    impute.add_argument("--method", action="append", metavar="COL=MODEL",
-                        help="conditional model of a column, e.g. popular=RandomEffectsNormal or popular=2l.pan; "
-                             "repeat for more columns (default: by column kind)")
-    impute.add_argument("--role", action="append", metavar="TARGET:PREDICTOR=CODE",
-                        help="predictor-matrix entry (mice codes: 0, 1, 2, 3, 4, -2, -3, -4); repeatable")
+    impute.add_argument(
+        "--method",
+        action="append",
+        metavar="COL=MODEL",
+        help="conditional model of a column, e.g. popular=RandomEffectsNormal or popular=2l.pan; "
+        "repeat for more columns (default: by column kind)",
+    )
+    impute.add_argument(
+        "--role",
+        action="append",
+        metavar="TARGET:PREDICTOR=CODE",
+        help="predictor-matrix entry (mice codes: 0, 1, 2, 3, 4, -2, -3, -4); repeatable",
+    )
     impute.add_argument("--m", type=int, default=5, help="number of imputations (default 5)")
     impute.add_argument("--max-iter", type=int, default=10, help="iterations per chain (default 10)")
     impute.add_argument("--seed", type=int, default=None, help="random seed")
@@ -440,18 +525,28 @@ def main(argv: list[str] | None = None) -> int:
     impute.add_argument("--quiet", action="store_true", help="no progress messages")
     impute.set_defaults(run=_impute)
 
-    pooling = sub.add_parser("pool", help="fit a model on each imputation and pool", description=(
-        "Fit an analysis model (lme4-style formula) on each completed dataset of a long-format file and pool "
-        "with Rubin's rules (mitml-style table)."))
+    pooling = sub.add_parser(
+        "pool",
+        help="fit a model on each imputation and pool",
+        description=(
+            "Fit an analysis model (lme4-style formula) on each completed dataset of a long-format file and pool "
+            "with Rubin's rules (mitml-style table)."
+        ),
+    )
     pooling.add_argument("file", help="long-format file written by `skmlmi impute`")
     pooling.add_argument("--formula", required=True, help='e.g. "popular ~ sex + texp + (1 | school)"')
     pooling.add_argument("--family", choices=["gaussian", "binomial"], default="gaussian", help="default gaussian")
     pooling.add_argument("--large-sample", action="store_true", help="large-sample df (mitml's default)")
     pooling.set_defaults(run=_pool)
 
-    diagnose = sub.add_parser("diagnose", help="missing-data pattern, ICC, recommended models", description=(
-        "Describe the missing data of DATA: pattern, sporadic vs systematic missingness per cluster, ICC per "
-        "variable and the recommended conditional models, with plots written to --out."))
+    diagnose = sub.add_parser(
+        "diagnose",
+        help="missing-data pattern, ICC, recommended models",
+        description=(
+            "Describe the missing data of DATA: pattern, sporadic vs systematic missingness per cluster, ICC per "
+            "variable and the recommended conditional models, with plots written to --out."
+        ),
+    )
     diagnose.add_argument("data", help="input file (.csv or .parquet)")
     diagnose.add_argument("--groups", required=True, help="cluster column")
     diagnose.add_argument("--out", required=True, help="output directory")

@@ -28,29 +28,17 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
-from threadpoolctl import ThreadpoolController
 
 from ._columns import ColumnCodec, cluster_codes, detect_codec
 from ._kernels import cluster_means
 from ._passive import apply_bounds, parse_bounds, parse_derived, parse_post
+from ._threads import one_blas_thread as _one_blas_thread
 from .conditional.base import ROLE_NAMES, BaseConditionalImputer, Draw, DrawContext, models_accepting, models_for_kind
 from .conditional.cluster_level import is_cluster_constant
 from .predictors import default_method, validate_predictor_matrix
 
 __all__ = ["MultilevelIterativeImputer", "ImputedDatasets"]
 
-_THREADPOOLS = None
-
-
-def _one_blas_thread():
-    """Context pinning BLAS to one thread, so results do not depend on thread counts.
-
-    The controller inspects the loaded libraries once per process (a few ms), not per chain.
-    """
-    global _THREADPOOLS
-    if _THREADPOOLS is None:
-        _THREADPOOLS = ThreadpoolController()
-    return _THREADPOOLS.limit(limits=1, user_api="blas")
 
 _TRANSFORM_STREAM = 0x7472616E  # spawn-key namespace of the transform generators ("tran")
 _AUXILIARY_STREAM = 0x61757869  # ... and of the final draws for complete columns ("auxi")
@@ -771,8 +759,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         set-up, which matters for small data). Results are the same either way."""
         if effective_n_jobs(self.n_jobs) == 1 and type(get_active_backend()[0]).__name__ == "LokyBackend":
             return [_run_chain(*args) for args in chains]
-        return Parallel(n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0))(
-            delayed(_run_chain)(*args) for args in chains)
+        with _one_blas_thread():  # taken here, it also covers chains run in threads of this process
+            return Parallel(n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0))(
+                delayed(_run_chain)(*args) for args in chains
+            )
 
     def _chain_data(self, chain):
         """The working data as chain ``chain`` left it (the observed cells never change)."""

@@ -1,5 +1,6 @@
 """The command line."""
 
+import numpy as np
 import pytest
 
 from skmlmi.cli import demo_popmis, main
@@ -42,8 +43,26 @@ def popmis_csv(tmp_path):
 
 def test_impute_then_pool(popmis_csv, tmp_path, capsys):
     out = tmp_path / "long.csv"
-    code = main(["impute", str(popmis_csv), "--groups", "school", "--method", "popular=2l.pan", "--role",
-                 "popular:sex=2", "--m", "3", "--max-iter", "2", "--seed", "1", "--out", str(out)])
+    code = main(
+        [
+            "impute",
+            str(popmis_csv),
+            "--groups",
+            "school",
+            "--method",
+            "popular=2l.pan",
+            "--role",
+            "popular:sex=2",
+            "--m",
+            "3",
+            "--max-iter",
+            "2",
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     import pandas as pd
 
@@ -89,7 +108,17 @@ def test_diagnose_writes_pattern_icc_and_recommendations(popmis_csv, tmp_path, c
 def test_demo_obesity_heckman_above_mar(capsys):
     assert main(["demo", "obesity", "--m", "3", "--max-iter", "2"]) == 0
     out = capsys.readouterr().out
-    assert "Heckman (MNAR)" in out and "MAR" in out
+    assert "Heckman (MNAR)" in out and "MAR" in out and "MC SE" in out
+
+
+def test_demo_obesity_reports_the_monte_carlo_se_of_each_pooled_mean():
+    from skmlmi.cli import demo_obesity
+
+    table = demo_obesity(m=3, max_iter=2)
+    imputed = table.loc[["Heckman (MNAR)", "MAR"]]
+    # MC SE = sqrt(B / m) while SE^2 = Ubar + (1 + 1/m) B: 0 < MC SE < SE whenever the imputations differ
+    assert ((imputed["MC SE"] > 0) & (imputed["MC SE"] < imputed["SE"])).all()
+    assert np.isnan(table.loc["observed only", "MC SE"])
 
 
 def test_demo_impact_prints_terms_against_complete_data(capsys):
