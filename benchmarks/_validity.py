@@ -116,14 +116,12 @@ def fit_linear_mixed(y: np.ndarray, X: np.ndarray, groups: np.ndarray, n_cluster
     def objective(theta):
         return _reml_terms(theta * theta, n_j, XX, Xy, yy, S, t, n, p)[0]
 
-    upper = 10.0
-    while True:
+    for upper in (10.0, 100.0, 1000.0):  # widened when the optimum sits at the upper end (ICC above 0.99)
         res = optimize.minimize_scalar(
             objective, bounds=(0.0, upper), method="bounded", options={"xatol": 1e-10, "maxiter": 500}
         )
         if res.x < 0.99 * upper:
             break
-        upper *= 10.0  # the optimum sits at the upper end: widen (ICC above 0.99)
     theta = res.x if res.fun <= objective(0.0) else 0.0
     lam = theta * theta
     _, beta, quad, A = _reml_terms(lam, n_j, XX, Xy, yy, S, t, n, p)
@@ -208,49 +206,53 @@ def fit_logistic_mixed(Y: np.ndarray, X: np.ndarray, groups: np.ndarray, n_clust
     Y = np.atleast_2d(np.asarray(Y, dtype=float))
     m, p = Y.shape[0], X.shape[1]
 
-    def evaluate(par, u):
-        return _laplace(par, X, Y, groups, n_clusters, u)
+    def evaluate(par, u, rows):
+        return _laplace(par, X, Y[rows], groups, n_clusters, u)
 
-    def hessian(par, u):
+    def hessian(par, u, rows):
         h = 1e-6 * np.maximum(np.abs(par), 1.0)
         cols = []
         for k in range(p + 1):
             e = np.zeros_like(par)
             e[:, k] = h[:, k]
-            cols.append((evaluate(par + e, u)[1] - evaluate(par - e, u)[1]) / (2.0 * h[:, k, None]))
+            cols.append((evaluate(par + e, u, rows)[1] - evaluate(par - e, u, rows)[1]) / (2.0 * h[:, k, None]))
         H = np.stack(cols, axis=2)
         return (H + np.swapaxes(H, 1, 2)) / 2.0
 
+    everything = np.arange(m)
     par = np.column_stack([np.array([_logistic_start(X, y) for y in Y]), np.ones(m)])
-    loglik, grad, u = evaluate(par, np.zeros((m, n_clusters)))
+    loglik, grad, u = evaluate(par, np.zeros((m, n_clusters)), everything)
     done = np.zeros(m, dtype=bool)
     for _ in range(200):
-        w, v = np.linalg.eigh(-hessian(par, u))
+        rows = np.flatnonzero(~done)  # the responses still moving: one slow fit does not hold up the rest
+        w, v = np.linalg.eigh(-hessian(par[rows], u[rows], rows))
         floor = 1e-8 * np.maximum(w.max(axis=1, keepdims=True), 1.0)
-        step = np.einsum("mij,mj->mi", v, np.einsum("mji,mj->mi", v, grad) / np.maximum(w, floor))
-        step[done] = 0.0
-        size = np.ones(m)
-        trial, new_loglik, new_grad, new_u = par, loglik, grad, u
-        pending = ~done
+        step = np.einsum("mij,mj->mi", v, np.einsum("mji,mj->mi", v, grad[rows]) / np.maximum(w, floor))
+        size = np.ones(rows.size)
+        base, base_loglik, base_u = par[rows], loglik[rows], u[rows]
+        trial, new_loglik, new_grad, new_u = base, base_loglik, grad[rows], base_u
+        pending = np.ones(rows.size, dtype=bool)
         while pending.any():  # halve the step of the responses whose log-likelihood would fall
-            candidate = par + size[:, None] * step
-            c_loglik, c_grad, c_u = evaluate(candidate, u)
-            accept = pending & ((c_loglik >= loglik - 1e-12 * np.abs(loglik)) | (size < 1e-8))
+            candidate = base + size[:, None] * step
+            c_loglik, c_grad, c_u = evaluate(candidate, base_u, rows)
+            accept = pending & ((c_loglik >= base_loglik - 1e-12 * np.abs(base_loglik)) | (size < 1e-8))
             trial = np.where(accept[:, None], candidate, trial)
             new_loglik, new_grad = np.where(accept, c_loglik, new_loglik), np.where(accept[:, None], c_grad, new_grad)
             new_u = np.where(accept[:, None], c_u, new_u)
             pending &= ~accept
             size[pending] /= 2.0
         moved = np.max(np.abs(size[:, None] * step), axis=1)
-        flat = (np.abs(new_loglik - loglik) < 1e-14 * np.abs(loglik)) & (np.max(np.abs(new_grad), axis=1) < 1e-6)
-        par, loglik, grad, u = trial, new_loglik, new_grad, new_u
-        done |= (moved < 1e-10) | flat
+        flat = (np.abs(new_loglik - base_loglik) < 1e-14 * np.abs(base_loglik)) & (
+            np.max(np.abs(new_grad), axis=1) < 1e-6
+        )
+        par[rows], loglik[rows], grad[rows], u[rows] = trial, new_loglik, new_grad, new_u
+        done[rows] = (moved < 1e-10) | flat
         if done.all():
             break
     flip = par[:, p] < 0
     par[flip, p] *= -1.0
     u[flip] *= -1.0
-    H = hessian(par, u)
+    H = hessian(par, u, everything)
     fits = []
     for k in range(m):
         tau = float(par[k, p])
