@@ -55,8 +55,8 @@ The effects are substantial but ordinary: 0.5 residual SD of y per SD of x (or b
 binary x's groups), odds ratios of 2.2 per SD of z, and a cluster-level x of which zbar explains
 about a third. The 5% bound is 0.2-1.2 complete-data SE on them (J = 30 to 100), small next to
 the single-level contrast's biases of the coefficient of x (9-39%), and its MC SE target needs
-tens, not thousands, of replications for the slopes; intercepts and the 30-cluster regressions
-get the 0.1-SE bound.
+tens, not thousands, of replications for the slopes; the intercepts of a numeric x and effects
+under 2 SE (the logistic regression of 30 clusters) get the 0.1-SE bound and need hundreds.
 
 Missingness: P(x missing) = expit(c + 1.0 * standardised y_ij) for the sporadic kinds
 (continuous, whole-number, binary, unordered, ordered); whole clusters with
