@@ -112,8 +112,9 @@ first ``--contrast-reps`` (100) of them. Replications are seeded by
 One replication (both imputations, m = 20, and their 80 analyses) takes 0.5-1.5 s for the
 continuous-type and cluster-level kinds and 2-7 s for the binary and categorical ones on one
 free core (J = 30 to 100; the imputations take most of it), so the default run is about
-15,000 core-seconds: 2 hours on 2 free cores. ``--csv`` names the summary table's file,
-``--rows`` the per-replication rows (from which ``--summarise-only`` recomputes the table).
+15,000 core-seconds: 2 hours on 2 free cores. ``--csv`` names the summary table's file
+(default benchmarks/validate_defaults.csv), ``--rows`` the per-replication rows (from which
+``--summarise-only`` recomputes the table).
 """
 
 from __future__ import annotations
@@ -260,7 +261,7 @@ def main(argv=None) -> None:
     parser.add_argument("--m", type=int, default=20, help="imputations")
     parser.add_argument("--max-iter", type=int, default=10)
     parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--csv", type=Path, default=Path("validate_defaults.csv"), help="summary table")
+    parser.add_argument("--csv", type=Path, default=Path(__file__).with_suffix(".csv"), help="summary table")
     parser.add_argument("--rows", type=Path, default=None, help="per-replication rows (CSV)")
     parser.add_argument("--summarise-only", action="store_true", help="recompute the table from --rows")
     args = parser.parse_args(argv)
