@@ -8,9 +8,9 @@ m = 5, max_iter = 5; the kinds of REPS_FACTOR, cheaper per replication, get more
 acceptance regions widened to the few replications:
 
 * a bias (or ICC, tau^2) bound B is met when |mean paired difference| < B + t MC SE, t the
-  1 - alpha / (2K) quantile of Student's t with R - 1 df (R the cell's replications): a method whose true bias is B
-  exactly passes with probability at least 1 - alpha / K (the MC SE is estimated from R
-  replications, hence t rather than the normal);
+  1 - alpha / (2K) quantile of Student's t with R - 1 df (R the cell's replications): a method
+  whose true bias is B exactly passes with probability at least 1 - alpha / K (the MC SE is
+  estimated from R replications, hence t rather than the normal);
 * coverage lies in the 1 - alpha / K binomial acceptance region of 95% over R replications;
 
 K counts every assertion of the matrix and alpha = 0.01, so a valid imputation fails the test
