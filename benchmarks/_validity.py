@@ -196,11 +196,13 @@ def fit_logistic_mixed(Y: np.ndarray, X: np.ndarray, groups: np.ndarray, n_clust
     """Random-intercept logistic models by the Laplace approximation (lme4 ``glmer``, nAGQ = 1).
 
     ``Y`` holds one response (n,) or m responses (m, n) sharing X and the clusters; all m fits run
-    together. Damped Newton in (beta, tau) per response, the Hessian from central differences of
-    the exact gradient, on a positive-definite modification where it is not (far from the
-    optimum). The Laplace log-likelihood is even in tau (u_j -> -u_j), so tau runs unconstrained
-    and its absolute value is reported; at tau = 0 only the beta block of the Hessian is
-    informative (as lme4). cov = beta block of the inverse negative Hessian. Returns one Fit per
+    together. Damped Newton per response in (beta, log tau) from lme4's start tau = 1, the Hessian
+    from differences of the exact gradient, its curvatures taken by absolute value where the
+    log-likelihood is not concave (far from the optimum), the step capped at length 1. The Laplace
+    log-likelihood is even in tau (u_j -> -u_j), so tau = 0 is always stationary: when it is the
+    maximum (the log-likelihood falls along tau there), the fit stops at the logistic regression
+    with tau = 0, where only the beta block of the Hessian is informative (as lme4). cov = beta
+    block of the inverse negative Hessian. Returns one Fit per
     response.
     """
     Y = np.atleast_2d(np.asarray(Y, dtype=float))
@@ -209,32 +211,54 @@ def fit_logistic_mixed(Y: np.ndarray, X: np.ndarray, groups: np.ndarray, n_clust
     def evaluate(par, u, rows):
         return _laplace(par, X, Y[rows], groups, n_clusters, u)
 
-    def hessian(par, u, rows):
+    def evaluate_log(theta, u, rows):
+        """The log-likelihood in (beta, log tau), where Newton neither lands on nor creeps from tau = 0."""
+        par = np.column_stack([theta[:, :p], np.exp(theta[:, p])])
+        loglik, grad, u = evaluate(par, u, rows)
+        grad[:, p] *= par[:, p]
+        return loglik, grad, u
+
+    def hessian(function, par, u, rows, grad=None):
+        """Central differences of the gradient, or forward ones from ``grad`` (half the cost, for steps)."""
         h = 1e-6 * np.maximum(np.abs(par), 1.0)
         cols = []
         for k in range(p + 1):
             e = np.zeros_like(par)
             e[:, k] = h[:, k]
-            cols.append((evaluate(par + e, u, rows)[1] - evaluate(par - e, u, rows)[1]) / (2.0 * h[:, k, None]))
+            if grad is None:
+                cols.append((function(par + e, u, rows)[1] - function(par - e, u, rows)[1]) / (2.0 * h[:, k, None]))
+            else:
+                cols.append((function(par + e, u, rows)[1] - grad) / h[:, k, None])
         H = np.stack(cols, axis=2)
         return (H + np.swapaxes(H, 1, 2)) / 2.0
 
     everything = np.arange(m)
-    par = np.column_stack([np.array([_logistic_start(X, y) for y in Y]), np.ones(m)])
-    loglik, grad, u = evaluate(par, np.zeros((m, n_clusters)), everything)
+    glm = np.array([_logistic_start(X, y) for y in Y])  # the maximum at tau = 0, where Laplace is the GLM
+    boundary = np.column_stack([glm, np.zeros(m)])
+    boundary_loglik = evaluate(boundary, np.zeros((m, n_clusters)), everything)[0]
+    # tau = 0 is a maximum when the log-likelihood falls along tau there (it is even in tau, and the
+    # cross derivatives vanish at tau = 0); Newton in log tau then heads for -inf and is stopped near 0
+    step_tau = boundary + np.r_[np.zeros(p), 1e-3][None, :]
+    at_boundary = evaluate(step_tau, np.zeros((m, n_clusters)), everything)[0] <= boundary_loglik
+    theta = np.column_stack([glm, np.zeros(m)])  # lme4's start, tau = 1
+    loglik, grad, u = evaluate_log(theta, np.zeros((m, n_clusters)), everything)
     done = np.zeros(m, dtype=bool)
     for _ in range(200):
         rows = np.flatnonzero(~done)  # the responses still moving: one slow fit does not hold up the rest
-        w, v = np.linalg.eigh(-hessian(par[rows], u[rows], rows))
-        floor = 1e-8 * np.maximum(w.max(axis=1, keepdims=True), 1.0)
-        step = np.einsum("mij,mj->mi", v, np.einsum("mji,mj->mi", v, grad[rows]) / np.maximum(w, floor))
+        w, v = np.linalg.eigh(-hessian(evaluate_log, theta[rows], u[rows], rows, grad[rows]))
+        # far from the optimum the log-likelihood need not be concave: curvatures by their absolute value
+        # make the step an ascent direction, and a cap of 1 on its length (a factor e in tau) keeps it where
+        # the quadratic model holds, so the halving below is rarely needed
+        w = np.maximum(np.abs(w), 1e-4 * np.abs(w).max(axis=1, keepdims=True) + 1e-12)
+        step = np.einsum("mij,mj->mi", v, np.einsum("mji,mj->mi", v, grad[rows]) / w)
+        step /= np.maximum(np.linalg.norm(step, axis=1, keepdims=True), 1.0)
         size = np.ones(rows.size)
-        base, base_loglik, base_u = par[rows], loglik[rows], u[rows]
+        base, base_loglik, base_u = theta[rows], loglik[rows], u[rows]
         trial, new_loglik, new_grad, new_u = base, base_loglik, grad[rows], base_u
         pending = np.ones(rows.size, dtype=bool)
         while pending.any():  # halve the step of the responses whose log-likelihood would fall
             candidate = base + size[:, None] * step
-            c_loglik, c_grad, c_u = evaluate(candidate, base_u, rows)
+            c_loglik, c_grad, c_u = evaluate_log(candidate, base_u, rows)
             accept = pending & ((c_loglik >= base_loglik - 1e-12 * np.abs(base_loglik)) | (size < 1e-8))
             trial = np.where(accept[:, None], candidate, trial)
             new_loglik, new_grad = np.where(accept, c_loglik, new_loglik), np.where(accept[:, None], c_grad, new_grad)
@@ -245,14 +269,15 @@ def fit_logistic_mixed(Y: np.ndarray, X: np.ndarray, groups: np.ndarray, n_clust
         flat = (np.abs(new_loglik - base_loglik) < 1e-14 * np.abs(base_loglik)) & (
             np.max(np.abs(new_grad), axis=1) < 1e-6
         )
-        par[rows], loglik[rows], grad[rows], u[rows] = trial, new_loglik, new_grad, new_u
-        done[rows] = (moved < 1e-10) | flat
+        theta[rows], loglik[rows], grad[rows], u[rows] = trial, new_loglik, new_grad, new_u
+        done[rows] = (moved < 1e-9) | flat  # Newton's last step of 1e-9 leaves an error of order 1e-18
+        settle = ~done & at_boundary & (theta[:, p] < np.log(1e-2)) & (boundary_loglik >= loglik - 1e-9)
+        theta[settle], loglik[settle], u[settle], done[settle] = boundary[settle], boundary_loglik[settle], 0.0, True
+        theta[settle, p] = -np.inf
         if done.all():
             break
-    flip = par[:, p] < 0
-    par[flip, p] *= -1.0
-    u[flip] *= -1.0
-    H = hessian(par, u, everything)
+    par = np.column_stack([theta[:, :p], np.exp(theta[:, p])])
+    H = hessian(evaluate, par, u, everything)
     fits = []
     for k in range(m):
         tau = float(par[k, p])
