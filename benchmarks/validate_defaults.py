@@ -104,15 +104,16 @@ Criteria (flags for the defaults; the single-level imputation is shown as the co
 Run
 ---
 ``python benchmarks/validate_defaults.py [--reps N] [--jobs 2]``: all 9 kinds x J {30, 100} x
-rho {0.1, 0.3}; N = 150 replications per cell by default, times REPS_FACTOR of
+rho {0.1, 0.3}; N = 250 replications per cell by default, times REPS_FACTOR of
 ``benchmarks/_validity.py`` for the kinds that are cheap per replication and need more (cluster
-continuous and cluster binary 600, systematic continuous 450); the single-level contrast in the
+continuous and cluster binary 1000, systematic continuous 750); the single-level contrast in the
 first ``--contrast-reps`` (100) of them. Replications are seeded by
 ``SeedSequence([seed, kind, J, rho, replication])``, so results do not depend on ``--jobs``.
-One replication (both imputations, m = 20, and their 80 analyses) takes 0.5-1.5 s for the
-continuous-type and cluster-level kinds and 2-7 s for the binary and categorical ones on one
-free core (J = 30 to 100; the imputations take most of it), so the default run is about
-15,000 core-seconds: 2 hours on 2 free cores. ``--csv`` names the summary table's file
+One replication (both imputations, m = 20, and their 80 analyses) takes 0.2-0.5 s for the
+continuous-type and cluster-level kinds and 1-3 s for the binary and categorical ones on one
+free core (J = 30 to 100; the imputations take 75-90% of it): the default run is about 11,000
+core-seconds, 1.5 hours on 2 free cores (a 30-replication run of every cell, 2040 replications,
+took 11 minutes). ``--csv`` names the summary table's file
 (default benchmarks/validate_defaults.csv), ``--rows`` the per-replication rows (from which
 ``--summarise-only`` recomputes the table).
 """
@@ -252,7 +253,7 @@ def run(
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=150, help="replications per design of the kinds with factor 1")
+    parser.add_argument("--reps", type=int, default=250, help="replications per design of the kinds with factor 1")
     parser.add_argument("--contrast-reps", type=int, default=100, help="replications that run the contrast too")
     parser.add_argument("--jobs", type=int, default=2, help="replications in parallel (results do not depend on it)")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, metavar="KIND")

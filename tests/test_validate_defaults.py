@@ -1,7 +1,7 @@
 """The validity matrix of the default models, reduced for CI, and the fast fitters it relies on.
 
 The full matrix is benchmarks/validate_defaults.py (9 kinds x J {30, 100} x rho {0.1, 0.3},
-150-600 replications, m = 20). Here: the fast analysis fitters of benchmarks/_validity.py against
+250-1000 replications, m = 20). Here: the fast analysis fitters of benchmarks/_validity.py against
 the package's LinearMixedModel and LogisticMixedModel; the data-generating models against their
 stated truths on one large sample; and the reduced matrix (J = 30, rho = 0.3, REPS replications,
 m = 5, max_iter = 5; the kinds of REPS_FACTOR, cheaper per replication, get more) with its
