@@ -16,7 +16,7 @@ import pandas as pd
 
 from .conditional.base import ROLE_NAMES
 
-__all__ = ["make_predictor_matrix", "validate_predictor_matrix", "default_method"]
+__all__ = ["make_predictor_matrix", "validate_predictor_matrix", "default_method", "default_cluster_level_model"]
 
 VALID_ROLES = frozenset(ROLE_NAMES)
 #: Codes the cluster column may take in a row of the predictor matrix.
@@ -144,6 +144,25 @@ def validate_predictor_matrix(predictor_matrix, columns: Sequence, groups_column
     return (full, given) if return_given else full
 
 
+def default_cluster_level_model(kind: str, partial_clusters: bool = False):
+    """Default model of a variable constant within clusters (a cluster-level variable).
+
+    ``ClusterMean`` where some cluster is only partly observed (its observed value fills the
+    cluster) or the variable is categorical; otherwise one value per cluster from a model at
+    the cluster level: ``ClusterLevelNormal`` (continuous), ``ClusterLevelPMM`` (whole
+    numbers: observed values), ``ClusterLevelLogistic`` (binary). Predictive mean matching is
+    kept for whole numbers only: with the few donor clusters a cluster-level variable has
+    (21 observed of 30 in benchmarks/validate_defaults.py) it pulls the imputations to the
+    middle and attenuated the variable's relations by 7-17% (continuous) and 14% (binary).
+    """
+    from . import conditional as c
+
+    if partial_clusters or kind == "categorical":
+        return c.ClusterMean()
+    models = {"continuous": c.ClusterLevelNormal, "integer": c.ClusterLevelPMM, "binary": c.ClusterLevelLogistic}
+    return models[kind]()
+
+
 def default_method(kind: str, multilevel: bool, cluster_level: bool = False, partial_clusters: bool = False):
     """Default conditional model for a column of the given kind.
 
@@ -155,15 +174,13 @@ def default_method(kind: str, multilevel: bool, cluster_level: bool = False, par
     counts and scores keep their support), binary ->
     :class:`~skmlmi.conditional.RandomEffectsLogistic`, categorical ->
     :class:`~skmlmi.conditional.RandomEffectsCategorical`. A variable constant within
-    every cluster (``cluster_level``) gets :class:`~skmlmi.conditional.ClusterLevelPMM`,
-    or :class:`~skmlmi.conditional.ClusterMean` when some clusters are only partly
-    observed (the observed value then fills the cluster).
+    every cluster (``cluster_level``) gets :func:`default_cluster_level_model`.
     """
     from . import conditional as c
 
     if multilevel:
         if cluster_level:
-            return c.ClusterMean() if partial_clusters else c.ClusterLevelPMM()
+            return default_cluster_level_model(kind, partial_clusters)
         if kind == "continuous":
             return c.RandomEffectsNormal()
         if kind == "integer":
@@ -446,7 +463,7 @@ def suggest_predictors(
        Grund, Lüdtke and Robitzsch 2018);
     5. a variable constant within clusters is a cluster-level (level-2) variable: as a
        predictor it is coded 1 (its cluster mean is itself), as a target it gets a
-       cluster-level model (:class:`~skmlmi.conditional.ClusterLevelPMM`; the other
+       cluster-level model (:func:`default_cluster_level_model`; the other
        variables enter through their cluster means);
     6. level-1 targets get the random-effects model of their kind
        (:func:`default_method`); a code the model cannot honour is lowered to one it can
@@ -503,7 +520,6 @@ def suggest_predictors(
     >>> type(s.methods["popular"]).__name__
     'RandomEffectsPMM'
     """
-    from . import conditional
     from ._columns import detect_codec
     from .analysis.formula import parse_formula
     from .conditional.cluster_level import is_cluster_constant
@@ -560,13 +576,11 @@ def suggest_predictors(
         head = f"{t} ({role}, {n_missing[t]} missing, {kinds[t]}"
         reasons = []
         if multilevel and levels[t] == 2:
+            model = default_cluster_level_model(kinds[t])
             if kinds[t] == "categorical":
-                model = conditional.ClusterMean()
-                why = ("cluster-level categorical variable: no cluster-level model for more than two categories "
-                       "yet; ClusterMean fills a cluster's missing rows from its observed rows (a cluster with "
-                       "none stays a problem -- consider a level-2 model by hand)")
+                why = ("cluster-level categorical variable: ClusterMean fills a cluster's missing rows from its "
+                       "observed rows, and clusters with none from a cluster-level multinomial logit")
             else:
-                model = conditional.ClusterLevelPMM()
                 why = "cluster-level variable: imputed once per cluster, other variables enter as cluster means"
             lines.append(f"- {head}, level 2): {type(model).__name__} ({why}).")
         else:

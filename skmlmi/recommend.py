@@ -25,6 +25,7 @@ import pandas as pd
 from ._columns import cluster_codes, detect_codec
 from .conditional.base import BaseConditionalImputer
 from .conditional.cluster_level import is_cluster_constant
+from .predictors import default_cluster_level_model
 
 __all__ = ["missing_by_cluster", "recommend_methods"]
 
@@ -165,9 +166,10 @@ def recommend_methods(
     clusters are *small* when more than ``prop_small`` of the ``J_obs`` are):
 
     1. no observed value: no model (``method`` None) -- nothing to impute from;
-    2. constant within every cluster (a cluster-level variable): ``ClusterLevelPMM``
-       (continuous, integer, binary) or ``ClusterMean`` (categorical), which impute one
-       value per cluster;
+    2. constant within every cluster (a cluster-level variable): ``ClusterLevelNormal``
+       (continuous), ``ClusterLevelPMM`` (integer), ``ClusterLevelLogistic`` (binary) or
+       ``ClusterMean`` (categorical), which impute one value per cluster
+       (:func:`~skmlmi.predictors.default_cluster_level_model`);
     3. categorical with more than two categories: ``RandomEffectsCategorical``, sporadic
        or systematic (there is no two-stage categorical model; its random intercepts are
        drawn from the population for systematically missing clusters);
@@ -298,7 +300,7 @@ def _choose(kind, pattern, level2, j_obs, share_small, n_sys, large_cluster, pro
                                      "observed from a cluster-level model)")
         if kind == "categorical":
             return c.ClusterMean(), "constant within clusters (cluster-level) and categorical: imputed per cluster"
-        return c.ClusterLevelPMM(), "constant within clusters (cluster-level): imputed once per cluster"
+        return default_cluster_level_model(kind), "constant within clusters (cluster-level): imputed once per cluster"
     if kind == "categorical":
         return c.RandomEffectsCategorical(), (
             f"categorical, {pattern} missingness: random-intercept categorical model "

@@ -14,6 +14,7 @@ import pytest
 from skmlmi import MultilevelIterativeImputer
 from skmlmi.conditional import (
     BayesianLogistic,
+    ClusterLevelLogistic,
     ClusterLevelPMM,
     ClusterMean,
     HeckmanSelection,
@@ -134,7 +135,8 @@ def test_binary_target_with_one_observed_category_takes_it_and_logs_once(model, 
     assert (imp.transform(new)["c"] == "yes").all()
 
 
-@pytest.mark.parametrize("model", [ClusterLevelPMM(), ClusterMean()], ids=["ClusterLevelPMM", "ClusterMean"])
+@pytest.mark.parametrize("model", [ClusterLevelPMM(), ClusterLevelLogistic(), ClusterMean()],
+                         ids=["ClusterLevelPMM", "ClusterLevelLogistic", "ClusterMean"])
 def test_cluster_level_binary_with_one_observed_category(model):
     data = _data(["no", "yes"], ["no"], n_missing=0)
     data.loc[data["g"].isin([3, 4]), "c"] = None
@@ -222,6 +224,7 @@ def test_every_model_of_binary_or_categorical_targets_is_tested_here():
 
     tested = {type(p.values[0]).__name__ for p in CATEGORICAL_MODELS + BINARY_MODELS} | {
         "ClusterLevelPMM",
+        "ClusterLevelLogistic",
         "ClusterMean",
     }
     needed = {c.__name__ for c in all_conditional_models() if c.target_kinds & {"binary", "categorical"}}

@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 
 from skmlmi.conditional import (
+    ClusterLevelLogistic,
+    ClusterLevelNormal,
     ClusterLevelPMM,
     ClusterMean,
     RandomEffectsCategorical,
@@ -64,11 +66,13 @@ def test_recommendation_rules_cover_each_branch():
     df["cat"] = pd.Categorical(np.where(g < 1, None, rng.choice(["a", "b", "c"], n)))
     level2 = rng.normal(size=8)[g]
     df["level2"] = np.where(np.isin(g, [3]), np.nan, level2)
+    df["level2_int"] = np.where(np.isin(g, [3]), np.nan, np.round(10 * level2))
+    df["level2_bin"] = np.where(np.isin(g, [3, 4]), np.nan, level2 > 0)
     df["all_missing"] = np.nan
     table = recommend_methods(df, "study").set_index("column")
     expect = {"cont_sys": TwoStageNormal, "int_sys": TwoStagePMM, "bin_sys": TwoStageLogistic,
               "bin_spor": RandomEffectsLogistic, "cont_spor": RandomEffectsNormal, "cat": RandomEffectsCategorical,
-              "level2": ClusterLevelPMM}
+              "level2": ClusterLevelNormal, "level2_int": ClusterLevelPMM, "level2_bin": ClusterLevelLogistic}
     for column, cls in expect.items():
         assert isinstance(table.loc[column, "method"], cls), (column, table.loc[column, "method_name"])
         assert table.loc[column, "reason"]

@@ -10,7 +10,8 @@ Every model follows the contract of :class:`~skmlmi.conditional.base.BaseConditi
 - :mod:`~skmlmi.conditional.random_effects_discrete`: ``RandomEffectsLogistic``,
   ``RandomEffectsCategorical`` (mice's 2l.bin; categorical targets R's mice lacks);
 - :mod:`~skmlmi.conditional.cluster_level`: ``ClusterLevelNormal``, ``ClusterLevelPMM``,
-  ``ClusterMean`` (mice's 2lonly.norm, 2lonly.pmm, 2lonly.mean);
+  ``ClusterLevelLogistic``, ``ClusterMean`` (mice's 2lonly.norm, 2lonly.pmm, 2lonly.mean;
+  miceadds' 2lonly.function with logreg);
 - :mod:`~skmlmi.conditional.two_stage`: ``TwoStageNormal``, ``TwoStagePMM``,
   ``TwoStageLogistic``, ``TwoStagePoisson`` (micemd's 2l.2stage.*), for variables missing in
   whole clusters;
@@ -19,7 +20,7 @@ Every model follows the contract of :class:`~skmlmi.conditional.base.BaseConditi
 """
 
 from .base import ROLE_NAMES, BaseConditionalImputer, Draw, DrawContext
-from .cluster_level import ClusterLevelNormal, ClusterLevelPMM, ClusterMean
+from .cluster_level import ClusterLevelLogistic, ClusterLevelNormal, ClusterLevelPMM, ClusterMean
 from .heckman import HeckmanSelection
 from .random_effects import RandomEffectsNormal, RandomEffectsPMM
 from .random_effects_discrete import RandomEffectsCategorical, RandomEffectsLogistic
@@ -41,6 +42,7 @@ __all__ = [
     "RandomEffectsCategorical",
     "ClusterLevelNormal",
     "ClusterLevelPMM",
+    "ClusterLevelLogistic",
     "ClusterMean",
     "HeckmanSelection",
     "TwoStageNormal",

@@ -9,6 +9,8 @@ These models aggregate to one row per cluster, impute at that level and expand b
   values on the cluster means of the predictors;
 * :class:`ClusterLevelPMM` (``2lonly.pmm``): predictive mean matching at the cluster level,
   donors being the observed clusters;
+* :class:`ClusterLevelLogistic` (miceadds' ``2lonly.function`` with ``logreg``): Bayesian
+  logistic regression of a binary cluster value on the predictors' cluster means;
 * :class:`ClusterMean` (``2lonly.mean``): fills a cluster's missing rows from the cluster's
   own observed values, a repair for inconsistently recorded level-2 data.
 
@@ -41,9 +43,9 @@ from .._kernels import (
     pmm_match,
 )
 from .base import BaseConditionalImputer, Draw, DrawContext
-from .single_level import Polytomous
+from .single_level import BayesianLogistic, Polytomous
 
-__all__ = ["ClusterLevelNormal", "ClusterLevelPMM", "ClusterMean", "is_cluster_constant"]
+__all__ = ["ClusterLevelLogistic", "ClusterLevelNormal", "ClusterLevelPMM", "ClusterMean", "is_cluster_constant"]
 
 
 # --------------------------------------------------------------------------- detection
@@ -396,6 +398,88 @@ class ClusterLevelPMM(_ClusterLevelBase):
         data = self._aggregate(y, observed, X, groups, context)
         name = f"ClusterLevelPMM for {context.target!r}"
         return _cluster_pmm(data, self.donors, self.ridge, rng, context, name), None
+
+
+# --------------------------------------------------------------------------- logistic
+class _ClusterLogisticDraw(Draw):
+    def __init__(self, inner: Draw, name: str):
+        self.inner, self.name = inner, name
+
+    def sample(self, X, groups, rng):
+        codes, inverse, xbar = _sample_clusters(X, groups, self.name)
+        return np.asarray(self.inner.sample(xbar, None, rng), dtype=float)[inverse]
+
+
+class ClusterLevelLogistic(_ClusterLevelBase):
+    """Bayesian logistic imputation of a binary cluster-level variable.
+
+    The data are aggregated to one row per cluster as in :class:`ClusterLevelNormal`; on the
+    clusters with an observed value, :class:`~skmlmi.conditional.BayesianLogistic` (mice's
+    ``logreg``: White-Daniel-Royston pseudo-data against separation, a normal approximation
+    to the posterior of the coefficients, drawn at every visit) models
+
+        logit P(y_j = 1) = alpha + xbar_j' beta,
+
+    and each cluster without an observed value (or unseen at fit) receives one Bernoulli
+    draw, given to all its rows. This is miceadds' ``2lonly.function`` with
+    ``imputationFunction = "logreg"``; mice's ``2lonly.pmm`` on a binary variable matches
+    on predicted probabilities among few donor clusters, which pulls the imputations to the
+    middle (in a known-truth simulation with 30 clusters, 21 observed, it attenuated the
+    variable's coefficient in the analysis by 14%).
+
+    The prior (the pseudo-data, at the cluster means' own mean +- 0.5 SD) is
+    scale-equivariant. A cluster whose value is observed in some rows and missing in others
+    is a ValueError naming the clusters (use :class:`ClusterMean`).
+
+    Parameters
+    ----------
+    ridge : float, default=1e-5
+        As :class:`~skmlmi.conditional.BayesianLogistic`.
+    max_iter : int, default=100
+        Newton steps per visit. Cost per visit: O(n p) to aggregate, then O(J p^2) per step.
+
+    See Also
+    --------
+    ClusterLevelNormal, ClusterLevelPMM, ClusterMean
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmlmi.conditional.base import DrawContext
+    >>> rng = np.random.default_rng(0)
+    >>> groups = np.repeat(np.arange(60), 5)
+    >>> X = rng.normal(size=(300, 1))
+    >>> y = np.repeat((rng.random(60) < 0.4).astype(float), 5)
+    >>> observed = np.repeat(rng.random(60) < 0.7, 5)
+    >>> context = DrawContext(target="private", kind="binary", n_categories=2, n_clusters=60)
+    >>> draw, _ = ClusterLevelLogistic().draw(y, observed, X, np.ones(1, int), groups, rng, context=context)
+    >>> imputed = draw.sample(X[~observed], groups[~observed], rng)
+    >>> set(imputed) <= {0.0, 1.0} and bool(is_cluster_constant(imputed, groups[~observed]))
+    True
+    """
+
+    target_kinds = frozenset({"binary"})
+    _parameter_constraints = {
+        "ridge": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, ridge: float = 1e-5, max_iter: int = 100):
+        self.ridge = ridge
+        self.max_iter = max_iter
+
+    def _draw(self, y, observed, X, roles, groups, rng, state, context):
+        data = self._aggregate(y, observed, X, groups, context)
+        xfit = data.xbar[data.fitted]
+        # a value averaged over rows that disagree (logged by _aggregate) is taken to the nearer code
+        yfit = np.rint(data.ybar[data.fitted])
+        sub_context = DrawContext(target=context.target, kind="binary", n_categories=2,
+                                  predictor_names=context.predictor_names)
+        inner, state = BayesianLogistic(ridge=self.ridge, max_iter=self.max_iter)._draw(
+            yfit, np.ones(len(yfit), dtype=bool), xfit, np.ones(xfit.shape[1], dtype=int), None, rng, state,
+            sub_context)
+        context.events.extend(sub_context.events)
+        return _ClusterLogisticDraw(inner, f"ClusterLevelLogistic for {context.target!r}"), state
 
 
 # --------------------------------------------------------------------------- mean

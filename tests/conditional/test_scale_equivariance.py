@@ -44,6 +44,7 @@ from skmlmi import MultilevelIterativeImputer
 from skmlmi.conditional import (
     BayesianLogistic,
     BayesianNormal,
+    ClusterLevelLogistic,
     ClusterLevelNormal,
     ClusterLevelPMM,
     ClusterMean,
@@ -106,10 +107,12 @@ CASES = [
     Case("Polytomous-fixed-clusters", Polytomous, kind="categorical", roles=(1, 1), n_categories=3),
     Case("ClusterLevelNormal", ClusterLevelNormal, roles=(1, 1), design="cluster"),
     Case("ClusterLevelPMM", ClusterLevelPMM, roles=(1, 1), design="cluster"),
+    Case("ClusterLevelLogistic", ClusterLevelLogistic, kind="binary", roles=(1, 1), design="cluster", n_categories=2),
     Case("ClusterMean", ClusterMean, roles=(1, 1), design="cluster"),
     Case("ClusterMean-categorical", ClusterMean, kind="categorical", roles=(1, 1), design="cluster", n_categories=3),
     Case("RandomEffectsNormal", RandomEffectsNormal),
     Case("RandomEffectsNormal-heteroscedastic", RandomEffectsNormal, {"heteroscedastic": True}),
+    Case("RandomEffectsNormal-scaled-prior", RandomEffectsNormal, {"prior": "scaled"}),
     Case("RandomEffectsPMM", RandomEffectsPMM),
     Case("RandomEffectsPMM-matchtype2", RandomEffectsPMM, {"matchtype": 2}),
     Case("RandomEffectsLogistic", RandomEffectsLogistic, kind="binary", n_categories=2),
@@ -324,7 +327,7 @@ def test_pan_prior_is_exempt_and_says_so():
     assert "not scale-equivariant" in " ".join(RandomEffectsNormal.__doc__.split())
     # where pan's numbers cannot be represented at the data's scale, a ValueError says so
     ys, Xs = _rescaled(case, y, X, target=EXTREME**-1, predictors=EXTREME)
-    with pytest.raises(ValueError, match="prior='scaled'"):
+    with pytest.raises(ValueError, match="prior='weak'"):
         _impute(case, ys, observed, Xs, groups, seed=4)
 
 
