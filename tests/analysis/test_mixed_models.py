@@ -229,3 +229,17 @@ def test_zero_slope_variance_converges_on_the_boundary():
     assert fit.variance_components_["x~~x|g"] < 0.02
     ri = LinearMixedModel("y ~ x + (1 | g)").fit(d)
     assert fit.loglik_ >= ri.loglik_ - 1e-8
+
+
+def test_logistic_mixed_model_does_not_stop_at_tau_zero_below_an_interior_maximum():
+    # 30 clusters, latent random-intercept SD 0.6: L-BFGS-B stopped on the bound tau = 0 (a stationary
+    # point, the likelihood being symmetric in tau) with loglik -327.03, below the maximum -324.40
+    from scipy.special import expit
+
+    rng = np.random.default_rng(25)
+    g = np.repeat(np.arange(30), rng.integers(5, 41, 30))
+    z = rng.normal(size=g.size)
+    y = (rng.random(g.size) < expit(-0.5 + 0.8 * z + rng.normal(0, 0.6, 30)[g])).astype(float)
+    fit = LogisticMixedModel("y ~ z + (1 | g)").fit(pd.DataFrame({"g": g, "z": z, "y": y}))
+    # at tau = 0 the Laplace log-likelihood is -327.03 (the logistic regression's): the fit must be above it
+    assert fit.variance_components_.iloc[0] > 0.05 and fit.loglik_ > -325.0, fit.loglik_
