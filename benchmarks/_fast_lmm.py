@@ -66,8 +66,7 @@ def fit_random_intercept(y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> Ra
         gamma, _, _, r, L = parts(log_gamma)
         return (n - p) * np.log(r / (n - p)) + np.sum(np.log1p(n_j * gamma)) + 2 * np.sum(np.log(np.diag(L)))
 
-    result = optimize.minimize_scalar(criterion, bounds=(-25.0, 12.0), method="bounded",
-                                      options={"xatol": 1e-9})
+    result = optimize.minimize_scalar(criterion, bounds=(-25.0, 12.0), method="bounded", options={"xatol": 1e-9})
     gamma, A, beta, r, _ = parts(result.x)
     sigma2 = r / (n - p)
     return RandomInterceptFit(beta, sigma2 * np.linalg.inv(A), gamma * sigma2, sigma2, n - p)

@@ -70,8 +70,9 @@ def add_mort_interactions(data: pd.DataFrame) -> list[str]:
     return names
 
 
-def make_imputer(columns, kind: str, m: int, max_iter: int, seed: int, interactions=(),
-                 interaction_targets=("ct", "pupil")) -> MultilevelIterativeImputer:
+def make_imputer(
+    columns, kind: str, m: int, max_iter: int, seed: int, interactions=(), interaction_targets=("ct", "pupil")
+) -> MultilevelIterativeImputer:
     """The imputer of one kind (``"multilevel"`` or ``"single-level"``) with the study's predictors."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
@@ -86,8 +87,9 @@ def make_imputer(columns, kind: str, m: int, max_iter: int, seed: int, interacti
         methods = {"ct": RandomEffectsCategorical(), "pupil": RandomEffectsCategorical(), "hypots": TwoStageLogistic()}
     else:
         methods = {"ct": Polytomous(), "pupil": Polytomous(), "hypots": BayesianLogistic()}
-    return MultilevelIterativeImputer(methods=methods, predictor_matrix=matrix, n_imputations=m, max_iter=max_iter,
-                                      random_state=seed, n_jobs=1)
+    return MultilevelIterativeImputer(
+        methods=methods, predictor_matrix=matrix, n_imputations=m, max_iter=max_iter, random_state=seed, n_jobs=1
+    )
 
 
 def incomplete_data(seed: int, ordered_ct: bool = False, mort_interactions: bool = True):
@@ -103,15 +105,21 @@ def incomplete_data(seed: int, ordered_ct: bool = False, mort_interactions: bool
 def complete_reference() -> dict:
     """The complete-data fit: estimates, SEs and tau^2."""
     fit = analysis_model().fit(load_impact())
-    return {"coef": fit.coef_, "se": pd.Series(np.sqrt(np.diag(fit.cov_params_)), index=fit.coef_.index),
-            "tau2": float(fit.variance_components_[TAU2])}
+    return {
+        "coef": fit.coef_,
+        "se": pd.Series(np.sqrt(np.diag(fit.cov_params_)), index=fit.coef_.index),
+        "tau2": float(fit.variance_components_[TAU2]),
+    }
 
 
 def pooled_fit(datasets) -> tuple[pd.DataFrame, float]:
     """Rubin-pooled fixed effects and the mean random-intercept variance over the completed datasets."""
     fits = [analysis_model().fit(d) for d in datasets]
-    table = pool(np.array([f.coef_.to_numpy() for f in fits]), np.array([f.cov_params_ for f in fits]),
-                 names=list(fits[0].coef_.index))
+    table = pool(
+        np.array([f.coef_.to_numpy() for f in fits]),
+        np.array([f.cov_params_ for f in fits]),
+        names=list(fits[0].coef_.index),
+    )
     return table, float(np.mean([f.variance_components_[TAU2] for f in fits]))
 
 
@@ -124,9 +132,17 @@ def study_variance(data: pd.DataFrame, column: str, reference_level: str) -> flo
     return float(fit.variance_components_[TAU2])
 
 
-def one_amputation(seed: int, reference: dict, m: int = 5, max_iter: int = 5, kinds=KINDS, ordered_ct: bool = False,
-                   mort_interactions: bool = True, interaction_targets=("ct", "pupil"),
-                   study_variances: bool = False) -> list[dict]:
+def one_amputation(
+    seed: int,
+    reference: dict,
+    m: int = 5,
+    max_iter: int = 5,
+    kinds=KINDS,
+    ordered_ct: bool = False,
+    mort_interactions: bool = True,
+    interaction_targets=("ct", "pupil"),
+    study_variances: bool = False,
+) -> list[dict]:
     """Impute amputation ``seed`` with each kind and compare the pooled analysis with the complete data's."""
     data, columns, interactions = incomplete_data(seed, ordered_ct, mort_interactions)
     rows = []

@@ -27,20 +27,30 @@ def multilevel_methods(kind: str):
     if kind == "multilevel":
         # y's model mirrors the analysis; x gets y as a random-slope predictor (the usual
         # approximation to the congenial model of a covariate in a random-slope model)
-        return ({"y": RandomEffectsNormal(), "x": RandomEffectsNormal()},
-                {"x": {"y": 2}, "y": {"x": 2}, "w": {"y": 1, "x": 1}})
-    return ({"y": PredictiveMeanMatching(), "x": PredictiveMeanMatching()},
-            {"cluster": {"y": 0, "x": 0}})
+        return (
+            {"y": RandomEffectsNormal(), "x": RandomEffectsNormal()},
+            {"x": {"y": 2}, "y": {"x": 2}, "w": {"y": 1, "x": 1}},
+        )
+    return ({"y": PredictiveMeanMatching(), "x": PredictiveMeanMatching()}, {"cluster": {"y": 0, "x": 0}})
 
 
-def random_slope_replication(seed: int, kind: str = "multilevel", n_clusters: int = 60, cluster_size: int = 20,
-                             m: int = 10, max_iter: int = 5) -> dict:
+def random_slope_replication(
+    seed: int, kind: str = "multilevel", n_clusters: int = 60, cluster_size: int = 20, m: int = 10, max_iter: int = 5
+) -> dict:
     """One replication: MAR in y and x (30% each), impute, fit the random-slope model, pool."""
-    data, _, truth = make_multilevel(n_clusters=n_clusters, cluster_size=cluster_size, icc=0.2, missing="MAR",
-                                     missing_prop=0.3, random_state=seed, return_truth=True)
+    data, _, truth = make_multilevel(
+        n_clusters=n_clusters,
+        cluster_size=cluster_size,
+        icc=0.2,
+        missing="MAR",
+        missing_prop=0.3,
+        random_state=seed,
+        return_truth=True,
+    )
     methods, matrix = multilevel_methods(kind)
-    imputer = MultilevelIterativeImputer(methods=methods, predictor_matrix=matrix, n_imputations=m,
-                                         max_iter=max_iter, random_state=seed)
+    imputer = MultilevelIterativeImputer(
+        methods=methods, predictor_matrix=matrix, n_imputations=m, max_iter=max_iter, random_state=seed
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pooler = MIPooler(imputer, LinearMixedModel(ANALYSIS)).fit(data, groups="cluster")
@@ -48,8 +58,9 @@ def random_slope_replication(seed: int, kind: str = "multilevel", n_clusters: in
     out = {"seed": seed, "kind": kind, "icc": pooler.variance_components_["ICC|cluster"], "icc_true": truth.icc}
     for term in FIXED:
         out[f"{term}_estimate"] = table.loc[term, "estimate"]
-        out[f"{term}_covered"] = table.loc[term, "conf_low"] <= truth.beta[_truth_name(term)] <= table.loc[
-            term, "conf_high"]
+        out[f"{term}_covered"] = (
+            table.loc[term, "conf_low"] <= truth.beta[_truth_name(term)] <= table.loc[term, "conf_high"]
+        )
         out[f"{term}_true"] = truth.beta[_truth_name(term)]
     return out
 
@@ -72,10 +83,27 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
         for term in FIXED:
             truth = part[f"{term}_true"].iloc[0]
             est = part[f"{term}_estimate"]
-            out.append({"kind": kind, "quantity": term, "truth": truth, "mean": est.mean(),
-                        "relative_bias": (est.mean() - truth) / truth, "mc_se": est.std(ddof=1) / np.sqrt(len(est)),
-                        "coverage": part[f"{term}_covered"].mean()})
-        out.append({"kind": kind, "quantity": "ICC", "truth": part["icc_true"].iloc[0], "mean": part["icc"].mean(),
-                    "relative_bias": np.nan, "mc_se": part["icc"].std(ddof=1) / np.sqrt(len(part)),
-                    "coverage": np.nan, "bias": part["icc"].mean() - part["icc_true"].iloc[0]})
+            out.append(
+                {
+                    "kind": kind,
+                    "quantity": term,
+                    "truth": truth,
+                    "mean": est.mean(),
+                    "relative_bias": (est.mean() - truth) / truth,
+                    "mc_se": est.std(ddof=1) / np.sqrt(len(est)),
+                    "coverage": part[f"{term}_covered"].mean(),
+                }
+            )
+        out.append(
+            {
+                "kind": kind,
+                "quantity": "ICC",
+                "truth": part["icc_true"].iloc[0],
+                "mean": part["icc"].mean(),
+                "relative_bias": np.nan,
+                "mc_se": part["icc"].std(ddof=1) / np.sqrt(len(part)),
+                "coverage": np.nan,
+                "bias": part["icc"].mean() - part["icc_true"].iloc[0],
+            }
+        )
     return pd.DataFrame(out)

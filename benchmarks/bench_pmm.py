@@ -30,8 +30,14 @@ cat(t, "\\n")
 
 def popmis_seconds() -> float:
     data = load_popmis()[["school", "popular", "sex", "texp"]]
-    imp = MultilevelIterativeImputer(methods=PredictiveMeanMatching(), predictor_matrix={"school": {"popular": 0}},
-                                     n_imputations=5, max_iter=5, random_state=1, n_jobs=1)
+    imp = MultilevelIterativeImputer(
+        methods=PredictiveMeanMatching(),
+        predictor_matrix={"school": {"popular": 0}},
+        n_imputations=5,
+        max_iter=5,
+        random_state=1,
+        n_jobs=1,
+    )
     return best_of(lambda: imp.fit_transform_all(data, groups="school"))
 
 
@@ -41,8 +47,9 @@ def synthetic_seconds(n: int = 100_000, p: int = 5, share: float = 0.3) -> float
     X[:, 1:] += X[:, [0]]
     X[rng.random((n, p)) < share] = np.nan
     frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(p)])
-    imp = MultilevelIterativeImputer(methods=PredictiveMeanMatching(), n_imputations=5, max_iter=5,
-                                     random_state=1, n_jobs=1)
+    imp = MultilevelIterativeImputer(
+        methods=PredictiveMeanMatching(), n_imputations=5, max_iter=5, random_state=1, n_jobs=1
+    )
     return best_of(lambda: imp.fit_transform_all(frame), repeat=1)
 
 

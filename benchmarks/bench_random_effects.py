@@ -39,9 +39,14 @@ cat(t, "\\n")
 
 def popmis_seconds(model) -> float:
     data = load_popmis()[["school", "popular", "sex", "texp"]]
-    imp = MultilevelIterativeImputer(methods={"popular": model}, predictor_matrix={"sex": {"popular": 2}},
-                                     column_kinds={"popular": "continuous"}, n_imputations=5, max_iter=5,
-                                     random_state=1, n_jobs=1)
+    imp = MultilevelIterativeImputer(
+        methods={"popular": model},
+        predictor_matrix={"sex": {"popular": 2}},
+        n_imputations=5,
+        max_iter=5,
+        random_state=1,
+        n_jobs=1,
+    )
     return best_of(lambda: imp.fit_transform_all(data, groups="school"))
 
 
@@ -61,8 +66,9 @@ def synthetic(n_rows: int, cluster_size: int = 100, p: int = 5, share: float = 0
 def _big_one(n_rows: int) -> None:
     """Run in a child process so that the peak memory is this problem's alone."""
     data = synthetic(n_rows, cluster_size=n_rows // 10_000 if n_rows >= 100_000 else 10)
-    imp = MultilevelIterativeImputer(methods=RandomEffectsNormal(), n_imputations=5, max_iter=10, random_state=1,
-                                     n_jobs=2)
+    imp = MultilevelIterativeImputer(
+        methods=RandomEffectsNormal(), n_imputations=5, max_iter=10, random_state=1, n_jobs=2
+    )
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -110,10 +116,12 @@ def main() -> None:
     warnings.simplefilter("ignore")
     print(machine())
     print("\n| popmis, m=5, maxit=5, n_jobs=1 | skmlmi (s) | R mice (s) | R / skmlmi |\n| --- | --- | --- | --- |")
-    rows = [("RandomEffectsNormal vs 2l.pan", RandomEffectsNormal(), "2l.pan"),
-            ("RandomEffectsNormal vs 2l.lmer", RandomEffectsNormal(), "2l.lmer"),
-            ("RandomEffectsNormal(heteroscedastic) vs 2l.norm", RandomEffectsNormal(heteroscedastic=True), "2l.norm"),
-            ("RandomEffectsPMM vs 2l.pan", RandomEffectsPMM(), "2l.pan")]
+    rows = [
+        ("RandomEffectsNormal vs 2l.pan", RandomEffectsNormal(), "2l.pan"),
+        ("RandomEffectsNormal vs 2l.lmer", RandomEffectsNormal(), "2l.lmer"),
+        ("RandomEffectsNormal(heteroscedastic) vs 2l.norm", RandomEffectsNormal(heteroscedastic=True), "2l.norm"),
+        ("RandomEffectsPMM vs 2l.pan", RandomEffectsPMM(), "2l.pan"),
+    ]
     r_cache = {}
     for label, model, method in rows:
         ours = popmis_seconds(model)
@@ -123,11 +131,14 @@ def main() -> None:
         ratio = f"{r / ours:.1f}x" if r else "R not installed"
         print(f"| {label} | {ours:.3f} | {r if r else '-'} | {ratio} |")
     if args.big:
-        print("\n| rows | clusters | 5 incomplete vars, m=5, max_iter=10, n_jobs=2: wall (s) | peak memory, "
-              "main + all workers (GB) |\n| --- | --- | --- | --- |")
+        print(
+            "\n| rows | clusters | 5 incomplete vars, m=5, max_iter=10, n_jobs=2: wall (s) | peak memory, "
+            "main + all workers (GB) |\n| --- | --- | --- | --- |"
+        )
         for n in (100_000, 300_000, 1_000_000):
-            out = subprocess.run([sys.executable, __file__, "--big-one", str(n)], capture_output=True, text=True,
-                                 check=True).stdout.split()
+            out = subprocess.run(
+                [sys.executable, __file__, "--big-one", str(n)], capture_output=True, text=True, check=True
+            ).stdout.split()
             seconds, own, child = map(float, out)
             print(f"| {n:,} | 10,000 | {seconds:.1f} | {own:.2f} + {child:.2f} = {own + child:.2f} |")
 

@@ -79,8 +79,10 @@ def time_visit(model, data, repeats, state_warm=True):
 
 def timings():
     print("command: python benchmarks/bench_random_effects_kernel.py (BLAS pinned to 1 thread)")
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
-          f"python {platform.python_version()}, numpy {np.__version__}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}, numpy {np.__version__}"
+    )
     rows = []
     for label, data, repeats in (("popmis", load_popmis(), 20), ("1M x 10k", synthetic(), 3)):
         for model in (RandomEffectsNormal(), RandomEffectsNormal(heteroscedastic=True), RandomEffectsPMM()):
@@ -92,12 +94,16 @@ def timings():
             d41, _ = time_visit(many, [a.copy() for a in data], repeats)
             per_step = (d41 - d1) / 40
             rows.append((label, name, d, s, per_step, d1 - per_step))
-    print(f"\n{'data':10s} {'model':28s} {'draw (s)':>9s} {'sample (s)':>10s} {'visit (s)':>9s} "
-          f"{'per step (ms)':>13s} {'setup (s)':>9s}")
+    print(
+        f"\n{'data':10s} {'model':28s} {'draw (s)':>9s} {'sample (s)':>10s} {'visit (s)':>9s} "
+        f"{'per step (ms)':>13s} {'setup (s)':>9s}"
+    )
     for label, name, d, s, step, setup in rows:
         print(f"{label:10s} {name:28s} {d:9.4f} {s:10.4f} {d + s:9.4f} {1000 * step:13.2f} {setup:9.4f}")
-    print("\nvisit = draw (cross-products + n_gibbs=10 steps) + sample of the missing rows; "
-          "setup = draw time without the Gibbs steps.")
+    print(
+        "\nvisit = draw (cross-products + n_gibbs=10 steps) + sample of the missing rows; "
+        "setup = draw time without the Gibbs steps."
+    )
 
 
 def acf(x, lag):
@@ -140,11 +146,15 @@ def convergence():
         print("steps from the start: (20-chain mean - stationary mean) / (stationary sd / sqrt(20))")
         names = list(series)[:3]
         for step in (0, 1, 2, 5, 10, 20):
-            z = [(chains[:, step, k].mean() - stationary[n][0]) / (stationary[n][1] / np.sqrt(20))
-                 for k, n in enumerate(names)]
+            z = [
+                (chains[:, step, k].mean() - stationary[n][0]) / (stationary[n][1] / np.sqrt(20))
+                for k, n in enumerate(names)
+            ]
             print(f"  step {step:3d}: " + "  ".join(f"{n} {v:+6.2f}" for n, v in zip(names, z, strict=True)))
-        print("split-R-hat over 20 chains, steps 20-220: "
-              + ", ".join(f"{n} {split_rhat(chains[:, 20:, k]):.3f}" for k, n in enumerate(names)))
+        print(
+            "split-R-hat over 20 chains, steps 20-220: "
+            + ", ".join(f"{n} {split_rhat(chains[:, 20:, k]):.3f}" for k, n in enumerate(names))
+        )
 
 
 def profile():
@@ -153,8 +163,12 @@ def profile():
 
     data = synthetic()
     model = RandomEffectsNormal()
-    cProfile.runctx("time_visit(model, data, 2)", globals(), {"model": model, "data": data, "time_visit": time_visit},
-                    "/tmp/re_profile")
+    cProfile.runctx(
+        "time_visit(model, data, 2)",
+        globals(),
+        {"model": model, "data": data, "time_visit": time_visit},
+        "/tmp/re_profile",
+    )
     pstats.Stats("/tmp/re_profile").sort_stats("cumulative").print_stats(25)
 
 

@@ -58,12 +58,20 @@ def popmis_rows() -> list[dict]:
     for columns in (["school", "popular", "sex"], ["school", "popular", "sex", "texp"]):
         data = load_popmis()[columns]
         for model in (TwoStageNormal(), TwoStagePMM()):
-            imp = MultilevelIterativeImputer(methods={"popular": model}, n_imputations=5, max_iter=5,
-                                             random_state=1, n_jobs=1)
+            imp = MultilevelIterativeImputer(
+                methods={"popular": model}, n_imputations=5, max_iter=5, random_state=1, n_jobs=1
+            )
             wall, cpu = timed(lambda imp=imp, data=data: imp.fit_transform_all(data, groups="school"))
             name = type(model).__name__
-            rows.append({"data": "popmis " + "+".join(columns[2:]), "model": name, "wall s": wall, "cpu s": cpu,
-                         "micemd s": MICEMD_SECONDS[name] if "texp" not in columns else np.nan})
+            rows.append(
+                {
+                    "data": "popmis " + "+".join(columns[2:]),
+                    "model": name,
+                    "wall s": wall,
+                    "cpu s": cpu,
+                    "micemd s": MICEMD_SECONDS[name] if "texp" not in columns else np.nan,
+                }
+            )
     return rows
 
 
@@ -74,8 +82,13 @@ def impact_row() -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         wall, cpu = timed(lambda: imp.fit_transform_all(data, groups="name"), repeat=1)
-    return {"data": "IMPACT m=20 max_iter=10", "model": "REcat(ct, pupil) + TwoStageLogistic(hypots)",
-            "wall s": wall, "cpu s": cpu, "micemd s": np.nan}
+    return {
+        "data": "IMPACT m=20 max_iter=10",
+        "model": "REcat(ct, pupil) + TwoStageLogistic(hypots)",
+        "wall s": wall,
+        "cpu s": cpu,
+        "micemd s": np.nan,
+    }
 
 
 def coverage(reps: int, m: int = 5, seed: int = 2024) -> pd.DataFrame:
@@ -93,8 +106,9 @@ def coverage(reps: int, m: int = 5, seed: int = 2024) -> pd.DataFrame:
         q_all, u_all = [], []
         context = DrawContext(target="x", n_clusters=J, predictor_names=("y",))
         for _ in range(m):
-            draw, _ = TwoStageNormal().draw(np.where(observed, x, 0.0), observed, y[:, None], np.array([1]), groups,
-                                            rng, None, context)
+            draw, _ = TwoStageNormal().draw(
+                np.where(observed, x, 0.0), observed, y[:, None], np.array([1]), groups, rng, None, context
+            )
             xi = x.copy()
             xi[~observed] = draw.sample(y[~observed, None], groups[~observed], rng)
             counts = np.bincount(groups, None, J)
@@ -112,9 +126,17 @@ def coverage(reps: int, m: int = 5, seed: int = 2024) -> pd.DataFrame:
         estimates_all.append(q_all.mean(axis=0))
     low, high = stats.binom.ppf([0.005, 0.995], reps, 0.95) / reps
     est = np.array(estimates_all)
-    return pd.DataFrame({"estimand": ["E[x]", "within slope"], "truth": truth, "mean estimate": est.mean(axis=0),
-                         "coverage": hits / reps, "region low": low, "region high": high,
-                         "inside": (hits / reps >= low) & (hits / reps <= high)})
+    return pd.DataFrame(
+        {
+            "estimand": ["E[x]", "within slope"],
+            "truth": truth,
+            "mean estimate": est.mean(axis=0),
+            "coverage": hits / reps,
+            "region low": low,
+            "region high": high,
+            "inside": (hits / reps >= low) & (hits / reps <= high),
+        }
+    )
 
 
 def main(argv=None) -> None:

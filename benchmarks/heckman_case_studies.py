@@ -37,6 +37,7 @@ from skmlmi.pooling import pool_scalar
 try:
     from _common import machine
 except ImportError:  # run from another directory
+
     def machine() -> str:
         return ""
 
@@ -55,10 +56,13 @@ def heckman_table(imp, column: str) -> pd.DataFrame:
 
 def run(data, column, groups, heckman_matrix, mar_matrix, mar_model, m, max_iter, seed, heckman=None):
     out = {}
-    for label, model, matrix in (("Heckman (MNAR)", heckman or HeckmanSelection(), heckman_matrix),
-                                 ("MAR", mar_model, mar_matrix)):
-        imp = MultilevelIterativeImputer(methods={column: model}, predictor_matrix=matrix, n_imputations=m,
-                                         max_iter=max_iter, random_state=seed)
+    for label, model, matrix in (
+        ("Heckman (MNAR)", heckman or HeckmanSelection(), heckman_matrix),
+        ("MAR", mar_model, mar_matrix),
+    ):
+        imp = MultilevelIterativeImputer(
+            methods={column: model}, predictor_matrix=matrix, n_imputations=m, max_iter=max_iter, random_state=seed
+        )
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -76,8 +80,9 @@ def report(title, results, column, scale=1.0, unit=""):
     print(table.round(3).to_string(index=False))
     for label, (_, sets, elapsed) in results.items():
         estimate, se = pooled_mean(sets, column)
-        print(f"{label:15s}: pooled mean {column} = {scale * estimate:.3f}{unit} (SE {scale * se:.3f}), "
-              f"{elapsed:.1f} s")
+        print(
+            f"{label:15s}: pooled mean {column} = {scale * estimate:.3f}{unit} (SE {scale * se:.3f}), {elapsed:.1f} s"
+        )
 
 
 def main() -> None:
@@ -90,32 +95,44 @@ def main() -> None:
 
     # ---------------------------------------------------------------- obesity
     obesity = load_obesity()
-    print(f"\nobesity: observed mean Weight {obesity['Weight'].mean():.2f} kg "
-          f"({int(obesity['Weight'].isna().sum())} of {len(obesity)} missing)")
+    print(
+        f"\nobesity: observed mean Weight {obesity['Weight'].mean():.2f} kg "
+        f"({int(obesity['Weight'].isna().sum())} of {len(obesity)} missing)"
+    )
     heckman_matrix = {"Time": {"Weight": -3}}
     mar_matrix = {"Time": {"Weight": 1}}
-    results = run(obesity, "Weight", "Cluster", heckman_matrix, mar_matrix, RandomEffectsNormal(), args.m,
-                  args.iter, 2024)
+    results = run(
+        obesity, "Weight", "Cluster", heckman_matrix, mar_matrix, RandomEffectsNormal(), args.m, args.iter, 2024
+    )
     report(f"obesity, m = {args.m}, max_iter = {args.iter}", results, "Weight", unit=" kg")
     times = []
     for _ in range(3):
-        imp = MultilevelIterativeImputer(methods={"Weight": HeckmanSelection()}, predictor_matrix=heckman_matrix,
-                                         n_imputations=5, max_iter=5, random_state=1)
+        imp = MultilevelIterativeImputer(
+            methods={"Weight": HeckmanSelection()},
+            predictor_matrix=heckman_matrix,
+            n_imputations=5,
+            max_iter=5,
+            random_state=1,
+        )
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             imp.fit_transform_all(obesity, groups="Cluster")
         times.append(time.perf_counter() - start)
-    print(f"obesity end to end, m = 5, max_iter = 5 (all incomplete columns): best of 3 {min(times):.2f} s "
-          f"(runs {', '.join(f'{t:.2f}' for t in times)})")
+    print(
+        f"obesity end to end, m = 5, max_iter = 5 (all incomplete columns): best of 3 {min(times):.2f} s "
+        f"(runs {', '.join(f'{t:.2f}' for t in times)})"
+    )
 
     # ---------------------------------------------------------------- hiv
     hiv = load_hiv()
     start = time.perf_counter()
     effect = interviewer_effect(hiv)
     spread = effect.groupby(hiv["interviewerID"], observed=True).first().std()
-    print(f"\nhiv: interviewer effects (glmer hivconsent ~ region + language + (1 | interviewerID)) in "
-          f"{time.perf_counter() - start:.1f} s; SD over interviewers {spread:.3f}")
+    print(
+        f"\nhiv: interviewer effects (glmer hivconsent ~ region + language + (1 | interviewerID)) in "
+        f"{time.perf_counter() - start:.1f} s; SD over interviewers {spread:.3f}"
+    )
     data = hiv[["hiv", "age", "marital", "condom", "smoke", "region"]].assign(interviewer_effect=effect.to_numpy())
     print(f"observed HIV prevalence {data['hiv'].mean():.4f} ({int(data['hiv'].isna().sum())} of {len(data)} missing)")
     heckman_matrix = {"interviewer_effect": {"hiv": -3}}

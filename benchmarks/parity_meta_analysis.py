@@ -37,14 +37,25 @@ def main() -> None:
         for row in part.itertuples():
             if row.term.startswith("coef"):
                 j = int(row.term[4:]) - 1
-                pairs = [(row.term, fit.coefficients[0, j], row.estimate),
-                         (row.term + " SE", fit.standard_errors[0, j], row.std_error)]
+                pairs = [
+                    (row.term, fit.coefficients[0, j], row.estimate),
+                    (row.term + " SE", fit.standard_errors[0, j], row.std_error),
+                ]
             else:
                 a, b = int(row.term[3]) - 1, int(row.term[4]) - 1
                 pairs = [(row.term, fit.psi[a, b], row.estimate)]
             for term, ours, theirs in pairs:
-                rows.append({"case": case, "method": method, "term": term, "skmlmi": ours, "mixmeta": theirs,
-                             "error": error(ours, theirs), "converged": fit.converged})
+                rows.append(
+                    {
+                        "case": case,
+                        "method": method,
+                        "term": term,
+                        "skmlmi": ours,
+                        "mixmeta": theirs,
+                        "error": error(ours, theirs),
+                        "converged": fit.converged,
+                    }
+                )
     table = pd.DataFrame(rows)
     with pd.option_context("display.float_format", "{:.3g}".format, "display.width", 160):
         print(table.to_string(index=False))

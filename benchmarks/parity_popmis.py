@@ -39,9 +39,14 @@ def main() -> None:
     data = load_popmis()[["school", "popular", "sex", "texp"]]
     with pd.option_context("display.width", 160, "display.float_format", "{:.4f}".format):
         for row, model, matrix, kind in RUNS:
-            imp = MultilevelIterativeImputer(methods={"popular": model}, predictor_matrix=matrix,
-                                             column_kinds={"popular": kind} if kind else None,
-                                             n_imputations=50, max_iter=10, random_state=2022)
+            imp = MultilevelIterativeImputer(
+                methods={"popular": model},
+                predictor_matrix=matrix,
+                column_kinds={"popular": kind} if kind else None,
+                n_imputations=50,
+                max_iter=10,
+                random_state=2022,
+            )
             table = compare_with_r(imp.fit_transform_all(data, groups="school"), row)
             factor = 2 if row.startswith("2l.lmer") else 1
             table["within"] = table["difference"].abs() <= factor * table["tolerance"]

@@ -37,6 +37,7 @@ from skmlmi.datasets.heckman import make_heckman
 try:
     from _common import machine
 except ImportError:  # run from another directory
+
     def machine() -> str:
         return ""
 
@@ -55,8 +56,9 @@ def impute(data: pd.DataFrame, method: str, m: int, max_iter: int, seed: int):
     else:
         model = RandomEffectsNormal()
         matrix = {"x": {"y": 1}, "z": {"y": 1}, "cluster": {"y": -2}}
-    imp = MultilevelIterativeImputer(methods={"y": model}, predictor_matrix=matrix, n_imputations=m,
-                                     max_iter=max_iter, random_state=seed)
+    imp = MultilevelIterativeImputer(
+        methods={"y": model}, predictor_matrix=matrix, n_imputations=m, max_iter=max_iter, random_state=seed
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sets = imp.fit_transform_all(data, groups="cluster")
@@ -70,18 +72,40 @@ def cluster_rho(imp) -> np.ndarray:
     return np.where(draw.estimable, draw.rho_hat, np.nan)
 
 
-def run(rho: float, reps: int, m: int, max_iter: int, n_clusters: int, cluster_size: int, missing_prop: float,
-        seed0: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+def run(
+    rho: float,
+    reps: int,
+    m: int,
+    max_iter: int,
+    n_clusters: int,
+    cluster_size: int,
+    missing_prop: float,
+    seed0: int = 0,
+) -> tuple[pd.DataFrame, np.ndarray]:
     rows, rhos = [], []
     for r in range(reps):
-        data, complete, truth = make_heckman(n_clusters=n_clusters, cluster_size=cluster_size, rho=rho,
-                                             missing_prop=missing_prop, random_state=seed0 + r, return_truth=True)
+        data, complete, truth = make_heckman(
+            n_clusters=n_clusters,
+            cluster_size=cluster_size,
+            rho=rho,
+            missing_prop=missing_prop,
+            random_state=seed0 + r,
+            return_truth=True,
+        )
         mean_c, slope_c = estimates(complete)
         for method in ("heckman", "mar"):
             imp, sets = impute(data, method, m, max_iter, seed0 + 1000 + r)
             est = np.array([estimates(s) for s in sets]).mean(axis=0)
-            rows.append({"rep": r, "method": method, "mean_bias": est[0] - mean_c, "slope_bias": est[1] - slope_c,
-                         "slope_complete": slope_c, "sd_y": float(complete["y"].std())})
+            rows.append(
+                {
+                    "rep": r,
+                    "method": method,
+                    "mean_bias": est[0] - mean_c,
+                    "slope_bias": est[1] - slope_c,
+                    "slope_complete": slope_c,
+                    "sd_y": float(complete["y"].std()),
+                }
+            )
             if method == "heckman":
                 rhos.append(cluster_rho(imp))
     return pd.DataFrame(rows), np.concatenate(rhos)
@@ -93,18 +117,25 @@ def summarise(frame: pd.DataFrame, rhos: np.ndarray, rho: float) -> pd.DataFrame
         R = len(part)
         sd_y = part["sd_y"].mean()
         slope = part["slope_complete"].mean()
-        out.append({
-            "method": method, "reps": R,
-            "mean_bias": part["mean_bias"].mean(), "mean_bias_mcse": part["mean_bias"].std() / np.sqrt(R),
-            "mean_bias_per_sd": part["mean_bias"].mean() / sd_y,
-            "slope_bias": part["slope_bias"].mean(), "slope_bias_mcse": part["slope_bias"].std() / np.sqrt(R),
-            "slope_rel_bias": part["slope_bias"].mean() / slope,
-        })
+        out.append(
+            {
+                "method": method,
+                "reps": R,
+                "mean_bias": part["mean_bias"].mean(),
+                "mean_bias_mcse": part["mean_bias"].std() / np.sqrt(R),
+                "mean_bias_per_sd": part["mean_bias"].mean() / sd_y,
+                "slope_bias": part["slope_bias"].mean(),
+                "slope_bias_mcse": part["slope_bias"].std() / np.sqrt(R),
+                "slope_rel_bias": part["slope_bias"].mean() / slope,
+            }
+        )
     table = pd.DataFrame(out).set_index("method")
     finite = rhos[np.isfinite(rhos)]
-    print(f"per-cluster rho estimates (true {rho}): mean {finite.mean():.3f}, median {np.median(finite):.3f}, "
-          f"MC SE of the mean {finite.std() / np.sqrt(finite.size):.3f} (clusters x reps = {finite.size}; "
-          f"{int(np.sum(~np.isfinite(rhos)))} not estimable)")
+    print(
+        f"per-cluster rho estimates (true {rho}): mean {finite.mean():.3f}, median {np.median(finite):.3f}, "
+        f"MC SE of the mean {finite.std() / np.sqrt(finite.size):.3f} (clusters x reps = {finite.size}; "
+        f"{int(np.sum(~np.isfinite(rhos)))} not estimable)"
+    )
     return table
 
 
@@ -118,8 +149,10 @@ def main() -> None:
     parser.add_argument("--missing", type=float, default=0.4)
     args = parser.parse_args()
     print(machine())
-    print(f"make_heckman: {args.clusters} clusters x {args.size}, {args.missing:.0%} missing, exclusion restriction; "
-          f"m = {args.m}, max_iter = {args.iter}, {args.reps} replications")
+    print(
+        f"make_heckman: {args.clusters} clusters x {args.size}, {args.missing:.0%} missing, exclusion restriction; "
+        f"m = {args.m}, max_iter = {args.iter}, {args.reps} replications"
+    )
     pd.set_option("display.width", 160)
     for rho in (0.6, 0.0):
         start = time.perf_counter()
@@ -129,8 +162,10 @@ def main() -> None:
         print(table.round(4).to_string())
         if rho != 0:
             h, mar = table.loc["heckman"], table.loc["mar"]
-            print(f"MAR / Heckman |bias|: mean {abs(mar.mean_bias) / abs(h.mean_bias):.1f}x, "
-                  f"slope {abs(mar.slope_bias) / abs(h.slope_bias):.1f}x")
+            print(
+                f"MAR / Heckman |bias|: mean {abs(mar.mean_bias) / abs(h.mean_bias):.1f}x, "
+                f"slope {abs(mar.slope_bias) / abs(h.slope_bias):.1f}x"
+            )
 
 
 if __name__ == "__main__":

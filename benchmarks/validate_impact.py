@@ -65,16 +65,28 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     seeds = range(args.first_seed, args.first_seed + args.amputations)
     chunks = Parallel(n_jobs=args.n_jobs, verbose=0)(
-        delayed(one_amputation)(seed, reference, args.m, args.max_iter, args.kinds, args.ordered_ct,
-                                not args.no_mort_interactions, args.interaction_targets, args.study_variances)
-        for seed in seeds)
+        delayed(one_amputation)(
+            seed,
+            reference,
+            args.m,
+            args.max_iter,
+            args.kinds,
+            args.ordered_ct,
+            not args.no_mort_interactions,
+            args.interaction_targets,
+            args.study_variances,
+        )
+        for seed in seeds
+    )
     rows = pd.DataFrame([row for chunk in chunks for row in chunk])
     if args.out:
         rows.to_csv(args.out, index=False)
-    print(f"IMPACT recovery: {args.amputations} amputations (seeds {seeds.start}-{seeds.stop - 1}), m = {args.m}, "
-          f"max_iter = {args.max_iter}, ordered ct: {args.ordered_ct}, mort interactions: "
-          f"{not args.no_mort_interactions} ({' '.join(args.interaction_targets)}); "
-          f"{time.perf_counter() - start:.0f} s wall")
+    print(
+        f"IMPACT recovery: {args.amputations} amputations (seeds {seeds.start}-{seeds.stop - 1}), m = {args.m}, "
+        f"max_iter = {args.max_iter}, ordered ct: {args.ordered_ct}, mort interactions: "
+        f"{not args.no_mort_interactions} ({' '.join(args.interaction_targets)}); "
+        f"{time.perf_counter() - start:.0f} s wall"
+    )
     print(f"complete data: tau2 = {reference['tau2']:.4f}; terms in complete-data SE units, tau2 absolute")
     print(summarise(rows).round(4).to_string())
 

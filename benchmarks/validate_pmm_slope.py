@@ -55,6 +55,7 @@ TERMS = ["(Intercept)", "difficulty", "ses"]
 
 def _alpha(prop: float = 0.4) -> float:
     """Intercept of expit(alpha + z), z ~ N(0, 1), giving ``prop`` missing on average."""
+
     def mean_missing(alpha):
         return integrate.quad(lambda z: special.expit(alpha + z) * stats.norm.pdf(z), -10, 10)[0] - prop
 
@@ -103,8 +104,13 @@ def imputer(method: str, seed: int) -> MultilevelIterativeImputer:
         "pmm_type2": {"ses": RandomEffectsPMM(matchtype=2)},
         "normal": {"ses": RandomEffectsNormal()},
     }[method]
-    return MultilevelIterativeImputer(methods=methods, n_imputations=M, max_iter=MAX_ITER, random_state=seed,
-                                      cluster_means=method != "defaults-nomeans")
+    return MultilevelIterativeImputer(
+        methods=methods,
+        n_imputations=M,
+        max_iter=MAX_ITER,
+        random_state=seed,
+        cluster_means=method != "defaults-nomeans",
+    )
 
 
 def analyse(data: pd.DataFrame):
@@ -132,8 +138,7 @@ def _row(seed, mechanism, method, fits, reference) -> dict:
     else:
         f = fits[0]
         half = stats.t.ppf(0.975, f.df_resid) * f.se
-        table = pd.DataFrame({"estimate": f.coef, "conf_low": f.coef - half, "conf_high": f.coef + half},
-                             index=TERMS)
+        table = pd.DataFrame({"estimate": f.coef, "conf_low": f.coef - half, "conf_high": f.coef + half}, index=TERMS)
     row = {"seed": seed, "mechanism": mechanism, "method": method}
     for term in ("ses", "difficulty"):
         row[term] = table.loc[term, "estimate"]
@@ -152,13 +157,20 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
 
     out = frame.groupby(["mechanism", "method"], sort=False).agg(
         reps=("ses", "size"),
-        ses=("ses", "mean"), ses_bias=("ses", lambda x: x.mean() - TRUTH["ses"]), ses_mcse=("ses", mc),
-        ses_paired=("ses_paired", "mean"), ses_paired_mcse=("ses_paired", mc),
+        ses=("ses", "mean"),
+        ses_bias=("ses", lambda x: x.mean() - TRUTH["ses"]),
+        ses_mcse=("ses", mc),
+        ses_paired=("ses_paired", "mean"),
+        ses_paired_mcse=("ses_paired", mc),
         ses_coverage=("ses_covered", "mean"),
-        difficulty_bias=("difficulty", lambda x: x.mean() - TRUTH["difficulty"]), difficulty_mcse=("difficulty", mc),
+        difficulty_bias=("difficulty", lambda x: x.mean() - TRUTH["difficulty"]),
+        difficulty_mcse=("difficulty", mc),
         difficulty_coverage=("difficulty_covered", "mean"),
-        tau2=("tau2", "mean"), tau2_paired=("tau2_paired", "mean"), tau2_paired_mcse=("tau2_paired", mc),
-        sigma2=("sigma2", "mean"), sigma2_paired=("sigma2_paired", "mean"),
+        tau2=("tau2", "mean"),
+        tau2_paired=("tau2_paired", "mean"),
+        tau2_paired_mcse=("tau2_paired", mc),
+        sigma2=("sigma2", "mean"),
+        sigma2_paired=("sigma2_paired", "mean"),
         sigma2_paired_mcse=("sigma2_paired", mc),
     )
     return out
@@ -185,10 +197,14 @@ def main(argv=None) -> pd.DataFrame:
     table = summarise(frame)
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.precision", 4):
         print(f"# {machine()}")
-        print(f"# python benchmarks/validate_pmm_slope.py --reps {args.reps} --jobs {args.jobs} "
-              f"--mechanism {args.mechanism} --methods {args.methods}")
-        print(f"# truth: ses slope {TRUTH['ses']}, difficulty slope {TRUTH['difficulty']}; 'paired' = method minus "
-              "the complete-data fit of the same replication")
+        print(
+            f"# python benchmarks/validate_pmm_slope.py --reps {args.reps} --jobs {args.jobs} "
+            f"--mechanism {args.mechanism} --methods {args.methods}"
+        )
+        print(
+            f"# truth: ses slope {TRUTH['ses']}, difficulty slope {TRUTH['difficulty']}; 'paired' = method minus "
+            "the complete-data fit of the same replication"
+        )
         print(table.T.to_string())
         print(f"# {time.perf_counter() - started:.0f} s")
     return table

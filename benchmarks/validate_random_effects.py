@@ -34,9 +34,11 @@ def main() -> None:
     rows = Parallel(n_jobs=args.n_jobs)(jobs)
     table = summarise(rows)
     low, high = acceptance_region(args.reps)
-    print(f"\n{args.reps} replications (multilevel), {args.single_reps} (single-level PMM), "
-          f"{time.perf_counter() - start:.0f} s; 99% acceptance region for 95% coverage with {args.reps} "
-          f"replications: [{low:.3f}, {high:.3f}]\n")
+    print(
+        f"\n{args.reps} replications (multilevel), {args.single_reps} (single-level PMM), "
+        f"{time.perf_counter() - start:.0f} s; 99% acceptance region for 95% coverage with {args.reps} "
+        f"replications: [{low:.3f}, {high:.3f}]\n"
+    )
     with pd.option_context("display.width", 160, "display.float_format", "{:.4f}".format):
         print(table.to_string(index=False))
 

@@ -87,7 +87,7 @@ def _realign_simple_table(lines: list[str]) -> None:
         return
     first, last = rules[0], rules[-1]
     indent = len(lines[first]) - len(lines[first].lstrip())
-    rows = [re.match(r"(\s*)(\S+) +(.*)$", line) for line in lines[first + 1:last]]
+    rows = [re.match(r"(\s*)(\S+) +(.*)$", line) for line in lines[first + 1 : last]]
     if not all(rows):
         return
     width = max(len(row.group(2)) for row in rows)
@@ -253,8 +253,14 @@ def write_api_pages() -> list[str]:
             if modname != top:
                 heading = f"``{modname}``: {_first_line(modules[modname])}"
                 lines += [heading, "-" * len(heading), ""]
-            lines += [f".. currentmodule:: {modname}", "", ".. autosummary::", "   :toctree: generated",
-                      "   :nosignatures:", ""]
+            lines += [
+                f".. currentmodule:: {modname}",
+                "",
+                ".. autosummary::",
+                "   :toctree: generated",
+                "   :nosignatures:",
+                "",
+            ]
             lines += [f"   {name}" for name in names] + [""]
         (API_DIR / f"{slug}.rst").write_text("\n".join(lines), encoding="utf-8")
     (API_DIR / "index.rst").write_text("".join(index), encoding="utf-8")
@@ -298,8 +304,11 @@ class GalleryFigure(Directive):
             lines = [f".. figure:: /_static/gallery/{name}.png", f"   :alt: {name}", ""]
             lines += [f"   {line}" for line in self.content]
         else:
-            lines = [f".. note:: The image of ``{name}`` is rendered by ``docs/make_gallery.py``, "
-                     "which needs matplotlib; it was not rendered in this build.", ""]
+            lines = [
+                f".. note:: The image of ``{name}`` is rendered by ``docs/make_gallery.py``, "
+                "which needs matplotlib; it was not rendered in this build.",
+                "",
+            ]
             lines += list(self.content)
         container = nodes.container()
         self.state.nested_parse(StringList(lines, source=f"gallery:{name}"), self.content_offset, container)
@@ -333,7 +342,7 @@ def markdown_to_rst(text: str) -> list[str]:
     for line in text.splitlines():
         if line.startswith("```"):
             in_code = not in_code
-            out += ([".. code-block:: text", ""] if in_code else [""])
+            out += [".. code-block:: text", ""] if in_code else [""]
             continue
         if in_code:
             out.append("   " + line)
@@ -352,9 +361,9 @@ def markdown_to_rst(text: str) -> list[str]:
 
 
 def _inline(text: str) -> str:
-    text = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"`\1 <\2>`__", text)       # links
-    text = re.sub(r"(?<!`)`([^`]+)`(?!`)", r"``\1``", text)                # inline code
-    text = re.sub(r"\*\*([^*]+)\*\*", r"**\1**", text)                      # bold stays
+    text = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"`\1 <\2>`__", text)  # links
+    text = re.sub(r"(?<!`)`([^`]+)`(?!`)", r"``\1``", text)  # inline code
+    text = re.sub(r"\*\*([^*]+)\*\*", r"**\1**", text)  # bold stays
     return text
 
 

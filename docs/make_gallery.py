@@ -41,9 +41,16 @@ FORMULA = "popular ~ sex + texp + (1 + sex | school)"
 def example_data():
     """popmis with sporadic missing sex/teachpop and texp missing in 5 whole schools."""
     data = load_popmis()[["school", "popular", "sex", "texp", "teachpop"]]
-    return ampute(data, groups="school", prop=0.3, mechanism="MAR", patterns=[["sex"], ["teachpop"]],
-                  weights={"popular": 0.0, "texp": 1.0, "sex": 0.0, "teachpop": 0.0}, systematic_clusters={"texp": 5},
-                  random_state=8)
+    return ampute(
+        data,
+        groups="school",
+        prop=0.3,
+        mechanism="MAR",
+        patterns=[["sex"], ["teachpop"]],
+        weights={"popular": 0.0, "texp": 1.0, "sex": 0.0, "teachpop": 0.0},
+        systematic_clusters={"texp": 5},
+        random_state=8,
+    )
 
 
 def make_gallery(outdir: str | Path | None = None) -> list[Path]:

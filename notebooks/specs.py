@@ -85,7 +85,8 @@ icc_observed
 
 Role codes as in mice: `0` not used, `1` fixed effect (the school column coded 1 means
 school fixed effects), `2` random slope, `-2` cluster identifier. `popular` holds whole
-numbers; like R's methods we impute it as continuous.
+numbers: PMM imputes observed values, and the normal model imputes unrounded draws, as R's
+2l.pan does (rounding them would add variance).
 """),
     ("code", """
 strategies = {
@@ -99,7 +100,6 @@ imputers = {
         predictor_matrix=matrix,
         n_imputations=20,
         max_iter=10,
-        column_kinds={"popular": "continuous"},
         random_state=2022,
     )
     for label, (methods, matrix) in strategies.items()

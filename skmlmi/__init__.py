@@ -6,5 +6,11 @@ from .imputer import ImputedDatasets, MultilevelIterativeImputer
 from .pooling import MIPooler
 from .recommend import missing_by_cluster, recommend_methods
 
-__all__ = ["ImputedDatasets", "MIPooler", "MultilevelIterativeImputer", "__version__", "missing_by_cluster",
-           "recommend_methods"]
+__all__ = [
+    "ImputedDatasets",
+    "MIPooler",
+    "MultilevelIterativeImputer",
+    "__version__",
+    "missing_by_cluster",
+    "recommend_methods",
+]

@@ -126,8 +126,9 @@ def _plural(items, one: str, many: str) -> str:
 def _holds_bools(series: pd.Series) -> bool:
     """An object column whose observed values are all True/False."""
     observed = series.dropna()
-    return series.dtype == object and bool(len(observed)) and observed.map(
-        lambda v: isinstance(v, bool | np.bool_)).all()
+    return (
+        series.dtype == object and bool(len(observed)) and observed.map(lambda v: isinstance(v, bool | np.bool_)).all()
+    )
 
 
 def _numeric_values(series: pd.Series, name) -> np.ndarray:
@@ -153,8 +154,10 @@ def _check_scale(values: np.ndarray, name) -> None:
         return
     largest = float(magnitude.max())
     if largest > _LARGEST or 0 < largest < _SMALLEST:
-        raise ValueError(f"Column {name!r} holds values of magnitude {largest:.3g}, beyond what the imputation "
-                         f"numerics handle ({_SMALLEST:g} to {_LARGEST:g}); rescale it (e.g. change its units).")
+        raise ValueError(
+            f"Column {name!r} holds values of magnitude {largest:.3g}, beyond what the imputation "
+            f"numerics handle ({_SMALLEST:g} to {_LARGEST:g}); rescale it (e.g. change its units)."
+        )
 
 
 def _is_textual(series: pd.Series) -> bool:
@@ -185,9 +188,10 @@ def detect_codec(series: pd.Series, name, kind: str | None = None) -> ColumnCode
         if kind == "binary" and len(categories) != 2:
             raise ValueError(f"Column {name!r} declared binary has {len(categories)} categories.")
         return ColumnCodec(name, kind, dtype, categories, ordered)
-    if ptypes.is_object_dtype(dtype) and not series.dropna().map(
-        lambda v: isinstance(v, int | float | bool | np.number)
-    ).all():
+    if (
+        ptypes.is_object_dtype(dtype)
+        and not series.dropna().map(lambda v: isinstance(v, int | float | bool | np.number)).all()
+    ):
         raise TypeError(
             f"Column {name!r} has dtype object with values that are neither numbers nor strings (the "
             "argument must be a string or a number); convert it to numeric or categorical."
@@ -211,8 +215,7 @@ def detect_codec(series: pd.Series, name, kind: str | None = None) -> ColumnCode
                 raise ValueError(f"Column {name!r} declared binary has {len(distinct)} distinct values.")
             # two arbitrary numbers: code them 0/1 in sorted order
             return ColumnCodec(name, "binary", dtype, list(distinct) if len(distinct) == 2 else [0.0, 1.0])
-        return ColumnCodec(name, "binary", dtype, [0.0, 1.0], numeric_levels=True,
-                           boolean_objects=_holds_bools(series))
+        return ColumnCodec(name, "binary", dtype, [0.0, 1.0], numeric_levels=True, boolean_objects=_holds_bools(series))
     if kind == "categorical":
         return ColumnCodec(name, "categorical", dtype, list(distinct))
     return ColumnCodec(name, kind, dtype)
@@ -237,19 +240,27 @@ def cluster_codes(data: pd.DataFrame, groups) -> tuple[np.ndarray, pd.Index, Any
     else:
         if isinstance(groups, pd.DataFrame):
             if groups.shape[1] != 1:
-                raise ValueError(f"groups is a DataFrame with {groups.shape[1]} columns; pass one column of "
-                                 "cluster labels.")
+                raise ValueError(
+                    f"groups is a DataFrame with {groups.shape[1]} columns; pass one column of cluster labels."
+                )
             groups = groups.iloc[:, 0]
-        labels = groups if isinstance(groups, pd.Series) else pd.Series(list(groups) if isinstance(groups, tuple)
-                                                                         else np.asarray(groups))
+        labels = (
+            groups
+            if isinstance(groups, pd.Series)
+            else pd.Series(list(groups) if isinstance(groups, tuple) else np.asarray(groups))
+        )
         if labels.ndim != 1 or len(labels) != len(data):
-            raise ValueError(f"groups has {len(labels)} labels (length {len(labels)}, shape {np.shape(groups)}) but "
-                             f"the data have {len(data)} rows.")
+            raise ValueError(
+                f"groups has {len(labels)} labels (length {len(labels)}, shape {np.shape(groups)}) but "
+                f"the data have {len(data)} rows."
+            )
         labels = _aligned(labels, data.index)
     missing = np.asarray(labels.isna(), dtype=bool)
     if missing.any():
-        raise ValueError(f"groups has missing cluster labels ({int(missing.sum())} missing labels, first at row "
-                         f"{int(np.flatnonzero(missing)[0])}); every row needs a cluster.")
+        raise ValueError(
+            f"groups has missing cluster labels ({int(missing.sum())} missing labels, first at row "
+            f"{int(np.flatnonzero(missing)[0])}); every row needs a cluster."
+        )
     values = labels.to_numpy()
     try:
         codes, uniques = pd.factorize(values, sort=True)
@@ -273,7 +284,11 @@ def _aligned(labels: pd.Series, index: pd.Index) -> pd.Series:
     aligned on them, as pandas would; any other Series is taken in its positional order
     (as scikit-learn takes arrays), which is also what a default index means.
     """
-    if (not labels.index.equals(index) and labels.index.is_unique and index.is_unique
-            and len(labels.index.intersection(index)) == len(index)):
+    if (
+        not labels.index.equals(index)
+        and labels.index.is_unique
+        and index.is_unique
+        and len(labels.index.intersection(index)) == len(index)
+    ):
         return labels.reindex(index)
     return labels

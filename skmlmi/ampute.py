@@ -107,8 +107,10 @@ def _pattern_matrix(patterns: Any, columns: list) -> np.ndarray:
             f"patterns must be a 0/1 matrix, a DataFrame or a list of lists of column names, such as "
             f"[['x'], ['x', 'z']] (one list per pattern); got {patterns!r}"
         )
-    elif isinstance(patterns, Sequence) and len(patterns) > 0 and all(
-        _is_name_list(p, columns, n_vars) for p in patterns
+    elif (
+        isinstance(patterns, Sequence)
+        and len(patterns) > 0
+        and all(_is_name_list(p, columns, n_vars) for p in patterns)
     ):
         mat = np.ones((len(patterns), n_vars), dtype=float)
         for i, names in enumerate(patterns):  # list of lists of column names to remove

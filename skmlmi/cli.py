@@ -55,7 +55,6 @@ def demo_popmis(m: int = 20, max_iter: int = 10, seed: int = 2022, n_jobs: int |
     variance = {"complete cases": complete.variance_components_}
     seconds = {}
     for label, methods, predictors in _strategies():
-        # popular holds integers; R's methods impute it as continuous, so the demo does too
         imputer = MultilevelIterativeImputer(
             methods=methods,
             predictor_matrix=predictors,
@@ -63,7 +62,6 @@ def demo_popmis(m: int = 20, max_iter: int = 10, seed: int = 2022, n_jobs: int |
             max_iter=max_iter,
             random_state=seed,
             n_jobs=n_jobs,
-            column_kinds={"popular": "continuous"},
         )
         pooler = MIPooler(imputer, LinearMixedModel(ANALYSIS), n_jobs=n_jobs)
         start = time.perf_counter()

@@ -203,7 +203,8 @@ def _check_finite(values: np.ndarray, what: str, groups, labels) -> np.ndarray:
             where = f" in cluster(s) {', '.join(names)}{' and more' if len(known) > 5 else ''}"
         first = float(values[bad][0])
         raise NonFiniteImputationError(
-            f"{what} gave {int(bad.sum())} non-finite value(s) of {values.size}{where} (first: {first}).")
+            f"{what} gave {int(bad.sum())} non-finite value(s) of {values.size}{where} (first: {first})."
+        )
     return values
 
 
@@ -230,6 +231,7 @@ def _sample(draw, X, groups, rows, target, plan, rng, log):
     values = sample()
     bounds = plan.bounds.get(target.column)
     if bounds is not None:
+
         def redraw(index):
             return sample(index)
 
@@ -359,8 +361,17 @@ def _auxiliary_rng(entropy, chain, column):
     return np.random.Generator(np.random.PCG64(seed))
 
 
-def _run_chain(plan: _Plan, W: np.ndarray, rng: np.random.Generator, n_iter: int, chain: int, entropy,
-               start_iter: int = 0, states=None, verbose: int = 0) -> _ChainResult:
+def _run_chain(
+    plan: _Plan,
+    W: np.ndarray,
+    rng: np.random.Generator,
+    n_iter: int,
+    chain: int,
+    entropy,
+    start_iter: int = 0,
+    states=None,
+    verbose: int = 0,
+) -> _ChainResult:
     """Run one chain for ``n_iter`` iterations.
 
     ``W`` is the incomplete working data (it may be a read-only memory map shared by the
@@ -405,8 +416,12 @@ def _run_chain(plan: _Plan, W: np.ndarray, rng: np.random.Generator, n_iter: int
                     chain_mean[k, j] = values.mean() if values.size else np.nan
                     chain_var[k, j] = values.var(ddof=1) if values.size > 1 else np.nan
             if verbose:
-                print(f"[skmlmi] chain {chain + 1}: iteration {iteration + 1} of {start_iter + n_iter} done "
-                      f"({time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
+                print(
+                    f"[skmlmi] chain {chain + 1}: iteration {iteration + 1} of {start_iter + n_iter} done "
+                    f"({time.perf_counter() - started:.1f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return _ChainResult(imputed, chain_mean, chain_var, draws, states, events, rng)
 
 
@@ -719,9 +734,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         )
         self._W = W
         self._store_results(plan, results)
-        self._observed_pool = {
-            col: W[~missing[:, col], col] for col in range(W.shape[1]) if (~missing[:, col]).any()
-        }
+        self._observed_pool = {col: W[~missing[:, col], col] for col in range(W.shape[1]) if (~missing[:, col]).any()}
         return frame
 
     def continue_fit(self, n_iter: int = 1):
@@ -741,8 +754,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             raise ValueError(f"n_iter must be a positive integer, got {n_iter!r}.")
         plan, previous = self._plan, self._chain_results
         results = self._parallel(
-            [(plan, self._chain_data(c), r.rng, n_iter, c, self._entropy, self.n_iter_, r.states, self.verbose)
-             for c, r in enumerate(previous)]
+            [
+                (plan, self._chain_data(c), r.rng, n_iter, c, self._entropy, self.n_iter_, r.states, self.verbose)
+                for c, r in enumerate(previous)
+            ]
         )
         for old, new in zip(previous, results, strict=True):
             new.chain_mean = np.vstack([old.chain_mean, new.chain_mean])
@@ -828,7 +843,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                 f"No cluster of the new data was seen at fit, and their labels are {_label_kind(values)} where "
                 f"the fitted ones are {_label_kind(self.cluster_labels_)} (e.g. {values[0]!r} vs "
                 f"{self.cluster_labels_[0]!r}): every cluster is treated as new. Convert the labels if they "
-                "name the same clusters.", UserWarning, stacklevel=4,
+                "name the same clusters.",
+                UserWarning,
+                stacklevel=4,
             )
         if unseen.any():
             _, new = pd.factorize(values[unseen])
@@ -940,8 +957,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                     "PredictiveMeanMatching() or RandomEffectsNormal()."
                 )
         else:
-            model = self._recommended.get(name) or default_method(codec.kind, multilevel, bool(cluster_level),
-                                                                   cluster_level == "partial")
+            model = self._recommended.get(name) or default_method(
+                codec.kind, multilevel, bool(cluster_level), cluster_level == "partial"
+            )
         if codec.kind not in model.target_kinds:
             raise ValueError(
                 f"{type(model).__name__} cannot impute {name!r}, a {codec.kind} column; models that can: "
@@ -1031,8 +1049,14 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             predictors.append(_Predictor(k, role, pcodec.kind, pcodec.n_categories, str(pred_name), levels))
         self._afford_cluster_means(j, predictors, cluster_constant)
         return _Target(
-            column=j, name=str(name), kind=codec.kind, n_categories=codec.n_categories,
-            ordered=codec.ordered, model=model, predictors=predictors, cluster_role=cluster_role,
+            column=j,
+            name=str(name),
+            kind=codec.kind,
+            n_categories=codec.n_categories,
+            ordered=codec.ordered,
+            model=model,
+            predictors=predictors,
+            cluster_role=cluster_role,
             levels=self._levels.get(j),
         )
 
@@ -1062,10 +1086,17 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         for p in defaulted:
             p.role = 1
             self.predictor_matrix_.iloc[j, p.column] = 1
-        self._plan_events.append((self._columns[j], (
-            f"cluster means of {[p.name for p in defaulted]} left out of the default model: {observed} cluster(s) "
-            f"observe it for {terms} cluster-level terms (at least {_CLUSTERS_PER_TERM} per term are needed); "
-            "code them 3 in predictor_matrix to keep them")))
+        self._plan_events.append(
+            (
+                self._columns[j],
+                (
+                    f"cluster means of {[p.name for p in defaulted]} left out of the default model: "
+                    f"{observed} cluster(s) observe it for {terms} cluster-level terms (at least "
+                    f"{_CLUSTERS_PER_TERM} per term are needed); "
+                    "code them 3 in predictor_matrix to keep them"
+                ),
+            )
+        )
 
     def _check_where(self, where, missing, frame):
         """Cells to impute: the missing ones, or a user mask (observed cells = over-imputation)."""
@@ -1080,8 +1111,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         if where.shape != missing.shape or where.dtype != bool:
             raise ValueError(f"where must be a boolean mask of shape {missing.shape}; got {where.dtype} {where.shape}.")
         if self._groups_column is not None and where[:, self._columns.index(self._groups_column)].any():
-            raise ValueError(f"where marks cells of the cluster column {self._groups_column!r}, "
-                             "which is never imputed.")
+            raise ValueError(
+                f"where marks cells of the cluster column {self._groups_column!r}, which is never imputed."
+            )
         return where.copy()
 
     def _check_ignore(self, ignore, n):
@@ -1103,8 +1135,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                 if self._columns[j] != self._groups_column:
                     cluster_constant[j] = _constant_within_clusters(W[:, j], codes, n_clusters, missing[:, j])
         defaults = self._default_codes(cluster_constant) if multilevel and self.cluster_means else None
-        matrix, self._given_codes = validate_predictor_matrix(self.predictor_matrix, self._columns,
-                                                              self._groups_column, defaults, return_given=True)
+        matrix, self._given_codes = validate_predictor_matrix(
+            self.predictor_matrix, self._columns, self._groups_column, defaults, return_given=True
+        )
         self.predictor_matrix_ = matrix
         self._warn_ignored = []
         to_impute = where.copy()
@@ -1112,17 +1145,25 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         visit = self._resolve_visit_sequence(to_impute, derived_cols)
         self._levels = self._category_levels(W, missing, ignore, set(visit), derived_cols)
         self._n_clusters = n_clusters
-        self._observed_clusters = {  # clusters holding a fitting row of each target (a loop over columns)
-            j: int(np.count_nonzero(np.bincount(codes[~missing[:, j] & ~ignore], minlength=n_clusters)))
-            for j in set(visit)} if multilevel else {}
+        self._observed_clusters = (
+            {  # clusters holding a fitting row of each target (a loop over columns)
+                j: int(np.count_nonzero(np.bincount(codes[~missing[:, j] & ~ignore], minlength=n_clusters)))
+                for j in set(visit)
+            }
+            if multilevel
+            else {}
+        )
         self.visit_sequence_ = [self._columns[j] for j in visit]
         targets, made = [], {}
         for j in visit:
             if j not in made:
                 made[j] = self._make_target(j, matrix, codes, multilevel, cluster_constant)
             targets.append(made[j])
-        complete = [j for j in range(W.shape[1])
-                    if j not in made and j not in derived_cols and self._columns[j] != self._groups_column]
+        complete = [
+            j
+            for j in range(W.shape[1])
+            if j not in made and j not in derived_cols and self._columns[j] != self._groups_column
+        ]
         self._cluster_constant = cluster_constant  # for the complete columns' models, made on demand
         self._auxiliary_targets = {}
         for name in dict.fromkeys(self._warn_ignored):
@@ -1148,9 +1189,21 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         write_rows = {j: missing[impute_rows[j], j] | (j in derived_cols) for j in range(W.shape[1])}
         partial = bool((missing & ~where).any())
         return _Plan(
-            targets, complete, codes, n_clusters, labels, self._columns, fit_rows, impute_rows, write_rows,
-            incomplete, derived, parse_bounds(self.bounds, self._columns), parse_post(self.post, self._columns),
-            partial, ~ignore if ignore.any() else None,
+            targets,
+            complete,
+            codes,
+            n_clusters,
+            labels,
+            self._columns,
+            fit_rows,
+            impute_rows,
+            write_rows,
+            incomplete,
+            derived,
+            parse_bounds(self.bounds, self._columns),
+            parse_post(self.post, self._columns),
+            partial,
+            ~ignore if ignore.any() else None,
         )
 
     def _warn_circular(self, derived, made):
@@ -1177,7 +1230,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self.chain_mean_ = np.stack([r.chain_mean for r in results])
         self.chain_var_ = np.stack([r.chain_var for r in results])
         self.imputations_ = {
-            self._columns[col]: np.column_stack([r.values[col] for r in results]) if plan.impute_rows[col].size
+            self._columns[col]: np.column_stack([r.values[col] for r in results])
+            if plan.impute_rows[col].size
             else np.empty((0, len(results)))
             for col in plan.incomplete
         }
@@ -1213,8 +1267,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             return out
         out = frame.copy()
         if changed is None:
-            changed = [j for j, name in enumerate(self._columns)
-                       if name != self._groups_column and frame[name].isna().any()]
+            changed = [
+                j for j, name in enumerate(self._columns) if name != self._groups_column and frame[name].isna().any()
+            ]
         for j in changed:
             name = self._columns[j]
             decoded = self._codecs[j].decode(W[:, j], index=frame.index)
@@ -1243,8 +1298,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         plan = self._plan
         cells = missing.copy()
         self._fill_known_cluster_values(W, missing, codes, chain)
-        rng = np.random.Generator(np.random.PCG64(
-            np.random.SeedSequence(self._entropy, spawn_key=(_TRANSFORM_STREAM, chain))))
+        rng = np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence(self._entropy, spawn_key=(_TRANSFORM_STREAM, chain)))
+        )
         visits = [(t, d) for t, d in zip(plan.targets, self.final_draws_[chain], strict=True)]
         for j in plan.auxiliary:
             target = self._auxiliary_target(j) if missing[:, j].any() else None
@@ -1256,8 +1312,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         covered = {t.column for t, d in visits if d is not None}
         lacking = [self._columns[j] for j in np.flatnonzero(missing.any(axis=0)) if j not in covered]
         if lacking:
-            raise ValueError(f"Columns {lacking} have missing values but no imputation model could be fitted for "
-                             "them (they were complete at fit; see logged_events_).")
+            raise ValueError(
+                f"Columns {lacking} have missing values but no imputation model could be fitted for "
+                "them (they were complete at fit; see logged_events_)."
+            )
         for t, _ in visits:
             rows = missing[:, t.column]
             pool = self._observed_pool[t.column]
@@ -1321,8 +1379,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                 continue
             rows = missing[:, target.column] & (codes >= self._plan.n_clusters)
             if rows.any():
-                labels = (frame[self._groups_column] if self._groups_column is not None
-                          else pd.Series(np.asarray(groups)))
+                labels = (
+                    frame[self._groups_column] if self._groups_column is not None else pd.Series(np.asarray(groups))
+                )
                 unseen = sorted(map(str, pd.unique(labels.to_numpy()[rows])))
                 raise ValueError(
                     f"{target.name!r} is imputed with cluster fixed effects (cluster column coded 1), which "
@@ -1335,8 +1394,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         if j not in self._auxiliary_targets:
             try:
                 self._auxiliary_targets[j] = self._make_target(
-                    j, self.predictor_matrix_, self._plan.groups, self._plan.groups is not None,
-                    self._cluster_constant)
+                    j, self.predictor_matrix_, self._plan.groups, self._plan.groups is not None, self._cluster_constant
+                )
             except ValueError:
                 self._auxiliary_targets[j] = None  # transform then names the column it cannot impute
         return self._auxiliary_targets[j]
@@ -1356,11 +1415,20 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                 events.extend(reasons)
 
             try:
-                draw, _ = _visit(self._chain_data(chain), target, self._plan,
-                                 _auxiliary_rng(self._entropy, chain, target.column), None, log, draw_only=True)
+                draw, _ = _visit(
+                    self._chain_data(chain),
+                    target,
+                    self._plan,
+                    _auxiliary_rng(self._entropy, chain, target.column),
+                    None,
+                    log,
+                    draw_only=True,
+                )
             except (ValueError, np.linalg.LinAlgError) as exc:
-                raise ValueError(f"Column {target.name!r} was complete at fit and has missing values now, but its "
-                                 f"imputation model cannot be fitted: {exc}") from exc
+                raise ValueError(
+                    f"Column {target.name!r} was complete at fit and has missing values now, but its "
+                    f"imputation model cannot be fitted: {exc}"
+                ) from exc
             for reason in dict.fromkeys(events):
                 warnings.warn(f"{target.name}: {reason}", UserWarning, stacklevel=4)
             cache[target.column] = draw
@@ -1373,8 +1441,21 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         for d in plan.derived:
             inputs = sorted(d.depends_on) if d.depends_on else [j for j in range(missing.shape[1]) if j != d.column]
             impute_rows[d.column] = np.flatnonzero(missing[:, d.column] | missing[:, inputs].any(axis=1))
-        return _Plan(plan.targets, plan.auxiliary, codes, n_clusters, plan.cluster_labels, plan.names, {},
-                     impute_rows, {}, [], plan.derived, plan.bounds, plan.post)
+        return _Plan(
+            plan.targets,
+            plan.auxiliary,
+            codes,
+            n_clusters,
+            plan.cluster_labels,
+            plan.names,
+            {},
+            impute_rows,
+            {},
+            [],
+            plan.derived,
+            plan.bounds,
+            plan.post,
+        )
 
 
 def _label_kind(labels) -> str:

@@ -52,12 +52,18 @@ def make_predictor_matrix(columns: Sequence, groups_column=None) -> pd.DataFrame
 def _given_entries(predictor_matrix, columns) -> list[tuple]:
     """(target, predictor, code) triples of a dict, DataFrame or square array."""
     if isinstance(predictor_matrix, dict):
-        return [(target, predictor, value) for predictor, column in predictor_matrix.items()
-                for target, value in column.items()]
+        return [
+            (target, predictor, value)
+            for predictor, column in predictor_matrix.items()
+            for target, value in column.items()
+        ]
     if isinstance(predictor_matrix, pd.DataFrame):
         values = predictor_matrix.to_numpy()
-        return [(t, p, values[i, j]) for i, t in enumerate(predictor_matrix.index)
-                for j, p in enumerate(predictor_matrix.columns)]
+        return [
+            (t, p, values[i, j])
+            for i, t in enumerate(predictor_matrix.index)
+            for j, p in enumerate(predictor_matrix.columns)
+        ]
     array = np.asarray(predictor_matrix)
     if array.shape != (len(columns), len(columns)):
         raise ValueError(
@@ -67,8 +73,9 @@ def _given_entries(predictor_matrix, columns) -> list[tuple]:
     return [(t, p, array[i, j]) for i, t in enumerate(columns) for j, p in enumerate(columns)]
 
 
-def validate_predictor_matrix(predictor_matrix, columns: Sequence, groups_column=None, defaults=None,
-                              return_given: bool = False):
+def validate_predictor_matrix(
+    predictor_matrix, columns: Sequence, groups_column=None, defaults=None, return_given: bool = False
+):
     """Check a user's predictor matrix and complete it to the full square form.
 
     Rows and columns not given default to the :func:`make_predictor_matrix` entries (or to
@@ -269,8 +276,9 @@ def _per_target(value, name: str, columns: list) -> np.ndarray:
         return np.repeat(arr[:, None], p, axis=1)  # R recycles a vector down the columns: one value per target
     if arr.shape == (p, p):
         return arr
-    raise ValueError(f"{name} must be a scalar, one value per column ({p}) or a {p} x {p} matrix; got shape "
-                     f"{arr.shape}.")
+    raise ValueError(
+        f"{name} must be a scalar, one value per column ({p}) or a {p} x {p} matrix; got shape {arr.shape}."
+    )
 
 
 def _column_list(names, columns: list, argument: str) -> list:
@@ -416,8 +424,9 @@ class PredictorSuggestion:
         """A :class:`~skmlmi.MultilevelIterativeImputer` with these methods and predictor matrix."""
         from .imputer import MultilevelIterativeImputer
 
-        return MultilevelIterativeImputer(methods=dict(self.methods), predictor_matrix=self.predictor_matrix.copy(),
-                                          **params)
+        return MultilevelIterativeImputer(
+            methods=dict(self.methods), predictor_matrix=self.predictor_matrix.copy(), **params
+        )
 
 
 _ROLE_FALLBACK = {4: (2, 3, 1), 3: (1,), 2: (1,), 1: ()}
@@ -571,15 +580,22 @@ def suggest_predictors(
         lines.append("No variable of the model is incomplete: nothing to impute.")
 
     for t in incomplete:
-        role = "outcome" if t == response else ("auxiliary variable" if t in auxiliary and t not in fixed_vars
-                                                  and t not in slope_vars else "covariate")
+        role = (
+            "outcome"
+            if t == response
+            else (
+                "auxiliary variable" if t in auxiliary and t not in fixed_vars and t not in slope_vars else "covariate"
+            )
+        )
         head = f"{t} ({role}, {n_missing[t]} missing, {kinds[t]}"
         reasons = []
         if multilevel and levels[t] == 2:
             model = default_cluster_level_model(kinds[t])
             if kinds[t] == "categorical":
-                why = ("cluster-level categorical variable: ClusterMean fills a cluster's missing rows from its "
-                       "observed rows, and clusters with none from a cluster-level multinomial logit")
+                why = (
+                    "cluster-level categorical variable: ClusterMean fills a cluster's missing rows from its "
+                    "observed rows, and clusters with none from a cluster-level multinomial logit"
+                )
             else:
                 why = "cluster-level variable: imputed once per cluster, other variables enter as cluster means"
             lines.append(f"- {head}, level 2): {type(model).__name__} ({why}).")
@@ -602,13 +618,21 @@ def suggest_predictors(
             else:
                 if t == response:
                     slope = p in slope_vars
-                    why = ("random slope in the analysis model" if slope else "fixed effect in the analysis model"
-                           if p in fixed_vars else "auxiliary variable")
+                    why = (
+                        "random slope in the analysis model"
+                        if slope
+                        else "fixed effect in the analysis model"
+                        if p in fixed_vars
+                        else "auxiliary variable"
+                    )
                 elif p == response:
                     slope = t in slope_vars
-                    why = ("outcome, with a random slope because the analysis model has a random slope of "
-                           f"{t} (reversed random-slope model)" if slope
-                           else "outcome of the analysis model predicts its incomplete covariates")
+                    why = (
+                        "outcome, with a random slope because the analysis model has a random slope of "
+                        f"{t} (reversed random-slope model)"
+                        if slope
+                        else "outcome of the analysis model predicts its incomplete covariates"
+                    )
                 else:
                     slope = False
                     why = "other variable of the model" if p not in auxiliary else "auxiliary variable"
@@ -618,8 +642,10 @@ def suggest_predictors(
                     why += " + cluster mean (contextual effect)"
                 accepted = _accepted_code(code, model)
                 if accepted != code:
-                    why += (f"; {type(model).__name__} cannot honour code {code} ({ROLE_NAMES[code]}), "
-                            f"lowered to {accepted}")
+                    why += (
+                        f"; {type(model).__name__} cannot honour code {code} ({ROLE_NAMES[code]}), "
+                        f"lowered to {accepted}"
+                    )
                     code = accepted
             matrix.loc[t, p] = code
             reasons.append(f"{p} {code}: {why}")
@@ -634,11 +660,14 @@ def suggest_predictors(
         )
     unused = [c for c in columns if c not in model_vars and c != group]
     if unused:
-        lines.append(f"Not in the analysis model, left out (code 0): {unused}; pass auxiliary=[...] to use some "
-                     "as predictors (quickpred() shows which correlate with the incomplete variables).")
+        lines.append(
+            f"Not in the analysis model, left out (code 0): {unused}; pass auxiliary=[...] to use some "
+            "as predictors (quickpred() shows which correlate with the incomplete variables)."
+        )
     if multilevel and cluster_means and incomplete:
-        lines.append("Cluster means (codes 3/4) keep within- and between-cluster associations apart (Enders, "
-                     "Mistler & Keller 2016; Grund, Lüdtke & Robitzsch 2018); pass cluster_means=False for small "
-                     "clusters where they are unreliable and no contextual effect is analysed.")
-    return PredictorSuggestion(predictor_matrix=matrix, methods=methods, explanation="\n".join(lines),
-                               levels=levels)
+        lines.append(
+            "Cluster means (codes 3/4) keep within- and between-cluster associations apart (Enders, "
+            "Mistler & Keller 2016; Grund, Lüdtke & Robitzsch 2018); pass cluster_means=False for small "
+            "clusters where they are unreliable and no contextual effect is analysed."
+        )
+    return PredictorSuggestion(predictor_matrix=matrix, methods=methods, explanation="\n".join(lines), levels=levels)

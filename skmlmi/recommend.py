@@ -119,34 +119,56 @@ def missing_by_cluster(
         size, observed = _cluster_table(missing, codes, J)
         status = np.where(observed == 0, "systematic", np.where(observed < size, "sporadic", "complete"))
         if by == "cluster":
-            long.append(pd.DataFrame({
-                "column": name, "cluster": labels, "size": size, "n_observed": observed,
-                "n_missing": size - observed, "status": status,
-            }))
+            long.append(
+                pd.DataFrame(
+                    {
+                        "column": name,
+                        "cluster": labels,
+                        "size": size,
+                        "n_observed": observed,
+                        "n_missing": size - observed,
+                        "status": status,
+                    }
+                )
+            )
             continue
         seen = observed[observed > 0]
-        rows.append({
-            "column": name,
-            "n_missing": int(missing.sum()),
-            "prop_missing": float(missing.mean()),
-            "n_clusters": J,
-            "n_systematic": int((status == "systematic").sum()),
-            "n_sporadic": int((status == "sporadic").sum()),
-            "n_complete": int((status == "complete").sum()),
-            "systematic_clusters": labels[status == "systematic"].tolist(),
-            "min_cluster_size": int(size.min()),
-            "median_cluster_size": float(np.median(size)),
-            "max_cluster_size": int(size.max()),
-            "median_observed": float(np.median(seen)) if seen.size else 0.0,
-            "min_observed": int(seen.min()) if seen.size else 0,
-        })
+        rows.append(
+            {
+                "column": name,
+                "n_missing": int(missing.sum()),
+                "prop_missing": float(missing.mean()),
+                "n_clusters": J,
+                "n_systematic": int((status == "systematic").sum()),
+                "n_sporadic": int((status == "sporadic").sum()),
+                "n_complete": int((status == "complete").sum()),
+                "systematic_clusters": labels[status == "systematic"].tolist(),
+                "min_cluster_size": int(size.min()),
+                "median_cluster_size": float(np.median(size)),
+                "max_cluster_size": int(size.max()),
+                "median_observed": float(np.median(seen)) if seen.size else 0.0,
+                "min_observed": int(seen.min()) if seen.size else 0,
+            }
+        )
     if by == "cluster":
         if not long:
             return pd.DataFrame(columns=["column", "cluster", "size", "n_observed", "n_missing", "status"])
         return pd.concat(long, ignore_index=True)
-    columns = ["column", "n_missing", "prop_missing", "n_clusters", "n_systematic", "n_sporadic", "n_complete",
-               "systematic_clusters", "min_cluster_size", "median_cluster_size", "max_cluster_size",
-               "median_observed", "min_observed"]
+    columns = [
+        "column",
+        "n_missing",
+        "prop_missing",
+        "n_clusters",
+        "n_systematic",
+        "n_sporadic",
+        "n_complete",
+        "systematic_clusters",
+        "min_cluster_size",
+        "median_cluster_size",
+        "max_cluster_size",
+        "median_observed",
+        "min_observed",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -273,55 +295,104 @@ def recommend_methods(
         else:
             pattern = "systematic" if n_sys else "sporadic"
         level2 = bool(j_obs and is_cluster_constant(series.to_numpy(), codes))
-        model, reason = _choose(kind, pattern, level2, j_obs, share_small, n_sys, large_cluster, prop_small,
-                                min_clusters, c, two_stage, j_fit)
-        out.append({
-            "column": name, "kind": kind, "pattern": pattern, "cluster_level": level2,
-            "n_clusters": int(row["n_clusters"]), "n_systematic": n_sys, "n_sporadic": n_spor,
-            "n_observed_clusters": j_obs, "prop_missing": float(row["prop_missing"]),
-            "median_observed": float(row["median_observed"]), "share_small": share_small,
-            "method": model, "method_name": None if model is None else type(model).__name__, "reason": reason,
-        })
-    columns = ["column", "kind", "pattern", "cluster_level", "n_clusters", "n_systematic", "n_sporadic",
-               "n_observed_clusters", "prop_missing", "median_observed", "share_small", "method", "method_name",
-               "reason"]
+        model, reason = _choose(
+            kind,
+            pattern,
+            level2,
+            j_obs,
+            share_small,
+            n_sys,
+            large_cluster,
+            prop_small,
+            min_clusters,
+            c,
+            two_stage,
+            j_fit,
+        )
+        out.append(
+            {
+                "column": name,
+                "kind": kind,
+                "pattern": pattern,
+                "cluster_level": level2,
+                "n_clusters": int(row["n_clusters"]),
+                "n_systematic": n_sys,
+                "n_sporadic": n_spor,
+                "n_observed_clusters": j_obs,
+                "prop_missing": float(row["prop_missing"]),
+                "median_observed": float(row["median_observed"]),
+                "share_small": share_small,
+                "method": model,
+                "method_name": None if model is None else type(model).__name__,
+                "reason": reason,
+            }
+        )
+    columns = [
+        "column",
+        "kind",
+        "pattern",
+        "cluster_level",
+        "n_clusters",
+        "n_systematic",
+        "n_sporadic",
+        "n_observed_clusters",
+        "prop_missing",
+        "median_observed",
+        "share_small",
+        "method",
+        "method_name",
+        "reason",
+    ]
     return pd.DataFrame(out, columns=columns)
 
 
-def _choose(kind, pattern, level2, j_obs, share_small, n_sys, large_cluster, prop_small, min_clusters, c,
-            two_stage, j_fit) -> tuple[BaseConditionalImputer | None, str]:
+def _choose(
+    kind, pattern, level2, j_obs, share_small, n_sys, large_cluster, prop_small, min_clusters, c, two_stage, j_fit
+) -> tuple[BaseConditionalImputer | None, str]:
     """The rules of :func:`recommend_methods`; returns (model, reason)."""
     if j_obs == 0:
         return None, "no observed value: nothing to impute from (drop the column or give it a model by hand)"
     if level2:
         if "sporadic" in pattern:
-            return c.ClusterMean(), ("constant within clusters (cluster-level) but missing in part of some "
-                                     "clusters: filled from the cluster's observed value (clusters with none "
-                                     "observed from a cluster-level model)")
+            return c.ClusterMean(), (
+                "constant within clusters (cluster-level) but missing in part of some "
+                "clusters: filled from the cluster's observed value (clusters with none "
+                "observed from a cluster-level model)"
+            )
         if kind == "categorical":
             return c.ClusterMean(), "constant within clusters (cluster-level) and categorical: imputed per cluster"
         return default_cluster_level_model(kind), "constant within clusters (cluster-level): imputed once per cluster"
     if kind == "categorical":
         return c.RandomEffectsCategorical(), (
             f"categorical, {pattern} missingness: random-intercept categorical model "
-            + ("(systematically missing clusters drawn from the population; no two-stage categorical model)"
-               if n_sys else "(one-stage)")
+            + (
+                "(systematically missing clusters drawn from the population; no two-stage categorical model)"
+                if n_sys
+                else "(one-stage)"
+            )
         )
     if n_sys:
         small = share_small > prop_small
         if not small and j_fit >= min_clusters:
-            model = {"continuous": two_stage.TwoStageNormal, "integer": two_stage.TwoStagePMM,
-                     "binary": two_stage.TwoStageLogistic}[kind]()
+            model = {
+                "continuous": two_stage.TwoStageNormal,
+                "integer": two_stage.TwoStagePMM,
+                "binary": two_stage.TwoStageLogistic,
+            }[kind]()
             return model, (
                 f"systematically missing in {n_sys} cluster(s); {j_obs} observed clusters, "
                 f"{share_small:.0%} with < {large_cluster} observed values (<= {prop_small:.0%}): large clusters, "
                 "two-stage model (per-cluster fits + random-effects meta-analysis)"
             )
-        why = (f"{share_small:.0%} of the observed clusters have < {large_cluster} observed values "
-               f"(> {prop_small:.0%}: small clusters)" if small
-               else f"only {j_obs} observed clusters (< {min_clusters}) for a meta-analysis" if j_obs < min_clusters
-               else f"only {j_fit} of the {j_obs} observed clusters have both outcomes (< {min_clusters}) for a "
-                    "meta-analysis of per-cluster logistic fits")
+        why = (
+            f"{share_small:.0%} of the observed clusters have < {large_cluster} observed values "
+            f"(> {prop_small:.0%}: small clusters)"
+            if small
+            else f"only {j_obs} observed clusters (< {min_clusters}) for a meta-analysis"
+            if j_obs < min_clusters
+            else f"only {j_fit} of the {j_obs} observed clusters have both outcomes (< {min_clusters}) for a "
+            "meta-analysis of per-cluster logistic fits"
+        )
         lead = f"systematically missing in {n_sys} cluster(s) but {why}: one-stage random-effects model"
     else:
         lead = "sporadic missingness only: one-stage random-effects model using every observed row"

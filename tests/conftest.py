@@ -14,5 +14,6 @@ matplotlib.use("Agg")
 
 _ROOT = Path(__file__).resolve().parents[1]
 _CANDIDATES = [os.environ.get("SKMLMI_SHARED", ""), _ROOT.parent / "shared", _ROOT / "shared"]
-os.environ["SKMLMI_SHARED"] = str(next((Path(c) for c in _CANDIDATES if c and Path(c, "reference").is_dir()),
-                                       _ROOT.parent / "shared"))
+os.environ["SKMLMI_SHARED"] = str(
+    next((Path(c) for c in _CANDIDATES if c and Path(c, "reference").is_dir()), _ROOT.parent / "shared")
+)

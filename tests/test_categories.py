@@ -135,8 +135,11 @@ def test_binary_target_with_one_observed_category_takes_it_and_logs_once(model, 
     assert (imp.transform(new)["c"] == "yes").all()
 
 
-@pytest.mark.parametrize("model", [ClusterLevelPMM(), ClusterLevelLogistic(), ClusterMean()],
-                         ids=["ClusterLevelPMM", "ClusterLevelLogistic", "ClusterMean"])
+@pytest.mark.parametrize(
+    "model",
+    [ClusterLevelPMM(), ClusterLevelLogistic(), ClusterMean()],
+    ids=["ClusterLevelPMM", "ClusterLevelLogistic", "ClusterMean"],
+)
 def test_cluster_level_binary_with_one_observed_category(model):
     data = _data(["no", "yes"], ["no"], n_missing=0)
     data.loc[data["g"].isin([3, 4]), "c"] = None

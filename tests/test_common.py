@@ -14,8 +14,9 @@ import skmlmi
 from skmlmi import MIPooler, MultilevelIterativeImputer
 from skmlmi.conditional.base import BaseConditionalImputer
 
-FORMULA_MODELS = "formula models are fitted on a DataFrame holding the formula's named columns; the checks pass " \
-    "unnamed arrays"
+FORMULA_MODELS = (
+    "formula models are fitted on a DataFrame holding the formula's named columns; the checks pass unnamed arrays"
+)
 #: estimator class name -> {check name: why skmlmi deliberately differs}
 EXPECTED_FAILURES: dict[str, dict[str, str]] = {
     "MultilevelIterativeImputer": {},
@@ -36,9 +37,13 @@ def _public_estimators():
         if any(part.startswith("_") for part in module.name.split(".")[1:]):
             continue
         for name, obj in inspect.getmembers(importlib.import_module(module.name), inspect.isclass):
-            if (issubclass(obj, BaseEstimator) and not issubclass(obj, BaseConditionalImputer)
-                    and not name.startswith("_") and obj.__module__.startswith("skmlmi")
-                    and not inspect.isabstract(obj)):
+            if (
+                issubclass(obj, BaseEstimator)
+                and not issubclass(obj, BaseConditionalImputer)
+                and not name.startswith("_")
+                and obj.__module__.startswith("skmlmi")
+                and not inspect.isabstract(obj)
+            ):
                 found[name] = obj
     return found
 

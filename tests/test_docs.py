@@ -29,8 +29,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "chromium", "chromium-browser")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 API_PAGE = "api/generated/skmlmi.MultilevelIterativeImputer.html"
 
 
@@ -55,11 +63,25 @@ def built_docs(tmp_path_factory) -> Path:
         result_file = root / "result.json"
         if not result_file.exists():
             html = root / "html"
-            command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-d",
-                       str(root / "doctrees"), str(DOCS), str(html)]
+            command = [
+                sys.executable,
+                "-m",
+                "sphinx",
+                "-W",
+                "--keep-going",
+                "-b",
+                "html",
+                "-d",
+                str(root / "doctrees"),
+                str(DOCS),
+                str(html),
+            ]
             run = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
-            result_file.write_text(json.dumps({"returncode": run.returncode, "output": run.stdout + run.stderr,
-                                               "command": " ".join(command)}))
+            result_file.write_text(
+                json.dumps(
+                    {"returncode": run.returncode, "output": run.stdout + run.stderr, "command": " ".join(command)}
+                )
+            )
         result = json.loads(result_file.read_text())
     if result["returncode"] != 0:
         pytest.fail(f"docs build failed ({result['command']}):\n{result['output'][-6000:]}")
@@ -101,8 +123,16 @@ def _parse(path: Path) -> _LinkParser:
 
 
 def test_docs_build_without_warnings(built_docs):
-    for page in ("index.html", "coming_from_r.html", "models.html", "gallery.html", "changelog.html",
-                 "user_guide/index.html", "api/index.html", API_PAGE):
+    for page in (
+        "index.html",
+        "coming_from_r.html",
+        "models.html",
+        "gallery.html",
+        "changelog.html",
+        "user_guide/index.html",
+        "api/index.html",
+        API_PAGE,
+    ):
         assert (built_docs / page).is_file(), f"{page} missing from the built docs"
 
 
@@ -141,8 +171,11 @@ def test_every_public_name_has_an_api_page(built_docs):
         except (ImportError, AttributeError):
             continue
     missing = []
-    modules = [skmlmi] + [importlib.import_module(m.name) for m in pkgutil.walk_packages(skmlmi.__path__, "skmlmi.")
-                          if not any(part.startswith("_") for part in m.name.split("."))]
+    modules = [skmlmi] + [
+        importlib.import_module(m.name)
+        for m in pkgutil.walk_packages(skmlmi.__path__, "skmlmi.")
+        if not any(part.startswith("_") for part in m.name.split("."))
+    ]
     for module in modules:
         for name in getattr(module, "__all__", ()):
             obj = getattr(module, name)
@@ -172,8 +205,10 @@ def _chromium() -> str:
         found = shutil.which(candidate)
         if found:
             return found
-    pytest.skip("Chromium not found (Debian: apt-get install --no-install-recommends chromium); "
-                "browser checks of the docs skipped")
+    pytest.skip(
+        "Chromium not found (Debian: apt-get install --no-install-recommends chromium); "
+        "browser checks of the docs skipped"
+    )
 
 
 def _browser(args: list[str], profile: Path) -> subprocess.CompletedProcess:
@@ -187,8 +222,8 @@ def _read_png(path: Path) -> np.ndarray:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     pos, idat, header = 8, [], None
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        chunk = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", chunk)
         elif kind == b"IDAT":

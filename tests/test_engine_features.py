@@ -38,12 +38,19 @@ def body():
     return frame
 
 
-@pytest.mark.parametrize("formula", ["weight / height ** 2", (lambda d: d["weight"] / d["height"] ** 2)],
-                         ids=["expression", "callable"])
+@pytest.mark.parametrize(
+    "formula", ["weight / height ** 2", (lambda d: d["weight"] / d["height"] ** 2)], ids=["expression", "callable"]
+)
 def test_derived_column_identical_to_its_formula_in_every_output(body, formula):
     matrix = {"bmi": {"weight": 0, "height": 0}}  # bmi must not predict its own inputs
-    imp = MultilevelIterativeImputer(methods=BayesianNormal(), derived={"bmi": formula}, predictor_matrix=matrix,
-                                     n_imputations=3, max_iter=3, random_state=0)
+    imp = MultilevelIterativeImputer(
+        methods=BayesianNormal(),
+        derived={"bmi": formula},
+        predictor_matrix=matrix,
+        n_imputations=3,
+        max_iter=3,
+        random_state=0,
+    )
     sets = imp.fit_transform_all(body)
     for out in [*sets, imp.transform(body)]:
         np.testing.assert_allclose(out["bmi"], out["weight"] / out["height"] ** 2)
@@ -55,8 +62,14 @@ def test_derived_column_may_start_entirely_missing(body):
     # columns need no observed values), and the caller's empty column stays empty
     data = body.assign(bmi=np.nan)
     matrix = {"bmi": {"weight": 0, "height": 0}}
-    imp = MultilevelIterativeImputer(methods=BayesianNormal(), derived={"bmi": "weight / height ** 2"},
-                                     predictor_matrix=matrix, n_imputations=2, max_iter=2, random_state=0)
+    imp = MultilevelIterativeImputer(
+        methods=BayesianNormal(),
+        derived={"bmi": "weight / height ** 2"},
+        predictor_matrix=matrix,
+        n_imputations=2,
+        max_iter=2,
+        random_state=0,
+    )
     for out in imp.fit_transform_all(data):
         np.testing.assert_allclose(out["bmi"], out["weight"] / out["height"] ** 2)
     assert data["bmi"].isna().all()
@@ -65,8 +78,9 @@ def test_derived_column_may_start_entirely_missing(body):
 
 
 def test_derived_column_predicting_its_inputs_warns_of_circularity(body):
-    imp = MultilevelIterativeImputer(methods=BayesianNormal(), derived={"bmi": "weight / height ** 2"},
-                                     n_imputations=1, max_iter=1, random_state=0)
+    imp = MultilevelIterativeImputer(
+        methods=BayesianNormal(), derived={"bmi": "weight / height ** 2"}, n_imputations=1, max_iter=1, random_state=0
+    )
     with pytest.warns(UserWarning, match="circular"):
         imp.fit(body)
     with pytest.raises(ValueError, match="unknown columns"):
@@ -74,18 +88,28 @@ def test_derived_column_predicting_its_inputs_warns_of_circularity(body):
 
 
 def test_bounds_never_violated_and_post_applied(popmis):
-    imp = MultilevelIterativeImputer(methods={"popular": BayesianNormal()}, bounds={"popular": (4.9, 5.1)},
-                                     predictor_matrix={"school": {"popular": 0}}, n_imputations=3, max_iter=3,
-                                     random_state=1)
+    imp = MultilevelIterativeImputer(
+        methods={"popular": BayesianNormal()},
+        bounds={"popular": (4.9, 5.1)},
+        predictor_matrix={"school": {"popular": 0}},
+        n_imputations=3,
+        max_iter=3,
+        random_state=1,
+    )
     sets = _quiet(imp.fit_transform_all, popmis, groups="school")
     missing = popmis["popular"].isna()
     for out in [*sets, _quiet(imp.transform, popmis)]:
         assert out.loc[missing, "popular"].between(4.9, 5.1).all()
     # with bounds narrower than the draws, some values are squeezed, and the log says so
     assert imp.logged_events_["reason"].str.contains("squeezed").any()
-    imp = MultilevelIterativeImputer(methods={"popular": BayesianNormal()}, post={"popular": lambda v: np.round(v, 1)},
-                                     predictor_matrix={"school": {"popular": 0}}, n_imputations=2, max_iter=2,
-                                     random_state=1)
+    imp = MultilevelIterativeImputer(
+        methods={"popular": BayesianNormal()},
+        post={"popular": lambda v: np.round(v, 1)},
+        predictor_matrix={"school": {"popular": 0}},
+        n_imputations=2,
+        max_iter=2,
+        random_state=1,
+    )
     out = _quiet(imp.fit_transform, popmis, groups="school")
     np.testing.assert_allclose(out["popular"], np.round(out["popular"], 1))
 
@@ -97,13 +121,15 @@ def test_ignored_rows_do_not_change_the_fitted_draws(popmis):
     altered.loc[ignore, "popular"] = altered.loc[ignore, "popular"] + 50  # absurd values, never fitted
     runs = []
     for data in (popmis, altered):
-        imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, n_imputations=2, max_iter=3,
-                                         random_state=4)
+        imp = MultilevelIterativeImputer(
+            methods={"popular": RandomEffectsNormal()}, n_imputations=2, max_iter=3, random_state=4
+        )
         _quiet(imp.fit, data, groups="school", ignore=ignore)
         runs.append(imp.imputations_["popular"])
     np.testing.assert_array_equal(*runs)
-    imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, n_imputations=2, max_iter=3,
-                                     random_state=4)
+    imp = MultilevelIterativeImputer(
+        methods={"popular": RandomEffectsNormal()}, n_imputations=2, max_iter=3, random_state=4
+    )
     _quiet(imp.fit, altered, groups="school")
     assert not np.array_equal(imp.imputations_["popular"], runs[0])  # not ignoring them does change them
 
@@ -112,8 +138,9 @@ def test_where_overimputes_observed_cells(popmis):
     where = popmis.isna().to_numpy()
     marked = np.flatnonzero(popmis["popular"].notna().to_numpy())[:50]
     where[marked, 1] = True
-    imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, n_imputations=2, max_iter=2,
-                                     random_state=0)
+    imp = MultilevelIterativeImputer(
+        methods={"popular": RandomEffectsNormal()}, n_imputations=2, max_iter=2, random_state=0
+    )
     sets = _quiet(imp.fit_transform_all, popmis, groups="school", where=where)
     assert imp.imputations_["popular"].shape == (where[:, 1].sum(), 2)
     # the completed data show the over-imputations (mice's complete), not the observed values
@@ -127,8 +154,13 @@ def test_missing_cells_outside_where_stay_missing(popmis):
     data.loc[data.index[:40], "sex"] = np.nan
     where = data.isna().to_numpy()
     where[:40, 2] = False  # leave the first 40 sex values missing
-    imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal(), "sex": PredictiveMeanMatching()},
-                                     column_kinds={"sex": "continuous"}, n_imputations=1, max_iter=2, random_state=0)
+    imp = MultilevelIterativeImputer(
+        methods={"popular": RandomEffectsNormal(), "sex": PredictiveMeanMatching()},
+        column_kinds={"sex": "continuous"},
+        n_imputations=1,
+        max_iter=2,
+        random_state=0,
+    )
     out = _quiet(imp.fit_transform, data, groups="school", where=where)
     assert out["sex"].isna().sum() == 40
     # rows lacking a predictor are neither fitted nor imputed (mice)
@@ -138,8 +170,9 @@ def test_missing_cells_outside_where_stay_missing(popmis):
 
 def test_continuing_chains_equals_running_longer(popmis):
     def make(max_iter):
-        return MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, n_imputations=2,
-                                          max_iter=max_iter, random_state=9)
+        return MultilevelIterativeImputer(
+            methods={"popular": RandomEffectsNormal()}, n_imputations=2, max_iter=max_iter, random_state=9
+        )
 
     longer = _quiet(make(5).fit, popmis, groups="school")
     continued = _quiet(make(3).fit, popmis, groups="school")
@@ -151,16 +184,22 @@ def test_continuing_chains_equals_running_longer(popmis):
 
 
 def test_overimpute_reports_coverage_of_observed_values(popmis):
-    imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, n_imputations=20, max_iter=3,
-                                     random_state=2)
+    imp = MultilevelIterativeImputer(
+        methods={"popular": RandomEffectsNormal()}, n_imputations=20, max_iter=3, random_state=2
+    )
     result = overimpute(imp, popmis, groups="school", columns=["popular"], sample=100, alpha=0.1, random_state=0)
     assert list(result.table.columns) == ["column", "row", "observed", "imputed_mean", "lower", "upper", "covered"]
     assert len(result.table) == 100
     # A calibrated model covers ~90%; with 100 cells and 20 imputations per interval the
     # empirical coverage has sd ~ 0.03 plus the quantile noise of 20 draws, so 0.75 is far below.
     assert 0.75 <= result.coverage["popular"] <= 1.0
-    single = MultilevelIterativeImputer(methods={"popular": PredictiveMeanMatching()}, n_imputations=20, max_iter=3,
-                                        predictor_matrix={"school": {"popular": 0}}, random_state=2)
+    single = MultilevelIterativeImputer(
+        methods={"popular": PredictiveMeanMatching()},
+        n_imputations=20,
+        max_iter=3,
+        predictor_matrix={"school": {"popular": 0}},
+        random_state=2,
+    )
     worse = overimpute(single, popmis, groups="school", columns=["popular"], sample=100, random_state=0)
     # ignoring the schools widens the intervals: wider than the multilevel model's
     width = (result.table["upper"] - result.table["lower"]).mean()
@@ -209,10 +248,15 @@ def test_bounds_post_and_derived_hold_exactly_in_every_completed_dataset(popmis)
     # popular holds whole numbers; a normal model imputes unrounded draws, bounds are applied
     # to them, then post, then the derived column from the final values
     data = popmis.assign(pop_sq=popmis["popular"] ** 2)
-    imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, bounds={"popular": (2.5, 8.5)},
-                                     post={"popular": lambda v: np.round(v, 1)},
-                                     derived={"pop_sq": lambda d: d["popular"] ** 2},
-                                     n_imputations=3, max_iter=3, random_state=4)
+    imp = MultilevelIterativeImputer(
+        methods={"popular": RandomEffectsNormal()},
+        bounds={"popular": (2.5, 8.5)},
+        post={"popular": lambda v: np.round(v, 1)},
+        derived={"pop_sq": lambda d: d["popular"] ** 2},
+        n_imputations=3,
+        max_iter=3,
+        random_state=4,
+    )
     missing = data["popular"].isna()
     for out in _quiet(imp.fit_transform_all, data, groups="school"):
         imputed = out.loc[missing, "popular"]
@@ -221,16 +265,18 @@ def test_bounds_post_and_derived_hold_exactly_in_every_completed_dataset(popmis)
         assert (imputed != np.round(imputed)).mean() > 0.5  # not rounded to whole numbers
         np.testing.assert_array_equal(out["pop_sq"], out["popular"] ** 2)
     # without post, a normal model's imputations of a whole-number column are not rounded at all
-    plain = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, n_imputations=1, max_iter=2,
-                                       random_state=4)
+    plain = MultilevelIterativeImputer(
+        methods={"popular": RandomEffectsNormal()}, n_imputations=1, max_iter=2, random_state=4
+    )
     imputed = _quiet(plain.fit_transform, popmis, groups="school").loc[missing, "popular"]
     assert (imputed != np.round(imputed, 6)).all()
 
 
 def test_integer_dtype_receiving_fractions_becomes_float(popmis):
     data = popmis.assign(popular=popmis["popular"].astype("Int64"))
-    imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, n_imputations=1, max_iter=1,
-                                     random_state=0)
+    imp = MultilevelIterativeImputer(
+        methods={"popular": RandomEffectsNormal()}, n_imputations=1, max_iter=1, random_state=0
+    )
     assert _quiet(imp.fit_transform, data, groups="school")["popular"].dtype == "Float64"
     pmm = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0)  # whole numbers: dtype kept
     assert _quiet(pmm.fit_transform, data, groups="school")["popular"].dtype == "Int64"
@@ -253,13 +299,17 @@ class _NaNModel(RandomEffectsNormal):
 @pytest.mark.parametrize("where", ["model", "post", "derived"])
 def test_a_non_finite_value_is_an_error_naming_where_it_arose(popmis, where):
     data = popmis.assign(ratio=popmis["popular"] / popmis["texp"])
-    kwargs = {"model": {"methods": {"popular": _NaNModel()}},
-              "post": {"post": {"popular": lambda v: np.where(v > 5, np.inf, v)}},
-              "derived": {"derived": {"ratio": lambda d: d["popular"] / (d["texp"] - d["texp"])}}}[where]
+    kwargs = {
+        "model": {"methods": {"popular": _NaNModel()}},
+        "post": {"post": {"popular": lambda v: np.where(v > 5, np.inf, v)}},
+        "derived": {"derived": {"ratio": lambda d: d["popular"] / (d["texp"] - d["texp"])}},
+    }[where]
     imp = MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0, **kwargs)
-    expected = {"model": r"chain 1, iteration 1: the draw of _NaNModel for 'popular' gave \d+ non-finite value\(s\) "
-                         r"of \d+ in cluster\(s\) 4",  # cluster code 3 is school 4
-                "post": r"chain 1, iteration 1: post\['popular'\] gave",
-                "derived": r"chain 1, initialisation: derived\['ratio'\] gave"}[where]
+    expected = {
+        "model": r"chain 1, iteration 1: the draw of _NaNModel for 'popular' gave \d+ non-finite value\(s\) "
+        r"of \d+ in cluster\(s\) 4",  # cluster code 3 is school 4
+        "post": r"chain 1, iteration 1: post\['popular'\] gave",
+        "derived": r"chain 1, initialisation: derived\['ratio'\] gave",
+    }[where]
     with pytest.raises(ValueError, match=expected):
         _quiet(imp.fit_transform_all, data, groups="school")

@@ -311,7 +311,11 @@ def test_cli_reads_tab_separated_files(tmp_path, clustered):
     clustered.to_csv(data, index=False, sep="\t")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert cli_main(["impute", str(data), "--out", str(out), "--groups", "g", "--m", "1", "--max-iter", "1",
-                         "--quiet"]) == 0
+        assert (
+            cli_main(
+                ["impute", str(data), "--out", str(out), "--groups", "g", "--m", "1", "--max-iter", "1", "--quiet"]
+            )
+            == 0
+        )
     long = pd.read_csv(out)
     assert list(long.columns) == [".imp", ".id", "g", "x", "y"] and long["y"].notna().all()

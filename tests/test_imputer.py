@@ -38,8 +38,9 @@ def mixed_frame():
             "count": rng.poisson(3 + (x > 0), size=n).astype(float),
             "flag": (x + rng.normal(size=n) > 0).astype(float),
             "colour": pd.Categorical(rng.choice(["red", "green", "blue"], size=n)),
-            "grade": pd.Categorical(rng.choice(["low", "mid", "high"], size=n), categories=["low", "mid", "high"],
-                                    ordered=True),
+            "grade": pd.Categorical(
+                rng.choice(["low", "mid", "high"], size=n), categories=["low", "mid", "high"], ordered=True
+            ),
             "label": pd.Series(rng.choice(["a", "b"], size=n), dtype="str"),
         }
     )
@@ -78,10 +79,22 @@ def test_column_kinds_detected_and_overridable(mixed_frame):
     imp = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0)
     _quiet(imp.fit, mixed_frame)
     kinds = {codec.name: codec.kind for codec in imp._codecs}
-    assert kinds == {"school": "integer", "x": "continuous", "count": "integer", "flag": "binary",
-                     "colour": "categorical", "grade": "categorical", "label": "binary"}
-    imp = MultilevelIterativeImputer(n_imputations=1, max_iter=1, column_kinds={"count": "continuous"},
-                                     methods={"count": BayesianNormal()}, random_state=0)
+    assert kinds == {
+        "school": "integer",
+        "x": "continuous",
+        "count": "integer",
+        "flag": "binary",
+        "colour": "categorical",
+        "grade": "categorical",
+        "label": "binary",
+    }
+    imp = MultilevelIterativeImputer(
+        n_imputations=1,
+        max_iter=1,
+        column_kinds={"count": "continuous"},
+        methods={"count": BayesianNormal()},
+        random_state=0,
+    )
     out = _quiet(imp.fit_transform, mixed_frame)
     assert not np.all(out["count"] == np.round(out["count"]))
 
@@ -114,8 +127,11 @@ def test_fit_transform_all_returns_the_chains_completed_data(popmis):
     assert long.shape == (3 * len(popmis), popmis.shape[1] + 2)
     assert list(long.columns[:2]) == [".imp", ".id"] and sorted(long[".imp"].unique()) == [1, 2, 3]
     assert sets.long(include_original=popmis)[".imp"].min() == 0
-    one = _quiet(MultilevelIterativeImputer(methods=PMM, n_imputations=3, max_iter=3, random_state=1).fit_transform,
-                 popmis, groups="school")
+    one = _quiet(
+        MultilevelIterativeImputer(methods=PMM, n_imputations=3, max_iter=3, random_state=1).fit_transform,
+        popmis,
+        groups="school",
+    )
     pd.testing.assert_frame_equal(one, sets[0])
 
 
@@ -188,8 +204,9 @@ def test_single_level_model_with_cluster_id_warns_once(popmis):
 
 
 def test_fixed_cluster_imputation_refuses_unseen_clusters(popmis):
-    imp = MultilevelIterativeImputer(methods=PMM, predictor_matrix={"school": {"popular": 1}},
-                                     n_imputations=1, max_iter=1, random_state=0)
+    imp = MultilevelIterativeImputer(
+        methods=PMM, predictor_matrix={"school": {"popular": 1}}, n_imputations=1, max_iter=1, random_state=0
+    )
     _quiet(imp.fit, popmis, groups="school")
     new = popmis.head(30).copy()
     new["school"] = 999
@@ -251,8 +268,14 @@ def test_pipeline_with_groups_routed(popmis):
     data.loc[data.index[::5], "sex"] = np.nan
     X, groups = data.drop(columns="school"), data["school"].to_numpy()
     with sklearn.config_context(enable_metadata_routing=True):
-        imp = MultilevelIterativeImputer(methods=PMM, n_imputations=1, max_iter=2, keep_groups=False, random_state=0,
-                                         column_kinds={"sex": "continuous"})
+        imp = MultilevelIterativeImputer(
+            methods=PMM,
+            n_imputations=1,
+            max_iter=2,
+            keep_groups=False,
+            random_state=0,
+            column_kinds={"sex": "continuous"},
+        )
         imp.set_fit_request(groups=True).set_transform_request(groups=True)
         pipe = Pipeline([("impute", imp), ("model", Ridge())])
         _quiet(pipe.fit, X, y, groups=groups)
@@ -326,8 +349,11 @@ def test_columns_complete_at_fit_are_imputed_in_new_data(popmis):
 
 
 @pytest.mark.parametrize("transform", [lambda x: x * 1e-12, lambda x: x + 1e12], ids=["tiny-units", "huge-offset"])
-@pytest.mark.parametrize(("model", "role"), [(RandomEffectsNormal, 1), (RandomEffectsNormal, 2), (TwoStageNormal, 1)],
-                         ids=["fixed", "random-slope", "two-stage"])
+@pytest.mark.parametrize(
+    ("model", "role"),
+    [(RandomEffectsNormal, 1), (RandomEffectsNormal, 2), (TwoStageNormal, 1)],
+    ids=["fixed", "random-slope", "two-stage"],
+)
 def test_predictors_in_tiny_units_or_with_huge_offsets_are_not_dropped(transform, model, role):
     # a predictor whose SD is small against its mean or against 1 still varies; the
     # constant-column check must not drop it (it did below an absolute SD of 1e-10 or
@@ -339,8 +365,9 @@ def test_predictors_in_tiny_units_or_with_huge_offsets_are_not_dropped(transform
     y = 0.7 * x + rng.normal(0, 0.5, J)[groups] + rng.normal(0, 0.5, J * n_j)
     missing = rng.random(J * n_j) < 0.3
     data = pd.DataFrame({"g": groups, "x": transform(x), "y": np.where(missing, np.nan, y)})
-    imp = MultilevelIterativeImputer(methods={"y": model()}, predictor_matrix={"y": {"x": role}},
-                                     n_imputations=1, max_iter=1, random_state=0)
+    imp = MultilevelIterativeImputer(
+        methods={"y": model()}, predictor_matrix={"y": {"x": role}}, n_imputations=1, max_iter=1, random_state=0
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = imp.fit_transform(data, groups="g")
@@ -363,11 +390,15 @@ def test_default_matrix_gives_level1_predictors_their_cluster_means(popmis):
     assert matrix.loc["sex", ["popular", "aux", "texp"]].tolist() == [3, 3, 1]
     # the completed data do not depend on whether the codes were given or defaulted
     given = {"sex": {"popular": 3}, "aux": {"popular": 3, "sex": 3}, "popular": {"sex": 3}}
-    explicit = MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0, predictor_matrix=given,
-                                          cluster_means=False)
+    explicit = MultilevelIterativeImputer(
+        n_imputations=2, max_iter=2, random_state=0, predictor_matrix=given, cluster_means=False
+    )
     default = MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0)
-    for a, b in zip(_quiet(explicit.fit_transform_all, data, groups="school"),
-                    _quiet(default.fit_transform_all, data, groups="school"), strict=True):
+    for a, b in zip(
+        _quiet(explicit.fit_transform_all, data, groups="school"),
+        _quiet(default.fit_transform_all, data, groups="school"),
+        strict=True,
+    ):
         pd.testing.assert_frame_equal(a, b)
 
 
@@ -375,16 +406,27 @@ def test_cluster_means_follow_the_user_and_the_model(popmis):
     data = popmis.copy()
     data.loc[data.index[::7], "sex"] = np.nan
     # a user's code is kept; cluster_means=False gives mice's matrix
-    imp = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1, predictor_matrix={"sex": {"popular": 1}}).fit,
-                 data, groups="school")
+    imp = _quiet(
+        MultilevelIterativeImputer(n_imputations=1, max_iter=1, predictor_matrix={"sex": {"popular": 1}}).fit,
+        data,
+        groups="school",
+    )
     assert imp.predictor_matrix_.loc["popular", "sex"] == 1 and imp.predictor_matrix_.loc["sex", "popular"] == 3
-    imp = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1, cluster_means=False).fit, data,
-                 groups="school")
+    imp = _quiet(
+        MultilevelIterativeImputer(n_imputations=1, max_iter=1, cluster_means=False).fit, data, groups="school"
+    )
     assert (imp.predictor_matrix_.drop(columns="school").to_numpy() <= 1).all()
     # models with cluster-specific coefficients or no clusters take no default cluster means
-    imp = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1,
-                                            methods={"popular": TwoStageNormal(), "sex": BayesianLogistic()},
-                                            predictor_matrix={"school": {"sex": 0}}).fit, data, groups="school")
+    imp = _quiet(
+        MultilevelIterativeImputer(
+            n_imputations=1,
+            max_iter=1,
+            methods={"popular": TwoStageNormal(), "sex": BayesianLogistic()},
+            predictor_matrix={"school": {"sex": 0}},
+        ).fit,
+        data,
+        groups="school",
+    )
     assert imp.predictor_matrix_.loc["popular", "sex"] == 1 and imp.predictor_matrix_.loc["sex", "popular"] == 1
     imp = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1).fit, data.drop(columns="school"))
     assert (imp.predictor_matrix_.to_numpy() <= 1).all()
@@ -397,10 +439,14 @@ def test_default_cluster_means_need_enough_observed_clusters(popmis):
     assert imp.predictor_matrix_.loc["popular", "sex"] == 1
     assert imp.logged_events_["reason"].str.contains(r"cluster means of \['sex'\] left out").any()
     # asked for, they are kept
-    imp = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1, predictor_matrix={"sex": {"popular": 3}}).fit,
-                 data, groups="school")
+    imp = _quiet(
+        MultilevelIterativeImputer(n_imputations=1, max_iter=1, predictor_matrix={"sex": {"popular": 3}}).fit,
+        data,
+        groups="school",
+    )
     assert imp.predictor_matrix_.loc["popular", "sex"] == 3
     # 30 schools: enough
-    imp = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1).fit, popmis[popmis["school"] <= 30],
-                 groups="school")
+    imp = _quiet(
+        MultilevelIterativeImputer(n_imputations=1, max_iter=1).fit, popmis[popmis["school"] <= 30], groups="school"
+    )
     assert imp.predictor_matrix_.loc["popular", "sex"] == 3

@@ -33,17 +33,26 @@ def lmer_estimates(data: pd.DataFrame) -> dict:
     """lme4-equivalent REML fit (LinearMixedModel matches lme4 to ~1e-6 on popmis)."""
     fit = LinearMixedModel("popular ~ 1 + sex + texp + (1 | school)").fit(data)
     vc = fit.variance_components_
-    return {"sex": fit.coef_["sex"], "texp": fit.coef_["texp"], "tau2": vc["Intercept~~Intercept|school"],
-            "sigma2": vc["Residual~~Residual"], "icc": vc["ICC|school"]}
+    return {
+        "sex": fit.coef_["sex"],
+        "texp": fit.coef_["texp"],
+        "tau2": vc["Intercept~~Intercept|school"],
+        "sigma2": vc["Residual~~Residual"],
+        "icc": vc["ICC|school"],
+    }
 
 
 def compare_with_r(sets, row: str) -> pd.DataFrame:
     reference = pd.read_csv(REFERENCE).query("method == @row").set_index("term")
     ours = pd.DataFrame([lmer_estimates(s) for s in sets])
-    table = pd.DataFrame({
-        "ours": ours[TERMS].mean(), "se_ours": ours[TERMS].std() / np.sqrt(len(sets)),
-        "R": reference.loc[TERMS, "estimate"], "se_R": reference.loc[TERMS, "mc_se"],
-    })
+    table = pd.DataFrame(
+        {
+            "ours": ours[TERMS].mean(),
+            "se_ours": ours[TERMS].std() / np.sqrt(len(sets)),
+            "R": reference.loc[TERMS, "estimate"],
+            "se_R": reference.loc[TERMS, "mc_se"],
+        }
+    )
     table["tolerance"] = 4 * np.hypot(table["se_ours"], table["se_R"]) + np.where(table.index == "icc", 0.005, 0.01)
     table["difference"] = table["ours"] - table["R"]
     return table
@@ -57,8 +66,13 @@ def compare_with_r(sets, row: str) -> pd.DataFrame:
 )
 def test_pmm_matches_r_mice_on_popmis(row, predictor_matrix):
     data = load_popmis()[["school", "popular", "sex", "texp"]]
-    imp = MultilevelIterativeImputer(methods={"popular": PredictiveMeanMatching()}, predictor_matrix=predictor_matrix,
-                                     n_imputations=50, max_iter=10, random_state=2022)
+    imp = MultilevelIterativeImputer(
+        methods={"popular": PredictiveMeanMatching()},
+        predictor_matrix=predictor_matrix,
+        n_imputations=50,
+        max_iter=10,
+        random_state=2022,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sets = imp.fit_transform_all(data, groups="school")
@@ -75,9 +89,13 @@ def test_pmm_matches_r_mice_on_popmis(row, predictor_matrix):
 )
 def test_random_effects_normal_matches_r_2l_pan_on_popmis(rows, sex_role):
     data = load_popmis()[["school", "popular", "sex", "texp"]]
-    imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()},
-                                     predictor_matrix={"sex": {"popular": sex_role}},
-                                     n_imputations=50, max_iter=10, random_state=2022)
+    imp = MultilevelIterativeImputer(
+        methods={"popular": RandomEffectsNormal()},
+        predictor_matrix={"sex": {"popular": sex_role}},
+        n_imputations=50,
+        max_iter=10,
+        random_state=2022,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sets = imp.fit_transform_all(data, groups="school")

@@ -21,12 +21,14 @@ from skmlmi.predictors import PredictorSuggestion, quickpred, suggest_predictors
 @pytest.fixture
 def small():
     # y is missing in rows 4, 5; x correlates with y's values; m correlates with whether y is missing
-    return pd.DataFrame({
-        "y": [1.0, 2.0, 3.0, 4.5, np.nan, np.nan],
-        "x": [1.1, 1.9, 3.2, 4.0, 5.0, 6.0],
-        "m": [0.0, 0.1, 0.0, 0.0, 1.0, 1.0],
-        "z": [np.nan, 1.0, 0.0, 1.0, 0.0, np.nan],
-    })
+    return pd.DataFrame(
+        {
+            "y": [1.0, 2.0, 3.0, 4.5, np.nan, np.nan],
+            "x": [1.1, 1.9, 3.2, 4.0, 5.0, 6.0],
+            "m": [0.0, 0.1, 0.0, 0.0, 1.0, 1.0],
+            "z": [np.nan, 1.0, 0.0, 1.0, 0.0, np.nan],
+        }
+    )
 
 
 def _abs_cor(a, b):
@@ -83,8 +85,9 @@ def test_quickpred_codes_categoricals_and_marks_the_cluster_column(small):
     assert out.loc["y", "g"] == -2 and out.loc["z", "g"] == -2 and out.loc["x", "g"] == 0
     assert (out.loc["g"] == 0).all()
     codes = np.array([0.0, 1, 0, 1, 0, 1])
-    assert out.loc["y", "f"] == int(max(_abs_cor(df["y"].to_numpy(), codes),
-                                        _abs_cor(df["y"].notna().to_numpy(float), codes)) > 0.1)
+    assert out.loc["y", "f"] == int(
+        max(_abs_cor(df["y"].to_numpy(), codes), _abs_cor(df["y"].notna().to_numpy(float), codes)) > 0.1
+    )
 
 
 # ----------------------------------------------------------------------------- suggestions
@@ -137,8 +140,9 @@ def test_suggested_setup_runs_in_the_imputer(popmis_incomplete):
 def test_categorical_target_keeps_the_reversed_random_slope_and_lower_codes_fall_back():
     rng = np.random.default_rng(0)
     n = 60
-    df = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "y": rng.normal(size=n),
-                       "grade": rng.choice(["a", "b", "c"], size=n)})
+    df = pd.DataFrame(
+        {"g": np.repeat(np.arange(6), 10), "y": rng.normal(size=n), "grade": rng.choice(["a", "b", "c"], size=n)}
+    )
     df.loc[:7, "grade"] = None
     s = suggest_predictors("y ~ grade + (1 + grade | g)", df)
     assert isinstance(s.methods["grade"], RandomEffectsCategorical)  # random slopes since codes 2/4 are honoured

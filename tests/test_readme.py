@@ -12,7 +12,7 @@ def _bash_blocks():
 
 def test_readme_has_exactly_two_setup_commands():
     commands = [line for block in _bash_blocks() for line in block.strip().splitlines()]
-    assert commands == ['pip install . && skmlmi demo popmis', 'pip install -e ".[test]" && python -m pytest -n 2']
+    assert commands == ["pip install . && skmlmi demo popmis", 'pip install -e ".[test]" && python -m pytest -n 2']
 
 
 def test_ci_runs_the_readme_test_command():

@@ -24,9 +24,13 @@ def _studies(n_clusters=8, size=150, seed=0):
 
 
 def test_missing_by_cluster_counts_systematic_sporadic_and_complete_clusters():
-    df = pd.DataFrame({"g": ["a"] * 3 + ["b"] * 2 + ["c"] * 4,
-                       "x": [1.0, np.nan, 2.0, np.nan, np.nan, 1.0, 2.0, 3.0, 4.0],
-                       "z": np.arange(9.0)})
+    df = pd.DataFrame(
+        {
+            "g": ["a"] * 3 + ["b"] * 2 + ["c"] * 4,
+            "x": [1.0, np.nan, 2.0, np.nan, np.nan, 1.0, 2.0, 3.0, 4.0],
+            "z": np.arange(9.0),
+        }
+    )
     table = missing_by_cluster(df, "g")
     assert table["column"].tolist() == ["x"]  # complete columns and the groups column left out
     row = table.iloc[0]
@@ -35,7 +39,10 @@ def test_missing_by_cluster_counts_systematic_sporadic_and_complete_clusters():
     assert (row["min_cluster_size"], row["max_cluster_size"], row["min_observed"]) == (2, 4, 2)
     long = missing_by_cluster(df, "g", by="cluster")
     assert long[["cluster", "size", "n_observed", "status"]].values.tolist() == [
-        ["a", 3, 2, "sporadic"], ["b", 2, 0, "systematic"], ["c", 4, 4, "complete"]]
+        ["a", 3, 2, "sporadic"],
+        ["b", 2, 0, "systematic"],
+        ["c", 4, 4, "complete"],
+    ]
 
 
 def test_missing_by_cluster_accepts_label_arrays_and_leaves_the_data_alone():
@@ -46,8 +53,9 @@ def test_missing_by_cluster_accepts_label_arrays_and_leaves_the_data_alone():
     pd.testing.assert_frame_equal(df, before)
 
 
-@pytest.mark.parametrize("groups, message", [(None, "groups is required"), ("nope", "'nope' is not a column"),
-                                             (np.arange(3), "3 labels")])
+@pytest.mark.parametrize(
+    "groups, message", [(None, "groups is required"), ("nope", "'nope' is not a column"), (np.arange(3), "3 labels")]
+)
 def test_bad_groups_are_clear_errors(groups, message):
     df = pd.DataFrame({"x": [1.0, np.nan, 2.0, 3.0]})
     with pytest.raises(ValueError, match=message):
@@ -58,7 +66,7 @@ def test_recommendation_rules_cover_each_branch():
     rng, df = _studies()
     g = df["study"].to_numpy()
     n = len(df)
-    df["cont_sys"] = np.where(g < 2, np.nan, rng.normal(size=n))               # systematic, large clusters
+    df["cont_sys"] = np.where(g < 2, np.nan, rng.normal(size=n))  # systematic, large clusters
     df["int_sys"] = np.where(g < 2, np.nan, rng.integers(0, 50, n)).astype(float)
     df["bin_sys"] = np.where(g < 2, np.nan, rng.integers(0, 2, n)).astype(float)
     df["bin_spor"] = np.where(rng.random(n) < 0.2, np.nan, rng.integers(0, 2, n)).astype(float)
@@ -70,9 +78,17 @@ def test_recommendation_rules_cover_each_branch():
     df["level2_bin"] = np.where(np.isin(g, [3, 4]), np.nan, level2 > 0)
     df["all_missing"] = np.nan
     table = recommend_methods(df, "study").set_index("column")
-    expect = {"cont_sys": TwoStageNormal, "int_sys": TwoStagePMM, "bin_sys": TwoStageLogistic,
-              "bin_spor": RandomEffectsLogistic, "cont_spor": RandomEffectsNormal, "cat": RandomEffectsCategorical,
-              "level2": ClusterLevelNormal, "level2_int": ClusterLevelPMM, "level2_bin": ClusterLevelLogistic}
+    expect = {
+        "cont_sys": TwoStageNormal,
+        "int_sys": TwoStagePMM,
+        "bin_sys": TwoStageLogistic,
+        "bin_spor": RandomEffectsLogistic,
+        "cont_spor": RandomEffectsNormal,
+        "cat": RandomEffectsCategorical,
+        "level2": ClusterLevelNormal,
+        "level2_int": ClusterLevelPMM,
+        "level2_bin": ClusterLevelLogistic,
+    }
     for column, cls in expect.items():
         assert isinstance(table.loc[column, "method"], cls), (column, table.loc[column, "method_name"])
         assert table.loc[column, "reason"]

@@ -21,8 +21,9 @@ def test_layout_sizes_and_reproducibility():
 
 
 def test_truth_and_complete_data_are_returned():
-    data, complete, truth = make_multilevel(n_clusters=20, icc=0.3, slope_sd=0.2, beta=(2.0, -1.0),
-                                            level2_effect=0.7, random_state=3, return_truth=True)
+    data, complete, truth = make_multilevel(
+        n_clusters=20, icc=0.3, slope_sd=0.2, beta=(2.0, -1.0), level2_effect=0.7, random_state=3, return_truth=True
+    )
     assert truth.icc == pytest.approx(0.3) and truth.tau00 / (truth.tau00 + truth.sigma2) == pytest.approx(0.3)
     assert truth.tau11 == pytest.approx(0.04) and truth.tau01 == 0.0
     assert truth.beta.to_dict() == {"Intercept": 2.0, "x": -1.0, "w": 0.7}
@@ -37,8 +38,9 @@ def test_complete_data_have_the_stated_variance_components():
     # per-cluster within slopes b_j: var(b_j) = tau11 + sigma2 / Sxx_j, and for slope_sd = 0 the ANOVA
     # estimator of tau00. SDs of the estimators (from their chi-square-like sampling distributions)
     # are ~0.009 (tau11), ~0.017 (tau00), ~0.004 (sigma2) and ~0.02 (fixed effects); tolerances ~4 SD.
-    _, complete, truth = make_multilevel(n_clusters=400, cluster_size=30, icc=0.2, slope_sd=0.3,
-                                         random_state=4, return_truth=True)
+    _, complete, truth = make_multilevel(
+        n_clusters=400, cluster_size=30, icc=0.2, slope_sd=0.3, random_state=4, return_truth=True
+    )
     g = complete["cluster"].to_numpy()
     x, w, y = (complete[c].to_numpy() for c in ("x", "w", "y"))
     design = np.column_stack([np.ones(len(y)), x, w])
@@ -51,8 +53,9 @@ def test_complete_data_have_the_stated_variance_components():
     slopes = np.bincount(g, weights=xc * yc) / sxx
     assert slopes.var(ddof=1) - np.mean(truth.sigma2 / sxx) == pytest.approx(truth.tau11, abs=0.035)
 
-    _, complete, truth = make_multilevel(n_clusters=400, cluster_size=30, icc=0.2, slope_sd=0.0,
-                                         random_state=5, return_truth=True)
+    _, complete, truth = make_multilevel(
+        n_clusters=400, cluster_size=30, icc=0.2, slope_sd=0.0, random_state=5, return_truth=True
+    )
     g, x, w, y = (complete[c].to_numpy() for c in ("cluster", "x", "w", "y"))
     resid = y - np.column_stack([np.ones(len(y)), x, w]) @ truth.beta.to_numpy()
     means = np.bincount(g, weights=resid) / 30
@@ -70,8 +73,9 @@ def test_mcar_missing_share_matches_missing_prop():
 
 
 def test_mar_missingness_depends_on_observed_values_only():
-    data, complete, _ = make_multilevel(n_clusters=300, missing="MAR", missing_prop=0.3, random_state=7,
-                                        return_truth=True)
+    data, complete, _ = make_multilevel(
+        n_clusters=300, missing="MAR", missing_prop=0.3, random_state=7, return_truth=True
+    )
     share = data[["x", "y"]].isna().mean()
     assert np.all(np.abs(share - 0.3) < 0.03)  # expected share exactly 0.3; SD < 0.01
     assert not data[["x", "y"]].isna().all(axis=1).any()  # each row misses at most one value

@@ -51,9 +51,13 @@ def test_single_level_pmm_is_biased_in_the_icc(simulation):
 def test_chains_converge_on_popmis():
     """20 chains x 20 iterations: split-R-hat of the chain means and variances below 1.1."""
     data = load_popmis()[["school", "popular", "sex", "texp"]]
-    imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()},
-                                     predictor_matrix={"sex": {"popular": 2}}, column_kinds={"popular": "continuous"},
-                                     n_imputations=20, max_iter=20, random_state=3)
+    imp = MultilevelIterativeImputer(
+        methods={"popular": RandomEffectsNormal()},
+        predictor_matrix={"sex": {"popular": 2}},
+        n_imputations=20,
+        max_iter=20,
+        random_state=3,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         imp.fit(data, groups="school")

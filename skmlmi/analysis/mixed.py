@@ -595,9 +595,14 @@ class LogisticMixedModel(FormulaModel):
             # L-BFGS-B can stop on the bound below an interior maximum (seen: loglik -327.03 at
             # tau = 0 against -324.40 at tau^2 = 0.16): restart from inside and keep the best
             for tau0 in (0.25, 1.0, 2.0):
-                retry = optimize.minimize(negll_laplace, np.r_[res.x[:p], tau0], jac=True, method="L-BFGS-B",
-                                          bounds=bounds,
-                                          options={"maxiter": self.max_iter, "ftol": 1e-15, "gtol": 1e-8})
+                retry = optimize.minimize(
+                    negll_laplace,
+                    np.r_[res.x[:p], tau0],
+                    jac=True,
+                    method="L-BFGS-B",
+                    bounds=bounds,
+                    options={"maxiter": self.max_iter, "ftol": 1e-15, "gtol": 1e-8},
+                )
                 if retry.fun < res.fun - 1e-9:
                     res = retry
         par = res.x

@@ -473,11 +473,12 @@ class ClusterLevelLogistic(_ClusterLevelBase):
         xfit = data.xbar[data.fitted]
         # a value averaged over rows that disagree (logged by _aggregate) is taken to the nearer code
         yfit = np.rint(data.ybar[data.fitted])
-        sub_context = DrawContext(target=context.target, kind="binary", n_categories=2,
-                                  predictor_names=context.predictor_names)
+        sub_context = DrawContext(
+            target=context.target, kind="binary", n_categories=2, predictor_names=context.predictor_names
+        )
         inner, state = BayesianLogistic(ridge=self.ridge, max_iter=self.max_iter)._draw(
-            yfit, np.ones(len(yfit), dtype=bool), xfit, np.ones(xfit.shape[1], dtype=int), None, rng, state,
-            sub_context)
+            yfit, np.ones(len(yfit), dtype=bool), xfit, np.ones(xfit.shape[1], dtype=int), None, rng, state, sub_context
+        )
         context.events.extend(sub_context.events)
         return _ClusterLogisticDraw(inner, f"ClusterLevelLogistic for {context.target!r}"), state
 

@@ -984,16 +984,16 @@ class RandomEffectsPMM(RandomEffectsNormal):
     heteroscedastic = False  # the matching model is homoscedastic
 
     def _draw(self, y, observed, X, roles, groups, rng, state, context: DrawContext):
-        normal, state, suff, beta_hat, b_posterior = self._fit_chain(
-            y, observed, X, roles, groups, rng, state, context)
+        normal, state, suff, beta_hat, b_posterior = self._fit_chain(y, observed, X, roles, groups, rng, state, context)
         Xo, go = X[observed], groups[observed]
         if self.matchtype == 1:
             # donors: fixed effects at their posterior mean, random effects a fresh draw given it
             # (never the posterior mean b_hat_j, whose in-sample residuals lack Var(b_j | y); see Notes)
             b_donors = np.zeros_like(normal.b)
             b_donors[suff.fitted] = b_posterior.draw(rng)
-            fitted = _RandomEffectsNormalDraw(beta_hat, normal.slope_columns, b_donors, normal.psi_sqrt, 0.0, 1.0,
-                                              1.0, "")
+            fitted = _RandomEffectsNormalDraw(
+                beta_hat, normal.slope_columns, b_donors, normal.psi_sqrt, 0.0, 1.0, 1.0, ""
+            )
             yhat_donors = fitted._linear_predictor(Xo, b_donors[go])
         else:
             yhat_donors = normal._linear_predictor(Xo, normal.b[go])

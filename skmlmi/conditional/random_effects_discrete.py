@@ -140,8 +140,10 @@ def polya_gamma(c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     root = np.sqrt(1.0 / _TRUNC)
     zc = np.minimum(z, 20.0)
     scale = fz * np.exp(np.minimum(fz, 0.125 * np.pi**2 + 200.0) * _TRUNC)
-    mass = scale * (np.exp(-zc) * 0.5 * special.erfc(-root * (_TRUNC * zc - 1.0) / np.sqrt(2.0))
-                    + np.exp(zc) * 0.5 * special.erfc(root * (_TRUNC * zc + 1.0) / np.sqrt(2.0)))
+    mass = scale * (
+        np.exp(-zc) * 0.5 * special.erfc(-root * (_TRUNC * zc - 1.0) / np.sqrt(2.0))
+        + np.exp(zc) * 0.5 * special.erfc(root * (_TRUNC * zc + 1.0) / np.sqrt(2.0))
+    )
     p_exponential = 1.0 / (1.0 + 4.0 / np.pi * mass)
     far = np.flatnonzero(z > 20.0)
     if far.size:
@@ -165,7 +167,7 @@ def polya_gamma(c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         # Accept when U <= S_1 already settles almost every proposal with one exp per element:
         # r_1 = 3 exp(-pi^2 x) right of t, 3 exp(-4 / x) left of t.
         u = rng.random(m)
-        r1 = 3.0 * np.exp(np.where(x > _TRUNC, -np.pi**2 * x, -4.0 / x))
+        r1 = 3.0 * np.exp(np.where(x > _TRUNC, -(np.pi**2) * x, -4.0 / x))
         accepted = u <= 1.0 - r1
         undecided = np.flatnonzero(~accepted)
         if undecided.size:
@@ -526,9 +528,7 @@ class _DiscreteRandomEffectsBase(BaseConditionalImputer):
         codes = yo.astype(np.intp)
         if np.any(codes != yo) or codes.min() < 0 or codes.max() >= n_categories:
             bad = np.unique(yo[(codes != yo) | (codes < 0) | (codes >= n_categories)])[:5]
-            raise ValueError(
-                f"{name}: the target must hold integer codes 0..{n_categories - 1}; found {bad.tolist()}."
-            )
+            raise ValueError(f"{name}: the target must hold integer codes 0..{n_categories - 1}; found {bad.tolist()}.")
         if np.unique(codes).size == 1:
             context.log(
                 f"{context.target!r} takes the single value {codes[0]} in the observed rows: the other "
@@ -867,8 +867,10 @@ def _ordered_proposal_chol(log_gaps, eta, codes):
     for k in range(d):  # loops over a few cutpoints
         step = np.zeros(d)
         step[k] = h
-        hessian[k] = (_ordered_log_posterior(log_gaps + step, eta, codes)[1]
-                      - _ordered_log_posterior(log_gaps - step, eta, codes)[1]) / (2 * h)
+        hessian[k] = (
+            _ordered_log_posterior(log_gaps + step, eta, codes)[1]
+            - _ordered_log_posterior(log_gaps - step, eta, codes)[1]
+        ) / (2 * h)
     hessian = -0.5 * (hessian + hessian.T)
     values, vectors = np.linalg.eigh(hessian)
     values = np.maximum(values, 1.0 / _LOG_GAP_SD**2)
@@ -1010,8 +1012,9 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
         if ordered:
             beta, u, psi, extra = self._ordered(codes, design, go, starts, std, random, state, present_codes, K, rng)
         else:
-            beta, u, psi, extra = self._multinomial(codes, design, go, starts, std, random, state, present_codes, K,
-                                                    rng, context)
+            beta, u, psi, extra = self._multinomial(
+                codes, design, go, starts, std, random, state, present_codes, K, rng, context
+            )
         _log_systematic(present, groups, context, "random intercepts" if len(random) == 1 else "random effects")
         u_full = np.full((J, u.shape[1]), np.nan)
         u_full[present_codes] = u
@@ -1059,7 +1062,7 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
                 kappa = (codes == k) - 0.5 + omega * log_rest
                 # prior of category k's effects given the other categories' under Psi
                 block = np.arange((k - 1) * q, k * q)
-                rest = np.r_[0:(k - 1) * q, k * q:L * q]
+                rest = np.r_[0 : (k - 1) * q, k * q : L * q]
                 if L > 1:
                     coef = np.linalg.solve(psi[np.ix_(rest, rest)], psi[np.ix_(rest, block)])
                     cond_cov = psi[np.ix_(block, block)] - psi[np.ix_(block, rest)] @ coef
@@ -1068,8 +1071,16 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
                     cond_cov, prior_mean = psi, None
                 total, blocks = _cluster_blocks(design, random, omega, starts)
                 beta_k, u_k = _collapsed_mixed_draw(
-                    total, blocks, design, random, kappa, starts, np.linalg.inv(cond_cov),
-                    1.0 / (scales**2 * mixing[k - 1]), rng, prior_mean,
+                    total,
+                    blocks,
+                    design,
+                    random,
+                    kappa,
+                    starts,
+                    np.linalg.inv(cond_cov),
+                    1.0 / (scales**2 * mixing[k - 1]),
+                    rng,
+                    prior_mean,
                 )
                 beta[k - 1], u[:, k - 1] = beta_k, u_k
                 mixing[k - 1] = _draw_t_mixing(beta_k, scales, float(self.prior_df), rng)

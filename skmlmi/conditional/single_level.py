@@ -210,8 +210,7 @@ class _PMMDraw(_CentredLinear):
         target = self._linear(X, groups)
         # with cluster fixed effects, distinct donors within a cluster (shared ones correlate its imputations)
         strata = None if groups is None or np.ndim(self.alpha_centred) == 0 else np.asarray(groups)
-        index = pmm_match(self.yhat_donors, np.broadcast_to(target, (len(X),)).astype(float), self.donors, rng,
-                          strata)
+        index = pmm_match(self.yhat_donors, np.broadcast_to(target, (len(X),)).astype(float), self.donors, rng, strata)
         return self.y_donors[index]
 
 

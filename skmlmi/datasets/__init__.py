@@ -10,8 +10,17 @@ from importlib import resources
 
 import pandas as pd
 
-__all__ = ["interviewer_effect", "load_hiv", "load_impact", "load_impact_incomplete", "load_ipdna", "load_obesity",
-           "load_popmis", "make_heckman", "make_multilevel"]
+__all__ = [
+    "interviewer_effect",
+    "load_hiv",
+    "load_impact",
+    "load_impact_incomplete",
+    "load_ipdna",
+    "load_obesity",
+    "load_popmis",
+    "make_heckman",
+    "make_multilevel",
+]
 
 
 def _read(name: str, **kwargs) -> pd.DataFrame:

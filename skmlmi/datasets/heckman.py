@@ -21,8 +21,21 @@ from sklearn.utils import Bunch
 __all__ = ["make_heckman", "load_obesity", "load_hiv", "interviewer_effect"]
 
 _HIV_CATEGORICAL = (
-    "region", "marital", "std", "age1sex_cat", "highhiv", "partner", "condom", "aidscare", "knowsdiedofaids",
-    "evertestedHIV", "smoke", "religion", "ethnicity", "language", "interviewerID",
+    "region",
+    "marital",
+    "std",
+    "age1sex_cat",
+    "highhiv",
+    "partner",
+    "condom",
+    "aidscare",
+    "knowsdiedofaids",
+    "evertestedHIV",
+    "smoke",
+    "religion",
+    "ethnicity",
+    "language",
+    "interviewerID",
 )
 
 
@@ -127,9 +140,16 @@ def make_heckman(
     if not return_truth:
         return data
     truth = Bunch(
-        beta=beta, sigma=sigma, rho=float(rho), gamma=np.array([gamma_0, gamma_x, gamma_z]),
-        outcome_intercept_sd=b_sd, selection_intercept_sd=a_sd, outcome_intercepts=b, selection_intercepts=a,
-        mean_y=float(beta[0]), sd_y=float(np.sqrt(b_sd**2 + beta[1] ** 2 + sigma**2)),
+        beta=beta,
+        sigma=sigma,
+        rho=float(rho),
+        gamma=np.array([gamma_0, gamma_x, gamma_z]),
+        outcome_intercept_sd=b_sd,
+        selection_intercept_sd=a_sd,
+        outcome_intercepts=b,
+        selection_intercepts=a,
+        mean_y=float(beta[0]),
+        sd_y=float(np.sqrt(b_sd**2 + beta[1] ** 2 + sigma**2)),
         missing_share=float(1.0 - s.mean()),
     )
     return data, complete, truth
@@ -242,14 +262,23 @@ def interviewer_effect(
         raise ValueError(f"interviewer_effect: data has no column(s) {missing}.")
     incomplete = [c for c in (consent, interviewer, *adjust) if data[c].isna().any()]
     if incomplete:
-        raise ValueError(f"interviewer_effect: column(s) {incomplete} have missing values; the consent model needs "
-                         "them complete.")
-    frame = pd.DataFrame({"consent_": pd.to_numeric(data[consent]).astype(float),
-                          "interviewer_": data[interviewer].astype(str).to_numpy()}, index=data.index)
+        raise ValueError(
+            f"interviewer_effect: column(s) {incomplete} have missing values; the consent model needs them complete."
+        )
+    frame = pd.DataFrame(
+        {
+            "consent_": pd.to_numeric(data[consent]).astype(float),
+            "interviewer_": data[interviewer].astype(str).to_numpy(),
+        },
+        index=data.index,
+    )
     terms = []
     for k, column in enumerate(adjust):
-        frame[f"adjust{k}_"] = data[column].astype(str) if not pd.api.types.is_numeric_dtype(data[column]) \
-            or isinstance(data[column].dtype, pd.CategoricalDtype) else data[column]
+        frame[f"adjust{k}_"] = (
+            data[column].astype(str)
+            if not pd.api.types.is_numeric_dtype(data[column]) or isinstance(data[column].dtype, pd.CategoricalDtype)
+            else data[column]
+        )
         terms.append(f"adjust{k}_")
     formula = f"consent_ ~ {' + '.join(terms) if terms else '1'} + (1 | interviewer_)"
     fit = LogisticMixedModel(formula).fit(frame)

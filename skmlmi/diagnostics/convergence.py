@@ -19,8 +19,7 @@ def _as_chains(chains, name: str) -> tuple[np.ndarray, bool]:
         return arr[:, :, None], True
     if arr.ndim != 3:
         raise ValueError(
-            f"{name}: chains must have shape (n_chains, n_iterations) or (n_chains, n_iterations, k); "
-            f"got {arr.shape}."
+            f"{name}: chains must have shape (n_chains, n_iterations) or (n_chains, n_iterations, k); got {arr.shape}."
         )
     return arr, False
 

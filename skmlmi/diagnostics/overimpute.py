@@ -55,9 +55,14 @@ class OverimputationResult:
         for axis, column in zip(axes, columns, strict=True):
             part = self.table[self.table["column"] == column]
             colours = np.where(part["covered"], "tab:blue", "tab:red")
-            axis.errorbar(part["observed"], part["imputed_mean"],
-                          yerr=[part["imputed_mean"] - part["lower"], part["upper"] - part["imputed_mean"]],
-                          fmt="none", ecolor=colours, alpha=0.4)
+            axis.errorbar(
+                part["observed"],
+                part["imputed_mean"],
+                yerr=[part["imputed_mean"] - part["lower"], part["upper"] - part["imputed_mean"]],
+                fmt="none",
+                ecolor=colours,
+                alpha=0.4,
+            )
             axis.scatter(part["observed"], part["imputed_mean"], c=colours, s=10)
             low, high = part[["observed", "lower"]].min().min(), part[["observed", "upper"]].max().max()
             axis.plot([low, high], [low, high], color="grey", lw=1)
@@ -67,8 +72,15 @@ class OverimputationResult:
         return fig, axes
 
 
-def overimpute(imputer, X: pd.DataFrame, groups=None, columns=None, sample: int | float = 0.1,
-               alpha: float = 0.1, random_state=None) -> OverimputationResult:
+def overimpute(
+    imputer,
+    X: pd.DataFrame,
+    groups=None,
+    columns=None,
+    sample: int | float = 0.1,
+    alpha: float = 0.1,
+    random_state=None,
+) -> OverimputationResult:
     """Over-impute a sample of observed cells and report the coverage of their intervals.
 
     Parameters
@@ -99,12 +111,21 @@ def overimpute(imputer, X: pd.DataFrame, groups=None, columns=None, sample: int 
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
     imputer = clone(imputer)
     if imputer.n_imputations < 20:
-        warnings.warn(f"n_imputations={imputer.n_imputations}: intervals from fewer than 20 imputations are crude.",
-                      UserWarning, stacklevel=2)
+        warnings.warn(
+            f"n_imputations={imputer.n_imputations}: intervals from fewer than 20 imputations are crude.",
+            UserWarning,
+            stacklevel=2,
+        )
     if columns is None:
         group_column = groups if np.ndim(groups) == 0 else None  # a name, or labels (an array)
-        columns = [c for c in X.columns if X[c].isna().any() and pd.api.types.is_float_dtype(X[c])
-                   and X[c].dropna().nunique() > 2 and c != group_column]
+        columns = [
+            c
+            for c in X.columns
+            if X[c].isna().any()
+            and pd.api.types.is_float_dtype(X[c])
+            and X[c].dropna().nunique() > 2
+            and c != group_column
+        ]
         if not columns:
             raise ValueError("overimpute: no incomplete continuous column to check; name columns= explicitly.")
     elif not columns:
@@ -132,10 +153,19 @@ def overimpute(imputer, X: pd.DataFrame, groups=None, columns=None, sample: int 
         draws = np.column_stack([s[column].to_numpy(dtype=float)[cells] for s in sets])
         observed = X[column].to_numpy(dtype=float)[cells]
         lower, upper = np.quantile(draws, [alpha / 2, 1 - alpha / 2], axis=1)
-        rows.append(pd.DataFrame({
-            "column": column, "row": X.index[cells], "observed": observed, "imputed_mean": draws.mean(axis=1),
-            "lower": lower, "upper": upper, "covered": (observed >= lower) & (observed <= upper),
-        }))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "column": column,
+                    "row": X.index[cells],
+                    "observed": observed,
+                    "imputed_mean": draws.mean(axis=1),
+                    "lower": lower,
+                    "upper": upper,
+                    "covered": (observed >= lower) & (observed <= upper),
+                }
+            )
+        )
     table = pd.concat(rows, ignore_index=True)
     coverage = table.groupby("column", sort=False)["covered"].mean().rename("coverage")
     return OverimputationResult(table, coverage, alpha)

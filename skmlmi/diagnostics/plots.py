@@ -229,8 +229,14 @@ def plot_pattern(data: pd.DataFrame, columns=None, *, max_patterns: int | None =
     from matplotlib.patches import Patch
 
     fig, ax = plt.subplots(figsize=figsize or (1.2 + 0.6 * max(p, 2) + 1.5, 1.5 + 0.35 * max(P, 2)))
-    ax.imshow(grid, cmap=ListedColormap([MISSING_COLOUR, OBSERVED_COLOUR]), vmin=0, vmax=1, aspect="auto",
-              interpolation="nearest")
+    ax.imshow(
+        grid,
+        cmap=ListedColormap([MISSING_COLOUR, OBSERVED_COLOUR]),
+        vmin=0,
+        vmax=1,
+        aspect="auto",
+        interpolation="nearest",
+    )
     _heatmap_ticks(ax, list(body["count"]), names)
     ax.xaxis.tick_top()
     ax.set_ylabel("rows with the pattern")
@@ -242,8 +248,12 @@ def plot_pattern(data: pd.DataFrame, columns=None, *, max_patterns: int | None =
     right.set_yticks(np.arange(P))
     right.set_yticklabels([str(v) for v in body["n_missing"]])
     right.set_ylabel("variables missing")
-    ax.legend(handles=[Patch(color=OBSERVED_COLOUR, label="observed"), Patch(color=MISSING_COLOUR, label="missing")],
-              loc="upper left", bbox_to_anchor=(1.12, 1.0), frameon=False)
+    ax.legend(
+        handles=[Patch(color=OBSERVED_COLOUR, label="observed"), Patch(color=MISSING_COLOUR, label="missing")],
+        loc="upper left",
+        bbox_to_anchor=(1.12, 1.0),
+        frameon=False,
+    )
     ax.set_title(f"{P} missing-data patterns" + (f" (of {len(table) - 1})" if P < len(table) - 1 else ""), pad=60)
     fig.tight_layout()
     return DiagnosticPlot(fig, ax, table)
@@ -292,8 +302,9 @@ def plot_missing_by_cluster(data: pd.DataFrame, groups, columns=None, *, figsize
     prop = table["prop_missing"].to_numpy().reshape(p, J)  # one block of J clusters (sorted labels) per column
     systematic = (table["status"] == "systematic").to_numpy().reshape(p, J)
 
-    fig, axes = plt.subplots(1, 2, figsize=figsize or (min(4 + 0.09 * J, 16) + 4, 1.8 + 0.45 * p),
-                             gridspec_kw={"width_ratios": [3, 1]})
+    fig, axes = plt.subplots(
+        1, 2, figsize=figsize or (min(4 + 0.09 * J, 16) + 4, 1.8 + 0.45 * p), gridspec_kw={"width_ratios": [3, 1]}
+    )
     ax, bar_ax = axes
     image = ax.imshow(prop, cmap="Reds", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
     rows, cols = np.nonzero(systematic)
@@ -312,8 +323,12 @@ def plot_missing_by_cluster(data: pd.DataFrame, groups, columns=None, *, figsize
         marker = Line2D([], [], marker="x", color="black", linestyle="None", label="systematic (all missing)")
         ax.legend(handles=[marker], loc="upper right", bbox_to_anchor=(1.0, -0.25), fontsize=8, frameon=False)
 
-    counts = (table.groupby(["column", "status"], sort=False).size().unstack(fill_value=0)
-              .reindex(index=columns, columns=list(_STATUS_COLOURS), fill_value=0))
+    counts = (
+        table.groupby(["column", "status"], sort=False)
+        .size()
+        .unstack(fill_value=0)
+        .reindex(index=columns, columns=list(_STATUS_COLOURS), fill_value=0)
+    )
     left = np.zeros(p)
     for status, colour in _STATUS_COLOURS.items():
         bar_ax.barh(np.arange(p), counts[status].to_numpy(), left=left, color=colour, label=status)
@@ -395,8 +410,15 @@ def plot_corr(
     if annotate:
         for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
             if np.isfinite(value):
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                        color="white" if abs(value) > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if abs(value) > 0.6 else "black",
+                )
     ax.set_title(title)
     if missingness:
         ax.set_ylabel("response indicator of")
@@ -446,8 +468,10 @@ def plot_predictor_matrix(predictor_matrix, *, annotate: bool = True, ax=None) -
     bad = ~np.isin(codes, list(ROLE_NAMES))
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise ValueError(f"predictor_matrix[{predictor_matrix.index[r]!r}, {predictor_matrix.columns[c]!r}] = "
-                         f"{values[r, c]!r} is not a role code; valid: {sorted(ROLE_NAMES)}.")
+        raise ValueError(
+            f"predictor_matrix[{predictor_matrix.index[r]!r}, {predictor_matrix.columns[c]!r}] = "
+            f"{values[r, c]!r} is not a role code; valid: {sorted(ROLE_NAMES)}."
+        )
     table = pd.DataFrame(codes.astype(int), index=predictor_matrix.index, columns=predictor_matrix.columns)
     all_codes = sorted(ROLE_NAMES)
     cmap = ListedColormap([ROLE_COLOURS[c] for c in all_codes])
@@ -465,14 +489,22 @@ def plot_predictor_matrix(predictor_matrix, *, annotate: bool = True, ax=None) -
     if annotate:
         for (i, j), code in np.ndenumerate(table.to_numpy()):
             if code != 0:
-                ax.text(j, i, str(code), ha="center", va="center", fontsize=9,
-                        color="white" if code in (-2, 4, 2, -3) else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(code),
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white" if code in (-2, 4, 2, -3) else "black",
+                )
     ax.set_xlabel("predictor")
     ax.set_ylabel("target (imputed variable)")
     present = [c for c in all_codes if (table.to_numpy() == c).any()]
     handles = [Patch(facecolor=ROLE_COLOURS[c], edgecolor="#888888", label=f"{c}: {ROLE_NAMES[c]}") for c in present]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8,
-              title="role code")
+    ax.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8, title="role code"
+    )
     ax.set_title("predictor matrix")
     fig.tight_layout()
     return DiagnosticPlot(fig, ax, table)
@@ -511,8 +543,15 @@ def trace_table(imputer, columns=None) -> pd.DataFrame:
     names = np.array([imputer.incomplete_columns_[i] for i in idx], dtype=object)
     # column outermost (in incomplete_columns_ order), then chain, then iteration
     col, chain, it = np.meshgrid(np.arange(k), np.arange(1, m + 1), np.arange(1, T + 1), indexing="ij")
-    return pd.DataFrame({"column": names[col.ravel()], "chain": chain.ravel(), "iteration": it.ravel(),
-                         "mean": mean.transpose(2, 0, 1).ravel(), "sd": sd.transpose(2, 0, 1).ravel()})
+    return pd.DataFrame(
+        {
+            "column": names[col.ravel()],
+            "chain": chain.ravel(),
+            "iteration": it.ravel(),
+            "mean": mean.transpose(2, 0, 1).ravel(),
+            "sd": sd.transpose(2, 0, 1).ravel(),
+        }
+    )
 
 
 def plot_trace(imputer, columns=None, *, figsize=None) -> DiagnosticPlot:
@@ -542,8 +581,7 @@ def plot_trace(imputer, columns=None, *, figsize=None) -> DiagnosticPlot:
         raise ValueError("plot_trace: the imputer imputed no column (the data had no missing values).")
     if T == 0:
         raise ValueError("plot_trace: the chains ran no iteration (max_iter=0); nothing to trace.")
-    fig, axes = plt.subplots(len(names), 2, figsize=figsize or (9, 2.2 * len(names) + 0.6), squeeze=False,
-                             sharex=True)
+    fig, axes = plt.subplots(len(names), 2, figsize=figsize or (9, 2.2 * len(names) + 0.6), squeeze=False, sharex=True)
     colours = plt.get_cmap("tab10")
     for r, name in enumerate(names):
         rows = table[table["column"] == name]
@@ -551,8 +589,13 @@ def plot_trace(imputer, columns=None, *, figsize=None) -> DiagnosticPlot:
             ax = axes[r, c]
             values = rows[stat].to_numpy().reshape(m, T)
             for chain in range(m):
-                ax.plot(np.arange(1, T + 1), values[chain], color=colours(chain % 10), linewidth=1.2,
-                        label=f"chain {chain + 1}")
+                ax.plot(
+                    np.arange(1, T + 1),
+                    values[chain],
+                    color=colours(chain % 10),
+                    linewidth=1.2,
+                    label=f"chain {chain + 1}",
+                )
             ax.set_ylabel(f"{stat} {name}")
     for ax in axes[-1]:
         ax.set_xlabel("iteration")
@@ -564,8 +607,7 @@ def plot_trace(imputer, columns=None, *, figsize=None) -> DiagnosticPlot:
     return DiagnosticPlot(fig, axes, table)
 
 
-def convergence_table(imputer, columns=None, *, parameter: str = "mean",
-                      rank_normalized: bool = False) -> pd.DataFrame:
+def convergence_table(imputer, columns=None, *, parameter: str = "mean", rank_normalized: bool = False) -> pd.DataFrame:
     """Split-R-hat and lag-1 autocorrelation of the chains per variable and iteration.
 
     For each imputed variable and iteration t, over iterations 1..t of the m chains of
@@ -616,8 +658,14 @@ def convergence_table(imputer, columns=None, *, parameter: str = "mean",
             if t >= 4:
                 r_hat[t - 1, finite] = rhat(good[:, :t], rank_normalized=rank_normalized)
     names = np.array([imputer.incomplete_columns_[i] for i in idx], dtype=object)
-    return pd.DataFrame({"column": np.repeat(names, T), "iteration": np.tile(np.arange(1, T + 1), k),
-                         "rhat": r_hat.T.ravel(), "autocorrelation": ac.T.ravel()})
+    return pd.DataFrame(
+        {
+            "column": np.repeat(names, T),
+            "iteration": np.tile(np.arange(1, T + 1), k),
+            "rhat": r_hat.T.ravel(),
+            "autocorrelation": ac.T.ravel(),
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- observed vs imputed
@@ -643,13 +691,16 @@ def _imputed_values(frame: pd.DataFrame, imputed, columns: list) -> dict:
             if cells.shape[0] != mask.sum():
                 raise ValueError(
                     f"column {name!r}: the imputer imputed {cells.shape[0]} cells but the data has {mask.sum()} "
-                    "missing values (was `where` used, or other data?); pass the completed datasets instead.")
+                    "missing values (was `where` used, or other data?); pass the completed datasets instead."
+                )
             codec = detect_codec(frame[name], name, kinds.get(name))
             out[name] = (mask, [codec.decode(cells[:, k]).to_numpy() for k in range(cells.shape[1])])
         return out
     if isinstance(imputed, pd.DataFrame) or not isinstance(imputed, Sequence):
-        raise TypeError("imputed must be a list of completed DataFrames (fit_transform_all's result) or a fitted "
-                        f"MultilevelIterativeImputer; got {type(imputed).__name__}.")
+        raise TypeError(
+            "imputed must be a list of completed DataFrames (fit_transform_all's result) or a fitted "
+            f"MultilevelIterativeImputer; got {type(imputed).__name__}."
+        )
     if not len(imputed):
         raise ValueError("imputed holds no completed dataset.")
     for k, done in enumerate(imputed):
@@ -752,8 +803,9 @@ def plot_imputed(
             chosen = [int(labels.get_loc(c)) for c in clusters]
     panels = [("all", None)] + [(labels[c], c) for c in chosen]
     ncol = len(panels)
-    fig, axes = plt.subplots(len(columns), ncol, figsize=figsize or (3.0 * ncol + 0.5, 2.4 * len(columns) + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(columns), ncol, figsize=figsize or (3.0 * ncol + 0.5, 2.4 * len(columns) + 0.5), squeeze=False
+    )
     rows = []
     for r, name in enumerate(columns):
         mask, sets = values[name]
@@ -763,8 +815,9 @@ def plot_imputed(
         if categorical:
             categories = list(codec.categories)
         else:
-            pooled = np.concatenate([np.asarray(observed_all, dtype=float)]
-                                    + [np.asarray(s, dtype=float) for s in sets])
+            pooled = np.concatenate(
+                [np.asarray(observed_all, dtype=float)] + [np.asarray(s, dtype=float) for s in sets]
+            )
             lo, hi = float(pooled.min()), float(pooled.max())
             pad = 0.1 * (hi - lo) if hi > lo else 1.0
             grid = np.linspace(lo - pad, hi + pad, 256)
@@ -783,8 +836,15 @@ def plot_imputed(
                 ax.bar(x - 0.2, obs_p, width=0.4, color=OBSERVED_COLOUR, label="observed")
                 if imp_p.size and len(imp[0]):
                     mean_p = imp_p.mean(axis=0)
-                    ax.bar(x + 0.2, mean_p, width=0.4, color=MISSING_COLOUR, label="imputed",
-                           yerr=np.vstack([mean_p - imp_p.min(axis=0), imp_p.max(axis=0) - mean_p]), capsize=2)
+                    ax.bar(
+                        x + 0.2,
+                        mean_p,
+                        width=0.4,
+                        color=MISSING_COLOUR,
+                        label="imputed",
+                        yerr=np.vstack([mean_p - imp_p.min(axis=0), imp_p.max(axis=0) - mean_p]),
+                        capsize=2,
+                    )
                 ax.set_xticks(x)
                 ax.set_xticklabels([_label(cat) for cat in categories], rotation=45 if len(categories) > 4 else 0)
                 ax.set_ylim(0, 1)
@@ -795,8 +855,9 @@ def plot_imputed(
             else:
                 _density(ax, obs, grid, color=OBSERVED_COLOUR, linewidth=2.2, label="observed", zorder=3)
                 for k, s in enumerate(imp):
-                    _density(ax, s, grid, color=MISSING_COLOUR, linewidth=0.9, alpha=0.8,
-                             label="imputed" if k == 0 else None)
+                    _density(
+                        ax, s, grid, color=MISSING_COLOUR, linewidth=0.9, alpha=0.8, label="imputed" if k == 0 else None
+                    )
                 ax.set_xlim(grid[0], grid[-1])
                 ax.set_ylabel("density" if c == 0 else "")
                 rows.append(_moment_rows(name, label, "observed", 0, obs))
@@ -826,15 +887,31 @@ def _proportions(values, categories) -> np.ndarray:
 
 def _moment_rows(column, cluster, source, k, values) -> pd.DataFrame:
     v = np.asarray(values, dtype=float)
-    return pd.DataFrame({"column": [column], "cluster": [cluster], "source": [source], "imputation": [k],
-                         "n": [len(v)], "mean": [v.mean() if len(v) else np.nan],
-                         "sd": [v.std(ddof=1) if len(v) > 1 else np.nan]})
+    return pd.DataFrame(
+        {
+            "column": [column],
+            "cluster": [cluster],
+            "source": [source],
+            "imputation": [k],
+            "n": [len(v)],
+            "mean": [v.mean() if len(v) else np.nan],
+            "sd": [v.std(ddof=1) if len(v) > 1 else np.nan],
+        }
+    )
 
 
 def _category_rows(column, cluster, source, k, values, proportions, categories) -> pd.DataFrame:
-    return pd.DataFrame({"column": column, "cluster": [cluster] * len(categories), "source": source,
-                         "imputation": k, "n": len(values), "category": list(categories),
-                         "proportion": proportions})
+    return pd.DataFrame(
+        {
+            "column": column,
+            "cluster": [cluster] * len(categories),
+            "source": source,
+            "imputation": k,
+            "n": len(values),
+            "category": list(categories),
+            "proportion": proportions,
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- ICC
@@ -873,8 +950,10 @@ def _icc_columns(frame: pd.DataFrame, columns, gcol) -> list:
         ordered = isinstance(col.dtype, pd.CategoricalDtype) and col.cat.ordered
         if not ordered and detect_codec(col, name).kind == "categorical":
             if columns is not None:
-                raise ValueError(f"icc: column {name!r} is an unordered categorical with more than two levels; "
-                                 "its ICC is not defined on codes.")
+                raise ValueError(
+                    f"icc: column {name!r} is an unordered categorical with more than two levels; "
+                    "its ICC is not defined on codes."
+                )
             continue  # skipped: codes of unordered levels carry no order
         keep.append(name)
     return keep
@@ -976,16 +1055,20 @@ def icc_table(data: pd.DataFrame, completed, groups, columns=None) -> pd.DataFra
             if isinstance(frame[name].dtype, pd.CategoricalDtype):
                 cast[name] = pd.Categorical(cast[name], dtype=frame[name].dtype)
             elif not pd.api.types.is_numeric_dtype(frame[name].dtype) and not pd.api.types.is_bool_dtype(
-                    frame[name].dtype):
+                frame[name].dtype
+            ):
                 levels = sorted(frame[name].dropna().astype(str).unique())
                 cast[name] = pd.Categorical(cast[name].astype(str), categories=levels)
         after.append(_icc_values(cast, keep, codes, len(labels)))
     imputed = np.array([[a[c] for c in keep] for a in after])
-    table = pd.DataFrame({
-        "n_missing": frame[keep].isna().sum().to_numpy(),
-        "observed": [before[c] for c in keep],
-        "imputed": imputed.mean(axis=0),
-        "imputed_sd": imputed.std(axis=0, ddof=1) if len(after) > 1 else np.nan,
-    }, index=pd.Index(keep, name="variable"))
+    table = pd.DataFrame(
+        {
+            "n_missing": frame[keep].isna().sum().to_numpy(),
+            "observed": [before[c] for c in keep],
+            "imputed": imputed.mean(axis=0),
+            "imputed_sd": imputed.std(axis=0, ddof=1) if len(after) > 1 else np.nan,
+        },
+        index=pd.Index(keep, name="variable"),
+    )
     table["difference"] = table["imputed"] - table["observed"]
     return table

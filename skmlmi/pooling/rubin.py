@@ -126,8 +126,10 @@ def _aligned_estimates(estimates):
         names = list(estimates[0].index)
         for i, e in enumerate(estimates[1:], start=2):
             if not e.index.is_unique or set(e.index) != set(names):
-                raise ValueError(f"estimates of imputation {i} name parameters {sorted(map(str, e.index))}; "
-                                 f"imputation 1 names {sorted(map(str, names))}")
+                raise ValueError(
+                    f"estimates of imputation {i} name parameters {sorted(map(str, e.index))}; "
+                    f"imputation 1 names {sorted(map(str, names))}"
+                )
         return pd.DataFrame([e.reindex(names).to_numpy(dtype=float) for e in estimates], columns=names)
     return estimates
 
@@ -137,8 +139,10 @@ def _solve(a, b, what: str):
     try:
         return np.linalg.solve(a, b)
     except np.linalg.LinAlgError:
-        raise ValueError(f"{what} is singular: a parameter with zero variance, or parameters that are exact "
-                         "linear combinations of others; leave them out of the test") from None
+        raise ValueError(
+            f"{what} is singular: a parameter with zero variance, or parameters that are exact "
+            "linear combinations of others; leave them out of the test"
+        ) from None
 
 
 def _null(null, k: int) -> np.ndarray:
@@ -474,8 +478,9 @@ def pool_variance_components(components) -> pd.Series:
     names = list(components[0].index)
     for i, c in enumerate(components, start=1):
         if not c.index.is_unique:
-            raise ValueError(f"variance components of imputation {i} repeat names: "
-                             f"{sorted(map(str, c.index[c.index.duplicated()]))}")
+            raise ValueError(
+                f"variance components of imputation {i} repeat names: {sorted(map(str, c.index[c.index.duplicated()]))}"
+            )
         if set(c.index) != set(names):
             raise ValueError(
                 f"variance components of imputation {i} ({sorted(c.index)}) differ from those of imputation 1 "
@@ -553,8 +558,12 @@ def _reiter_z(a: float, c0: float, c1: float, c2: float) -> float:
 
 def _d1_large_sample_df(r: float, k: int, m: int, t: int) -> float:
     """Fallback where Reiter's small-sample df is undefined (R's mitml returns NaN there)."""
-    warnings.warn(f"the small-sample df of D1 (Reiter 2007) is undefined with k(m - 1) = {t} and this dfcom; the "
-                  "large-sample df (Li, Raghunathan & Rubin 1991) is reported instead", UserWarning, stacklevel=4)
+    warnings.warn(
+        f"the small-sample df of D1 (Reiter 2007) is undefined with k(m - 1) = {t} and this dfcom; the "
+        "large-sample df (Li, Raghunathan & Rubin 1991) is reported instead",
+        UserWarning,
+        stacklevel=4,
+    )
     return _d1_df(r, k, m, math.inf)
 
 
@@ -726,8 +735,7 @@ def d3_from_deviances(dev_own, dev_pooled, k: int, ariv: str = "default") -> pd.
         raise ValueError(f"ariv must be 'default' or 'positive', got {ariv!r}")
     k = _check_k(k)
     if not (np.all(np.isfinite(own)) and np.all(np.isfinite(pooled))):
-        raise ValueError("D3: the deviances contain non-finite values (a log-likelihood that could not be "
-                         "evaluated?)")
+        raise ValueError("D3: the deviances contain non-finite values (a log-likelihood that could not be evaluated?)")
     dbar, dtilde = own.mean(), pooled.mean()
     r = (m + 1.0) / (k * (m - 1.0)) * (dbar - dtilde)
     if ariv == "positive":

@@ -31,8 +31,9 @@ def _level2_data(rng, J=60, sizes=(3, 12), missing=0.3, noise=0.5):
 
 
 def _context(J, kind="continuous", K=0):
-    return DrawContext(target="school_size", kind=kind, n_categories=K, n_clusters=J,
-                       cluster_labels=[f"school{j}" for j in range(J)])
+    return DrawContext(
+        target="school_size", kind=kind, n_categories=K, n_clusters=J, cluster_labels=[f"school{j}" for j in range(J)]
+    )
 
 
 # --------------------------------------------------------------------------- detection
@@ -45,12 +46,14 @@ def test_is_cluster_constant_known_answers():
 
 
 def test_is_cluster_constant_reads_dataframes_of_any_dtype():
-    df = pd.DataFrame({
-        "type": pd.Categorical(["x", "x", "y", "y"]),
-        "label": ["p", "q", "r", "r"],
-        "flag": [True, True, False, None],
-        "size": [10, 10, 20, 20],
-    })
+    df = pd.DataFrame(
+        {
+            "type": pd.Categorical(["x", "x", "y", "y"]),
+            "label": ["p", "q", "r", "r"],
+            "flag": [True, True, False, None],
+            "size": [10, 10, 20, 20],
+        }
+    )
     result = is_cluster_constant(df, pd.Series([1, 1, 2, 2]))
     assert result.to_dict() == {"type": True, "label": False, "flag": True, "size": True}
 
@@ -183,8 +186,9 @@ def test_cluster_mean_breaks_ties_at_random():
     seen = set()
     for seed in range(20):  # each fill is 0 or 1 with probability 1/2: both appear with prob 1 - 2^-19
         rng = np.random.default_rng(seed)
-        draw, _ = ClusterMean().draw(codes, observed, np.zeros((3, 0)), np.ones(0, int), groups, rng,
-                                     context=_context(1, "binary", 2))
+        draw, _ = ClusterMean().draw(
+            codes, observed, np.zeros((3, 0)), np.ones(0, int), groups, rng, context=_context(1, "binary", 2)
+        )
         seen.add(float(draw.sample(np.zeros((1, 0)), np.array([0]), rng)[0]))
     assert seen == {0.0, 1.0}
 
@@ -213,8 +217,9 @@ def test_cluster_mean_without_any_observed_value_is_an_error():
     rng = np.random.default_rng(9)
     groups = np.array([0, 0, 1, 1])
     with pytest.raises(ValueError, match="no cluster has an observed value"):
-        ClusterMean().draw(np.zeros(4), np.zeros(4, bool), np.ones((4, 1)), np.ones(1, int), groups, rng,
-                           context=_context(2))
+        ClusterMean().draw(
+            np.zeros(4), np.zeros(4, bool), np.ones((4, 1)), np.ones(1, int), groups, rng, context=_context(2)
+        )
 
 
 @pytest.mark.parametrize("model_class", MODELS)

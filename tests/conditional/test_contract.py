@@ -46,8 +46,12 @@ def _problem(model_class, kind, seed=0, n_clusters=12, size=15):
     X = x[:, None]
     roles = np.array([2 if 2 in model_class.accepted_roles else 1])
     uses_groups = model_class.requires_groups or model_class.uses_groups_if_given
-    context = DrawContext(target="y", kind=kind, n_categories={"binary": 2, "categorical": 3}.get(kind, 0),
-                          n_clusters=n_clusters if uses_groups else 0)
+    context = DrawContext(
+        target="y",
+        kind=kind,
+        n_categories={"binary": 2, "categorical": 3}.get(kind, 0),
+        n_clusters=n_clusters if uses_groups else 0,
+    )
     return y, observed, X, roles, (groups if uses_groups else None), context
 
 

@@ -28,8 +28,9 @@ def _draw(data, rng=0, model=None, exclusion=True, context=None, groups=True):
     context = context or DrawContext(target="y", n_clusters=int(g.max()) + 1 if groups else 0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        draw, state = (model or HeckmanSelection()).draw(y, observed, X, roles, g if groups else None,
-                                                         np.random.default_rng(rng), None, context)
+        draw, state = (model or HeckmanSelection()).draw(
+            y, observed, X, roles, g if groups else None, np.random.default_rng(rng), None, context
+        )
     return draw, state, context
 
 
@@ -198,11 +199,13 @@ def test_binary_outcome_corrects_the_prevalence():
 def _engine_bias(rho, reps, seed0):
     out = {"heckman": [], "mar": []}
     for r in range(reps):
-        data, complete, _ = make_heckman(n_clusters=10, cluster_size=150, rho=rho, missing_prop=0.4,
-                                         random_state=seed0 + r, return_truth=True)
+        data, complete, _ = make_heckman(
+            n_clusters=10, cluster_size=150, rho=rho, missing_prop=0.4, random_state=seed0 + r, return_truth=True
+        )
         for name, model, z_role in (("heckman", HeckmanSelection(), -3), ("mar", RandomEffectsNormal(), 1)):
-            imp = MultilevelIterativeImputer(methods={"y": model}, n_imputations=3, max_iter=3, random_state=r,
-                                             predictor_matrix={"z": {"y": z_role}})
+            imp = MultilevelIterativeImputer(
+                methods={"y": model}, n_imputations=3, max_iter=3, random_state=r, predictor_matrix={"z": {"y": z_role}}
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 sets = imp.fit_transform_all(data, groups="cluster")
@@ -231,8 +234,13 @@ def test_with_rho_zero_heckman_and_mar_are_both_unbiased():
 
 def test_obesity_runs_end_to_end_with_time_as_exclusion_restriction():
     obesity = load_obesity()
-    imp = MultilevelIterativeImputer(methods={"Weight": HeckmanSelection()}, predictor_matrix={"Time": {"Weight": -3}},
-                                     n_imputations=2, max_iter=2, random_state=1)
+    imp = MultilevelIterativeImputer(
+        methods={"Weight": HeckmanSelection()},
+        predictor_matrix={"Time": {"Weight": -3}},
+        n_imputations=2,
+        max_iter=2,
+        random_state=1,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sets = imp.fit_transform_all(obesity, groups="Cluster")
@@ -256,8 +264,13 @@ def test_hiv_interviewer_effect_is_the_exclusion_restriction():
     first = effect.groupby(hiv["interviewerID"], observed=True).first()
     assert np.corrcoef(consent, first)[0, 1] > 0.5
     data = hiv[["hiv", "age", "condom", "region"]].assign(interviewer_effect=effect.to_numpy())
-    imp = MultilevelIterativeImputer(methods={"hiv": HeckmanSelection()}, n_imputations=1, max_iter=1,
-                                     predictor_matrix={"interviewer_effect": {"hiv": -3}}, random_state=0)
+    imp = MultilevelIterativeImputer(
+        methods={"hiv": HeckmanSelection()},
+        n_imputations=1,
+        max_iter=1,
+        predictor_matrix={"interviewer_effect": {"hiv": -3}},
+        random_state=0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         completed = imp.fit_transform_all(data, groups="region")[0]
@@ -266,8 +279,9 @@ def test_hiv_interviewer_effect_is_the_exclusion_restriction():
 
 
 def test_make_heckman_missing_share_and_truth():
-    data, complete, truth = make_heckman(n_clusters=20, cluster_size=250, missing_prop=0.3, random_state=0,
-                                         return_truth=True)
+    data, complete, truth = make_heckman(
+        n_clusters=20, cluster_size=250, missing_prop=0.3, random_state=0, return_truth=True
+    )
     # 5000 Bernoulli(0.3) with cluster-level variation: SE ~0.01
     assert abs(data["y"].isna().mean() - 0.3) < 0.04
     assert complete["y"].notna().all() and isinstance(data, pd.DataFrame) and truth.rho == 0.6
@@ -293,8 +307,13 @@ def test_ignored_rows_take_no_part_in_the_selection_equation():
     ignore[np.flatnonzero(data["y"].notna().to_numpy())[::4]] = True
     runs = []
     for frame, mask in ((data, ignore), (data[~ignore].reset_index(drop=True), None)):
-        imp = MultilevelIterativeImputer(methods={"y": HeckmanSelection()}, predictor_matrix={"z": {"y": -3}},
-                                         n_imputations=2, max_iter=1, random_state=3)
+        imp = MultilevelIterativeImputer(
+            methods={"y": HeckmanSelection()},
+            predictor_matrix={"z": {"y": -3}},
+            n_imputations=2,
+            max_iter=1,
+            random_state=3,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             imp.fit(frame, groups="cluster", ignore=mask)

@@ -252,8 +252,9 @@ def test_pmm_imputations_keep_the_icc_and_the_within_cluster_variance():
         groups = np.repeat(np.arange(J), n_j)
         y = rng.normal(size=J)[groups] + rng.normal(size=J * n_j)
         observed = rng.random(J * n_j) >= 0.5
-        completed, *_ = chain(RandomEffectsPMM(), y, observed, np.zeros((J * n_j, 0)),
-                              np.zeros(0, int), groups, seed=seed, visits=4)
+        completed, *_ = chain(
+            RandomEffectsPMM(), y, observed, np.zeros((J * n_j, 0)), np.zeros(0, int), groups, seed=seed, visits=4
+        )
         icc_shift.append(icc_anova(completed, groups) - icc_anova(y, groups))
         g, v = groups[~observed], completed[~observed]
         counts = np.bincount(g, minlength=J)

@@ -70,9 +70,20 @@ def _ordered_chain(latent, cuts, x, role, groups, rng, seed):
     """Ordered categories cut from ``latent``, 80 % observed, imputed by a 250-visit chain: (kept draws, rng)."""
     y = np.searchsorted(cuts, latent).astype(float)
     observed = rng.random(len(groups)) < 0.8
-    draws, _, chain_rng = _run_chain(RandomEffectsCategorical(n_gibbs=1), y, observed, x, [role], groups, 250,
-                                     seed=seed, n_clusters=int(groups.max()) + 1, kind="categorical",
-                                     n_categories=len(cuts) + 1, ordered=True)
+    draws, _, chain_rng = _run_chain(
+        RandomEffectsCategorical(n_gibbs=1),
+        y,
+        observed,
+        x,
+        [role],
+        groups,
+        250,
+        seed=seed,
+        n_clusters=int(groups.max()) + 1,
+        kind="categorical",
+        n_categories=len(cuts) + 1,
+        ordered=True,
+    )
     return draws[50:], chain_rng
 
 
@@ -145,8 +156,9 @@ def test_truncated_normal_stays_inside_far_tail_intervals():
 def test_logistic_recovers_fixed_effects_and_variance_components():
     truth = np.array([-0.5, 1.0, 0.5])
     y, observed, X, groups = _simulate_logistic(1, n_clusters=100, beta=truth, tau2=1.0, slope_var=0.25)
-    draws, _, _ = _run_chain(RandomEffectsLogistic(n_gibbs=1), y, observed, X, [2, 1], groups, 400, seed=2,
-                             n_clusters=100)
+    draws, _, _ = _run_chain(
+        RandomEffectsLogistic(n_gibbs=1), y, observed, X, [2, 1], groups, 400, seed=2, n_clusters=100
+    )
     kept = draws[50:]
     beta = np.array([d.beta for d in kept])
     psi = np.array([np.diag(d.psi) for d in kept])
@@ -171,8 +183,9 @@ def test_logistic_imputations_keep_clustering_single_level_loses_it():
     icc_full = _anova_icc(y, groups)
 
     def completed_iccs(model_groups, n_model_clusters):
-        draws, _, rng_chain = _run_chain(RandomEffectsLogistic(), y, observed, x, [1], model_groups, 40, seed=6,
-                                         n_clusters=n_model_clusters)
+        draws, _, rng_chain = _run_chain(
+            RandomEffectsLogistic(), y, observed, x, [1], model_groups, 40, seed=6, n_clusters=n_model_clusters
+        )
         out = []
         for draw in draws[4::3]:  # every third visit: successive visits share slow variance moves
             completed = y.copy()
@@ -196,8 +209,7 @@ def test_systematically_missing_clusters_drawn_from_population():
     y, observed, X, groups = _simulate_logistic(3, n_clusters=100, size=30, beta=(0.0, 0.5, 0.0), tau2=2.0)
     systematic = np.arange(70, 100)
     observed[np.isin(groups, systematic)] = False
-    draws, events, rng = _run_chain(RandomEffectsLogistic(), y, observed, X, [1, 1], groups, 8, seed=4,
-                                    n_clusters=100)
+    draws, events, rng = _run_chain(RandomEffectsLogistic(), y, observed, X, [1, 1], groups, 8, seed=4, n_clusters=100)
     assert any("not observed in 30 cluster(s)" in e and "'smoker'" in e and "70" in e for e in events)
     draw = draws[-1]
     assert np.all(np.isnan(draw.b[systematic])) and not np.any(np.isnan(draw.b[:70]))
@@ -230,8 +242,7 @@ def test_perfect_separation_keeps_draws_finite():
     x = rng.normal(size=(500, 1))
     y = (x[:, 0] > 0).astype(float)  # x separates y completely
     observed = rng.random(500) < 0.8
-    draws, events, rng = _run_chain(RandomEffectsLogistic(), y, observed, x, [1], groups, 30, seed=9,
-                                    n_clusters=20)
+    draws, events, rng = _run_chain(RandomEffectsLogistic(), y, observed, x, [1], groups, 30, seed=9, n_clusters=20)
     slopes = np.array([d.beta[1] for d in draws])
     assert np.all(np.isfinite(slopes))
     # The Student-t_7(2.5) prior on the log-odds per 2 SD bounds the draws: |t_7| > 20 has
@@ -248,8 +259,7 @@ def test_logistic_same_seed_same_draws_and_imputations():
     y, observed, X, groups = _simulate_logistic(6, n_clusters=20, size=20)
     out = []
     for _ in range(2):
-        draws, _, rng = _run_chain(RandomEffectsLogistic(), y, observed, X, [2, 1], groups, 3, seed=13,
-                                   n_clusters=20)
+        draws, _, rng = _run_chain(RandomEffectsLogistic(), y, observed, X, [2, 1], groups, 3, seed=13, n_clusters=20)
         out.append((draws[-1].beta, draws[-1].psi, draws[-1].sample(X, groups, rng)))
     for a, b in zip(out[0], out[1], strict=True):
         np.testing.assert_array_equal(a, b)
@@ -273,8 +283,9 @@ def test_logistic_rejects_non_binary_codes_naming_the_target():
     y[0] = 2.0
     observed[0] = True
     with pytest.raises(ValueError, match="'smoker'.*0..1"):
-        RandomEffectsLogistic().draw(y, observed, X, np.array([1, 1]), groups, np.random.default_rng(0), None,
-                                     _context(10))
+        RandomEffectsLogistic().draw(
+            y, observed, X, np.array([1, 1]), groups, np.random.default_rng(0), None, _context(10)
+        )
 
 
 def test_logistic_needs_groups_and_observed_values():
@@ -283,8 +294,7 @@ def test_logistic_needs_groups_and_observed_values():
     with pytest.raises(ValueError, match="cluster identifier"):
         RandomEffectsLogistic().draw(y, observed, X, np.array([1, 1]), None, rng, None, _context(10))
     with pytest.raises(ValueError, match="no observed values"):
-        RandomEffectsLogistic().draw(y, np.zeros_like(observed), X, np.array([1, 1]), groups, rng, None,
-                                     _context(10))
+        RandomEffectsLogistic().draw(y, np.zeros_like(observed), X, np.array([1, 1]), groups, rng, None, _context(10))
 
 
 # --------------------------------------------------------------------------- categorical
@@ -295,11 +305,23 @@ def test_unordered_categorical_recovers_cluster_proportions_and_variances():
     x = rng.normal(size=(len(groups), 1))
     psi_truth = np.array([[1.0, 0.5], [0.5, 1.0]])
     u = rng.multivariate_normal([0, 0], psi_truth, size=n_clusters)
-    eta = np.column_stack([np.zeros(len(groups)), 0.2 + 0.7 * x[:, 0] + u[groups, 0],
-                           -0.3 - 0.5 * x[:, 0] + u[groups, 1]])
+    eta = np.column_stack(
+        [np.zeros(len(groups)), 0.2 + 0.7 * x[:, 0] + u[groups, 0], -0.3 - 0.5 * x[:, 0] + u[groups, 1]]
+    )
     prob, y, observed = _sample_categories(eta, rng)
-    draws, _, chain_rng = _run_chain(RandomEffectsCategorical(n_gibbs=1), y, observed, x, [1], groups, 250,
-                                     seed=22, n_clusters=n_clusters, kind="categorical", n_categories=3)
+    draws, _, chain_rng = _run_chain(
+        RandomEffectsCategorical(n_gibbs=1),
+        y,
+        observed,
+        x,
+        [1],
+        groups,
+        250,
+        seed=22,
+        n_clusters=n_clusters,
+        kind="categorical",
+        n_categories=3,
+    )
     kept = draws[50:]
     psi = np.array([d.psi for d in kept])
     # Variances and covariance within 4 posterior sd of the truth (calibration argument).
@@ -312,8 +334,13 @@ def test_unordered_categorical_recovers_cluster_proportions_and_variances():
     # about as close as the raw observed proportions of each cluster (~32 rows: binomial
     # error ~0.06). Over 10 seeds the ratios were 0.42-0.53 (pooled) and 0.91-1.01 (raw).
     true_props = np.stack([np.bincount(groups, weights=prob[:, k]) for k in range(3)], axis=1) / size
-    model_props = np.mean([np.stack([np.bincount(groups, weights=p[:, k]) for k in range(3)], axis=1) / size
-                           for p in (d.probabilities(x, groups, chain_rng) for d in kept[::10])], axis=0)
+    model_props = np.mean(
+        [
+            np.stack([np.bincount(groups, weights=p[:, k]) for k in range(3)], axis=1) / size
+            for p in (d.probabilities(x, groups, chain_rng) for d in kept[::10])
+        ],
+        axis=0,
+    )
     pooled = np.bincount(y[observed].astype(int), minlength=3) / observed.sum()
     model_error = np.abs(model_props - true_props).mean()
     pooled_error = np.abs(pooled - true_props).mean()
@@ -358,12 +385,27 @@ def test_unordered_categorical_recovers_random_slopes():
     psi_truth = np.diag([0.6, 0.5, 0.6, 0.5])
     psi_truth[0, 2] = psi_truth[2, 0] = 0.3
     u = rng.multivariate_normal(np.zeros(4), psi_truth, size=n_clusters)
-    eta = np.column_stack([np.zeros(len(groups)),
-                           0.2 + (0.7 + u[groups, 1]) * x[:, 0] + u[groups, 0],
-                           -0.3 + (-0.5 + u[groups, 3]) * x[:, 0] + u[groups, 2]])
+    eta = np.column_stack(
+        [
+            np.zeros(len(groups)),
+            0.2 + (0.7 + u[groups, 1]) * x[:, 0] + u[groups, 0],
+            -0.3 + (-0.5 + u[groups, 3]) * x[:, 0] + u[groups, 2],
+        ]
+    )
     prob, y, observed = _sample_categories(eta, rng)
-    draws, _, chain_rng = _run_chain(RandomEffectsCategorical(n_gibbs=1), y, observed, x, [2], groups, 250,
-                                     seed=24, n_clusters=n_clusters, kind="categorical", n_categories=3)
+    draws, _, chain_rng = _run_chain(
+        RandomEffectsCategorical(n_gibbs=1),
+        y,
+        observed,
+        x,
+        [2],
+        groups,
+        250,
+        seed=24,
+        n_clusters=n_clusters,
+        kind="categorical",
+        n_categories=3,
+    )
     kept = draws[50:]
     psi = np.array([d.psi for d in kept])
     # every entry of Psi within 4 posterior SDs of the realised covariance of the effects
@@ -408,9 +450,21 @@ def test_categorical_systematic_cluster_and_bad_input():
     y = rng.integers(0, 3, size=300).astype(float)
     observed = groups != 14
     for ordered in (False, True):
-        draws, events, chain_rng = _run_chain(RandomEffectsCategorical(), y, observed, x, [1], groups, 2, seed=1,
-                                              n_clusters=15, kind="categorical", n_categories=3, ordered=ordered,
-                                              target="school_type")
+        draws, events, chain_rng = _run_chain(
+            RandomEffectsCategorical(),
+            y,
+            observed,
+            x,
+            [1],
+            groups,
+            2,
+            seed=1,
+            n_clusters=15,
+            kind="categorical",
+            n_categories=3,
+            ordered=ordered,
+            target="school_type",
+        )
         assert any("'school_type' is not observed in 1 cluster(s) (14)" in e for e in events)
         imputed = draws[-1].sample(x[groups == 14], groups[groups == 14], chain_rng)
         assert set(np.unique(imputed)) <= {0.0, 1.0, 2.0}
@@ -422,8 +476,9 @@ def test_categorical_systematic_cluster_and_bad_input():
     with pytest.raises(ValueError, match="role code -3"):
         RandomEffectsCategorical().draw(y, observed, x, np.array([-3]), groups, rng, None, context)
     with pytest.raises(ValueError, match="number of categories"):
-        RandomEffectsCategorical().draw(y, observed, x, np.array([1]), groups, rng, None,
-                                        _context(15, kind="categorical", n_categories=0))
+        RandomEffectsCategorical().draw(
+            y, observed, x, np.array([1]), groups, rng, None, _context(15, kind="categorical", n_categories=0)
+        )
 
 
 def test_categorical_same_seed_same_imputations():
@@ -435,8 +490,20 @@ def test_categorical_same_seed_same_imputations():
     for ordered in (False, True):
         out = []
         for _ in range(2):
-            draws, _, chain_rng = _run_chain(RandomEffectsCategorical(), y, observed, x, [1], groups, 2, seed=3,
-                                             n_clusters=10, kind="categorical", n_categories=3, ordered=ordered)
+            draws, _, chain_rng = _run_chain(
+                RandomEffectsCategorical(),
+                y,
+                observed,
+                x,
+                [1],
+                groups,
+                2,
+                seed=3,
+                n_clusters=10,
+                kind="categorical",
+                n_categories=3,
+                ordered=ordered,
+            )
             out.append(draws[-1].sample(x, groups, chain_rng))
         np.testing.assert_array_equal(out[0], out[1])
 
@@ -449,15 +516,17 @@ def test_hard_cases_run_and_log_what_they_decided():
     X[:, 2] = rng.normal(size=4)[groups]  # a random slope on a predictor constant within clusters
     y = (rng.random(n) < 0.5).astype(float)
     observed = np.ones(n, dtype=bool)
-    draws, events, chain_rng = _run_chain(RandomEffectsLogistic(), y, observed, X, [2, 2, 2], groups, 3, seed=2,
-                                          n_clusters=4)
+    draws, events, chain_rng = _run_chain(
+        RandomEffectsLogistic(), y, observed, X, [2, 2, 2], groups, 3, seed=2, n_clusters=4
+    )
     # 4 random effects, 4 clusters: Psi is shrunk by its prior, and the log says so.
     assert any("4 random effect(s) but only 4 cluster(s)" in e and "'smoker'" in e for e in events)
     assert np.all(np.linalg.eigvalsh(draws[-1].psi) > 0)
     assert set(np.unique(draws[-1].sample(X, groups, chain_rng))) <= {0.0, 1.0}
     # A target observed at one value only: finite draws, imputations of that value, logged.
-    draws, events, chain_rng = _run_chain(RandomEffectsLogistic(), np.zeros(n), observed, X, [1, 1, 1], groups, 2,
-                                          seed=3, n_clusters=4)
+    draws, events, chain_rng = _run_chain(
+        RandomEffectsLogistic(), np.zeros(n), observed, X, [1, 1, 1], groups, 2, seed=3, n_clusters=4
+    )
     assert np.all(np.isfinite(draws[-1].beta))
     assert any("single value 0" in e for e in events)
     assert draws[-1].sample(X, groups, chain_rng).mean() < 0.2
@@ -475,15 +544,24 @@ def test_categorical_target_with_random_slopes_through_the_imputer():
     slope = 1.0 + 0.7 * rng.normal(size=n_clusters)
     latent = slope[g] * x + 0.5 * rng.normal(size=n_clusters)[g] + rng.logistic(size=len(g))
     level = np.searchsorted([-0.5, 0.7], latent)
-    data = pd.DataFrame({"g": g, "x": x, "w": rng.normal(size=len(g)),
-                         "level": pd.Categorical(np.array(["low", "mid", "high"])[level],
-                                                 categories=["low", "mid", "high"])})
+    data = pd.DataFrame(
+        {
+            "g": g,
+            "x": x,
+            "w": rng.normal(size=len(g)),
+            "level": pd.Categorical(np.array(["low", "mid", "high"])[level], categories=["low", "mid", "high"]),
+        }
+    )
     data.loc[rng.random(len(g)) < 0.3, "level"] = np.nan
     for ordered in (False, True):
         frame = data.assign(level=data["level"].cat.set_categories(["low", "mid", "high"], ordered=ordered))
-        imp = MultilevelIterativeImputer(methods={"level": RandomEffectsCategorical()},
-                                         predictor_matrix={"x": {"level": 2}, "w": {"level": 4}},
-                                         n_imputations=2, max_iter=3, random_state=0)
+        imp = MultilevelIterativeImputer(
+            methods={"level": RandomEffectsCategorical()},
+            predictor_matrix={"x": {"level": 2}, "w": {"level": 4}},
+            n_imputations=2,
+            max_iter=3,
+            random_state=0,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out = imp.fit_transform_all(frame, groups="g")

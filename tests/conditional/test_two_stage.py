@@ -14,8 +14,14 @@ from skmlmi.pooling import pool_scalar
 
 
 def _context(J, target="y", names=("x",), kind="continuous", n_categories=0, labels=None):
-    return DrawContext(target=target, kind=kind, n_categories=n_categories, n_clusters=J,
-                       predictor_names=tuple(names), cluster_labels=labels)
+    return DrawContext(
+        target=target,
+        kind=kind,
+        n_categories=n_categories,
+        n_clusters=J,
+        predictor_names=tuple(names),
+        cluster_labels=labels,
+    )
 
 
 def _random_intercept_data(seed, J=40, n=50, n_systematic=8, tau=1.0):
@@ -119,8 +125,9 @@ def test_poisson_imputes_systematic_clusters_at_the_population_rate():
     draw_rng = np.random.default_rng(1)
     values = []
     for _ in range(30):
-        draw, _ = TwoStagePoisson().draw(y, observed, x[:, None], np.array([1]), groups, draw_rng, None,
-                                         _context(J, kind="integer"))
+        draw, _ = TwoStagePoisson().draw(
+            y, observed, x[:, None], np.array([1]), groups, draw_rng, None, _context(J, kind="integer")
+        )
         values.append(draw.sample(x[rows, None], groups[rows], draw_rng).mean())
     # the SD of the averaged rate is dominated by the population draws (0.3 on the log scale over 5 clusters)
     assert abs(np.mean(values) / truth - 1) < 0.15
@@ -214,8 +221,9 @@ def test_too_few_estimable_clusters_for_the_meta_regression_is_a_clear_error():
     X = np.column_stack([rng.normal(size=J * n), z1[groups], z2[groups]])
     y = X.sum(axis=1) + rng.normal(size=J * n)
     with pytest.raises(ValueError, match="cluster-level predictors"):
-        TwoStageNormal().draw(y, np.ones(J * n, bool), X, np.ones(3, int), groups, rng, None,
-                              _context(J, names=("x", "z1", "z2")))
+        TwoStageNormal().draw(
+            y, np.ones(J * n, bool), X, np.ones(3, int), groups, rng, None, _context(J, names=("x", "z1", "z2"))
+        )
 
 
 # --------------------------------------------------------------------------- PMM
@@ -251,8 +259,9 @@ def test_pmm_imputations_do_not_depend_on_row_order():
 def test_pmm_imputes_only_observed_values():
     y, observed, X, groups = _random_intercept_data(seed=2)
     y = np.round(y)
-    draw, _ = TwoStagePMM().draw(y, observed, X, np.array([1]), groups, np.random.default_rng(0), None,
-                                 _context(groups.max() + 1))
+    draw, _ = TwoStagePMM().draw(
+        y, observed, X, np.array([1]), groups, np.random.default_rng(0), None, _context(groups.max() + 1)
+    )
     values = draw.sample(X[~observed], groups[~observed], np.random.default_rng(1))
     assert set(np.unique(values)) <= set(np.unique(y[observed]))
 
@@ -271,18 +280,28 @@ def test_role_codes_one_and_two_mean_the_same():
 def test_bad_targets_are_refused_with_the_variable_name():
     y, observed, X, groups = _random_intercept_data(seed=4)
     with pytest.raises(ValueError, match="'y'.*non-negative counts"):
-        TwoStagePoisson().draw(y - 10, observed, X, np.array([1]), groups, np.random.default_rng(0), None,
-                               _context(40, kind="integer"))
+        TwoStagePoisson().draw(
+            y - 10, observed, X, np.array([1]), groups, np.random.default_rng(0), None, _context(40, kind="integer")
+        )
     with pytest.raises(ValueError, match="'y'.*0/1"):
-        TwoStageLogistic().draw(y, observed, X, np.array([1]), groups, np.random.default_rng(0), None,
-                                _context(40, kind="binary", n_categories=2))
+        TwoStageLogistic().draw(
+            y,
+            observed,
+            X,
+            np.array([1]),
+            groups,
+            np.random.default_rng(0),
+            None,
+            _context(40, kind="binary", n_categories=2),
+        )
 
 
 @pytest.mark.parametrize("method", ["reml", "ml"])
 def test_likelihood_meta_analysis_methods_draw_too(method):
     y, observed, X, groups = _random_intercept_data(seed=5, J=20)
-    draw, state = TwoStageNormal(method=method).draw(y, observed, X, np.array([1]), groups,
-                                                     np.random.default_rng(0), None, _context(20))
+    draw, state = TwoStageNormal(method=method).draw(
+        y, observed, X, np.array([1]), groups, np.random.default_rng(0), None, _context(20)
+    )
     assert state.psi.shape == (2, 2) and np.isfinite(draw.sample(X, groups, np.random.default_rng(1))).all()
 
 
@@ -323,8 +342,16 @@ def test_two_stage_normal_coverage_of_a_systematically_missing_covariate():
         J = groups.max() + 1
         estimates, variances = [], []
         for _ in range(m):
-            draw, _ = TwoStageNormal().draw(np.where(observed, x, 0.0), observed, y[:, None], np.array([1]),
-                                            groups, rng, None, _context(J, target="x", names=("y",)))
+            draw, _ = TwoStageNormal().draw(
+                np.where(observed, x, 0.0),
+                observed,
+                y[:, None],
+                np.array([1]),
+                groups,
+                rng,
+                None,
+                _context(J, target="x", names=("y",)),
+            )
             completed = x.copy()
             completed[~observed] = draw.sample(y[~observed, None], groups[~observed], rng)
             q, u, df = _analyses(groups, completed, y, J)

@@ -89,8 +89,7 @@ def test_plot_pattern_max_patterns_keeps_the_most_frequent(tiny):
 
 # ----------------------------------------------------------------------------- per cluster
 def test_plot_missing_by_cluster_table_classifies_sporadic_and_systematic():
-    df = pd.DataFrame({"g": ["a", "a", "b", "b", "c"], "x": [np.nan, 1.0, np.nan, np.nan, 2.0],
-                       "y": [1.0, 2, 3, 4, 5]})
+    df = pd.DataFrame({"g": ["a", "a", "b", "b", "c"], "x": [np.nan, 1.0, np.nan, np.nan, 2.0], "y": [1.0, 2, 3, 4, 5]})
     table = plot_missing_by_cluster(df, "g").table
     assert set(table["column"]) == {"x"}  # complete columns are left out
     x = table.set_index("cluster")
@@ -101,8 +100,13 @@ def test_plot_missing_by_cluster_table_classifies_sporadic_and_systematic():
 
 
 def test_plot_missing_by_cluster_marks_every_systematic_cell():
-    df = pd.DataFrame({"g": np.repeat([1, 2, 3, 4], 3), "x": [np.nan] * 3 + [1.0, np.nan, 2] + [1.0] * 6,
-                       "z": [1.0] * 9 + [np.nan] * 3})
+    df = pd.DataFrame(
+        {
+            "g": np.repeat([1, 2, 3, 4], 3),
+            "x": [np.nan] * 3 + [1.0, np.nan, 2] + [1.0] * 6,
+            "z": [1.0] * 9 + [np.nan] * 3,
+        }
+    )
     fig, (heat, bars), table = plot_missing_by_cluster(df, df["g"].to_numpy())
     assert heat.get_images()[0].get_array().shape == (2, 4)
     marks = heat.collections[0].get_offsets()
@@ -115,8 +119,13 @@ def test_plot_missing_by_cluster_marks_every_systematic_cell():
 
 # ----------------------------------------------------------------------------- correlations
 def test_plot_corr_is_pairwise_complete_correlation():
-    df = pd.DataFrame({"x": [1.0, 2, 3, 4, np.nan, 6], "y": [2.0, 1, 4, np.nan, 5, 7],
-                       "f": pd.Categorical(["a", "b", "a", "c", "b", "c"], categories=["c", "b", "a"])})
+    df = pd.DataFrame(
+        {
+            "x": [1.0, 2, 3, 4, np.nan, 6],
+            "y": [2.0, 1, 4, np.nan, 5, 7],
+            "f": pd.Categorical(["a", "b", "a", "c", "b", "c"], categories=["c", "b", "a"]),
+        }
+    )
     _, ax, table = plot_corr(df)
     both = ~np.isnan(df["x"]) & ~np.isnan(df["y"])
     expected = np.corrcoef(df["x"][both], df["y"][both])[0, 1]
@@ -240,8 +249,9 @@ def test_icc_matches_one_way_anova_by_hand():
     # SSB = 2 (2 - 4.4)^2 + 3 (6 - 4.4)^2 = 11.52 + 7.68 = 19.2; MSB = 19.2
     # SSW = 2 + 8 = 10; MSW = 10 / 3; n0 = (5 - 13/5) / 1 = 2.4
     # ICC = (19.2 - 10/3) / (19.2 + 1.4 * 10/3)
-    df = pd.DataFrame({"g": [1, 1, 2, 2, 2], "x": [1.0, 3, 4, 6, 8], "w": [5.0, 5, 7, 7, np.nan],
-                       "f": ["a", "b", "c", "a", "b"]})
+    df = pd.DataFrame(
+        {"g": [1, 1, 2, 2, 2], "x": [1.0, 3, 4, 6, 8], "w": [5.0, 5, 7, 7, np.nan], "f": ["a", "b", "c", "a", "b"]}
+    )
     out = icc(df, "g")
     assert out["x"] == pytest.approx((19.2 - 10 / 3) / (19.2 + 1.4 * 10 / 3), rel=1e-12)
     assert out["w"] == 1.0  # constant within clusters: a cluster-level variable
@@ -268,8 +278,13 @@ def test_icc_table_shows_single_level_imputation_shrinking_the_icc(popmis_small)
     # defaults keep it at ~0.59.
     data, _, _ = popmis_small
     pm = pd.DataFrame({"school": {"popular": 0, "sex": 0}})
-    imp = MultilevelIterativeImputer(methods={"popular": PredictiveMeanMatching(), "sex": BayesianLogistic()},
-                                     predictor_matrix=pm, n_imputations=2, max_iter=3, random_state=2)
+    imp = MultilevelIterativeImputer(
+        methods={"popular": PredictiveMeanMatching(), "sex": BayesianLogistic()},
+        predictor_matrix=pm,
+        n_imputations=2,
+        max_iter=3,
+        random_state=2,
+    )
     completed = imp.fit_transform_all(data, groups="school")
     table = icc_table(data, completed, "school")
     assert table.loc["popular", "imputed"] < table.loc["popular", "observed"] - 0.1

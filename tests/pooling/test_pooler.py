@@ -39,8 +39,18 @@ def test_pooled_table_and_variance_components(popmis):
     pooler = _quiet(MIPooler(_imputer(), LinearMixedModel(RI)).fit, popmis, groups="school")
     table = pooler.summary_
     assert list(table.index) == ["(Intercept)", "sex", "texp"]
-    for column in ["estimate", "std_error", "statistic", "df", "p_value", "conf_low", "conf_high", "riv", "lambda",
-                   "fmi"]:
+    for column in [
+        "estimate",
+        "std_error",
+        "statistic",
+        "df",
+        "p_value",
+        "conf_low",
+        "conf_high",
+        "riv",
+        "lambda",
+        "fmi",
+    ]:
         assert column in table.columns
     fits = pooler.estimators_
     assert len(fits) == 4
@@ -64,9 +74,18 @@ def test_incomplete_y_is_imputed_with_x(popmis):
     X, y = popmis.drop(columns="popular"), popmis["popular"]
     X = X.assign(sex=X["sex"].astype(float))
     X.loc[X.index[::9], "sex"] = np.nan
-    pooler = _quiet(MIPooler(_imputer(methods={"popular": RandomEffectsNormal(), "sex": RandomEffectsPMM()},
-                                      column_kinds={"sex": "continuous"}), OLS("popular ~ sex + texp")).fit,
-                    X, y, groups="school")
+    pooler = _quiet(
+        MIPooler(
+            _imputer(
+                methods={"popular": RandomEffectsNormal(), "sex": RandomEffectsPMM()},
+                column_kinds={"sex": "continuous"},
+            ),
+            OLS("popular ~ sex + texp"),
+        ).fit,
+        X,
+        y,
+        groups="school",
+    )
     assert set(pooler.imputer_.incomplete_columns_) == {"sex", "popular"}
     prediction = _quiet(pooler.predict, X.head(20))
     assert prediction.shape == (20,) and np.isfinite(prediction).all()
@@ -76,9 +95,15 @@ def test_any_sklearn_regressor_pools_point_estimates(popmis):
     data = popmis.dropna().copy()
     X, y = data[["school", "sex", "texp"]], data["popular"]
     X.loc[X.index[::7], "texp"] = np.nan
-    pooler = _quiet(MIPooler(MultilevelIterativeImputer(n_imputations=3, max_iter=2, random_state=0,
-                                                        keep_groups=False), LinearRegression()).fit,
-                    X, y, groups="school")
+    pooler = _quiet(
+        MIPooler(
+            MultilevelIterativeImputer(n_imputations=3, max_iter=2, random_state=0, keep_groups=False),
+            LinearRegression(),
+        ).fit,
+        X,
+        y,
+        groups="school",
+    )
     assert "no within-imputation variance" in pooler.summary_.attrs["note"]
     np.testing.assert_allclose(pooler.summary_["estimate"], np.mean([f.coef_ for f in pooler.estimators_], axis=0))
     assert 0 < _quiet(pooler.score, X, y) < 1
@@ -92,10 +117,16 @@ def test_gridsearch_over_imputation_settings_with_group_folds(popmis):
     X, y = data[keep], y[keep]
     X = X.assign(texp=X["texp"].astype(float))
     X.loc[X.index[::6], "texp"] = np.nan
-    pooler = MIPooler(MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0, groups_column="school",
-                                                 keep_groups=False), Ridge())
-    grid = {"imputer__max_iter": [1, 2], "imputer__methods": [{"texp": RandomEffectsPMM()},
-                                                             {"texp": PredictiveMeanMatching()}]}
+    pooler = MIPooler(
+        MultilevelIterativeImputer(
+            n_imputations=2, max_iter=2, random_state=0, groups_column="school", keep_groups=False
+        ),
+        Ridge(),
+    )
+    grid = {
+        "imputer__max_iter": [1, 2],
+        "imputer__methods": [{"texp": RandomEffectsPMM()}, {"texp": PredictiveMeanMatching()}],
+    }
     search = GridSearchCV(pooler, grid, cv=GroupKFold(n_splits=3))
     _quiet(search.fit, X, y, groups=X["school"])
     assert len(search.cv_results_["mean_test_score"]) == 4
@@ -123,8 +154,7 @@ def test_one_imputation_warns(popmis):
 
 def test_failing_analysis_reports_the_imputation(popmis):
     with pytest.raises(Exception, match="imputation 1"):
-        _quiet(MIPooler(_imputer(), LinearMixedModel("popular ~ nothere + (1 | school)")).fit, popmis,
-               groups="school")
+        _quiet(MIPooler(_imputer(), LinearMixedModel("popular ~ nothere + (1 | school)")).fit, popmis, groups="school")
 
 
 def _with_unused_categories(seed=0):
