@@ -27,6 +27,7 @@ from scipy import optimize, special, stats
 from threadpoolctl import threadpool_limits
 
 from skmlmi import MultilevelIterativeImputer
+from skmlmi.analysis.mixed import _logistic_irls  # the package's IRLS: the GLM start and the tau = 0 fit
 from skmlmi.pooling import pool
 
 KINDS = (
@@ -180,18 +181,6 @@ def _laplace(par, X, Y, groups, n_clusters, u0):
     return loglik, np.column_stack([grad_beta, grad_tau]), u
 
 
-def _logistic_start(X, y):
-    beta = np.zeros(X.shape[1])
-    for _ in range(50):
-        mu = special.expit(X @ beta)
-        w = np.maximum(mu * (1.0 - mu), 1e-10)
-        step = np.linalg.lstsq(X.T @ (w[:, None] * X), X.T @ (y - mu), rcond=None)[0]
-        beta = beta + step
-        if np.max(np.abs(step)) < 1e-12:
-            break
-    return beta
-
-
 def fit_logistic_mixed(Y: np.ndarray, X: np.ndarray, groups: np.ndarray, n_clusters: int) -> list[Fit]:
     """Random-intercept logistic models by the Laplace approximation (lme4 ``glmer``, nAGQ = 1).
 
@@ -233,7 +222,7 @@ def fit_logistic_mixed(Y: np.ndarray, X: np.ndarray, groups: np.ndarray, n_clust
         return (H + np.swapaxes(H, 1, 2)) / 2.0
 
     everything = np.arange(m)
-    glm = np.array([_logistic_start(X, y) for y in Y])  # the maximum at tau = 0, where Laplace is the GLM
+    glm = np.array([_logistic_irls(X, y, n_iter=50) for y in Y])  # the maximum at tau = 0, where Laplace is the GLM
     boundary = np.column_stack([glm, np.zeros(m)])
     boundary_loglik = evaluate(boundary, np.zeros((m, n_clusters)), everything)[0]
     # tau = 0 is a maximum when the log-likelihood falls along tau there (it is even in tau, and the
@@ -307,7 +296,7 @@ def fit_ols(y: np.ndarray, X: np.ndarray) -> Fit:
 
 def fit_logistic(y: np.ndarray, X: np.ndarray) -> Fit:
     """Maximum-likelihood logistic regression by IRLS; cov = (X'WX)^{-1}, df_resid = n - p (R's glm)."""
-    beta = _logistic_start(X, y)
+    beta = _logistic_irls(X, y, n_iter=50)
     mu = special.expit(X @ beta)
     info = X.T @ ((mu * (1.0 - mu))[:, None] * X)
     return Fit(beta, np.linalg.inv(info), float(len(y) - X.shape[1]), t_reference=False)

@@ -8,6 +8,7 @@ fresh run reproduces the committed digits on the machine that built the notebook
 elsewhere agrees in distribution only. The comparison is therefore statistical.
 """
 
+import importlib.util
 import math
 import os
 import re
@@ -20,6 +21,10 @@ nbclient = pytest.importorskip("nbclient", reason="nbclient is in the test extra
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# notebooks/build.py reads the KEY lines the same way when it builds them
+_spec = importlib.util.spec_from_file_location("notebooks_build", ROOT / "notebooks" / "build.py")
+_build = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_build)
 KEY = re.compile(r"^KEY: (?P<label>.+) = (?P<value>-?\d+\.(?P<decimals>\d+)) \(MC SE (?P<se>\d+\.\d+)\)$")
 
 # Two runs whose chains draw different random numbers give key numbers whose difference is
@@ -34,19 +39,10 @@ KEY = re.compile(r"^KEY: (?P<label>.+) = (?P<value>-?\d+\.(?P<decimals>\d+)) \(M
 COMBINED_SES = 4.0
 
 
-def _key_lines(notebook) -> list[str]:
-    lines = []
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            if output.get("name") == "stdout":
-                lines += re.findall(r"^KEY: .*$", output["text"], flags=re.M)
-    return lines
-
-
 def _keys(notebook, which: str) -> dict[str, tuple[float, float, float]]:
     """label -> (value, Monte Carlo SE, unit of the value's last printed digit)."""
     keys = {}
-    for line in _key_lines(notebook):
+    for line in _build.key_lines(notebook):
         match = KEY.match(line)
         assert match, f"{which} KEY line {line!r} is not 'KEY: label = value (MC SE se)'"
         unit = 10.0 ** -len(match["decimals"])
