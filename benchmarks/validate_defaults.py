@@ -216,8 +216,13 @@ def run(
     max_iter: int,
     seed: int,
     rows_path: Path | None,
+    resume: bool = False,
 ) -> pd.DataFrame:
-    """All replications of all cells, in parallel; rows are written to ``rows_path`` as they arrive."""
+    """All replications of all cells, in parallel; rows are written to ``rows_path`` as they arrive.
+
+    With ``resume``, replications whose every method is already in ``rows_path`` are read back, not rerun; a
+    replication's random numbers depend only on its cell and index, so the result is the same as one whole run.
+    """
     tasks = [
         (kind, J, icc, rep)
         for kind in kinds
@@ -226,13 +231,34 @@ def run(
         for icc in iccs
     ]
     tasks.sort(key=lambda task: task[3])  # replication-major: a run stopped early has every cell
+    methods_of = {task: METHODS if task[3] < contrast_reps else METHODS[:1] for task in tasks}
+    rows, fields = [], None
+    if resume and rows_path is not None and rows_path.exists():
+        previous = pd.read_csv(rows_path)
+        fields = list(previous.columns)
+        finished = {
+            task
+            for task, part in previous.groupby(["kind", "J", "icc", "rep"])
+            if task in methods_of and set(methods_of[task]) <= set(part["method"])
+        }
+        keys = previous[["kind", "J", "icc", "rep"]].itertuples(index=False, name=None)
+        keep = [key in finished for key in keys]
+        rows = previous[keep].to_dict("records")
+        tasks = [task for task in tasks if task not in finished]
+        print(f"  resuming: {len(finished)} replications read back, {len(tasks)} to run", file=sys.stderr)
     results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
-        delayed(replication)(kind, J, icc, rep, m, max_iter, seed, METHODS if rep < contrast_reps else METHODS[:1])
+        delayed(replication)(kind, J, icc, rep, m, max_iter, seed, methods_of[kind, J, icc, rep])
         for kind, J, icc, rep in tasks
     )
-    rows = []
     writer = None
-    handle = open(rows_path, "w", newline="") if rows_path else None
+    handle = None
+    if rows_path is not None:
+        handle = open(rows_path, "w", newline="")
+        if rows:  # rewritten without the incomplete replications of the stopped run
+            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+            handle.flush()
     try:
         for done, chunk in enumerate(results, start=1):
             rows += chunk
@@ -265,6 +291,7 @@ def main(argv=None) -> None:
     parser.add_argument("--csv", type=Path, default=Path(__file__).with_suffix(".csv"), help="summary table")
     parser.add_argument("--rows", type=Path, default=None, help="per-replication rows (CSV)")
     parser.add_argument("--summarise-only", action="store_true", help="recompute the table from --rows")
+    parser.add_argument("--resume", action="store_true", help="continue a stopped run from its --rows")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     if args.summarise_only:
@@ -281,6 +308,7 @@ def main(argv=None) -> None:
             args.max_iter,
             args.seed,
             args.rows,
+            args.resume,
         )
     wall = time.perf_counter() - start
     table = summarise(rows)

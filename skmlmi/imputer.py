@@ -12,9 +12,11 @@ bit-identical for any ``n_jobs`` and joblib backend.
 
 from __future__ import annotations
 
+import copy
 import numbers
 import sys
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -189,6 +191,49 @@ def _finish(values: np.ndarray, target: _Target) -> np.ndarray:
 
 class NonFiniteImputationError(ValueError):
     """A draw, ``post`` or derived column gave NaN or infinite values (never written to the data)."""
+
+
+@dataclass
+class _Whereabouts:
+    """Where a chain is: the context an exception raised there is re-raised with."""
+
+    chain: int
+    stage: str = "initialisation"
+    target: _Target | None = None
+
+    def __str__(self) -> str:
+        text = f"chain {self.chain + 1}, {self.stage}"
+        if self.target is not None:
+            text += f", column {self.target.name!r} ({type(self.target.model).__name__})"
+        return text
+
+
+@dataclass
+class _ChainFailure:
+    """A chain that raised: returned by the worker (not raised) so that the other chains finish and are kept."""
+
+    chain: int
+    error: Exception
+    where: str
+    traceback: str
+
+
+def _in_context(error: Exception, where: str) -> Exception:
+    """``error`` made again with ``where`` leading its message: the same type, the original its cause.
+
+    An exception type whose constructor wants other arguments cannot be made again from a
+    message; the original is returned with ``where`` added as a note (PEP 678).
+    """
+    try:
+        again = type(error)(f"{where}: {error}")
+    except Exception:
+        again = None
+    if type(again) is not type(error):
+        error.add_note(f"raised in {where}")
+        return error
+    again.__dict__.update(error.__dict__)  # attributes a caller may read (a custom error's fields)
+    again.__cause__ = error
+    return again
 
 
 def _check_finite(values: np.ndarray, what: str, groups, labels) -> np.ndarray:
@@ -371,20 +416,26 @@ def _run_chain(
     start_iter: int = 0,
     states=None,
     verbose: int = 0,
-) -> _ChainResult:
-    """Run one chain for ``n_iter`` iterations.
+) -> _ChainResult | _ChainFailure:
+    """Run one chain for ``n_iter`` iterations; an exception is returned with where it happened.
 
     ``W`` is the incomplete working data (it may be a read-only memory map shared by the
     workers); the chain works on its own copy, whose cells to impute start from draws of
     the column's observed values (mice's initialisation) unless ``states`` holds the
     state of a chain being continued, whose completed data ``W`` then is.
     """
+    whereabouts = _Whereabouts(chain)
+    try:
+        return _run_chain_steps(plan, W, rng, n_iter, chain, start_iter, states, verbose, whereabouts)
+    except Exception as error:  # returned, not raised: the other chains' work is kept (see _raise_failures)
+        return _ChainFailure(chain, error, str(whereabouts), traceback.format_exc())
+
+
+def _run_chain_steps(plan, W, rng, n_iter, chain, start_iter, states, verbose, whereabouts) -> _ChainResult:
+    """The body of :func:`_run_chain`; ``whereabouts`` follows the stage and the column visited."""
     W = np.array(W)  # one working copy per chain
     if states is None:
-        try:
-            _initialise(W, plan, rng)
-        except NonFiniteImputationError as exc:
-            raise NonFiniteImputationError(f"chain {chain + 1}, initialisation: {exc}") from None
+        _initialise(W, plan, rng)
     states = [None] * len(plan.targets) if states is None else list(states)
     draws = [None] * len(plan.targets)
     chain_mean = np.full((n_iter, len(plan.incomplete)), np.nan)
@@ -401,11 +452,11 @@ def _run_chain(
     with _one_blas_thread():
         for k in range(n_iter):
             iteration = start_iter + k
+            whereabouts.stage = f"iteration {iteration + 1}"
             for t, target in enumerate(plan.targets):
-                try:
-                    draws[t], states[t] = _visit(W, target, plan, rng, states[t], log, imputed)
-                except NonFiniteImputationError as exc:
-                    raise NonFiniteImputationError(f"chain {chain + 1}, iteration {iteration + 1}: {exc}") from None
+                whereabouts.target = target
+                draws[t], states[t] = _visit(W, target, plan, rng, states[t], log, imputed)
+            whereabouts.target = None
             for j, col in enumerate(plan.incomplete):
                 values = W[plan.impute_rows[col], col] if col in derived else imputed[col]
                 if col in derived:
@@ -536,6 +587,19 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         (iteration and chain 0: decided once, before the chains ran, as in mice).
     n_features_in_, feature_names_in_
         As in scikit-learn.
+
+    Notes
+    -----
+    **When a chain fails.** An exception raised inside a chain (by a model, a ``post``
+    callable, a derived column, or a non-finite draw) does not stop the other chains. Once
+    they are done, the first failure is raised again with its own type, the chain,
+    iteration, column and model leading its message, and the original as ``__cause__``;
+    it carries ``failed_chains`` and ``finished_chains`` (chain numbers from 1) and
+    ``completed``, the finished chains' completed datasets. They are what a successful fit
+    would have given for those chains; analysing them alone is sound only if the failure
+    is unrelated to the data the chain imputed. A failed ``fit`` leaves the imputer
+    unfitted; a failed :meth:`continue_fit` leaves it as it was, so it can be continued
+    once the cause is removed, with the same result as had nothing failed.
 
     See Also
     --------
@@ -733,6 +797,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             [(plan, W, rng, self.max_iter, c, self._entropy, 0, None, self.verbose) for c, rng in enumerate(rngs)]
         )
         self._W = W
+        self._raise_failures(results, frame)
         self._store_results(plan, results)
         self._observed_pool = {col: W[~missing[:, col], col] for col in range(W.shape[1]) if (~missing[:, col]).any()}
         return frame
@@ -753,12 +818,23 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         if not isinstance(n_iter, numbers.Integral) or n_iter < 1:
             raise ValueError(f"n_iter must be a positive integer, got {n_iter!r}.")
         plan, previous = self._plan, self._chain_results
-        results = self._parallel(
+        results = self._parallel(  # copies of the generators and states: a failure leaves the fit as it was
             [
-                (plan, self._chain_data(c), r.rng, n_iter, c, self._entropy, self.n_iter_, r.states, self.verbose)
+                (
+                    plan,
+                    self._chain_data(c),
+                    copy.deepcopy(r.rng),
+                    n_iter,
+                    c,
+                    self._entropy,
+                    self.n_iter_,
+                    copy.deepcopy(r.states),
+                    self.verbose,
+                )
                 for c, r in enumerate(previous)
             ]
         )
+        self._raise_failures(results, None)
         for old, new in zip(previous, results, strict=True):
             new.chain_mean = np.vstack([old.chain_mean, new.chain_mean])
             new.chain_var = np.vstack([old.chain_var, new.chain_var])
@@ -767,6 +843,33 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self._store_results(plan, results)
         self.n_iter_ = n_done + n_iter
         return self
+
+    def _raise_failures(self, results, frame) -> None:
+        """Re-raise the first failed chain's exception with where it happened; keep what finished.
+
+        The exception has the original's type, with the chain, iteration, column and model
+        leading its message and the original as ``__cause__``. It carries
+        ``failed_chains`` (chain numbers from 1), ``finished_chains`` and, after ``fit``,
+        ``completed``: the finished chains' completed datasets (an :class:`ImputedDatasets`),
+        so that a long run is not lost to one chain.
+        """
+        failures = [r for r in results if isinstance(r, _ChainFailure)]
+        if not failures:
+            return
+        first = failures[0]
+        first.error.add_note(f"traceback in the chain:\n{first.traceback}")
+        finished = [c for c, r in enumerate(results) if not isinstance(r, _ChainFailure)]
+        error = _in_context(first.error, first.where)
+        if len(failures) > 1:
+            others = "; ".join(f.where for f in failures[1:])
+            error.add_note(f"{len(failures) - 1} more chain(s) failed too: {others}")
+        error.failed_chains = [f.chain + 1 for f in failures]
+        error.finished_chains = [c + 1 for c in finished]
+        if frame is not None:
+            self._chain_results = results
+            error.completed = ImputedDatasets(self._completed(frame, c) for c in finished)
+            del self._chain_results
+        raise error
 
     def _parallel(self, chains):
         """Run the chains (argument tuples of :func:`_run_chain`): through joblib, or directly in
@@ -1329,18 +1432,20 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             for reason in reasons:
                 warnings.warn(f"{name}: {reason}", UserWarning, stacklevel=4)
 
+        whereabouts = _Whereabouts(chain, "transform with its final draws")
         try:
             _recompute_derived(W, new_plan, None)
             with _one_blas_thread():
                 for _ in range(passes):
                     for target, draw in visits:
+                        whereabouts.target = target
                         rows = np.flatnonzero(missing[:, target.column])
                         X, _, _ = _design(W, target, codes, n_clusters)
                         g = codes if target.cluster_role != 0 else None
                         W[rows, target.column] = _sample(draw, X, g, rows, target, new_plan, rng, log)
                         _recompute_derived(W, new_plan, target.column)
-        except NonFiniteImputationError as exc:
-            raise NonFiniteImputationError(f"transform with chain {chain + 1}'s draws: {exc}") from None
+        except Exception as error:
+            raise _in_context(error, str(whereabouts)) from error
         changed = set(np.flatnonzero(cells.any(axis=0)).tolist())
         written = cells.copy()
         for d in plan.derived:

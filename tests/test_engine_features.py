@@ -306,10 +306,88 @@ def test_a_non_finite_value_is_an_error_naming_where_it_arose(popmis, where):
     }[where]
     imp = MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0, **kwargs)
     expected = {
-        "model": r"chain 1, iteration 1: the draw of _NaNModel for 'popular' gave \d+ non-finite value\(s\) "
-        r"of \d+ in cluster\(s\) 4",  # cluster code 3 is school 4
-        "post": r"chain 1, iteration 1: post\['popular'\] gave",
+        "model": r"chain 1, iteration 1, column 'popular' \(_NaNModel\): the draw of _NaNModel for 'popular' "
+        r"gave \d+ non-finite value\(s\) of \d+ in cluster\(s\) 4",  # cluster code 3 is school 4
+        "post": r"chain 1, iteration 1, column 'popular' \(\w+\): post\['popular'\] gave",
         "derived": r"chain 1, initialisation: derived\['ratio'\] gave",
     }[where]
     with pytest.raises(ValueError, match=expected):
         _quiet(imp.fit_transform_all, data, groups="school")
+
+
+class _PostFailure(RuntimeError):
+    """A user's error, raised by a ``post`` callable."""
+
+
+def _post_failing_on_calls(calls):
+    """A ``post`` for one column that raises on the given call numbers (1, 2, ... in order of calls)."""
+    count = {"n": 0}
+
+    def post(values):
+        count["n"] += 1
+        if count["n"] in calls:
+            raise _PostFailure(f"call {count['n']} refused")
+        return values
+
+    return post
+
+
+def test_an_exception_in_a_chain_says_where_and_keeps_the_finished_chains(popmis):
+    # chains run in order in this process (n_jobs=None): with max_iter=2 chain 2 makes calls 3 and 4
+    settings = {"n_imputations": 3, "max_iter": 2, "random_state": 5}
+    post = {"popular": _post_failing_on_calls({3})}
+    imp = MultilevelIterativeImputer(post=post, **settings)
+    with pytest.raises(_PostFailure, match=r"^chain 2, iteration 1, column 'popular' \(\w+\): call 3 refused") as info:
+        _quiet(imp.fit_transform_all, popmis, groups="school")
+    error = info.value
+    assert isinstance(error.__cause__, _PostFailure)
+    assert error.failed_chains == [2] and error.finished_chains == [1, 3]
+    assert any("traceback in the chain" in note for note in error.__cause__.__notes__)
+    # the finished chains are those a successful fit gives, not discarded
+    whole = _quiet(
+        MultilevelIterativeImputer(post={"popular": lambda v: v}, **settings).fit_transform_all, popmis, groups="school"
+    )
+    assert len(error.completed) == 2
+    pd.testing.assert_frame_equal(error.completed[0], whole[0])
+    pd.testing.assert_frame_equal(error.completed[1], whole[2])
+    assert not hasattr(imp, "final_draws_")  # a failed fit leaves no fitted imputer behind
+
+
+class _SingularModel(RandomEffectsNormal):
+    """A model whose fit meets a singular matrix (stands in for a numerical failure inside a model)."""
+
+    def _draw(self, y, observed, X, roles, groups, rng, state, context):
+        return np.linalg.solve(np.zeros((2, 2)), np.ones(2)), None
+
+
+def test_a_numerical_error_in_a_model_keeps_its_type_and_names_column_model_chain_iteration(popmis):
+    imp = MultilevelIterativeImputer(methods={"texp": _SingularModel()}, n_imputations=2, max_iter=1, random_state=0)
+    data = popmis.assign(texp=popmis["texp"].where(popmis["school"] != 1))
+    with pytest.raises(
+        np.linalg.LinAlgError, match=r"chain 1, iteration 1, column 'texp' \(_SingularModel\): Singular"
+    ):
+        _quiet(imp.fit, data, groups="school")
+
+
+def test_continue_fit_after_a_failure_resumes_as_if_it_had_not_happened(popmis):
+    # max_iter=2 makes calls 1-4 at fit (2 chains); continue_fit's first call (5) fails
+    settings = {"n_imputations": 2, "random_state": 3}
+    imp = MultilevelIterativeImputer(max_iter=2, post={"popular": _post_failing_on_calls({5})}, **settings)
+    _quiet(imp.fit, popmis, groups="school")
+    with pytest.raises(_PostFailure, match="chain 1, iteration 3"):
+        _quiet(imp.continue_fit, 1)
+    assert imp.n_iter_ == 2 and imp.chain_mean_.shape[1] == 2  # the fit is as it was
+    _quiet(imp.continue_fit, 1)
+    straight = MultilevelIterativeImputer(max_iter=3, post={"popular": lambda v: v}, **settings)
+    _quiet(straight.fit, popmis, groups="school")
+    np.testing.assert_array_equal(imp.imputations_["popular"], straight.imputations_["popular"])
+    np.testing.assert_array_equal(imp.chain_mean_, straight.chain_mean_)
+
+
+def test_an_exception_in_transform_names_the_chain_and_column(popmis):
+    imp = MultilevelIterativeImputer(
+        post={"popular": _post_failing_on_calls({3})}, n_imputations=1, max_iter=2, random_state=0
+    )
+    _quiet(imp.fit, popmis, groups="school")
+    with pytest.raises(_PostFailure, match=r"chain 1, transform with its final draws, column 'popular'"):
+        _quiet(imp.transform, popmis)
