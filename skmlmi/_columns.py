@@ -160,6 +160,26 @@ def _check_scale(values: np.ndarray, name) -> None:
         )
 
 
+def _check_object_values(observed: pd.Series, name) -> None:
+    """An object column must hold numbers only (strings only are categorical): say what else it holds."""
+    numeric = observed.map(lambda v: isinstance(v, int | float | bool | np.number)).to_numpy(dtype=bool)
+    if numeric.all():
+        return
+    textual = observed.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+    if (numeric | textual).all():
+        number, text = observed[numeric].iloc[0], observed[textual].iloc[0]
+        raise TypeError(
+            f"Column {name!r} mixes numbers and strings (e.g. {number!r} and {text!r}); make it one or the "
+            "other: numeric with pd.to_numeric (errors='coerce' turns text such as missing-value codes into "
+            "NaN), or categorical with .astype(str)."
+        )
+    other = observed[~(numeric | textual)].iloc[0]
+    raise TypeError(
+        f"Column {name!r} holds values of type {type(other).__name__} (e.g. {other!r:.60}); a column must "
+        "hold numbers or strings: convert it to numeric or categorical."
+    )
+
+
 def _is_textual(series: pd.Series) -> bool:
     if isinstance(series.dtype, pd.CategoricalDtype) or ptypes.is_string_dtype(series.dtype):
         if series.dtype == object:
@@ -188,14 +208,8 @@ def detect_codec(series: pd.Series, name, kind: str | None = None) -> ColumnCode
         if kind == "binary" and len(categories) != 2:
             raise ValueError(f"Column {name!r} declared binary has {len(categories)} categories.")
         return ColumnCodec(name, kind, dtype, categories, ordered)
-    if (
-        ptypes.is_object_dtype(dtype)
-        and not series.dropna().map(lambda v: isinstance(v, int | float | bool | np.number)).all()
-    ):
-        raise TypeError(
-            f"Column {name!r} has dtype object with values that are neither numbers nor strings (the "
-            "argument must be a string or a number); convert it to numeric or categorical."
-        )
+    if ptypes.is_object_dtype(dtype):
+        _check_object_values(series.dropna(), name)
     if not (ptypes.is_numeric_dtype(dtype) or ptypes.is_bool_dtype(dtype) or ptypes.is_object_dtype(dtype)):
         raise TypeError(f"Column {name!r} of dtype {dtype} is neither numeric nor categorical.")
     values = _numeric_values(series, name)

@@ -32,6 +32,7 @@ from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
 from ._columns import ColumnCodec, cluster_codes, detect_codec
+from ._errors import in_context
 from ._kernels import cluster_means
 from ._passive import apply_bounds, parse_bounds, parse_derived, parse_post
 from ._threads import one_blas_thread as _one_blas_thread
@@ -216,24 +217,6 @@ class _ChainFailure:
     error: Exception
     where: str
     traceback: str
-
-
-def _in_context(error: Exception, where: str) -> Exception:
-    """``error`` made again with ``where`` leading its message: the same type, the original its cause.
-
-    An exception type whose constructor wants other arguments cannot be made again from a
-    message; the original is returned with ``where`` added as a note (PEP 678).
-    """
-    try:
-        again = type(error)(f"{where}: {error}")
-    except Exception:
-        again = None
-    if type(again) is not type(error):
-        error.add_note(f"raised in {where}")
-        return error
-    again.__dict__.update(error.__dict__)  # attributes a caller may read (a custom error's fields)
-    again.__cause__ = error
-    return again
 
 
 def _check_finite(values: np.ndarray, what: str, groups, labels) -> np.ndarray:
@@ -859,7 +842,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         first = failures[0]
         first.error.add_note(f"traceback in the chain:\n{first.traceback}")
         finished = [c for c, r in enumerate(results) if not isinstance(r, _ChainFailure)]
-        error = _in_context(first.error, first.where)
+        error = in_context(first.error, first.where)
         if len(failures) > 1:
             others = "; ".join(f.where for f in failures[1:])
             error.add_note(f"{len(failures) - 1} more chain(s) failed too: {others}")
@@ -1445,7 +1428,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                         W[rows, target.column] = _sample(draw, X, g, rows, target, new_plan, rng, log)
                         _recompute_derived(W, new_plan, target.column)
         except Exception as error:
-            raise _in_context(error, str(whereabouts)) from error
+            raise in_context(error, str(whereabouts)) from error
         changed = set(np.flatnonzero(cells.any(axis=0)).tolist())
         written = cells.copy()
         for d in plan.derived:

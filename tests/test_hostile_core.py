@@ -211,8 +211,9 @@ def test_pooler_wraps_exceptions_whose_constructor_takes_other_arguments(cluster
             return self
 
     X = clustered.drop(columns="y")
-    with pytest.raises(RuntimeError, match="failed on imputation 1"):
+    with pytest.raises(UnicodeDecodeError) as info:  # its own type, so that callers catching it still do
         _quiet(MIPooler(_imputer(), Failing()).fit, X, clustered["y"].fillna(0.0), groups="g")
+    assert "raised in the analysis model, on imputation 1" in info.value.__notes__
 
 
 # --------------------------------------------------------------------------- analysis
@@ -319,3 +320,17 @@ def test_cli_reads_tab_separated_files(tmp_path, clustered):
         )
     long = pd.read_csv(out)
     assert list(long.columns) == [".imp", ".id", "g", "x", "y"] and long["y"].notna().all()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([1, "a", 2.5, "b"], r"mixes numbers and strings \(e\.g\. 1 and 'a'\).*pd\.to_numeric"),
+        ([1.0, [2, 3], 4.0, 5.0], r"holds values of type list \(e\.g\. \[2, 3\]\)"),
+    ],
+)
+def test_object_column_of_mixed_values_says_what_it_holds(clustered, values, message):
+    data = clustered.head(4).assign(odd=pd.Series(values, dtype=object))
+    data.loc[0, "y"] = np.nan
+    with pytest.raises(TypeError, match=rf"Column 'odd' {message}"):
+        _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1).fit, data, groups="g")

@@ -21,6 +21,7 @@ from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
+from .._errors import in_context
 from .._threads import one_blas_thread
 from .rubin import pool, pool_variance_components, rubin_components
 
@@ -43,12 +44,7 @@ def _fit_one(estimator, data, y_name, formula_model, index):
                 return estimator.fit(data)
             return estimator.fit(data.drop(columns=[y_name]), data[y_name])
     except Exception as exc:  # re-raised with the imputation number
-        message = f"the analysis model failed on imputation {index + 1}: {exc}"
-        try:
-            error = type(exc)(message)
-        except Exception:  # an exception class whose constructor wants other arguments
-            error = RuntimeError(f"{message} ({type(exc).__name__})")
-        raise error from exc
+        raise in_context(exc, f"the analysis model, on imputation {index + 1}") from exc
 
 
 class MIPooler(MetaEstimatorMixin, BaseEstimator):
