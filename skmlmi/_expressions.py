@@ -478,10 +478,21 @@ class _Parser:
         self.fail(f"the decimals of round() must be an integer literal such as 2, got {self.show(node)!r}")
 
     def attribute(self, node: ast.Attribute):
-        """Every attribute outside a call of np.<function> is refused, naming the first one written."""
-        attributes = [n for n in ast.walk(node) if isinstance(n, ast.Attribute)]
-        refused = [n for n in attributes if self.function_name(n) is None] or attributes
-        node = min(refused, key=lambda n: (n.end_lineno, n.end_col_offset))
+        """Every attribute outside a call of np.<function> is refused, naming the first offence written.
+
+        In ``__import__('os').system`` that is the call of ``__import__``; in
+        ``x.__init__.__globals__`` the attribute ``.__init__``.
+        """
+        inner = [
+            n
+            for n in ast.walk(node)
+            if (isinstance(n, ast.Attribute) and self.function_name(n) is None)
+            or (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and self.function_name(n.func) is None)
+        ]
+        first = min(inner or [node], key=lambda n: (n.end_lineno, n.end_col_offset))
+        if isinstance(first, ast.Call):
+            self.call(first, MAX_DEPTH)
+        node = first
         if isinstance(node.value, ast.Name) and node.value.id in _MODULES:
             if node.attr in FUNCTIONS:
                 self.fail(f"function {self.show(node)!r} must be called, as {self.show(node)}(x)")
