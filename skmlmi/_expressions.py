@@ -276,12 +276,13 @@ class _Parser:
         self.tree = self.node(parsed.body, 0)
         if self.unknown:
             hints = []
-            for name in self.unknown:
-                close = difflib.get_close_matches(name, list(self.lookup), n=1)
+            for name in self.unknown[:3]:  # difflib is quadratic: a few suggestions, not one per name
+                close = difflib.get_close_matches(name, list(self.lookup)[:5000], n=1)
                 if close:
                     hints.append(f"{name!r}: did you mean {close[0]!r}?")
             hint = f" ({'; '.join(hints)})" if hints else ""
-            raise ValueError(f"{self.where} uses unknown columns {self.unknown}{hint}.")
+            more = f" and {len(self.unknown) - 10} more" if len(self.unknown) > 10 else ""
+            raise ValueError(f"{self.where} uses unknown columns {self.unknown[:10]}{more}{hint}.")
 
     @property
     def where(self) -> str:
