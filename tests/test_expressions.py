@@ -49,13 +49,14 @@ def body():
 
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
-    """Run in an empty directory and check afterwards that nothing was written there or in the repository."""
+    """Run in an empty directory and check afterwards that nothing was written there, nor in the repository.
+
+    Every attempt writes to a name starting with ``pwned`` (relative, so into the working directory).
+    """
     monkeypatch.chdir(tmp_path)
-    repo_before = set(REPO.iterdir())
     yield tmp_path
     assert list(tmp_path.iterdir()) == []
-    assert set(REPO.iterdir()) == repo_before
-    assert not (REPO / "pwned.txt").exists()
+    assert list(REPO.glob("pwned*")) == [] and list(Path.cwd().glob("pwned*")) == []
 
 
 def _fit(data, expression, **kwargs):
@@ -138,6 +139,13 @@ def test_issue_reproducer_creates_no_file(in_tmp, small):
     e = "x.__init__.__globals__['sys'].modules['os'].system('touch pwned.txt') + x"
     with pytest.raises(ValueError, match=r"attribute access '\.__init__'.*allowed: column names"):
         MultilevelIterativeImputer(derived={"z": e}, n_imputations=1, max_iter=1).fit_transform(small, groups="g")
+
+
+def test_the_file_check_sees_what_dataframe_eval_used_to_write(tmp_path, monkeypatch):
+    # the evaluator derived= used before: the same string writes a file, which the check above would see
+    monkeypatch.chdir(tmp_path)
+    pd.DataFrame({"x": [1.0]}).eval("x.to_csv('pwned.txt')", engine="python")
+    assert [p.name for p in tmp_path.iterdir()] == ["pwned.txt"]
 
 
 def test_refused_expression_stops_fit_before_any_imputation(small):
