@@ -42,7 +42,10 @@ nested deeper than :data:`MAX_DEPTH` levels is refused too (evaluation is recurs
 chains of one operator, ``a + b + c + ...``, count as one level).
 
 This room knows nothing about the imputer or DataFrames: it receives the column labels
-to parse against and, to evaluate, the columns' values by position.
+to parse against and, to evaluate, the columns' values by position. Any other place that
+turns a user's string into values must come through here too (when analysis formulas move
+to a formula library, their ``I(...)`` terms and transforms, which such libraries evaluate
+as Python by default).
 """
 
 from __future__ import annotations
