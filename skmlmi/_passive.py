@@ -5,8 +5,12 @@ mice's passive imputation ``"~ I(weight / height^2)"``). It is never imputed by 
 the engine recomputes it after each visit of a column it depends on, so it is consistent
 with its inputs in every completed dataset. It is given as
 
-- a string expression over column names, evaluated by :meth:`pandas.DataFrame.eval`
-  (``"weight / height ** 2"``); its dependencies are read from the expression; or
+- a string expression over column names (``"weight / height ** 2"``,
+  ``"log(`body weight`)"``), parsed and checked by :mod:`skmlmi._expressions` when the
+  imputer is fitted and evaluated there with numpy: column names, numbers, arithmetic,
+  comparisons, logic, ``a if condition else b`` and a fixed set of numpy functions, nothing
+  else (the string is never executed as Python code); its dependencies are the columns it
+  names; or
 - a callable receiving a DataFrame of the current completed data and returning the
   column; it is recomputed after every visit (its dependencies are unknown), unless given
   as ``(callable, ["weight", "height"])``.
@@ -20,12 +24,13 @@ the bounds.
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from ._expressions import Expression, parse_expression
 
 REDRAWS = 20
 
@@ -34,14 +39,16 @@ REDRAWS = 20
 class DerivedColumn:
     column: int
     name: str
-    compute: Callable | str
+    compute: Callable | Expression
     depends_on: frozenset  # column indices; empty = unknown (recompute after every visit)
 
     def values(self, W: np.ndarray, names: list, rows: np.ndarray) -> np.ndarray:
         """The derived values of the given rows from the working data."""
-        used = sorted(self.depends_on) if self.depends_on else range(len(names))
-        frame = pd.DataFrame({names[j]: W[rows, j] for j in used})
-        out = frame.eval(self.compute) if isinstance(self.compute, str) else self.compute(frame)
+        if isinstance(self.compute, Expression):
+            out = self.compute.evaluate({j: W[rows, j] for j in self.compute.positions})
+        else:
+            used = sorted(self.depends_on) if self.depends_on else range(len(names))
+            out = self.compute(pd.DataFrame({names[j]: W[rows, j] for j in used}))
         out = np.asarray(out, dtype=float).reshape(-1)
         if out.shape != (rows.size,):
             raise ValueError(f"derived[{self.name!r}] returned {out.shape[0]} values for {rows.size} rows.")
@@ -64,16 +71,12 @@ def parse_derived(derived: dict | None, columns: list, groups_column) -> list[De
                 raise ValueError(f"derived[{name!r}] depends on unknown columns {unknown}.")
             depends = {columns.index(c) for c in given}
         elif isinstance(spec, str):
-            compute = spec
-            try:
-                tree = ast.parse(spec, mode="eval")
-            except SyntaxError as exc:
-                raise ValueError(f"derived[{name!r}] = {spec!r} is not a valid expression.") from exc
-            words = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
-            unknown = sorted(words - {str(c) for c in columns})
-            if unknown:
-                raise ValueError(f"derived[{name!r}] = {spec!r} uses unknown columns {unknown}.")
-            depends = {j for j, c in enumerate(columns) if str(c) in words}
+            compute = parse_expression(spec, columns, label=f"derived[{name!r}]")
+            if not compute.positions:
+                raise ValueError(
+                    f"derived[{name!r}] = {spec!r} uses no column; a derived column is computed from others."
+                )
+            depends = set(compute.positions)
         elif callable(spec):
             compute = spec
         else:

@@ -524,6 +524,15 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         expression over column names) or ``{"bmi": callable}`` (receives a DataFrame of the
         current data; recomputed after every visit), or ``(callable, [inputs])``. Cells
         recomputed: those where the derived value or one of its inputs is missing.
+        An expression is checked at ``fit``, before anything is computed, and evaluated with
+        numpy, never run as Python code. It may hold column names (in backticks when not
+        identifiers: ``"`body weight` / height ** 2"``), numbers, ``+ - * / // % **``,
+        comparisons, ``and``/``or``/``not`` (``&``/``|``/``~``), ``a if condition else b``
+        and the functions ``abs, sqrt, cbrt, square, exp, expm1, log, log1p, log2, log10``,
+        the trigonometric and hyperbolic ones and their inverses (``sin``, ``arctan2``,
+        ``tanh``, ...), ``floor, ceil, trunc, round, sign, minimum, maximum, power, clip,
+        where, isnan, isfinite`` (bare or as ``np.log``); anything else (attributes,
+        subscripts, other calls, strings, ...) is a ValueError naming the offending part.
     bounds : dict, default=None
         ``{"popular": (0, 10)}``: draws outside the bounds are redrawn from the same
         conditional model (up to 20 times), then squeezed onto the bound (logged).

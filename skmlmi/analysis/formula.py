@@ -15,6 +15,11 @@ Supported syntax (R's ``model.frame``/``lme4`` subset):
 Crossed (``(1 | g) + (1 | h)``) and nested (``(1 | g/h)``, ``(1 | g:h)``) grouping
 factors are refused with an error listing the supported forms.
 
+Nothing in a formula is evaluated: a term is a column name, looked up in the data, and
+function calls (``I(x^2)``, ``log(x)``) are refused; a transformed variable enters as a
+column of the data (or a ``derived=`` column of the imputer, checked by
+:mod:`skmlmi._expressions`).
+
 Categorical predictors (pandas categorical, string/object or bool columns) are expanded
 with treatment contrasts as R does: the first level (categories order for a pandas
 categorical, sorted values otherwise -- R's alphabetical factor levels; or a level chosen
