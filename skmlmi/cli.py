@@ -9,8 +9,12 @@ complete-case fit.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import sys
 import time
+import traceback
 import warnings
 
 import numpy as np
@@ -254,8 +258,35 @@ R_ALIASES = {
 }
 
 
+#: Exit codes of every command (also in ``skmlmi --help``).
+EXIT_FAILURE = 1  # the run started and failed
+EXIT_USAGE = 2  # the command cannot work as given; found before any work
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+EXIT_BROKEN_PIPE = 141  # standard output closed by its reader (128 + SIGPIPE), as for `yes | head -1`
+#: Environment variable that, set to 1, adds the traceback to a failure's message (as ``--debug``).
+DEBUG_VARIABLE = "SKMLMI_DEBUG"
+
+EXIT_STATUS = f"""\
+exit status:
+  0    done
+  1    the run failed: data the imputer rejects, a model that cannot be fitted, an
+       output that could not be written; one line on stderr ({DEBUG_VARIABLE}=1 or
+       --debug adds the traceback)
+  2    usage error, found before any work starts: an unknown option, file, column,
+       model or table format, an invalid number or role code, an output that cannot
+       be written, a missing optional dependency
+  130  interrupted
+  141  standard output closed early (e.g. `| head -1`): the command stops quietly,
+       with the status of a process ended by SIGPIPE
+"""
+
+
 class CLIError(Exception):
-    """A user error: printed without a traceback, exit code 2."""
+    """A usage error, found before any work: one line on stderr, exit code 2."""
+
+
+class CLIFailure(Exception):
+    """A failure during the run, with the context the user needs: one line on stderr, exit code 1."""
 
 
 def _read_table(path: str) -> pd.DataFrame:
@@ -397,12 +428,13 @@ def _impute(args) -> int:
     sets = imputer.fit_transform_all(data, groups=groups)
     long = sets.long(include_original=data if args.include_original else None)
     _write_table(long, args.out)
-    print(
-        f"imputed {len(imputer.incomplete_columns_)} column(s) {imputer.incomplete_columns_} in "
-        f"{time.perf_counter() - start:.1f} s; wrote {len(long)} rows (m = {args.m}, long format with .imp, .id) "
-        f"to {args.out}",
-        file=sys.stderr,
-    )
+    if not args.quiet:
+        print(
+            f"imputed {len(imputer.incomplete_columns_)} column(s) {imputer.incomplete_columns_} in "
+            f"{time.perf_counter() - start:.1f} s; wrote {len(long)} rows (m = {args.m}, long format with .imp, "
+            f".id) to {args.out}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -468,16 +500,125 @@ def _diagnose(args) -> int:
         print(iccs.to_string())
         print("\nrecommended conditional models:")
         print(recommended[["column", "pattern", "method", "reason"]].to_string(index=False))
-    print(f"\nwrote pattern.png, missing_by_cluster.png and tables to {out}", file=sys.stderr)
+    if not args.quiet:
+        print(f"\nwrote pattern.png, missing_by_cluster.png and tables to {out}", file=sys.stderr)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``skmlmi`` command; returns the exit code (0 ok, 2 usage error)."""
-    parser = argparse.ArgumentParser(prog="skmlmi", description="Multiple imputation of multilevel data.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """Entry point of the ``skmlmi`` command.
 
-    demo = sub.add_parser("demo", help="run a worked example", description="Run a worked example.")
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``skmlmi`` (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit code: 0 done; 1 the run failed (one line on stderr, the traceback with
+        ``--debug`` or ``SKMLMI_DEBUG=1``); 2 a usage error, found before any work; 130
+        interrupted; 141 standard output closed by its reader (``| head``), without a
+        message. ``--help``, ``--version`` and argparse's own usage errors raise
+        ``SystemExit`` with 0 or 2, as argparse does.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_VARIABLE, "").strip() not in ("", "0")
+    try:
+        with _messages(quiet=args.quiet), np.printoptions(precision=4):
+            code = int(args.run(args))
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _detach_stdout()
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print("skmlmi: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except CLIError as exc:
+        print(f"skmlmi: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # a failure during the run: one line, the traceback on request
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        message = _one_line(exc) if isinstance(exc, CLIFailure) else f"{type(exc).__name__}: {_one_line(exc)}"
+        hint = "" if debug else f" (--debug or {DEBUG_VARIABLE}=1 for the traceback)"
+        print(f"skmlmi: error: {message}{hint}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _one_line(exc) -> str:
+    """An exception's message on one line (the lines of a multi-line message joined)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
+
+
+def _detach_stdout() -> None:
+    """Point standard output at devnull, so that the interpreter's final flush into a closed
+    pipe does not print "Exception ignored ... BrokenPipeError" (the recipe of Python's
+    ``signal`` documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (e.g. captured in tests)
+        pass
+
+
+@contextlib.contextmanager
+def _messages(quiet: bool):
+    """Warnings and logging during a command: one line each (``skmlmi: warning: ...``), or none
+    with ``--quiet`` (worker processes started meanwhile included); errors print either way.
+    The previous settings are restored afterwards."""
+    logging_level, environment = logging.root.manager.disable, os.environ.get("PYTHONWARNINGS")
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")
+            logging.disable(logging.WARNING)
+            os.environ["PYTHONWARNINGS"] = "ignore"
+        else:
+            warnings.showwarning = _show_warning
+        try:
+            yield
+        finally:
+            logging.disable(logging_level)
+            if environment is None:
+                os.environ.pop("PYTHONWARNINGS", None)
+            else:
+                os.environ["PYTHONWARNINGS"] = environment
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    name = "warning" if category is UserWarning else f"warning: {category.__name__}"
+    print(f"skmlmi: {name}: {_one_line(message)}", file=sys.stderr if file is None else file)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's layout, except that text with line breaks (the epilogs' tables) is kept as written."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="skmlmi",
+        description="Multiple imputation of multilevel data.",
+        epilog=EXIT_STATUS,
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"skmlmi {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress messages and no warnings; errors still print")
+    common.add_argument("--debug", action="store_true", help=f"the traceback of a failure (as {DEBUG_VARIABLE}=1)")
+    options = {"parents": [common], "epilog": EXIT_STATUS, "formatter_class": _HelpFormatter}
+
+    demo = sub.add_parser("demo", help="run a worked example", description="Run a worked example.", **options)
     demo.add_argument(
         "dataset",
         choices=["popmis", "impact", "obesity"],
@@ -493,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
 
     impute = sub.add_parser(
         "impute",
+        **options,
         help="impute a CSV/Parquet file",
         description=(
             "Impute DATA (CSV or Parquet) with m chains and write the completed datasets in long format "
@@ -520,11 +662,11 @@ def main(argv: list[str] | None = None) -> int:
     impute.add_argument("--n-jobs", type=int, default=None, help="chains run in parallel (default 1)")
     impute.add_argument("--out", required=True, help="output file (.csv or .parquet)")
     impute.add_argument("--include-original", action="store_true", help="also write the incomplete data as .imp 0")
-    impute.add_argument("--quiet", action="store_true", help="no progress messages")
     impute.set_defaults(run=_impute)
 
     pooling = sub.add_parser(
         "pool",
+        **options,
         help="fit a model on each imputation and pool",
         description=(
             "Fit an analysis model (lme4-style formula) on each completed dataset of a long-format file and pool "
@@ -539,6 +681,7 @@ def main(argv: list[str] | None = None) -> int:
 
     diagnose = sub.add_parser(
         "diagnose",
+        **options,
         help="missing-data pattern, ICC, recommended models",
         description=(
             "Describe the missing data of DATA: pattern, sporadic vs systematic missingness per cluster, ICC per "
@@ -550,16 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     diagnose.add_argument("--out", required=True, help="output directory")
     diagnose.set_defaults(run=_diagnose)
 
-    args = parser.parse_args(argv)
-    np.set_printoptions(precision=4)
-    try:
-        return int(args.run(args))
-    except CLIError as exc:
-        print(f"skmlmi {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, KeyError, OSError) as exc:
-        print(f"skmlmi {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+    return parser
 
 
 if __name__ == "__main__":  # pragma: no cover

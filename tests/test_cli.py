@@ -1,5 +1,8 @@
 """The command line."""
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -129,3 +132,116 @@ def test_demo_impact_prints_terms_against_complete_data(capsys):
     assert "recommended (multilevel): difference / SE" in table.columns
     # even a tiny run lands within a few complete-data SEs of the complete-data log-odds
     assert (table["recommended (multilevel): difference / SE"].abs() < 4).all()
+
+
+# --------------------------------------------------------------------------- exit codes, messages
+@pytest.fixture
+def small_csv(tmp_path):
+    """60 rows in 6 clusters, y missing in about a fifth of them: imputed in well under a second."""
+    import pandas as pd
+
+    rng = np.random.default_rng(11)
+    data = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "x": rng.normal(size=60), "y": rng.normal(size=60)})
+    data.loc[rng.random(60) < 0.2, "y"] = np.nan
+    path = tmp_path / "d.csv"
+    data.to_csv(path, index=False)
+    return path
+
+
+def _usage_error(capsys, argv, *fragments):
+    """Run argv; assert exit code 2 and one line ``skmlmi: error: ...`` holding every fragment."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("skmlmi: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    return err
+
+
+def test_failure_during_the_run_is_exit_1_with_one_line(small_csv, tmp_path, capsys, monkeypatch):
+    from skmlmi import MultilevelIterativeImputer
+
+    def singular(*args, **kwargs):
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    monkeypatch.setattr(MultilevelIterativeImputer, "fit_transform_all", singular)
+    monkeypatch.delenv("SKMLMI_DEBUG", raising=False)
+    argv = ["impute", str(small_csv), "--groups", "g", "--out", str(tmp_path / "o.csv")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("skmlmi: error: LinAlgError: Singular matrix") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "--debug" in err
+    assert not (tmp_path / "o.csv").exists()
+    assert main([*argv, "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+    monkeypatch.setenv("SKMLMI_DEBUG", "1")
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "LinAlgError: Singular matrix" in err
+
+
+def test_version(capsys):
+    from skmlmi import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"skmlmi {__version__}\n"
+
+
+@pytest.mark.parametrize("command", [[], ["impute"], ["pool"], ["diagnose"]])
+def test_help_documents_exit_codes(capsys, command):
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    out = capsys.readouterr().out
+    for fragment in ["exit status", "  1  ", "  2  ", "141", "SKMLMI_DEBUG", "--debug"]:
+        assert fragment in out, fragment
+
+
+def test_quiet_silences_progress_and_warnings_but_not_errors(small_csv, tmp_path, capsys, recwarn):
+    # PMM ignores the clusters: the imputer warns that the model of y is single-level
+    argv = ["impute", str(small_csv), "--groups", "g", "--method", "y=pmm", "--m", "1", "--max-iter", "1"]
+    assert main([*argv, "--out", str(tmp_path / "a.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "skmlmi: warning: The imputation model of 'y' is single-level" in err  # one line, no file:line
+    assert "[skmlmi] chain 1" in err
+    recwarn.clear()
+    assert main([*argv, "--out", str(tmp_path / "b.csv"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    assert not [w for w in recwarn if "single-level" in str(w.message)]  # not even as a Python warning
+    _usage_error(capsys, [*argv, "--out", str(tmp_path / "c.csv"), "--groups", "school", "--quiet"], "'school'")
+
+
+def test_closed_stdout_ends_quietly(tmp_path):
+    """`skmlmi pool ... | head -1`: the reader goes away; no "Broken pipe", no traceback."""
+    import subprocess
+    from pathlib import Path
+
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    long = tmp_path / "long.csv"
+    pd.DataFrame(
+        {
+            ".imp": np.repeat([1, 2], 20),
+            ".id": np.tile(np.arange(20), 2),
+            "x": rng.normal(size=40),
+            "y": rng.normal(size=40),
+        }
+    ).to_csv(long, index=False)
+    root = str(Path(__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skmlmi.cli", "pool", str(long), "--formula", "y ~ x"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    process.stdout.close()  # closed before the command writes anything
+    with process.stderr:
+        err = process.stderr.read().decode()
+    process.wait(timeout=120)
+    assert process.returncode == 141, err
+    assert err == ""
