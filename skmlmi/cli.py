@@ -16,6 +16,8 @@ import sys
 import time
 import traceback
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -289,53 +291,224 @@ class CLIFailure(Exception):
     """A failure during the run, with the context the user needs: one line on stderr, exit code 1."""
 
 
-def _read_table(path: str) -> pd.DataFrame:
-    from pathlib import Path
+# ----------------------------------------------------------------------------- table formats
+@dataclass(frozen=True)
+class TableFormat:
+    """A file format for tables: its name (``--format``), suffixes and the optional package it needs."""
 
+    name: str
+    label: str
+    suffixes: tuple[str, ...]
+    requires: str | None = None  # optional package, installed by the extra below
+    extra: str | None = None
+    compressible: bool = False  # .gz, .bz2 or .xz may follow the suffix
+
+    def read(self, path, compression) -> pd.DataFrame:
+        if self.name in ("csv", "tsv"):
+            # "NA" and empty fields are missing; other strings (e.g. a level called "None") stay data
+            return pd.read_csv(
+                path,
+                sep="\t" if self.name == "tsv" else ",",
+                compression=compression,
+                keep_default_na=False,
+                na_values=["", "NA", "NaN", "nan"],
+            )
+        if self.name == "json":  # read here, not by read_json, whose guesses (dates) vary across pandas versions
+            import bz2
+            import gzip
+            import json
+            import lzma
+
+            opener = {None: open, "gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}[compression]
+            with opener(path, "rt", encoding="utf-8") as file:
+                records = json.load(file)
+            if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+                raise ValueError("expected a list of records, [{column: value, ...}, ...], as --format json writes")
+            return pd.DataFrame(records)
+        return pd.read_parquet(path) if self.name == "parquet" else pd.read_feather(path)
+
+    def write(self, frame: pd.DataFrame, path, compression=None, index: bool = False) -> None:
+        if index and self.name not in ("csv", "tsv"):  # the row labels as a column, which every format keeps
+            frame, index = frame.reset_index(), False
+            if pd.api.types.is_object_dtype(frame.iloc[:, 0]):  # labels of mixed types (e.g. counts and "total")
+                frame[frame.columns[0]] = frame.iloc[:, 0].astype(str)
+        if self.name in ("csv", "tsv"):
+            frame.to_csv(path, sep="\t" if self.name == "tsv" else ",", index=index, compression=compression)
+        elif self.name == "json":
+            frame.to_json(path, orient="records", compression=compression)
+        elif self.name == "parquet":
+            frame.to_parquet(path, index=index)
+        else:
+            frame.reset_index(drop=True).to_feather(path)
+
+
+#: The one table of formats of every command that reads or writes tables: chosen by the file
+#: name's suffix (or ``--format``); anything else is a usage error that lists these.
+TABLE_FORMATS = {
+    f.name: f
+    for f in (
+        TableFormat("csv", "CSV", (".csv",), compressible=True),
+        TableFormat("tsv", "tab-separated", (".tsv", ".tab"), compressible=True),
+        TableFormat("parquet", "Parquet", (".parquet", ".pq"), requires="pyarrow", extra="parquet"),
+        TableFormat("feather", "Feather", (".feather",), requires="pyarrow", extra="parquet"),
+        TableFormat("json", "JSON (records)", (".json",), compressible=True),
+    )
+}
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz"}
+
+
+def _formats_help() -> str:
+    lines = ["table formats, of every file read or written (by the suffix of its name; --format for --out):"]
+    for f in TABLE_FORMATS.values():
+        needs = f'needs {f.requires}: pip install "skmlmi[{f.extra}]"' if f.requires else ""
+        packed = f"also {', '.join(f.suffixes[0] + c for c in COMPRESSIONS)}" if f.compressible else ""
+        details = "; ".join(part for part in (needs, packed) if part)
+        lines.append(f"  {f.name:<8} {', '.join(f.suffixes):<18} {details}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _formats_list() -> str:
+    return ", ".join(f"{f.name} ({', '.join(f.suffixes)})" for f in TABLE_FORMATS.values())
+
+
+def _table_format(path, what: str, given: str | None = None) -> tuple[TableFormat, str | None]:
+    """The format (and compression) of a table file, from its suffix or ``--format``.
+
+    Raises CLIError for an unknown suffix, a suffix that contradicts ``--format``, or a
+    compression suffix on a format that is not compressed that way; the message lists the
+    supported formats.
+    """
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    compression = COMPRESSIONS.get(suffixes[-1]) if suffixes else None
+    if compression:
+        suffixes = suffixes[:-1]
+    suffix = suffixes[-1] if suffixes else None
+    by_suffix = next((f for f in TABLE_FORMATS.values() if suffix in f.suffixes), None)
+    if given is not None:
+        chosen = TABLE_FORMATS[given]
+        if by_suffix is not None and by_suffix is not chosen:
+            raise CLIError(f"{what} {path}: the suffix {suffix} says {by_suffix.name}, but --format is {given}")
+    elif by_suffix is None:
+        shown = f"suffix {suffix!r}" if suffix else "no suffix"
+        raise CLIError(
+            f"{what} {path}: unknown table format ({shown}); supported: {_formats_list()}"
+            + ("; or give --format" if what == "--out" else "")
+        )
+    else:
+        chosen = by_suffix
+    if compression and not chosen.compressible:
+        raise CLIError(f"{what} {path}: {chosen.label} files cannot be compressed with {Path(path).suffix}")
+    return chosen, compression
+
+
+def _require(package: str, extra: str, purpose: str):
+    """Import an optional dependency, or fail with the line that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise CLIError(f'{purpose} needs {package}, which is not installed: pip install "skmlmi[{extra}]"') from None
+
+
+def _read_table(path: str) -> pd.DataFrame:
     file = Path(path)
     if not file.exists():
         raise CLIError(f"no such file: {path}")
-    if file.suffix.lower() in (".parquet", ".pq"):
-        try:
-            return pd.read_parquet(file)
-        except ImportError as exc:
-            raise CLIError("reading Parquet needs pyarrow: pip install pyarrow") from exc
     if file.is_dir():
         raise CLIError(f"{path} is a directory, not a data file")
-    # "NA" and empty fields are missing; other strings (e.g. a level called "None") stay data
-    sep = "\t" if file.suffix.lower() in (".tsv", ".tab") else ","
+    fmt, compression = _table_format(path, "input")
+    if fmt.requires:
+        _require(fmt.requires, fmt.extra, f"reading {fmt.label} ({path})")
+    if not os.access(file, os.R_OK):
+        raise CLIError(f"{path} cannot be read: permission denied")
     try:
-        frame = pd.read_csv(file, sep=sep, keep_default_na=False, na_values=["", "NA", "NaN", "nan"])
+        frame = fmt.read(file, compression)
     except pd.errors.EmptyDataError:
         raise CLIError(f"{path} is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise CLIError(f"{path} could not be read as a CSV file: {exc}") from None
-    if frame.shape[1] == 1 and any(c in str(frame.columns[0]) for c in ";\t|"):
+    except Exception as exc:  # whatever the parser says, the file is not a table of this format
+        raise CLIError(f"{path} could not be read as a {fmt.label} file: {_one_line(exc)}") from None
+    if fmt.name == "csv" and frame.shape[1] == 1 and any(c in str(frame.columns[0]) for c in ";\t|"):
         raise CLIError(
             f"{path} was read as one column {str(frame.columns[0])!r}: the fields must be separated by "
             "commas (or tabs in a .tsv file)"
         )
     if len(frame) == 0:
-        raise CLIError(f"{path} has a header but no rows")
+        raise CLIError(f"{path} has a header but no rows" if frame.shape[1] else f"{path} is empty")
     return frame
 
 
-def _check_output(path: str) -> None:
-    """Fail before the imputation, not after it, when the output cannot be written."""
-    from pathlib import Path
-
-    parent = Path(path).resolve().parent
-    if not parent.is_dir():
+def _output_file(path: str, given_format: str | None, inputs=()) -> tuple[TableFormat, str | None]:
+    """Check, before any work, that a table can be written to ``--out``: format known, its
+    package installed, the file writable and not one of the inputs. Returns the format."""
+    file = Path(path)
+    if file.is_dir():
+        raise CLIError(f"--out {path} is a directory; give a file name ({_formats_list()})")
+    fmt, compression = _table_format(path, "--out", given_format)
+    if fmt.requires:
+        _require(fmt.requires, fmt.extra, f"writing {fmt.label} ({path})")
+    parent = file.absolute().parent
+    if not parent.exists():
         raise CLIError(f"--out {path}: the directory {parent} does not exist")
-    if Path(path).is_dir():
-        raise CLIError(f"--out {path} is a directory; give a file name (.csv or .parquet)")
+    if not parent.is_dir():
+        raise CLIError(f"--out {path}: {parent} is not a directory")
+    if file.exists():
+        if any(Path(source).exists() and os.path.samefile(file, source) for source in inputs):
+            raise CLIError(f"--out {path} is the input file; write the output elsewhere so the data are kept")
+        if not os.access(file, os.W_OK):
+            raise CLIError(f"--out {path} exists and is not writable")
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise CLIError(f"--out {path}: the directory {parent} is not writable")
+    return fmt, compression
 
 
-def _write_table(frame: pd.DataFrame, path: str) -> None:
-    if path.lower().endswith((".parquet", ".pq")):
-        frame.to_parquet(path, index=False)
-    else:
-        frame.to_csv(path, index=False)
+def _output_directory(path: str) -> Path:
+    """Check, before any work, that ``--out`` is a directory that exists or can be made, and
+    that it is writable."""
+    directory = Path(path).absolute()
+    if directory.exists() and not directory.is_dir():
+        raise CLIError(f"--out {path} exists and is not a directory")
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CLIError(f"--out {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CLIError(f"--out {path}: the directory {existing} is not writable")
+    return Path(path)
+
+
+def _check_writable(frame: pd.DataFrame, fmt: TableFormat, path: str) -> None:
+    """Serialise the input data to memory in the output's format, so that what the format cannot
+    hold (say, a column of numbers and strings in Parquet) is found before the imputation."""
+    import io
+
+    if fmt.name in ("csv", "tsv"):
+        return  # text holds anything
+    try:
+        fmt.write(frame, io.StringIO() if fmt.name == "json" else io.BytesIO())
+    except Exception as exc:
+        raise CLIError(f"--out {path}: the data cannot be written as {fmt.label}: {_one_line(exc)}") from None
+
+
+def _write_table(frame, path: str, fmt: TableFormat, compression=None, index: bool = False) -> None:
+    """Write a table whole or not at all: into a temporary file beside ``path``, then renamed,
+    so a failure leaves neither a partial file nor a damaged earlier one."""
+    if isinstance(frame, pd.Series):
+        frame = frame.to_frame()
+    target = Path(path)
+    try:
+        if target.is_symlink() or (target.exists() and not target.is_file()):  # a link, /dev/null, a pipe
+            fmt.write(frame, target, compression, index)
+            return
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            fmt.write(frame, temporary, compression, index)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+    except Exception as exc:
+        raise CLIFailure(f"could not write {path} ({fmt.label}): {type(exc).__name__}: {_one_line(exc)}") from exc
 
 
 def parse_model(text: str):
@@ -395,9 +568,11 @@ def _check_columns(data, names, what):
         raise CLIError(f"{what}: unknown column(s) {unknown}; the data have {list(data.columns)}")
 
 
+# ----------------------------------------------------------------------------- commands
 def _impute(args) -> int:
     from .imputer import MultilevelIterativeImputer
 
+    fmt, compression = _output_file(args.out, args.format, inputs=[args.data])
     data = _read_table(args.data)
     groups = args.groups
     if groups is not None:
@@ -414,7 +589,7 @@ def _impute(args) -> int:
             roles.setdefault(predictor, {})[target] = int(code)
         except ValueError:
             raise CLIError(f"--role {key}={code}: the code must be an integer (0, 1, 2, 3, 4, -2, -3 or -4)") from None
-    _check_output(args.out)
+    _check_writable(data, fmt, args.out)
     imputer = MultilevelIterativeImputer(
         methods=methods or None,
         predictor_matrix=roles or None,
@@ -427,7 +602,7 @@ def _impute(args) -> int:
     start = time.perf_counter()
     sets = imputer.fit_transform_all(data, groups=groups)
     long = sets.long(include_original=data if args.include_original else None)
-    _write_table(long, args.out)
+    _write_table(long, args.out, fmt, compression)
     if not args.quiet:
         print(
             f"imputed {len(imputer.incomplete_columns_)} column(s) {imputer.incomplete_columns_} in "
@@ -442,6 +617,7 @@ def _pool(args) -> int:
     from .analysis import GLM, OLS, LinearMixedModel, LogisticMixedModel, parse_formula
     from .pooling import pool
 
+    out = _output_file(args.out, args.format, inputs=[args.file]) if args.out else None
     long = _read_table(args.file)
     if ".imp" not in long.columns:
         raise CLIError(f"{args.file} has no .imp column: expected the long format written by `skmlmi impute`")
@@ -469,11 +645,19 @@ def _pool(args) -> int:
             vc = pd.concat([f.variance_components_ for f in fits], axis=1).mean(axis=1)
             print("\nvariance components (mean over imputations):")
             print(vc.to_string())
+    if out is not None:
+        _write_table(table, args.out, *out, index=True)
     return 0
 
 
 def _diagnose(args) -> int:
-    from pathlib import Path
+    fmt = TABLE_FORMATS[args.format]
+    if fmt.requires:
+        _require(fmt.requires, fmt.extra, f"writing {fmt.label} tables")
+    _require("matplotlib", "plot", "skmlmi diagnose (its plots)")
+    out = _output_directory(args.out)
+    data = _read_table(args.data)
+    _check_columns(data, [args.groups], "--groups")
 
     import matplotlib
 
@@ -481,27 +665,28 @@ def _diagnose(args) -> int:
     from . import diagnostics
     from .recommend import recommend_methods
 
-    data = _read_table(args.data)
-    _check_columns(data, [args.groups], "--groups")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    fig, _, pattern = diagnostics.plot_pattern(data)
-    fig.savefig(out / "pattern.png", dpi=100)
-    pattern.to_csv(out / "pattern.csv")
-    fig, _, by_cluster = diagnostics.plot_missing_by_cluster(data, args.groups)
-    fig.savefig(out / "missing_by_cluster.png", dpi=100)
-    by_cluster.to_csv(out / "missing_by_cluster.csv")
+    pattern_plot, _, pattern = diagnostics.plot_pattern(data)
+    cluster_plot, _, by_cluster = diagnostics.plot_missing_by_cluster(data, args.groups)
     iccs = diagnostics.icc(data, args.groups)
     recommended = recommend_methods(data, args.groups)
-    recommended.assign(method=recommended["method"].map(repr)).to_csv(out / "recommended_methods.csv", index=False)
-    iccs.to_csv(out / "icc.csv")
+    out.mkdir(parents=True, exist_ok=True)
+    pattern_plot.savefig(out / "pattern.png", dpi=100)
+    cluster_plot.savefig(out / "missing_by_cluster.png", dpi=100)
+    tables = {
+        "pattern": (pattern, True),
+        "missing_by_cluster": (by_cluster, True),
+        "recommended_methods": (recommended.assign(method=recommended["method"].map(repr)), False),
+        "icc": (iccs, True),
+    }
+    for name, (table, index) in tables.items():
+        _write_table(table, out / f"{name}{fmt.suffixes[0]}", fmt, index=index)
     with pd.option_context("display.width", 160, "display.max_colwidth", 60):
         print("ICC per variable (observed values):")
         print(iccs.to_string())
         print("\nrecommended conditional models:")
         print(recommended[["column", "pattern", "method", "reason"]].to_string(index=False))
     if not args.quiet:
-        print(f"\nwrote pattern.png, missing_by_cluster.png and tables to {out}", file=sys.stderr)
+        print(f"\nwrote pattern.png, missing_by_cluster.png and tables ({fmt.label}) to {out}", file=sys.stderr)
     return 0
 
 
@@ -608,7 +793,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skmlmi",
         description="Multiple imputation of multilevel data.",
-        epilog=EXIT_STATUS,
+        epilog=EXIT_STATUS + "\n" + _formats_help(),
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"skmlmi {__version__}")
@@ -617,6 +802,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", action="store_true", help="no progress messages and no warnings; errors still print")
     common.add_argument("--debug", action="store_true", help=f"the traceback of a failure (as {DEBUG_VARIABLE}=1)")
     options = {"parents": [common], "epilog": EXIT_STATUS, "formatter_class": _HelpFormatter}
+    writes = {**options, "epilog": EXIT_STATUS + "\n" + _formats_help()}
+    formats = list(TABLE_FORMATS)
 
     demo = sub.add_parser("demo", help="run a worked example", description="Run a worked example.", **options)
     demo.add_argument(
@@ -634,14 +821,15 @@ def _parser() -> argparse.ArgumentParser:
 
     impute = sub.add_parser(
         "impute",
-        **options,
-        help="impute a CSV/Parquet file",
+        **writes,
+        help="impute a data file",
         description=(
-            "Impute DATA (CSV or Parquet) with m chains and write the completed datasets in long format "
-            "(.imp, .id columns, like mice::complete(imp, 'long'))."
+            "Impute DATA with m chains and write the completed datasets in long format (.imp, .id columns, like "
+            "mice::complete(imp, 'long')). Options, columns, models, numbers and the output are checked before "
+            "the imputation starts."
         ),
     )
-    impute.add_argument("data", help="input file (.csv or .parquet); empty fields and NA are missing")
+    impute.add_argument("data", help="input file (a table format below); empty fields and NA are missing")
     impute.add_argument("--groups", help="cluster column")
     impute.add_argument(
         "--method",
@@ -656,17 +844,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TARGET:PREDICTOR=CODE",
         help="predictor-matrix entry (mice codes: 0, 1, 2, 3, 4, -2, -3, -4); repeatable",
     )
-    impute.add_argument("--m", type=int, default=5, help="number of imputations (default 5)")
-    impute.add_argument("--max-iter", type=int, default=10, help="iterations per chain (default 10)")
-    impute.add_argument("--seed", type=int, default=None, help="random seed")
-    impute.add_argument("--n-jobs", type=int, default=None, help="chains run in parallel (default 1)")
-    impute.add_argument("--out", required=True, help="output file (.csv or .parquet)")
+    impute.add_argument("--m", type=int, default=5, help="number of imputations, 1 or more (default 5)")
+    impute.add_argument("--max-iter", type=int, default=10, help="iterations per chain, 0 or more (default 10)")
+    impute.add_argument("--seed", type=int, default=None, help="random seed, 0 to 2**32 - 1")
+    impute.add_argument("--n-jobs", type=int, default=None, help="chains run in parallel (default 1; -1: all cores)")
+    impute.add_argument("--out", required=True, help="output file; its suffix gives the format (see below)")
+    impute.add_argument("--format", choices=formats, help="format of --out, where its suffix does not say")
     impute.add_argument("--include-original", action="store_true", help="also write the incomplete data as .imp 0")
     impute.set_defaults(run=_impute)
 
     pooling = sub.add_parser(
         "pool",
-        **options,
+        **writes,
         help="fit a model on each imputation and pool",
         description=(
             "Fit an analysis model (lme4-style formula) on each completed dataset of a long-format file and pool "
@@ -677,20 +866,24 @@ def _parser() -> argparse.ArgumentParser:
     pooling.add_argument("--formula", required=True, help='e.g. "popular ~ sex + texp + (1 | school)"')
     pooling.add_argument("--family", choices=["gaussian", "binomial"], default="gaussian", help="default gaussian")
     pooling.add_argument("--large-sample", action="store_true", help="large-sample df (mitml's default)")
+    pooling.add_argument("--out", help="also write the pooled table (one row per term) to this file")
+    pooling.add_argument("--format", choices=formats, help="format of --out, where its suffix does not say")
     pooling.set_defaults(run=_pool)
 
     diagnose = sub.add_parser(
         "diagnose",
-        **options,
+        **writes,
         help="missing-data pattern, ICC, recommended models",
         description=(
             "Describe the missing data of DATA: pattern, sporadic vs systematic missingness per cluster, ICC per "
-            "variable and the recommended conditional models, with plots written to --out."
+            "variable and the recommended conditional models, with plots (needs matplotlib) and tables written "
+            "to --out."
         ),
     )
-    diagnose.add_argument("data", help="input file (.csv or .parquet)")
+    diagnose.add_argument("data", help="input file (a table format below)")
     diagnose.add_argument("--groups", required=True, help="cluster column")
-    diagnose.add_argument("--out", required=True, help="output directory")
+    diagnose.add_argument("--out", required=True, help="output directory (made if absent)")
+    diagnose.add_argument("--format", choices=formats, default="csv", help="format of the tables (default csv)")
     diagnose.set_defaults(run=_diagnose)
 
     return parser
