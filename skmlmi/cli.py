@@ -1,5 +1,14 @@
 """Command line: ``skmlmi impute``, ``skmlmi pool``, ``skmlmi diagnose``, ``skmlmi demo``.
 
+A thin layer over the package: it reads and writes tables, turns options into estimator
+parameters and reports. Every command checks what it can before any work starts (files,
+table formats and their optional packages, columns, model names, numbers, role codes,
+whether the output can be written) and ends with one of a few exit codes: 0 done, 1 the run
+failed, 2 a usage error, 130 interrupted, 141 standard output closed early. Messages are one
+line on stderr (``skmlmi: error: ...``); ``--debug`` or ``SKMLMI_DEBUG=1`` adds a failure's
+traceback, and ``--quiet`` silences progress and warnings. One table of formats
+(``TABLE_FORMATS``: CSV, TSV, Parquet, Feather, JSON) serves every file read or written.
+
 The demo shows why clustering matters: popmis imputed ignoring the schools, with school
 fixed effects and with random-effects models, each analysed with the random-intercept
 model ``popular ~ sex + texp + (1 | school)`` and pooled (MIPooler), beside the
@@ -196,6 +205,7 @@ def _demo(args) -> int:
     args.m = m if args.m is None else args.m
     args.max_iter = max_iter if args.max_iter is None else args.max_iter
     args.seed = seed if args.seed is None else args.seed
+    _check_numbers(args)
     options = ("display.width", 160, "display.max_columns", 12, "display.float_format", "{:.4f}".format)
     if args.dataset == "impact":
         print(
@@ -511,44 +521,71 @@ def _write_table(frame, path: str, fmt: TableFormat, compression=None, index: bo
         raise CLIFailure(f"could not write {path} ({fmt.label}): {type(exc).__name__}: {_one_line(exc)}") from exc
 
 
-def parse_model(text: str):
-    """A conditional model from ``Name`` or ``Name(key=value, ...)`` (R method names too)."""
-    import ast
+# ----------------------------------------------------------------------------- checks before the work
+def _check_numbers(args) -> None:
+    """The numeric options of the commands that impute, checked before anything runs."""
+    if args.m is not None and args.m < 1:
+        raise CLIError(f"--m {args.m}: the number of imputations must be at least 1")
+    if args.max_iter is not None and args.max_iter < 0:
+        raise CLIError(f"--max-iter {args.max_iter}: the iterations per chain must be 0 or more")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise CLIError(f"--seed {args.seed}: the seed must be an integer from 0 to 2**32 - 1 = {2**32 - 1}")
+    if args.n_jobs == 0:
+        raise CLIError("--n-jobs 0: give the number of chains to run in parallel (1 or more, or -1 for all cores)")
 
-    from . import conditional
+
+def _model_classes() -> dict:
+    """The models ``--method`` may name: every public conditional model, discovered (no list to keep)."""
+    from .conditional.base import all_conditional_models
+
+    return {cls.__name__: cls for cls in all_conditional_models()}
+
+
+def _unknown_model(name: str, models: dict) -> str:
+    import difflib
+
+    choices = sorted(models) + sorted(R_ALIASES)
+    folded = {c.lower(): c for c in choices}
+    close = folded.get(name.lower()) or next(iter(difflib.get_close_matches(name, choices, n=1)), None)
+    what = " (the abstract base class of the models, not a model)" if name == "BaseConditionalImputer" else ""
+    hint = f"; did you mean {close}?" if close else ""
+    return (
+        f"unknown model {name!r}{what}{hint} (models: {', '.join(sorted(models))}; "
+        f"R names: {', '.join(sorted(R_ALIASES))})"
+    )
+
+
+def parse_model(text: str):
+    """A conditional model from ``Name`` or ``Name(key=value, ...)`` (R method names too).
+
+    Raises CLIError (a usage error) for a name that is not a conditional model, settings that
+    are not literal keywords, or settings the model rejects.
+    """
+    import ast
 
     text = R_ALIASES.get(text.strip(), text.strip())
     name, _, rest = text.partition("(")
-    cls = getattr(conditional, name.strip(), None)
-    if not isinstance(cls, type) or not issubclass(cls, conditional.BaseConditionalImputer):
-        known = sorted(
-            c
-            for c in conditional.__all__
-            if c[0].isupper() and c not in ("ROLE_NAMES", "Draw", "DrawContext", "BaseConditionalImputer")
-        )
-        raise CLIError(
-            f"unknown model {name!r}; choose one of {', '.join(known)} or an R name ({', '.join(sorted(R_ALIASES))})"
-        )
+    name = name.strip()
+    models = _model_classes()
+    if name not in models:
+        raise CLIError(_unknown_model(name, models))
     kwargs = {}
     if rest:
         try:
             call = ast.parse(f"f({rest}", mode="eval").body
             if not isinstance(call, ast.Call) or call.args or any(kw.arg is None for kw in call.keywords):
-                raise CLIError(f"model {text!r}: give the settings as keywords, e.g. {name.strip()}(key=value)")
+                raise CLIError(f"model {text!r}: give the settings as keywords, e.g. {name}(key=value)")
             kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
-        except (SyntaxError, ValueError) as exc:
+        except (SyntaxError, ValueError, RecursionError) as exc:
             raise CLIError(
                 f"model {text!r}: settings must be key=value with literal values (numbers, quoted "
                 f"strings, True/False/None): {exc}"
             ) from None
     try:
-        model = cls(**kwargs)
-    except TypeError as exc:
-        raise CLIError(f"model {text!r}: {exc}") from None
-    try:
+        model = models[name](**kwargs)
         model._validate_params()
-    except ValueError as exc:  # sklearn's InvalidParameterError
-        raise CLIError(f"model {text!r}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # ValueError: sklearn's InvalidParameterError
+        raise CLIError(f"model {text!r}: {_one_line(exc)}") from None
     return model
 
 
@@ -556,9 +593,12 @@ def _assignments(items, what):
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
         if not sep or not key or not value:
             raise CLIError(f"{what} {item!r}: expected KEY=VALUE")
-        out[key.strip()] = value.strip()
+        if key in out:
+            raise CLIError(f"{what} {key} is given twice ({out[key]!r} and {value!r})")
+        out[key] = value
     return out
 
 
@@ -568,27 +608,73 @@ def _check_columns(data, names, what):
         raise CLIError(f"{what}: unknown column(s) {unknown}; the data have {list(data.columns)}")
 
 
+def _roles(items, data, groups, methods) -> dict:
+    """The ``--role`` entries as a predictor matrix (predictor -> target -> code), each checked."""
+    from .conditional.base import ROLE_NAMES, models_accepting
+
+    valid = ", ".join(f"{code} ({meaning})" for code, meaning in ROLE_NAMES.items())
+    roles: dict = {}
+    for key, text in _assignments(items, "--role").items():
+        target, sep, predictor = (part.strip() for part in key.partition(":"))
+        if not sep or not target or not predictor:
+            raise CLIError(f"--role {key}={text}: expected TARGET:PREDICTOR=CODE")
+        _check_columns(data, [target, predictor], f"--role {key}={text}")
+        try:
+            code = int(text)
+        except ValueError:
+            raise CLIError(f"--role {key}={text}: the code must be an integer, one of {valid}") from None
+        if code not in ROLE_NAMES:
+            raise CLIError(f"--role {key}={text}: {code} is not a role code; valid codes: {valid}")
+        if target == predictor and code != 0:
+            raise CLIError(f"--role {key}={text}: a variable cannot predict itself")
+        if target == groups:
+            raise CLIError(f"--role {key}={text}: {target!r} is the cluster column (--groups), which is never imputed")
+        if predictor == groups and code not in (-2, 0, 1):
+            raise CLIError(
+                f"--role {key}={text}: the cluster column may only be coded -2 (cluster identifier), "
+                "1 (cluster fixed effects) or 0 (not used)"
+            )
+        if code == -2 and predictor != groups:
+            raise CLIError(
+                f"--role {key}={text}: only the cluster column (--groups{' ' + groups if groups else ''}) "
+                "can be coded -2"
+            )
+        model = methods.get(target)
+        if model is not None and predictor == groups and code == 1 and not model.supports_fixed_clusters:
+            raise CLIError(f"--role {key}={text}: {type(model).__name__} cannot absorb cluster fixed effects")
+        if model is not None and predictor != groups and code not in (0, 1) and code not in model.accepted_roles:
+            raise CLIError(
+                f"--role {key}={text}: {type(model).__name__} cannot honour code {code} ({ROLE_NAMES[code]}); "
+                f"models that can: {', '.join(models_accepting(code))}"
+            )
+        roles.setdefault(predictor, {})[target] = code
+    return roles
+
+
 # ----------------------------------------------------------------------------- commands
 def _impute(args) -> int:
     from .imputer import MultilevelIterativeImputer
 
+    # everything that can be checked is checked before the chains start
     fmt, compression = _output_file(args.out, args.format, inputs=[args.data])
+    _check_numbers(args)
     data = _read_table(args.data)
+    reserved = [c for c in (".imp", ".id") if c in data.columns]
+    if reserved:
+        raise CLIError(
+            f"{args.data} has column(s) {reserved}, which the long-format output adds (is it an imputed file?); "
+            "rename or drop them"
+        )
     groups = args.groups
     if groups is not None:
         _check_columns(data, [groups], "--groups")
-    methods = {column: parse_model(model) for column, model in _assignments(args.method, "--method").items()}
-    _check_columns(data, list(methods), "--method")
-    roles: dict = {}
-    for key, code in _assignments(args.role, "--role").items():
-        target, sep, predictor = key.partition(":")
-        if not sep:
-            raise CLIError(f"--role {key}={code}: expected TARGET:PREDICTOR=CODE")
-        _check_columns(data, [target, predictor], "--role")
-        try:
-            roles.setdefault(predictor, {})[target] = int(code)
-        except ValueError:
-            raise CLIError(f"--role {key}={code}: the code must be an integer (0, 1, 2, 3, 4, -2, -3 or -4)") from None
+    methods = {}
+    for column, text in _assignments(args.method, "--method").items():
+        _check_columns(data, [column], f"--method {column}={text}")
+        if column == groups:
+            raise CLIError(f"--method {column}={text}: {column!r} is the cluster column (--groups), never imputed")
+        methods[column] = parse_model(text)
+    roles = _roles(args.role, data, groups, methods)
     _check_writable(data, fmt, args.out)
     imputer = MultilevelIterativeImputer(
         methods=methods or None,
@@ -599,6 +685,10 @@ def _impute(args) -> int:
         n_jobs=args.n_jobs,
         verbose=0 if args.quiet else 1,
     )
+    try:
+        imputer._validate_params()
+    except ValueError as exc:
+        raise CLIError(_one_line(exc)) from None
     start = time.perf_counter()
     sets = imputer.fit_transform_all(data, groups=groups)
     long = sets.long(include_original=data if args.include_original else None)
@@ -619,21 +709,38 @@ def _pool(args) -> int:
 
     out = _output_file(args.out, args.format, inputs=[args.file]) if args.out else None
     long = _read_table(args.file)
-    if ".imp" not in long.columns:
-        raise CLIError(f"{args.file} has no .imp column: expected the long format written by `skmlmi impute`")
+    absent = [c for c in (".imp", ".id") if c not in long.columns]
+    if absent:
+        raise CLIError(
+            f"{args.file} has {' and '.join(f'no {c} column' for c in absent)}: expected the long format written "
+            "by `skmlmi impute`"
+        )
+    numbers = pd.to_numeric(long[".imp"], errors="coerce")
+    if numbers.isna().any() or (numbers % 1 != 0).any():
+        raise CLIError(f"{args.file}: the .imp column must hold the imputation numbers (whole numbers)")
+    long = long.assign(**{".imp": numbers.astype(int)})
     long = long[long[".imp"] > 0]
-    parsed = parse_formula(args.formula)
-    mixed = parsed.is_mixed
+    if long.empty:
+        raise CLIError(f"{args.file} holds no imputed datasets (rows with .imp > 0)")
+    try:
+        parsed = parse_formula(args.formula)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"--formula: {_one_line(exc)}") from None
+    if parsed.response is None:
+        raise CLIError(f"--formula {args.formula!r} has no response (write it as 'y ~ x + ...')")
+    _check_columns(long, parsed.variables, f"--formula {args.formula!r}")
     if args.family == "binomial":
-        model = LogisticMixedModel(args.formula) if mixed else GLM(args.formula, family="binomial")
+        model = LogisticMixedModel(args.formula) if parsed.is_mixed else GLM(args.formula, family="binomial")
     else:
-        model = LinearMixedModel(args.formula) if mixed else OLS(args.formula)
+        model = LinearMixedModel(args.formula) if parsed.is_mixed else OLS(args.formula)
     fits = []
-    for _, data in long.groupby(".imp", sort=True):
+    for number, data in long.groupby(".imp", sort=True):
         try:
             fits.append(type(model)(**model.get_params()).fit(data.drop(columns=[".imp", ".id"])))
-        except (KeyError, ValueError) as exc:
-            raise CLIError(f"the analysis model failed: {exc}") from exc
+        except Exception as exc:
+            raise CLIFailure(
+                f"the analysis model failed on imputation {number}: {type(exc).__name__}: {_one_line(exc)}"
+            ) from exc
     names = list(fits[0].coef_.index)
     estimates = np.stack([f.coef_[names].to_numpy() for f in fits])
     covariances = np.stack([f.cov_params_.loc[names, names].to_numpy() for f in fits])

@@ -273,6 +273,80 @@ def test_the_extras_the_messages_name_exist():
     assert any(dep.startswith("matplotlib") for dep in extras["plot"])
 
 
+@pytest.mark.parametrize(
+    ("model", "fragments"),
+    [
+        ("BaseConditionalImputer", ["unknown model 'BaseConditionalImputer'", "abstract base class"]),
+        ("Draw", ["unknown model 'Draw'"]),
+        ("ROLE_NAMES", ["unknown model 'ROLE_NAMES'"]),
+        ("base", ["unknown model 'base'"]),
+        ("2l.foo", ["unknown model '2l.foo'"]),
+        ("randomeffectsnormal", ["did you mean RandomEffectsNormal?"]),
+    ],
+)
+def test_model_names_are_checked_before_imputing(small_csv, tmp_path, capsys, no_imputation, model, fragments):
+    # before, y=BaseConditionalImputer ended in an AttributeError traceback
+    argv = ["impute", str(small_csv), "--groups", "g", "--method", f"y={model}", "--out", str(tmp_path / "o.csv")]
+    err = _usage_error(capsys, argv, *fragments)
+    assert "RandomEffectsNormal" in err and "2l.pan" in err  # the available names are listed
+    assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv_tail", "fragments"),
+    [
+        (["--groups", "school"], ["--groups", "'school'"]),
+        (["--method", "z=pmm"], ["--method z=pmm", "'z'"]),
+        (["--role", "y:z=1"], ["--role y:z=1", "'z'"]),
+        (["--role", "z:x=1"], ["--role z:x=1", "'z'"]),
+        (["--groups", "g", "--method", "g=pmm"], ["'g' is the cluster column"]),
+        (["--method", "y=pmm", "--method", "y=norm"], ["--method y is given twice"]),
+    ],
+)
+def test_column_names_are_checked_before_imputing(small_csv, tmp_path, capsys, no_imputation, argv_tail, fragments):
+    _usage_error(capsys, ["impute", str(small_csv), "--out", str(tmp_path / "o.csv"), *argv_tail], *fragments)
+    assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv_tail", "fragments"),
+    [
+        (["--m", "0"], ["--m 0", "at least 1"]),
+        (["--max-iter", "-1"], ["--max-iter -1", "0 or more"]),
+        (["--seed", "-1"], ["--seed -1"]),
+        (["--n-jobs", "0"], ["--n-jobs 0"]),
+        (["--role", "y:x=7"], ["--role y:x=7", "7 is not a role code", "-2 (cluster identifier)"]),
+        (["--role", "y:y=1"], ["cannot predict itself"]),
+        (["--role", "y:x=-2"], ["only the cluster column"]),
+        (["--role", "y:g=2"], ["the cluster column may only be coded -2"]),
+        (["--method", "y=pmm", "--role", "y:x=2"], ["PredictiveMeanMatching cannot honour code 2"]),
+    ],
+)
+def test_numbers_and_role_codes_are_checked_before_imputing(
+    small_csv, tmp_path, capsys, no_imputation, argv_tail, fragments
+):
+    # before, --m 0 and --role y:x=7 were exit code 1 (found by the imputer) where other usage errors were 2
+    argv = ["impute", str(small_csv), "--groups", "g", "--out", str(tmp_path / "o.csv"), *argv_tail]
+    _usage_error(capsys, argv, *fragments)
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_demo_numbers_are_checked_before_the_demo_runs(capsys, monkeypatch):
+    import skmlmi.cli
+
+    monkeypatch.setattr(skmlmi.cli, "demo_popmis", lambda *a: pytest.fail("the demo ran"))
+    _usage_error(capsys, ["demo", "popmis", "--m", "0"], "--m 0")
+    _usage_error(capsys, ["demo", "popmis", "--max-iter", "-2"], "--max-iter -2")
+
+
+def test_input_holding_the_output_columns_is_a_usage_error(small_csv, tmp_path, capsys, no_imputation):
+    import pandas as pd
+
+    long = tmp_path / "long.csv"
+    pd.read_csv(small_csv).assign(**{".imp": 1, ".id": range(60)}).to_csv(long, index=False)
+    _usage_error(capsys, ["impute", str(long), "--out", str(tmp_path / "o.csv")], "['.imp', '.id']")
+
+
 def test_data_the_output_format_cannot_hold_fail_before_imputing(tmp_path, capsys, no_imputation):
     pytest.importorskip("pyarrow")
     import json
@@ -344,6 +418,37 @@ def test_every_table_format_round_trips_through_impute_and_pool(small_csv, tmp_p
     table = fmt.read(pooled, compression)
     assert list(table["term"]) == ["(Intercept)", "x"] and table["estimate"].notna().all()
     assert _files(tmp_path) == sorted(["d.csv", out.name, pooled.name])
+
+
+def test_pool_checks_the_formula_and_the_file_before_fitting(tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    from skmlmi.analysis import OLS
+
+    monkeypatch.setattr(OLS, "fit", lambda *a, **k: pytest.fail("a model was fitted"))
+    long = tmp_path / "long.csv"
+    pd.DataFrame({".imp": [0, 0], ".id": [0, 1], "y": [1.0, None], "x": [1.0, 2.0]}).to_csv(long, index=False)
+    _usage_error(capsys, ["pool", str(long), "--formula", "y ~ x"], "no imputed datasets")
+    pd.DataFrame({".imp": [1, 1], ".id": [0, 1], "y": [1.0, 2.0], "x": [1.0, 2.0]}).to_csv(long, index=False)
+    _usage_error(capsys, ["pool", str(long), "--formula", "y ~ x + z"], "--formula", "'z'")
+    _usage_error(capsys, ["pool", str(long), "--formula", "y x"], "--formula")
+    _usage_error(capsys, ["pool", str(long), "--formula", "y ~ x", "--out", str(tmp_path / "t.xlsx")], "t.xlsx")
+
+
+def test_pool_failure_names_the_imputation_and_is_exit_1(tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    from skmlmi.analysis import OLS
+
+    def singular(self, data):
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    monkeypatch.setattr(OLS, "fit", singular)
+    long = tmp_path / "long.csv"
+    pd.DataFrame({".imp": [1, 1, 1], ".id": [0, 1, 2], "y": [1.0, 2, 3], "x": [1.0, 2, 4]}).to_csv(long, index=False)
+    assert main(["pool", str(long), "--formula", "y ~ x"]) == 1
+    err = capsys.readouterr().err
+    assert "imputation 1" in err and "LinAlgError: Singular matrix" in err and "Traceback" not in err
 
 
 def test_diagnose_checks_before_writing(small_csv, tmp_path, capsys):
