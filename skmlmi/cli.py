@@ -589,13 +589,13 @@ def parse_model(text: str):
     return model
 
 
-def _assignments(items, what):
+def _assignments(items, what, form):
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
-            raise CLIError(f"{what} {item!r}: expected KEY=VALUE")
+            raise CLIError(f"{what} {item!r}: expected {form}")
         if key in out:
             raise CLIError(f"{what} {key} is given twice ({out[key]!r} and {value!r})")
         out[key] = value
@@ -614,7 +614,7 @@ def _roles(items, data, groups, methods) -> dict:
 
     valid = ", ".join(f"{code} ({meaning})" for code, meaning in ROLE_NAMES.items())
     roles: dict = {}
-    for key, text in _assignments(items, "--role").items():
+    for key, text in _assignments(items, "--role", "TARGET:PREDICTOR=CODE").items():
         target, sep, predictor = (part.strip() for part in key.partition(":"))
         if not sep or not target or not predictor:
             raise CLIError(f"--role {key}={text}: expected TARGET:PREDICTOR=CODE")
@@ -669,7 +669,7 @@ def _impute(args) -> int:
     if groups is not None:
         _check_columns(data, [groups], "--groups")
     methods = {}
-    for column, text in _assignments(args.method, "--method").items():
+    for column, text in _assignments(args.method, "--method", "COLUMN=MODEL").items():
         _check_columns(data, [column], f"--method {column}={text}")
         if column == groups:
             raise CLIError(f"--method {column}={text}: {column!r} is the cluster column (--groups), never imputed")
@@ -941,7 +941,7 @@ def _parser() -> argparse.ArgumentParser:
     impute.add_argument(
         "--method",
         action="append",
-        metavar="COL=MODEL",
+        metavar="COLUMN=MODEL",
         help="conditional model of a column, e.g. popular=RandomEffectsNormal or popular=2l.pan; "
         "repeat for more columns (default: by column kind)",
     )

@@ -301,6 +301,8 @@ def test_model_names_are_checked_before_imputing(small_csv, tmp_path, capsys, no
         (["--role", "z:x=1"], ["--role z:x=1", "'z'"]),
         (["--groups", "g", "--method", "g=pmm"], ["'g' is the cluster column"]),
         (["--method", "y=pmm", "--method", "y=norm"], ["--method y is given twice"]),
+        (["--method", "=pmm"], ["--method '=pmm': expected COLUMN=MODEL"]),
+        (["--role", "y:x"], ["--role 'y:x': expected TARGET:PREDICTOR=CODE"]),
     ],
 )
 def test_column_names_are_checked_before_imputing(small_csv, tmp_path, capsys, no_imputation, argv_tail, fragments):
