@@ -1,5 +1,14 @@
 """Command line: ``skmlmi impute``, ``skmlmi pool``, ``skmlmi diagnose``, ``skmlmi demo``.
 
+A thin layer over the package: it reads and writes tables, turns options into estimator
+parameters and reports. Every command checks what it can before any work starts (files,
+table formats and their optional packages, columns, model names, numbers, role codes,
+whether the output can be written) and ends with one of a few exit codes: 0 done, 1 the run
+failed, 2 a usage error, 130 interrupted, 141 standard output closed early. Messages are one
+line on stderr (``skmlmi: error: ...``); ``--debug`` or ``SKMLMI_DEBUG=1`` adds a failure's
+traceback, and ``--quiet`` silences progress and warnings. One table of formats
+(``TABLE_FORMATS``: CSV, TSV, Parquet, Feather, JSON) serves every file read or written.
+
 The demo shows why clustering matters: popmis imputed ignoring the schools, with school
 fixed effects and with random-effects models, each analysed with the random-intercept
 model ``popular ~ sex + texp + (1 | school)`` and pooled (MIPooler), beside the
@@ -9,9 +18,15 @@ complete-case fit.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import sys
 import time
+import traceback
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -190,6 +205,7 @@ def _demo(args) -> int:
     args.m = m if args.m is None else args.m
     args.max_iter = max_iter if args.max_iter is None else args.max_iter
     args.seed = seed if args.seed is None else args.seed
+    _check_numbers(args)
     options = ("display.width", 160, "display.max_columns", 12, "display.float_format", "{:.4f}".format)
     if args.dataset == "impact":
         print(
@@ -254,107 +270,335 @@ R_ALIASES = {
 }
 
 
+#: Exit codes of every command (also in ``skmlmi --help``).
+EXIT_FAILURE = 1  # the run started and failed
+EXIT_USAGE = 2  # the command cannot work as given; found before any work
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+EXIT_BROKEN_PIPE = 141  # standard output closed by its reader (128 + SIGPIPE), as for `yes | head -1`
+#: Environment variable that, set to 1, adds the traceback to a failure's message (as ``--debug``).
+DEBUG_VARIABLE = "SKMLMI_DEBUG"
+
+EXIT_STATUS = f"""\
+exit status:
+  0    done
+  1    the run failed: data the imputer rejects, a model that cannot be fitted, an
+       output that could not be written; one line on stderr ({DEBUG_VARIABLE}=1 or
+       --debug adds the traceback)
+  2    usage error, found before any work starts: an unknown option, file, column,
+       model or table format, an invalid number or role code, an output that cannot
+       be written, a missing optional dependency
+  130  interrupted
+  141  standard output closed early (e.g. `| head -1`): the command stops quietly,
+       with the status of a process ended by SIGPIPE
+"""
+
+
 class CLIError(Exception):
-    """A user error: printed without a traceback, exit code 2."""
+    """A usage error, found before any work: one line on stderr, exit code 2."""
+
+
+class CLIFailure(Exception):
+    """A failure during the run, with the context the user needs: one line on stderr, exit code 1."""
+
+
+# ----------------------------------------------------------------------------- table formats
+@dataclass(frozen=True)
+class TableFormat:
+    """A file format for tables: its name (``--format``), suffixes and the optional package it needs."""
+
+    name: str
+    label: str
+    suffixes: tuple[str, ...]
+    requires: str | None = None  # optional package, installed by the extra below
+    extra: str | None = None
+    compressible: bool = False  # .gz, .bz2 or .xz may follow the suffix
+
+    def read(self, path, compression) -> pd.DataFrame:
+        if self.name in ("csv", "tsv"):
+            # "NA" and empty fields are missing; other strings (e.g. a level called "None") stay data
+            return pd.read_csv(
+                path,
+                sep="\t" if self.name == "tsv" else ",",
+                compression=compression,
+                keep_default_na=False,
+                na_values=["", "NA", "NaN", "nan"],
+            )
+        if self.name == "json":  # read here, not by read_json, whose guesses (dates) vary across pandas versions
+            import bz2
+            import gzip
+            import json
+            import lzma
+
+            opener = {None: open, "gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}[compression]
+            with opener(path, "rt", encoding="utf-8") as file:
+                records = json.load(file)
+            if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+                raise ValueError("expected a list of records, [{column: value, ...}, ...], as --format json writes")
+            return pd.DataFrame(records)
+        return pd.read_parquet(path) if self.name == "parquet" else pd.read_feather(path)
+
+    def write(self, frame: pd.DataFrame, path, compression=None, index: bool = False) -> None:
+        if index and self.name not in ("csv", "tsv"):  # the row labels as a column, which every format keeps
+            frame, index = frame.reset_index(), False
+            if pd.api.types.is_object_dtype(frame.iloc[:, 0]):  # labels of mixed types (e.g. counts and "total")
+                frame[frame.columns[0]] = frame.iloc[:, 0].astype(str)
+        if self.name in ("csv", "tsv"):
+            frame.to_csv(path, sep="\t" if self.name == "tsv" else ",", index=index, compression=compression)
+        elif self.name == "json":
+            frame.to_json(path, orient="records", compression=compression)
+        elif self.name == "parquet":
+            frame.to_parquet(path, index=index)
+        else:
+            frame.reset_index(drop=True).to_feather(path)
+
+
+#: The one table of formats of every command that reads or writes tables: chosen by the file
+#: name's suffix (or ``--format``); anything else is a usage error that lists these.
+TABLE_FORMATS = {
+    f.name: f
+    for f in (
+        TableFormat("csv", "CSV", (".csv",), compressible=True),
+        TableFormat("tsv", "tab-separated", (".tsv", ".tab"), compressible=True),
+        TableFormat("parquet", "Parquet", (".parquet", ".pq"), requires="pyarrow", extra="parquet"),
+        TableFormat("feather", "Feather", (".feather",), requires="pyarrow", extra="parquet"),
+        TableFormat("json", "JSON (records)", (".json",), compressible=True),
+    )
+}
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz"}
+
+
+def _formats_help() -> str:
+    lines = ["table formats, of every file read or written (by the suffix of its name; --format for --out):"]
+    for f in TABLE_FORMATS.values():
+        needs = f'needs {f.requires}: pip install "skmlmi[{f.extra}]"' if f.requires else ""
+        packed = f"also {', '.join(f.suffixes[0] + c for c in COMPRESSIONS)}" if f.compressible else ""
+        details = "; ".join(part for part in (needs, packed) if part)
+        lines.append(f"  {f.name:<8} {', '.join(f.suffixes):<18} {details}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _formats_list() -> str:
+    return ", ".join(f"{f.name} ({', '.join(f.suffixes)})" for f in TABLE_FORMATS.values())
+
+
+def _table_format(path, what: str, given: str | None = None) -> tuple[TableFormat, str | None]:
+    """The format (and compression) of a table file, from its suffix or ``--format``.
+
+    Raises CLIError for an unknown suffix, a suffix that contradicts ``--format``, or a
+    compression suffix on a format that is not compressed that way; the message lists the
+    supported formats.
+    """
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    compression = COMPRESSIONS.get(suffixes[-1]) if suffixes else None
+    if compression:
+        suffixes = suffixes[:-1]
+    suffix = suffixes[-1] if suffixes else None
+    by_suffix = next((f for f in TABLE_FORMATS.values() if suffix in f.suffixes), None)
+    if given is not None:
+        chosen = TABLE_FORMATS[given]
+        if by_suffix is not None and by_suffix is not chosen:
+            raise CLIError(f"{what} {path}: the suffix {suffix} says {by_suffix.name}, but --format is {given}")
+    elif by_suffix is None:
+        shown = f"suffix {suffix!r}" if suffix else "no suffix"
+        raise CLIError(
+            f"{what} {path}: unknown table format ({shown}); supported: {_formats_list()}"
+            + ("; or give --format" if what == "--out" else "")
+        )
+    else:
+        chosen = by_suffix
+    if compression and not chosen.compressible:
+        raise CLIError(f"{what} {path}: {chosen.label} files cannot be compressed with {Path(path).suffix}")
+    return chosen, compression
+
+
+def _require(package: str, extra: str, purpose: str):
+    """Import an optional dependency, or fail with the line that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise CLIError(f'{purpose} needs {package}, which is not installed: pip install "skmlmi[{extra}]"') from None
 
 
 def _read_table(path: str) -> pd.DataFrame:
-    from pathlib import Path
-
     file = Path(path)
     if not file.exists():
         raise CLIError(f"no such file: {path}")
-    if file.suffix.lower() in (".parquet", ".pq"):
-        try:
-            return pd.read_parquet(file)
-        except ImportError as exc:
-            raise CLIError("reading Parquet needs pyarrow: pip install pyarrow") from exc
     if file.is_dir():
         raise CLIError(f"{path} is a directory, not a data file")
-    # "NA" and empty fields are missing; other strings (e.g. a level called "None") stay data
-    sep = "\t" if file.suffix.lower() in (".tsv", ".tab") else ","
+    fmt, compression = _table_format(path, "input")
+    if fmt.requires:
+        _require(fmt.requires, fmt.extra, f"reading {fmt.label} ({path})")
+    if not os.access(file, os.R_OK):
+        raise CLIError(f"{path} cannot be read: permission denied")
     try:
-        frame = pd.read_csv(file, sep=sep, keep_default_na=False, na_values=["", "NA", "NaN", "nan"])
+        frame = fmt.read(file, compression)
     except pd.errors.EmptyDataError:
         raise CLIError(f"{path} is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise CLIError(f"{path} could not be read as a CSV file: {exc}") from None
-    if frame.shape[1] == 1 and any(c in str(frame.columns[0]) for c in ";\t|"):
+    except Exception as exc:  # whatever the parser says, the file is not a table of this format
+        raise CLIError(f"{path} could not be read as a {fmt.label} file: {_one_line(exc)}") from None
+    if fmt.name == "csv" and frame.shape[1] == 1 and any(c in str(frame.columns[0]) for c in ";\t|"):
         raise CLIError(
             f"{path} was read as one column {str(frame.columns[0])!r}: the fields must be separated by "
             "commas (or tabs in a .tsv file)"
         )
     if len(frame) == 0:
-        raise CLIError(f"{path} has a header but no rows")
+        raise CLIError(f"{path} has a header but no rows" if frame.shape[1] else f"{path} is empty")
     return frame
 
 
-def _check_output(path: str) -> None:
-    """Fail before the imputation, not after it, when the output cannot be written."""
-    from pathlib import Path
-
-    parent = Path(path).resolve().parent
-    if not parent.is_dir():
+def _output_file(path: str, given_format: str | None, inputs=()) -> tuple[TableFormat, str | None]:
+    """Check, before any work, that a table can be written to ``--out``: format known, its
+    package installed, the file writable and not one of the inputs. Returns the format."""
+    file = Path(path)
+    if file.is_dir():
+        raise CLIError(f"--out {path} is a directory; give a file name ({_formats_list()})")
+    fmt, compression = _table_format(path, "--out", given_format)
+    if fmt.requires:
+        _require(fmt.requires, fmt.extra, f"writing {fmt.label} ({path})")
+    parent = file.absolute().parent
+    if not parent.exists():
         raise CLIError(f"--out {path}: the directory {parent} does not exist")
-    if Path(path).is_dir():
-        raise CLIError(f"--out {path} is a directory; give a file name (.csv or .parquet)")
+    if not parent.is_dir():
+        raise CLIError(f"--out {path}: {parent} is not a directory")
+    if file.exists():
+        if any(Path(source).exists() and os.path.samefile(file, source) for source in inputs):
+            raise CLIError(f"--out {path} is the input file; write the output elsewhere so the data are kept")
+        if not os.access(file, os.W_OK):
+            raise CLIError(f"--out {path} exists and is not writable")
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise CLIError(f"--out {path}: the directory {parent} is not writable")
+    return fmt, compression
 
 
-def _write_table(frame: pd.DataFrame, path: str) -> None:
-    if path.lower().endswith((".parquet", ".pq")):
-        frame.to_parquet(path, index=False)
-    else:
-        frame.to_csv(path, index=False)
+def _output_directory(path: str) -> Path:
+    """Check, before any work, that ``--out`` is a directory that exists or can be made, and
+    that it is writable."""
+    directory = Path(path).absolute()
+    if directory.exists() and not directory.is_dir():
+        raise CLIError(f"--out {path} exists and is not a directory")
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CLIError(f"--out {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CLIError(f"--out {path}: the directory {existing} is not writable")
+    return Path(path)
+
+
+def _check_writable(frame: pd.DataFrame, fmt: TableFormat, path: str) -> None:
+    """Serialise the input data to memory in the output's format, so that what the format cannot
+    hold (say, a column of numbers and strings in Parquet) is found before the imputation."""
+    import io
+
+    if fmt.name in ("csv", "tsv"):
+        return  # text holds anything
+    try:
+        fmt.write(frame, io.StringIO() if fmt.name == "json" else io.BytesIO())
+    except Exception as exc:
+        raise CLIError(f"--out {path}: the data cannot be written as {fmt.label}: {_one_line(exc)}") from None
+
+
+def _write_table(frame, path: str, fmt: TableFormat, compression=None, index: bool = False) -> None:
+    """Write a table whole or not at all: into a temporary file beside ``path``, then renamed,
+    so a failure leaves neither a partial file nor a damaged earlier one."""
+    if isinstance(frame, pd.Series):
+        frame = frame.to_frame()
+    target = Path(path)
+    try:
+        if target.is_symlink() or (target.exists() and not target.is_file()):  # a link, /dev/null, a pipe
+            fmt.write(frame, target, compression, index)
+            return
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            fmt.write(frame, temporary, compression, index)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+    except Exception as exc:
+        raise CLIFailure(f"could not write {path} ({fmt.label}): {type(exc).__name__}: {_one_line(exc)}") from exc
+
+
+# ----------------------------------------------------------------------------- checks before the work
+def _check_numbers(args) -> None:
+    """The numeric options of the commands that impute, checked before anything runs."""
+    if args.m is not None and args.m < 1:
+        raise CLIError(f"--m {args.m}: the number of imputations must be at least 1")
+    if args.max_iter is not None and args.max_iter < 0:
+        raise CLIError(f"--max-iter {args.max_iter}: the iterations per chain must be 0 or more")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise CLIError(f"--seed {args.seed}: the seed must be an integer from 0 to 2**32 - 1 = {2**32 - 1}")
+    if args.n_jobs == 0:
+        raise CLIError("--n-jobs 0: give the number of chains to run in parallel (1 or more, or -1 for all cores)")
+
+
+def _model_classes() -> dict:
+    """The models ``--method`` may name: every public conditional model, discovered (no list to keep)."""
+    from .conditional.base import all_conditional_models
+
+    return {cls.__name__: cls for cls in all_conditional_models()}
+
+
+def _unknown_model(name: str, models: dict) -> str:
+    import difflib
+
+    choices = sorted(models) + sorted(R_ALIASES)
+    folded = {c.lower(): c for c in choices}
+    close = folded.get(name.lower()) or next(iter(difflib.get_close_matches(name, choices, n=1)), None)
+    what = " (the abstract base class of the models, not a model)" if name == "BaseConditionalImputer" else ""
+    hint = f"; did you mean {close}?" if close else ""
+    return (
+        f"unknown model {name!r}{what}{hint} (models: {', '.join(sorted(models))}; "
+        f"R names: {', '.join(sorted(R_ALIASES))})"
+    )
 
 
 def parse_model(text: str):
-    """A conditional model from ``Name`` or ``Name(key=value, ...)`` (R method names too)."""
-    import ast
+    """A conditional model from ``Name`` or ``Name(key=value, ...)`` (R method names too).
 
-    from . import conditional
+    Raises CLIError (a usage error) for a name that is not a conditional model, settings that
+    are not literal keywords, or settings the model rejects.
+    """
+    import ast
 
     text = R_ALIASES.get(text.strip(), text.strip())
     name, _, rest = text.partition("(")
-    cls = getattr(conditional, name.strip(), None)
-    if not isinstance(cls, type) or not issubclass(cls, conditional.BaseConditionalImputer):
-        known = sorted(
-            c
-            for c in conditional.__all__
-            if c[0].isupper() and c not in ("ROLE_NAMES", "Draw", "DrawContext", "BaseConditionalImputer")
-        )
-        raise CLIError(
-            f"unknown model {name!r}; choose one of {', '.join(known)} or an R name ({', '.join(sorted(R_ALIASES))})"
-        )
+    name = name.strip()
+    models = _model_classes()
+    if name not in models:
+        raise CLIError(_unknown_model(name, models))
     kwargs = {}
     if rest:
         try:
             call = ast.parse(f"f({rest}", mode="eval").body
             if not isinstance(call, ast.Call) or call.args or any(kw.arg is None for kw in call.keywords):
-                raise CLIError(f"model {text!r}: give the settings as keywords, e.g. {name.strip()}(key=value)")
+                raise CLIError(f"model {text!r}: give the settings as keywords, e.g. {name}(key=value)")
             kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
-        except (SyntaxError, ValueError) as exc:
+        except (SyntaxError, ValueError, RecursionError) as exc:
             raise CLIError(
                 f"model {text!r}: settings must be key=value with literal values (numbers, quoted "
                 f"strings, True/False/None): {exc}"
             ) from None
     try:
-        model = cls(**kwargs)
-    except TypeError as exc:
-        raise CLIError(f"model {text!r}: {exc}") from None
-    try:
+        model = models[name](**kwargs)
         model._validate_params()
-    except ValueError as exc:  # sklearn's InvalidParameterError
-        raise CLIError(f"model {text!r}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # ValueError: sklearn's InvalidParameterError
+        raise CLIError(f"model {text!r}: {_one_line(exc)}") from None
     return model
 
 
-def _assignments(items, what):
+def _assignments(items, what, form):
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
         if not sep or not key or not value:
-            raise CLIError(f"{what} {item!r}: expected KEY=VALUE")
-        out[key.strip()] = value.strip()
+            raise CLIError(f"{what} {item!r}: expected {form}")
+        if key in out:
+            raise CLIError(f"{what} {key} is given twice ({out[key]!r} and {value!r})")
+        out[key] = value
     return out
 
 
@@ -364,26 +608,74 @@ def _check_columns(data, names, what):
         raise CLIError(f"{what}: unknown column(s) {unknown}; the data have {list(data.columns)}")
 
 
+def _roles(items, data, groups, methods) -> dict:
+    """The ``--role`` entries as a predictor matrix (predictor -> target -> code), each checked."""
+    from .conditional.base import ROLE_NAMES, models_accepting
+
+    valid = ", ".join(f"{code} ({meaning})" for code, meaning in ROLE_NAMES.items())
+    roles: dict = {}
+    for key, text in _assignments(items, "--role", "TARGET:PREDICTOR=CODE").items():
+        target, sep, predictor = (part.strip() for part in key.partition(":"))
+        if not sep or not target or not predictor:
+            raise CLIError(f"--role {key}={text}: expected TARGET:PREDICTOR=CODE")
+        _check_columns(data, [target, predictor], f"--role {key}={text}")
+        try:
+            code = int(text)
+        except ValueError:
+            raise CLIError(f"--role {key}={text}: the code must be an integer, one of {valid}") from None
+        if code not in ROLE_NAMES:
+            raise CLIError(f"--role {key}={text}: {code} is not a role code; valid codes: {valid}")
+        if target == predictor and code != 0:
+            raise CLIError(f"--role {key}={text}: a variable cannot predict itself")
+        if target == groups:
+            raise CLIError(f"--role {key}={text}: {target!r} is the cluster column (--groups), which is never imputed")
+        if predictor == groups and code not in (-2, 0, 1):
+            raise CLIError(
+                f"--role {key}={text}: the cluster column may only be coded -2 (cluster identifier), "
+                "1 (cluster fixed effects) or 0 (not used)"
+            )
+        if code == -2 and predictor != groups:
+            raise CLIError(
+                f"--role {key}={text}: only the cluster column (--groups{' ' + groups if groups else ''}) "
+                "can be coded -2"
+            )
+        model = methods.get(target)
+        if model is not None and predictor == groups and code == 1 and not model.supports_fixed_clusters:
+            raise CLIError(f"--role {key}={text}: {type(model).__name__} cannot absorb cluster fixed effects")
+        if model is not None and predictor != groups and code not in (0, 1) and code not in model.accepted_roles:
+            raise CLIError(
+                f"--role {key}={text}: {type(model).__name__} cannot honour code {code} ({ROLE_NAMES[code]}); "
+                f"models that can: {', '.join(models_accepting(code))}"
+            )
+        roles.setdefault(predictor, {})[target] = code
+    return roles
+
+
+# ----------------------------------------------------------------------------- commands
 def _impute(args) -> int:
     from .imputer import MultilevelIterativeImputer
 
+    # everything that can be checked is checked before the chains start
+    fmt, compression = _output_file(args.out, args.format, inputs=[args.data])
+    _check_numbers(args)
     data = _read_table(args.data)
+    reserved = [c for c in (".imp", ".id") if c in data.columns]
+    if reserved:
+        raise CLIError(
+            f"{args.data} has column(s) {reserved}, which the long-format output adds (is it an imputed file?); "
+            "rename or drop them"
+        )
     groups = args.groups
     if groups is not None:
         _check_columns(data, [groups], "--groups")
-    methods = {column: parse_model(model) for column, model in _assignments(args.method, "--method").items()}
-    _check_columns(data, list(methods), "--method")
-    roles: dict = {}
-    for key, code in _assignments(args.role, "--role").items():
-        target, sep, predictor = key.partition(":")
-        if not sep:
-            raise CLIError(f"--role {key}={code}: expected TARGET:PREDICTOR=CODE")
-        _check_columns(data, [target, predictor], "--role")
-        try:
-            roles.setdefault(predictor, {})[target] = int(code)
-        except ValueError:
-            raise CLIError(f"--role {key}={code}: the code must be an integer (0, 1, 2, 3, 4, -2, -3 or -4)") from None
-    _check_output(args.out)
+    methods = {}
+    for column, text in _assignments(args.method, "--method", "COLUMN=MODEL").items():
+        _check_columns(data, [column], f"--method {column}={text}")
+        if column == groups:
+            raise CLIError(f"--method {column}={text}: {column!r} is the cluster column (--groups), never imputed")
+        methods[column] = parse_model(text)
+    roles = _roles(args.role, data, groups, methods)
+    _check_writable(data, fmt, args.out)
     imputer = MultilevelIterativeImputer(
         methods=methods or None,
         predictor_matrix=roles or None,
@@ -393,16 +685,21 @@ def _impute(args) -> int:
         n_jobs=args.n_jobs,
         verbose=0 if args.quiet else 1,
     )
+    try:
+        imputer._validate_params()
+    except ValueError as exc:
+        raise CLIError(_one_line(exc)) from None
     start = time.perf_counter()
     sets = imputer.fit_transform_all(data, groups=groups)
     long = sets.long(include_original=data if args.include_original else None)
-    _write_table(long, args.out)
-    print(
-        f"imputed {len(imputer.incomplete_columns_)} column(s) {imputer.incomplete_columns_} in "
-        f"{time.perf_counter() - start:.1f} s; wrote {len(long)} rows (m = {args.m}, long format with .imp, .id) "
-        f"to {args.out}",
-        file=sys.stderr,
-    )
+    _write_table(long, args.out, fmt, compression)
+    if not args.quiet:
+        print(
+            f"imputed {len(imputer.incomplete_columns_)} column(s) {imputer.incomplete_columns_} in "
+            f"{time.perf_counter() - start:.1f} s; wrote {len(long)} rows (m = {args.m}, long format with .imp, "
+            f".id) to {args.out}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -410,22 +707,40 @@ def _pool(args) -> int:
     from .analysis import GLM, OLS, LinearMixedModel, LogisticMixedModel, parse_formula
     from .pooling import pool
 
+    out = _output_file(args.out, args.format, inputs=[args.file]) if args.out else None
     long = _read_table(args.file)
-    if ".imp" not in long.columns:
-        raise CLIError(f"{args.file} has no .imp column: expected the long format written by `skmlmi impute`")
+    absent = [c for c in (".imp", ".id") if c not in long.columns]
+    if absent:
+        raise CLIError(
+            f"{args.file} has {' and '.join(f'no {c} column' for c in absent)}: expected the long format written "
+            "by `skmlmi impute`"
+        )
+    numbers = pd.to_numeric(long[".imp"], errors="coerce")
+    if numbers.isna().any() or (numbers % 1 != 0).any():
+        raise CLIError(f"{args.file}: the .imp column must hold the imputation numbers (whole numbers)")
+    long = long.assign(**{".imp": numbers.astype(int)})
     long = long[long[".imp"] > 0]
-    parsed = parse_formula(args.formula)
-    mixed = parsed.is_mixed
+    if long.empty:
+        raise CLIError(f"{args.file} holds no imputed datasets (rows with .imp > 0)")
+    try:
+        parsed = parse_formula(args.formula)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"--formula: {_one_line(exc)}") from None
+    if parsed.response is None:
+        raise CLIError(f"--formula {args.formula!r} has no response (write it as 'y ~ x + ...')")
+    _check_columns(long, parsed.variables, f"--formula {args.formula!r}")
     if args.family == "binomial":
-        model = LogisticMixedModel(args.formula) if mixed else GLM(args.formula, family="binomial")
+        model = LogisticMixedModel(args.formula) if parsed.is_mixed else GLM(args.formula, family="binomial")
     else:
-        model = LinearMixedModel(args.formula) if mixed else OLS(args.formula)
+        model = LinearMixedModel(args.formula) if parsed.is_mixed else OLS(args.formula)
     fits = []
-    for _, data in long.groupby(".imp", sort=True):
+    for number, data in long.groupby(".imp", sort=True):
         try:
             fits.append(type(model)(**model.get_params()).fit(data.drop(columns=[".imp", ".id"])))
-        except (KeyError, ValueError) as exc:
-            raise CLIError(f"the analysis model failed: {exc}") from exc
+        except Exception as exc:
+            raise CLIFailure(
+                f"the analysis model failed on imputation {number}: {type(exc).__name__}: {_one_line(exc)}"
+            ) from exc
     names = list(fits[0].coef_.index)
     estimates = np.stack([f.coef_[names].to_numpy() for f in fits])
     covariances = np.stack([f.cov_params_.loc[names, names].to_numpy() for f in fits])
@@ -437,11 +752,19 @@ def _pool(args) -> int:
             vc = pd.concat([f.variance_components_ for f in fits], axis=1).mean(axis=1)
             print("\nvariance components (mean over imputations):")
             print(vc.to_string())
+    if out is not None:
+        _write_table(table, args.out, *out, index=True)
     return 0
 
 
 def _diagnose(args) -> int:
-    from pathlib import Path
+    fmt = TABLE_FORMATS[args.format]
+    if fmt.requires:
+        _require(fmt.requires, fmt.extra, f"writing {fmt.label} tables")
+    _require("matplotlib", "plot", "skmlmi diagnose (its plots)")
+    out = _output_directory(args.out)
+    data = _read_table(args.data)
+    _check_columns(data, [args.groups], "--groups")
 
     import matplotlib
 
@@ -449,35 +772,147 @@ def _diagnose(args) -> int:
     from . import diagnostics
     from .recommend import recommend_methods
 
-    data = _read_table(args.data)
-    _check_columns(data, [args.groups], "--groups")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    fig, _, pattern = diagnostics.plot_pattern(data)
-    fig.savefig(out / "pattern.png", dpi=100)
-    pattern.to_csv(out / "pattern.csv")
-    fig, _, by_cluster = diagnostics.plot_missing_by_cluster(data, args.groups)
-    fig.savefig(out / "missing_by_cluster.png", dpi=100)
-    by_cluster.to_csv(out / "missing_by_cluster.csv")
+    pattern_plot, _, pattern = diagnostics.plot_pattern(data)
+    cluster_plot, _, by_cluster = diagnostics.plot_missing_by_cluster(data, args.groups)
     iccs = diagnostics.icc(data, args.groups)
     recommended = recommend_methods(data, args.groups)
-    recommended.assign(method=recommended["method"].map(repr)).to_csv(out / "recommended_methods.csv", index=False)
-    iccs.to_csv(out / "icc.csv")
+    out.mkdir(parents=True, exist_ok=True)
+    pattern_plot.savefig(out / "pattern.png", dpi=100)
+    cluster_plot.savefig(out / "missing_by_cluster.png", dpi=100)
+    tables = {
+        "pattern": (pattern, True),
+        "missing_by_cluster": (by_cluster, True),
+        "recommended_methods": (recommended.assign(method=recommended["method"].map(repr)), False),
+        "icc": (iccs, True),
+    }
+    for name, (table, index) in tables.items():
+        _write_table(table, out / f"{name}{fmt.suffixes[0]}", fmt, index=index)
     with pd.option_context("display.width", 160, "display.max_colwidth", 60):
         print("ICC per variable (observed values):")
         print(iccs.to_string())
         print("\nrecommended conditional models:")
         print(recommended[["column", "pattern", "method", "reason"]].to_string(index=False))
-    print(f"\nwrote pattern.png, missing_by_cluster.png and tables to {out}", file=sys.stderr)
+    if not args.quiet:
+        print(f"\nwrote pattern.png, missing_by_cluster.png and tables ({fmt.label}) to {out}", file=sys.stderr)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``skmlmi`` command; returns the exit code (0 ok, 2 usage error)."""
-    parser = argparse.ArgumentParser(prog="skmlmi", description="Multiple imputation of multilevel data.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """Entry point of the ``skmlmi`` command.
 
-    demo = sub.add_parser("demo", help="run a worked example", description="Run a worked example.")
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``skmlmi`` (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit code: 0 done; 1 the run failed (one line on stderr, the traceback with
+        ``--debug`` or ``SKMLMI_DEBUG=1``); 2 a usage error, found before any work; 130
+        interrupted; 141 standard output closed by its reader (``| head``), without a
+        message. ``--help``, ``--version`` and argparse's own usage errors raise
+        ``SystemExit`` with 0 or 2, as argparse does.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_VARIABLE, "").strip() not in ("", "0")
+    try:
+        with _messages(quiet=args.quiet), np.printoptions(precision=4):
+            code = int(args.run(args))
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _detach_stdout()
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print("skmlmi: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except CLIError as exc:
+        print(f"skmlmi: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # a failure during the run: one line, the traceback on request
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        message = _one_line(exc) if isinstance(exc, CLIFailure) else f"{type(exc).__name__}: {_one_line(exc)}"
+        hint = "" if debug else f" (--debug or {DEBUG_VARIABLE}=1 for the traceback)"
+        print(f"skmlmi: error: {message}{hint}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _one_line(exc) -> str:
+    """An exception's message on one line (the lines of a multi-line message joined)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
+
+
+def _detach_stdout() -> None:
+    """Point standard output at devnull, so that the interpreter's final flush into a closed
+    pipe does not print "Exception ignored ... BrokenPipeError" (the recipe of Python's
+    ``signal`` documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (e.g. captured in tests)
+        pass
+
+
+@contextlib.contextmanager
+def _messages(quiet: bool):
+    """Warnings and logging during a command: one line each (``skmlmi: warning: ...``), or none
+    with ``--quiet`` (worker processes started meanwhile included); errors print either way.
+    The previous settings are restored afterwards."""
+    logging_level, environment = logging.root.manager.disable, os.environ.get("PYTHONWARNINGS")
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")
+            logging.disable(logging.WARNING)
+            os.environ["PYTHONWARNINGS"] = "ignore"
+        else:
+            warnings.showwarning = _show_warning
+        try:
+            yield
+        finally:
+            logging.disable(logging_level)
+            if environment is None:
+                os.environ.pop("PYTHONWARNINGS", None)
+            else:
+                os.environ["PYTHONWARNINGS"] = environment
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    name = "warning" if category is UserWarning else f"warning: {category.__name__}"
+    print(f"skmlmi: {name}: {_one_line(message)}", file=sys.stderr if file is None else file)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's layout, except that text with line breaks (the epilogs' tables) is kept as written."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="skmlmi",
+        description="Multiple imputation of multilevel data.",
+        epilog=EXIT_STATUS + "\n" + _formats_help(),
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"skmlmi {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress messages and no warnings; errors still print")
+    common.add_argument("--debug", action="store_true", help=f"the traceback of a failure (as {DEBUG_VARIABLE}=1)")
+    options = {"parents": [common], "epilog": EXIT_STATUS, "formatter_class": _HelpFormatter}
+    writes = {**options, "epilog": EXIT_STATUS + "\n" + _formats_help()}
+    formats = list(TABLE_FORMATS)
+
+    demo = sub.add_parser("demo", help="run a worked example", description="Run a worked example.", **options)
     demo.add_argument(
         "dataset",
         choices=["popmis", "impact", "obesity"],
@@ -493,18 +928,20 @@ def main(argv: list[str] | None = None) -> int:
 
     impute = sub.add_parser(
         "impute",
-        help="impute a CSV/Parquet file",
+        **writes,
+        help="impute a data file",
         description=(
-            "Impute DATA (CSV or Parquet) with m chains and write the completed datasets in long format "
-            "(.imp, .id columns, like mice::complete(imp, 'long'))."
+            "Impute DATA with m chains and write the completed datasets in long format (.imp, .id columns, like "
+            "mice::complete(imp, 'long')). Options, columns, models, numbers and the output are checked before "
+            "the imputation starts."
         ),
     )
-    impute.add_argument("data", help="input file (.csv or .parquet); empty fields and NA are missing")
+    impute.add_argument("data", help="input file (a table format below); empty fields and NA are missing")
     impute.add_argument("--groups", help="cluster column")
     impute.add_argument(
         "--method",
         action="append",
-        metavar="COL=MODEL",
+        metavar="COLUMN=MODEL",
         help="conditional model of a column, e.g. popular=RandomEffectsNormal or popular=2l.pan; "
         "repeat for more columns (default: by column kind)",
     )
@@ -514,17 +951,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="TARGET:PREDICTOR=CODE",
         help="predictor-matrix entry (mice codes: 0, 1, 2, 3, 4, -2, -3, -4); repeatable",
     )
-    impute.add_argument("--m", type=int, default=5, help="number of imputations (default 5)")
-    impute.add_argument("--max-iter", type=int, default=10, help="iterations per chain (default 10)")
-    impute.add_argument("--seed", type=int, default=None, help="random seed")
-    impute.add_argument("--n-jobs", type=int, default=None, help="chains run in parallel (default 1)")
-    impute.add_argument("--out", required=True, help="output file (.csv or .parquet)")
+    impute.add_argument("--m", type=int, default=5, help="number of imputations, 1 or more (default 5)")
+    impute.add_argument("--max-iter", type=int, default=10, help="iterations per chain, 0 or more (default 10)")
+    impute.add_argument("--seed", type=int, default=None, help="random seed, 0 to 2**32 - 1")
+    impute.add_argument("--n-jobs", type=int, default=None, help="chains run in parallel (default 1; -1: all cores)")
+    impute.add_argument("--out", required=True, help="output file; its suffix gives the format (see below)")
+    impute.add_argument("--format", choices=formats, help="format of --out, where its suffix does not say")
     impute.add_argument("--include-original", action="store_true", help="also write the incomplete data as .imp 0")
-    impute.add_argument("--quiet", action="store_true", help="no progress messages")
     impute.set_defaults(run=_impute)
 
     pooling = sub.add_parser(
         "pool",
+        **writes,
         help="fit a model on each imputation and pool",
         description=(
             "Fit an analysis model (lme4-style formula) on each completed dataset of a long-format file and pool "
@@ -535,31 +973,27 @@ def main(argv: list[str] | None = None) -> int:
     pooling.add_argument("--formula", required=True, help='e.g. "popular ~ sex + texp + (1 | school)"')
     pooling.add_argument("--family", choices=["gaussian", "binomial"], default="gaussian", help="default gaussian")
     pooling.add_argument("--large-sample", action="store_true", help="large-sample df (mitml's default)")
+    pooling.add_argument("--out", help="also write the pooled table (one row per term) to this file")
+    pooling.add_argument("--format", choices=formats, help="format of --out, where its suffix does not say")
     pooling.set_defaults(run=_pool)
 
     diagnose = sub.add_parser(
         "diagnose",
+        **writes,
         help="missing-data pattern, ICC, recommended models",
         description=(
             "Describe the missing data of DATA: pattern, sporadic vs systematic missingness per cluster, ICC per "
-            "variable and the recommended conditional models, with plots written to --out."
+            "variable and the recommended conditional models, with plots (needs matplotlib) and tables written "
+            "to --out."
         ),
     )
-    diagnose.add_argument("data", help="input file (.csv or .parquet)")
+    diagnose.add_argument("data", help="input file (a table format below)")
     diagnose.add_argument("--groups", required=True, help="cluster column")
-    diagnose.add_argument("--out", required=True, help="output directory")
+    diagnose.add_argument("--out", required=True, help="output directory (made if absent)")
+    diagnose.add_argument("--format", choices=formats, default="csv", help="format of the tables (default csv)")
     diagnose.set_defaults(run=_diagnose)
 
-    args = parser.parse_args(argv)
-    np.set_printoptions(precision=4)
-    try:
-        return int(args.run(args))
-    except CLIError as exc:
-        print(f"skmlmi {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, KeyError, OSError) as exc:
-        print(f"skmlmi {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+    return parser
 
 
 if __name__ == "__main__":  # pragma: no cover

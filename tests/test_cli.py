@@ -1,5 +1,8 @@
 """The command line."""
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -129,3 +132,397 @@ def test_demo_impact_prints_terms_against_complete_data(capsys):
     assert "recommended (multilevel): difference / SE" in table.columns
     # even a tiny run lands within a few complete-data SEs of the complete-data log-odds
     assert (table["recommended (multilevel): difference / SE"].abs() < 4).all()
+
+
+# --------------------------------------------------------------------------- checks before the work, exit codes
+@pytest.fixture
+def small_csv(tmp_path):
+    """60 rows in 6 clusters, y missing in about a fifth of them: imputed in well under a second."""
+    import pandas as pd
+
+    rng = np.random.default_rng(11)
+    data = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "x": rng.normal(size=60), "y": rng.normal(size=60)})
+    data.loc[rng.random(60) < 0.2, "y"] = np.nan
+    path = tmp_path / "d.csv"
+    data.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def no_imputation(monkeypatch):
+    """Fail the test if a chain would run: the checks under test must come first."""
+    from skmlmi import MultilevelIterativeImputer
+
+    def started(*args, **kwargs):
+        raise AssertionError("the imputation started")
+
+    monkeypatch.setattr(MultilevelIterativeImputer, "fit_transform_all", started)
+    monkeypatch.setattr(MultilevelIterativeImputer, "fit", started)
+
+
+def _files(directory):
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+def _usage_error(capsys, argv, *fragments):
+    """Run argv; assert exit code 2 and one line ``skmlmi: error: ...`` holding every fragment."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("skmlmi: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    return err
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("d.csv/out.csv", "is not a directory"),  # the parent is a regular file (holds for root too)
+        ("absent/out.csv", "does not exist"),
+        ("existing_dir", "is a directory"),
+        ("d.csv", "is the input file"),
+    ],
+)
+def test_unwritable_output_is_a_usage_error_before_imputing(small_csv, tmp_path, capsys, no_imputation, out, message):
+    (tmp_path / "existing_dir").mkdir()
+    before = _files(tmp_path)
+    target = str(tmp_path / out)
+    _usage_error(capsys, ["impute", str(small_csv), "--groups", "g", "--out", target], "--out", out, message)
+    assert _files(tmp_path) == before
+    assert small_csv.read_text().startswith("g,x,y")  # the input is untouched
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_directory_or_file_is_a_usage_error_before_imputing(small_csv, tmp_path, capsys, no_imputation):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "old.csv").write_text("kept\n")
+    locked.chmod(0o555)
+    try:
+        _usage_error(capsys, ["impute", str(small_csv), "--out", str(locked / "new.csv")], "not writable")
+        (locked / "old.csv").chmod(0o444)
+        _usage_error(capsys, ["impute", str(small_csv), "--out", str(locked / "old.csv")], "not writable")
+        assert sorted(p.name for p in locked.iterdir()) == ["old.csv"]
+        assert (locked / "old.csv").read_text() == "kept\n"
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("argv_tail", "fragments"),
+    [
+        (["--out", "o.xlsx"], ["o.xlsx", "'.xlsx'", "csv (.csv)", "parquet", "feather", "json"]),
+        (["--out", "o"], ["no suffix", "csv (.csv)"]),
+        (["--out", "o.parquet.gz"], ["cannot be compressed"]),
+        (["--out", "o.parquet", "--format", "csv"], ["says parquet", "--format is csv"]),
+    ],
+)
+def test_unknown_output_format_is_a_usage_error_listing_the_formats(
+    small_csv, tmp_path, capsys, monkeypatch, no_imputation, argv_tail, fragments
+):
+    # before, --out o.xlsx imputed everything and wrote CSV text into a file named .xlsx
+    monkeypatch.chdir(tmp_path)
+    before = _files(tmp_path)
+    _usage_error(capsys, ["impute", str(small_csv), "--groups", "g", *argv_tail], *fragments)
+    assert _files(tmp_path) == before
+
+
+def test_input_of_unknown_format_is_a_usage_error(tmp_path, capsys, no_imputation):
+    sheet = tmp_path / "d.xlsx"
+    sheet.write_bytes(b"PK\x03\x04 not a table")
+    _usage_error(capsys, ["impute", str(sheet), "--out", str(tmp_path / "o.csv")], "d.xlsx", "unknown table format")
+    _usage_error(capsys, ["diagnose", str(sheet), "--groups", "g", "--out", str(tmp_path / "r")], "d.xlsx")
+    assert _files(tmp_path) == ["d.xlsx"]
+
+
+@pytest.mark.parametrize(("out", "label"), [("o.parquet", "Parquet"), ("o.feather", "Feather")])
+def test_missing_pyarrow_names_the_pip_line_before_imputing(
+    small_csv, tmp_path, capsys, monkeypatch, no_imputation, out, label
+):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` now fails
+    stored = tmp_path / f"in_{out}"
+    stored.write_bytes(b"PAR1")
+    before = _files(tmp_path)
+    argv = ["impute", str(small_csv), "--groups", "g", "--out", str(tmp_path / out)]
+    _usage_error(capsys, argv, f"writing {label}", "needs pyarrow", 'pip install "skmlmi[parquet]"')
+    _usage_error(capsys, ["pool", str(stored), "--formula", "y ~ x"], f"reading {label}", "skmlmi[parquet]")
+    assert _files(tmp_path) == before
+
+
+def test_diagnose_without_matplotlib_names_the_pip_line_and_writes_nothing(small_csv, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    argv = ["diagnose", str(small_csv), "--groups", "g", "--out", str(tmp_path / "report")]
+    _usage_error(capsys, argv, "needs matplotlib", 'pip install "skmlmi[plot]"')
+    assert not (tmp_path / "report").exists()
+
+
+def test_the_extras_the_messages_name_exist():
+    import tomllib
+    from pathlib import Path
+
+    from skmlmi.cli import TABLE_FORMATS
+
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for fmt in TABLE_FORMATS.values():
+        if fmt.requires:
+            assert any(dep.startswith(fmt.requires) for dep in extras[fmt.extra]), fmt.name
+    assert any(dep.startswith("matplotlib") for dep in extras["plot"])
+
+
+@pytest.mark.parametrize(
+    ("model", "fragments"),
+    [
+        ("BaseConditionalImputer", ["unknown model 'BaseConditionalImputer'", "abstract base class"]),
+        ("Draw", ["unknown model 'Draw'"]),
+        ("ROLE_NAMES", ["unknown model 'ROLE_NAMES'"]),
+        ("base", ["unknown model 'base'"]),
+        ("2l.foo", ["unknown model '2l.foo'"]),
+        ("randomeffectsnormal", ["did you mean RandomEffectsNormal?"]),
+    ],
+)
+def test_model_names_are_checked_before_imputing(small_csv, tmp_path, capsys, no_imputation, model, fragments):
+    # before, y=BaseConditionalImputer ended in an AttributeError traceback
+    argv = ["impute", str(small_csv), "--groups", "g", "--method", f"y={model}", "--out", str(tmp_path / "o.csv")]
+    err = _usage_error(capsys, argv, *fragments)
+    assert "RandomEffectsNormal" in err and "2l.pan" in err  # the available names are listed
+    assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv_tail", "fragments"),
+    [
+        (["--groups", "school"], ["--groups", "'school'"]),
+        (["--method", "z=pmm"], ["--method z=pmm", "'z'"]),
+        (["--role", "y:z=1"], ["--role y:z=1", "'z'"]),
+        (["--role", "z:x=1"], ["--role z:x=1", "'z'"]),
+        (["--groups", "g", "--method", "g=pmm"], ["'g' is the cluster column"]),
+        (["--method", "y=pmm", "--method", "y=norm"], ["--method y is given twice"]),
+        (["--method", "=pmm"], ["--method '=pmm': expected COLUMN=MODEL"]),
+        (["--role", "y:x"], ["--role 'y:x': expected TARGET:PREDICTOR=CODE"]),
+    ],
+)
+def test_column_names_are_checked_before_imputing(small_csv, tmp_path, capsys, no_imputation, argv_tail, fragments):
+    _usage_error(capsys, ["impute", str(small_csv), "--out", str(tmp_path / "o.csv"), *argv_tail], *fragments)
+    assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv_tail", "fragments"),
+    [
+        (["--m", "0"], ["--m 0", "at least 1"]),
+        (["--max-iter", "-1"], ["--max-iter -1", "0 or more"]),
+        (["--seed", "-1"], ["--seed -1"]),
+        (["--n-jobs", "0"], ["--n-jobs 0"]),
+        (["--role", "y:x=7"], ["--role y:x=7", "7 is not a role code", "-2 (cluster identifier)"]),
+        (["--role", "y:y=1"], ["cannot predict itself"]),
+        (["--role", "y:x=-2"], ["only the cluster column"]),
+        (["--role", "y:g=2"], ["the cluster column may only be coded -2"]),
+        (["--method", "y=pmm", "--role", "y:x=2"], ["PredictiveMeanMatching cannot honour code 2"]),
+    ],
+)
+def test_numbers_and_role_codes_are_checked_before_imputing(
+    small_csv, tmp_path, capsys, no_imputation, argv_tail, fragments
+):
+    # before, --m 0 and --role y:x=7 were exit code 1 (found by the imputer) where other usage errors were 2
+    argv = ["impute", str(small_csv), "--groups", "g", "--out", str(tmp_path / "o.csv"), *argv_tail]
+    _usage_error(capsys, argv, *fragments)
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_demo_numbers_are_checked_before_the_demo_runs(capsys, monkeypatch):
+    import skmlmi.cli
+
+    monkeypatch.setattr(skmlmi.cli, "demo_popmis", lambda *a: pytest.fail("the demo ran"))
+    _usage_error(capsys, ["demo", "popmis", "--m", "0"], "--m 0")
+    _usage_error(capsys, ["demo", "popmis", "--max-iter", "-2"], "--max-iter -2")
+
+
+def test_input_holding_the_output_columns_is_a_usage_error(small_csv, tmp_path, capsys, no_imputation):
+    import pandas as pd
+
+    long = tmp_path / "long.csv"
+    pd.read_csv(small_csv).assign(**{".imp": 1, ".id": range(60)}).to_csv(long, index=False)
+    _usage_error(capsys, ["impute", str(long), "--out", str(tmp_path / "o.csv")], "['.imp', '.id']")
+
+
+def test_data_the_output_format_cannot_hold_fail_before_imputing(tmp_path, capsys, no_imputation):
+    pytest.importorskip("pyarrow")
+    import json
+
+    records = [{"g": i // 2, "x": value, "y": 1.0 if i % 3 else None} for i, value in enumerate([1, "a", 2.5, "b"])]
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(records))
+    argv = ["impute", str(data), "--groups", "g", "--out", str(tmp_path / "o.parquet")]
+    _usage_error(capsys, argv, "--out", "cannot be written as Parquet")
+    assert _files(tmp_path) == ["d.json"]
+
+
+def test_failure_during_the_run_is_exit_1_with_one_line(small_csv, tmp_path, capsys, monkeypatch):
+    from skmlmi import MultilevelIterativeImputer
+
+    def singular(*args, **kwargs):
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    monkeypatch.setattr(MultilevelIterativeImputer, "fit_transform_all", singular)
+    monkeypatch.delenv("SKMLMI_DEBUG", raising=False)
+    argv = ["impute", str(small_csv), "--groups", "g", "--out", str(tmp_path / "o.csv")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("skmlmi: error: LinAlgError: Singular matrix") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "--debug" in err
+    assert not (tmp_path / "o.csv").exists()
+    assert main([*argv, "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+    monkeypatch.setenv("SKMLMI_DEBUG", "1")
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "LinAlgError: Singular matrix" in err
+
+
+def test_a_failed_write_leaves_no_partial_file_and_keeps_the_old_one(small_csv, tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    out = tmp_path / "o.csv"
+    out.write_text("an earlier result\n")
+
+    def disk_full(self, path, *args, **kwargs):
+        with open(path, "w") as file:
+            file.write(".imp,.id,g")  # a partial file, then the disk fills up
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full)
+    assert (
+        main(["impute", str(small_csv), "--groups", "g", "--m", "1", "--max-iter", "1", "--quiet", "--out", str(out)])
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "could not write" in err and str(out) in err and "No space left" in err
+    assert out.read_text() == "an earlier result\n"
+    assert _files(tmp_path) == ["d.csv", "o.csv"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".csv.gz", ".json", ".json.bz2", ".parquet", ".feather"])
+def test_every_table_format_round_trips_through_impute_and_pool(small_csv, tmp_path, capsys, suffix):
+    from skmlmi.cli import _table_format
+
+    out, pooled = tmp_path / f"long{suffix}", tmp_path / f"pooled{suffix}"
+    fmt, compression = _table_format(pooled, "--out")
+    if fmt.requires:
+        pytest.importorskip(fmt.requires)
+    argv = ["impute", str(small_csv), "--groups", "g", "--m", "2", "--max-iter", "1", "--seed", "1", "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert main(["pool", str(out), "--formula", "y ~ x + (1 | g)", "--out", str(pooled), "--quiet"]) == 0
+    assert "pooled over m = 2" in capsys.readouterr().out
+    table = fmt.read(pooled, compression)
+    assert list(table["term"]) == ["(Intercept)", "x"] and table["estimate"].notna().all()
+    assert _files(tmp_path) == sorted(["d.csv", out.name, pooled.name])
+
+
+def test_pool_checks_the_formula_and_the_file_before_fitting(tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    from skmlmi.analysis import OLS
+
+    monkeypatch.setattr(OLS, "fit", lambda *a, **k: pytest.fail("a model was fitted"))
+    long = tmp_path / "long.csv"
+    pd.DataFrame({".imp": [0, 0], ".id": [0, 1], "y": [1.0, None], "x": [1.0, 2.0]}).to_csv(long, index=False)
+    _usage_error(capsys, ["pool", str(long), "--formula", "y ~ x"], "no imputed datasets")
+    pd.DataFrame({".imp": [1, 1], ".id": [0, 1], "y": [1.0, 2.0], "x": [1.0, 2.0]}).to_csv(long, index=False)
+    _usage_error(capsys, ["pool", str(long), "--formula", "y ~ x + z"], "--formula", "'z'")
+    _usage_error(capsys, ["pool", str(long), "--formula", "y x"], "--formula")
+    _usage_error(capsys, ["pool", str(long), "--formula", "y ~ x", "--out", str(tmp_path / "t.xlsx")], "t.xlsx")
+
+
+def test_pool_failure_names_the_imputation_and_is_exit_1(tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    from skmlmi.analysis import OLS
+
+    def singular(self, data):
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    monkeypatch.setattr(OLS, "fit", singular)
+    long = tmp_path / "long.csv"
+    pd.DataFrame({".imp": [1, 1, 1], ".id": [0, 1, 2], "y": [1.0, 2, 3], "x": [1.0, 2, 4]}).to_csv(long, index=False)
+    assert main(["pool", str(long), "--formula", "y ~ x"]) == 1
+    err = capsys.readouterr().err
+    assert "imputation 1" in err and "LinAlgError: Singular matrix" in err and "Traceback" not in err
+
+
+def test_diagnose_checks_before_writing(small_csv, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    report = tmp_path / "report"
+    _usage_error(capsys, ["diagnose", str(small_csv), "--groups", "school", "--out", str(report)], "'school'")
+    assert not report.exists()
+    _usage_error(capsys, ["diagnose", str(small_csv), "--groups", "g", "--out", str(small_csv)], "not a directory")
+
+
+def test_version(capsys):
+    from skmlmi import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"skmlmi {__version__}\n"
+
+
+@pytest.mark.parametrize("command", [[], ["impute"], ["pool"], ["diagnose"]])
+def test_help_documents_exit_codes_and_table_formats(capsys, command):
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    out = capsys.readouterr().out
+    for fragment in ["exit status", "  1  ", "  2  ", "141", "SKMLMI_DEBUG", "--debug"]:
+        assert fragment in out, fragment
+    for name in ["csv", "tsv", "parquet", "feather", "json", 'pip install "skmlmi[parquet]"']:
+        assert name in out, name
+
+
+def test_quiet_silences_progress_and_warnings_but_not_errors(small_csv, tmp_path, capsys, recwarn):
+    # PMM ignores the clusters: the imputer warns that the model of y is single-level
+    argv = ["impute", str(small_csv), "--groups", "g", "--method", "y=pmm", "--m", "1", "--max-iter", "1"]
+    assert main([*argv, "--out", str(tmp_path / "a.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "skmlmi: warning: The imputation model of 'y' is single-level" in err  # one line, no file:line
+    assert "[skmlmi] chain 1" in err
+    recwarn.clear()
+    assert main([*argv, "--out", str(tmp_path / "b.csv"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    assert not [w for w in recwarn if "single-level" in str(w.message)]  # not even as a Python warning
+    _usage_error(capsys, [*argv, "--out", str(tmp_path / "c.xlsx"), "--quiet"], "c.xlsx")
+
+
+def test_closed_stdout_ends_quietly(tmp_path):
+    """`skmlmi pool ... | head -1`: the reader goes away; no "Broken pipe", no traceback."""
+    import subprocess
+    from pathlib import Path
+
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    long = tmp_path / "long.csv"
+    pd.DataFrame(
+        {
+            ".imp": np.repeat([1, 2], 20),
+            ".id": np.tile(np.arange(20), 2),
+            "x": rng.normal(size=40),
+            "y": rng.normal(size=40),
+        }
+    ).to_csv(long, index=False)
+    root = str(Path(__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skmlmi.cli", "pool", str(long), "--formula", "y ~ x"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    process.stdout.close()  # closed before the command writes anything
+    with process.stderr:
+        err = process.stderr.read().decode()
+    process.wait(timeout=120)
+    assert process.returncode == 141, err
+    assert err == ""
