@@ -38,6 +38,9 @@ ANALYSIS = "popular ~ sex + texp + (1 | school)"
 TABLE_COLUMNS = ["estimate", "std_error", "statistic", "df", "p_value", "riv", "fmi"]
 
 
+_MAX_SETTINGS_LENGTH = 1000  # characters of a --method model's settings, Name(key=value, ...)
+
+
 def _strategies():
     """The imputation strategies of the demo: (label, methods, predictor matrix)."""
     from .conditional import PredictiveMeanMatching, RandomEffectsNormal, RandomEffectsPMM
@@ -571,12 +574,14 @@ def parse_model(text: str):
         raise CLIError(_unknown_model(name, models))
     kwargs = {}
     if rest:
+        if len(rest) > _MAX_SETTINGS_LENGTH:  # the parser's memory grows with nesting: refuse, not crash
+            raise CLIError(f"model {text[:40]!r}...: settings longer than {_MAX_SETTINGS_LENGTH} characters")
         try:
             call = ast.parse(f"f({rest}", mode="eval").body
             if not isinstance(call, ast.Call) or call.args or any(kw.arg is None for kw in call.keywords):
                 raise CLIError(f"model {text!r}: give the settings as keywords, e.g. {name}(key=value)")
             kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
-        except (SyntaxError, ValueError, RecursionError) as exc:
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             raise CLIError(
                 f"model {text!r}: settings must be key=value with literal values (numbers, quoted "
                 f"strings, True/False/None): {exc}"

@@ -292,6 +292,19 @@ def test_model_names_are_checked_before_imputing(small_csv, tmp_path, capsys, no
     assert not (tmp_path / "o.csv").exists()
 
 
+@pytest.mark.parametrize("settings", ["a=" + "-" * 100_000 + "1", "a=" + "(" * 5_000 + "1" + ")" * 5_000])
+def test_huge_model_settings_are_a_usage_error_not_a_memory_error(small_csv, tmp_path, capsys, no_imputation, settings):
+    argv = [
+        "impute",
+        str(small_csv),
+        "--method",
+        f"y=RandomEffectsNormal({settings})",
+        "--out",
+        str(tmp_path / "o.csv"),
+    ]
+    _usage_error(capsys, argv, "settings longer than 1000 characters")
+
+
 @pytest.mark.parametrize(
     ("argv_tail", "fragments"),
     [
