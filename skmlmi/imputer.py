@@ -827,6 +827,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             raise ValueError(f"Found array with 0 feature(s) (shape={frame.shape}) while a minimum of 1 is required.")
         _check_feature_names(self, X, reset=reset)
         _check_n_features(self, frame, reset=reset)
+        if not reset and is_frame != self._is_frame:  # names on one side only: by position, as scikit-learn (it warned)
+            frame = frame.set_axis(self._columns, axis=1)
         if not reset and is_frame and list(frame.columns) != self._columns:
             missing = [c for c in self._columns if c not in frame.columns]
             if missing:

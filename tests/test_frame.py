@@ -215,6 +215,35 @@ def test_set_output_polars_returns_polars_from_every_method(library):
     _assert_same_cells(outputs[1], pandas_out[0])
 
 
+def test_scikit_learn_set_output_checks_pass():
+    from sklearn.utils.estimator_checks import (
+        check_global_output_transform_pandas,
+        check_global_set_output_transform_polars,
+        check_set_output_transform_pandas,
+        check_set_output_transform_polars,
+    )
+
+    imp = MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0)
+    for check in (
+        check_set_output_transform_polars,
+        check_global_set_output_transform_polars,
+        check_set_output_transform_pandas,
+        check_global_output_transform_pandas,
+    ):
+        _quiet(check, "MultilevelIterativeImputer", imp)
+
+
+def test_imputer_fitted_on_a_frame_transforms_an_array_by_column_position():
+    _, pandas = _twins()
+    numeric = pandas[["x", "count", "small"]].astype(float)
+    imp = _imputer(n_imputations=1)
+    _quiet(imp.fit, numeric)
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        from_array = imp.transform(numeric.to_numpy())
+    assert isinstance(from_array, np.ndarray)  # arrays in, arrays out
+    np.testing.assert_array_equal(from_array, _quiet(imp.transform, numeric).to_numpy())
+
+
 def test_pipeline_with_set_output_polars():
     polars, _ = _twins()
     numeric = polars.select("school", "x", "count", "small").with_columns(pl.col("school").str.slice(1).cast(pl.Int64))
