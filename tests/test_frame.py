@@ -17,8 +17,10 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skmlmi import MultilevelIterativeImputer
+from skmlmi import MIPooler, MultilevelIterativeImputer
+from skmlmi.analysis import LinearMixedModel
 from skmlmi.conditional import BayesianNormal
+from skmlmi.datasets import load_popmis
 
 pl = pytest.importorskip("polars")
 
@@ -320,3 +322,34 @@ def test_lazy_frames_and_unsupported_dtypes_are_clear_errors():
     dated = polars.with_columns(when=pl.date(2020, 1, 1))
     with pytest.raises(TypeError, match=r"Column 'when' has dtype Date"):
         imp.fit(dated, groups="school")
+
+
+# ----------------------------------------------------------------------------- MIPooler
+def test_mipooler_with_polars_pools_what_pandas_pools():
+    data = load_popmis()[["school", "popular", "sex", "texp"]]
+    polars = pl.from_pandas(data)
+
+    def pooler(imputer=None):
+        imputer = imputer or MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=1)
+        return MIPooler(imputer, LinearMixedModel("popular ~ sex + texp + (1 | school)"))
+
+    reference = _quiet(pooler().fit, data, groups="school")
+    fitted = _quiet(pooler().fit, polars, groups="school")
+    pd.testing.assert_frame_equal(fitted.summary_, reference.summary_)  # tables stay pandas
+    pd.testing.assert_series_equal(fitted.variance_components_, reference.variance_components_)
+    np.testing.assert_array_equal(_quiet(fitted.predict, polars), _quiet(reference.predict, data))
+    observed = data.dropna(subset=["popular"])
+    assert _quiet(fitted.score, pl.from_pandas(observed)) == _quiet(reference.score, observed)
+    # an imputer set to polars output still hands the analysis model pandas data
+    polars_imputer = MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=1).set_output(
+        transform="polars"
+    )
+    pd.testing.assert_frame_equal(
+        _quiet(pooler(polars_imputer).fit, polars, groups="school").summary_, reference.summary_
+    )
+    # X, y and groups as polars, a plain scikit-learn model
+    X, y = data.drop(columns=["popular", "school"]), data["popular"]
+    ridge = MIPooler(MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=1), Ridge())
+    by_pandas = _quiet(ridge.fit, X, y, groups=data["school"]).summary_
+    by_polars = _quiet(ridge.fit, pl.from_pandas(X), pl.from_pandas(y), groups=polars["school"]).summary_
+    pd.testing.assert_frame_equal(by_polars, by_pandas)
