@@ -33,6 +33,7 @@ from sklearn.utils.validation import _check_feature_names, _check_n_features, ch
 
 from ._columns import ColumnCodec, cluster_codes, detect_codec
 from ._errors import in_context
+from ._frame import cell_mask, from_pandas, positional_labels, to_output, to_pandas
 from ._kernels import cluster_means
 from ._passive import apply_bounds, parse_bounds, parse_derived, parse_post
 from ._threads import one_blas_thread as _one_blas_thread
@@ -50,8 +51,8 @@ _AUXILIARY_STREAM = 0x61757869  # ... and of the final draws for complete column
 class ImputedDatasets(list):
     """The m completed datasets of an imputation (R's ``mids`` completed).
 
-    A list of DataFrames (or arrays) with :meth:`long` to stack them like
-    ``mice::complete(imp, "long")``.
+    A list of DataFrames (pandas or polars, or pyarrow Tables or arrays, as the imputer
+    returns them) with :meth:`long` to stack them like ``mice::complete(imp, "long")``.
     """
 
     def long(self, include_original: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -59,19 +60,29 @@ class ImputedDatasets(list):
 
         Parameters
         ----------
-        include_original : DataFrame, optional
+        include_original : DataFrame (pandas or polars), optional
             The incomplete data, stacked first with ``.imp = 0`` (mice's ``include=TRUE``).
+
+        Returns
+        -------
+        DataFrame
+            In the datasets' library (polars datasets give a polars frame); an integer column
+            imputed with fractions in some dataset is a float column throughout.
         """
         frames = []
         sets = ([include_original] if include_original is not None else []) + list(self)
         start = 0 if include_original is not None else 1
         for k, data in enumerate(sets, start=start):
-            frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+            frame, source = to_pandas(data)  # polars and pyarrow datasets are stacked as pandas
+            frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
             frame = frame.reset_index(drop=True)
             frame.insert(0, ".id", np.arange(len(frame)))
             frame.insert(0, ".imp", k)
             frames.append(frame)
-        return pd.concat(frames, ignore_index=True)
+        stacked = pd.concat(frames, ignore_index=True)
+        if source.frame is not None:  # ... and returned in their library
+            return from_pandas(stacked, source.library, schema=source.schema)
+        return stacked
 
 
 # ----------------------------------------------------------------------------- plan
@@ -684,8 +695,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : DataFrame or array-like of shape (n_samples, n_features)
-            Incomplete data; NaN (or pandas NA) marks missing values.
+        X : DataFrame (pandas or polars), pyarrow Table or array-like of shape (n_samples, n_features)
+            Incomplete data; NaN, pandas NA or polars null marks missing values. The output
+            follows the input's library unless ``set_output`` chooses one.
         y : ignored
         groups : hashable or array-like of shape (n_samples,), default=None
             Cluster labels, or the name of the cluster column of X (remembered, so that
@@ -716,8 +728,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
 
         Parameters are those of :meth:`fit`.
         """
-        frame = self._fit(X, groups, where, ignore)
-        return ImputedDatasets(self._completed(frame, c) for c in range(self.n_imputations))
+        frame, source = self._fit(X, groups, where, ignore)
+        return ImputedDatasets(self._completed(frame, c, source) for c in range(self.n_imputations))
 
     def transform(self, X, groups=None):
         """One completed dataset of X, imputed with chain ``transform_chain``'s final draws.
@@ -759,13 +771,13 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self._validate_params()
         if isinstance(X, pd.DataFrame):
             X = X.copy(deep=False)  # never touch the caller's object
-        frame, is_frame = self._as_frame(X, reset=True)
+        frame, source = self._as_frame(X, reset=True)
         if groups is None and self.groups_column is not None:
             groups = self.groups_column
         if self.transform_chain >= self.n_imputations:  # fail before the chains run, not after
             self._chain_index()
-        codes, labels, groups_column = self._encode_groups(frame, _positional(groups, is_frame), reset=True)
-        self._is_frame = is_frame
+        codes, labels, groups_column = self._encode_groups(frame, positional_labels(groups, source), reset=True)
+        self._is_frame = source.is_frame
         self._groups_column = groups_column
         self._columns = list(frame.columns)
         self._codecs = self._detect_codecs(frame)
@@ -776,7 +788,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             missing[:, self._columns.index(groups_column)] = False
         self._record_observed_categories(W, missing)
         self._check_data(frame, W, missing)
-        where = self._check_where(where, missing, frame)
+        where = self._check_where(cell_mask(where), missing, frame)
         ignore = self._check_ignore(ignore, len(frame))
         self._recommended = self._recommend(frame, codes, missing)
         plan = self._make_plan(W, missing, where, ignore, codes, labels)
@@ -789,10 +801,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             [(plan, W, rng, self.max_iter, c, self._entropy, 0, None, self.verbose) for c, rng in enumerate(rngs)]
         )
         self._W = W
-        self._raise_failures(results, frame)
+        self._raise_failures(results, frame, source)
         self._store_results(plan, results)
         self._observed_pool = {col: W[~missing[:, col], col] for col in range(W.shape[1]) if (~missing[:, col]).any()}
-        return frame
+        return frame, source
 
     def continue_fit(self, n_iter: int = 1):
         """Run every chain ``n_iter`` more iterations (R's ``mice.mids``).
@@ -826,7 +838,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                 for c, r in enumerate(previous)
             ]
         )
-        self._raise_failures(results, None)
+        self._raise_failures(results)
         for old, new in zip(previous, results, strict=True):
             new.chain_mean = np.vstack([old.chain_mean, new.chain_mean])
             new.chain_var = np.vstack([old.chain_var, new.chain_var])
@@ -836,7 +848,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self.n_iter_ = n_done + n_iter
         return self
 
-    def _raise_failures(self, results, frame) -> None:
+    def _raise_failures(self, results, frame=None, source=None) -> None:
         """Re-raise the first failed chain's exception with where it happened; keep what finished.
 
         The exception has the original's type, with the chain, iteration, column and model
@@ -859,7 +871,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         error.finished_chains = [c + 1 for c in finished]
         if frame is not None:
             self._chain_results = results
-            error.completed = ImputedDatasets(self._completed(frame, c) for c in finished)
+            error.completed = ImputedDatasets(self._completed(frame, c, source) for c in finished)
             del self._chain_results
         raise error
 
@@ -890,6 +902,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         return int(check_random_state(self.random_state).randint(0, 2**31 - 1))
 
     def _as_frame(self, X, reset):
+        """X as a pandas DataFrame (polars and pyarrow converted by :mod:`skmlmi._frame`), and its source."""
+        X, source = to_pandas(X)
         if isinstance(X, pd.DataFrame):
             frame, is_frame = X, True
         else:
@@ -908,12 +922,14 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             raise ValueError(f"Found array with 0 feature(s) (shape={frame.shape}) while a minimum of 1 is required.")
         _check_feature_names(self, X, reset=reset)
         _check_n_features(self, frame, reset=reset)
+        if not reset and is_frame != self._is_frame:  # names on one side only: by position, as scikit-learn (it warned)
+            frame = frame.set_axis(self._columns, axis=1)
         if not reset and is_frame and list(frame.columns) != self._columns:
             missing = [c for c in self._columns if c not in frame.columns]
             if missing:
                 raise ValueError(f"X lacks columns seen at fit: {missing}.")
             frame = frame[self._columns]
-        return frame, is_frame
+        return frame, source
 
     def _encode_groups(self, frame, groups, reset):
         """Integer cluster codes; at transform, unseen clusters get codes >= J."""
@@ -1341,25 +1357,26 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self.n_iter_ = self.max_iter
 
     # ------------------------------------------------------------------ output
-    def _completed(self, frame, chain):
+    def _completed(self, frame, chain, source):
         """Chain ``chain``'s completed training data in the input's format."""
         W = self._W.copy()
         written = np.zeros(W.shape, dtype=bool)
         for col in self._plan.incomplete:
             W[self._plan.impute_rows[col], col] = self._chain_results[chain].values[col]
             written[self._plan.impute_rows[col], col] = True
-        return self._output(W, frame, changed=self._plan.incomplete, written=written)
+        return self._output(W, frame, source, changed=self._plan.incomplete, written=written)
 
-    def _output(self, W, frame, changed=None, written=None):
+    def _output(self, W, frame, source, changed=None, written=None):
         """``W`` in the input's format; ``changed`` lists the columns that may differ from ``frame``
         (default: those with missing values), ``written`` marks the cells imputed or recomputed
         (default: the missing ones). The other cells of a DataFrame keep the caller's values
-        exactly: the float working copy would round integers beyond 2**53."""
+        exactly: the float working copy would round integers beyond 2**53. The result goes out
+        in the caller's container, or the one ``set_output`` asks for (:func:`skmlmi._frame.to_output`)."""
         if not self._is_frame:
             out = W
             if self._groups_column is not None and not self.keep_groups:
                 out = np.delete(out, self._columns.index(self._groups_column), axis=1)
-            return out
+            return to_output(out, source, self)
         out = frame.copy()
         if changed is None:
             changed = [
@@ -1377,19 +1394,19 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             out[name] = decoded
         if self._groups_column is not None and not self.keep_groups:
             out = out.drop(columns=[self._groups_column])
-        return out
+        return to_output(out, source, self)
 
     def _transform_chain(self, X, groups, chain):
         check_is_fitted(self, "final_draws_")
-        frame, is_frame = self._as_frame(X, reset=False)
-        groups = _positional(groups, is_frame)
+        frame, source = self._as_frame(X, reset=False)
+        groups = positional_labels(groups, source)
         codes, _, _ = self._encode_groups(frame, groups, reset=False)
         W = self._encode(frame)
         missing = np.isnan(W)
         if self._groups_column is not None:
             missing[:, self._columns.index(self._groups_column)] = False
         if not missing.any():
-            return self._output(W, frame)
+            return self._output(W, frame, source)
         plan = self._plan
         cells = missing.copy()
         self._fill_known_cluster_values(W, missing, codes, chain)
@@ -1444,7 +1461,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             if new_plan.impute_rows[d.column].size:
                 changed.add(d.column)
                 written[new_plan.impute_rows[d.column], d.column] = True
-        return self._output(W, frame, changed=sorted(changed), written=written)
+        return self._output(W, frame, source, changed=sorted(changed), written=written)
 
     def _fill_known_cluster_values(self, W, missing, codes, chain):
         """Missing cells of a cluster-level column in a cluster seen at fit take its value there.
@@ -1558,11 +1575,6 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
 def _label_kind(labels) -> str:
     """``"numbers"`` or ``"text"``: what a set of cluster labels holds, for the mismatch warning."""
     return "numbers" if pd.api.types.is_numeric_dtype(pd.Index(labels)) else "text"
-
-
-def _positional(groups, is_frame):
-    """Labels of an array input are positional: a Series' index means nothing without a frame's."""
-    return groups.to_numpy() if isinstance(groups, pd.Series) and not is_frame else groups
 
 
 def _constant_within_clusters(values, groups, n_clusters, missing):

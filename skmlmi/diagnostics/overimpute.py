@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
+from .._frame import to_pandas
+
 __all__ = ["overimpute", "OverimputationResult"]
 
 
@@ -148,6 +150,7 @@ def overimpute(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sets = imputer.fit_transform_all(masked, groups=groups)
+    sets = [to_pandas(s)[0] for s in sets]  # pandas, whatever the imputer's set_output says
     rows = []
     for column, cells in chosen.items():
         draws = np.column_stack([s[column].to_numpy(dtype=float)[cells] for s in sets])

@@ -22,6 +22,7 @@ from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
 from .._errors import in_context
+from .._frame import positional_labels, series_to_pandas, to_pandas
 from .._threads import one_blas_thread
 from .rubin import pool, pool_variance_components, rubin_components
 
@@ -84,7 +85,9 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
     Attributes
     ----------
     imputer_ : MultilevelIterativeImputer
-        The fitted imputer.
+        The fitted imputer. Its output follows its input (``set_output`` reset to
+        ``"default"``), so the completed datasets the analysis model sees are pandas
+        DataFrames whatever the input library and output settings.
     estimators_ : list
         The m fitted analysis models.
     summary_ : DataFrame
@@ -200,8 +203,10 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : DataFrame or array-like
-        y : array-like, default=None
+        X : DataFrame (pandas or polars), pyarrow Table or array-like
+            polars and pyarrow data are converted to pandas on the way in: the analysis
+            model sees pandas DataFrames.
+        y : array-like or Series (pandas or polars), default=None
             Response, possibly incomplete; a formula model may instead find it in X.
         groups : hashable or array-like, default=None
             Clusters, as for the imputer (a column name of X, or labels).
@@ -211,7 +216,10 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         self
         """
         self._validate_params()
+        X, source = to_pandas(X)
         X = self._check_input(X, reset=True)
+        groups = positional_labels(groups, source)
+        y = series_to_pandas(y)
         if y is not None and not isinstance(y, pd.Series):
             y = np.asarray(y)
         if y is not None and y.ndim == 2 and y.shape[1] == 1:
@@ -236,6 +244,8 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         self._y_in_X = y is None and self._y_name is not None  # the response was a column of X at fit
         self._fit_columns = list(data.columns) if isinstance(data, pd.DataFrame) else None
         self.imputer_ = clone(self.imputer)
+        if hasattr(self.imputer_, "set_output"):  # pandas in, pandas out, whatever set_output says
+            self.imputer_.set_output(transform="default")
         sets = self.imputer_.fit_transform_all(data, groups=groups)
         formula_model = self._formula_model
         estimator = self._coded_as_observed(data) if formula_model else self.estimator
@@ -321,6 +331,8 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
     # ------------------------------------------------------------------ predict / score
     def _completed_new(self, X, groups):
         check_is_fitted(self, "estimators_")
+        X, source = to_pandas(X)
+        groups = positional_labels(groups, source)
         if self._y_name is not None and isinstance(X, pd.DataFrame) and self._y_name in X.columns:
             X = X.drop(columns=[self._y_name])  # predictions must not see the response
         if getattr(self, "_y_in_X", False) and isinstance(X, pd.DataFrame):
@@ -360,6 +372,7 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
 
     def score(self, X, y=None, groups=None):
         """R^2 (regressors) or accuracy (classifiers) of the averaged predictions."""
+        X, _ = to_pandas(X)
         if y is None:
             if self._y_name is None or not isinstance(X, pd.DataFrame) or self._y_name not in X:
                 raise ValueError("score needs y (or, for a formula model, the response inside X).")
