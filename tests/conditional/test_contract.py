@@ -130,3 +130,32 @@ def test_unsupported_role_code_is_an_error(model_class):
     y, observed, X, _, groups, context = _problem(model_class, kind)
     with pytest.raises(ValueError, match=f"role code {unsupported[0]}"):
         model_class().draw(y, observed, X, np.array([unsupported[0]]), groups, np.random.default_rng(0), None, context)
+
+
+# --------------------------------------------------------------------------- hostile inputs, used directly
+@pytest.mark.parametrize("model_class", MODELS, ids=lambda c: c.__name__)
+def test_direct_draws_check_rng_rows_and_finite_inputs(model_class):
+    kind = _kind(model_class)
+    y, observed, X, roles, groups, context = _problem(model_class, kind)
+    model = model_class()
+    with pytest.raises(TypeError, match="needs rng, a numpy.random.Generator"):
+        model.draw(y, observed, X, roles, groups, 0, None, context)
+    with pytest.raises(ValueError, match="no observed values of 'y'"):
+        model.draw(y, np.zeros_like(observed), X, roles, groups, np.random.default_rng(0), None, context)
+    X_nan = X.copy()
+    X_nan[np.flatnonzero(observed)[0], 0] = np.nan
+    with pytest.raises(ValueError, match="predictor 'x0' has missing or infinite values in the observed rows"):
+        model.draw(y, observed, X_nan, roles, groups, np.random.default_rng(0), None, context)
+    if groups is not None:
+        with pytest.raises(ValueError, match="groups has shape"):
+            model.draw(y, observed, X, roles, groups[:5], np.random.default_rng(0), None, context)
+
+
+@pytest.mark.parametrize("model_class", MODELS, ids=lambda c: c.__name__)
+def test_direct_draws_validate_the_parameters(model_class):
+    name = next(iter(model_class._parameter_constraints))
+    kind = _kind(model_class)
+    y, observed, X, roles, groups, context = _problem(model_class, kind)
+    model = model_class().set_params(**{name: "not a valid value"})
+    with pytest.raises(ValueError, match=f"The '{name}' parameter of {model_class.__name__}"):
+        model.draw(y, observed, X, roles, groups, np.random.default_rng(0), None, context)
