@@ -186,6 +186,7 @@ class BaseConditionalImputer(BaseEstimator):
         coefficients (two-stage), cluster-level and single-level models.
     """
 
+    _parameter_constraints: dict = {}  # a model without hyperparameters has nothing to validate
     target_kinds: frozenset = frozenset()
     accepted_roles: frozenset = frozenset({1})
     requires_groups: bool = False

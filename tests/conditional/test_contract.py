@@ -6,9 +6,11 @@ Models are discovered, not listed, so a new model file is checked as soon as it 
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.base import clone
 
+from skmlmi import MultilevelIterativeImputer
 from skmlmi.conditional.base import (
     ROLE_NAMES,
     TARGET_KINDS,
@@ -159,3 +161,18 @@ def test_direct_draws_validate_the_parameters(model_class):
     model = model_class().set_params(**{name: "not a valid value"})
     with pytest.raises(ValueError, match=f"The '{name}' parameter of {model_class.__name__}"):
         model.draw(y, observed, X, roles, groups, np.random.default_rng(0), None, context)
+
+
+def test_a_model_without_hyperparameters_needs_no_parameter_constraints():
+    class Constant(BaseConditionalImputer):
+        target_kinds = frozenset({"continuous"})
+
+        def _draw(self, y, observed, X, roles, groups, rng, state, context):
+            raise NotImplementedError("the maths")
+
+    with pytest.raises(NotImplementedError, match="the maths"):
+        Constant().draw(np.zeros(4), np.ones(4, bool), np.ones((4, 1)), np.ones(1, int), None, np.random.default_rng(0))
+    data = pd.DataFrame({"x": [1.0, 2, 3, 4, 5], "y": [1.5, np.nan, 3.2, 2.1, 5.7]})
+    imputer = MultilevelIterativeImputer(methods={"y": Constant()}, n_imputations=1, max_iter=1)
+    with pytest.raises(NotImplementedError, match="the maths"):  # reached: the imputer validated the model
+        imputer.fit(data)
