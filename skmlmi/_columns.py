@@ -50,6 +50,14 @@ class ColumnCodec:
         """Float working column; NaN where missing. Unknown categories are an error."""
         missing = series.isna().to_numpy()
         if self.categories is None or self.numeric_levels:
+            numbers_as_categories = isinstance(series.dtype, pd.CategoricalDtype) and ptypes.is_numeric_dtype(
+                series.dtype.categories.dtype
+            )
+            if _is_textual(series) and not numbers_as_categories:  # text where fit saw numbers: never parsed
+                raise TypeError(
+                    f"Column {self.name!r} was numeric at fit but holds text now (dtype {series.dtype}, e.g. "
+                    f"{series.dropna().iloc[0]!r}); convert it with pd.to_numeric."
+                )
             values = _numeric_values(series, self.name)
             if self.categories is None:
                 _check_scale(values, self.name)
@@ -132,6 +140,8 @@ def _holds_bools(series: pd.Series) -> bool:
 
 
 def _numeric_values(series: pd.Series, name) -> np.ndarray:
+    if series.dtype == object:  # pd.NA, None and NaN all mean missing; float() accepts only NaN
+        series = series.where(series.notna(), np.nan)
     if ptypes.is_bool_dtype(series.dtype) or _holds_bools(series):
         return series.astype("float64").to_numpy()
     try:
@@ -175,8 +185,8 @@ def _check_object_values(observed: pd.Series, name) -> None:
         )
     other = observed[~(numeric | textual)].iloc[0]
     raise TypeError(
-        f"Column {name!r} holds values of type {type(other).__name__} (e.g. {other!r:.60}); a column must "
-        "hold numbers or strings: convert it to numeric or categorical."
+        f"Column {name!r} holds values of type {type(other).__name__} (e.g. {other!r:.60}); the argument must be "
+        "a string or a number in every cell: convert the column to numeric or categorical."
     )
 
 
@@ -258,6 +268,15 @@ def cluster_codes(data: pd.DataFrame, groups) -> tuple[np.ndarray, pd.Index, Any
                     f"groups is a DataFrame with {groups.shape[1]} columns; pass one column of cluster labels."
                 )
             groups = groups.iloc[:, 0]
+        try:
+            shape = np.shape(groups)
+        except ValueError:  # ragged nested sequences
+            shape = None
+        if shape is None or len(shape) != 1:
+            raise ValueError(
+                f"groups must be a column name or one cluster label per row (1-D); got "
+                f"{'a ragged sequence' if shape is None else f'an array of shape {shape}'}."
+            )
         labels = (
             groups
             if isinstance(groups, pd.Series)

@@ -390,7 +390,12 @@ def ampute(
     if data.columns.has_duplicates:
         duplicated = data.columns[data.columns.duplicated()].unique().tolist()
         raise ValueError(f"data has duplicated column names {duplicated[:10]}; give every column a unique name")
-    rng = np.random.default_rng(random_state)
+    try:
+        rng = np.random.default_rng(random_state)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"random_state must be an int, a numpy Generator or SeedSequence, or None; got {random_state!r:.40}."
+        ) from exc
     n = len(data)
     codes, labels, group_name = _cluster_codes(data, groups)
     if codes is None and (cluster_variation > 0 or systematic_clusters):

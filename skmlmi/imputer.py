@@ -69,8 +69,17 @@ class ImputedDatasets(list):
             In the datasets' library (polars datasets give a polars frame); an integer column
             imputed with fractions in some dataset is a float column throughout.
         """
+        if include_original is not None and not isinstance(include_original, pd.DataFrame | np.ndarray):
+            raise TypeError(
+                f"include_original must be the incomplete DataFrame; got {type(include_original).__name__}."
+            )
         frames = []
         sets = ([include_original] if include_original is not None else []) + list(self)
+        taken = (
+            [c for c in (".imp", ".id") if isinstance(sets[0], pd.DataFrame) and c in sets[0].columns] if sets else []
+        )
+        if taken:
+            raise ValueError(f"The data have columns named {taken}, which long() adds; rename them first.")
         start = 0 if include_original is not None else 1
         for k, data in enumerate(sets, start=start):
             frame, source = to_pandas(data)  # polars and pyarrow datasets are stacked as pandas
@@ -819,7 +828,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self
         """
         check_is_fitted(self, "final_draws_")
-        if not isinstance(n_iter, numbers.Integral) or n_iter < 1:
+        if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1:
             raise ValueError(f"n_iter must be a positive integer, got {n_iter!r}.")
         plan, previous = self._plan, self._chain_results
         results = self._parallel(  # copies of the generators and states: a failure leaves the fit as it was
@@ -964,7 +973,16 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         return index.astype(np.intp), self.cluster_labels_, groups_column
 
     def _check_methods(self):
-        """Every column a ``methods`` dict names must exist and be imputable."""
+        """Every column ``methods``, ``bounds`` or ``post`` names must exist and be imputable as asked."""
+        for option in ("bounds", "post"):
+            if self._groups_column is not None and self._groups_column in (getattr(self, option) or {}):
+                raise ValueError(f"{option} names the cluster column {self._groups_column!r}, which is never imputed.")
+        for name in self.bounds or {}:
+            codec = self._codecs[self._columns.index(name)] if name in self._columns else None
+            if codec is not None and codec.categories is not None and not codec.numeric_levels:
+                raise ValueError(
+                    f"bounds names {name!r}, a {codec.kind} column: bounds apply to numbers, not categories."
+                )
         if not isinstance(self.methods, dict):
             return
         unknown = [name for name in self.methods if name not in self._columns]
@@ -972,6 +990,13 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             raise ValueError(f"methods names {unknown}, which are not columns of X; columns: {self._columns}.")
         if self._groups_column is not None and self._groups_column in self.methods:
             raise ValueError(f"methods names the cluster column {self._groups_column!r}, which is never imputed.")
+        for name, model in self.methods.items():  # complete columns too: new data may need their model
+            kind = self._codecs[self._columns.index(name)].kind
+            if isinstance(model, BaseConditionalImputer) and kind not in model.target_kinds:
+                raise ValueError(
+                    f"{type(model).__name__} cannot impute {name!r}, a {kind} column; models that can: "
+                    f"{', '.join(models_for_kind(kind))}."
+                )
 
     def _detect_codecs(self, frame) -> list[ColumnCodec]:
         kinds = dict(self.column_kinds or {})

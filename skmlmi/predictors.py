@@ -9,7 +9,7 @@ effects for a single-level model) or ``0`` (ignored).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,13 @@ def make_predictor_matrix(columns: Sequence, groups_column=None) -> pd.DataFrame
     popular      -2        0    1
     sex          -2        1    0
     """
+    if isinstance(columns, str) or not isinstance(columns, Iterable):
+        raise TypeError(f"columns must be a sequence of column names; got {type(columns).__name__}.")
     columns = pd.Index(list(columns), tupleize_cols=False)  # tuple names stay names, not a MultiIndex
+    if not columns.is_unique:
+        raise ValueError(f"columns holds duplicated names: {sorted(map(str, columns[columns.duplicated()]))}.")
+    if groups_column is not None and groups_column not in columns:
+        raise ValueError(f"groups_column {groups_column!r} is not one of the columns {list(columns)}.")
     matrix = pd.DataFrame(1 - np.eye(len(columns), dtype=int), index=columns, columns=columns)
     if groups_column is not None:
         matrix[groups_column] = -2
@@ -52,12 +58,21 @@ def make_predictor_matrix(columns: Sequence, groups_column=None) -> pd.DataFrame
 def _given_entries(predictor_matrix, columns) -> list[tuple]:
     """(target, predictor, code) triples of a dict, DataFrame or square array."""
     if isinstance(predictor_matrix, dict):
+        for predictor, column in predictor_matrix.items():
+            if not isinstance(column, Mapping | pd.Series):
+                raise TypeError(
+                    f"predictor_matrix as a dict maps each predictor to {{target: code}}; "
+                    f"predictor_matrix[{predictor!r}] is {type(column).__name__} ({column!r:.40})."
+                )
         return [
             (target, predictor, value)
             for predictor, column in predictor_matrix.items()
             for target, value in column.items()
         ]
     if isinstance(predictor_matrix, pd.DataFrame):
+        for axis in (predictor_matrix.index, predictor_matrix.columns):
+            if not axis.is_unique:
+                raise ValueError(f"predictor_matrix repeats the labels {sorted(map(str, axis[axis.duplicated()]))}.")
         values = predictor_matrix.to_numpy()
         return [
             (t, p, values[i, j])
@@ -105,11 +120,17 @@ def validate_predictor_matrix(
             try:
                 number = float(value)
             except (TypeError, ValueError) as exc:
-                raise ValueError("predictor_matrix must hold integer role codes.") from exc
+                raise ValueError(
+                    f"predictor_matrix must hold integer role codes; predictor_matrix[{target!r}, {predictor!r}] "
+                    f"is {value!r:.40}."
+                ) from exc
             if np.isnan(number):
                 continue  # a DataFrame's empty cell: keep the default
-            if number != round(number):
-                raise ValueError("predictor_matrix must hold integer role codes (no fractions).")
+            if not np.isfinite(number) or number != round(number):
+                raise ValueError(
+                    f"predictor_matrix must hold integer role codes (no fractions); "
+                    f"predictor_matrix[{target!r}, {predictor!r}] is {number}."
+                )
             if int(number) not in VALID_ROLES:
                 raise ValueError(
                     f"predictor_matrix[{target!r}, {predictor!r}] = {int(number)} is not a role code; valid "

@@ -215,3 +215,10 @@ def test_package_level_ampute_is_callable():
 
     df = _clustered(n_clusters=5, size=20)
     pd.testing.assert_frame_equal(skmlmi.ampute(df, prop=0.3, random_state=2), ampute(df, prop=0.3, random_state=2))
+
+
+@pytest.mark.parametrize("random_state", ["seed", 1.5, [1.5]])
+def test_a_random_state_that_cannot_seed_is_a_type_error_naming_it(random_state):
+    data = pd.DataFrame({"x": np.arange(20.0), "y": np.arange(20.0) ** 2})
+    with pytest.raises(TypeError, match="random_state must be an int, a numpy Generator or SeedSequence"):
+        ampute(data, random_state=random_state)

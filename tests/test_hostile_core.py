@@ -334,3 +334,83 @@ def test_object_column_of_mixed_values_says_what_it_holds(clustered, values, mes
     data.loc[0, "y"] = np.nan
     with pytest.raises(TypeError, match=rf"Column 'odd' {message}"):
         _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1).fit, data, groups="g")
+
+
+# --------------------------------------------------------------------------- second probe: imputer, columns
+@pytest.mark.parametrize("groups", [np.zeros((60, 2)), [[0, 1]] * 60, np.zeros((60, 1))])
+def test_groups_of_more_than_one_dimension_are_named_as_groups(clustered, groups):
+    with pytest.raises(ValueError, match="groups must be a column name or one cluster label per row"):
+        _imputer().fit(clustered.drop(columns="g"), groups=groups)
+
+
+def test_object_column_with_pandas_na_is_numeric_with_missing_values(clustered):
+    data = clustered.assign(y=clustered["y"].astype(object))
+    data.loc[1, "y"] = pd.NA
+    out = _quiet(_imputer().fit_transform, data, groups="g")
+    observed = clustered["y"].notna().to_numpy().copy()
+    observed[1] = False
+    assert not out["y"].isna().any() and out["y"][observed].astype(float).equals(clustered["y"][observed])
+
+
+def test_text_where_fit_saw_numbers_is_an_error_naming_the_column(clustered):
+    imp = _quiet(_imputer().fit, clustered, groups="g")
+    with pytest.raises(TypeError, match="Column 'x' was numeric at fit but holds text now"):
+        imp.transform(clustered.assign(x=clustered["x"].astype(str)))
+
+
+@pytest.mark.parametrize("option", ["bounds", "post"])
+def test_bounds_and_post_on_the_cluster_column_are_errors(clustered, option):
+    value = (0, 1) if option == "bounds" else np.round
+    with pytest.raises(ValueError, match=f"{option} names the cluster column 'g'"):
+        _imputer(**{option: {"g": value}}).fit(clustered, groups="g")
+
+
+def test_bounds_on_a_categorical_column_are_an_error(clustered):
+    data = clustered.assign(c=pd.Categorical(np.where(np.arange(60) % 7 == 0, None, list("abc") * 20)))
+    with pytest.raises(ValueError, match="bounds names 'c', a categorical column"):
+        _imputer(bounds={"c": (0, 1)}).fit(data, groups="g")
+
+
+def test_methods_for_a_complete_column_must_be_able_to_impute_its_kind(clustered):
+    data = clustered.assign(c=pd.Categorical(list("abc") * 20))  # complete: its model serves new data
+    with pytest.raises(ValueError, match="PredictiveMeanMatching cannot impute 'c', a categorical column"):
+        _imputer(methods={"c": PredictiveMeanMatching()}).fit(data, groups="g")
+
+
+def test_long_format_refuses_clashing_columns_and_non_frames(clustered):
+    sets = _quiet(_imputer().fit_transform_all, clustered.rename(columns={"x": ".imp"}), groups="g")
+    with pytest.raises(ValueError, match=r"columns named \['.imp'\], which long\(\) adds"):
+        sets.long()
+    with pytest.raises(TypeError, match="include_original must be the incomplete DataFrame"):
+        sets.long(include_original="data")
+
+
+def test_continue_fit_refuses_a_boolean_iteration_count(clustered):
+    imp = _quiet(_imputer().fit, clustered, groups="g")
+    with pytest.raises(ValueError, match="n_iter must be a positive integer"):
+        imp.continue_fit(True)
+
+
+@pytest.mark.parametrize(
+    "matrix, error, match",
+    [
+        ({"x": 1}, TypeError, r"predictor_matrix\['x'\] is int"),
+        ({"x": {"y": np.inf}}, ValueError, r"predictor_matrix\['y', 'x'\] is inf"),
+        ({"x": {"y": "one"}}, ValueError, r"predictor_matrix\['y', 'x'\] is 'one'"),
+        (pd.DataFrame(1, index=["y", "y"], columns=["x", "g"]), ValueError, r"repeats the labels \['y'\]"),
+    ],
+)
+def test_malformed_predictor_matrices_name_the_entry(clustered, matrix, error, match):
+    with pytest.raises(error, match=match):
+        _imputer(predictor_matrix=matrix).fit(clustered, groups="g")
+
+
+def test_make_predictor_matrix_checks_its_columns():
+    from skmlmi.predictors import make_predictor_matrix
+
+    with pytest.raises(ValueError, match=r"duplicated names: \['a'\]"):
+        make_predictor_matrix(["a", "a"])
+    with pytest.raises(ValueError, match="groups_column 'z' is not one of the columns"):
+        make_predictor_matrix(["a", "b"], groups_column="z")
+    with pytest.raises(TypeError, match="sequence of column names; got str"):
+        make_predictor_matrix("abc")

@@ -106,3 +106,21 @@ def test_missingness_options():
 def test_bad_arguments_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_multilevel(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"icc": "a"}, ValueError, "'icc' parameter of make_multilevel"),
+        ({"level2_effect": "a"}, ValueError, "'level2_effect' parameter of make_multilevel"),
+        ({"return_truth": "x"}, ValueError, "'return_truth' parameter of make_multilevel"),
+        ({"random_state": "x"}, ValueError, "'random_state' parameter of make_multilevel"),
+        ({"beta": ("a", "b")}, ValueError, "beta must hold two numbers"),
+        ({"n_clusters": True}, ValueError, "n_clusters must be a positive integer"),
+        ({"cluster_size": True}, ValueError, "cluster_size must be an int or a"),
+        ({"n_clusters": 10**9, "cluster_size": 10**9}, ValueError, "a simulator makes at most"),
+    ],
+)
+def test_wrong_types_and_impossible_sizes_are_clear_errors(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        make_multilevel(**kwargs)

@@ -13,6 +13,7 @@ left out of the design (R's ``droplevels``) and noted by ``summary()``.
 
 from __future__ import annotations
 
+import numbers
 from abc import abstractmethod
 
 import numpy as np
@@ -191,6 +192,8 @@ class FormulaModel(RegressorMixin, BaseEstimator):
         no p-values). ``attrs["note"]`` names declared categories left out of the design.
         """
         check_is_fitted(self, "coef_")
+        if not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
+            raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
         se = np.sqrt(np.diag(self.cov_params_.to_numpy()))
         stat = self.coef_.to_numpy() / se
         dist = stats.t(self.df_resid_) if self._t_reference else stats.norm()

@@ -394,7 +394,10 @@ def parse_formula(formula: str) -> ParsedFormula:
     if not rhs:
         raise ValueError(f"formula {formula!r} has no right-hand side")
     parser = _Parser(rhs, formula)
-    expr = parser.expr()
+    try:
+        expr = parser.expr()
+    except RecursionError:
+        raise ValueError(f"formula {formula[:60]!r}...: parentheses nested too deeply to parse") from None
     if parser.peek() is not None:
         parser.error(f"unexpected {parser.peek()!r}")
 
@@ -633,6 +636,8 @@ def build_design(
     >>> build_design(parse_formula("y ~ f*x"), df).fixed_names
     ['(Intercept)', 'fb', 'fc', 'x', 'fb:x', 'fc:x']
     """
+    if not isinstance(parsed, ParsedFormula):
+        raise TypeError(f"parsed must be a ParsedFormula (from parse_formula), got {type(parsed).__name__}")
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a pandas DataFrame holding the formula's columns, got {type(data).__name__}")
     needed = [v for v in parsed.variables if require_response or v != parsed.response]
@@ -652,6 +657,16 @@ def build_design(
     elif nan_cols:
         counts = {v: int(data[v].isna().sum()) for v in nan_cols}
         raise ValueError(f"columns have missing values (impute them first, or drop the rows): {counts}")
+    unusable = [
+        f"{v!r} ({data[v].dtype})"
+        for v in used
+        if v != parsed.group and not (_is_categorical(data[v]) or pd.api.types.is_numeric_dtype(data[v].dtype))
+    ]
+    if unusable:
+        raise TypeError(
+            f"columns {', '.join(unusable)} of formula {parsed.formula!r} are neither numeric nor categorical; "
+            "convert them first (e.g. dates to elapsed days)"
+        )
     infinite = [
         v
         for v in used
@@ -681,6 +696,12 @@ def build_design(
                     levels[var] = _given_levels(data[var], category_levels[var], reference_levels.get(var))
                 else:
                     levels[var] = _levels_of(data[var], reference_levels.get(var))
+                if len(levels[var]) < 2:
+                    raise ValueError(
+                        f"column {var!r} of formula {parsed.formula!r} is categorical with "
+                        f"{len(levels[var])} level(s) {levels[var]}: a factor needs two or more levels to "
+                        "have an effect; drop it from the formula"
+                    )
             elif var in reference_levels or var in category_levels:
                 raise ValueError(
                     f"{'reference_levels' if var in reference_levels else 'levels'} given for numeric column "

@@ -186,6 +186,7 @@ class BaseConditionalImputer(BaseEstimator):
         coefficients (two-stage), cluster-level and single-level models.
     """
 
+    _parameter_constraints: dict = {}  # a model without hyperparameters has nothing to validate
     target_kinds: frozenset = frozenset()
     accepted_roles: frozenset = frozenset({1})
     requires_groups: bool = False
@@ -232,7 +233,13 @@ class BaseConditionalImputer(BaseEstimator):
         draw : Draw
         new_state : object
         """
+        self._validate_params()  # a model used directly gets the checks the imputer makes at fit
         context = DrawContext() if context is None else context
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(
+                f"{type(self).__name__}.draw needs rng, a numpy.random.Generator (np.random.default_rng(seed)); "
+                f"got {type(rng).__name__}."
+            )
         y = np.asarray(y, dtype=float)
         observed = np.asarray(observed, dtype=bool)
         X = np.asarray(X, dtype=float).reshape(len(y), -1)
@@ -242,8 +249,24 @@ class BaseConditionalImputer(BaseEstimator):
                 f"{type(self).__name__} for {context.target!r}: y {y.shape}, observed "
                 f"{observed.shape}, X {X.shape} and roles {roles.shape} do not conform."
             )
+        if not observed.any():
+            raise ValueError(f"{type(self).__name__}: no observed values of {context.target!r} to fit the model on.")
+        fitted = np.column_stack([y[observed], X[observed]])
+        if not np.isfinite(fitted).all():
+            column = int(np.flatnonzero(~np.isfinite(fitted).all(axis=0))[0])
+            what = "the target" if column == 0 else f"predictor {context.predictor_name(column - 1)!r}"
+            raise ValueError(
+                f"{type(self).__name__} for {context.target!r}: {what} has missing or infinite values in the "
+                "observed rows; the rows a model is fitted on must be complete."
+            )
         if groups is not None:
             groups = np.asarray(groups, dtype=np.intp)
+            if groups.shape != y.shape:
+                raise ValueError(
+                    f"{type(self).__name__} for {context.target!r}: groups has shape {groups.shape}, y {y.shape}."
+                )
+            if len(groups) and groups.min() < 0:
+                raise ValueError(f"{type(self).__name__} for {context.target!r}: cluster codes must be >= 0.")
             if context.n_clusters == 0:
                 context.n_clusters = int(groups.max()) + 1 if len(groups) else 0
         elif self.requires_groups:

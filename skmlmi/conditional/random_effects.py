@@ -15,7 +15,7 @@ already turned codes 3/4 into 1/2 plus a cluster-mean column) and integer cluste
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -383,6 +383,25 @@ def _prior_values(prior, q, sd_y, sd_z, suff=None, name="y"):
     return 1.0, sd_y**2, float(q), psi_scale * sd_y**2 * np.diag(scale[:q])
 
 
+def _check_prior(prior) -> None:
+    """A dict prior's keys and numbers, checked with the parameters (before any chain runs)."""
+    if not isinstance(prior, dict):
+        return
+    unknown = set(prior) - {"a", "Binv", "c", "Dinv"}
+    if unknown:
+        raise ValueError(f"unknown prior keys {sorted(map(str, unknown))}; use a, Binv, c, Dinv")
+    for key in ("a", "Binv", "c"):
+        value = prior.get(key, 1.0)
+        if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value) or value <= 0:
+            raise ValueError(f"prior[{key!r}] must be a positive number, got {value!r}")
+    try:
+        Dinv = np.asarray(prior.get("Dinv", 1.0), dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"prior['Dinv'] must be a number or a square matrix, got {prior['Dinv']!r:.60}") from None
+    if Dinv.ndim not in (0, 2) or Dinv.ndim == 2 and Dinv.shape[0] != Dinv.shape[1] or not np.isfinite(Dinv).all():
+        raise ValueError(f"prior['Dinv'] must be a finite number or square matrix, got shape {Dinv.shape}")
+
+
 def _given_prior(prior, q):
     """(a, Binv, c, Dinv) given on the data's own scale: pan's numbers or a dict."""
     if isinstance(prior, dict):
@@ -723,6 +742,10 @@ class RandomEffectsNormal(BaseConditionalImputer):
         "prior": [StrOptions({"pan", "scaled", "weak"}), dict],
     }
 
+    def _validate_params(self):
+        super()._validate_params()
+        _check_prior(self.prior)
+
     def __init__(self, n_gibbs: int = 4, n_burnin: int = 5, heteroscedastic: bool = False, prior="weak"):
         self.n_gibbs = n_gibbs
         self.n_burnin = n_burnin
@@ -973,6 +996,10 @@ class RandomEffectsPMM(RandomEffectsNormal):
         "n_burnin": [Interval(Integral, 0, None, closed="left")],
         "prior": [StrOptions({"pan", "scaled", "weak"}), dict],
     }
+
+    def _validate_params(self):
+        super()._validate_params()
+        _check_prior(self.prior)
 
     def __init__(self, donors: int = 5, matchtype: int = 1, n_gibbs: int = 4, n_burnin: int = 5, prior="weak"):
         self.donors = donors

@@ -11,12 +11,15 @@
 from __future__ import annotations
 
 from importlib import resources
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
 from scipy import special
 from sklearn.utils import Bunch
+from sklearn.utils._param_validation import validate_params
+
+from .simulate import _check_size, _generator
 
 __all__ = ["make_heckman", "load_obesity", "load_hiv", "interviewer_effect"]
 
@@ -44,6 +47,18 @@ def _read(name: str, **kwargs) -> pd.DataFrame:
         return pd.read_csv(handle, **kwargs)
 
 
+@validate_params(
+    {
+        "n_clusters": [Integral],
+        "cluster_size": [Integral],
+        "rho": [Real],
+        "missing_prop": [Real],
+        "exclusion": ["boolean"],
+        "random_state": [np.random.Generator, "random_state"],
+        "return_truth": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def make_heckman(
     n_clusters: int = 15,
     cluster_size: int = 200,
@@ -105,15 +120,16 @@ def make_heckman(
     >>> bool(data["y"].mean() > complete["y"].mean())  # the missing values are the low ones
     True
     """
-    if not isinstance(n_clusters, Integral) or n_clusters < 1:
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, Integral) or n_clusters < 1:
         raise ValueError(f"n_clusters must be a positive integer; got {n_clusters!r}.")
-    if not isinstance(cluster_size, Integral) or cluster_size < 1:
+    if isinstance(cluster_size, bool) or not isinstance(cluster_size, Integral) or cluster_size < 1:
         raise ValueError(f"cluster_size must be a positive integer; got {cluster_size!r}.")
+    _check_size(int(n_clusters) * int(cluster_size))
     if not -1 < rho < 1:
         raise ValueError(f"rho must lie in (-1, 1); got {rho!r}.")
     if not 0 < missing_prop < 1:
         raise ValueError(f"missing_prop must lie in (0, 1); got {missing_prop!r}.")
-    rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
+    rng = _generator(random_state)
     J, m = int(n_clusters), int(cluster_size)
     n = J * m
     beta = np.array([1.0, 0.5])
@@ -257,6 +273,8 @@ def interviewer_effect(
     """
     from ..analysis.mixed import LogisticMixedModel
 
+    if isinstance(adjust, str):  # one column, not its letters
+        adjust = (adjust,)
     missing = [c for c in (consent, interviewer, *adjust) if c not in data.columns]
     if missing:
         raise ValueError(f"interviewer_effect: data has no column(s) {missing}.")

@@ -122,7 +122,12 @@ def load_impact_incomplete(random_state: int | np.random.Generator | None = 2022
     (3, 2, 0)
     """
     complete = load_impact()
-    rng = np.random.default_rng(random_state)
+    try:
+        rng = np.random.default_rng(random_state)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"random_state must be an int, a numpy Generator or SeedSequence, or None; got {random_state!r:.40}."
+        ) from exc
     sporadic = ampute(
         complete,
         groups="name",

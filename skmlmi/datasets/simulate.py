@@ -7,18 +7,45 @@ recovers what generated the data: fixed effects, variance components and the ICC
 from __future__ import annotations
 
 from collections.abc import Sequence
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, special
 from sklearn.utils import Bunch, check_random_state
+from sklearn.utils._param_validation import validate_params
 
 __all__ = ["make_multilevel"]
 
 _MISSABLE = ("y", "x")
 
+#: Rows a simulator makes at most (about 3 GB of columns): beyond, a typo, not a study.
+_MAX_ROWS = 10**8
 
+
+def _check_size(n_rows: int) -> None:
+    """A simulated data set of ``n_rows`` rows must fit in memory (no hang allocating it)."""
+    if n_rows > _MAX_ROWS:
+        raise ValueError(f"the data would have {n_rows:,} rows; a simulator makes at most {_MAX_ROWS:,}.")
+
+
+@validate_params(
+    {
+        "n_clusters": [Integral],
+        "cluster_size": "no_validation",  # an int or a (min, max) pair: checked below
+        "icc": [Real],
+        "beta": ["array-like"],
+        "slope_sd": [Real],
+        "level2_effect": [Real],
+        "x_icc": [Real],
+        "missing": [str, None],
+        "missing_prop": [Real],
+        "missing_columns": "no_validation",  # a name or names: checked below
+        "random_state": [np.random.Generator, "random_state"],
+        "return_truth": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def make_multilevel(
     n_clusters: int = 100,
     cluster_size: int | tuple[int, int] = 20,
@@ -115,16 +142,20 @@ def make_multilevel(
     (True, False)
     """
     rng = _generator(random_state)
-    if not isinstance(n_clusters, Integral) or n_clusters < 1:
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, Integral) or n_clusters < 1:
         raise ValueError(f"n_clusters must be a positive integer; got {n_clusters!r}.")
     low, high = _size_range(cluster_size)
+    _check_size(int(n_clusters) * high)
     if not 0 < icc < 1:
         raise ValueError(f"icc must lie in (0, 1); got {icc!r}.")
     if not 0 <= x_icc < 1:
         raise ValueError(f"x_icc must lie in [0, 1); got {x_icc!r}.")
     if slope_sd < 0:
         raise ValueError(f"slope_sd must be >= 0; got {slope_sd!r}.")
-    beta = np.asarray(beta, dtype=float)
+    try:
+        beta = np.asarray(beta, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"beta must hold two numbers (intercept, slope of x); got {beta!r}.") from None
     if beta.shape != (2,):
         raise ValueError(f"beta must hold two numbers (intercept, slope of x); got {beta.tolist()!r}.")
     missing_columns = tuple(missing_columns)
@@ -187,6 +218,8 @@ def _generator(random_state) -> np.random.Generator:
 
 
 def _size_range(cluster_size) -> tuple[int, int]:
+    if isinstance(cluster_size, bool):
+        raise ValueError(f"cluster_size must be an int or a (min, max) pair; got {cluster_size!r}.")
     if isinstance(cluster_size, Integral):
         low = high = int(cluster_size)
     else:

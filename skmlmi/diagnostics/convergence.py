@@ -14,7 +14,10 @@ __all__ = ["rhat", "autocorrelation"]
 
 
 def _as_chains(chains, name: str) -> tuple[np.ndarray, bool]:
-    arr = np.asarray(chains, dtype=float)
+    try:
+        arr = np.asarray(chains, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: chains must be numbers (chains x iterations [x k]): {exc}") from None
     if arr.ndim == 2:
         return arr[:, :, None], True
     if arr.ndim != 3:

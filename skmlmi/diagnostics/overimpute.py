@@ -14,6 +14,7 @@ better than it is. Masking a sample of ``sample`` cells per column (default: at 
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -109,8 +110,16 @@ def overimpute(
     """
     if not isinstance(X, pd.DataFrame):
         raise TypeError("overimpute needs a DataFrame, so that columns can be named.")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
+    if not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}.")
+    share = isinstance(sample, numbers.Real) and 0 < sample < 1
+    whole = isinstance(sample, numbers.Real) and np.isfinite(sample) and sample >= 1 and sample == int(sample)
+    if isinstance(sample, bool) or not (share or whole):
+        raise ValueError(f"sample must be a share in (0, 1) or a whole number of cells >= 1, got {sample!r}.")
+    if isinstance(imputer, type) or not hasattr(imputer, "fit_transform_all"):
+        raise TypeError(
+            f"imputer must be an imputer instance such as MultilevelIterativeImputer(...), got {imputer!r:.60}."
+        )
     imputer = clone(imputer)
     if imputer.n_imputations < 20:
         warnings.warn(

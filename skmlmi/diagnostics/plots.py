@@ -20,6 +20,7 @@ never changes them and knows nothing of the conditional models.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,11 +100,14 @@ def _pyplot():
 
 
 def _as_frame(data, name: str = "data") -> pd.DataFrame:
-    if isinstance(data, pd.DataFrame):
-        return data
     if isinstance(data, np.ndarray) and data.ndim == 2:
         return pd.DataFrame(data, columns=[f"x{i}" for i in range(data.shape[1])])
-    raise TypeError(f"{name} must be a pandas DataFrame (or a 2-D array); got {type(data).__name__}.")
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame (or a 2-D array); got {type(data).__name__}.")
+    if not data.columns.is_unique:
+        repeated = sorted(map(str, data.columns[data.columns.duplicated()].unique()))
+        raise ValueError(f"{name} has duplicated column names {repeated}; rename them first.")
+    return data
 
 
 def _pick_columns(frame: pd.DataFrame, columns, exclude=()) -> list:
@@ -220,6 +224,8 @@ def plot_pattern(data: pd.DataFrame, columns=None, *, max_patterns: int | None =
     table = md_pattern(data, columns)
     body = table.drop(index="total")
     if max_patterns is not None:
+        if isinstance(max_patterns, bool) or not isinstance(max_patterns, numbers.Integral) or max_patterns < 1:
+            raise ValueError(f"max_patterns must be a positive integer or None, got {max_patterns!r}.")
         keep = body["count"].sort_values(ascending=False, kind="stable").index[:max_patterns]
         body = body.loc[sorted(keep)]
     names = [c for c in table.columns if c not in ("count", "n_missing")]
@@ -777,6 +783,8 @@ def plot_imputed(
     """
     plt = _pyplot()
     frame = _as_frame(data)
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral) or n_clusters < 1:
+        raise ValueError(f"n_clusters must be a positive integer, got {n_clusters!r}.")
     codes = labels = gcol = None
     if groups is not None:
         codes, labels, gcol = _groups(frame, groups)

@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
 from sklearn.exceptions import DataConversionWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils._available_if import available_if
-from sklearn.utils._param_validation import HasMethods
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
@@ -46,6 +46,14 @@ def _fit_one(estimator, data, y_name, formula_model, index):
             return estimator.fit(data.drop(columns=[y_name]), data[y_name])
     except Exception as exc:  # re-raised with the imputation number
         raise in_context(exc, f"the analysis model, on imputation {index + 1}") from exc
+
+
+def _column_of(X, data, groups):
+    """``groups`` for the imputer's data: an array X's column index names its column once y has joined it."""
+    positional = isinstance(groups, numbers.Integral) and not isinstance(groups, bool)
+    if positional and not isinstance(X, pd.DataFrame) and isinstance(data, pd.DataFrame):
+        return f"x{groups}"
+    return groups
 
 
 class MIPooler(MetaEstimatorMixin, BaseEstimator):
@@ -116,8 +124,8 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         "imputer": [HasMethods(["fit_transform_all", "transform_all"])],
         "estimator": [HasMethods(["fit"])],
         "n_jobs": [numbers.Integral, None],
-        "dfcom": [numbers.Real, str, None],
-        "alpha": [numbers.Real],
+        "dfcom": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"}), None],
+        "alpha": [Interval(numbers.Real, 0, 1, closed="neither")],
     }
 
     def __init__(self, imputer, estimator, n_jobs=None, dfcom="auto", alpha: float = 0.05):
@@ -215,6 +223,12 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         -------
         self
         """
+        for name in ("imputer", "estimator"):
+            if isinstance(getattr(self, name), type):
+                raise TypeError(
+                    f"{name} is the class {getattr(self, name).__name__}; pass an instance, "
+                    f"e.g. {getattr(self, name).__name__}()."
+                )
         self._validate_params()
         X, source = to_pandas(X)
         X = self._check_input(X, reset=True)
@@ -222,6 +236,13 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         y = series_to_pandas(y)
         if y is not None and not isinstance(y, pd.Series):
             y = np.asarray(y)
+        if y is not None and y.ndim == 0:
+            raise TypeError(
+                f"y must hold one response per row of X; got {type(y.item()).__name__} {y.item()!r:.40}. "
+                "(A formula model finds its response in X: leave y=None.)"
+            )
+        if y is not None and (y.ndim > 2 or y.ndim == 2 and y.shape[1] != 1):
+            raise ValueError(f"y must be 1-D, one response per row of X; got shape {y.shape}.")
         if y is not None and y.ndim == 2 and y.shape[1] == 1:
             warnings.warn(
                 "A column-vector y was passed when a 1d array was expected; it is raveled.",
@@ -246,7 +267,7 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         self.imputer_ = clone(self.imputer)
         if hasattr(self.imputer_, "set_output"):  # pandas in, pandas out, whatever set_output says
             self.imputer_.set_output(transform="default")
-        sets = self.imputer_.fit_transform_all(data, groups=groups)
+        sets = self.imputer_.fit_transform_all(data, groups=_column_of(X, data, groups))
         formula_model = self._formula_model
         estimator = self._coded_as_observed(data) if formula_model else self.estimator
         with one_blas_thread():  # taken here, it also covers fits run in threads of this process
@@ -346,7 +367,7 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
             data = X if self._y_name is None else self._with_target(X, None, self._y_name)
         if isinstance(data, pd.DataFrame) and self._fit_columns is not None:
             data = data[self._fit_columns]
-        sets = self.imputer_.transform_all(data, groups=groups)
+        sets = self.imputer_.transform_all(data, groups=_column_of(X, data, groups))
         if self._y_name is not None:
             sets = [s.drop(columns=[self._y_name]) if isinstance(s, pd.DataFrame) else s[:, :-1] for s in sets]
         return sets

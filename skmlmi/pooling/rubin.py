@@ -23,8 +23,9 @@ of missing information fmi = (r + 2 / (nu + 3)) / (r + 1).
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,6 +146,14 @@ def _solve(a, b, what: str):
         ) from None
 
 
+def _as_numbers(values, name: str) -> np.ndarray:
+    """``values`` as a float array; text and other non-numbers are a ValueError naming ``name``."""
+    try:
+        return np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numbers: {exc}") from None
+
+
 def _null(null, k: int) -> np.ndarray:
     if null is None:
         return np.zeros(k)
@@ -225,9 +234,15 @@ def rubin_components(estimates, covariances=None) -> RubinComponents:
     m, k = q.shape
     qbar = q.mean(axis=0)
     dev = q - qbar
-    b = dev.T @ dev / (m - 1) if m > 1 else np.zeros((k, k))
-    ubar = u.mean(axis=0) if u is not None else np.full((k, k), np.nan)
-    t = ubar + (1.0 + 1.0 / m) * b
+    with np.errstate(over="ignore", invalid="ignore"):  # checked below, with a message
+        b = dev.T @ dev / (m - 1) if m > 1 else np.zeros((k, k))
+        ubar = u.mean(axis=0) if u is not None else np.full((k, k), np.nan)
+        t = ubar + (1.0 + 1.0 / m) * b
+    if not (np.isfinite(qbar).all() and np.isfinite(b).all() and np.isfinite(ubar[~np.isnan(ubar)]).all()):
+        raise ValueError(
+            "the estimates or covariances are too large to pool (their mean, between-imputation variance or "
+            f"mean covariance overflows; largest estimate {np.abs(q).max():.3g}): rescale the variables"
+        )
     return RubinComponents(m=m, qbar=qbar, ubar=ubar, b=b, t=t)
 
 
@@ -269,8 +284,14 @@ def barnard_rubin_df(lam, m: int, dfcom: float | None = None) -> np.ndarray:
     >>> float(barnard_rubin_df(0.2483443708609272, 5, 97)).__round__(6)
     33.99734
     """
-    lam = np.asarray(lam, dtype=float)
+    lam = _as_numbers(lam, "lam")
     dfcom = _as_dfcom(dfcom)
+    if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1:
+        raise ValueError(f"m (number of imputations) must be a positive integer; got {m!r}")
+    if np.any((lam < 0) | (lam > 1)):
+        raise ValueError(f"lam (the fraction of variance due to missingness) must lie in [0, 1]; got {lam}")
+    if m == 1 and np.any(lam > 0):
+        raise ValueError("m = 1: one imputation has no between-imputation variance, so lam must be 0")
     with np.errstate(divide="ignore", invalid="ignore"):
         if math.isinf(dfcom):
             return np.where(lam == 0, np.inf, (m - 1) / lam**2)
@@ -431,8 +452,10 @@ def pool_scalar(q, u, dfcom: float | None = None, alpha: float = 0.05) -> pd.Ser
     >>> round(float(r["riv"]), 10), round(float(r["df"]), 7)
     (0.3303964758, 33.99734)
     """
-    q = np.asarray(q, dtype=float).ravel()
-    u = np.asarray(u, dtype=float).ravel()
+    q, u = _as_numbers(q, "q"), _as_numbers(u, "u")
+    if q.ndim > 1 or u.ndim > 1:
+        raise ValueError(f"q and u must be 1-D, one value per imputation; got shapes {q.shape} and {u.shape}")
+    q, u = q.ravel(), u.ravel()
     if q.shape != u.shape:
         raise ValueError(f"q and u must have the same length, got {q.shape[0]} and {u.shape[0]}")
     with warnings.catch_warnings():
@@ -472,7 +495,14 @@ def pool_variance_components(components) -> pd.Series:
     >>> pool_variance_components([a, b]).round(6).to_dict()
     {'Residual~~Residual': 2.0, 'ICC|g': 0.3}
     """
-    components = [pd.Series(c, dtype=float) for c in components]
+    if isinstance(components, str | pd.Series | Mapping) or not isinstance(components, Iterable):
+        raise TypeError(
+            f"components must be a sequence of Series (one per imputation); got {type(components).__name__}"
+        )
+    try:
+        components = [pd.Series(c, dtype=float) for c in components]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"components must be Series of numbers, one per imputation: {exc}") from None
     if not components:
         raise ValueError("no variance components to pool")
     names = list(components[0].index)
@@ -644,7 +674,7 @@ def d2_from_statistics(chisq, k: int, ariv: str = "default") -> pd.DataFrame:
     DataFrame
         One row ``D2`` with columns F, df1, df2, p_value, riv.
     """
-    d = np.asarray(chisq, dtype=float).ravel()
+    d = _as_numbers(chisq, "chisq").ravel()
     m = d.shape[0]
     k = _check_k(k)
     if m < 2:
@@ -726,8 +756,8 @@ def d3_from_deviances(dev_own, dev_pooled, k: int, ariv: str = "default") -> pd.
     DataFrame
         One row ``D3`` with columns F, df1, df2, p_value, riv.
     """
-    own = np.asarray(dev_own, dtype=float).ravel()
-    pooled = np.asarray(dev_pooled, dtype=float).ravel()
+    own = _as_numbers(dev_own, "dev_own").ravel()
+    pooled = _as_numbers(dev_pooled, "dev_pooled").ravel()
     m = own.shape[0]
     if pooled.shape[0] != m or m < 2:
         raise ValueError("D3 needs the same number (>= 2) of own and pooled deviances")

@@ -137,3 +137,26 @@ def test_observed_levels_leave_out_missing_values_and_unused_categories(frame):
 
     incomplete = frame.assign(f=pd.Categorical(["b", None, "c", None, "b", "c"], categories=["a", "b", "c", "d"]))
     assert observed_levels(parse_formula("y ~ f + x + (1 | g)"), incomplete) == {"f": ["b", "c"]}
+
+
+# --------------------------------------------------------------------------- hostile inputs
+def test_deeply_nested_parentheses_are_a_value_error_not_a_recursion_error():
+    with pytest.raises(ValueError, match="parentheses nested too deeply"):
+        parse_formula("y ~ " + "(" * 3000 + "x" + ")" * 3000)
+
+
+@pytest.mark.parametrize("given", [None, {"one": ["k"]}])
+def test_a_factor_with_one_level_is_an_error_not_silently_dropped(frame, given):
+    with pytest.raises(ValueError, match=r"column 'one' .* categorical with 1 level\(s\) \['k'\]"):
+        build_design(parse_formula("y ~ x + one"), frame.assign(one="k"), category_levels=given)
+
+
+def test_dates_in_a_formula_are_a_type_error_naming_the_column(frame):
+    data = frame.assign(t=pd.date_range("2020-01-01", periods=6))
+    with pytest.raises(TypeError, match=r"columns 't' \(datetime64.*\) .* neither numeric nor categorical"):
+        build_design(parse_formula("y ~ t"), data)
+
+
+def test_build_design_needs_a_parsed_formula(frame):
+    with pytest.raises(TypeError, match="parsed must be a ParsedFormula"):
+        build_design("y ~ x", frame)

@@ -114,3 +114,10 @@ def test_levels_parameter_fixes_the_coding(data):
     assert list(fit.coef_.index) == ["(Intercept)", "x", "flow", "fhigh"]
     with pytest.raises(ValueError, match="column 'f' holds levels"):
         OLS("y ~ x + f", levels={"f": ["low", "mid"]}).fit(data)
+
+
+@pytest.mark.parametrize("alpha", [5, 0, -0.1, "0.05"])
+def test_summary_alpha_outside_zero_one_is_an_error(data, alpha):
+    model = OLS("y ~ x").fit(data)
+    with pytest.raises(ValueError, match="alpha must lie in"):
+        model.summary(alpha=alpha)

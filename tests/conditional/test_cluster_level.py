@@ -216,7 +216,7 @@ def test_cluster_mean_imputes_clusters_without_observed_values_and_logs_them(kin
 def test_cluster_mean_without_any_observed_value_is_an_error():
     rng = np.random.default_rng(9)
     groups = np.array([0, 0, 1, 1])
-    with pytest.raises(ValueError, match="no cluster has an observed value"):
+    with pytest.raises(ValueError, match="no observed value"):
         ClusterMean().draw(
             np.zeros(4), np.zeros(4, bool), np.ones((4, 1)), np.ones(1, int), groups, rng, context=_context(2)
         )

@@ -6,9 +6,11 @@ Models are discovered, not listed, so a new model file is checked as soon as it 
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.base import clone
 
+from skmlmi import MultilevelIterativeImputer
 from skmlmi.conditional.base import (
     ROLE_NAMES,
     TARGET_KINDS,
@@ -130,3 +132,47 @@ def test_unsupported_role_code_is_an_error(model_class):
     y, observed, X, _, groups, context = _problem(model_class, kind)
     with pytest.raises(ValueError, match=f"role code {unsupported[0]}"):
         model_class().draw(y, observed, X, np.array([unsupported[0]]), groups, np.random.default_rng(0), None, context)
+
+
+# --------------------------------------------------------------------------- hostile inputs, used directly
+@pytest.mark.parametrize("model_class", MODELS, ids=lambda c: c.__name__)
+def test_direct_draws_check_rng_rows_and_finite_inputs(model_class):
+    kind = _kind(model_class)
+    y, observed, X, roles, groups, context = _problem(model_class, kind)
+    model = model_class()
+    with pytest.raises(TypeError, match="needs rng, a numpy.random.Generator"):
+        model.draw(y, observed, X, roles, groups, 0, None, context)
+    with pytest.raises(ValueError, match="no observed values of 'y'"):
+        model.draw(y, np.zeros_like(observed), X, roles, groups, np.random.default_rng(0), None, context)
+    X_nan = X.copy()
+    X_nan[np.flatnonzero(observed)[0], 0] = np.nan
+    with pytest.raises(ValueError, match="predictor 'x0' has missing or infinite values in the observed rows"):
+        model.draw(y, observed, X_nan, roles, groups, np.random.default_rng(0), None, context)
+    if groups is not None:
+        with pytest.raises(ValueError, match="groups has shape"):
+            model.draw(y, observed, X, roles, groups[:5], np.random.default_rng(0), None, context)
+
+
+@pytest.mark.parametrize("model_class", MODELS, ids=lambda c: c.__name__)
+def test_direct_draws_validate_the_parameters(model_class):
+    name = next(iter(model_class._parameter_constraints))
+    kind = _kind(model_class)
+    y, observed, X, roles, groups, context = _problem(model_class, kind)
+    model = model_class().set_params(**{name: "not a valid value"})
+    with pytest.raises(ValueError, match=f"The '{name}' parameter of {model_class.__name__}"):
+        model.draw(y, observed, X, roles, groups, np.random.default_rng(0), None, context)
+
+
+def test_a_model_without_hyperparameters_needs_no_parameter_constraints():
+    class Constant(BaseConditionalImputer):
+        target_kinds = frozenset({"continuous"})
+
+        def _draw(self, y, observed, X, roles, groups, rng, state, context):
+            raise NotImplementedError("the maths")
+
+    with pytest.raises(NotImplementedError, match="the maths"):
+        Constant().draw(np.zeros(4), np.ones(4, bool), np.ones((4, 1)), np.ones(1, int), None, np.random.default_rng(0))
+    data = pd.DataFrame({"x": [1.0, 2, 3, 4, 5], "y": [1.5, np.nan, 3.2, 2.1, 5.7]})
+    imputer = MultilevelIterativeImputer(methods={"y": Constant()}, n_imputations=1, max_iter=1)
+    with pytest.raises(NotImplementedError, match="the maths"):  # reached: the imputer validated the model
+        imputer.fit(data)

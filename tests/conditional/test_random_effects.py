@@ -12,6 +12,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from skmlmi.conditional.base import DrawContext
@@ -407,3 +408,26 @@ def test_scaled_prior_is_scale_invariant_and_pan_prior_is_not():
     # pan's fixed prior (Binv = 1, Dinv = I) swamps a target with variance ~1e-6
     pan, *_ = chain(RandomEffectsNormal(prior="pan"), c * y, observed, X, roles, groups, seed=5, visits=3)
     assert np.std(pan[~observed]) > 10 * np.std(small[~observed])
+
+
+@pytest.mark.parametrize(
+    "prior, match",
+    [
+        ({"df": 3}, r"unknown prior keys \['df'\]"),
+        ({"a": 0}, r"prior\['a'\] must be a positive number"),
+        ({"c": "two"}, r"prior\['c'\] must be a positive number"),
+        ({"Dinv": "a"}, r"prior\['Dinv'\] must be a number or a square matrix"),
+        ({"Dinv": np.ones((2, 3))}, r"prior\['Dinv'\] must be a finite number or square matrix"),
+    ],
+)
+def test_a_dict_prior_is_checked_with_the_parameters_before_any_chain(prior, match):
+    from skmlmi import MultilevelIterativeImputer
+
+    rng = np.random.default_rng(0)
+    data = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "x": rng.normal(size=60), "y": rng.normal(size=60)})
+    data.loc[::7, "y"] = np.nan
+    for model in (RandomEffectsNormal(prior=prior), RandomEffectsPMM(prior=prior)):
+        imputer = MultilevelIterativeImputer(methods={"y": model}, n_imputations=1, max_iter=1)
+        with pytest.raises(ValueError, match=match) as info:
+            imputer.fit(data, groups="g")
+        assert "chain" not in str(info.value)  # raised while planning, not inside a chain

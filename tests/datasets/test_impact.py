@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from skmlmi.datasets.impact import load_impact, load_impact_incomplete, load_ipdna
 
@@ -74,3 +75,8 @@ def test_impact_recovery_reduced():
         single, multi = rows["single-level"][f"study variance {column}"], rows["multilevel"][f"study variance {column}"]
         assert single < 0.9 * truth, (column, single, multi, truth)  # single level shrinks it
         assert multi > single, (column, single, multi, truth)  # multilevel keeps more of it
+
+
+def test_load_impact_incomplete_names_a_bad_random_state():
+    with pytest.raises(TypeError, match="random_state must be an int, a numpy Generator or SeedSequence"):
+        load_impact_incomplete(random_state="x")

@@ -93,3 +93,10 @@ def test_autocorrelation_of_ar1_and_white_noise():
 def test_autocorrelation_rejects_bad_lag():
     with pytest.raises(ValueError, match="lag"):
         autocorrelation(np.ones((2, 5)), lag=5)
+
+
+def test_text_chains_are_an_error_naming_the_function():
+    with pytest.raises(ValueError, match="rhat: chains must be numbers"):
+        rhat([["a", "b"], ["c", "d"]])
+    with pytest.raises(ValueError, match="autocorrelation: chains must be numbers"):
+        autocorrelation([[1.0, 2.0], [1.0]])

@@ -298,3 +298,24 @@ def test_bad_groups_and_columns_are_clear_errors(tiny):
         md_pattern(tiny, ["a", "nope"])
     with pytest.raises(TypeError, match="DataFrame"):
         md_pattern([1, 2, 3])
+
+
+# ----------------------------------------------------------------------------- hostile inputs
+def test_duplicated_column_names_are_refused_by_every_data_diagnostic(tiny):
+    data = tiny.set_axis(["a", "a", "c"], axis=1)
+    for call in (lambda: md_pattern(data), lambda: plot_pattern(data), lambda: plot_corr(data)):
+        with pytest.raises(ValueError, match=r"duplicated column names \['a'\]"):
+            call()
+
+
+@pytest.mark.parametrize("max_patterns", [0, -1, "a", 2.5, True])
+def test_plot_pattern_max_patterns_must_be_a_positive_integer(tiny, max_patterns):
+    with pytest.raises(ValueError, match="max_patterns must be a positive integer or None"):
+        plot_pattern(tiny, max_patterns=max_patterns)
+
+
+@pytest.mark.parametrize("n_clusters", [0, -1, 1.5])
+def test_plot_imputed_n_clusters_must_be_a_positive_integer(popmis_small, n_clusters):
+    data, _, completed = popmis_small
+    with pytest.raises(ValueError, match="n_clusters must be a positive integer"):
+        plot_imputed(data, completed, groups="school", n_clusters=n_clusters)

@@ -204,3 +204,44 @@ def test_levels_set_by_the_user_are_kept(popmis):
     model = LinearMixedModel("popular ~ sex + texp + (1 | school)", levels={"sex": ["boy", "girl"]})
     pooler = _quiet(MIPooler(_imputer(), model).fit, data, groups="school")
     assert list(pooler.summary_.index) == ["(Intercept)", "sexgirl", "texp"]
+
+
+# --------------------------------------------------------------------------- hostile inputs
+@pytest.fixture
+def small():
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "x": rng.normal(size=60)})
+    y = pd.Series(rng.normal(size=60), name="y").where(rng.random(60) > 0.2)
+    return X, y
+
+
+def _small_pooler(**params):
+    return MIPooler(
+        MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=1), LinearRegression(), **params
+    )
+
+
+@pytest.mark.parametrize("params", [{"alpha": 2}, {"alpha": 0}, {"dfcom": -1}, {"dfcom": "x"}])
+def test_alpha_and_dfcom_are_validated_at_fit(small, params):
+    with pytest.raises(ValueError, match=f"The '{next(iter(params))}' parameter of MIPooler"):
+        _small_pooler(**params).fit(*small, groups="g")
+
+
+def test_a_class_instead_of_an_instance_says_so(small):
+    with pytest.raises(TypeError, match=r"estimator is the class LinearRegression; pass an instance"):
+        MIPooler(_imputer(), LinearRegression).fit(*small, groups="g")
+
+
+def test_y_must_be_one_response_per_row(small):
+    X, y = small
+    with pytest.raises(TypeError, match="y must hold one response per row of X; got str 'y'"):
+        _small_pooler().fit(X, "y", groups="g")
+    with pytest.raises(ValueError, match=r"y must be 1-D, one response per row of X; got shape \(60, 2\)"):
+        _small_pooler().fit(X, np.zeros((60, 2)), groups="g")
+
+
+def test_array_x_takes_groups_by_column_index_with_y(small):
+    X, y = small
+    pooler = _quiet(_small_pooler().fit, X.to_numpy(), y.to_numpy(), groups=0)
+    assert pooler.imputer_.cluster_labels_.tolist() == list(range(6))
+    assert np.isfinite(_quiet(pooler.predict, X.to_numpy())).all()

@@ -232,3 +232,39 @@ def test_variance_components_pool_by_plain_mean_and_names_misaligned_imputation(
     assert pooled.to_dict() == pytest.approx({"Intercept~~Intercept|g": 0.5, "Residual~~Residual": 0.5, "ICC|g": 0.5})
     with pytest.raises(ValueError, match="imputation 2"):
         pool_variance_components([a, a.drop("ICC|g")])
+
+
+# --------------------------------------------------------------------------- hostile inputs
+@pytest.mark.parametrize(
+    "lam, m, match",
+    [
+        (0.5, 0, "m .number of imputations. must be a positive integer"),
+        (0.5, 2.5, "m .number of imputations. must be a positive integer"),
+        (0.5, "5", "m .number of imputations. must be a positive integer"),
+        (1.5, 5, r"lam .* must lie in \[0, 1\]"),
+        (-0.1, 5, r"lam .* must lie in \[0, 1\]"),
+        (0.5, 1, "m = 1: one imputation has no between-imputation variance"),
+        ("a", 5, "lam must be numbers"),
+    ],
+)
+def test_barnard_rubin_df_checks_its_arguments(lam, m, match):
+    with pytest.raises(ValueError, match=match):
+        barnard_rubin_df(lam, m)
+
+
+def test_text_and_shapes_name_the_argument():
+    with pytest.raises(ValueError, match=r"q and u must be 1-D"):
+        pool_scalar([[1.0, 2.0]], [[1.0, 1.0]])
+    with pytest.raises(ValueError, match="q must be numbers"):
+        pool_scalar(["a", "b"], [1.0, 1.0])
+    with pytest.raises(ValueError, match="chisq must be numbers"):
+        d2_from_statistics(["a", "b"], 1)
+    with pytest.raises(ValueError, match="dev_own must be numbers"):
+        d3_from_deviances(["a", "b"], [1.0, 2.0], 1)
+    with pytest.raises(TypeError, match="components must be a sequence of Series"):
+        pool_variance_components("abc")
+
+
+def test_estimates_too_large_to_pool_are_an_error_not_an_overflow():
+    with pytest.raises(ValueError, match="too large to pool"):
+        pool([np.array([1e300]), np.array([-1e300])], [np.eye(1)] * 2)
