@@ -69,21 +69,17 @@ class ImputedDatasets(list):
             In the datasets' library (polars datasets give a polars frame); an integer column
             imputed with fractions in some dataset is a float column throughout.
         """
-        if include_original is not None and not isinstance(include_original, pd.DataFrame | np.ndarray):
-            raise TypeError(
-                f"include_original must be the incomplete DataFrame; got {type(include_original).__name__}."
-            )
         frames = []
         sets = ([include_original] if include_original is not None else []) + list(self)
-        taken = (
-            [c for c in (".imp", ".id") if isinstance(sets[0], pd.DataFrame) and c in sets[0].columns] if sets else []
-        )
-        if taken:
-            raise ValueError(f"The data have columns named {taken}, which long() adds; rename them first.")
         start = 0 if include_original is not None else 1
         for k, data in enumerate(sets, start=start):
             frame, source = to_pandas(data)  # polars and pyarrow datasets are stacked as pandas
+            if not isinstance(frame, pd.DataFrame | np.ndarray):
+                raise TypeError(f"include_original must be the incomplete data frame; got {type(data).__name__}.")
             frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+            taken = [c for c in (".imp", ".id") if c in frame.columns]
+            if taken:
+                raise ValueError(f"The data have columns named {taken}, which long() adds; rename them first.")
             frame = frame.reset_index(drop=True)
             frame.insert(0, ".id", np.arange(len(frame)))
             frame.insert(0, ".imp", k)
