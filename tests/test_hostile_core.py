@@ -381,7 +381,7 @@ def test_long_format_refuses_clashing_columns_and_non_frames(clustered):
     sets = _quiet(_imputer().fit_transform_all, clustered.rename(columns={"x": ".imp"}), groups="g")
     with pytest.raises(ValueError, match=r"columns named \['.imp'\], which long\(\) adds"):
         sets.long()
-    with pytest.raises(TypeError, match="include_original must be the incomplete DataFrame"):
+    with pytest.raises(TypeError, match="include_original must be the incomplete data frame; got str"):
         sets.long(include_original="data")
 
 
