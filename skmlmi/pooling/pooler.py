@@ -24,7 +24,8 @@ from sklearn.utils.validation import _check_feature_names, _check_n_features, ch
 from .._errors import in_context
 from .._frame import positional_labels, series_to_pandas, to_pandas
 from .._threads import one_blas_thread
-from .rubin import pool, pool_variance_components, rubin_components
+from .results import PooledResults
+from .rubin import _as_dfcom, _pool_parts, pool_variance_components
 
 __all__ = ["MIPooler"]
 
@@ -98,16 +99,23 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         DataFrames whatever the input library and output settings.
     estimators_ : list
         The m fitted analysis models.
+    results_ : PooledResults
+        The pooled results: ``results_.table`` (indexed by term: estimate, std_error,
+        statistic, df, p_value, conf_low, conf_high, riv, lambda, fmi, ubar, b, t),
+        ``results_.summary()`` (header with m, df method and dfcom, then the table),
+        ``results_.variance_components`` (variance components and ICC pooled as mitml's
+        ``testEstimates(extra.pars=TRUE)``: the plain mean over imputations, the ICC
+        computed per imputation and then averaged), ``results_.components`` (Rubin's
+        Qbar, Ubar, B, T), ``results_.test()`` (D1, D2, D3), ``results_.conf_int()`` and
+        ``results_.note`` (what the table lacks or leaves out, e.g. declared categories no
+        row of the data holds). Without within-imputation variances (a plain scikit-learn
+        estimator) the table holds ``estimate`` and ``between_sd`` only.
     summary_ : DataFrame
-        Pooled table indexed by term: estimate, std_error, statistic, df, p_value,
-        conf_low, conf_high, riv, lambda, fmi. ``attrs["note"]`` says what the table lacks
-        or leaves out (e.g. declared categories no row of the data holds).
+        Deprecated, use ``results_.table`` (removed in the next release).
     variance_components_ : Series
-        Variance components and ICC pooled as mitml's ``testEstimates(extra.pars=TRUE)``:
-        the plain mean over imputations of each component, the ICC computed per
-        imputation and then averaged (not recomputed from averaged variances).
+        Deprecated, use ``results_.variance_components`` (removed in the next release).
     pooled_ : RubinComponents or None
-        The pooled quantities (qbar, ubar, b, t), when standard errors were available.
+        Deprecated, use ``results_.components`` (removed in the next release).
 
     Examples
     --------
@@ -117,7 +125,7 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
     >>> data = load_popmis()[["school", "popular", "sex", "texp"]]
     >>> pooler = MIPooler(MultilevelIterativeImputer(n_imputations=5, max_iter=5, random_state=1),
     ...                   LinearMixedModel("popular ~ sex + texp + (1 | school)"))
-    >>> pooler.fit(data, groups="school").summary_.round(2)  # doctest: +SKIP
+    >>> print(pooler.fit(data, groups="school").results_.summary())  # doctest: +SKIP
     """
 
     _parameter_constraints: dict = {
@@ -296,34 +304,81 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
     def _pool(self):
         fits = self.estimators_
         names = self._aligned_terms(fits)
-        self.pooled_ = None
+        vcs = [f.variance_components_ for f in fits if hasattr(f, "variance_components_")]
+        # pool_variance_components checks that every imputation reports the same components
+        variance_components = pool_variance_components(vcs) if vcs else pd.Series(dtype=float)
+        described = {
+            "m": len(fits),
+            "variance_components": variance_components,
+            "model": type(self.estimator).__name__,
+            "formula": self.estimator.get_params(deep=False).get("formula") if self._formula_model else None,
+            "fits": fits,
+        }
         if all(hasattr(f, "cov_params_") for f in fits):
             estimates = np.stack([f.coef_.reindex(names).to_numpy(dtype=float) for f in fits])
             covariances = np.stack(
                 [f.cov_params_.reindex(index=names, columns=names).to_numpy(dtype=float) for f in fits]
             )
-            self.summary_ = pool(estimates, covariances, dfcom=self._dfcom(fits), names=names, alpha=self.alpha)
-            self.pooled_ = rubin_components(estimates, covariances)
+            dfcom = self._dfcom(fits)
+            table, components, _ = _pool_parts(estimates, covariances, dfcom, names, self.alpha, stacklevel=4)
+            results = PooledResults(
+                table,
+                dfcom=_as_dfcom(dfcom),
+                alpha=self.alpha,
+                components=components,
+                estimates=pd.DataFrame(estimates, columns=table.index),
+                covariances=covariances,
+                **described,
+            )
         else:
             if len(fits) == 1:
                 warnings.warn("Only one imputation: no between-imputation variance.", UserWarning, stacklevel=3)
             coefs = np.stack([np.ravel(getattr(f, "coef_", np.full(len(names), np.nan))) for f in fits])
-            self.summary_ = pd.DataFrame(
+            table = pd.DataFrame(
                 {"estimate": coefs.mean(axis=0), "between_sd": coefs.std(axis=0, ddof=1) if len(fits) > 1 else np.nan},
                 index=pd.Index(names, name="term"),
             )
-            self.summary_.attrs["note"] = (
-                "point estimates pooled only: the analysis model gives no within-imputation variance, so no "
-                "standard errors, tests or intervals"
+            results = PooledResults(
+                table,
+                alpha=self.alpha,
+                note=(
+                    "point estimates pooled only: the analysis model gives no within-imputation variance, so no "
+                    "standard errors, tests or intervals"
+                ),
+                **described,
             )
         from ..analysis.formula import unused_categories_note
 
-        notes = [self.summary_.attrs.get("note", ""), unused_categories_note(getattr(fits[0], "dropped_levels_", {}))]
-        if any(notes):
-            self.summary_.attrs["note"] = "; ".join(note for note in notes if note)
-        vcs = [f.variance_components_ for f in fits if hasattr(f, "variance_components_")]
-        # pool_variance_components checks that every imputation reports the same components
-        self.variance_components_ = pool_variance_components(vcs) if vcs else pd.Series(dtype=float)
+        notes = [results.note, unused_categories_note(getattr(fits[0], "dropped_levels_", {}))]
+        results.note = "; ".join(note for note in notes if note)
+        if results.note:
+            table.attrs["note"] = results.note  # deprecated: read results_.note
+        self.results_ = results
+
+    def _deprecated(self, old: str, new: str):
+        """The value of a pre-``results_`` attribute, with a FutureWarning naming its replacement."""
+        check_is_fitted(self, "results_")  # unfitted: AttributeError, so hasattr() stays False
+        warnings.warn(
+            f"MIPooler.{old} is deprecated and will be removed in the next release; use MIPooler.{new}.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return getattr(self.results_, new.removeprefix("results_."))
+
+    @property
+    def summary_(self) -> pd.DataFrame:
+        """Deprecated: use ``results_.table``."""
+        return self._deprecated("summary_", "results_.table")
+
+    @property
+    def variance_components_(self) -> pd.Series:
+        """Deprecated: use ``results_.variance_components``."""
+        return self._deprecated("variance_components_", "results_.variance_components")
+
+    @property
+    def pooled_(self):
+        """Deprecated: use ``results_.components``."""
+        return self._deprecated("pooled_", "results_.components")
 
     def _aligned_terms(self, fits) -> list:
         """Term names common to every fit; terms absent from some imputations are an error."""

@@ -390,7 +390,11 @@ def pool(
     -------
     DataFrame
         Indexed by ``term``; columns estimate, std_error, statistic, df, p_value,
-        conf_low, conf_high, riv, lambda, fmi, ubar, b, t. ``attrs`` holds m, dfcom, alpha.
+        conf_low, conf_high, riv, lambda, fmi, ubar, b, t. :func:`~skmlmi.pooling.pool_results`
+        returns the same table inside a :class:`~skmlmi.pooling.PooledResults`, with m, dfcom,
+        alpha and the df method as attributes. (``attrs`` still holds m, dfcom and alpha;
+        it is deprecated, pandas drops it in many operations, and it will be left empty
+        in the next release.)
 
     Warns
     -----
@@ -410,6 +414,11 @@ def pool(
     >>> pool(q, u, dfcom=97, names=["x"]).loc["x", ["estimate", "df", "fmi"]].round(6).tolist()
     [1.05, 33.99734, 0.288977]
     """
+    return _pool_parts(estimates, covariances, dfcom, names, alpha, stacklevel=3)[0]
+
+
+def _pool_parts(estimates, covariances, dfcom, names, alpha, stacklevel: int):
+    """The work of :func:`pool`: (table, components, aligned estimates), shared with ``pool_results``."""
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
     dfcom = _as_dfcom(dfcom)
@@ -421,9 +430,9 @@ def pool(
             "pooling a single imputation (m = 1): there is no between-imputation variance, so the "
             "standard errors ignore the uncertainty about the missing values",
             UserWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
-    return _table(comp, names, dfcom, alpha)
+    return _table(comp, names, dfcom, alpha), comp, estimates
 
 
 def pool_scalar(q, u, dfcom: float | None = None, alpha: float = 0.05) -> pd.Series:
