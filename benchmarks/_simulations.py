@@ -54,8 +54,8 @@ def random_slope_replication(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pooler = MIPooler(imputer, LinearMixedModel(ANALYSIS)).fit(data, groups="cluster")
-    table = pooler.summary_
-    out = {"seed": seed, "kind": kind, "icc": pooler.variance_components_["ICC|cluster"], "icc_true": truth.icc}
+    table = pooler.results_.table
+    out = {"seed": seed, "kind": kind, "icc": pooler.results_.variance_components["ICC|cluster"], "icc_true": truth.icc}
     for term in FIXED:
         out[f"{term}_estimate"] = table.loc[term, "estimate"]
         out[f"{term}_covered"] = (

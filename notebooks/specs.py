@@ -130,11 +130,12 @@ complete = LinearMixedModel("popular ~ sex + texp + (1 | school)", missing="drop
 poolers = {label: MIPooler(imputer, analysis).fit(data, groups="school") for label, imputer in imputers.items()}
 for label, pooler in poolers.items():
     print(f"== {label}")
-    print(pooler.summary_[["estimate", "std_error", "statistic", "df", "p_value", "riv", "fmi"]].round(4))
+    print(pooler.results_.table[["estimate", "std_error", "statistic", "df", "p_value", "riv", "fmi"]].round(4))
 """),
     ("code", """
 components = pd.DataFrame(
-    {"complete cases": complete.variance_components_} | {label: p.variance_components_ for label, p in poolers.items()}
+    {"complete cases": complete.variance_components_}
+    | {label: p.results_.variance_components for label, p in poolers.items()}
 ).T
 key("ICC complete cases", components.loc["complete cases", "ICC|school"])
 for label, pooler in poolers.items():  # the pooled ICC is the mean of the m per-imputation ICCs
@@ -387,7 +388,7 @@ terms = ["pupilNone", "pupilOne", "ctIII", "ctIV/V"]
 se = np.sqrt(np.diag(truth.cov_params_.loc[terms, terms]))
 table = pd.DataFrame({"complete data": truth.coef_[terms]})
 for label, pooler in results.items():
-    table[label] = pooler.summary_.loc[terms, "estimate"]
+    table[label] = pooler.results_.table.loc[terms, "estimate"]
 standardised = table.drop(columns="complete data").sub(table["complete data"], axis=0).div(se, axis=0)
 
 
@@ -404,7 +405,8 @@ table
 """),
     ("code", """
 variance = pd.DataFrame(
-    {"complete data": truth.variance_components_} | {label: p.variance_components_ for label, p in results.items()}
+    {"complete data": truth.variance_components_}
+    | {label: p.results_.variance_components for label, p in results.items()}
 ).T
 variance
 """),

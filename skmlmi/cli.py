@@ -87,8 +87,8 @@ def demo_popmis(m: int = 20, max_iter: int = 10, seed: int = 2022, n_jobs: int |
             warnings.simplefilter("ignore")
             pooler.fit(data, groups="school")
         seconds[label] = time.perf_counter() - start
-        tables[label] = pooler.summary_[TABLE_COLUMNS]
-        variance[label] = pooler.variance_components_
+        tables[label] = pooler.results_.table[TABLE_COLUMNS]
+        variance[label] = pooler.results_.variance_components
     return {"tables": tables, "variance": pd.DataFrame(variance), "seconds": seconds}
 
 
@@ -155,7 +155,7 @@ def demo_impact(m: int = 10, max_iter: int = 10, seed: int = 2022, n_jobs: int |
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pooler = MIPooler(imputer, LogisticMixedModel(IMPACT_ANALYSIS), n_jobs=n_jobs).fit(data, groups="name")
-        table[label] = pooler.summary_.loc[terms, "estimate"]
+        table[label] = pooler.results_.table.loc[terms, "estimate"]
         table[f"{label}: difference / SE"] = (table[label] - table["complete data"]) / se
     return table
 

@@ -335,8 +335,8 @@ def test_mipooler_with_polars_pools_what_pandas_pools():
 
     reference = _quiet(pooler().fit, data, groups="school")
     fitted = _quiet(pooler().fit, polars, groups="school")
-    pd.testing.assert_frame_equal(fitted.summary_, reference.summary_)  # tables stay pandas
-    pd.testing.assert_series_equal(fitted.variance_components_, reference.variance_components_)
+    pd.testing.assert_frame_equal(fitted.results_.table, reference.results_.table)  # tables stay pandas
+    pd.testing.assert_series_equal(fitted.results_.variance_components, reference.results_.variance_components)
     np.testing.assert_array_equal(_quiet(fitted.predict, polars), _quiet(reference.predict, data))
     observed = data.dropna(subset=["popular"])
     assert _quiet(fitted.score, pl.from_pandas(observed)) == _quiet(reference.score, observed)
@@ -345,11 +345,11 @@ def test_mipooler_with_polars_pools_what_pandas_pools():
         transform="polars"
     )
     pd.testing.assert_frame_equal(
-        _quiet(pooler(polars_imputer).fit, polars, groups="school").summary_, reference.summary_
+        _quiet(pooler(polars_imputer).fit, polars, groups="school").results_.table, reference.results_.table
     )
     # X, y and groups as polars, a plain scikit-learn model
     X, y = data.drop(columns=["popular", "school"]), data["popular"]
     ridge = MIPooler(MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=1), Ridge())
-    by_pandas = _quiet(ridge.fit, X, y, groups=data["school"]).summary_
-    by_polars = _quiet(ridge.fit, pl.from_pandas(X), pl.from_pandas(y), groups=polars["school"]).summary_
+    by_pandas = _quiet(ridge.fit, X, y, groups=data["school"]).results_.table
+    by_polars = _quiet(ridge.fit, pl.from_pandas(X), pl.from_pandas(y), groups=polars["school"]).results_.table
     pd.testing.assert_frame_equal(by_polars, by_pandas)

@@ -34,7 +34,7 @@ def test_dask_backend_gives_results_identical_to_one_job():
         ):
             with joblib.parallel_config(backend="dask"):
                 on_cluster = _pooler(-1).fit(data, groups="school")
-    pd.testing.assert_frame_equal(on_cluster.summary_, reference.summary_)
+    pd.testing.assert_frame_equal(on_cluster.results_.table, reference.results_.table)
     for a, b in zip(
         on_cluster.imputer_.imputations_["popular"].T, reference.imputer_.imputations_["popular"].T, strict=True
     ):

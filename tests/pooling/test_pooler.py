@@ -37,7 +37,7 @@ def _quiet(fn, *args, **kwargs):
 
 def test_pooled_table_and_variance_components(popmis):
     pooler = _quiet(MIPooler(_imputer(), LinearMixedModel(RI)).fit, popmis, groups="school")
-    table = pooler.summary_
+    table = pooler.results_.table
     assert list(table.index) == ["(Intercept)", "sex", "texp"]
     for column in [
         "estimate",
@@ -57,9 +57,9 @@ def test_pooled_table_and_variance_components(popmis):
     np.testing.assert_allclose(table["estimate"], np.mean([f.coef_ for f in fits], axis=0))
     # mitml: variance components averaged, the ICC per imputation then averaged
     iccs = [f.variance_components_["ICC|school"] for f in fits]
-    assert pooler.variance_components_["ICC|school"] == pytest.approx(np.mean(iccs))
+    assert pooler.results_.variance_components["ICC|school"] == pytest.approx(np.mean(iccs))
     # the multilevel imputation keeps the ICC near the complete-case 0.50 (R 2l.pan: 0.49)
-    assert 0.42 < pooler.variance_components_["ICC|school"] < 0.56
+    assert 0.42 < pooler.results_.variance_components["ICC|school"] < 0.56
     # Barnard-Rubin df with dfcom = the first fit's residual df (mice's pool)
     assert (table["df"] < fits[0].df_resid_).all()
 
@@ -67,7 +67,7 @@ def test_pooled_table_and_variance_components(popmis):
 def test_fits_are_identical_for_any_n_jobs(popmis):
     one = _quiet(MIPooler(_imputer(), LinearMixedModel(RI), n_jobs=1).fit, popmis, groups="school")
     two = _quiet(MIPooler(_imputer(), LinearMixedModel(RI), n_jobs=2).fit, popmis, groups="school")
-    pd.testing.assert_frame_equal(one.summary_, two.summary_)
+    pd.testing.assert_frame_equal(one.results_.table, two.results_.table)
 
 
 def test_incomplete_y_is_imputed_with_x(popmis):
@@ -104,8 +104,10 @@ def test_any_sklearn_regressor_pools_point_estimates(popmis):
         y,
         groups="school",
     )
-    assert "no within-imputation variance" in pooler.summary_.attrs["note"]
-    np.testing.assert_allclose(pooler.summary_["estimate"], np.mean([f.coef_ for f in pooler.estimators_], axis=0))
+    assert "no within-imputation variance" in pooler.results_.note
+    np.testing.assert_allclose(
+        pooler.results_.table["estimate"], np.mean([f.coef_ for f in pooler.estimators_], axis=0)
+    )
     assert 0 < _quiet(pooler.score, X, y) < 1
 
 
@@ -191,10 +193,10 @@ def test_unobserved_categories_pool_like_data_without_them(model):
     pooler = _quiet(MIPooler(imputer, model).fit, data, groups="g")
     trimmed = data.assign(C=data["C"].cat.remove_unused_categories())
     reference = _quiet(MIPooler(imputer, model).fit, trimmed, groups="g")
-    assert list(pooler.summary_.index) == ["(Intercept)", "Cc", "Ce", "x"]
-    pd.testing.assert_frame_equal(pooler.summary_, reference.summary_, check_exact=False, rtol=1e-10)
-    assert "(C: ['a', 'd', 'f'])" in pooler.summary_.attrs["note"]
-    assert "note" not in reference.summary_.attrs
+    assert list(pooler.results_.table.index) == ["(Intercept)", "Cc", "Ce", "x"]
+    pd.testing.assert_frame_equal(pooler.results_.table, reference.results_.table, check_exact=False, rtol=1e-10)
+    assert "(C: ['a', 'd', 'f'])" in pooler.results_.note
+    assert reference.results_.note == ""
     assert all(f.levels == {"C": ["b", "c", "e"]} for f in pooler.estimators_)
     assert pooler.predict(data.iloc[:10], groups=data["g"].iloc[:10]).shape == (10,)
 
@@ -203,7 +205,7 @@ def test_levels_set_by_the_user_are_kept(popmis):
     data = popmis.assign(sex=pd.Categorical(popmis["sex"].map({0: "boy", 1: "girl"}), categories=["girl", "boy"]))
     model = LinearMixedModel("popular ~ sex + texp + (1 | school)", levels={"sex": ["boy", "girl"]})
     pooler = _quiet(MIPooler(_imputer(), model).fit, data, groups="school")
-    assert list(pooler.summary_.index) == ["(Intercept)", "sexgirl", "texp"]
+    assert list(pooler.results_.table.index) == ["(Intercept)", "sexgirl", "texp"]
 
 
 # --------------------------------------------------------------------------- hostile inputs
