@@ -184,6 +184,13 @@ class BaseConditionalImputer(BaseEstimator):
         whose one coefficient per predictor would otherwise force the within- and
         between-cluster slopes to be equal; False for models with cluster-specific
         coefficients (two-stage), cluster-level and single-level models.
+    cluster_level : bool
+        Whether the model imputes a cluster-level variable (one value per cluster, constant
+        within clusters) rather than one value per row.
+    r_names : dict of str to dict
+        The R method names (mice, miceadds, micemd) this model stands for, each with the
+        settings it implies, e.g. ``{"2l.norm": {"heteroscedastic": True}}``. The imputer's
+        ``methods`` and the command line accept them; each name belongs to one model.
     """
 
     _parameter_constraints: dict = {}  # a model without hyperparameters has nothing to validate
@@ -194,6 +201,8 @@ class BaseConditionalImputer(BaseEstimator):
     handles_systematic: bool = False
     uses_groups_if_given: bool = False
     default_cluster_means: bool = False
+    cluster_level: bool = False
+    r_names: dict = {}
 
     def draw(
         self,
