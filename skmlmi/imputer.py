@@ -37,9 +37,10 @@ from ._frame import cell_mask, from_pandas, positional_labels, to_output, to_pan
 from ._kernels import cluster_means
 from ._passive import apply_bounds, parse_bounds, parse_derived, parse_post
 from ._threads import one_blas_thread as _one_blas_thread
-from .conditional.base import ROLE_NAMES, BaseConditionalImputer, Draw, DrawContext, models_accepting, models_for_kind
+from .conditional.base import ROLE_NAMES, BaseConditionalImputer, Draw, DrawContext
 from .conditional.cluster_level import is_cluster_constant
-from .predictors import default_method, validate_predictor_matrix
+from .conditional.registry import default_model, find_models, models_accepting, models_for_kind
+from .predictors import validate_predictor_matrix
 
 __all__ = ["MultilevelIterativeImputer", "ImputedDatasets"]
 
@@ -489,11 +490,12 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     ----------
     methods : dict or BaseConditionalImputer, default=None
         Conditional model per incomplete column (``{"popular": RandomEffectsNormal()}``),
-        or one model for every incomplete column. Columns not named get the default of
-        their kind: without groups :class:`~skmlmi.conditional.PredictiveMeanMatching`
-        (continuous, integer), :class:`~skmlmi.conditional.BayesianLogistic` (binary),
+        or one model for every incomplete column. Columns not named get the default of their kind: without groups
+        :class:`~skmlmi.conditional.PredictiveMeanMatching` (continuous, integer),
+        :class:`~skmlmi.conditional.BayesianLogistic` (binary),
         :class:`~skmlmi.conditional.Polytomous` (categorical); with groups the
-        random-effects models (see :func:`skmlmi.predictors.default_method`).
+        random-effects models, two-stage or cluster-level models where the missingness
+        calls for them (see :data:`skmlmi.conditional.registry.DEFAULT_MODELS`).
     predictor_matrix : DataFrame, dict or array-like, default=None
         Role codes, one row per target and one column per variable (mice's
         ``predictorMatrix``; codes in :data:`skmlmi.conditional.ROLE_NAMES`). A DataFrame,
@@ -1089,8 +1091,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                     "PredictiveMeanMatching() or RandomEffectsNormal()."
                 )
         else:
-            model = self._recommended.get(name) or default_method(
-                codec.kind, multilevel, bool(cluster_level), cluster_level == "partial"
+            model = self._recommended.get(name) or default_model(
+                codec.kind, multilevel, "partial" if cluster_level == "partial" else bool(cluster_level)
             )
         if codec.kind not in model.target_kinds:
             raise ValueError(
@@ -1611,6 +1613,4 @@ def _constant_within_clusters(values, groups, n_clusters, missing):
 
 
 def _fixed_cluster_models():
-    from .conditional.base import all_conditional_models
-
-    return [c for c in all_conditional_models() if c.supports_fixed_clusters]
+    return [c for c in find_models() if c.supports_fixed_clusters]
