@@ -4,9 +4,12 @@ import csv
 import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 import skmlmi.conditional as conditional
+from skmlmi import MultilevelIterativeImputer
 from skmlmi.conditional import RandomEffectsNormal, RandomEffectsPMM
 from skmlmi.conditional.base import TARGET_KINDS, BaseConditionalImputer
 from skmlmi.conditional.registry import (
@@ -245,6 +248,66 @@ def test_a_default_table_entry_that_contradicts_a_declaration_is_refused(monkeyp
         default_model("continuous", True, systematic=True)
     with pytest.raises(ValueError, match="unknown column kind"):
         default_model("count", True)
+
+
+# --------------------------------------------------------------------------- names in the imputer
+def _clustered(seed=0):
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(30), 8)
+    effect = rng.normal(size=30)[groups]
+    x = rng.normal(size=groups.size)
+    y = x + effect + rng.normal(scale=0.5, size=groups.size)
+    count = rng.poisson(np.exp(0.3 * x + 0.3 * effect)).astype(float)
+    frame = pd.DataFrame({"g": groups, "x": x, "y": y, "count": count})
+    frame.loc[rng.random(groups.size) < 0.2, "y"] = np.nan
+    frame.loc[rng.random(groups.size) < 0.2, "x"] = np.nan
+    frame.loc[rng.random(groups.size) < 0.2, "count"] = np.nan
+    return frame
+
+
+def _completed(methods):
+    imputer = MultilevelIterativeImputer(methods=methods, n_imputations=2, max_iter=2, random_state=1)
+    return imputer, imputer.fit_transform_all(_clustered(), groups="g")
+
+
+@pytest.mark.parametrize(
+    ("by_name", "by_instance"),
+    [
+        (
+            {"y": "2l.pan", "x": "RandomEffectsPMM"},
+            {"y": RandomEffectsNormal(), "x": RandomEffectsPMM()},
+        ),
+        (
+            {"y": "2l.norm", "count": "2l.pmm"},
+            {"y": RandomEffectsNormal(heteroscedastic=True), "count": RandomEffectsPMM()},
+        ),
+        ("2l.pmm", RandomEffectsPMM()),
+    ],
+)
+def test_models_given_by_name_impute_bit_identically_to_the_instances(by_name, by_instance):
+    named, from_names = _completed(by_name)
+    _, from_instances = _completed(by_instance)
+    for a, b in zip(from_names, from_instances, strict=True):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert named.methods == by_name  # the constructor stores the names; they are resolved at fit
+    assert all(isinstance(model, BaseConditionalImputer) for model in named.methods_.values())
+
+
+def test_an_unknown_name_in_methods_is_a_value_error_at_fit_listing_the_valid_names():
+    imputer = MultilevelIterativeImputer(methods={"y": "2l.pann"}, n_imputations=1, max_iter=1)
+    assert imputer.methods == {"y": "2l.pann"}  # stored, not checked, by the constructor
+    with pytest.raises(ValueError, match=r"methods\['y'\]: unknown model '2l.pann'; did you mean 2l.pan\?") as info:
+        imputer.fit(_clustered(), groups="g")
+    assert "RandomEffectsNormal" in str(info.value) and "2lonly.mean" in str(info.value)
+    with pytest.raises(ValueError, match=r"methods: unknown model 'nonsense'"):
+        MultilevelIterativeImputer(methods="nonsense", n_imputations=1, max_iter=1).fit(_clustered(), groups="g")
+
+
+def test_a_named_model_is_checked_against_the_column_kind():
+    with pytest.raises(ValueError, match="TwoStagePoisson cannot impute 'y', a continuous column"):
+        MultilevelIterativeImputer(methods={"y": "2l.2stage.pois"}, n_imputations=1, max_iter=1).fit(
+            _clustered(), groups="g"
+        )
 
 
 # --------------------------------------------------------------------------- the docs' model table
