@@ -251,28 +251,6 @@ def _demo(args) -> int:
 
 
 # ----------------------------------------------------------------------------- impute / pool / diagnose
-#: R method names -> skmlmi conditional models, so mice users can type what they know.
-R_ALIASES = {
-    "pmm": "PredictiveMeanMatching",
-    "norm": "BayesianNormal",
-    "logreg": "BayesianLogistic",
-    "polyreg": "Polytomous",
-    "2l.pan": "RandomEffectsNormal",
-    "2l.lmer": "RandomEffectsNormal",
-    "2l.norm": "RandomEffectsNormal(heteroscedastic=True)",
-    "2l.pmm": "RandomEffectsPMM",
-    "2l.bin": "RandomEffectsLogistic",
-    "2lonly.norm": "ClusterLevelNormal",
-    "2lonly.pmm": "ClusterLevelPMM",
-    "2lonly.mean": "ClusterMean",
-    "2l.2stage.norm": "TwoStageNormal",
-    "2l.2stage.pmm": "TwoStagePMM",
-    "2l.2stage.bin": "TwoStageLogistic",
-    "2l.2stage.pois": "TwoStagePoisson",
-    "2l.2stage.heckman": "HeckmanSelection",
-}
-
-
 #: Exit codes of every command (also in ``skmlmi --help``).
 EXIT_FAILURE = 1  # the run started and failed
 EXIT_USAGE = 2  # the command cannot work as given; found before any work
@@ -537,41 +515,25 @@ def _check_numbers(args) -> None:
         raise CLIError("--n-jobs 0: give the number of chains to run in parallel (1 or more, or -1 for all cores)")
 
 
-def _model_classes() -> dict:
-    """The models ``--method`` may name: every public conditional model, discovered (no list to keep)."""
-    from .conditional.base import all_conditional_models
-
-    return {cls.__name__: cls for cls in all_conditional_models()}
-
-
-def _unknown_model(name: str, models: dict) -> str:
-    import difflib
-
-    choices = sorted(models) + sorted(R_ALIASES)
-    folded = {c.lower(): c for c in choices}
-    close = folded.get(name.lower()) or next(iter(difflib.get_close_matches(name, choices, n=1)), None)
-    what = " (the abstract base class of the models, not a model)" if name == "BaseConditionalImputer" else ""
-    hint = f"; did you mean {close}?" if close else ""
-    return (
-        f"unknown model {name!r}{what}{hint} (models: {', '.join(sorted(models))}; "
-        f"R names: {', '.join(sorted(R_ALIASES))})"
-    )
-
-
 def parse_model(text: str):
     """A conditional model from ``Name`` or ``Name(key=value, ...)`` (R method names too).
 
-    Raises CLIError (a usage error) for a name that is not a conditional model, settings that
-    are not literal keywords, or settings the model rejects.
+    The names are the registry's (:mod:`skmlmi.conditional.registry`): a model's class name
+    or an R method name, whose implied settings the given ones override. Raises CLIError (a
+    usage error) for a name that is not a conditional model, settings that are not literal
+    keywords, or settings the model rejects.
     """
     import ast
 
-    text = R_ALIASES.get(text.strip(), text.strip())
+    from .conditional.registry import resolve_name
+
+    text = text.strip()
     name, _, rest = text.partition("(")
     name = name.strip()
-    models = _model_classes()
-    if name not in models:
-        raise CLIError(_unknown_model(name, models))
+    try:
+        model_class, implied = resolve_name(name)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
     kwargs = {}
     if rest:
         if len(rest) > _MAX_SETTINGS_LENGTH:  # the parser's memory grows with nesting: refuse, not crash
@@ -587,7 +549,7 @@ def parse_model(text: str):
                 f"strings, True/False/None): {exc}"
             ) from None
     try:
-        model = models[name](**kwargs)
+        model = model_class(**{**implied, **kwargs})
         model._validate_params()
     except (TypeError, ValueError) as exc:  # ValueError: sklearn's InvalidParameterError
         raise CLIError(f"model {text!r}: {_one_line(exc)}") from None
@@ -615,7 +577,8 @@ def _check_columns(data, names, what):
 
 def _roles(items, data, groups, methods) -> dict:
     """The ``--role`` entries as a predictor matrix (predictor -> target -> code), each checked."""
-    from .conditional.base import ROLE_NAMES, models_accepting
+    from .conditional.base import ROLE_NAMES
+    from .conditional.registry import models_accepting
 
     valid = ", ".join(f"{code} ({meaning})" for code, meaning in ROLE_NAMES.items())
     roles: dict = {}

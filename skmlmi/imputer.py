@@ -37,9 +37,10 @@ from ._frame import cell_mask, from_pandas, positional_labels, to_output, to_pan
 from ._kernels import cluster_means
 from ._passive import apply_bounds, parse_bounds, parse_derived, parse_post
 from ._threads import one_blas_thread as _one_blas_thread
-from .conditional.base import ROLE_NAMES, BaseConditionalImputer, Draw, DrawContext, models_accepting, models_for_kind
+from .conditional.base import ROLE_NAMES, BaseConditionalImputer, Draw, DrawContext
 from .conditional.cluster_level import is_cluster_constant
-from .predictors import default_method, validate_predictor_matrix
+from .conditional.registry import default_model, find_models, make_model, models_accepting, models_for_kind
+from .predictors import validate_predictor_matrix
 
 __all__ = ["MultilevelIterativeImputer", "ImputedDatasets"]
 
@@ -487,13 +488,17 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    methods : dict or BaseConditionalImputer, default=None
+    methods : dict, BaseConditionalImputer or str, default=None
         Conditional model per incomplete column (``{"popular": RandomEffectsNormal()}``),
-        or one model for every incomplete column. Columns not named get the default of
-        their kind: without groups :class:`~skmlmi.conditional.PredictiveMeanMatching`
-        (continuous, integer), :class:`~skmlmi.conditional.BayesianLogistic` (binary),
+        or one model for every incomplete column. A model may be given by name: its class
+        name (``"RandomEffectsPMM"``) or an R method name (``"2l.pan"``, ``"2l.norm"``, ...;
+        see :func:`skmlmi.conditional.registry.r_method_names`), resolved at ``fit``.
+        Columns not named get the default of their kind: without groups
+        :class:`~skmlmi.conditional.PredictiveMeanMatching` (continuous, integer),
+        :class:`~skmlmi.conditional.BayesianLogistic` (binary),
         :class:`~skmlmi.conditional.Polytomous` (categorical); with groups the
-        random-effects models (see :func:`skmlmi.predictors.default_method`).
+        random-effects models, two-stage or cluster-level models where the missingness
+        calls for them (see :data:`skmlmi.conditional.registry.DEFAULT_MODELS`).
     predictor_matrix : DataFrame, dict or array-like, default=None
         Role codes, one row per target and one column per variable (mice's
         ``predictorMatrix``; codes in :data:`skmlmi.conditional.ROLE_NAMES`). A DataFrame,
@@ -627,7 +632,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "methods": [dict, BaseConditionalImputer, None],
+        "methods": [dict, BaseConditionalImputer, str, None],
         "predictor_matrix": ["array-like", dict, None],
         "visit_sequence": [StrOptions({"left-to-right", "monotone", "reverse-monotone"}), list],
         "n_imputations": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -979,6 +984,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                 raise ValueError(
                     f"bounds names {name!r}, a {codec.kind} column: bounds apply to numbers, not categories."
                 )
+        if isinstance(self.methods, str):
+            _as_model(self.methods, "methods")
         if not isinstance(self.methods, dict):
             return
         unknown = [name for name in self.methods if name not in self._columns]
@@ -987,6 +994,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         if self._groups_column is not None and self._groups_column in self.methods:
             raise ValueError(f"methods names the cluster column {self._groups_column!r}, which is never imputed.")
         for name, model in self.methods.items():  # complete columns too: new data may need their model
+            model = _as_model(model, f"methods[{name!r}]")
             kind = self._codecs[self._columns.index(name)].kind
             if isinstance(model, BaseConditionalImputer) and kind not in model.target_kinds:
                 raise ValueError(
@@ -1079,18 +1087,18 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
 
     def _model_for(self, name, codec, multilevel, cluster_level):
         methods = self.methods
-        if isinstance(methods, BaseConditionalImputer):
-            model = methods
+        if isinstance(methods, BaseConditionalImputer | str):
+            model = _as_model(methods, "methods")
         elif isinstance(methods, dict) and name in methods:
-            model = methods[name]
+            model = _as_model(methods[name], f"methods[{name!r}]")
             if not isinstance(model, BaseConditionalImputer):
                 raise TypeError(
                     f"methods[{name!r}] is {type(model).__name__}; expected a conditional model such as "
                     "PredictiveMeanMatching() or RandomEffectsNormal()."
                 )
         else:
-            model = self._recommended.get(name) or default_method(
-                codec.kind, multilevel, bool(cluster_level), cluster_level == "partial"
+            model = self._recommended.get(name) or default_model(
+                codec.kind, multilevel, "partial" if cluster_level == "partial" else bool(cluster_level)
             )
         if codec.kind not in model.target_kinds:
             raise ValueError(
@@ -1107,7 +1115,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         It tells sporadic from systematic missingness and cluster-level variables, and
         picks random-effects, two-stage or cluster-level models accordingly.
         """
-        if codes is None or isinstance(self.methods, BaseConditionalImputer):
+        if codes is None or isinstance(self.methods, BaseConditionalImputer | str):
             return {}
         given = self.methods or {}
         columns = [c for j, c in enumerate(self._columns) if missing[:, j].any() and c not in given]
@@ -1611,6 +1619,14 @@ def _constant_within_clusters(values, groups, n_clusters, missing):
 
 
 def _fixed_cluster_models():
-    from .conditional.base import all_conditional_models
+    return [c for c in find_models() if c.supports_fixed_clusters]
 
-    return [c for c in all_conditional_models() if c.supports_fixed_clusters]
+
+def _as_model(spec, where: str):
+    """A conditional model given as an instance, or by name (class or R method name) resolved now, at fit."""
+    if not isinstance(spec, str):
+        return spec
+    try:
+        return make_model(spec)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None

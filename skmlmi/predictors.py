@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .conditional.base import ROLE_NAMES
+from .conditional.registry import default_model
 
 __all__ = ["make_predictor_matrix", "validate_predictor_matrix", "default_method", "default_cluster_level_model"]
 
@@ -178,17 +179,10 @@ def default_cluster_level_model(kind: str, partial_clusters: bool = False):
     ``ClusterMean`` where some cluster is only partly observed (its observed value fills the
     cluster) or the variable is categorical; otherwise one value per cluster from a model at
     the cluster level: ``ClusterLevelNormal`` (continuous), ``ClusterLevelPMM`` (whole
-    numbers: observed values), ``ClusterLevelLogistic`` (binary). Predictive mean matching is
-    kept for whole numbers only: with the few donor clusters a cluster-level variable has
-    (21 observed of 30 in benchmarks/validate_defaults.py) it pulls the imputations to the
-    middle and attenuated the variable's relations by 7-17% (continuous) and 14% (binary).
+    numbers: observed values), ``ClusterLevelLogistic`` (binary). The choice is the
+    registry's (:data:`skmlmi.conditional.registry.DEFAULT_MODELS`, which gives the reasons).
     """
-    from . import conditional as c
-
-    if partial_clusters or kind == "categorical":
-        return c.ClusterMean()
-    models = {"continuous": c.ClusterLevelNormal, "integer": c.ClusterLevelPMM, "binary": c.ClusterLevelLogistic}
-    return models[kind]()
+    return default_model(kind, True, "partial" if partial_clusters else True)
 
 
 def default_method(kind: str, multilevel: bool, cluster_level: bool = False, partial_clusters: bool = False):
@@ -202,25 +196,11 @@ def default_method(kind: str, multilevel: bool, cluster_level: bool = False, par
     counts and scores keep their support), binary ->
     :class:`~skmlmi.conditional.RandomEffectsLogistic`, categorical ->
     :class:`~skmlmi.conditional.RandomEffectsCategorical`. A variable constant within
-    every cluster (``cluster_level``) gets :func:`default_cluster_level_model`.
+    every cluster (``cluster_level``) gets :func:`default_cluster_level_model`. The choice
+    is the registry's (:func:`skmlmi.conditional.registry.default_model`, which also knows
+    systematically missing clusters).
     """
-    from . import conditional as c
-
-    if multilevel:
-        if cluster_level:
-            return default_cluster_level_model(kind, partial_clusters)
-        if kind == "continuous":
-            return c.RandomEffectsNormal()
-        if kind == "integer":
-            return c.RandomEffectsPMM()
-        if kind == "binary":
-            return c.RandomEffectsLogistic()
-        return c.RandomEffectsCategorical()
-    if kind in ("continuous", "integer"):
-        return c.PredictiveMeanMatching()
-    if kind == "binary":
-        return c.BayesianLogistic()
-    return c.Polytomous()
+    return default_model(kind, multilevel, ("partial" if partial_clusters else True) if cluster_level else False)
 
 
 # =============================================================================== quickpred, suggestions
@@ -493,11 +473,11 @@ def suggest_predictors(
        Grund, Lüdtke and Robitzsch 2018);
     5. a variable constant within clusters is a cluster-level (level-2) variable: as a
        predictor it is coded 1 (its cluster mean is itself), as a target it gets a
-       cluster-level model (:func:`default_cluster_level_model`; the other
+       cluster-level model (:func:`~skmlmi.conditional.registry.default_model`; the other
        variables enter through their cluster means);
-    6. level-1 targets get the random-effects model of their kind
-       (:func:`default_method`); a code the model cannot honour is lowered to one it can
-       (4 -> 2 -> 1, 3 -> 1), and the explanation says so;
+    6. level-1 targets get the random-effects model of their kind (the same function); a
+       code the model cannot honour is lowered to one it can (4 -> 2 -> 1, 3 -> 1), and the
+       explanation says so;
     7. without a grouping factor, every predictor is coded 1 and the models are mice's
        single-level defaults.
 
@@ -611,7 +591,7 @@ def suggest_predictors(
         head = f"{t} ({role}, {n_missing[t]} missing, {kinds[t]}"
         reasons = []
         if multilevel and levels[t] == 2:
-            model = default_cluster_level_model(kinds[t])
+            model = default_model(kinds[t], multilevel, cluster_level=True)
             if kinds[t] == "categorical":
                 why = (
                     "cluster-level categorical variable: ClusterMean fills a cluster's missing rows from its "
@@ -621,7 +601,7 @@ def suggest_predictors(
                 why = "cluster-level variable: imputed once per cluster, other variables enter as cluster means"
             lines.append(f"- {head}, level 2): {type(model).__name__} ({why}).")
         else:
-            model = default_method(kinds[t], multilevel)
+            model = default_model(kinds[t], multilevel)
             lines.append(f"- {head}{', level 1' if multilevel else ''}): {type(model).__name__}.")
         methods[t] = model
         if multilevel:

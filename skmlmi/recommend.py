@@ -25,7 +25,7 @@ import pandas as pd
 from ._columns import cluster_codes, detect_codec
 from .conditional.base import BaseConditionalImputer
 from .conditional.cluster_level import is_cluster_constant
-from .predictors import default_cluster_level_model
+from .conditional.registry import default_model
 
 __all__ = ["missing_by_cluster", "recommend_methods"]
 
@@ -190,8 +190,7 @@ def recommend_methods(
     1. no observed value: no model (``method`` None) -- nothing to impute from;
     2. constant within every cluster (a cluster-level variable): ``ClusterLevelNormal``
        (continuous), ``ClusterLevelPMM`` (integer), ``ClusterLevelLogistic`` (binary) or
-       ``ClusterMean`` (categorical), which impute one value per cluster
-       (:func:`~skmlmi.predictors.default_cluster_level_model`);
+       ``ClusterMean`` (categorical), which impute one value per cluster;
     3. categorical with more than two categories: ``RandomEffectsCategorical``, sporadic
        or systematic (there is no two-stage categorical model; its random intercepts are
        drawn from the population for systematically missing clusters);
@@ -255,9 +254,6 @@ def recommend_methods(
     0      x  systematic       TwoStageNormal
     1      y    sporadic  RandomEffectsNormal
     """
-    from . import conditional as c
-    from .conditional import two_stage
-
     if isinstance(large_cluster, bool) or not (isinstance(large_cluster, int | np.integer) and large_cluster >= 1):
         raise ValueError(f"large_cluster must be a positive integer; got {large_cluster!r}")
     if isinstance(prop_small, bool) or not (isinstance(prop_small, int | float | np.number) and 0 <= prop_small <= 1):
@@ -305,8 +301,6 @@ def recommend_methods(
             large_cluster,
             prop_small,
             min_clusters,
-            c,
-            two_stage,
             j_fit,
         )
         out.append(
@@ -347,23 +341,27 @@ def recommend_methods(
 
 
 def _choose(
-    kind, pattern, level2, j_obs, share_small, n_sys, large_cluster, prop_small, min_clusters, c, two_stage, j_fit
+    kind, pattern, level2, j_obs, share_small, n_sys, large_cluster, prop_small, min_clusters, j_fit
 ) -> tuple[BaseConditionalImputer | None, str]:
-    """The rules of :func:`recommend_methods`; returns (model, reason)."""
+    """The rules of :func:`recommend_methods`: the situation, the registry's model for it, and the reason."""
     if j_obs == 0:
         return None, "no observed value: nothing to impute from (drop the column or give it a model by hand)"
+    small = share_small > prop_small
+    meta_analysable = not small and j_fit >= min_clusters
+    cluster_level = ("partial" if "sporadic" in pattern else True) if level2 else False
+    model = default_model(kind, True, cluster_level, systematic=n_sys > 0, meta_analysable=meta_analysable)
     if level2:
         if "sporadic" in pattern:
-            return c.ClusterMean(), (
+            return model, (
                 "constant within clusters (cluster-level) but missing in part of some "
                 "clusters: filled from the cluster's observed value (clusters with none "
                 "observed from a cluster-level model)"
             )
         if kind == "categorical":
-            return c.ClusterMean(), "constant within clusters (cluster-level) and categorical: imputed per cluster"
-        return default_cluster_level_model(kind), "constant within clusters (cluster-level): imputed once per cluster"
+            return model, "constant within clusters (cluster-level) and categorical: imputed per cluster"
+        return model, "constant within clusters (cluster-level): imputed once per cluster"
     if kind == "categorical":
-        return c.RandomEffectsCategorical(), (
+        return model, (
             f"categorical, {pattern} missingness: random-intercept categorical model "
             + (
                 "(systematically missing clusters drawn from the population; no two-stage categorical model)"
@@ -372,13 +370,7 @@ def _choose(
             )
         )
     if n_sys:
-        small = share_small > prop_small
-        if not small and j_fit >= min_clusters:
-            model = {
-                "continuous": two_stage.TwoStageNormal,
-                "integer": two_stage.TwoStagePMM,
-                "binary": two_stage.TwoStageLogistic,
-            }[kind]()
+        if meta_analysable:
             return model, (
                 f"systematically missing in {n_sys} cluster(s); {j_obs} observed clusters, "
                 f"{share_small:.0%} with < {large_cluster} observed values (<= {prop_small:.0%}): large clusters, "
@@ -396,8 +388,6 @@ def _choose(
         lead = f"systematically missing in {n_sys} cluster(s) but {why}: one-stage random-effects model"
     else:
         lead = "sporadic missingness only: one-stage random-effects model using every observed row"
-    if kind == "binary":
-        return c.RandomEffectsLogistic(), lead
     if kind == "integer":
-        return c.RandomEffectsPMM(), lead + " (PMM: integers stay integers)"
-    return c.RandomEffectsNormal(), lead
+        return model, lead + " (PMM: integers stay integers)"
+    return model, lead

@@ -223,12 +223,12 @@ def test_string_columns_keep_their_dtype():
 
 
 def test_every_model_of_binary_or_categorical_targets_is_tested_here():
-    from skmlmi.conditional.base import all_conditional_models
+    from skmlmi.conditional.registry import all_models
 
     tested = {type(p.values[0]).__name__ for p in CATEGORICAL_MODELS + BINARY_MODELS} | {
         "ClusterLevelPMM",
         "ClusterLevelLogistic",
         "ClusterMean",
     }
-    needed = {c.__name__ for c in all_conditional_models() if c.target_kinds & {"binary", "categorical"}}
+    needed = {c.__name__ for c in all_models() if c.target_kinds & {"binary", "categorical"}}
     assert needed <= tested, f"add {sorted(needed - tested)} to the tests of unobserved categories"

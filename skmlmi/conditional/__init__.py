@@ -17,6 +17,10 @@ Every model follows the contract of :class:`~skmlmi.conditional.base.BaseConditi
   whole clusters;
 - :mod:`~skmlmi.conditional.heckman`: ``HeckmanSelection`` (micemd's 2l.2stage.heckman), for
   outcomes missing not at random.
+
+:mod:`~skmlmi.conditional.registry` finds every model exported here and reads what it
+declares (kinds, roles, systematic missingness, level, R method names): names, capabilities
+and the default model of a column come from there.
 """
 
 from .base import ROLE_NAMES, BaseConditionalImputer, Draw, DrawContext

@@ -36,7 +36,6 @@ __all__ = [
     "BaseConditionalImputer",
     "Draw",
     "DrawContext",
-    "all_conditional_models",
 ]
 
 #: Role codes of the predictor matrix, in words (mice's convention).
@@ -184,6 +183,13 @@ class BaseConditionalImputer(BaseEstimator):
         whose one coefficient per predictor would otherwise force the within- and
         between-cluster slopes to be equal; False for models with cluster-specific
         coefficients (two-stage), cluster-level and single-level models.
+    cluster_level : bool
+        Whether the model imputes a cluster-level variable (one value per cluster, constant
+        within clusters) rather than one value per row.
+    r_names : dict of str to dict
+        The R method names (mice, miceadds, micemd) this model stands for, each with the
+        settings it implies, e.g. ``{"2l.norm": {"heteroscedastic": True}}``. The imputer's
+        ``methods`` and the command line accept them; each name belongs to one model.
     """
 
     _parameter_constraints: dict = {}  # a model without hyperparameters has nothing to validate
@@ -194,6 +200,8 @@ class BaseConditionalImputer(BaseEstimator):
     handles_systematic: bool = False
     uses_groups_if_given: bool = False
     default_cluster_means: bool = False
+    cluster_level: bool = False
+    r_names: dict = {}
 
     def draw(
         self,
@@ -308,38 +316,3 @@ class BaseConditionalImputer(BaseEstimator):
     def _draw(self, y, observed, X, roles, groups, rng, state, context) -> tuple[Draw, Any]:
         """The model's maths: one posterior draw given validated, pruned inputs."""
         raise NotImplementedError
-
-
-def all_conditional_models() -> list[type[BaseConditionalImputer]]:
-    """Every public conditional model class defined so far (for error messages)."""
-    import importlib
-    import pkgutil
-
-    from .. import conditional
-
-    for module in pkgutil.iter_modules(conditional.__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{conditional.__name__}.{module.name}")
-    found, stack = [], list(BaseConditionalImputer.__subclasses__())
-    while stack:
-        cls = stack.pop()
-        stack.extend(cls.__subclasses__())
-        if not cls.__name__.startswith("_") and cls.__module__.startswith("skmlmi."):
-            found.append(cls)
-    return sorted(set(found), key=lambda c: c.__name__)
-
-
-def models_accepting(role: int) -> list[str]:
-    """Names of the conditional models that honour a predictor role code."""
-    names = []
-    for cls in all_conditional_models():
-        if role == -2 and cls.requires_groups:
-            names.append(cls.__name__)
-        elif role == 1 or role in cls.accepted_roles:
-            names.append(cls.__name__)
-    return names
-
-
-def models_for_kind(kind: str) -> list[str]:
-    """Names of the conditional models that impute a target kind."""
-    return [cls.__name__ for cls in all_conditional_models() if kind in cls.target_kinds]

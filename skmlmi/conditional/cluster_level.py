@@ -196,6 +196,7 @@ class _ClusterLevelBase(BaseConditionalImputer):
     requires_groups = True
     supports_fixed_clusters = False
     handles_systematic = True
+    cluster_level = True
 
     #: whether a cluster may hold observed and missing rows at once
     _allows_partial = False
@@ -305,6 +306,7 @@ class ClusterLevelNormal(_ClusterLevelBase):
     """
 
     target_kinds = frozenset({"continuous", "integer"})
+    r_names = {"2lonly.norm": {}}
     _parameter_constraints = {"ridge": [Interval(Real, 0, None, closed="left")]}
 
     def __init__(self, ridge: float = 1e-5):
@@ -385,6 +387,7 @@ class ClusterLevelPMM(_ClusterLevelBase):
     """
 
     target_kinds = frozenset({"continuous", "integer", "binary"})
+    r_names = {"2lonly.pmm": {}}
     _parameter_constraints = {
         "donors": [Interval(Integral, 1, None, closed="left")],
         "ridge": [Interval(Real, 0, None, closed="left")],
@@ -459,6 +462,7 @@ class ClusterLevelLogistic(_ClusterLevelBase):
     """
 
     target_kinds = frozenset({"binary"})
+    r_names = {}
     _parameter_constraints = {
         "ridge": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -554,6 +558,7 @@ class ClusterMean(_ClusterLevelBase):
     """
 
     target_kinds = frozenset({"continuous", "integer", "binary", "categorical"})
+    r_names = {"2lonly.mean": {}}
     _allows_partial = True
     _parameter_constraints = {
         "donors": [Interval(Integral, 1, None, closed="left")],

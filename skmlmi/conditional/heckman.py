@@ -856,6 +856,7 @@ class HeckmanSelection(BaseConditionalImputer):
     """
 
     target_kinds = frozenset({"continuous", "integer", "binary"})
+    r_names = {"2l.2stage.heckman": {}}
     accepted_roles = frozenset({1, 2, -3, -4})
     requires_groups = False
     supports_fixed_clusters = False

@@ -730,6 +730,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
     """
 
     target_kinds = frozenset({"continuous", "integer"})
+    r_names = {"2l.pan": {}, "2l.lmer": {}, "2l.norm": {"heteroscedastic": True}}
     accepted_roles = frozenset({1, 2, 3, 4})
     requires_groups = True
     handles_systematic = True
@@ -988,6 +989,8 @@ class RandomEffectsPMM(RandomEffectsNormal):
     >>> set(draw.sample(X[~observed], groups[~observed], rng)) <= set(y[observed])
     True
     """
+
+    r_names = {"2l.pmm": {}}
 
     _parameter_constraints = {
         "donors": [Interval(Integral, 1, None, closed="left")],

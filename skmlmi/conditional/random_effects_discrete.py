@@ -692,6 +692,7 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
     """
 
     target_kinds = frozenset({"binary"})
+    r_names = {"2l.bin": {}}
     accepted_roles = frozenset({1, 2, 3, 4})
 
     def _draw(self, y, observed, X, roles, groups, rng, state, context):
@@ -981,6 +982,7 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
     """
 
     target_kinds = frozenset({"categorical", "binary"})
+    r_names = {}
     accepted_roles = frozenset({1, 2, 3, 4})
 
     def _draw(self, y, observed, X, roles, groups, rng, state, context):

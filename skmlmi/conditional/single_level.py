@@ -189,6 +189,7 @@ class BayesianNormal(_SingleLevelBase):
     """
 
     target_kinds = frozenset({"continuous", "integer"})
+    r_names = {"norm": {}}
     _parameter_constraints = {"ridge": [Interval(Real, 0, None, closed="left")]}
 
     def __init__(self, ridge: float = 1e-5):
@@ -250,6 +251,7 @@ class PredictiveMeanMatching(_SingleLevelBase):
     """
 
     target_kinds = frozenset({"continuous", "integer"})
+    r_names = {"pmm": {}}
     _parameter_constraints = {
         "donors": [Interval(Integral, 1, None, closed="left")],
         "ridge": [Interval(Real, 0, None, closed="left")],
@@ -664,6 +666,7 @@ class BayesianLogistic(_LogitBase):
     """
 
     target_kinds = frozenset({"binary"})
+    r_names = {"logreg": {}}
 
     def __init__(self, ridge: float = 1e-5, max_iter: int = 100):
         self.ridge = ridge
@@ -725,6 +728,7 @@ class Polytomous(_LogitBase):
     """
 
     target_kinds = frozenset({"binary", "categorical"})
+    r_names = {"polyreg": {}}
 
     def __init__(self, ridge: float = 1e-5, max_iter: int = 100):
         self.ridge = ridge

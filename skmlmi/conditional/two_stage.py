@@ -429,6 +429,7 @@ class TwoStageNormal(_TwoStageBase):
     """
 
     target_kinds = frozenset({"continuous", "integer"})
+    r_names = {"2l.2stage.norm": {}}
 
     def __init__(self, method: str = "mm", min_residual_df: int = 2):
         self.method = method
@@ -564,6 +565,8 @@ class TwoStagePMM(TwoStageNormal):
     >>> set(draw.sample(x[~observed], groups[~observed], rng)) <= set(y[observed])
     True
     """
+
+    r_names = {"2l.2stage.pmm": {}}
 
     _parameter_constraints = {
         **TwoStageNormal._parameter_constraints,
@@ -778,6 +781,7 @@ class TwoStageLogistic(_TwoStageGLM):
     """
 
     target_kinds = frozenset({"binary"})
+    r_names = {"2l.2stage.bin": {}}
     _family = "logistic"
     _degenerate_label = "its observed outcome is all 0 or all 1"
 
@@ -827,6 +831,7 @@ class TwoStagePoisson(_TwoStageGLM):
     """
 
     target_kinds = frozenset({"integer"})
+    r_names = {"2l.2stage.pois": {}}
     _family = "poisson"
     _degenerate_label = "its observed counts are all 0"
 

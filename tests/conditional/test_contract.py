@@ -17,10 +17,10 @@ from skmlmi.conditional.base import (
     BaseConditionalImputer,
     Draw,
     DrawContext,
-    all_conditional_models,
 )
+from skmlmi.conditional.registry import all_models
 
-MODELS = all_conditional_models()
+MODELS = all_models()
 
 
 def _problem(model_class, kind, seed=0, n_clusters=12, size=15):

@@ -56,7 +56,8 @@ from skmlmi.conditional import (
     RandomEffectsNormal,
     RandomEffectsPMM,
 )
-from skmlmi.conditional.base import DrawContext, all_conditional_models
+from skmlmi.conditional.base import DrawContext
+from skmlmi.conditional.registry import all_models
 from skmlmi.conditional.two_stage import TwoStageLogistic, TwoStageNormal, TwoStagePMM, TwoStagePoisson
 
 POWERS = (2.0**33, 2.0**-33)
@@ -228,7 +229,7 @@ def _back(case: Case, values, target: float = 1.0, shift: float = 0.0):
 # --------------------------------------------------------------------------- discovery
 def test_every_model_has_a_scale_case():
     covered = {case.make for case in CASES}
-    missing = [cls.__name__ for cls in all_conditional_models() if cls not in covered]
+    missing = [cls.__name__ for cls in all_models() if cls not in covered]
     assert not missing, f"models without a scale-equivariance case: {missing}"
 
 

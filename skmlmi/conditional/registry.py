@@ -1,0 +1,283 @@
+"""What every conditional model declares, and the one table of default models.
+
+The models are discovered, not listed: every subclass of
+:class:`~skmlmi.conditional.base.BaseConditionalImputer` that :mod:`skmlmi.conditional`
+exports is registered, with what its class declares -- ``target_kinds``, ``accepted_roles``,
+``requires_groups``, ``handles_systematic``, ``cluster_level`` and ``r_names`` (the R method
+names it answers to, with the settings each implies). Adding a model is adding its file and
+exporting its class.
+
+This module answers, for the imputer, :func:`~skmlmi.recommend.recommend_methods`,
+:func:`~skmlmi.predictors.suggest_predictors`, the command line and the docs:
+
+* :func:`make_model`: a model from its class name (``"RandomEffectsPMM"``) or an R method
+  name (``"2l.pan"``), with a "did you mean" for near misses;
+* :func:`find_models`: the models that can impute a kind, with or without clusters, with
+  systematically missing clusters, at the cluster level, honouring a role code;
+* :func:`default_model`: the default model of a column, from :data:`DEFAULT_MODELS`, the one
+  table of default choices.
+
+It knows the models' declarations only; it knows nothing about data or the sampler.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+from typing import Literal
+
+from .. import conditional as _package
+from .base import BaseConditionalImputer
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "all_models",
+    "r_method_names",
+    "resolve_name",
+    "make_model",
+    "unknown_model_message",
+    "find_models",
+    "models_accepting",
+    "models_for_kind",
+    "default_situation",
+    "default_model",
+]
+
+KINDS = ("continuous", "integer", "binary", "categorical")
+
+#: The default model of an incomplete column: situation -> model name per kind
+#: (continuous, integer, binary, categorical), in the order of :data:`KINDS`.
+#:
+#: - ``"single level"``: no clusters; mice's defaults (pmm, logreg, polyreg);
+#: - ``"random effects"``: level-1 column in clustered data, missing sporadically, or in whole
+#:   clusters that are small or too few for per-cluster fits: the one-stage random-effects
+#:   models, whose Gibbs samplers draw systematically missing clusters from the population
+#:   (predictive mean matching for whole numbers keeps their support);
+#: - ``"two-stage"``: level-1 column missing in whole clusters, with clusters large and numerous
+#:   enough for per-cluster fits and their meta-analysis (there is no two-stage categorical
+#:   model);
+#: - ``"cluster level"``: a column constant within clusters, missing in whole clusters: one
+#:   value per cluster (predictive mean matching for whole numbers only: with the few donor
+#:   clusters a cluster-level variable has it attenuated relations by 7-17%,
+#:   benchmarks/validate_defaults.py);
+#: - ``"partly observed clusters"``: a cluster-level column missing in part of some clusters:
+#:   the cluster's observed value fills them.
+DEFAULT_MODELS: dict[str, tuple[str, str, str, str]] = {
+    "single level": ("PredictiveMeanMatching", "PredictiveMeanMatching", "BayesianLogistic", "Polytomous"),
+    "random effects": ("RandomEffectsNormal", "RandomEffectsPMM", "RandomEffectsLogistic", "RandomEffectsCategorical"),
+    "two-stage": ("TwoStageNormal", "TwoStagePMM", "TwoStageLogistic", "RandomEffectsCategorical"),
+    "cluster level": ("ClusterLevelNormal", "ClusterLevelPMM", "ClusterLevelLogistic", "ClusterMean"),
+    "partly observed clusters": ("ClusterMean", "ClusterMean", "ClusterMean", "ClusterMean"),
+}
+
+
+# --------------------------------------------------------------------------- discovery
+@cache
+def _models() -> dict[str, type[BaseConditionalImputer]]:
+    found = {}
+    for name in _package.__all__:
+        obj = getattr(_package, name)
+        if isinstance(obj, type) and issubclass(obj, BaseConditionalImputer) and obj is not BaseConditionalImputer:
+            found[obj.__name__] = obj
+    return dict(sorted(found.items()))
+
+
+@cache
+def _r_names() -> dict[str, tuple[type[BaseConditionalImputer], dict]]:
+    table: dict[str, tuple[type[BaseConditionalImputer], dict]] = {}
+    for cls in _models().values():
+        for r_name, settings in cls.r_names.items():
+            if r_name in table:
+                raise RuntimeError(
+                    f"R method name {r_name!r} is declared by both {table[r_name][0].__name__} and {cls.__name__}; "
+                    "a subclass must declare its own r_names"
+                )
+            table[r_name] = (cls, dict(settings))
+    return dict(sorted(table.items()))
+
+
+def all_models() -> list[type[BaseConditionalImputer]]:
+    """Every registered conditional model class, by name."""
+    return list(_models().values())
+
+
+def r_method_names() -> dict[str, str]:
+    """R method name -> the model it stands for, written as Python (``"RandomEffectsNormal(heteroscedastic=True)"``)."""
+    return {r_name: _spelled(cls, settings) for r_name, (cls, settings) in _r_names().items()}
+
+
+def _spelled(cls, settings) -> str:
+    return f"{cls.__name__}({', '.join(f'{k}={v!r}' for k, v in settings.items())})"
+
+
+# --------------------------------------------------------------------------- by name
+def unknown_model_message(name: str) -> str:
+    """Why ``name`` is not a model, with the nearest valid name and the valid names."""
+    choices = list(_models()) + list(_r_names())
+    folded = {choice.lower(): choice for choice in choices}
+    close = folded.get(name.lower()) or next(iter(difflib.get_close_matches(name, choices, n=1)), None)
+    what = " (the abstract base class of the models, not a model)" if name == "BaseConditionalImputer" else ""
+    hint = f"; did you mean {close}?" if close else ""
+    return f"unknown model {name!r}{what}{hint} (models: {', '.join(_models())}; R names: {', '.join(_r_names())})"
+
+
+def resolve_name(name: str) -> tuple[type[BaseConditionalImputer], dict]:
+    """The model class and the settings a name implies: a class name (case-sensitive) or an R method name.
+
+    Raises
+    ------
+    ValueError
+        For any other name, with the nearest valid name ("did you mean") and the list of
+        valid names.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"a model name must be a string; got {type(name).__name__}")
+    if name in _models():
+        return _models()[name], {}
+    if name in _r_names():
+        cls, settings = _r_names()[name]
+        return cls, dict(settings)
+    raise ValueError(unknown_model_message(name))
+
+
+def make_model(name: str, **settings) -> BaseConditionalImputer:
+    """An unfitted model from its class name or R method name; ``settings`` override those the name implies.
+
+    >>> make_model("2l.norm")
+    RandomEffectsNormal(heteroscedastic=True)
+    >>> make_model("RandomEffectsPMM", donors=3)
+    RandomEffectsPMM(donors=3)
+    """
+    cls, implied = resolve_name(name)
+    return cls(**{**implied, **settings})
+
+
+# --------------------------------------------------------------------------- by capability
+def find_models(
+    kind: str | None = None,
+    *,
+    groups: bool | None = None,
+    systematic: bool | None = None,
+    cluster_level: bool | None = None,
+    role: int | None = None,
+) -> list[type[BaseConditionalImputer]]:
+    """The registered models that can do all of what is asked (None: not asked).
+
+    Parameters
+    ----------
+    kind : {"continuous", "integer", "binary", "categorical"}, optional
+        A target kind the model imputes.
+    groups : bool, optional
+        True: models that use a cluster identifier (they need it, or use it when given);
+        False: models that work without one.
+    systematic : bool, optional
+        True: models that impute clusters in which the target is never observed.
+    cluster_level : bool, optional
+        True: models of cluster-level variables (one value per cluster); False: row-level models.
+    role : int, optional
+        A predictor role code the model honours (-2: models that take a cluster identifier).
+    """
+    out = []
+    for cls in _models().values():
+        if kind is not None and kind not in cls.target_kinds:
+            continue
+        if groups is not None:
+            uses = cls.requires_groups or cls.uses_groups_if_given
+            if (groups and not uses) or (not groups and cls.requires_groups):
+                continue
+        if systematic and not cls.handles_systematic:
+            continue
+        if cluster_level is not None and cls.cluster_level != cluster_level:
+            continue
+        if role is not None and not _honours(cls, role):
+            continue
+        out.append(cls)
+    return out
+
+
+def _honours(cls, role: int) -> bool:
+    if role == -2:
+        return cls.requires_groups
+    return role == 1 or role in cls.accepted_roles
+
+
+def models_accepting(role: int) -> list[str]:
+    """Names of the models that honour a predictor role code."""
+    return [cls.__name__ for cls in find_models(role=role)]
+
+
+def models_for_kind(kind: str) -> list[str]:
+    """Names of the models that impute a target kind."""
+    return [cls.__name__ for cls in find_models(kind)]
+
+
+# --------------------------------------------------------------------------- defaults
+def default_situation(
+    multilevel: bool,
+    cluster_level: bool | Literal["partial"] = False,
+    systematic: bool = False,
+    meta_analysable: bool = False,
+) -> str:
+    """The row of :data:`DEFAULT_MODELS` for a column (see :func:`default_model`)."""
+    if not multilevel:
+        return "single level"
+    if cluster_level == "partial":
+        return "partly observed clusters"
+    if cluster_level:
+        return "cluster level"
+    if systematic and meta_analysable:
+        return "two-stage"
+    return "random effects"
+
+
+def default_model(
+    kind: str,
+    multilevel: bool,
+    cluster_level: bool | Literal["partial"] = False,
+    systematic: bool = False,
+    meta_analysable: bool = False,
+) -> BaseConditionalImputer:
+    """The default conditional model of a column, from :data:`DEFAULT_MODELS`.
+
+    Parameters
+    ----------
+    kind : {"continuous", "integer", "binary", "categorical"}
+        The column's kind.
+    multilevel : bool
+        Whether the data have clusters (a grouping column coded -2).
+    cluster_level : bool or "partial", default=False
+        True for a column constant within every cluster (a cluster-level variable);
+        ``"partial"`` when such a column is also missing in part of some cluster.
+    systematic : bool, default=False
+        Whether the column is missing in whole clusters.
+    meta_analysable : bool, default=False
+        Whether its clusters are large and numerous enough for per-cluster fits and their
+        meta-analysis (the thresholds of :func:`~skmlmi.recommend.recommend_methods`).
+
+    Returns
+    -------
+    BaseConditionalImputer
+        An unfitted model with its default settings; its declarations are checked against
+        the situation (kind, clusters, systematic missingness, level).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown column kind {kind!r}; kinds: {', '.join(KINDS)}")
+    situation = default_situation(multilevel, cluster_level, systematic, meta_analysable)
+    cls = _models()[DEFAULT_MODELS[situation][KINDS.index(kind)]]
+    problem = _misfit(cls, kind, multilevel, bool(cluster_level), systematic)
+    if problem:
+        raise RuntimeError(f"DEFAULT_MODELS[{situation!r}] names {cls.__name__} for a {kind} column, which {problem}")
+    return cls()
+
+
+def _misfit(cls, kind, multilevel, cluster_level, systematic) -> str | None:
+    """What the class declares that contradicts the situation, or None."""
+    if kind not in cls.target_kinds:
+        return "does not impute that kind"
+    if cls.requires_groups and not multilevel:
+        return "needs clusters"
+    if multilevel and systematic and not cls.handles_systematic:
+        return "cannot impute clusters in which the column is never observed"
+    if multilevel and cls.cluster_level != cluster_level:
+        return "is a cluster-level model" if cls.cluster_level else "is not a cluster-level model"
+    return None
