@@ -1094,7 +1094,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             if not isinstance(model, BaseConditionalImputer):
                 raise TypeError(
                     f"methods[{name!r}] is {type(model).__name__}; expected a conditional model such as "
-                    "PredictiveMeanMatching() or RandomEffectsNormal()."
+                    "RandomEffectsNormal(), or its name: a class name ('RandomEffectsPMM') or R's ('2l.pan')."
                 )
         else:
             model = self._recommended.get(name) or default_model(
