@@ -24,6 +24,7 @@ from sklearn.utils.validation import _check_feature_names, _check_n_features, ch
 from .._errors import in_context
 from .._frame import positional_labels, series_to_pandas, to_pandas
 from .._threads import one_blas_thread
+from ..analysis.formula import observed_levels, parse_formula, unused_categories_note
 from .results import PooledResults
 from .rubin import _as_dfcom, _pool_parts, pool_variance_components
 
@@ -160,8 +161,6 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
 
     def _target_name(self, y):
         if self._formula_model:
-            from ..analysis.formula import parse_formula
-
             return parse_formula(self.estimator.formula).response
         name = getattr(y, "name", None)
         return str(name) if isinstance(name, str) and name else _TARGET
@@ -296,7 +295,6 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         """
         if not isinstance(data, pd.DataFrame) or self.estimator.get_params(deep=False).get("levels", 0) is not None:
             return self.estimator
-        from ..analysis.formula import observed_levels, parse_formula
 
         levels = observed_levels(parse_formula(self.estimator.formula), data)
         return clone(self.estimator).set_params(levels=levels) if levels else self.estimator
@@ -347,7 +345,6 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
                 ),
                 **described,
             )
-        from ..analysis.formula import unused_categories_note
 
         notes = [results.note, unused_categories_note(getattr(fits[0], "dropped_levels_", {}))]
         results.note = "; ".join(note for note in notes if note)
