@@ -20,7 +20,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from ..ampute import ampute
+from ..ampute import ampute, generator
 
 __all__ = ["load_impact", "load_impact_incomplete", "load_ipdna"]
 
@@ -122,12 +122,7 @@ def load_impact_incomplete(random_state: int | np.random.Generator | None = 2022
     (3, 2, 0)
     """
     complete = load_impact()
-    try:
-        rng = np.random.default_rng(random_state)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"random_state must be an int, a numpy Generator or SeedSequence, or None; got {random_state!r:.40}."
-        ) from exc
+    rng = generator(random_state)
     sporadic = ampute(
         complete,
         groups="name",

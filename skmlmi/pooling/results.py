@@ -21,23 +21,21 @@ import pandas as pd
 from scipy import stats
 
 from .model_tests import test_models
-from .rubin import RubinComponents, _as_dfcom, _check_arrays, _pool_parts, d1, d2, pool_variance_components
+from .rubin import (
+    SUMMARY_COLUMNS,
+    RubinComponents,
+    _as_dfcom,
+    _check_arrays,
+    _pool_parts,
+    d1,
+    d2,
+    pool_variance_components,
+)
 
 __all__ = ["PooledResults", "PooledSummary", "pool_results"]
 
 # The columns summary() prints; ubar, b and t are in PooledResults.variances.
-_SUMMARY_COLUMNS = [
-    "estimate",
-    "std_error",
-    "statistic",
-    "df",
-    "p_value",
-    "conf_low",
-    "conf_high",
-    "riv",
-    "lambda",
-    "fmi",
-]
+_SUMMARY_COLUMNS = SUMMARY_COLUMNS[: SUMMARY_COLUMNS.index("fmi") + 1]
 
 
 def _df_method(m: int, dfcom: float | None, has_variances: bool) -> str:
