@@ -1012,9 +1012,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     def _make_target(self, j, matrix, codes, multilevel, cluster_constant):
         name, codec = self._columns[j], self._codecs[j]
         model = self._model_for(name, codec, multilevel, cluster_constant.get(j, False))
-        row = matrix.iloc[j]  # by position: names may be tuples, which .loc would read as (row, column)
+        row = matrix.iloc[j].to_numpy()  # by position: names may be tuples, which .loc would read as (row, column)
         if self._groups_column is not None:
-            cluster_role = int(row.iloc[self._columns.index(self._groups_column)])
+            cluster_role = int(row[self._columns.index(self._groups_column)])
         else:
             cluster_role = -2 if codes is not None else 0
         if model.requires_groups and cluster_role != -2:
@@ -1031,14 +1031,14 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         if cluster_role == -2 and not (model.requires_groups or model.uses_groups_if_given):
             cluster_role = 0
             self._warn_ignored.append(name)
-        predictors = []
+        predictors, lowered = [], []
         for k, pred_name in enumerate(self._columns):
-            role = int(row.iloc[k])
+            role = int(row[k])
             if role == 0 or pred_name == self._groups_column:
                 continue
             if role == 3 and not self._given_codes[j, k] and not model.default_cluster_means:
                 role = 1  # a default cluster mean this model does not take (see BaseConditionalImputer)
-                self.predictor_matrix_.iloc[j, k] = 1
+                lowered.append(k)
             if role not in model.accepted_roles and role != 1:
                 raise ValueError(
                     f"{type(model).__name__} cannot honour role code {role} ({ROLE_NAMES[role]}) given to "
@@ -1047,6 +1047,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             pcodec = self._codecs[k]
             levels = self._levels.get(k)
             predictors.append(_Predictor(k, role, pcodec.kind, pcodec.n_categories, str(pred_name), levels))
+        if lowered:  # one assignment per target: one per cell costs a pandas call each, p^2 for p targets
+            self.predictor_matrix_.iloc[j, lowered] = 1
         self._afford_cluster_means(j, predictors, cluster_constant)
         return _Target(
             column=j,
@@ -1085,7 +1087,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             return
         for p in defaulted:
             p.role = 1
-            self.predictor_matrix_.iloc[j, p.column] = 1
+        self.predictor_matrix_.iloc[j, [p.column for p in defaulted]] = 1
         self._plan_events.append(
             (
                 self._columns[j],

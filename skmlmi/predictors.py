@@ -73,6 +73,40 @@ def _given_entries(predictor_matrix, columns) -> list[tuple]:
     return [(t, p, array[i, j]) for i, t in enumerate(columns) for j, p in enumerate(columns)]
 
 
+def _valid_block(predictor_matrix, columns, position):
+    """Row positions, column positions and float codes of a DataFrame or square array that is valid as a whole.
+
+    None for a dict, or when some entry needs the entry-by-entry checks of
+    :func:`validate_predictor_matrix` (unknown or repeated names, wrong shape, a value that
+    is not a role code): those then raise their error naming the entry.
+    """
+    if isinstance(predictor_matrix, pd.DataFrame):
+        index, labels = list(predictor_matrix.index), list(predictor_matrix.columns)
+        try:
+            rows = np.array([position[name] for name in index], dtype=np.intp)
+            cols = np.array([position[name] for name in labels], dtype=np.intp)
+        except (KeyError, TypeError):  # unknown (or unhashable) names
+            return None
+        if np.unique(rows).size < rows.size or np.unique(cols).size < cols.size:
+            return None
+        frame = predictor_matrix
+    elif predictor_matrix is None or isinstance(predictor_matrix, dict):
+        return None
+    else:
+        frame = np.asarray(predictor_matrix)
+        if frame.shape != (len(columns), len(columns)):
+            return None
+        rows = cols = np.arange(len(columns))
+    try:
+        values = np.asarray(frame, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    known = values[~np.isnan(values)]
+    if not np.all(np.isin(known, sorted(VALID_ROLES))):
+        return None
+    return rows, cols, values
+
+
 def validate_predictor_matrix(
     predictor_matrix, columns: Sequence, groups_column=None, defaults=None, return_given: bool = False
 ):
@@ -96,7 +130,13 @@ def validate_predictor_matrix(
             codes[:, g] = -2
             codes[g, :] = 0
     given = np.zeros(codes.shape, dtype=bool)
-    if predictor_matrix is not None:
+    block = _valid_block(predictor_matrix, columns, position)
+    if block is not None:  # a whole matrix of valid codes at once: p^2 entries, no Python loop over them
+        rows, cols, values = block
+        known = ~np.isnan(values)  # a DataFrame's empty cell keeps the default
+        codes[np.ix_(rows, cols)] = np.where(known, values, codes[np.ix_(rows, cols)]).astype(int)
+        given[np.ix_(rows, cols)] = known
+    elif predictor_matrix is not None:
         entries = _given_entries(predictor_matrix, columns)
         unknown = sorted({str(n) for r, c, _ in entries for n in (r, c) if n not in position})
         if unknown:

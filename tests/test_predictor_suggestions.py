@@ -15,7 +15,7 @@ from skmlmi.conditional import (
     RandomEffectsPMM,
 )
 from skmlmi.datasets import load_popmis
-from skmlmi.predictors import PredictorSuggestion, quickpred, suggest_predictors
+from skmlmi.predictors import PredictorSuggestion, quickpred, suggest_predictors, validate_predictor_matrix
 
 
 @pytest.fixture
@@ -179,3 +179,28 @@ def test_bad_formula_inputs_are_clear_errors(popmis_incomplete):
         suggest_predictors("popular ~ sex + (1 | school)", bad)
     with pytest.raises(TypeError, match="DataFrame"):
         suggest_predictors("popular ~ sex", popmis_incomplete.to_numpy())
+
+
+# ----------------------------------------------------------------------------- predictor matrix checks
+def test_whole_predictor_matrix_is_checked_at_once_with_the_same_result():
+    columns = [f"v{k}" for k in range(6)]
+    rng = np.random.default_rng(4)
+    codes = rng.choice([0, 1, 2, 3], size=(6, 6))
+    np.fill_diagonal(codes, 0)
+    frame = pd.DataFrame(codes, index=columns, columns=columns).astype(float)
+    frame.iloc[1, 3] = np.nan  # an empty cell keeps the default
+    as_dict = {c: {r: frame.loc[r, c] for r in columns if not np.isnan(frame.loc[r, c])} for c in columns}
+    full, given = validate_predictor_matrix(frame, columns, return_given=True)
+    full_dict, given_dict = validate_predictor_matrix(as_dict, columns, return_given=True)
+    pd.testing.assert_frame_equal(full, full_dict)
+    np.testing.assert_array_equal(given, given_dict)
+    assert not given[1, 3] and full.iloc[1, 3] == 1
+    # errors still name the entry
+    frame.iloc[2, 4] = 7
+    with pytest.raises(ValueError, match=r"predictor_matrix\['v2', 'v4'\] = 7 is not a role code"):
+        validate_predictor_matrix(frame, columns)
+    frame.iloc[2, 4] = 1.5
+    with pytest.raises(ValueError, match="no fractions"):
+        validate_predictor_matrix(frame, columns)
+    with pytest.raises(ValueError, match="unknown columns"):
+        validate_predictor_matrix(frame.rename(index={"v0": "w"}), columns)
