@@ -35,7 +35,7 @@ from ._passive import apply_bounds, parse_bounds, parse_derived, parse_post
 from ._threads import one_blas_thread as _one_blas_thread
 from .conditional.base import ROLE_NAMES, BaseConditionalImputer, Draw, DrawContext, models_accepting, models_for_kind
 from .conditional.cluster_level import is_cluster_constant
-from .predictors import default_method, validate_predictor_matrix
+from .predictors import ROWS_PER_PREDICTOR, default_method, limit_predictors, validate_predictor_matrix
 
 __all__ = ["MultilevelIterativeImputer", "ImputedDatasets"]
 
@@ -448,7 +448,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         Role codes, one row per target and one column per variable (mice's
         ``predictorMatrix``; codes in :data:`skmlmi.conditional.ROLE_NAMES`). A DataFrame,
         or a dict ``{predictor: {target: code}}``, may hold only the entries to change. Default: every other column a
-        fixed predictor (1), the cluster column -2.
+        fixed predictor (1), the cluster column -2. Where a target's default predictors
+        outnumber what its rows support, they are reduced by quickpred's rule (see Notes);
+        entries given here are always kept.
     visit_sequence : {"left-to-right", "monotone", "reverse-monotone"} or list, default="left-to-right"
         Order in which incomplete columns are visited in each iteration: columns in
         data order, by increasing or decreasing number of missing values, or an
@@ -540,6 +542,27 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     See Also
     --------
     sklearn.impute.IterativeImputer : single-level, single imputation.
+
+    Notes
+    -----
+    **Wide data.** When a target's model would have more predictor columns than a third of
+    the rows observing it (dummies of categorical predictors and cluster means count; for a
+    cluster-level target, a third of the clusters observing it), the predictors not given in
+    ``predictor_matrix`` are reduced at ``fit`` by the rule of mice's ``quickpred``
+    (:func:`~skmlmi.predictors.quickpred`, van Buuren et al. 1999): a predictor stays when
+    its absolute correlation with the target, or with the target's response indicator,
+    exceeds 0.1 (Pearson, on the pairs of values available in the fitting data; categories
+    by their codes), and of those the strongest stay while they fit in a third of the rows
+    (:func:`~skmlmi.predictors.limit_predictors`). Correlations do not depend on units, and
+    ties keep the earlier column, so the choice is deterministic. It is made once, from the
+    incomplete data, logged in ``logged_events_`` (the target, how many predictors were
+    kept and why) and shown in ``predictor_matrix_``. Entries given in ``predictor_matrix``
+    are kept even beyond that bound (then only logged): pass the whole matrix, e.g.
+    :func:`~skmlmi.predictors.make_predictor_matrix`, to keep every predictor. At each draw,
+    constant and collinear predictors are dropped and logged (mice's ``remove.lindep``),
+    reading the collinear ones from one eigendecomposition of their correlation matrix (one
+    singular value decomposition of the rows when the columns outnumber twice the rows).
+    30 rows and 2,000 columns impute in about a second (``benchmarks/wide_data.py``).
 
     Examples
     --------
@@ -1100,6 +1123,49 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             )
         )
 
+    def _limit_predictors(self, target, W, fit_rows, usable_rows, clusters=None) -> str | None:
+        """Reduce the default predictors of a target its rows cannot support, by quickpred's rule.
+
+        When the model's predictor columns (dummies and cluster means included) exceed a third
+        of the rows observing the target (of the clusters, ``clusters`` given, for a
+        cluster-level target), the predictors the user did not set in ``predictor_matrix``
+        are kept only where their correlation with the target or with its missingness exceeds
+        0.1, strongest first, within that budget (:func:`~skmlmi.predictors.limit_predictors`).
+        Returns the event to log, or None when nothing is too many.
+        """
+        predictors = target.predictors
+        n_units = int(np.unique(clusters[fit_rows]).size) if clusters is not None else int(fit_rows.sum())
+
+        def width(p):  # columns of the design, as _design builds them
+            categories = p.n_categories if p.levels is None else len(p.levels)
+            dummies = max(categories - 1, 0) if p.kind == "categorical" else 1
+            return dummies * (2 if p.role in (3, 4) else 1)
+
+        widths = np.array([width(p) for p in predictors], dtype=int)
+        if widths.sum() * ROWS_PER_PREDICTOR <= n_units:
+            return None
+        j, columns = target.column, [p.column for p in predictors]
+        given = self._given_codes[j, columns]
+        keep, _, budget = limit_predictors(W[:, j], fit_rows, usable_rows, W[:, columns], widths, given, n_units)
+        units = f"{n_units} {'clusters' if clusters is not None else 'rows'} observing it"
+        if keep.all():
+            return (
+                f"{widths.sum()} predictor columns for {units} (more than a third): kept as set in "
+                "predictor_matrix; quickpred() suggests a smaller set"
+            )
+        kept = [p for p, k in zip(predictors, keep, strict=True) if k]
+        target.predictors = kept
+        self.predictor_matrix_.iloc[j, [c for c, k in zip(columns, keep, strict=True) if not k]] = 0
+        names = [p.name for p in kept]
+        return (
+            f"{len(kept)} of {len(predictors)} predictors kept by quickpred's rule "
+            f"({names[:10]}{' ...' if len(names) > 10 else ''}): their {widths.sum()} columns outnumbered a third "
+            f"of the {units} ({budget}), so only those whose absolute correlation with it or with its "
+            f"missingness exceeds 0.1 are used, strongest first, up to {budget} columns"
+            f"{' (those set in predictor_matrix are kept as given)' if given.any() else ''}; "
+            "set its row of predictor_matrix to choose them"
+        )
+
     def _check_where(self, where, missing, frame):
         """Cells to impute: the missing ones, or a user mask (observed cells = over-imputation)."""
         if where is None:
@@ -1160,6 +1226,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         for j in visit:
             if j not in made:
                 made[j] = self._make_target(j, matrix, codes, multilevel, cluster_constant)
+                clusters = codes if cluster_constant.get(j) else None
+                reason = self._limit_predictors(made[j], W, ~missing[:, j] & ~ignore, ~ignore, clusters)
+                if reason:
+                    self._plan_events.append((self._columns[j], reason))
             targets.append(made[j])
         complete = [
             j
@@ -1395,11 +1465,17 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         """The imputation model of column ``j``, complete at fit (None if it cannot have one)."""
         if j not in self._auxiliary_targets:
             try:
-                self._auxiliary_targets[j] = self._make_target(
+                self._auxiliary_targets[j] = target = self._make_target(
                     j, self.predictor_matrix_, self._plan.groups, self._plan.groups is not None, self._cluster_constant
                 )
             except ValueError:
                 self._auxiliary_targets[j] = None  # transform then names the column it cannot impute
+            else:
+                rows = self._plan.fit_rows[j]
+                clusters = self._plan.groups if self._cluster_constant.get(j) else None
+                reason = self._limit_predictors(target, self._W, rows, rows, clusters)
+                if reason:
+                    warnings.warn(f"{target.name}: {reason}", UserWarning, stacklevel=5)
         return self._auxiliary_targets[j]
 
     def _auxiliary_draw(self, chain, target):
