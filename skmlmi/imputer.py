@@ -547,7 +547,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     -----
     **Wide data.** When a target's model would have more predictor columns than a third of
     the rows observing it (dummies of categorical predictors and cluster means count; for a
-    cluster-level target, a third of the clusters observing it), the predictors not given in
+    cluster-level target, a third of the clusters observing it; with cluster fixed effects,
+    of the rows less one per cluster), the predictors not given in
     ``predictor_matrix`` are reduced at ``fit`` by the rule of mice's ``quickpred``
     (:func:`~skmlmi.predictors.quickpred`, van Buuren et al. 1999): a predictor stays when
     its absolute correlation with the target, or with the target's response indicator,
@@ -1123,18 +1124,22 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             )
         )
 
-    def _limit_predictors(self, target, W, fit_rows, usable_rows, clusters=None) -> str | None:
+    def _limit_predictors(self, target, W, fit_rows, usable_rows, codes, cluster_level) -> str | None:
         """Reduce the default predictors of a target its rows cannot support, by quickpred's rule.
 
         When the model's predictor columns (dummies and cluster means included) exceed a third
-        of the rows observing the target (of the clusters, ``clusters`` given, for a
-        cluster-level target), the predictors the user did not set in ``predictor_matrix``
-        are kept only where their correlation with the target or with its missingness exceeds
-        0.1, strongest first, within that budget (:func:`~skmlmi.predictors.limit_predictors`).
-        Returns the event to log, or None when nothing is too many.
+        of the rows observing the target (of the clusters observing it, for a cluster-level
+        target; of the rows less one per cluster, for cluster fixed effects), the predictors
+        the user did not set in ``predictor_matrix`` are kept only where their correlation with
+        the target or with its missingness exceeds 0.1, strongest first, within that budget
+        (:func:`~skmlmi.predictors.limit_predictors`). Returns the event to log, or None when
+        nothing is too many.
         """
         predictors = target.predictors
-        n_units = int(np.unique(clusters[fit_rows]).size) if clusters is not None else int(fit_rows.sum())
+        n_rows = int(fit_rows.sum())
+        fixed = target.cluster_role == 1 and not cluster_level
+        n_clusters = int(np.unique(codes[fit_rows]).size) if codes is not None and (cluster_level or fixed) else 0
+        n_units = n_clusters if cluster_level else n_rows - n_clusters
 
         def width(p):  # columns of the design, as _design builds them
             categories = p.n_categories if p.levels is None else len(p.levels)
@@ -1147,7 +1152,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         j, columns = target.column, [p.column for p in predictors]
         given = self._given_codes[j, columns]
         keep, _, budget = limit_predictors(W[:, j], fit_rows, usable_rows, W[:, columns], widths, given, n_units)
-        units = f"{n_units} {'clusters' if clusters is not None else 'rows'} observing it"
+        units = f"{n_units} clusters observing it" if cluster_level else f"{n_rows} rows observing it"
+        if fixed:
+            units += f" less its {n_clusters} cluster fixed effects"
         if keep.all():
             return (
                 f"{widths.sum()} predictor columns for {units} (more than a third): kept as set in "
@@ -1226,8 +1233,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         for j in visit:
             if j not in made:
                 made[j] = self._make_target(j, matrix, codes, multilevel, cluster_constant)
-                clusters = codes if cluster_constant.get(j) else None
-                reason = self._limit_predictors(made[j], W, ~missing[:, j] & ~ignore, ~ignore, clusters)
+                level2 = bool(cluster_constant.get(j))
+                reason = self._limit_predictors(made[j], W, ~missing[:, j] & ~ignore, ~ignore, codes, level2)
                 if reason:
                     self._plan_events.append((self._columns[j], reason))
             targets.append(made[j])
@@ -1471,9 +1478,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             except ValueError:
                 self._auxiliary_targets[j] = None  # transform then names the column it cannot impute
             else:
-                rows = self._plan.fit_rows[j]
-                clusters = self._plan.groups if self._cluster_constant.get(j) else None
-                reason = self._limit_predictors(target, self._W, rows, rows, clusters)
+                rows, level2 = self._plan.fit_rows[j], bool(self._cluster_constant.get(j))
+                reason = self._limit_predictors(target, self._W, rows, rows, self._plan.groups, level2)
                 if reason:
                     warnings.warn(f"{target.name}: {reason}", UserWarning, stacklevel=5)
         return self._auxiliary_targets[j]

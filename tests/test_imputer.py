@@ -516,6 +516,15 @@ def test_reduction_counts_cluster_means_and_keeps_the_cluster_column():
     assert imp.logged_events_["reason"].str.contains("predictors kept").any()
 
 
+def test_cluster_fixed_effects_take_one_row_per_cluster_from_the_budget():
+    frame = _wide(150, n=120, groups=40)
+    imp = MultilevelIterativeImputer(methods=PMM, predictor_matrix={"g": {"y": 1}}, n_imputations=1, max_iter=1)
+    _quiet(imp.fit, frame, groups="g")
+    row = imp.predictor_matrix_.loc["y"].drop("g")
+    assert row["x3"] == row["x7"] == 1 and 0 < (row != 0).sum() <= (115 - 40) // 3
+    assert imp.logged_events_["reason"].str.contains("115 rows observing it less its 40 cluster fixed effects").any()
+
+
 def test_thirty_rows_and_2001_columns_impute_in_seconds():
     # The reproducer: was still running after 313 s (one eigendecomposition per dropped column).
     rng = np.random.default_rng(0)
