@@ -774,8 +774,9 @@ def limit_predictors(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Which predictors of one target to keep when they outnumber what its rows support.
 
-    The imputation model of a target observed on ``n_units`` rows (clusters, for a
-    cluster-level target) has ``sum(widths)`` predictor columns (dummies of a categorical
+    The imputation model of a target observed on ``n_units`` rows (the engine passes the
+    clusters observing a cluster-level target, and the rows less the clusters for a model with
+    cluster fixed effects) has ``sum(widths)`` predictor columns (dummies of a categorical
     predictor and cluster means count). When that exceeds ``n_units / 3`` the predictors
     not ``given`` by the user are reduced by mice's ``quickpred`` rule (van Buuren et al.
     1999; :func:`quickpred`): with pairwise-complete correlations
