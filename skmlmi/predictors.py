@@ -89,6 +89,40 @@ def _given_entries(predictor_matrix, columns) -> list[tuple]:
     return [(t, p, array[i, j]) for i, t in enumerate(columns) for j, p in enumerate(columns)]
 
 
+def _valid_block(predictor_matrix, columns, position):
+    """Row positions, column positions and float codes of a DataFrame or square array that is valid as a whole.
+
+    None for a dict, or when some entry needs the entry-by-entry checks of
+    :func:`validate_predictor_matrix` (unknown or repeated names, wrong shape, a value that
+    is not a role code): those then raise their error naming the entry.
+    """
+    if isinstance(predictor_matrix, pd.DataFrame):
+        index, labels = list(predictor_matrix.index), list(predictor_matrix.columns)
+        try:
+            rows = np.array([position[name] for name in index], dtype=np.intp)
+            cols = np.array([position[name] for name in labels], dtype=np.intp)
+        except (KeyError, TypeError):  # unknown (or unhashable) names
+            return None
+        if np.unique(rows).size < rows.size or np.unique(cols).size < cols.size:
+            return None
+        frame = predictor_matrix
+    elif predictor_matrix is None or isinstance(predictor_matrix, dict):
+        return None
+    else:
+        frame = np.asarray(predictor_matrix)
+        if frame.shape != (len(columns), len(columns)):
+            return None
+        rows = cols = np.arange(len(columns))
+    try:
+        values = np.asarray(frame, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    known = values[~np.isnan(values)]
+    if not np.all(np.isin(known, sorted(VALID_ROLES))):
+        return None
+    return rows, cols, values
+
+
 def validate_predictor_matrix(
     predictor_matrix, columns: Sequence, groups_column=None, defaults=None, return_given: bool = False
 ):
@@ -112,7 +146,13 @@ def validate_predictor_matrix(
             codes[:, g] = -2
             codes[g, :] = 0
     given = np.zeros(codes.shape, dtype=bool)
-    if predictor_matrix is not None:
+    block = _valid_block(predictor_matrix, columns, position)
+    if block is not None:  # a whole matrix of valid codes at once: p^2 entries, no Python loop over them
+        rows, cols, values = block
+        known = ~np.isnan(values)  # a DataFrame's empty cell keeps the default
+        codes[np.ix_(rows, cols)] = np.where(known, values, codes[np.ix_(rows, cols)]).astype(int)
+        given[np.ix_(rows, cols)] = known
+    elif predictor_matrix is not None:
         entries = _given_entries(predictor_matrix, columns)
         unknown = sorted({str(n) for r, c, _ in entries for n in (r, c) if n not in position})
         if unknown:
@@ -372,9 +412,8 @@ def quickpred(
     minpuc_m = _per_target(minpuc, "minpuc", columns)
 
     v, u = _correlations(data, method)
-    v = np.nan_to_num(np.abs(v.to_numpy()), nan=0.0)
-    u = np.nan_to_num(np.abs(u.to_numpy()), nan=0.0)
-    pred = (np.maximum(v, u) > mincor_m).astype(int)
+    v, u = v.to_numpy(), u.to_numpy()
+    pred = (_quickpred_score(v, u) > mincor_m).astype(int)
     if np.any(minpuc_m != 0):
         missing = data.isna().to_numpy().astype(float)
         n_missing = missing.sum(axis=0)
@@ -672,3 +711,135 @@ def suggest_predictors(
             "clusters where they are unreliable and no contextual effect is analysed."
         )
     return PredictorSuggestion(predictor_matrix=matrix, methods=methods, explanation="\n".join(lines), levels=levels)
+
+
+# =============================================================================== wide data
+# Appended section (issue 14): the engine's reduction of a target's predictors when they outnumber
+# what its rows support, by quickpred's rule.
+__all__ += ["limit_predictors"]
+
+#: mice's ``quickpred`` default ``mincor``, the threshold of :func:`limit_predictors`.
+QUICKPRED_MINCOR = 0.1
+#: Observations (rows, or clusters for a cluster-level target) per predictor column below which
+#: the engine reduces a target's default predictors (:func:`limit_predictors`).
+ROWS_PER_PREDICTOR = 3
+
+
+def _quickpred_score(v, u) -> np.ndarray:
+    """quickpred's criterion: the larger of |cor(x_a, x_b)| and |cor(R_a, x_b)|, NaN (no pairs, no variation) as 0."""
+    return np.maximum(np.nan_to_num(np.abs(v), nan=0.0), np.nan_to_num(np.abs(u), nan=0.0))
+
+
+def available_pairs_correlation(a: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Pearson correlation of ``a`` (n,) with each column of ``B`` (n, p) on the rows where both are observed.
+
+    NaN marks a missing value. Each pair is centred at its own means before the products,
+    and centred again at the mean of those deviations (the rounding of a mean of values far
+    from 0, e.g. 1e12 + x, would otherwise stay in every deviation), so a column shifted by
+    1e12 or in units of 1e-12 gives the correlation of its natural units; NaN where a pair has
+    fewer than two rows or no variation. The numbers of pandas' pairwise-complete
+    ``DataFrame.corr`` (what :func:`quickpred` uses) for ordinary data, in O(n p) without
+    the p x p matrix. Columns are taken in blocks to bound the memory.
+    """
+    a = np.asarray(a, dtype=float)
+    B = np.asarray(B, dtype=float)
+    n, p = B.shape
+    out = np.full(p, np.nan)
+    a_known = ~np.isnan(a)
+    step = max(1, 2**22 // max(n, 1))
+    for start in range(0, p, step):
+        block = B[:, start : start + step]
+        M = ~np.isnan(block) & a_known[:, None]
+        count = M.sum(axis=0)
+        A = np.where(M, a[:, None], 0.0)
+        Z = np.where(M, block, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for _ in range(2):
+                A = np.where(M, A - A.sum(axis=0) / count, 0.0)
+                Z = np.where(M, Z - Z.sum(axis=0) / count, 0.0)
+            r = np.einsum("ij,ij->j", A, Z) / np.sqrt(np.einsum("ij,ij->j", A, A) * np.einsum("ij,ij->j", Z, Z))
+        r[count < 2] = np.nan
+        out[start : start + step] = np.clip(r, -1.0, 1.0)
+    return out
+
+
+def limit_predictors(
+    y: np.ndarray,
+    fit_rows: np.ndarray,
+    usable_rows: np.ndarray,
+    X: np.ndarray,
+    widths: np.ndarray,
+    given: np.ndarray,
+    n_units: int,
+    mincor: float = QUICKPRED_MINCOR,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Which predictors of one target to keep when they outnumber what its rows support.
+
+    The imputation model of a target observed on ``n_units`` rows (the engine passes the
+    clusters observing a cluster-level target, and the rows less the clusters for a model with
+    cluster fixed effects) has ``sum(widths)`` predictor columns (dummies of a categorical
+    predictor and cluster means count). When that exceeds ``n_units / 3`` the predictors
+    not ``given`` by the user are reduced by mice's ``quickpred`` rule (van Buuren et al.
+    1999; :func:`quickpred`): with pairwise-complete correlations
+
+        ``score_b = max(|cor(y, x_b)|, |cor(R_y, x_b)|)``,
+
+    y's observed values on ``fit_rows``, R_y its response indicator on ``usable_rows`` (NaN
+    correlations count 0), a predictor is kept when ``score_b > mincor`` and, strongest
+    first, while its columns fit in ``floor(n_units / 3)`` less those of the given
+    predictors (a predictor too wide for what is left is passed over for narrower ones).
+    Pearson correlations do not depend on units or origin; ties keep the earlier column,
+    so the choice is deterministic. Given predictors are always kept, even beyond the budget.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n,)
+        The target (category codes for a categorical one); NaN where missing.
+    fit_rows, usable_rows : ndarray of shape (n,) of bool
+        Rows fitting the target's model (observed, not ignored), and rows counted at all
+        (not ignored).
+    X : ndarray of shape (n, p)
+        One column per candidate predictor (category codes for a categorical one), NaN where missing.
+    widths : ndarray of shape (p,) of int
+        Columns each predictor adds to the model.
+    given : ndarray of shape (p,) of bool
+        Predictors the user asked for: kept whatever their correlation.
+    n_units : int
+    mincor : float, default=0.1
+
+    Returns
+    -------
+    keep : ndarray of shape (p,) of bool
+    score : ndarray of shape (p,)
+    budget : int
+        ``floor(n_units / 3)``, the predictor columns the target's rows support.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(30, 40))
+    >>> y = X[:, 3] + 0.5 * X[:, 7] + 0.3 * rng.normal(size=30)
+    >>> rows = np.ones(30, dtype=bool)
+    >>> keep, score, budget = limit_predictors(y, rows, rows, X, np.ones(40, int), np.zeros(40, bool), 30)
+    >>> budget, int(keep.sum()), bool(keep[3] and keep[7])
+    (10, 10, True)
+    """
+    widths = np.asarray(widths, dtype=int)
+    given = np.asarray(given, dtype=bool)
+    budget = int(n_units) // ROWS_PER_PREDICTOR
+    keep = np.ones(len(widths), dtype=bool)
+    if widths.sum() <= budget:
+        return keep, np.full(len(widths), np.nan), budget
+    v = available_pairs_correlation(np.where(fit_rows, y, np.nan), X)
+    u = available_pairs_correlation(np.where(usable_rows, fit_rows.astype(float), np.nan), X)
+    score = _quickpred_score(v, u)
+    keep = given.copy()
+    room = budget - int(widths[given].sum())
+    for b in np.argsort(-score, kind="stable"):
+        if given[b] or score[b] <= mincor:
+            continue
+        if widths[b] <= room:
+            keep[b] = True
+            room -= int(widths[b])
+    return keep, score, budget

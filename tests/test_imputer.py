@@ -1,6 +1,7 @@
 """The chained-equations engine: data handling, contracts, reproducibility, bad input."""
 
 import pickle
+import time
 import warnings
 
 import joblib
@@ -15,6 +16,7 @@ from skmlmi import MultilevelIterativeImputer
 from skmlmi.conditional import BayesianLogistic, BayesianNormal, PredictiveMeanMatching, RandomEffectsNormal
 from skmlmi.conditional.two_stage import TwoStageNormal
 from skmlmi.datasets import load_popmis
+from skmlmi.predictors import make_predictor_matrix
 
 PMM = PredictiveMeanMatching()
 
@@ -450,3 +452,99 @@ def test_default_cluster_means_need_enough_observed_clusters(popmis):
         MultilevelIterativeImputer(n_imputations=1, max_iter=1).fit, popmis[popmis["school"] <= 30], groups="school"
     )
     assert imp.predictor_matrix_.loc["popular", "sex"] == 3
+
+
+# --------------------------------------------------------------------------- wide data
+def _wide(p, n=30, seed=0, groups=None):
+    """n rows, p noise columns x0.., y depending on x3 and x7 and missing in its first 5 rows."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(n, p)), columns=[f"x{k}" for k in range(p)])
+    frame["y"] = frame["x3"] + frame["x7"] + 0.3 * rng.normal(size=n)
+    frame.loc[:4, "y"] = np.nan
+    if groups is not None:
+        frame.insert(0, "g", np.arange(n) % groups)
+    return frame
+
+
+def test_predictors_the_rows_cannot_support_are_reduced_by_quickpreds_rule_and_logged():
+    frame = _wide(400, n=60)  # y is observed on 55 rows: room for 18 predictors
+    imp = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0)
+    with pytest.warns(UserWarning, match=r"y: 18 of 400 predictors kept"):
+        out = imp.fit_transform(frame)
+    row = imp.predictor_matrix_.loc["y"]
+    kept = set(row.index[row != 0])
+    assert len(kept) == 18 and {"x3", "x7"} <= kept
+    events = imp.logged_events_[imp.logged_events_["reason"].str.contains("predictors kept")]
+    assert events[["iteration", "chain", "column"]].values.tolist() == [[0, 0, "y"]]
+    assert "quickpred" in events["reason"].iloc[0] and out["y"].notna().all()
+    # deterministic, and the columns' units do not matter
+    scaled = frame * np.logspace(-6, 6, frame.shape[1]) + 1e3
+    again = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=5).fit, scaled)
+    pd.testing.assert_series_equal(again.predictor_matrix_.loc["y"], row)
+    # a column with enough rows keeps every predictor
+    small = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1).fit, frame[["x3", "x7", "x9", "y"]])
+    assert (small.predictor_matrix_.loc["y"] != 0).sum() == 3
+
+
+def test_predictor_matrix_entries_are_never_dropped_by_the_reduction():
+    frame = _wide(200)
+    imp = _quiet(
+        MultilevelIterativeImputer(predictor_matrix={"x150": {"y": 1}}, n_imputations=1, max_iter=1).fit, frame
+    )
+    row = imp.predictor_matrix_.loc["y"]
+    assert row["x150"] == 1 and (row != 0).sum() == 8 and {"x3", "x7"} <= set(row.index[row != 0])
+    # a matrix given in full is used as given, with a logged warning that the rows cannot support it
+    full = MultilevelIterativeImputer(
+        predictor_matrix=make_predictor_matrix(frame.columns), n_imputations=1, max_iter=1
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        full.fit(frame)
+    assert any(
+        "y: 200 predictor columns for 25 rows" in str(w.message) and "kept as set" in str(w.message) for w in caught
+    )
+    assert (full.predictor_matrix_.loc["y"] != 0).sum() == 200
+
+
+def test_reduction_counts_cluster_means_and_keeps_the_cluster_column():
+    frame = _wide(150, n=120, groups=40)  # 115 rows observe y: 38 predictor columns
+    imp = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0).fit, frame, groups="g")
+    row = imp.predictor_matrix_.loc["y"]
+    assert row["g"] == -2
+    columns = int(((row == 1) | (row == 2)).sum() + 2 * ((row == 3) | (row == 4)).sum())
+    assert 0 < columns <= 115 // 3 and {"x3", "x7"} <= set(row.index[row > 0])
+    assert imp.logged_events_["reason"].str.contains("predictors kept").any()
+
+
+def test_cluster_fixed_effects_take_one_row_per_cluster_from_the_budget():
+    frame = _wide(150, n=120, groups=40)
+    imp = MultilevelIterativeImputer(methods=PMM, predictor_matrix={"g": {"y": 1}}, n_imputations=1, max_iter=1)
+    _quiet(imp.fit, frame, groups="g")
+    row = imp.predictor_matrix_.loc["y"].drop("g")
+    assert row["x3"] == row["x7"] == 1 and 0 < (row != 0).sum() <= (115 - 40) // 3
+    assert imp.logged_events_["reason"].str.contains("115 rows observing it less its 40 cluster fixed effects").any()
+
+
+def test_thirty_rows_and_2001_columns_impute_in_seconds():
+    # The issue's reproducer: was still running after 313 s (one eigendecomposition per dropped column).
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(30, 2001)), columns=[f"x{k}" for k in range(2001)])
+    frame.iloc[3, 5] = np.nan
+    start = time.perf_counter()
+    out = _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0).fit_transform, frame)
+    assert time.perf_counter() - start < 60 and out.notna().all().all()
+
+
+def test_redundancy_check_factorises_once_for_a_wide_matrix_given_in_full(monkeypatch):
+    # 30 rows, 800 predictors kept as given: 771 are dropped as collinear at each draw, from one
+    # factorisation (the old loop made one eigendecomposition per dropped column).
+    frame = _wide(800)
+    calls = []
+    for name in ("eigh", "svd"):
+        original = getattr(np.linalg, name)
+        monkeypatch.setattr(np.linalg, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    imp = MultilevelIterativeImputer(predictor_matrix=make_predictor_matrix(frame.columns), n_imputations=1, max_iter=2)
+    _quiet(imp.fit, frame)
+    dropped = imp.logged_events_["reason"].str.contains("dropped: collinear").sum()
+    assert dropped == 2 * (800 - 24)  # per visit: 25 rows and an intercept support 24 columns
+    assert len(calls) <= 2 * 2  # per visit: one factorisation and one check of the kept columns

@@ -1,4 +1,5 @@
-"""quickpred (mice semantics) and predictor matrices suggested from an lme4-style analysis formula."""
+"""quickpred (mice semantics), predictor matrices suggested from an lme4-style analysis formula, and the
+reduction of predictors the rows cannot support (wide data)."""
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,15 @@ from skmlmi.conditional import (
     RandomEffectsPMM,
 )
 from skmlmi.datasets import load_popmis
-from skmlmi.predictors import PredictorSuggestion, quickpred, suggest_predictors
+from skmlmi.predictors import (
+    PredictorSuggestion,
+    _correlations,
+    available_pairs_correlation,
+    limit_predictors,
+    quickpred,
+    suggest_predictors,
+    validate_predictor_matrix,
+)
 
 
 @pytest.fixture
@@ -179,3 +188,128 @@ def test_bad_formula_inputs_are_clear_errors(popmis_incomplete):
         suggest_predictors("popular ~ sex + (1 | school)", bad)
     with pytest.raises(TypeError, match="DataFrame"):
         suggest_predictors("popular ~ sex", popmis_incomplete.to_numpy())
+
+
+# ----------------------------------------------------------------------------- predictor matrix checks
+def test_whole_predictor_matrix_is_checked_at_once_with_the_same_result():
+    columns = [f"v{k}" for k in range(6)]
+    rng = np.random.default_rng(4)
+    codes = rng.choice([0, 1, 2, 3], size=(6, 6))
+    np.fill_diagonal(codes, 0)
+    frame = pd.DataFrame(codes, index=columns, columns=columns).astype(float)
+    frame.iloc[1, 3] = np.nan  # an empty cell keeps the default
+    as_dict = {c: {r: frame.loc[r, c] for r in columns if not np.isnan(frame.loc[r, c])} for c in columns}
+    full, given = validate_predictor_matrix(frame, columns, return_given=True)
+    full_dict, given_dict = validate_predictor_matrix(as_dict, columns, return_given=True)
+    pd.testing.assert_frame_equal(full, full_dict)
+    np.testing.assert_array_equal(given, given_dict)
+    assert not given[1, 3] and full.iloc[1, 3] == 1
+    # errors still name the entry
+    frame.iloc[2, 4] = 7
+    with pytest.raises(ValueError, match=r"predictor_matrix\['v2', 'v4'\] = 7 is not a role code"):
+        validate_predictor_matrix(frame, columns)
+    frame.iloc[2, 4] = 1.5
+    with pytest.raises(ValueError, match="no fractions"):
+        validate_predictor_matrix(frame, columns)
+    with pytest.raises(ValueError, match="unknown columns"):
+        validate_predictor_matrix(frame.rename(index={"v0": "w"}), columns)
+
+
+# ----------------------------------------------------------------------------- wide data: limit_predictors
+def _incomplete_matrix(seed=0, n=50, p=12):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, p)) * rng.uniform(1e-3, 1e3, p) + rng.uniform(-1e6, 1e6, p)
+    X[rng.random((n, p)) < 0.15] = np.nan
+    return X
+
+
+def _exact_correlation(a, b):
+    """Pearson correlation of the pairs both observe, in exact rational arithmetic."""
+    from fractions import Fraction
+
+    ok = ~np.isnan(a) & ~np.isnan(b)
+    a, b = [Fraction(float(x)) for x in a[ok]], [Fraction(float(x)) for x in b[ok]]
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    sab = sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True))
+    return float(sab) / np.sqrt(float(sum((x - ma) ** 2 for x in a)) * float(sum((y - mb) ** 2 for y in b)))
+
+
+def test_available_pairs_correlation_is_quickpreds_pairwise_correlation():
+    X = _incomplete_matrix()
+    X[:, 7] = 3.0  # no variation: NaN, as pandas
+    frame = pd.DataFrame(X, columns=[f"c{k}" for k in range(X.shape[1])])
+    v, u = _correlations(frame)
+    for a in range(X.shape[1]):
+        np.testing.assert_allclose(available_pairs_correlation(X[:, a], X), v.iloc[a].to_numpy(), atol=1e-12)
+        indicator = (~np.isnan(X[:, a])).astype(float)
+        np.testing.assert_allclose(available_pairs_correlation(indicator, X), u.iloc[a].to_numpy(), atol=1e-12)
+    # shifted far from its spread (1e12 + x, x ~ 1e-3): the correlation of the stored values, exactly
+    X[:, 4] = 1e12 + (X[:, 4] - np.nanmean(X[:, 4])) / np.nanstd(X[:, 4]) * 1e-3
+    for a in (0, 4):
+        assert available_pairs_correlation(X[:, a], X)[4] == pytest.approx(
+            _exact_correlation(X[:, a], X[:, 4]), abs=1e-9
+        )
+
+
+def _limit(y, X, widths=None, given=None, n_units=None, rows=None):
+    p = X.shape[1]
+    fit = ~np.isnan(y) if rows is None else rows & ~np.isnan(y)
+    usable = np.ones(len(y), dtype=bool) if rows is None else rows
+    widths = np.ones(p, dtype=int) if widths is None else np.asarray(widths)
+    given = np.zeros(p, dtype=bool) if given is None else np.asarray(given)
+    return limit_predictors(y, fit, usable, X, widths, given, int(fit.sum()) if n_units is None else n_units)
+
+
+def test_limit_predictors_keeps_the_strongest_quickpred_predictors_within_a_third_of_the_rows():
+    rng = np.random.default_rng(1)
+    n, p = 150, 100
+    X = rng.normal(size=(n, p))
+    y = X[:, 10] + 0.8 * X[:, 20] - 0.6 * X[:, 30] + 0.3 * rng.normal(size=n)
+    y[rng.random(n) < 0.2 + 0.5 * (X[:, 40] > 1)] = np.nan  # missingness depends on x40
+    keep, score, budget = _limit(y, X)
+    fit = ~np.isnan(y)
+    assert budget == fit.sum() // 3 and keep.sum() == min(budget, np.count_nonzero(score > 0.1))
+    assert keep[[10, 20, 30, 40]].all()  # three predict y, one whether y is missing
+    assert np.all(score[keep] > 0.1) and score[keep].min() >= score[~keep].max()
+    # the score is quickpred's: the larger absolute correlation with y or with its response indicator
+    frame = pd.DataFrame(np.column_stack([X, y]))
+    v, u = _correlations(frame)
+    expected = np.maximum(np.abs(v.iloc[p, :p].to_numpy()), np.abs(u.iloc[p, :p].to_numpy()))
+    np.testing.assert_allclose(score, np.nan_to_num(expected), atol=1e-12)
+    # enough rows: nothing is reduced
+    keep, _, _ = _limit(y, X[:, :5])
+    assert keep.all()
+
+
+def test_limit_predictors_is_scale_free_and_deterministic():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(40, 30))
+    y = X @ rng.normal(size=30) * 0.3 + rng.normal(size=40)
+    y[:6] = np.nan
+    keep, score, _ = _limit(y, X)
+    units = np.logspace(-12, 12, 30)
+    keep2, score2, _ = _limit(1e-8 * y + 5e-8, X * units + 1e4 * units * np.linspace(-1, 1, 30))
+    np.testing.assert_array_equal(keep, keep2)
+    np.testing.assert_allclose(score, score2, atol=1e-9)
+    # ties keep the earlier column
+    tied = np.column_stack([X[:, :1]] * 20)
+    keep, _, budget = _limit(y, tied)
+    assert np.flatnonzero(keep).tolist() == list(range(budget))
+
+
+def test_limit_predictors_never_drops_given_predictors_and_counts_their_columns():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(30, 40))
+    y = X[:, 0] + X[:, 1] + 0.5 * rng.normal(size=30)
+    given = np.zeros(40, dtype=bool)
+    given[[35, 36, 37]] = True  # unrelated to y, kept because the user asked for them
+    keep, _, budget = _limit(y, X, given=given)
+    assert budget == 10 and keep[[35, 36, 37]].all() and keep[[0, 1]].all() and keep.sum() == 10
+    given[20:39] = True  # more than the rows support: kept all the same, nothing else added
+    keep, _, _ = _limit(y, X, given=given)
+    assert keep[given].all() and not keep[~given].any()
+    # a predictor wider than what is left is passed over for narrower ones
+    widths = np.ones(40, dtype=int)
+    widths[0] = 12  # e.g. a categorical with 13 categories
+    keep, _, _ = _limit(y, X, widths=widths)
+    assert not keep[0] and keep[1] and keep.sum() == 10
