@@ -45,6 +45,8 @@ from .predictors import ROWS_PER_PREDICTOR, limit_predictors, validate_predictor
 __all__ = ["MultilevelIterativeImputer", "ImputedDatasets"]
 
 
+_MAX_EVENT_WARNINGS = 20  # distinct logged events issued as warnings at fit; the rest are counted in one
+
 _TRANSFORM_STREAM = 0x7472616E  # spawn-key namespace of the transform generators ("tran")
 _AUXILIARY_STREAM = 0x61757869  # ... and of the final draws for complete columns ("auxi")
 
@@ -1460,8 +1462,16 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         rows = [(0, 0, column, reason) for column, reason in self._plan_events]  # decided before the chains ran
         rows += [ev for r in results for ev in r.events]
         self.logged_events_ = pd.DataFrame(rows, columns=["iteration", "chain", "column", "reason"])
-        for column, reason in dict.fromkeys((ev[2], ev[3]) for ev in rows):  # once per distinct event
+        distinct = list(dict.fromkeys((ev[2], ev[3]) for ev in rows))  # once per distinct event ...
+        for column, reason in distinct[:_MAX_EVENT_WARNINGS]:
             warnings.warn(f"{column}: {reason} (see logged_events_)", UserWarning, stacklevel=4)
+        if len(distinct) > _MAX_EVENT_WARNINGS:  # ... and wide data's thousands summarised in one
+            columns = len({column for column, _ in distinct[_MAX_EVENT_WARNINGS:]})
+            warnings.warn(
+                f"{len(distinct) - _MAX_EVENT_WARNINGS} more events for {columns} column(s) (see logged_events_)",
+                UserWarning,
+                stacklevel=4,
+            )
         self.n_iter_ = self.max_iter
 
     # ------------------------------------------------------------------ output

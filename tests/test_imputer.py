@@ -548,3 +548,19 @@ def test_redundancy_check_factorises_once_for_a_wide_matrix_given_in_full(monkey
     dropped = imp.logged_events_["reason"].str.contains("dropped: collinear").sum()
     assert dropped == 2 * (800 - 24)  # per visit: 25 rows and an intercept support 24 columns
     assert len(calls) <= 2 * 2  # per visit: one factorisation and one check of the kept columns
+
+
+def test_thousands_of_logged_events_give_a_bounded_number_of_warnings():
+    # 30 rows x 400 columns, the matrix given in full: hundreds of "collinear: dropped" events
+    rng = np.random.default_rng(4)
+    data = pd.DataFrame(rng.normal(size=(30, 400)), columns=[f"c{j}" for j in range(400)])
+    data.iloc[0, 0] = np.nan
+    matrix = make_predictor_matrix(list(data.columns))
+    imp = MultilevelIterativeImputer(predictor_matrix=matrix, n_imputations=1, max_iter=1, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        imp.fit(data)
+    assert len(imp.logged_events_) > 100
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert len(messages) <= 21
+    assert messages[-1].endswith("more events for 1 column(s) (see logged_events_)")
