@@ -262,12 +262,13 @@ DEBUG_VARIABLE = "SKMLMI_DEBUG"
 EXIT_STATUS = f"""\
 exit status:
   0    done
-  1    the run failed: data the imputer rejects, a model that cannot be fitted, an
-       output that could not be written; one line on stderr ({DEBUG_VARIABLE}=1 or
-       --debug adds the traceback)
+  1    the run failed: a model that cannot be fitted inside a chain, an output that
+       could not be written; one line on stderr ({DEBUG_VARIABLE}=1 or --debug adds the
+       traceback)
   2    usage error, found before any work starts: an unknown option, file, column,
        model or table format, an invalid number or role code, an output that cannot
-       be written, a missing optional dependency
+       be written, a missing optional dependency, data the imputer rejects before its
+       chains start
   130  interrupted
   141  standard output closed early (e.g. `| head -1`): the command stops quietly,
        with the status of a process ended by SIGPIPE
@@ -658,7 +659,12 @@ def _impute(args) -> int:
     except ValueError as exc:
         raise CLIError(_one_line(exc)) from None
     start = time.perf_counter()
-    sets = imputer.fit_transform_all(data, groups=groups)
+    try:
+        sets = imputer.fit_transform_all(data, groups=groups)
+    except (ValueError, TypeError) as exc:
+        if hasattr(exc, "failed_chains"):  # raised inside a chain: a failure during the run
+            raise
+        raise CLIError(f"the imputer rejects the data before imputing: {_one_line(exc)}") from None
     long = sets.long(include_original=data if args.include_original else None)
     _write_table(long, args.out, fmt, compression)
     if not args.quiet:

@@ -377,8 +377,10 @@ def test_data_the_output_format_cannot_hold_fail_before_imputing(tmp_path, capsy
 def test_failure_during_the_run_is_exit_1_with_one_line(small_csv, tmp_path, capsys, monkeypatch):
     from skmlmi import MultilevelIterativeImputer
 
-    def singular(*args, **kwargs):
-        raise np.linalg.LinAlgError("Singular matrix")
+    def singular(*args, **kwargs):  # as a chain raises it: carrying the chains that failed
+        error = np.linalg.LinAlgError("Singular matrix")
+        error.failed_chains = [1]
+        raise error
 
     monkeypatch.setattr(MultilevelIterativeImputer, "fit_transform_all", singular)
     monkeypatch.delenv("SKMLMI_DEBUG", raising=False)
@@ -394,6 +396,38 @@ def test_failure_during_the_run_is_exit_1_with_one_line(small_csv, tmp_path, cap
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "LinAlgError: Singular matrix" in err
+
+
+def test_data_the_imputer_rejects_before_its_chains_is_a_usage_error(tmp_path, capsys):
+    import pandas as pd
+
+    data = pd.DataFrame({"g": [1, 1, 2, 2, np.nan, 3], "y": [1.0, np.nan, 2.0, 3.0, 4.0, 5.0]})
+    data.to_csv(tmp_path / "d.csv", index=False)
+    argv = ["impute", str(tmp_path / "d.csv"), "--groups", "g", "--out", str(tmp_path / "o.csv")]
+    _usage_error(capsys, argv, "the imputer rejects the data before imputing", "missing cluster labels")
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_a_value_error_inside_a_chain_is_a_failure_during_the_run(small_csv, tmp_path, capsys, monkeypatch):
+    from skmlmi.conditional import RandomEffectsNormal
+
+    def refuse(self, *args, **kwargs):
+        raise ValueError("cannot be fitted here")
+
+    monkeypatch.setattr(RandomEffectsNormal, "_draw", refuse)
+    argv = [
+        "impute",
+        str(small_csv),
+        "--groups",
+        "g",
+        "--method",
+        "y=RandomEffectsNormal",
+        "--out",
+        str(tmp_path / "o.csv"),
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "chain 1, iteration 1, column 'y' (RandomEffectsNormal): cannot be fitted here" in err, err
 
 
 def test_a_failed_write_leaves_no_partial_file_and_keeps_the_old_one(small_csv, tmp_path, capsys, monkeypatch):
