@@ -605,6 +605,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     n_features_in_, feature_names_in_
         As in scikit-learn.
 
+    See Also
+    --------
+    sklearn.impute.IterativeImputer : single-level, single imputation.
+
     Notes
     -----
     **When a chain fails.** An exception raised inside a chain (by a model, a ``post``
@@ -618,12 +622,6 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     unfitted; a failed :meth:`continue_fit` leaves it as it was, so it can be continued
     once the cause is removed, with the same result as had nothing failed.
 
-    See Also
-    --------
-    sklearn.impute.IterativeImputer : single-level, single imputation.
-
-    Notes
-    -----
     **Wide data.** When a target's model would have more predictor columns than a third of
     the rows observing it (dummies of categorical predictors and cluster means count; for a
     cluster-level target, a third of the clusters observing it; with cluster fixed effects,
