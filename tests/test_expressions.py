@@ -161,7 +161,7 @@ def test_refused_expression_stops_fit_before_any_imputation(small):
     assert calls == []
 
 
-@pytest.mark.parametrize("expression", ["10 ** 10 ** 10 + x", "9 ** 9 ** 9 ** 9 * x", "x ** 10 ** 400"])
+@pytest.mark.parametrize("expression", ["10 ** 10 ** 10 + x", "9 ** 9 ** 9 ** 9 * x", "(abs(x) + 2) ** 10 ** 400"])
 def test_huge_constant_powers_overflow_to_inf_instead_of_hanging(in_tmp, small, expression):
     start = time.perf_counter()
     values = parse_expression(expression, COLUMNS).evaluate({1: [2.0, 3.0]})
