@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import matplotlib
+import pytest
 
 matplotlib.use("Agg")
 
@@ -17,3 +18,16 @@ _CANDIDATES = [os.environ.get("SKMLMI_SHARED", ""), _ROOT.parent / "shared", _RO
 os.environ["SKMLMI_SHARED"] = str(
     next((Path(c) for c in _CANDIDATES if c and Path(c, "reference").is_dir()), _ROOT.parent / "shared")
 )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that reads R's reference results skips, rather than errs, where shared/ is absent."""
+    outcome = yield
+    report = outcome.get_result()
+    shared = Path(os.environ["SKMLMI_SHARED"])
+    if report.passed or call.excinfo is None or shared.is_dir():
+        return
+    if call.excinfo.errisinstance(FileNotFoundError) and str(call.excinfo.value.filename or "").startswith(str(shared)):
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {shared} is not beside the repository")
