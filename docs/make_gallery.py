@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from skmlmi import MultilevelIterativeImputer  # noqa: E402
 from skmlmi.ampute import ampute  # noqa: E402
 from skmlmi.datasets import load_popmis  # noqa: E402
 from skmlmi.diagnostics.plots import (  # noqa: E402
@@ -59,7 +60,7 @@ def make_gallery(outdir: str | Path | None = None) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
     data = example_data()
     suggestion = suggest_predictors(FORMULA, data, auxiliary=["teachpop"])
-    imputer = suggestion.imputer(n_imputations=5, max_iter=10, random_state=2022)
+    imputer = MultilevelIterativeImputer.from_suggestion(suggestion, n_imputations=5, max_iter=10, random_state=2022)
     completed = imputer.fit_transform_all(data, groups="school")
 
     plots = {

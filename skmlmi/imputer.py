@@ -40,7 +40,7 @@ from ._threads import one_blas_thread as _one_blas_thread
 from .conditional.base import ROLE_NAMES, BaseConditionalImputer, Draw, DrawContext
 from .conditional.cluster_level import is_cluster_constant
 from .conditional.registry import default_model, find_models, make_model, models_accepting, models_for_kind
-from .predictors import ROWS_PER_PREDICTOR, limit_predictors, validate_predictor_matrix
+from .predictors import ROWS_PER_PREDICTOR, PredictorSuggestion, limit_predictors, validate_predictor_matrix
 
 __all__ = ["MultilevelIterativeImputer", "ImputedDatasets"]
 
@@ -714,6 +714,28 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self.cluster_means = cluster_means
 
     # ------------------------------------------------------------------ sklearn plumbing
+    @classmethod
+    def from_suggestion(cls, suggestion: PredictorSuggestion, **params) -> MultilevelIterativeImputer:
+        """The imputer a :func:`~skmlmi.predictors.suggest_predictors` suggestion describes.
+
+        Parameters
+        ----------
+        suggestion : PredictorSuggestion
+            Its ``methods`` and ``predictor_matrix`` become the imputer's (copies).
+        **params
+            Any other parameter of the imputer (``n_imputations``, ``random_state``, ...).
+
+        Returns
+        -------
+        MultilevelIterativeImputer
+        """
+        if not isinstance(suggestion, PredictorSuggestion):
+            raise TypeError(f"from_suggestion takes the result of suggest_predictors; got {type(suggestion).__name__}.")
+        taken = sorted({"methods", "predictor_matrix"} & params.keys())
+        if taken:
+            raise TypeError(f"from_suggestion sets {taken} from the suggestion; change the suggestion instead.")
+        return cls(methods=dict(suggestion.methods), predictor_matrix=suggestion.predictor_matrix.copy(), **params)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True

@@ -9,6 +9,7 @@ effects for a single-level model) or ``0`` (ignored).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -461,12 +462,18 @@ class PredictorSuggestion:
         return self.explanation
 
     def imputer(self, **params):
-        """A :class:`~skmlmi.MultilevelIterativeImputer` with these methods and predictor matrix."""
-        from .imputer import MultilevelIterativeImputer
+        """Deprecated: use ``MultilevelIterativeImputer.from_suggestion(suggestion, **params)``.
 
-        return MultilevelIterativeImputer(
-            methods=dict(self.methods), predictor_matrix=self.predictor_matrix.copy(), **params
+        Kept for one release; the imputer is built where the imputer lives.
+        """
+        warnings.warn(
+            "PredictorSuggestion.imputer() is deprecated; use MultilevelIterativeImputer.from_suggestion(suggestion).",
+            FutureWarning,
+            stacklevel=2,
         )
+        from .imputer import MultilevelIterativeImputer  # the deprecated path only: imputer imports this module
+
+        return MultilevelIterativeImputer.from_suggestion(self, **params)
 
 
 _ROLE_FALLBACK = {4: (2, 3, 1), 3: (1,), 2: (1,), 1: ()}
@@ -543,7 +550,8 @@ def suggest_predictors(
     -------
     PredictorSuggestion
         ``.predictor_matrix`` (DataFrame of role codes), ``.methods`` (dict of models),
-        ``.explanation`` (text), ``.levels``; ``.imputer(**params)`` builds the imputer.
+        ``.explanation`` (text), ``.levels``; ``MultilevelIterativeImputer.from_suggestion(suggestion)``
+        builds the imputer.
 
     References
     ----------

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from skmlmi import MultilevelIterativeImputer
 from skmlmi.conditional import (
     BayesianLogistic,
     ClusterLevelPMM,
@@ -138,7 +139,7 @@ def test_suggestion_imputes_covariates_with_the_outcome_and_level2_models(popmis
 
 def test_suggested_setup_runs_in_the_imputer(popmis_incomplete):
     s = suggest_predictors("popular ~ sex + texp + (1 + sex | school)", popmis_incomplete, auxiliary=["teachpop"])
-    imp = s.imputer(n_imputations=2, max_iter=2, random_state=0)
+    imp = MultilevelIterativeImputer.from_suggestion(s, n_imputations=2, max_iter=2, random_state=0)
     completed = imp.fit_transform_all(popmis_incomplete, groups="school")
     assert not completed[0].isna().any().any()
     pd.testing.assert_frame_equal(imp.predictor_matrix_.astype(int), s.predictor_matrix)
@@ -313,3 +314,17 @@ def test_limit_predictors_never_drops_given_predictors_and_counts_their_columns(
     widths[0] = 12  # e.g. a categorical with 13 categories
     keep, _, _ = _limit(y, X, widths=widths)
     assert not keep[0] and keep[1] and keep.sum() == 10
+
+
+def test_the_old_suggestion_imputer_method_warns_and_builds_the_same_imputer(popmis_incomplete):
+    s = suggest_predictors("popular ~ sex + texp + (1 | school)", popmis_incomplete)
+    with pytest.warns(FutureWarning, match="from_suggestion"):
+        old = s.imputer(n_imputations=2, random_state=0)
+    new = MultilevelIterativeImputer.from_suggestion(s, n_imputations=2, random_state=0)
+    assert old.get_params().keys() == new.get_params().keys() and old.n_imputations == new.n_imputations == 2
+    pd.testing.assert_frame_equal(old.predictor_matrix, new.predictor_matrix)
+    assert new.predictor_matrix is not s.predictor_matrix  # a copy: changing one leaves the suggestion as it was
+    with pytest.raises(TypeError, match="from_suggestion takes the result of suggest_predictors"):
+        MultilevelIterativeImputer.from_suggestion({"methods": {}})
+    with pytest.raises(TypeError, match=r"sets \['methods'\] from the suggestion"):
+        MultilevelIterativeImputer.from_suggestion(s, methods={})
