@@ -35,6 +35,7 @@ import pandas as pd
 from scipy import optimize, special
 
 from ._columns import cluster_codes
+from ._random import as_generator
 
 __all__ = ["ampute"]
 
@@ -248,16 +249,6 @@ def _cluster_codes(data: pd.DataFrame, groups: Any) -> tuple[np.ndarray | None, 
 # --------------------------------------------------------------------------- entry point
 
 
-def generator(random_state) -> np.random.Generator:
-    """numpy's Generator from ``random_state`` (int, Generator, SeedSequence or None); else a TypeError naming it."""
-    try:
-        return np.random.default_rng(random_state)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"random_state must be an int, a numpy Generator or SeedSequence, or None; got {random_state!r:.40}."
-        ) from exc
-
-
 def ampute(
     data: pd.DataFrame | np.ndarray,
     groups: Any = None,
@@ -402,7 +393,7 @@ def ampute(
     if data.columns.has_duplicates:
         duplicated = data.columns[data.columns.duplicated()].unique().tolist()
         raise ValueError(f"data has duplicated column names {duplicated[:10]}; give every column a unique name")
-    rng = generator(random_state)
+    rng = as_generator(random_state)
     n = len(data)
     codes, labels, group_name = _cluster_codes(data, groups)
     if codes is None and (cluster_variation > 0 or systematic_clusters):

@@ -366,6 +366,7 @@ def _visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
         predictor_names=tuple(names),
         cluster_labels=plan.cluster_labels,
         modelled_rows=plan.modelled_rows,
+        checked=True,  # parameters validated and data checked finite at fit; fitting rows exclude NaN
     )
     col = target.column
     fit_rows = plan.fit_rows[col]
@@ -414,7 +415,6 @@ def _run_chain(
     rng: np.random.Generator,
     n_iter: int,
     chain: int,
-    entropy,
     start_iter: int = 0,
     states=None,
     verbose: int = 0,
@@ -854,7 +854,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self._check_fittable(W, plan)
         rngs = [np.random.Generator(np.random.PCG64(seed)) for seed in seeds]
         results = self._parallel(
-            [(plan, W, rng, self.max_iter, c, self._entropy, 0, None, self.verbose) for c, rng in enumerate(rngs)]
+            [(plan, W, rng, self.max_iter, c, 0, None, self.verbose) for c, rng in enumerate(rngs)]
         )
         self._W = W
         self._raise_failures(results, frame, source)
@@ -886,7 +886,6 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
                     copy.deepcopy(r.rng),
                     n_iter,
                     c,
-                    self._entropy,
                     self.n_iter_,
                     copy.deepcopy(r.states),
                     self.verbose,
@@ -926,9 +925,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         error.failed_chains = [f.chain + 1 for f in failures]
         error.finished_chains = [c + 1 for c in finished]
         if frame is not None:
-            self._chain_results = results
-            error.completed = ImputedDatasets(self._completed(frame, c, source) for c in finished)
-            del self._chain_results
+            error.completed = ImputedDatasets(self._completed(frame, c, source, results) for c in finished)
         raise error
 
     def _parallel(self, chains):
@@ -1495,12 +1492,13 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self.n_iter_ = self.max_iter
 
     # ------------------------------------------------------------------ output
-    def _completed(self, frame, chain, source):
-        """Chain ``chain``'s completed training data in the input's format."""
+    def _completed(self, frame, chain, source, results=None):
+        """Chain ``chain``'s completed training data in the input's format (``results``: the fitted chains')."""
+        results = self._chain_results if results is None else results
         W = self._W.copy()
         written = np.zeros(W.shape, dtype=bool)
         for col in self._plan.incomplete:
-            W[self._plan.impute_rows[col], col] = self._chain_results[chain].values[col]
+            W[self._plan.impute_rows[col], col] = results[chain].values[col]
             written[self._plan.impute_rows[col], col] = True
         return self._output(W, frame, source, changed=self._plan.incomplete, written=written)
 

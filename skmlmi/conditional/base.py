@@ -84,6 +84,10 @@ class DrawContext:
         excluded. ``observed`` is the response indicator within these rows: a model of the
         non-response itself (:class:`HeckmanSelection`) takes its non-responders from
         them, so an ignored row is neither a responder nor a non-responder.
+    checked : bool
+        Whether the caller has already validated the model's parameters and the fitting
+        rows' finiteness (the engine does both once, at fit); a model used directly gets
+        these checks at every draw.
     """
 
     target: str = "y"
@@ -95,6 +99,7 @@ class DrawContext:
     cluster_labels: Any = None
     events: list[str] = field(default_factory=list)
     modelled_rows: Any = None
+    checked: bool = False
 
     def log(self, reason: str) -> None:
         """Record something the sampler decided on its own."""
@@ -241,8 +246,9 @@ class BaseConditionalImputer(BaseEstimator):
         draw : Draw
         new_state : object
         """
-        self._validate_params()  # a model used directly gets the checks the imputer makes at fit
         context = DrawContext() if context is None else context
+        if not context.checked:  # a model used directly gets the checks the imputer makes once, at fit
+            self._validate_params()
         if not isinstance(rng, np.random.Generator):
             raise TypeError(
                 f"{type(self).__name__}.draw needs rng, a numpy.random.Generator (np.random.default_rng(seed)); "
@@ -259,10 +265,13 @@ class BaseConditionalImputer(BaseEstimator):
             )
         if not observed.any():
             raise ValueError(f"{type(self).__name__}: no observed values of {context.target!r} to fit the model on.")
-        fitted = np.column_stack([y[observed], X[observed]])
-        if not np.isfinite(fitted).all():
-            column = int(np.flatnonzero(~np.isfinite(fitted).all(axis=0))[0])
-            what = "the target" if column == 0 else f"predictor {context.predictor_name(column - 1)!r}"
+        finite = None if context.checked else np.isfinite(X[observed]).all(axis=0)
+        if finite is not None and not (np.isfinite(y[observed]).all() and finite.all()):
+            what = (
+                f"predictor {context.predictor_name(int(np.flatnonzero(~finite)[0]))!r}"
+                if np.isfinite(y[observed]).all()
+                else "the target"
+            )
             raise ValueError(
                 f"{type(self).__name__} for {context.target!r}: {what} has missing or infinite values in the "
                 "observed rows; the rows a model is fitted on must be complete."

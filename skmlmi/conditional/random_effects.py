@@ -1000,10 +1000,6 @@ class RandomEffectsPMM(RandomEffectsNormal):
         "prior": [StrOptions({"pan", "scaled", "weak"}), dict],
     }
 
-    def _validate_params(self):
-        super()._validate_params()
-        _check_prior(self.prior)
-
     def __init__(self, donors: int = 5, matchtype: int = 1, n_gibbs: int = 4, n_burnin: int = 5, prior="weak"):
         self.donors = donors
         self.matchtype = matchtype

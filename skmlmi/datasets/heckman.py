@@ -19,7 +19,8 @@ from scipy import special
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import validate_params
 
-from .simulate import _check_size, _generator
+from .._random import as_generator
+from .simulate import _check_size
 
 __all__ = ["make_heckman", "load_obesity", "load_hiv", "interviewer_effect"]
 
@@ -129,7 +130,7 @@ def make_heckman(
         raise ValueError(f"rho must lie in (-1, 1); got {rho!r}.")
     if not 0 < missing_prop < 1:
         raise ValueError(f"missing_prop must lie in (0, 1); got {missing_prop!r}.")
-    rng = _generator(random_state)
+    rng = as_generator(random_state)
     J, m = int(n_clusters), int(cluster_size)
     n = J * m
     beta = np.array([1.0, 0.5])

@@ -20,7 +20,8 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from ..ampute import ampute, generator
+from .._random import as_generator
+from ..ampute import ampute
 
 __all__ = ["load_impact", "load_impact_incomplete", "load_ipdna"]
 
@@ -122,7 +123,7 @@ def load_impact_incomplete(random_state: int | np.random.Generator | None = 2022
     (3, 2, 0)
     """
     complete = load_impact()
-    rng = generator(random_state)
+    rng = as_generator(random_state)
     sporadic = ampute(
         complete,
         groups="name",

@@ -12,8 +12,10 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 from scipy import optimize, special
-from sklearn.utils import Bunch, check_random_state
+from sklearn.utils import Bunch
 from sklearn.utils._param_validation import validate_params
+
+from .._random import as_generator
 
 __all__ = ["make_multilevel"]
 
@@ -141,7 +143,7 @@ def make_multilevel(
     >>> bool(data["y"].isna().any()), bool(complete["y"].isna().any())
     (True, False)
     """
-    rng = _generator(random_state)
+    rng = as_generator(random_state)
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, Integral) or n_clusters < 1:
         raise ValueError(f"n_clusters must be a positive integer; got {n_clusters!r}.")
     low, high = _size_range(cluster_size)
@@ -206,15 +208,6 @@ def make_multilevel(
         missing=missing,
     )
     return data, complete, truth
-
-
-def _generator(random_state) -> np.random.Generator:
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    if random_state is None or isinstance(random_state, Integral):
-        return np.random.default_rng(random_state)
-    legacy = check_random_state(random_state)
-    return np.random.default_rng(legacy.randint(np.iinfo(np.int32).max))
 
 
 def _size_range(cluster_size) -> tuple[int, int]:
