@@ -25,8 +25,8 @@ from .._errors import in_context
 from .._frame import positional_labels, series_to_pandas, to_pandas
 from .._threads import one_blas_thread
 from ..analysis.formula import observed_levels, parse_formula, unused_categories_note
-from .results import PooledResults
-from .rubin import _as_dfcom, _pool_parts, pool_variance_components
+from .results import PooledResults, pool_results
+from .rubin import pool_variance_components
 
 __all__ = ["MIPooler"]
 
@@ -303,32 +303,32 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         fits = self.estimators_
         names = self._aligned_terms(fits)
         vcs = [f.variance_components_ for f in fits if hasattr(f, "variance_components_")]
-        # pool_variance_components checks that every imputation reports the same components
-        variance_components = pool_variance_components(vcs) if vcs else pd.Series(dtype=float)
-        described = {
-            "m": len(fits),
-            "variance_components": variance_components,
-            "model": type(self.estimator).__name__,
-            "formula": self.estimator.get_params(deep=False).get("formula") if self._formula_model else None,
-            "fits": fits,
-        }
+        model = type(self.estimator).__name__
+        formula = self.estimator.get_params(deep=False).get("formula") if self._formula_model else None
         if all(hasattr(f, "cov_params_") for f in fits):
             estimates = np.stack([f.coef_.reindex(names).to_numpy(dtype=float) for f in fits])
             covariances = np.stack(
                 [f.cov_params_.reindex(index=names, columns=names).to_numpy(dtype=float) for f in fits]
             )
-            dfcom = self._dfcom(fits)
-            table, components, _ = _pool_parts(estimates, covariances, dfcom, names, self.alpha, stacklevel=4)
-            results = PooledResults(
-                table,
-                dfcom=_as_dfcom(dfcom),
-                alpha=self.alpha,
-                components=components,
-                estimates=pd.DataFrame(estimates, columns=table.index),
-                covariances=covariances,
-                **described,
+            results = pool_results(
+                estimates,
+                covariances,
+                self._dfcom(fits),
+                names,
+                self.alpha,
+                variance_components=vcs or None,  # checked: every imputation reports the same components
+                model=model,
+                formula=formula,
             )
+            results.fits = fits
         else:
+            described = {
+                "m": len(fits),
+                "variance_components": pool_variance_components(vcs) if vcs else None,
+                "model": model,
+                "formula": formula,
+                "fits": fits,
+            }
             if len(fits) == 1:
                 warnings.warn("Only one imputation: no between-imputation variance.", UserWarning, stacklevel=3)
             coefs = np.stack([np.ravel(getattr(f, "coef_", np.full(len(names), np.nan))) for f in fits])
@@ -349,7 +349,7 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         notes = [results.note, unused_categories_note(getattr(fits[0], "dropped_levels_", {}))]
         results.note = "; ".join(note for note in notes if note)
         if results.note:
-            table.attrs["note"] = results.note  # deprecated: read results_.note
+            results.table.attrs["note"] = results.note  # deprecated: read results_.note
         self.results_ = results
 
     def _deprecated(self, old: str, new: str):
