@@ -679,7 +679,7 @@ def _impute(args) -> int:
 
 def _pool(args) -> int:
     from .analysis import GLM, OLS, LinearMixedModel, LogisticMixedModel, parse_formula
-    from .pooling import pool
+    from .pooling import pool, pool_variance_components
 
     out = _output_file(args.out, args.format, inputs=[args.file]) if args.out else None
     long = _read_table(args.file)
@@ -723,8 +723,8 @@ def _pool(args) -> int:
         print(f"{args.formula}: pooled over m = {len(fits)} imputations")
         print(table[TABLE_COLUMNS].to_string())
         if hasattr(fits[0], "variance_components_") and len(fits[0].variance_components_):
-            vc = pd.concat([f.variance_components_ for f in fits], axis=1).mean(axis=1)
-            print("\nvariance components (mean over imputations):")
+            vc = pool_variance_components([f.variance_components_ for f in fits])
+            print("\nvariance components (pooled over imputations):")
             print(vc.to_string())
     if out is not None:
         _write_table(table, args.out, *out, index=True)
