@@ -67,10 +67,10 @@ def test_groups_series_with_permuted_index_is_aligned_on_the_rows(clustered):
     labels = clustered["g"]
     shuffled = labels.iloc[np.random.default_rng(0).permutation(len(labels))]
     imp = _quiet(_imputer(n_imputations=1).fit, data, groups=shuffled)
-    np.testing.assert_array_equal(imp._plan.groups, labels.to_numpy())
+    np.testing.assert_array_equal(imp._fitted.plan.groups, labels.to_numpy())
     # with an array X there is no index to align on: the Series is positional
     imp = _quiet(_imputer(n_imputations=1).fit, data.to_numpy(), groups=shuffled)
-    np.testing.assert_array_equal(imp._plan.groups, shuffled.to_numpy())
+    np.testing.assert_array_equal(imp._fitted.plan.groups, shuffled.to_numpy())
 
 
 def test_transform_chain_beyond_the_chains_fails_before_fitting(clustered):

@@ -80,7 +80,7 @@ def test_dataframe_round_trip_keeps_names_dtypes_and_categories(mixed_frame):
 def test_column_kinds_detected_and_overridable(mixed_frame):
     imp = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0)
     _quiet(imp.fit, mixed_frame)
-    kinds = {codec.name: codec.kind for codec in imp._codecs}
+    kinds = {codec.name: codec.kind for codec in imp._layout.codecs}
     assert kinds == {
         "school": "integer",
         "x": "continuous",
