@@ -133,8 +133,8 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
     >>> pooler = MIPooler(MultilevelIterativeImputer(n_imputations=5, max_iter=5, random_state=1),
     ...                   LinearMixedModel("popular ~ sex + texp + (1 | school)"))
     >>> results = pooler.fit(data, groups="school").results_
-    >>> results
-    <PooledResults: LinearMixedModel 'popular ~ sex + texp + (1 | school)', 3 terms, m = 5, Barnard-Rubin df (dfcom = 1995)>
+    >>> results  # doctest: +ELLIPSIS
+    <PooledResults: LinearMixedModel '...', 3 terms, m = 5, Barnard-Rubin df (dfcom = 1995)>
     >>> print(results.summary())  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
     Multiple imputation: pooled results
     ===...
