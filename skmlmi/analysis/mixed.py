@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from numbers import Integral
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -359,7 +360,7 @@ class LinearMixedModel(FormulaModel):
         return eta
 
     # ------------------------------------------------------------------ likelihood interface
-    def refit_ml(self):
+    def refit_ml(self) -> Self:
         """The same model refitted by ML on the training data (self if already ML)."""
         if not self.reml:
             return self
@@ -383,6 +384,17 @@ class LinearMixedModel(FormulaModel):
 
         -2 l = n log(2 pi sigma^2) + sum_j log|V*_j| + (y - X beta)' V*^{-1} (y - X beta) / sigma^2,
         V*_j = I + Z_j Psi Z_j' / sigma^2, computed through the q x q matrices of all clusters.
+
+        Parameters
+        ----------
+        params : dict
+            ``beta``, ``cov_re`` (Psi) and ``sigma2``, as :meth:`likelihood_params`.
+        data : DataFrame, default=None
+            Data to evaluate the likelihood on; None for the training data.
+
+        Returns
+        -------
+        float
         """
         design = self._design_for(data)
         cp = _LMMCrossProducts(design)
@@ -695,7 +707,19 @@ class LogisticMixedModel(FormulaModel):
         return {"beta": self.coef_.to_numpy().copy(), "cov_re": np.array([[self.tau_**2]])}
 
     def loglik_at(self, params: dict, data: pd.DataFrame | None = None) -> float:
-        """(Adaptive quadrature) log-likelihood at beta and tau^2 = ``cov_re``."""
+        """(Adaptive quadrature) log-likelihood at beta and tau^2 = ``cov_re``.
+
+        Parameters
+        ----------
+        params : dict
+            ``beta`` and ``cov_re`` (the 1 x 1 tau^2), as :meth:`likelihood_params`.
+        data : DataFrame, default=None
+            Data to evaluate the likelihood on; None for the training data.
+
+        Returns
+        -------
+        float
+        """
         design = self._design_for(data)
         nodes, weights = np.polynomial.hermite.hermgauss(self.n_agq)
         tau = float(np.sqrt(max(float(np.asarray(params["cov_re"]).ravel()[0]), 0.0)))
