@@ -18,9 +18,18 @@ import pandas as pd
 
 from ._clusters import Clusters
 from ._columns import ColumnCodec, detect_codec
-from ._frame import Source, to_output
+from ._frame import Source, to_output, to_pandas
 
-__all__ = ["Layout", "WorkingData", "detect_codecs", "encode", "write_output"]
+__all__ = [
+    "Layout",
+    "WorkingData",
+    "check_ignore",
+    "check_where",
+    "detect_codecs",
+    "encode",
+    "read_frame",
+    "write_output",
+]
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,17 @@ class Layout:
 
     def position(self, name) -> int:
         return self.columns.index(name)
+
+    def align(self, frame: pd.DataFrame, is_frame: bool) -> pd.DataFrame:
+        """New data in the columns' order seen at fit (by position when names are on one side only)."""
+        if is_frame != self.is_frame:  # scikit-learn has warned about the names
+            return frame.set_axis(self.columns, axis=1)
+        if is_frame and list(frame.columns) != self.columns:
+            absent = [c for c in self.columns if c not in frame.columns]
+            if absent:
+                raise ValueError(f"X lacks columns seen at fit: {absent}.")
+            return frame[self.columns]
+        return frame
 
 
 @dataclass
@@ -73,6 +93,29 @@ class WorkingData:
     @property
     def groups_column(self):
         return self.layout.groups_column
+
+
+def read_frame(X) -> tuple:
+    """X converted (polars and pyarrow through :mod:`skmlmi._frame`), as a pandas frame, its source, and
+    whether it came with column names. Sparse, non-2-D and empty data are errors."""
+    converted, source = to_pandas(X)
+    if isinstance(converted, pd.DataFrame):
+        frame, is_frame = converted, True
+    else:
+        if hasattr(converted, "toarray") or hasattr(converted, "tocsr"):
+            raise TypeError("Sparse input is not supported; pass a dense array or a DataFrame.")
+        array = np.asarray(converted)
+        if array.ndim != 2:
+            raise ValueError(
+                f"Expected a 2D array or DataFrame, got an array of shape {array.shape}. Reshape your data "
+                "with array.reshape(-1, 1) if it has a single feature."
+            )
+        frame, is_frame = pd.DataFrame(array), False
+    if frame.shape[0] == 0:
+        raise ValueError(f"Found array with 0 sample(s) (shape={frame.shape}) while a minimum of 1 is required.")
+    if frame.shape[1] == 0:
+        raise ValueError(f"Found array with 0 feature(s) (shape={frame.shape}) while a minimum of 1 is required.")
+    return converted, frame, source, is_frame
 
 
 def detect_codecs(frame: pd.DataFrame, column_kinds: dict | None) -> list[ColumnCodec]:
@@ -134,3 +177,30 @@ def write_output(W, frame, source, layout: Layout, keep_groups: bool, estimator,
     if groups_column is not None and not keep_groups:
         out = out.drop(columns=[groups_column])
     return to_output(out, source, estimator)
+
+
+def check_where(where, data: WorkingData) -> np.ndarray:
+    """Cells to impute: the missing ones, or a user mask (observed cells = over-imputation)."""
+    missing, columns, groups_column = data.missing, data.columns, data.groups_column
+    if where is None:
+        return missing
+    if isinstance(where, pd.DataFrame):
+        unknown = [c for c in where.columns if c not in columns]
+        if unknown:
+            raise ValueError(f"where names unknown columns {unknown}.")
+        where = where.reindex(columns=columns, fill_value=False).to_numpy()
+    where = np.asarray(where)
+    if where.shape != missing.shape or where.dtype != bool:
+        raise ValueError(f"where must be a boolean mask of shape {missing.shape}; got {where.dtype} {where.shape}.")
+    if groups_column is not None and where[:, columns.index(groups_column)].any():
+        raise ValueError(f"where marks cells of the cluster column {groups_column!r}, which is never imputed.")
+    return where.copy()
+
+
+def check_ignore(ignore, n: int) -> np.ndarray:
+    if ignore is None:
+        return np.zeros(n, dtype=bool)
+    ignore = np.asarray(ignore)
+    if ignore.shape != (n,) or ignore.dtype != bool:
+        raise ValueError(f"ignore must be a boolean array of length {n}; got {ignore.dtype} {ignore.shape}.")
+    return ignore.copy()

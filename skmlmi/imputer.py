@@ -22,11 +22,14 @@ from __future__ import annotations
 import copy
 import numbers
 import warnings
+from collections.abc import Hashable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from joblib import effective_n_jobs
 from joblib.parallel import get_active_backend
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -36,7 +39,17 @@ from sklearn.utils.validation import _check_feature_names, _check_n_features, ch
 from ._clusters import Clusters
 from ._errors import in_context
 from ._frame import cell_mask, from_pandas, positional_labels, to_pandas
-from ._frontdoor import Layout, WorkingData, detect_codecs, encode, learn_observed_categories, write_output
+from ._frontdoor import (
+    Layout,
+    WorkingData,
+    check_ignore,
+    check_where,
+    detect_codecs,
+    encode,
+    learn_observed_categories,
+    read_frame,
+    write_output,
+)
 from ._plan import PlanSettings, check_settings, make_plan
 from ._sampler import ChainFailure, FittedChains, NonFiniteImputationError, chain_generators, impute_new_data, run_chain
 from ._threads import one_blas_thread as _one_blas_thread
@@ -258,13 +271,13 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     Examples
     --------
     >>> from skmlmi import MultilevelIterativeImputer
-    >>> from skmlmi.conditional import PredictiveMeanMatching
+    >>> from skmlmi.conditional import RandomEffectsPMM
     >>> from skmlmi.datasets import load_popmis
     >>> data = load_popmis()[["school", "popular", "sex", "texp"]]
-    >>> imp = MultilevelIterativeImputer(methods=PredictiveMeanMatching(), n_imputations=2,
+    >>> imp = MultilevelIterativeImputer(methods=RandomEffectsPMM(), n_imputations=2,
     ...                                  max_iter=2, random_state=1)
-    >>> sets = imp.fit_transform_all(data, groups="school")  # doctest: +SKIP
-    >>> len(sets), int(sets[0]["popular"].isna().sum())  # doctest: +SKIP
+    >>> sets = imp.fit_transform_all(data, groups="school")
+    >>> len(sets), int(sets[0]["popular"].isna().sum())
     (2, 0)
     """
 
@@ -290,24 +303,24 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
 
     def __init__(
         self,
-        methods=None,
-        predictor_matrix=None,
-        visit_sequence="left-to-right",
+        methods: dict | BaseConditionalImputer | str | None = None,
+        predictor_matrix: pd.DataFrame | dict | ArrayLike | None = None,
+        visit_sequence: str | list = "left-to-right",
         n_imputations: int = 5,
         max_iter: int = 10,
-        column_kinds=None,
+        column_kinds: dict | None = None,
         keep_groups: bool = True,
         transform_chain: int = 0,
         transform_iter: int = 3,
-        random_state=None,
-        n_jobs=None,
+        random_state: int | np.random.RandomState | None = None,
+        n_jobs: int | None = None,
         verbose: int = 0,
-        derived=None,
-        bounds=None,
-        post=None,
-        groups_column=None,
+        derived: dict | None = None,
+        bounds: dict | None = None,
+        post: dict | None = None,
+        groups_column: Hashable | None = None,
         cluster_means: bool = True,
-    ):
+    ) -> None:
         self.methods = methods
         self.predictor_matrix = predictor_matrix
         self.visit_sequence = visit_sequence
@@ -328,7 +341,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ sklearn plumbing
     @classmethod
-    def from_suggestion(cls, suggestion: PredictorSuggestion, **params) -> MultilevelIterativeImputer:
+    def from_suggestion(cls, suggestion: PredictorSuggestion, **params: Any) -> MultilevelIterativeImputer:
         """The imputer a :func:`~skmlmi.predictors.suggest_predictors` suggestion describes.
 
         Parameters
@@ -359,7 +372,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ public API
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y=None, groups=None, where=None, ignore=None) -> MultilevelIterativeImputer:
+    def fit(
+        self, X: Any, y: None = None, groups: Any = None, where: Any = None, ignore: ArrayLike | None = None
+    ) -> MultilevelIterativeImputer:
         """Run the chains on X.
 
         Parameters
@@ -388,22 +403,42 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self._fit(X, groups, where, ignore)
         return self
 
-    def fit_transform(self, X, y=None, groups=None, where=None, ignore=None):
+    def fit_transform(
+        self, X: Any, y: None = None, groups: Any = None, where: Any = None, ignore: ArrayLike | None = None
+    ) -> Any:
         """Run the chains and return chain ``transform_chain``'s completed data.
 
-        Parameters are those of :meth:`fit`.
+        Parameters
+        ----------
+        X, y, groups, where, ignore
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        DataFrame or ndarray
+            One completed dataset, in the input's container.
         """
         return self.fit_transform_all(X, groups=groups, where=where, ignore=ignore)[self._chain_index()]
 
-    def fit_transform_all(self, X, y=None, groups=None, where=None, ignore=None) -> ImputedDatasets:
+    def fit_transform_all(
+        self, X: Any, y: None = None, groups: Any = None, where: Any = None, ignore: ArrayLike | None = None
+    ) -> ImputedDatasets:
         """Run the chains and return the m completed datasets they produced (R's ``mice()``).
 
-        Parameters are those of :meth:`fit`.
+        Parameters
+        ----------
+        X, y, groups, where, ignore
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        ImputedDatasets
+            The m completed datasets, in the input's container.
         """
         data = self._fit(X, groups, where, ignore)
         return ImputedDatasets(self._completed(data, c, self._fitted.results) for c in range(self.n_imputations))
 
-    def transform(self, X, groups=None):
+    def transform(self, X: Any, groups: Any = None) -> Any:
         """One completed dataset of X, imputed with chain ``transform_chain``'s final draws.
 
         Deterministic for a fitted imputer: the same X gives the same output. Rows of
@@ -418,17 +453,29 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             Data with the columns seen at fit.
         groups : hashable or array-like of shape (n_samples,), default=None
             Cluster labels (not needed when the cluster column was named at fit).
+
+        Returns
+        -------
+        DataFrame or ndarray
+            The completed data, in the input's container.
         """
         return self._transform_chain(X, groups, self._chain_index())
 
-    def transform_all(self, X, groups=None) -> ImputedDatasets:
+    def transform_all(self, X: Any, groups: Any = None) -> ImputedDatasets:
         """m completed datasets of X, one per chain (R's ``mice.mids(newdata=)``).
 
-        Parameters are those of :meth:`transform`.
+        Parameters
+        ----------
+        X, groups
+            As in :meth:`transform`.
+
+        Returns
+        -------
+        ImputedDatasets
         """
         return ImputedDatasets(self._transform_chain(X, groups, c) for c in range(self.n_imputations))
 
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+    def get_feature_names_out(self, input_features: ArrayLike | None = None) -> np.ndarray:
         """Output column names (without the cluster column when ``keep_groups=False``).
 
         Parameters
@@ -495,8 +542,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         if self.transform_chain >= self.n_imputations:  # fail before the chains run, not after
             self._chain_index()
         data = self._encode_fit(X, groups)
-        where = _check_where(cell_mask(where), data)
-        ignore = _check_ignore(ignore, len(data.frame))
+        where = check_where(cell_mask(where), data)
+        ignore = check_ignore(ignore, len(data.frame))
         plan = make_plan(data, self._settings(), where, ignore)
         for j in dict.fromkeys(t.column for t in plan.targets):
             if not plan.fit_rows[j].any():
@@ -622,36 +669,13 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         return int(check_random_state(self.random_state).randint(0, 2**31 - 1))
 
     def _read(self, X, reset: bool):
-        """X as a pandas DataFrame (polars and pyarrow converted by :mod:`skmlmi._frame`), its source, and
-        whether it came with column names; scikit-learn's checks of feature names and counts."""
-        X, source = to_pandas(X)
-        if isinstance(X, pd.DataFrame):
-            frame, is_frame = X, True
-        else:
-            if hasattr(X, "toarray") or hasattr(X, "tocsr"):
-                raise TypeError("Sparse input is not supported; pass a dense array or a DataFrame.")
-            array = np.asarray(X)
-            if array.ndim != 2:
-                raise ValueError(
-                    f"Expected a 2D array or DataFrame, got an array of shape {array.shape}. Reshape your data "
-                    "with array.reshape(-1, 1) if it has a single feature."
-                )
-            frame, is_frame = pd.DataFrame(array), False
-        if frame.shape[0] == 0:
-            raise ValueError(f"Found array with 0 sample(s) (shape={frame.shape}) while a minimum of 1 is required.")
-        if frame.shape[1] == 0:
-            raise ValueError(f"Found array with 0 feature(s) (shape={frame.shape}) while a minimum of 1 is required.")
-        _check_feature_names(self, X, reset=reset)
+        """X as pandas at the front door (:func:`~skmlmi._frontdoor.read_frame`), with scikit-learn's
+        checks of feature names and counts; new data are put in the columns' order seen at fit."""
+        converted, frame, source, is_frame = read_frame(X)
+        _check_feature_names(self, converted, reset=reset)
         _check_n_features(self, frame, reset=reset)
         if not reset:
-            columns = self._layout.columns
-            if is_frame != self._layout.is_frame:  # names on one side only: by position, as scikit-learn (it warned)
-                frame = frame.set_axis(columns, axis=1)
-            elif is_frame and list(frame.columns) != columns:
-                absent = [c for c in columns if c not in frame.columns]
-                if absent:
-                    raise ValueError(f"X lacks columns seen at fit: {absent}.")
-                frame = frame[columns]
+            frame = self._layout.align(frame, is_frame)
         return frame, source, is_frame
 
     def _completed(self, data: WorkingData, chain: int, results, plan=None):
@@ -702,30 +726,3 @@ def _warn_events(rows: list) -> None:
             UserWarning,
             stacklevel=5,
         )
-
-
-def _check_where(where, data: WorkingData) -> np.ndarray:
-    """Cells to impute: the missing ones, or a user mask (observed cells = over-imputation)."""
-    missing, columns, groups_column = data.missing, data.columns, data.groups_column
-    if where is None:
-        return missing
-    if isinstance(where, pd.DataFrame):
-        unknown = [c for c in where.columns if c not in columns]
-        if unknown:
-            raise ValueError(f"where names unknown columns {unknown}.")
-        where = where.reindex(columns=columns, fill_value=False).to_numpy()
-    where = np.asarray(where)
-    if where.shape != missing.shape or where.dtype != bool:
-        raise ValueError(f"where must be a boolean mask of shape {missing.shape}; got {where.dtype} {where.shape}.")
-    if groups_column is not None and where[:, columns.index(groups_column)].any():
-        raise ValueError(f"where marks cells of the cluster column {groups_column!r}, which is never imputed.")
-    return where.copy()
-
-
-def _check_ignore(ignore, n: int) -> np.ndarray:
-    if ignore is None:
-        return np.zeros(n, dtype=bool)
-    ignore = np.asarray(ignore)
-    if ignore.shape != (n,) or ignore.dtype != bool:
-        raise ValueError(f"ignore must be a boolean array of length {n}; got {ignore.dtype} {ignore.shape}.")
-    return ignore.copy()
