@@ -554,6 +554,7 @@ def make_plan(data, settings: PlanSettings, where: np.ndarray, ignore: np.ndarra
     for j in visit:
         if j not in made:
             target, changes, target_events = planner.target(j)
+            _check_systematic(target, data.clusters, ~missing[:, j] & ~ignore, to_impute[:, j])
             more, reason = planner.limit_predictors(target, W, ~missing[:, j] & ~ignore, ~ignore)
             for row, cols, code in changes + more:  # one assignment per change: a pandas call each
                 matrix.iloc[row, cols] = code
@@ -602,6 +603,30 @@ def make_plan(data, settings: PlanSettings, where: np.ndarray, ignore: np.ndarra
         events=events,
         planner=planner,
     )
+
+
+def _check_systematic(target: Target, clusters: Clusters | None, fit_rows, impute_rows) -> None:
+    """A model that cannot impute clusters without observed values (``handles_systematic`` False) is
+    refused before the chains run when the target has cells to impute in such a cluster.
+
+    Only models that use the clusters are concerned: with cluster fixed effects (code 1) a
+    cluster never observed has no effect to estimate. Single-level models ignore the clusters
+    (warned) and impute any row.
+    """
+    if clusters is None or target.cluster_role == 0 or target.model.handles_systematic:
+        return
+    count = clusters.count
+    never_observed = (np.bincount(clusters.codes[impute_rows], minlength=count) > 0) & (
+        np.bincount(clusters.codes[fit_rows], minlength=count) == 0
+    )
+    if never_observed.any():
+        codes = np.flatnonzero(never_observed)
+        labels = [clusters.label_of(c) for c in codes[:10]]
+        raise ValueError(
+            f"{type(target.model).__name__} cannot impute {target.name!r} in clusters where it is never observed "
+            f"({codes.size} cluster(s): {labels}{' ...' if codes.size > 10 else ''}); models that can: "
+            f"{', '.join(c.__name__ for c in find_models() if c.handles_systematic and target.kind in c.target_kinds)}."
+        )
 
 
 def _warn_circular(derived, made) -> None:
