@@ -58,12 +58,14 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._kernels import (
+    batched_irls,
     cluster_counts,
     cluster_means,
     constant_within_clusters,
     find_redundant_columns,
     pmm_match,
     power_of_two_exponents,
+    weighted_cluster_cross_products,
 )
 from ..meta_analysis import draw_study_effects, meta_analysis, study_posterior
 from .base import BaseConditionalImputer, Draw
@@ -103,17 +105,6 @@ def _names(codes, name_of, limit: int = 10) -> str:
     codes = list(codes)
     text = ", ".join(repr(name_of(int(c))) for c in codes[:limit])
     return text + (f" and {len(codes) - limit} more" if len(codes) > limit else "")
-
-
-def _weighted_cross_products(D: np.ndarray, g: np.ndarray, J: int, w: np.ndarray | None = None) -> np.ndarray:
-    """``(J, k, k)`` stack of ``sum_i w_i d_i d_i'`` per cluster: one bincount per distinct product."""
-    k = D.shape[1]
-    out = np.empty((J, k, k))
-    for a in range(k):  # loops over the k(k+1)/2 products, not over clusters
-        Da = D[:, a] if w is None else D[:, a] * w
-        for b in range(a, k):
-            out[:, a, b] = out[:, b, a] = np.bincount(g, weights=Da * D[:, b], minlength=J)
-    return out
 
 
 def _estimable_designs(xtx: np.ndarray, n_j: np.ndarray, k: int, min_df: int):
@@ -450,7 +441,7 @@ class TwoStageNormal(_TwoStageBase):
         y_exponent = int(power_of_two_exponents(np.sqrt(yc @ yc / len(yc)), abs(y_center))[0])
         np.ldexp(yc, -y_exponent, out=yc)
         n_j = cluster_counts(go, J)
-        xtx = _weighted_cross_products(D, go, J)
+        xtx = weighted_cluster_cross_products(D, go, J)
         xty = np.stack([np.bincount(go, weights=D[:, a] * yc, minlength=J) for a in range(k)], axis=1)
         yty = np.bincount(go, weights=yc * yc, minlength=J)
         estimable, few, singular = _estimable_designs(xtx, n_j, k, self.min_residual_df)
@@ -591,74 +582,6 @@ class TwoStagePMM(TwoStageNormal):
 
 
 # --------------------------------------------------------------------------- GLMs
-_DIVERGED = 30.0  # |coefficient| in standardised units beyond which a fit has run away
-
-
-def _batched_irls(D, y, g, J, active, family, start, max_iter, tol=1e-8):
-    """Per-cluster maximum likelihood of a logit or log-linear model, all clusters at once.
-
-    Newton-Raphson (= IRLS for canonical links) on the ``(J, k, k)`` stack of
-    ``X_j' W_j X_j`` built by bincounts; each step is one batched solve. Steps are capped
-    at 5 (standardised units) so that separated clusters drift rather than overflow.
-    Returns coefficients (J, k), the inverse information stack (J, k, k) and the mask of
-    clusters that converged.
-    """
-    k = D.shape[1]
-    beta = start.copy()
-    converged = ~active
-    eye = np.eye(k)
-    info = np.broadcast_to(eye, (J, k, k)).copy()
-    deviance_old = np.full(J, np.inf)
-    for _ in range(max_iter):
-        eta = np.einsum("ik,ik->i", D, beta[g])
-        if family == "logistic":
-            mu = special.expit(eta)
-            w = mu * (1.0 - mu)
-            loglik = y * eta - np.logaddexp(0.0, eta)
-        else:
-            mu = np.exp(np.minimum(eta, 30.0))
-            w = mu
-            loglik = y * eta - mu
-        # R's glm.fit criterion, per cluster: |dev - dev_old| / (|dev| + 0.1) < 1e-8. Under
-        # (quasi-)separation the deviance flattens while the coefficients creep outwards;
-        # the fit then stops, and its huge standard errors mark the cluster as separated.
-        deviance = -2.0 * np.bincount(g, weights=loglik, minlength=J)
-        converged |= np.abs(deviance - deviance_old) / (np.abs(deviance) + 0.1) < 1e-8
-        deviance_old = deviance
-        # a cluster whose coefficients run away (separation: the likelihood has no
-        # maximum) stops iterating; it stays unconverged and is treated as not estimable
-        todo = ~converged & (np.abs(beta).max(axis=1) < _DIVERGED)
-        if not todo.any():
-            break
-        rows = todo[g]  # only the clusters still iterating: late iterations touch few rows
-        Dr, gr, wr, rr = D[rows], g[rows], w[rows], (y - mu)[rows]
-        info = _weighted_cross_products(Dr, gr, J, wr)
-        score = np.stack([np.bincount(gr, weights=Dr[:, a] * rr, minlength=J) for a in range(k)], axis=1)
-        A = info[todo]
-        ridge = 1e-10 * np.abs(np.diagonal(A, axis1=1, axis2=2)).max(axis=1)
-        step = np.linalg.solve(A + ridge[:, None, None] * eye, score[todo][:, :, None])[:, :, 0]
-        size = np.abs(step).max(axis=1)
-        step *= np.minimum(1.0, 5.0 / np.maximum(size, 1e-300))[:, None]
-        beta[todo] += step
-        converged[todo] = size < tol * (1.0 + np.abs(beta[todo]).max(axis=1))
-    # information at the final coefficients
-    eta = np.einsum("ik,ik->i", D, beta[g])
-    mu = special.expit(eta) if family == "logistic" else np.exp(np.minimum(eta, 30.0))
-    w = mu * (1.0 - mu) if family == "logistic" else mu
-    info = _weighted_cross_products(D, g, J, w)
-    cov = np.broadcast_to(eye, (J, k, k)).copy()
-    ok = active & converged
-    if ok.any():
-        A = info[ok]
-        with np.errstate(all="ignore"):
-            try:
-                cov[ok] = np.linalg.inv(A)
-            except np.linalg.LinAlgError:
-                ridge = 1e-12 * np.abs(np.diagonal(A, axis1=1, axis2=2)).max(axis=1)
-                cov[ok] = np.linalg.inv(A + ridge[:, None, None] * eye)
-    return beta, cov, converged & active
-
-
 class _TwoStageGLM(_TwoStageBase):
     """Two-stage GLM: per-cluster maximum likelihood, meta-analysis, draws (micemd's 2l.2stage.bin/pois)."""
 
@@ -690,7 +613,7 @@ class _TwoStageGLM(_TwoStageBase):
         D = layout.design(X[observed])
         k = D.shape[1]
         n_j = cluster_counts(go, J)
-        xtx = _weighted_cross_products(D, go, J)
+        xtx = weighted_cluster_cross_products(D, go, J)
         estimable, few, singular = _estimable_designs(xtx, n_j, k, self.min_residual_df)
         degenerate = estimable & self._degenerate_outcome(yo, go, n_j, J)
         estimable &= ~degenerate
@@ -699,7 +622,7 @@ class _TwoStageGLM(_TwoStageBase):
         else:
             start = np.zeros((J, k))
             start[:, 0] = self._start_intercept(yo, go, n_j, J)
-        beta_hat, cov, converged = _batched_irls(D, yo, go, J, estimable, self._family, start, self.max_iter)
+        beta_hat, cov, converged = batched_irls(D, yo, go, J, estimable, self._family, start, self.max_iter)
         se = np.sqrt(np.abs(np.diagonal(cov, axis1=1, axis2=2))).max(axis=1)
         unstable = estimable & (
             ~converged | ~np.isfinite(se) | (se > self.max_standard_error) | ~np.isfinite(beta_hat).all(axis=1)

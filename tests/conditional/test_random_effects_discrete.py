@@ -17,16 +17,12 @@ import pandas as pd
 import pytest
 from scipy import special
 
+from skmlmi._kernels import cluster_blocks as _cluster_blocks
+from skmlmi._kernels import polya_gamma, truncated_normal
+from skmlmi._kernels import polya_gamma_moments as _polya_gamma_moments
+from skmlmi._kernels import sort_by_cluster as _sort_by_cluster
 from skmlmi.conditional.base import DrawContext
-from skmlmi.conditional.random_effects_discrete import (
-    RandomEffectsCategorical,
-    RandomEffectsLogistic,
-    _cluster_blocks,
-    _polya_gamma_moments,
-    _sort_by_cluster,
-    _truncated_normal,
-    polya_gamma,
-)
+from skmlmi.conditional.random_effects_discrete import RandomEffectsCategorical, RandomEffectsLogistic
 
 
 # --------------------------------------------------------------------------- helpers
@@ -146,7 +142,7 @@ def test_truncated_normal_stays_inside_far_tail_intervals():
     mean = np.zeros(2000)
     lower = np.full(2000, 30.0)
     upper = np.full(2000, np.inf)
-    draws = _truncated_normal(mean, lower, upper, rng)
+    draws = truncated_normal(mean, lower, upper, rng)
     assert np.all(np.isfinite(draws)) and np.all(draws >= 30.0)
     # E[Z | Z > 30] ~ 30 + 1/30.
     assert abs(draws.mean() - (30 + 1 / 30)) < 0.01
