@@ -29,16 +29,27 @@ from .clusters import *  # noqa: F403
 from .clusters import __all__ as _clusters_all
 from .designs import *  # noqa: F403
 from .designs import __all__ as _designs_all
+
+# private helpers of the former single module, still importable from here
+from .designs import (  # noqa: F401
+    _collinear_columns,
+    _constant_columns,
+    _null_leverage_order,
+    _pick_largest,
+    _record_collinear,
+)
 from .distributions import *  # noqa: F403
 from .distributions import __all__ as _distributions_all
 from .glm import *  # noqa: F403
 from .glm import __all__ as _glm_all
 from .linalg import *  # noqa: F403
 from .linalg import __all__ as _linalg_all
+from .linalg import _strict_lower  # noqa: F401
 from .mixed import *  # noqa: F403
 from .mixed import __all__ as _mixed_all
 from .regression import *  # noqa: F403
 from .regression import __all__ as _regression_all
+from .regression import _distinct_within_strata  # noqa: F401
 from .selection import *  # noqa: F403
 from .selection import __all__ as _selection_all
 from .standardise import *  # noqa: F403
