@@ -110,68 +110,76 @@ def _imputer_cases(out: dict) -> None:
                     out[key + "/error"] = np.array(f"{type(error).__name__}: {error}")
 
 
+#: settings beyond the defaults that take another path through a model
+_VARIANTS = {"RandomEffectsNormal": [{"heteroscedastic": True}], "HeckmanSelection": [{"pmm": True}]}
+
+
 def _draw_cases(out: dict) -> None:
-    from skmlmi.conditional.base import DrawContext
     from skmlmi.conditional.registry import all_models
 
     n_clusters, size = 12, 15
     for model_class in all_models():
-        for kind in ("continuous", "binary", "categorical", "integer"):
-            if kind not in model_class.target_kinds:
+        for settings in [{}, *_VARIANTS.get(model_class.__name__, [])]:
+            _draw_case(out, model_class, settings, n_clusters, size)
+
+
+def _draw_case(out: dict, model_class, settings: dict, n_clusters: int, size: int) -> None:
+    from skmlmi.conditional.base import DrawContext
+
+    for kind in ("continuous", "binary", "categorical", "integer"):
+        if kind not in model_class.target_kinds:
+            continue
+        for slope in (False, True):
+            if slope and 2 not in model_class.accepted_roles:
                 continue
-            for slope in (False, True):
-                if slope and 2 not in model_class.accepted_roles:
-                    continue
-                rng = np.random.default_rng(3)
-                n = n_clusters * size
-                groups = np.repeat(np.arange(n_clusters), size)
-                effect = rng.normal(scale=0.8, size=n_clusters)
-                cluster_level = model_class.cluster_level
-                x = rng.normal(size=(n, 2))
-                if cluster_level:
-                    x = rng.normal(size=(n_clusters, 2))[groups]
-                linear = x[:, 0] + effect[groups] + (0 if cluster_level else rng.normal(scale=0.7, size=n))
-                if kind == "binary":
-                    y = (linear > 0).astype(float)
-                elif kind == "categorical":
-                    y = np.digitize(linear, [-0.7, 0.7]).astype(float)
-                elif kind == "integer":
-                    y = rng.poisson(np.exp(1 + 0.4 * linear)).astype(float)
-                else:
-                    y = linear
-                observed = rng.random(n) < 0.7
-                if cluster_level:
-                    observed = (rng.random(n_clusters) < 0.7)[groups]
-                if model_class.handles_systematic:
-                    observed[groups == 2] = False
-                roles = np.array([2 if slope else 1, 1])
-                uses_groups = model_class.requires_groups or model_class.uses_groups_if_given
-                for ordered in (False, True) if kind == "categorical" else (False,):
-                    key = f"draw/{model_class.__name__}/{kind}/{'slope' if slope else 'fixed'}"
-                    key += "/ordered" if ordered else ""
-                    draw_rng = np.random.default_rng(7)
-                    state, values = None, []
-                    try:
-                        for _ in range(3):
-                            context = DrawContext(
-                                target="y",
-                                kind=kind,
-                                n_categories={"binary": 2, "categorical": 3}.get(kind, 0),
-                                ordered=ordered,
-                                n_clusters=n_clusters if uses_groups else 0,
-                            )
-                            draw, state = model_class().draw(
-                                y, observed, x, roles, groups if uses_groups else None, draw_rng, state, context
-                            )
-                            values.append(
-                                draw.sample(x[~observed], groups[~observed] if uses_groups else None, draw_rng)
-                            )
-                            new_groups = np.full(5, n_clusters + 1) if uses_groups else None
-                            values.append(draw.sample(x[:5], new_groups, draw_rng))
-                        out[key] = np.concatenate(values)
-                        out[key + "/events"] = np.array(" | ".join(context.events))
-                    except Exception as error:  # noqa: BLE001 - recorded: an error must stay the same error
-                        out[key + "/error"] = np.array(f"{type(error).__name__}: {error}")
+            rng = np.random.default_rng(3)
+            n = n_clusters * size
+            groups = np.repeat(np.arange(n_clusters), size)
+            effect = rng.normal(scale=0.8, size=n_clusters)
+            cluster_level = model_class.cluster_level
+            x = rng.normal(size=(n, 2))
+            if cluster_level:
+                x = rng.normal(size=(n_clusters, 2))[groups]
+            linear = x[:, 0] + effect[groups] + (0 if cluster_level else rng.normal(scale=0.7, size=n))
+            if kind == "binary":
+                y = (linear > 0).astype(float)
+            elif kind == "categorical":
+                y = np.digitize(linear, [-0.7, 0.7]).astype(float)
+            elif kind == "integer":
+                y = rng.poisson(np.exp(1 + 0.4 * linear)).astype(float)
+            else:
+                y = linear
+            observed = rng.random(n) < 0.7
+            if cluster_level:
+                observed = (rng.random(n_clusters) < 0.7)[groups]
+            if model_class.handles_systematic:
+                observed[groups == 2] = False
+            roles = np.array([2 if slope else 1, 1])
+            uses_groups = model_class.requires_groups or model_class.uses_groups_if_given
+            for ordered in (False, True) if kind == "categorical" else (False,):
+                key = f"draw/{model_class.__name__}{settings or ''}/{kind}/{'slope' if slope else 'fixed'}"
+                key += "/ordered" if ordered else ""
+                draw_rng = np.random.default_rng(7)
+                state, values = None, []
+                try:
+                    for _ in range(3):
+                        context = DrawContext(
+                            target="y",
+                            kind=kind,
+                            n_categories={"binary": 2, "categorical": 3}.get(kind, 0),
+                            ordered=ordered,
+                            n_clusters=n_clusters if uses_groups else 0,
+                        )
+                        draw, state = model_class(**settings).draw(
+                            y, observed, x, roles, groups if uses_groups else None, draw_rng, state, context
+                        )
+                        values.append(draw.sample(x[~observed], groups[~observed] if uses_groups else None, draw_rng))
+                        new_groups = np.full(5, n_clusters + 1) if uses_groups else None
+                        values.append(draw.sample(x[:5], new_groups, draw_rng))
+                    out[key] = np.concatenate(values)
+                    out[key + "/events"] = np.array(" | ".join(context.events))
+                except Exception as error:  # noqa: BLE001 - recorded: an error must stay the same error
+                    out[key + "/error"] = np.array(f"{type(error).__name__}: {error}")
 
 
 def main(argv=None) -> int:

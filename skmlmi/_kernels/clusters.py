@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "rows_of_clusters",
     "CONSTANT_ULPS",
     "cluster_counts",
     "cluster_sums",
@@ -309,4 +310,35 @@ def weighted_cluster_cross_products(D: np.ndarray, g: np.ndarray, J: int, w: np.
         Da = D[:, a] if w is None else D[:, a] * w
         for b in range(a, k):
             out[:, a, b] = out[:, b, a] = np.bincount(g, weights=Da * D[:, b], minlength=J)
+    return out
+
+
+def rows_of_clusters(table: np.ndarray, groups: np.ndarray, draw_new, missing_is_new: bool = False) -> np.ndarray:
+    """Per-row parameters from a per-cluster table, with population draws for the other clusters.
+
+    Row i gets ``table[groups[i]]`` when its cluster was seen at fit (code ``< len(table)``, and,
+    with ``missing_is_new``, a table row that is not NaN: a systematically missing cluster).
+    Every other cluster gets ONE draw from the population, shared by all its rows:
+    ``draw_new(codes, inverse, rows)`` returns one row per distinct new cluster code (``codes``,
+    sorted), where ``rows`` are the positions of the rows concerned and ``inverse`` their index
+    into ``codes``. How the population is drawn (N(0, Psi), a meta-regression, a log-variance)
+    is the model's; that unseen clusters are drawn once and their rows share the draw is this
+    function's, the same for every model.
+
+    Cost O(n log n) for the ``np.unique`` of the new rows' codes; no loop over rows or clusters.
+    """
+    groups = np.asarray(groups, dtype=np.intp)
+    n_known = len(table)
+    seen = groups < n_known
+    out = (
+        np.full((len(groups),) + table.shape[1:], np.nan)
+        if missing_is_new
+        else np.empty((len(groups),) + table.shape[1:])
+    )
+    out[seen] = table[groups[seen]]
+    new = np.isnan(out.reshape(len(groups), -1)[:, 0]) if missing_is_new else ~seen
+    if new.any():
+        rows = np.flatnonzero(new)
+        codes, inverse = np.unique(groups[rows], return_inverse=True)
+        out[rows] = draw_new(codes, inverse, rows)[inverse]
     return out

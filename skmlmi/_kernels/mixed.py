@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .clusters import cluster_cross_products, constant_within_clusters
+from .clusters import cluster_cross_products, constant_within_clusters, rows_of_clusters
 from .designs import power_of_two_exponents, redundant_columns_from_moments
 from .distributions import wishart_precision_draw
 from .linalg import batched_lower_inverse, batched_small_cholesky, ridge_cholesky
@@ -111,21 +111,17 @@ def population_effects(groups: np.ndarray, known: np.ndarray, psi: np.ndarray, r
     for the others. Clusters whose code is >= J (unseen at fit) or whose row is NaN
     (systematically missing) get one N(0, Psi) draw each, shared by all their rows.
     """
-    n_known, q = known.shape
-    in_range = groups < n_known
-    effects = np.full((len(groups), q), np.nan)
-    effects[in_range] = known[groups[in_range]]
-    new = np.isnan(effects[:, 0])
-    if new.any():
-        codes, inverse = np.unique(groups[new], return_inverse=True)
+    q = known.shape[1]
+
+    def draw_new(codes, inverse, rows):
         # Psi is on the data's scale (a slope's variance is in 1/x^2 units): factor its correlation
         # form, whose jitter of 1e-12 is then relative to each effect's own variance
         sd = np.sqrt(np.diag(psi))
         sd = np.where(sd > 0, sd, 1.0)
         chol = sd[:, None] * np.linalg.cholesky(psi / np.outer(sd, sd) + 1e-12 * np.eye(q))
-        fresh = rng.standard_normal((len(codes), q)) @ chol.T
-        effects[new] = fresh[inverse]
-    return effects
+        return rng.standard_normal((len(codes), q)) @ chol.T
+
+    return rows_of_clusters(known, groups, draw_new, missing_is_new=True)
 
 
 # --------------------------------------------------------------------------- normal linear mixed model

@@ -41,6 +41,7 @@ from .._kernels import (
     fit_selection_by_cluster,
     mills_ratio,
     pmm_match,
+    rows_of_clusters,
     truncated_normal_below,
 )
 from ..meta_analysis import draw_study_effects, meta_analysis, study_posterior
@@ -113,20 +114,16 @@ class _HeckmanDraw(Draw):
 
     # parameters of each row
     def _row_parameters(self, groups, n, rng):
-        J = self.theta.shape[0]
         if self.single_level:
             return np.broadcast_to(self.theta[0], (n, self.theta.shape[1]))
         if groups is None:
             raise ValueError(f"{self.name}: this draw is per cluster and needs the cluster codes of the rows.")
-        groups = np.asarray(groups, dtype=np.intp)
-        out = np.empty((n, self.theta.shape[1]))
-        known = groups < J
-        out[known] = self.theta[groups[known]]
-        if not known.all():
-            codes, inverse = np.unique(groups[~known], return_inverse=True)
+
+        def draw_new(codes, inverse, rows):
             mean = np.broadcast_to(self.population_mean, (len(codes), len(self.population_mean)))
-            out[~known] = draw_study_effects(mean, self.population_covariance, rng)[inverse]
-        return out
+            return draw_study_effects(mean, self.population_covariance, rng)
+
+        return rows_of_clusters(self.theta, groups, draw_new)
 
     def _linear(self, X, th):
         Xs = (np.asarray(X, dtype=float) - self.x_center) / self.x_scale
@@ -366,7 +363,7 @@ class HeckmanSelection(BaseConditionalImputer):
             rows &= context.modelled_rows  # ignored rows are neither responders nor non-responders
         s = observed & rows
         if not s.any():
-            raise ValueError(f"{name}: no observed value to fit on.")
+            raise self._no_observed_values(context)
         if binary:
             codes = y[s]
             if np.any((codes != 0) & (codes != 1)):
@@ -386,7 +383,7 @@ class HeckmanSelection(BaseConditionalImputer):
         W, V = layout.designs(Xs[rows])
         ys = (np.where(s, y, y_center)[rows] - y_center) / y_scale
         sr = s[rows]
-        usable_state = isinstance(state, _HeckmanState) and state.n_columns == X.shape[1]
+        usable_state = self._reuse_state(state, _HeckmanState, X.shape[1]) is not None
         warm = state.theta if usable_state else None
         new_state = _HeckmanState(X.shape[1], None, dict(state.psi) if usable_state else {})
         J = context.n_clusters if groups is not None else 1

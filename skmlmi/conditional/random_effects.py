@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._kernels import MixedCrossProducts, normal_mixed_gibbs, pmm_match
+from .._kernels import MixedCrossProducts, normal_mixed_gibbs, pmm_match, rows_of_clusters
 from .base import BaseConditionalImputer, Draw, DrawContext
 
 __all__ = ["RandomEffectsNormal", "RandomEffectsPMM"]
@@ -127,22 +127,19 @@ class _RandomEffectsNormalDraw(Draw):
         """Random effects and residual SDs per row; new clusters drawn from the population."""
         if groups is None:
             raise ValueError(f"{self.name}: this draw has random effects and needs cluster codes (groups).")
-        groups = np.asarray(groups, dtype=np.intp)
-        J = self.n_clusters
-        unseen = groups >= J
-        b_rows = np.empty((len(groups), self.b.shape[1]))
-        b_rows[~unseen] = self.b[groups[~unseen]]
         hetero = np.ndim(self.sigma) > 0
-        sd_rows = np.empty(len(groups)) if hetero else self.sigma
-        if hetero:
-            sd_rows[~unseen] = self.sigma[groups[~unseen]]
-        if unseen.any():
-            codes, inverse = np.unique(groups[unseen], return_inverse=True)
-            new_b = rng.standard_normal((len(codes), self.b.shape[1])) @ self.psi_sqrt.T
-            b_rows[unseen] = new_b[inverse]
-            if hetero:
-                new_sd = 1.0 / np.sqrt(rng.gamma(self.nu / 2, 2.0 / (self.nu * self.sigma0_sq), size=len(codes)))
-                sd_rows[unseen] = new_sd[inverse]
+        q = self.b.shape[1]
+
+        def draw_new(codes, inverse, rows):
+            new_b = rng.standard_normal((len(codes), q)) @ self.psi_sqrt.T
+            if not hetero:
+                return new_b
+            new_sd = 1.0 / np.sqrt(rng.gamma(self.nu / 2, 2.0 / (self.nu * self.sigma0_sq), size=len(codes)))
+            return np.column_stack([new_b, new_sd])
+
+        table = np.column_stack([self.b, self.sigma]) if hetero else self.b
+        rows = rows_of_clusters(table, groups, draw_new)
+        b_rows, sd_rows = (rows[:, :q], rows[:, q]) if hetero else (rows, self.sigma)
         return b_rows, sd_rows
 
     def _linear_predictor(self, X, b_rows):
@@ -482,19 +479,12 @@ class RandomEffectsNormal(BaseConditionalImputer):
 
     def _fit_chain(self, y, observed, X, roles, groups, rng, state, context):
         """Validate, build cross-products, run the Gibbs steps; returns what a draw needs."""
-        name = f"{type(self).__name__} for {context.target!r}"
+        name = self._name(context)
         if not observed.any():
-            raise ValueError(f"{name}: no observed values of {context.target!r} to fit the model on.")
+            raise self._no_observed_values(context)
         J = max(int(context.n_clusters), int(groups.max()) + 1 if len(groups) else 0)
-        state = state if isinstance(state, RandomEffectsState) else None
-        logged = state.logged if state is not None else set()
-        pending: list[str] = []
-
-        def log_once(message, key=None):
-            key = message if key is None else key
-            if key not in logged:
-                logged.add(key)
-                pending.append(message)
+        state = self._reuse_state(state, RandomEffectsState)
+        log_once = self._event_log(state)
 
         hetero = bool(self.heteroscedastic)
         suff = MixedCrossProducts(y, observed, X, roles, groups, J, hetero)
@@ -541,7 +531,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
                 sigma2=np.full(J, sigma2) if hetero else sigma2,
                 sigma0_sq=float(sigma2),
                 nu=1.0,
-                logged=logged,
+                logged=log_once.logged,
                 y_exponent=suff.y_exponent,
                 x_exponents=suff.x_exponents,
             )
@@ -581,8 +571,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
             float(suff.variance_original(state.sigma0_sq)),
             name,
         )
-        for message in pending:
-            context.log(message)
+        log_once.flush(context)
         return draw, state, suff, beta_hat, b_posterior
 
     @staticmethod

@@ -104,7 +104,7 @@ class _DiscreteRandomEffectsBase(BaseConditionalImputer):
     def _observed_codes(self, y, observed, n_categories, context) -> np.ndarray:
         name = f"{type(self).__name__} for {context.target!r}"
         if not observed.any():
-            raise ValueError(f"{name}: the target has no observed values to fit the model on.")
+            raise self._no_observed_values(context)
         yo = y[observed]
         if not np.all(np.isfinite(yo)):
             raise ValueError(f"{name}: observed values of the target contain NaN or infinity.")
@@ -296,7 +296,8 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
         scales = self._prior_scales(p)
         _log_few_clusters(q, n_obs_clusters, context)
 
-        if state is None or state.n_columns != p or state.random != tuple(random) or state.b_std.shape[0] != J:
+        state = self._reuse_state(state, _LogisticState, p, random=tuple(random), b_std=(J, q))
+        if state is None:
             beta = np.zeros(p + 1)
             mean_y = np.clip(yo.mean(), 0.5 / len(yo), 1 - 0.5 / len(yo))
             beta[0] = np.log(mean_y / (1 - mean_y))
@@ -585,14 +586,10 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
         ordered = bool(context.ordered) and K > 2
         random = np.r_[0, 1 + np.flatnonzero(roles == 2)].astype(np.intp)
         _log_few_clusters((1 if ordered else K - 1) * len(random), len(present_codes), context)
-        if state is not None and (
-            state.n_columns != X.shape[1]
-            or state.n_categories != K
-            or state.ordered != ordered
-            or state.u_std.shape[0] != J
-            or state.random != tuple(random)
-            or state.std is None
-        ):
+        state = self._reuse_state(
+            state, _CategoricalState, X.shape[1], n_categories=K, ordered=ordered, random=tuple(random)
+        )
+        if state is not None and (state.u_std.shape[0] != J or state.std is None):
             state = None
         if ordered:
             beta, u, psi, extra = self._ordered(codes, design, go, starts, std, random, state, present_codes, K, rng)

@@ -340,7 +340,7 @@ def _logit_fit_and_draw(model, y, observed, X, groups, rng, state, context, n_ca
             f"codes 0..{K - 1}; found values {np.unique(codes)[:10].tolist()}."
         )
     if not codes.size:
-        raise ValueError(f"{type(model).__name__} for {context.target!r}: no observed value to fit on.")
+        raise model._no_observed_values(context)
     codes = codes.astype(np.intp)
     Xo = X[observed]
     n_obs, p = Xo.shape
@@ -382,14 +382,8 @@ def _logit_fit_and_draw(model, y, observed, X, groups, rng, state, context, n_ca
             parts_g.append(np.full(len(ya), G0, dtype=np.intp))
             n_groups += 1
     Xf, yf, wf, gf = (np.concatenate(parts) for parts in (parts_X, parts_y, parts_w, parts_g))
-    start = None
-    if (
-        isinstance(state, _NewtonState)
-        and state.n_columns == p
-        and state.alpha.shape == (n_groups, K - 1)
-        and state.beta.shape == (p, K - 1)
-    ):
-        start = state.start(center, exponents)
+    state = model._reuse_state(state, _NewtonState, p, alpha=(n_groups, K - 1), beta=(p, K - 1))
+    start = None if state is None else state.start(center, exponents)
     fit = multinomial_newton(Xf, yf, wf, gf, n_groups, K, start, model.ridge, model.max_iter)
     if not fit["converged"]:
         context.log(

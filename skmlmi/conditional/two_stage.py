@@ -65,6 +65,7 @@ from .._kernels import (
     find_redundant_columns,
     pmm_match,
     power_of_two_exponents,
+    rows_of_clusters,
     weighted_cluster_cross_products,
 )
 from ..meta_analysis import draw_study_effects, meta_analysis, study_posterior
@@ -157,27 +158,24 @@ class _TwoStageDraw(Draw):
         """Coefficients (n, k) and residual SDs (n,) of each row: its cluster's draw."""
         if groups is None:
             raise ValueError(f"{self.name}: a two-stage draw needs the cluster code of every row.")
-        groups = np.asarray(groups, dtype=np.intp)
-        J = len(self.coefficients)
-        seen = groups < J
-        coef = np.empty((len(X), self.coefficients.shape[1]))
-        coef[seen] = self.coefficients[groups[seen]]
-        sigma = None if self.sigma is None else np.empty(len(X))
-        if sigma is not None:
-            sigma[seen] = self.sigma[groups[seen]]
-        if not seen.all():
+        k = self.coefficients.shape[1]
+
+        def draw_new(codes, inverse, rows):
             # clusters unseen at fit: one population draw per cluster, with its own study-level covariates
-            rows = np.flatnonzero(~seen)
-            codes, inverse = np.unique(groups[rows], return_inverse=True)
             Zraw = cluster_means(X[rows][:, self.layout.level2], inverse, len(codes))
             mean = self.layout.study(Zraw) @ self.B
             new = draw_study_effects(mean, np.broadcast_to(self.psi, mean.shape + mean.shape[-1:]), rng)
             new = np.ldexp(new, self.y_exponent)
             new[:, 0] += self.y_center
-            coef[rows] = new[inverse]
-            if sigma is not None:
-                log_s2 = self.mu_sigma + np.sqrt(self.psi_sigma) * rng.standard_normal(len(codes))
-                sigma[rows] = np.ldexp(np.exp(0.5 * log_s2), self.y_exponent)[inverse]
+            if self.sigma is None:
+                return new
+            log_s2 = self.mu_sigma + np.sqrt(self.psi_sigma) * rng.standard_normal(len(codes))
+            return np.column_stack([new, np.ldexp(np.exp(0.5 * log_s2), self.y_exponent)])
+
+        if self.sigma is None:
+            return rows_of_clusters(self.coefficients, groups, draw_new), None
+        rows = rows_of_clusters(np.column_stack([self.coefficients, self.sigma]), groups, draw_new)
+        coef, sigma = rows[:, :k], rows[:, k]
         return coef, sigma
 
     def linear_predictor(self, X, groups, rng):
@@ -286,7 +284,7 @@ class _TwoStageBase(BaseConditionalImputer):
         estimate and N(B*' z_j, Psi*); the others: beta*_j ~ N(B*' z_j, Psi*).
         """
         J, k = beta_hat.shape[0], beta_hat.shape[1]
-        start = None if state is None or state.psi is None or state.psi.shape != (k, k) else state.psi
+        start = None if self._reuse_state(state, _TwoStageState, psi=(k, k)) is None else state.psi
         fit = self._meta(
             beta_hat[estimable], V[estimable], Z[estimable], start, context, f"coefficients of {context.target!r}"
         )
@@ -316,9 +314,9 @@ class _TwoStageBase(BaseConditionalImputer):
         return "; ".join(summary)
 
     def _check_observed(self, y, observed, groups, context):
-        name = f"{type(self).__name__} for {context.target!r}"
+        name = self._name(context)
         if not observed.any():
-            raise ValueError(f"{name}: no observed values of {context.target!r} to fit the model on.")
+            raise self._no_observed_values(context)
         J = context.n_clusters
         if groups.min(initial=0) < 0 or groups.max(initial=0) >= J:
             raise ValueError(f"{name}: cluster codes must lie in 0..{J - 1}.")
@@ -617,7 +615,7 @@ class _TwoStageGLM(_TwoStageBase):
         estimable, few, singular = _estimable_designs(xtx, n_j, k, self.min_residual_df)
         degenerate = estimable & self._degenerate_outcome(yo, go, n_j, J)
         estimable &= ~degenerate
-        if state is not None and state.coefficients is not None and state.coefficients.shape == (J, k):
+        if self._reuse_state(state, _TwoStageState, coefficients=(J, k)) is not None:
             start = np.where(np.isfinite(state.coefficients), state.coefficients, 0.0)
         else:
             start = np.zeros((J, k))
