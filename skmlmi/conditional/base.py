@@ -362,6 +362,23 @@ class BaseConditionalImputer(BaseEstimator):
         """THE error for a target with no observed value to fit on (one wording for every model)."""
         return ValueError(f"{type(self).__name__}: no observed values of {context.target!r} to fit the model on.")
 
+    def _category_codes(
+        self, y: np.ndarray, observed: np.ndarray, n_categories: int, context: DrawContext
+    ) -> np.ndarray:
+        """The observed target as category codes ``0..n_categories-1`` (integers); THE error otherwise."""
+        if not observed.any():
+            raise self._no_observed_values(context)
+        yo = y[observed]
+        finite = np.isfinite(yo)
+        codes = np.where(finite, yo, -1.0).astype(np.intp)
+        bad = ~finite | (codes != yo) | (codes < 0) | (codes >= n_categories)
+        if bad.any():
+            raise ValueError(
+                f"{self._name(context)}: the observed target must hold category codes 0..{n_categories - 1}; "
+                f"found {np.unique(yo[bad])[:5].tolist()}."
+            )
+        return codes
+
     @staticmethod
     def _reuse_state(state: Any, state_type: type, n_columns: int | None = None, **expected: Any) -> Any:
         """The chain's state from the previous visit if this visit can continue from it, else None.

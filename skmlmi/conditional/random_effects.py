@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._kernels import MixedCrossProducts, normal_mixed_gibbs, pmm_match, rows_of_clusters
-from .base import BaseConditionalImputer, Draw, DrawContext
+from .base import BaseConditionalImputer, Draw, DrawContext, cluster_names
 
 __all__ = ["RandomEffectsNormal", "RandomEffectsPMM"]
 
@@ -36,8 +36,6 @@ _WEAK_PSI_SCALE = 0.05
 #: Condition number of the random-effects correlation matrix above which Psi is
 #: reported as near singular.
 _COND_TOL = 1e8
-#: Names listed in a message before "and k more".
-_MAX_NAMES = 5
 
 
 # --------------------------------------------------------------------------- state
@@ -174,12 +172,6 @@ class _RandomEffectsPMMDraw(_RandomEffectsNormalDraw):
 
 
 # --------------------------------------------------------------------------- sampler
-def _names(codes, name_of) -> str:
-    codes = list(codes)
-    shown = ", ".join(repr(name_of(int(c))) for c in codes[:_MAX_NAMES])
-    return shown + (f" and {len(codes) - _MAX_NAMES} more" if len(codes) > _MAX_NAMES else "")
-
-
 def _prior_values(prior, q, sd_y, sd_z, suff=None, name="y"):
     """(a, Binv, c, Dinv) of the inverse-Wishart priors, in the sampler's units.
 
@@ -581,14 +573,14 @@ class RandomEffectsNormal(BaseConditionalImputer):
         if len(single):
             log_once(
                 f"{target!r}: {len(single)} cluster(s) with a single observed row "
-                f"({_names(single, context.cluster_name)}); their random effects are shrunk to the "
+                f"({cluster_names(single, context.cluster_name)}); their random effects are shrunk to the "
                 "population distribution"
             )
         empty = suff.empty
         if len(empty):
             log_once(
                 f"{target!r}: {len(empty)} cluster(s) with no observed value (systematically missing: "
-                f"{_names(empty, context.cluster_name)}); imputed from the population distribution "
+                f"{cluster_names(empty, context.cluster_name)}); imputed from the population distribution "
                 "of the random effects"
             )
         if len(suff.fitted) < 2 * q:

@@ -102,16 +102,7 @@ class _DiscreteRandomEffectsBase(BaseConditionalImputer):
         return np.r_[_INTERCEPT_SCALE, np.full(p, float(self.prior_scale))]
 
     def _observed_codes(self, y, observed, n_categories, context) -> np.ndarray:
-        name = f"{type(self).__name__} for {context.target!r}"
-        if not observed.any():
-            raise self._no_observed_values(context)
-        yo = y[observed]
-        if not np.all(np.isfinite(yo)):
-            raise ValueError(f"{name}: observed values of the target contain NaN or infinity.")
-        codes = yo.astype(np.intp)
-        if np.any(codes != yo) or codes.min() < 0 or codes.max() >= n_categories:
-            bad = np.unique(yo[(codes != yo) | (codes < 0) | (codes >= n_categories)])[:5]
-            raise ValueError(f"{name}: the target must hold integer codes 0..{n_categories - 1}; found {bad.tolist()}.")
+        codes = self._category_codes(y, observed, n_categories, context)
         if np.unique(codes).size == 1:
             context.log(
                 f"{context.target!r} takes the single value {codes[0]} in the observed rows: the other "

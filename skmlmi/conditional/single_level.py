@@ -333,15 +333,7 @@ def _logit_fit_and_draw(model, y, observed, X, groups, rng, state, context, n_ca
     observed rows; intercepts are at x = center (the observed means), slopes in the data's units.
     """
     K = n_categories
-    codes = y[observed]
-    if codes.size and (np.any(codes != np.round(codes)) or codes.min() < 0 or codes.max() > K - 1):
-        raise ValueError(
-            f"{type(model).__name__} for {context.target!r}: the observed target must hold category "
-            f"codes 0..{K - 1}; found values {np.unique(codes)[:10].tolist()}."
-        )
-    if not codes.size:
-        raise model._no_observed_values(context)
-    codes = codes.astype(np.intp)
+    codes = model._category_codes(y, observed, K, context)
     Xo = X[observed]
     n_obs, p = Xo.shape
     Xa, ya, wa = _augmentation_rows(X, K)

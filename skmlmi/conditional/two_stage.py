@@ -69,7 +69,7 @@ from .._kernels import (
     weighted_cluster_cross_products,
 )
 from ..meta_analysis import draw_study_effects, meta_analysis, study_posterior
-from .base import BaseConditionalImputer, Draw
+from .base import BaseConditionalImputer, Draw, cluster_names
 
 __all__ = ["TwoStageNormal", "TwoStagePMM", "TwoStageLogistic", "TwoStagePoisson"]
 
@@ -100,12 +100,6 @@ class _Layout:
     def study(self, Z: np.ndarray) -> np.ndarray:
         """``(J, d)`` study design ``[1, (z - z_center) / z_scale]`` from raw cluster values."""
         return np.column_stack([np.ones(len(Z)), (Z - self.z_center) / self.z_scale])
-
-
-def _names(codes, name_of, limit: int = 10) -> str:
-    codes = list(codes)
-    text = ", ".join(repr(name_of(int(c))) for c in codes[:limit])
-    return text + (f" and {len(codes) - limit} more" if len(codes) > limit else "")
 
 
 def _estimable_designs(xtx: np.ndarray, n_j: np.ndarray, k: int, min_df: int):
@@ -308,7 +302,7 @@ class _TwoStageBase(BaseConditionalImputer):
             if codes.size:
                 context.log(
                     f"{codes.size} cluster(s) with observed {context.target!r} treated as systematically missing "
-                    f"({label}): {_names(codes, context.cluster_name)}"
+                    f"({label}): {cluster_names(codes, context.cluster_name, limit=10)}"
                 )
                 summary.append(f"{codes.size} with {label}")
         return "; ".join(summary)
