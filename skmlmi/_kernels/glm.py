@@ -196,7 +196,13 @@ def multinomial_newton(X, y, w, g, n_groups, n_categories, start=None, ridge=1e-
 
 
 # --------------------------------------------------------------------------- logistic
-def logistic_irls(X, y, n_iter=25):
+def logistic_irls(X: np.ndarray, y: np.ndarray, n_iter: int = 25) -> np.ndarray:
+    """Maximum-likelihood coefficients of a logistic regression of 0/1 ``y`` on ``X``, by IRLS.
+
+    Newton steps solved by least squares (so a singular information matrix gives the minimum-norm
+    step), weights floored at 1e-10; stops when no coefficient moves more than 1e-10 or after
+    ``n_iter`` steps. Start values of the analysis models; one fit, no clusters.
+    """
     beta = np.zeros(X.shape[1])
     for _ in range(n_iter):
         mu = special.expit(X @ beta)

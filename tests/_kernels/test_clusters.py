@@ -7,8 +7,17 @@ import pytest
 from skmlmi import MultilevelIterativeImputer
 from skmlmi._kernels import (
     CONSTANT_ULPS,
+    SortedClusters,
     cluster_constancy,
+    cluster_counts,
+    cluster_cross_products,
+    cluster_means,
+    cluster_sums,
+    compress_clusters,
     constant_within_clusters,
+    rows_of_clusters,
+    sort_by_cluster,
+    weighted_cluster_cross_products,
 )
 from skmlmi.conditional.cluster_level import is_cluster_constant
 from skmlmi.predictors import suggest_predictors
@@ -134,3 +143,63 @@ def test_engine_does_not_impute_a_tiny_row_level_variable_as_cluster_level():
     imputer.fit(frame, groups="school")
     assert type(imputer.methods_["tiny"]).__name__ not in ("ClusterLevelPMM", "ClusterLevelNormal", "ClusterMean")
     assert type(imputer.methods_["size"]).__name__.startswith("Cluster")
+
+
+# --------------------------------------------------------------------------- sums and cross-products
+def test_cluster_sums_means_and_counts_equal_a_groupby():
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 6, size=300)
+    groups[groups == 4] = 5  # cluster 4 empty
+    values = rng.normal(size=(300, 3))
+    frame = pd.DataFrame(values).groupby(groups)
+    np.testing.assert_allclose(cluster_sums(values, groups, 6)[[0, 1, 2, 3, 5]], frame.sum().to_numpy(), rtol=1e-12)
+    means = cluster_means(values, groups, 6)
+    np.testing.assert_allclose(means[[0, 1, 2, 3, 5]], frame.mean().to_numpy(), rtol=1e-12)
+    assert np.isnan(means[4]).all()
+    np.testing.assert_array_equal(cluster_counts(groups, 6), np.bincount(groups, minlength=6))
+
+
+def test_cluster_cross_products_equal_dense_per_cluster_products():
+    rng = np.random.default_rng(1)
+    groups = rng.integers(0, 4, size=100)
+    W = rng.normal(size=(100, 2))
+    D = np.column_stack([np.ones(100), W])
+    weights = rng.random(100)
+    full = cluster_cross_products(W, groups, 4)
+    part = cluster_cross_products(W, groups, 4, left=np.array([0, 2]))
+    weighted = weighted_cluster_cross_products(D, groups, 4, weights)
+    for j in range(4):
+        rows = groups == j
+        np.testing.assert_allclose(full[j], D[rows].T @ D[rows], rtol=1e-12)
+        np.testing.assert_allclose(part[j], (D[rows].T @ D[rows])[[0, 2]], rtol=1e-12)
+        np.testing.assert_allclose(weighted[j], (D[rows] * weights[rows, None]).T @ D[rows], rtol=1e-12)
+
+
+def test_sorted_clusters_sum_in_one_pass_and_subset_keeps_the_order():
+    groups = np.array([2, 0, 2, 3, 0, 3, 3])
+    clusters = SortedClusters(groups, 5)
+    values = np.arange(7.0)[clusters.order]
+    np.testing.assert_array_equal(clusters.sums(values), [5.0, 0.0, 2.0, 14.0, 0.0])  # 1 and 4 have no rows
+    sub, rows = clusters.subset(np.array([False, False, True, True, False]))
+    np.testing.assert_array_equal(sub.sums(values[rows]), [2.0, 14.0])
+    order, starts = sort_by_cluster(np.array([1, 0, 1]), 2)
+    np.testing.assert_array_equal(order, [1, 0, 2])
+    np.testing.assert_array_equal(starts, [0, 1])
+    codes, present_codes, present = compress_clusters(np.array([3, 0, 3]), 5)
+    np.testing.assert_array_equal(codes, [1, 0, 1])
+    np.testing.assert_array_equal(present_codes, [0, 3])
+
+
+def test_rows_of_clusters_draw_each_new_cluster_once():
+    table = np.array([[1.0], [np.nan], [3.0]])
+    calls = []
+
+    def draw_new(codes, inverse, rows):
+        calls.append(codes.tolist())
+        return 100.0 + codes[:, None].astype(float)
+
+    out = rows_of_clusters(table, np.array([0, 2, 5, 5, 1, 7]), draw_new)
+    np.testing.assert_array_equal(out[:, 0], [1.0, 3.0, 105.0, 105.0, np.nan, 107.0])
+    out = rows_of_clusters(table, np.array([0, 1, 1, 5]), draw_new, missing_is_new=True)
+    np.testing.assert_array_equal(out[:, 0], [1.0, 101.0, 101.0, 105.0])
+    assert calls == [[5, 7], [1, 5]]
