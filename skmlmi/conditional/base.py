@@ -212,6 +212,15 @@ class BaseConditionalImputer(BaseEstimator):
     :meth:`_draw`; hyperparameters go in ``__init__`` (stored unchanged, so that
     ``GridSearchCV`` can tune them through the imputer's ``methods``).
 
+    The lifecycle every model repeats lives here, so a model file holds only its maths and
+    its :class:`Draw`: input checks and redundant columns (:meth:`draw`), whether the chain's
+    state can be continued (:meth:`_reuse_state`), messages logged once per chain
+    (:meth:`_event_log`, :class:`EventLog`), the one error for a target without observed values
+    (:meth:`_no_observed_values`) and for bad category codes (:meth:`_category_codes`), how a
+    message names the model (:meth:`_name`) and clusters (:func:`cluster_names`), and one
+    population draw per cluster unseen at fit or systematically missing
+    (:func:`~skmlmi._kernels.rows_of_clusters`). Numerics live in :mod:`skmlmi._kernels`.
+
     Attributes
     ----------
     target_kinds : frozenset of str
