@@ -1,4 +1,7 @@
-"""The one value that carries cluster facts (skmlmi._clusters.Clusters)."""
+"""The one value that carries cluster facts (skmlmi._clusters.Clusters).
+
+Named apart from tests/_kernels/test_clusters.py: the test folders are not packages.
+"""
 
 import numpy as np
 import pandas as pd
