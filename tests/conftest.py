@@ -31,3 +31,16 @@ def pytest_runtest_makereport(item, call):
     if call.excinfo.errisinstance(FileNotFoundError) and str(call.excinfo.value.filename or "").startswith(str(shared)):
         report.outcome = "skipped"
         report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {shared} is not beside the repository")
+
+
+@pytest.fixture
+def six_clusters():
+    """Sixty rows in six clusters, y missing in about a fifth: the small data of the hostile-input tests."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(11)
+    n = 60
+    df = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "x": rng.normal(size=n), "y": rng.normal(size=n)})
+    df.loc[rng.random(n) < 0.2, "y"] = np.nan
+    return df

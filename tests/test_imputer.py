@@ -567,13 +567,6 @@ def test_thousands_of_logged_events_give_a_bounded_number_of_warnings():
 
 
 # --------------------------------------------------------------------------- hostile inputs
-@pytest.fixture
-def six_clusters():
-    rng = np.random.default_rng(11)
-    n = 60
-    df = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "x": rng.normal(size=n), "y": rng.normal(size=n)})
-    df.loc[rng.random(n) < 0.2, "y"] = np.nan
-    return df
 
 
 def _small_imputer(**params):

@@ -124,13 +124,6 @@ def test_summary_alpha_outside_zero_one_is_an_error(data, alpha):
 
 
 # --------------------------------------------------------------------------- hostile inputs
-@pytest.fixture
-def six_clusters():
-    rng = np.random.default_rng(11)
-    n = 60
-    df = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "x": rng.normal(size=n), "y": rng.normal(size=n)})
-    df.loc[rng.random(n) < 0.2, "y"] = np.nan
-    return df
 
 
 def test_analysis_models_name_the_problem_in_degenerate_designs(six_clusters):

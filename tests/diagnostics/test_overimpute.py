@@ -33,13 +33,6 @@ def test_the_imputer_must_be_an_imputer_instance(data, imputer):
 
 
 # --------------------------------------------------------------------------- hostile inputs
-@pytest.fixture
-def six_clusters():
-    rng = np.random.default_rng(11)
-    n = 60
-    df = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "x": rng.normal(size=n), "y": rng.normal(size=n)})
-    df.loc[rng.random(n) < 0.2, "y"] = np.nan
-    return df
 
 
 def _small_imputer(**params):

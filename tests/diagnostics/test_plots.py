@@ -323,13 +323,6 @@ def test_plot_imputed_n_clusters_must_be_a_positive_integer(popmis_small, n_clus
 
 
 # --------------------------------------------------------------------------- hostile inputs
-@pytest.fixture
-def six_clusters():
-    rng = np.random.default_rng(11)
-    n = 60
-    df = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "x": rng.normal(size=n), "y": rng.normal(size=n)})
-    df.loc[rng.random(n) < 0.2, "y"] = np.nan
-    return df
 
 
 def _small_imputer(**params):

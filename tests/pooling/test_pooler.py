@@ -249,13 +249,6 @@ def test_array_x_takes_groups_by_column_index_with_y(small):
 
 
 # --------------------------------------------------------------------------- hostile inputs
-@pytest.fixture
-def six_clusters():
-    rng = np.random.default_rng(11)
-    n = 60
-    df = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "x": rng.normal(size=n), "y": rng.normal(size=n)})
-    df.loc[rng.random(n) < 0.2, "y"] = np.nan
-    return df
 
 
 def _small_imputer(**params):
