@@ -253,21 +253,21 @@ class _Planner:
     as at fit, when new data lack it.
     """
 
-    def __init__(self, data, settings: PlanSettings, missing: np.ndarray, ignore: np.ndarray, visit: list[int]):
+    def __init__(self, data, settings: PlanSettings, fit_rows: dict, visit: list[int]):
         self.columns, self.codecs, self.groups_column = data.columns, data.codecs, data.groups_column
         self.clusters: Clusters | None = data.clusters
         self.settings = settings
         self.events: list = []
-        self.cluster_constant = self._cluster_constancy(data.W, missing)
+        self.cluster_constant = self._cluster_constancy(data.W, data.missing)
         defaults = self._default_codes() if self.clusters is not None and settings.cluster_means else None
         self.matrix, self.given = validate_predictor_matrix(
             settings.predictor_matrix, self.columns, self.groups_column, defaults, return_given=True
         )
-        self.levels = self._category_levels(data, missing, ignore, set(visit))
+        self.levels = self._category_levels(data, fit_rows, set(visit))
         self.observed_clusters = (  # clusters holding a fitting row of each target
-            {j: self.clusters.observing(~missing[:, j] & ~ignore) for j in set(visit)} if self.clusters else {}
+            {j: self.clusters.observing(fit_rows[j]) for j in set(visit)} if self.clusters else {}
         )
-        self.recommended = self._recommend(data, missing)
+        self.recommended = self._recommend(data, data.missing)
 
     # ---------------------------------------------------------------- facts of the data
     def _cluster_constancy(self, W, missing) -> dict:
@@ -279,7 +279,7 @@ class _Planner:
             if self.columns[j] != self.groups_column
         }
 
-    def _category_levels(self, data, missing, ignore, targets) -> dict[int, np.ndarray]:
+    def _category_levels(self, data, fit_rows, targets) -> dict[int, np.ndarray]:
         """Codes of the categories each binary/categorical column holds in its fitting rows.
 
         Only these are modelled: a target's model sees them as ``0..K_obs-1`` and a predictor
@@ -293,7 +293,7 @@ class _Planner:
             name = self.columns[j]
             if codec.categories is None or name == self.groups_column or name in derived:
                 continue
-            levels[j] = np.unique(data.W[~missing[:, j] & ~ignore, j]).astype(np.intp)
+            levels[j] = np.unique(data.W[fit_rows[j], j]).astype(np.intp)
             ignored_only = np.setdiff1d(codec.observed_codes, levels[j])
             if ignored_only.size:
                 reason = (
@@ -548,14 +548,15 @@ def make_plan(data, settings: PlanSettings, where: np.ndarray, ignore: np.ndarra
     to_impute = where.copy()
     to_impute[:, sorted(derived_cols)] = False
     visit = resolve_visit_sequence(settings.visit_sequence, columns, data.groups_column, to_impute, derived_cols)
-    planner = _Planner(data, settings, missing, ignore, visit)
+    fit_rows = {j: ~missing[:, j] & ~ignore for j in range(W.shape[1])}  # mice's ry, less the ignored rows
+    planner = _Planner(data, settings, fit_rows, visit)
     matrix, events = planner.matrix.copy(), list(planner.events)
     targets, made, single_level = [], {}, []
     for j in visit:
         if j not in made:
             target, changes, target_events = planner.target(j)
-            _check_systematic(target, data.clusters, ~missing[:, j] & ~ignore, to_impute[:, j])
-            more, reason = planner.limit_predictors(target, W, ~missing[:, j] & ~ignore, ~ignore)
+            _check_systematic(target, data.clusters, fit_rows[j], to_impute[:, j])
+            more, reason = planner.limit_predictors(target, W, fit_rows[j], ~ignore)
             for row, cols, code in changes + more:  # one assignment per change: a pandas call each
                 matrix.iloc[row, cols] = code
             events += target_events + ([(columns[j], reason)] if reason else [])
@@ -573,7 +574,6 @@ def make_plan(data, settings: PlanSettings, where: np.ndarray, ignore: np.ndarra
         )
     _warn_circular(derived, made)
     incomplete = list(dict.fromkeys(visit))
-    fit_rows = {j: ~missing[:, j] & ~ignore for j in range(W.shape[1])}
     impute_rows = {j: np.flatnonzero(to_impute[:, j]) for j in range(W.shape[1])}
     for d in derived:
         affected = missing[:, d.column] | missing[:, _inputs(d, W.shape[1])].any(axis=1)
