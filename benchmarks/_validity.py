@@ -5,7 +5,7 @@ Three parts:
 * fast analysis fitters (random-intercept linear mixed model by REML profiled over the variance
   ratio, random-intercept logistic mixed model by the Laplace approximation, OLS and logistic
   regression), working on per-cluster sums so that the 80 analysis fits of a replication cost
-  less than its imputation; ``tests/test_validate_defaults.py`` checks them against
+  less than its imputation; ``tests/validation/test_validate_defaults.py`` checks them against
   :class:`skmlmi.analysis.LinearMixedModel` and :class:`skmlmi.analysis.LogisticMixedModel`;
 * the known-truth simulation of each kind of incomplete variable (:func:`simulate`) and its
   MAR amputation (:func:`ampute`); the data-generating models are written out in

@@ -17,7 +17,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SKMLMI_SHARED", str(ROOT.parent / "shared"))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "validation"))
 from test_parity_popmis import compare_with_r  # noqa: E402
 
 from skmlmi import MultilevelIterativeImputer  # noqa: E402

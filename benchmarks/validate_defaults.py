@@ -76,7 +76,7 @@ Analyses of each complete or completed dataset (one set of m = 20 imputations se
 
 The fitters are the fast ones of ``benchmarks/_validity.py`` (REML profiled over the variance
 ratio on per-cluster sums; Laplace with Newton steps), equal to the package's
-``LinearMixedModel`` and ``LogisticMixedModel`` to about 1e-7 (tests/test_validate_defaults.py
+``LinearMixedModel`` and ``LogisticMixedModel`` to about 1e-7 (tests/validation/test_validate_defaults.py
 checks it). Pooling: Rubin's rules (``skmlmi.pooling.pool``, Barnard-Rubin df with the
 complete-data df_resid, as MIPooler's default); variance components and ICC averaged over the
 imputations (as mitml).

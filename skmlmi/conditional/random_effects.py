@@ -346,7 +346,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
         iterations, the split-R-hat of the chain means and variances of the imputed
         values is 1.00-1.01 and the lag-1 autocorrelation of the chain means across
         iterations is about 0 for 3, 4 and 5 steps per visit alike (-0.12 with 4), and the
-        popmis parity with R's 2l.pan holds (tests/test_parity_popmis.py); 4 leaves the
+        popmis parity with R's 2l.pan holds (tests/validation/test_parity_popmis.py); 4 leaves the
         slowest parameter's draws of successive visits correlated at about 0.15. With
         ``heteroscedastic=True`` the hyperparameter sigma0^2 mixes slower (lag-10
         autocorrelation 0.14); raise ``n_gibbs`` then, or when clusters are small and the

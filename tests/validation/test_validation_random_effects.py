@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from _simulations import FIXED, acceptance_region, random_slope_replication, summarise  # noqa: E402
 
 from skmlmi import MultilevelIterativeImputer  # noqa: E402

@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from _validity import (  # noqa: E402
     COVERAGE_ALPHA,
     KINDS,
