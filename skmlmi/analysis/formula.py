@@ -288,10 +288,10 @@ def _call_end(text: str, start: int, formula: str) -> int:
     stack, i = [], start
     while i < len(text):
         ch = text[i]
-        if ch in "'\"":
+        if ch in "'\"`":  # strings, and backticked names (which may hold quotes and parentheses)
             end = i + 1
             while end < len(text) and text[end] != ch:
-                end += 2 if text[end] == "\\" else 1
+                end += 2 if text[end] == "\\" and ch != "`" else 1
             i = end + 1
             continue
         if ch in _CLOSE:
@@ -781,12 +781,22 @@ def _r_name(column: str, scoped_terms, parsed: ParsedFormula, values: pd.DataFra
     return column  # not reached for formulaic's names; kept rather than failing a fit over a label
 
 
+def _shown_value(parsed: ParsedFormula, k: int) -> str:
+    """What placeholder k stands for in formulaic's text: the whole factor, or the value inside its wrapper."""
+    shown, term = parsed.hidden[k]
+    return shown if term.wrapper in (None, "I") else term.value.text
+
+
 def _matrix(rhs: str, values: pd.DataFrame, spec, parsed: ParsedFormula):
     """formulaic's model matrix of the module-written ``rhs`` (or of a stored spec, for new data)."""
-    if spec is None:
-        matrix = model_matrix(rhs, values, context={}, na_action="raise")
-    else:
-        matrix = spec.get_model_matrix(values, context={})
+    try:
+        if spec is None:
+            matrix = model_matrix(rhs, values, context={}, na_action="raise")
+        else:
+            matrix = spec.get_model_matrix(values, context={})
+    except Exception as exc:  # formulaic's messages show the placeholders: show the user's terms instead
+        message = _HIDDEN.sub(lambda m: _shown_value(parsed, int(m.group(1))), str(exc).splitlines()[0])
+        raise ValueError(f"formula {parsed.formula!r}: {message}") from None
     return matrix.to_numpy(dtype=float), _coefficient_names(matrix.model_spec, parsed, values), matrix.model_spec
 
 
