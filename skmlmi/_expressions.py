@@ -41,11 +41,19 @@ lists, tuples, ``in`` / ``is``. An expression longer than :data:`MAX_LENGTH` cha
 nested deeper than :data:`MAX_DEPTH` levels is refused too (evaluation is recursive;
 chains of one operator, ``a + b + c + ...``, count as one level).
 
+Formula terms
+-------------
+Analysis formulas (:mod:`skmlmi.analysis.formula`) speak the same language: each factor of
+a term is parsed by :func:`parse_term`, which accepts one of :data:`TERM_FUNCTIONS`
+(``I``, ``C``, ``poly``, ``bs``, ``cr``, ``cs``, ``cc``, ``scale``, ``center``) wrapped
+around a whole factor, with literal options (numbers, strings, booleans, flat lists of
+them; ``C``'s contrasts from :data:`CONTRASTS`). There, a name used as a value is a column
+whatever the data hold (the data are seen later). The factor's value is computed by this
+module's evaluator; the formula library only receives text the formula module wrote.
+
 This room knows nothing about the imputer or DataFrames: it receives the column labels
 to parse against and, to evaluate, the columns' values by position. Any other place that
-turns a user's string into values must come through here too (when analysis formulas move
-to a formula library, their ``I(...)`` terms and transforms, which such libraries evaluate
-as Python by default).
+turns a user's string into values must come through here too.
 """
 
 from __future__ import annotations
@@ -58,7 +66,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["FUNCTIONS", "MAX_DEPTH", "MAX_LENGTH", "Expression", "parse_expression"]
+__all__ = [
+    "CONTRASTS",
+    "FUNCTIONS",
+    "MAX_DEPTH",
+    "MAX_LENGTH",
+    "TERM_FUNCTIONS",
+    "Expression",
+    "Term",
+    "parse_expression",
+    "parse_term",
+]
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 100
@@ -417,7 +435,9 @@ class _Parser:
         # columns=None: any name used as a value is a column, numbered in order of first use (formula terms,
         # parsed before the data are known)
         self.open = columns is None
-        self.also = f"; a whole formula term may be wrapped in {', '.join(f'{n}()' for n in TERM_FUNCTIONS)}" if term else ""
+        self.also = (
+            f"; a whole formula term may be wrapped in {', '.join(f'{n}()' for n in TERM_FUNCTIONS)}" if term else ""
+        )
         self.names: list[str] = []
         self.lookup: dict[str, list[int]] = {}
         for j, c in enumerate(columns or ()):

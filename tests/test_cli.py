@@ -691,7 +691,10 @@ def test_cli_pool_formula_escape_attempts_are_usage_errors_creating_no_file(
 
 
 def test_cli_pool_fits_formulas_with_transformed_terms(long_csv, capsys):
-    assert cli_main(["pool", str(long_csv), "--formula", 'y ~ I(x ** 2) + np.exp(x) + C(g, Treatment("3")) + scale(x)']) == 0
+    assert (
+        cli_main(["pool", str(long_csv), "--formula", 'y ~ I(x ** 2) + np.exp(x) + C(g, Treatment("3")) + scale(x)'])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "I(x ** 2)" in out and "np.exp(x)" in out and "g0" in out and "scale(x)" in out
 
