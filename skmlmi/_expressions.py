@@ -41,11 +41,19 @@ lists, tuples, ``in`` / ``is``. An expression longer than :data:`MAX_LENGTH` cha
 nested deeper than :data:`MAX_DEPTH` levels is refused too (evaluation is recursive;
 chains of one operator, ``a + b + c + ...``, count as one level).
 
+Formula terms
+-------------
+Analysis formulas (:mod:`skmlmi.analysis.formula`) speak the same language: each factor of
+a term is parsed by :func:`parse_term`, which accepts one of :data:`TERM_FUNCTIONS`
+(``I``, ``C``, ``poly``, ``bs``, ``cr``, ``cs``, ``cc``, ``scale``, ``center``) wrapped
+around a whole factor, with literal options (numbers, strings, booleans, flat lists of
+them; ``C``'s contrasts from :data:`CONTRASTS`). There, a name used as a value is a column
+whatever the data hold (the data are seen later). The factor's value is computed by this
+module's evaluator; the formula library only receives text the formula module wrote.
+
 This room knows nothing about the imputer or DataFrames: it receives the column labels
 to parse against and, to evaluate, the columns' values by position. Any other place that
-turns a user's string into values must come through here too (when analysis formulas move
-to a formula library, their ``I(...)`` terms and transforms, which such libraries evaluate
-as Python by default).
+turns a user's string into values must come through here too.
 """
 
 from __future__ import annotations
@@ -58,7 +66,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["FUNCTIONS", "MAX_DEPTH", "MAX_LENGTH", "Expression", "parse_expression"]
+__all__ = [
+    "CONTRASTS",
+    "FUNCTIONS",
+    "MAX_DEPTH",
+    "MAX_LENGTH",
+    "TERM_FUNCTIONS",
+    "Expression",
+    "Term",
+    "parse_expression",
+    "parse_term",
+]
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 100
@@ -101,6 +119,94 @@ FUNCTIONS: dict[str, tuple[Callable, int, int]] = {
     "isnan": (np.isnan, 1, 1),
     "isfinite": (np.isfinite, 1, 1),
 }
+
+
+@dataclass(frozen=True)
+class TermFunction:
+    """A function that may wrap a whole formula term: its options and what it means.
+
+    Attributes
+    ----------
+    options : tuple of (str, str)
+        The options after the value, in positional order: (name, kind), kind one of
+        ``"int"``, ``"number"``, ``"bool"``, ``"numbers"`` (a list of numbers), ``"level"``
+        (a string, number or boolean), ``"levels"`` (a list of them), ``"contrast"`` or
+        ``"extrapolation"``.
+    example : str
+        How it is written.
+    meaning : str
+        What it gives, for the documentation and error messages.
+    """
+
+    options: tuple[tuple[str, str], ...]
+    example: str
+    meaning: str
+
+
+#: Functions that may wrap a whole term of an analysis formula (not inside an expression, nor in
+#: ``derived=``): the value (first argument) is an expression of this module; the options are literals.
+TERM_FUNCTIONS: dict[str, TermFunction] = {
+    "I": TermFunction((), "I(x ** 2)", "the expression's value (R's I())"),
+    "C": TermFunction(
+        (("contrasts", "contrast"), ("levels", "levels")),
+        'C(f, Treatment("b"))',
+        "a column coded as a factor, with contrasts (Treatment(reference), Sum(), Helmert(), Diff(), Poly()) "
+        "and, optionally, its levels in order",
+    ),
+    "poly": TermFunction((("degree", "int"), ("raw", "bool")), "poly(x, 2)", "orthogonal (or raw) polynomials"),
+    "bs": TermFunction(
+        (
+            ("df", "int"),
+            ("knots", "numbers"),
+            ("degree", "int"),
+            ("include_intercept", "bool"),
+            ("lower_bound", "number"),
+            ("upper_bound", "number"),
+            ("extrapolation", "extrapolation"),
+        ),
+        "bs(x, df=4)",
+        "a B-spline basis (R's splines::bs)",
+    ),
+    "cr": TermFunction(
+        (
+            ("df", "int"),
+            ("knots", "numbers"),
+            ("lower_bound", "number"),
+            ("upper_bound", "number"),
+            ("extrapolation", "extrapolation"),
+        ),
+        "cr(x, df=4)",
+        "a natural cubic regression spline basis (mgcv's cr)",
+    ),
+    "cc": TermFunction(
+        (
+            ("df", "int"),
+            ("knots", "numbers"),
+            ("lower_bound", "number"),
+            ("upper_bound", "number"),
+            ("extrapolation", "extrapolation"),
+        ),
+        "cc(x, df=4)",
+        "a cyclic cubic regression spline basis (mgcv's cc)",
+    ),
+    "scale": TermFunction(
+        (("center", "bool"), ("scale", "bool"), ("ddof", "int")), "scale(x)", "centred and scaled (R's scale)"
+    ),
+    "center": TermFunction((), "center(x)", "centred on its mean"),
+}
+TERM_FUNCTIONS["cs"] = TERM_FUNCTIONS["cr"]
+
+#: Contrasts ``C()`` accepts: name -> the options it takes (a treatment contrast names its reference level).
+CONTRASTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "Treatment": (("reference", "level"),),
+    "Sum": (),
+    "Helmert": (),
+    "Diff": (),
+    "Poly": (),
+}
+_EXTRAPOLATION = ("raise", "clip", "na", "zero", "extend")
+#: Bounds on literal options: a spline with a million knots is a memory bomb, not a model.
+MAX_OPTION = 100
 
 _MODULES = ("np", "numpy")
 
@@ -182,6 +288,9 @@ class Expression:
     text: str
     positions: tuple[int, ...]
     tree: tuple = field(repr=False, compare=False)
+    #: names of the columns it uses, in order of first use (for a formula term, whose names are not yet
+    #: matched to data: then ``positions`` number these names)
+    names: tuple[str, ...] = ()
 
     def evaluate(self, values: Mapping[int, object], n_rows: int | None = None) -> np.ndarray:
         """The expression's float64 values, elementwise over the rows.
@@ -249,16 +358,89 @@ def parse_expression(text: str, columns: Sequence, *, label: str = "expression")
     if not isinstance(text, str):
         raise TypeError(f"{label} must be an expression string, got {type(text).__name__}.")
     parser = _Parser(text, columns, label)
-    return Expression(text, tuple(parser.positions), parser.tree)
+    return Expression(text, tuple(parser.positions), parser.tree, tuple(str(columns[j]) for j in parser.positions))
+
+
+@dataclass(frozen=True)
+class Term:
+    """One factor of an analysis formula's term, checked: an optional wrapper, its value, its literal options.
+
+    Attributes
+    ----------
+    text : str
+        The factor as written (``"np.log(x)"``, ``'C(motor_score, Treatment("5/6"))'``).
+    wrapper : str or None
+        The :data:`TERM_FUNCTIONS` name wrapping it (``"C"``, ``"poly"``, ...), None for a bare expression.
+    value : Expression
+        The wrapped expression (its ``names`` are the columns it uses; ``positions`` number them).
+    options : tuple of (str, object)
+        The wrapper's options by name, as literals; a contrast is ``("contrasts", (name, options))``.
+    """
+
+    text: str
+    wrapper: str | None
+    value: Expression
+    options: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def column(self) -> str | None:
+        """The column when the value is a bare column name (``x``, ```body weight```), else None."""
+        return self.value.names[0] if self.value.tree[0] == "column" else None
+
+
+def parse_term(text: str, *, label: str = "formula term") -> Term:
+    """Parse and check one factor of an analysis formula's term.
+
+    A factor is an expression of this module's grammar, optionally wrapped whole in one of
+    :data:`TERM_FUNCTIONS` (``I(x ** 2)``, ``C(f, Treatment("b"))``, ``poly(x, 2)``,
+    ``bs(x, df=4)``, ...), whose options are literals (numbers, strings, booleans, lists of
+    them) given by position or keyword. Any name used as a value is a column.
+
+    Parameters
+    ----------
+    text : str
+        The factor, e.g. ``"np.log(x)"``.
+    label : str, default="formula term"
+        How error messages name it.
+
+    Returns
+    -------
+    Term
+
+    Raises
+    ------
+    ValueError
+        Anything outside the grammar, named; nothing is evaluated.
+
+    Examples
+    --------
+    >>> t = parse_term('C(motor_score, Treatment("5/6"))')
+    >>> t.wrapper, t.column, t.options
+    ('C', 'motor_score', (('contrasts', ('Treatment', (('reference', '5/6'),))),))
+    >>> parse_term("I(x ** 2)").value.names
+    ('x',)
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"{label} must be a string, got {type(text).__name__}.")
+    parser = _Parser(text, None, label, term=True)
+    value = Expression(parser.value_text, tuple(parser.positions), parser.tree, tuple(parser.names))
+    return Term(text, parser.wrapper, value, parser.options)
 
 
 class _Parser:
     """Checks the AST of one expression and turns it into a tree of tuples (picklable)."""
 
-    def __init__(self, text: str, columns: Sequence, label: str):
+    def __init__(self, text: str, columns: Sequence | None, label: str, term: bool = False):
         self.text, self.label = text, label
+        # columns=None: any name used as a value is a column, numbered in order of first use (formula terms,
+        # parsed before the data are known)
+        self.open = columns is None
+        self.also = (
+            f"; a whole formula term may be wrapped in {', '.join(f'{n}()' for n in TERM_FUNCTIONS)}" if term else ""
+        )
+        self.names: list[str] = []
         self.lookup: dict[str, list[int]] = {}
-        for j, c in enumerate(columns):
+        for j, c in enumerate(columns or ()):
             self.lookup.setdefault(str(c), []).append(j)
         self.positions: list[int] = []
         self.unknown: list[str] = []
@@ -276,7 +458,11 @@ class _Parser:
             problem = f"not a valid expression ({exc})"
         if parsed is None:
             self.fail(problem, allowed=False)
-        self.tree = self.node(parsed.body, 0)
+        self.wrapper, self.options, self.value_text = None, (), text.strip()
+        body = parsed.body
+        if term and isinstance(body, ast.Call) and isinstance(body.func, ast.Name) and body.func.id in TERM_FUNCTIONS:
+            body = self.term_call(body)
+        self.tree = self.node(body, 0)
         if self.unknown:
             hints = []
             for name in self.unknown[:3]:  # difflib is quadratic: a few suggestions, not one per name
@@ -293,7 +479,7 @@ class _Parser:
         return f"{self.label} = {shown!r}"
 
     def fail(self, problem: str, allowed: bool = True):
-        raise ValueError(f"{self.where}: {problem}" + (f"; {ALLOWED}." if allowed else "."))
+        raise ValueError(f"{self.where}: {problem}" + (f"; {ALLOWED}{self.also}." if allowed else "."))
 
     def _replace_backticks(self, text: str) -> tuple[str, dict[str, str]]:
         """Backticked names -> placeholder identifiers that occur nowhere in ``text``."""
@@ -393,7 +579,7 @@ class _Parser:
                 f"name '{identifier}' is not allowed (names with double underscores never are; "
                 "a column so named goes in backticks)"
             )
-        if identifier in self.lookup:
+        if identifier in self.lookup or (self.open and identifier not in _MODULES):
             return self.column(identifier, quoted=False)
         if identifier in FUNCTIONS:
             self.fail(f"function '{identifier}' must be called, as {identifier}(x)")
@@ -404,6 +590,9 @@ class _Parser:
         return ("constant", np.nan)  # never evaluated: unknown names are an error at the end
 
     def column(self, name: str, quoted: bool) -> tuple:
+        if self.open and name not in self.lookup:
+            self.lookup[name] = [len(self.names)]
+            self.names.append(name)
         if name not in self.lookup:
             if name not in self.unknown:
                 self.unknown.append(name)
@@ -450,6 +639,11 @@ class _Parser:
         name = self.function_name(node.func)
         if name is None:
             func = node.func
+            if isinstance(func, ast.Name) and func.id in TERM_FUNCTIONS:
+                self.fail(
+                    f"{func.id}() in {self.show(node)!r} may only wrap a whole formula term, as "
+                    f"{TERM_FUNCTIONS[func.id].example}, not stand inside an expression"
+                )
             if isinstance(func, ast.Name) and func.id in self.quoted:
                 self.fail(f"column {self.show(func)} cannot be called")
             if isinstance(func, ast.Attribute):
@@ -471,6 +665,101 @@ class _Parser:
         if name == "round" and len(node.args) == 2:
             return ("round", self.node(node.args[0], depth), self.decimals(node.args[1]))
         return ("call", name, tuple(self.node(arg, depth) for arg in node.args))
+
+    # ------------------------------------------------------------------ formula terms
+    def term_call(self, node: ast.Call) -> ast.AST:
+        """A whole-term wrapper: check its options (literals), return the node of its value."""
+        name = node.func.id
+        spec = TERM_FUNCTIONS[name]
+        if not node.args or isinstance(node.args[0], ast.Starred):
+            self.fail(f"{name}() needs a value first, as {spec.example}", allowed=False)
+        self.wrapper = name
+        value, given = node.args[0], {}
+        if len(node.args) - 1 > len(spec.options):
+            self.fail(f"{name}() takes at most {len(spec.options)} options, got {len(node.args) - 1}", allowed=False)
+        for (option, _), arg in zip(spec.options, node.args[1:], strict=False):
+            given[option] = arg
+        kinds = dict(spec.options)
+        for keyword in node.keywords:
+            if keyword.arg is None or keyword.arg not in kinds:
+                what = "'**' unpacking" if keyword.arg is None else f"option '{keyword.arg}='"
+                known = ", ".join(kinds) or "none"
+                self.fail(f"{what} of {name}() is not allowed (its options: {known})", allowed=False)
+            if keyword.arg in given:
+                self.fail(f"option '{keyword.arg}' of {name}() given twice", allowed=False)
+            given[keyword.arg] = keyword.value
+        self.options = tuple((option, self.option(name, option, kinds[option], given[option])) for option in given)
+        if name == "C" and not isinstance(value, ast.Name):
+            self.fail(
+                f"C() takes a column, got {self.show(value)!r}; make a derived column of the expression first",
+                allowed=False,
+            )
+        self.value_text = self.show(value)
+        return value
+
+    def option(self, function: str, option: str, kind: str, node: ast.AST):
+        """The literal value of one option, checked against its kind."""
+        where = f"option '{option}' of {function}()"
+        if kind == "contrast":
+            return self.contrast(node, where)
+        value = self.literal(node, where)
+        ok = {
+            "int": lambda v: type(v) is int and 0 <= v <= MAX_OPTION,
+            "number": lambda v: type(v) in (int, float),
+            "bool": lambda v: type(v) is bool,
+            "level": lambda v: type(v) in (str, int, float, bool),
+            "numbers": lambda v: isinstance(v, list) and all(type(x) in (int, float) for x in v),
+            "levels": lambda v: isinstance(v, list) and all(type(x) in (str, int, float, bool) for x in v),
+            "extrapolation": lambda v: v in _EXTRAPOLATION,
+        }[kind](value)
+        if not ok:
+            wanted = {
+                "int": f"a whole number from 0 to {MAX_OPTION}",
+                "number": "a number",
+                "bool": "True or False",
+                "level": "a level (string, number or boolean)",
+                "numbers": "a list of numbers",
+                "levels": "a list of levels",
+                "extrapolation": f"one of {', '.join(repr(e) for e in _EXTRAPOLATION)}",
+            }[kind]
+            self.fail(f"{where} must be {wanted}, got {self.show(node)!r}", allowed=False)
+        return value
+
+    def contrast(self, node: ast.AST, where: str) -> tuple:
+        """A contrast of C(): (name, options) of one of :data:`CONTRASTS`, called with literals."""
+        known = ", ".join(f"{c}()" for c in CONTRASTS)
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in CONTRASTS):
+            self.fail(f"{where} must be one of {known}, got {self.show(node)!r}", allowed=False)
+        name, kinds = node.func.id, CONTRASTS[node.func.id]
+        if len(node.args) > len(kinds):
+            self.fail(f"{name}() takes at most {len(kinds)} options, got {len(node.args)}", allowed=False)
+        given = dict(zip((k for k, _ in kinds), node.args, strict=False))
+        for keyword in node.keywords:
+            if keyword.arg is None or keyword.arg not in dict(kinds) or keyword.arg in given:
+                self.fail(f"{self.show(node)!r}: {name}() takes {', '.join(k for k, _ in kinds) or 'no options'}")
+            given[keyword.arg] = keyword.value
+        return (name, tuple((k, self.option(name, k, dict(kinds)[k], v)) for k, v in given.items()))
+
+    def literal(self, node: ast.AST, where: str):
+        """A literal: a string, a finite number, True/False, or a flat list (tuple) of them."""
+        if isinstance(node, (ast.List, ast.Tuple)):
+            if len(node.elts) > MAX_OPTION:
+                self.fail(f"{where} lists more than {MAX_OPTION} values", allowed=False)
+            if any(isinstance(e, (ast.List, ast.Tuple)) for e in node.elts):
+                self.fail(f"{where} must be a flat list", allowed=False)
+            return [self.literal(e, where) for e in node.elts]
+        sign = 1
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            sign, node = -1, node.operand
+        if isinstance(node, ast.Constant):
+            value = node.value
+            if sign == 1 and type(value) in (str, bool):
+                if isinstance(value, str) and len(value) > 1000:
+                    self.fail(f"{where}: the string is longer than 1000 characters", allowed=False)
+                return value
+            if type(value) in (int, float) and abs(value) < 1e300:
+                return sign * value
+        self.fail(f"{where} must be a literal (a number, a string in quotes, True/False), got {self.show(node)!r}")
 
     def decimals(self, node: ast.AST) -> int:
         """The decimals of round(x, decimals): an integer literal, possibly negative."""

@@ -698,6 +698,8 @@ def _pool(args) -> int:
         raise CLIError(f"{args.file} holds no imputed datasets (rows with .imp > 0)")
     try:
         parsed = parse_formula(args.formula)
+        if parsed.random_factors:
+            parsed.single_factor()  # several grouping factors: not supported yet, said before any fit
     except (TypeError, ValueError) as exc:
         raise CLIError(f"--formula: {_one_line(exc)}") from None
     if parsed.response is None:

@@ -660,8 +660,9 @@ def suggest_predictors(
     if group in auxiliary:
         raise ValueError(f"suggest_predictors: the cluster column {group!r} cannot be an auxiliary variable.")
 
-    fixed_vars = list(dict.fromkeys(v for term in parsed.fixed for v in term))
-    slope_vars = list(dict.fromkeys(v for block in parsed.random for term in block.terms for v in term))
+    # the columns the terms use (a term may be a transformation such as np.log(x) or C(f, Treatment("b")))
+    fixed_vars = parsed.fixed_variables
+    slope_vars = parsed.columns_of(term for block in parsed.random for term in block.terms)
     model_vars = list(dict.fromkeys(([response] if response else []) + fixed_vars + slope_vars + auxiliary))
     model_vars = [v for v in model_vars if v != group]
     multilevel = group is not None

@@ -647,3 +647,51 @@ def test_object_column_of_mixed_values_says_what_it_holds(six_clusters, values, 
     data.loc[0, "y"] = np.nan
     with pytest.raises(TypeError, match=rf"Column 'odd' {message}"):
         _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1).fit, data, groups="g")
+
+
+@pytest.fixture
+def long_csv(tmp_path, six_clusters):
+    """A long-format file of two completed datasets, as `skmlmi impute` writes."""
+    complete = six_clusters.fillna(0.0)
+    long = pd.concat([complete.assign(**{".imp": i, ".id": np.arange(len(complete))}) for i in (1, 2)])
+    path = tmp_path / "long.csv"
+    long.to_csv(path, index=False)
+    return path
+
+
+FORMULA_ESCAPES = [
+    "y ~ I(__import__('os').system('touch pwned.txt'))",
+    "y ~ x + I(x.to_csv('pwned.txt'))",
+    "y ~ np.save('pwned', x) + (1 | g)",
+    "y ~ x + (1 + I(open('pwned.txt', 'w')) | g)",
+    "y ~ C(x, Treatment(__import__('os').system('touch pwned.txt')))",
+    "y ~ poly(x, exec('open(1, 2)'))",
+    "y ~ x + (1 | g.__class__)",
+    "y ~ {open('pwned.txt', 'w')}",
+    "y ~ x.__init__.__globals__['sys'].modules['os'].system('touch pwned.txt')",
+]
+
+
+@pytest.mark.parametrize("formula", FORMULA_ESCAPES)
+def test_cli_pool_formula_escape_attempts_are_usage_errors_creating_no_file(
+    tmp_path, long_csv, capsys, monkeypatch, formula
+):
+    monkeypatch.chdir(tmp_path)
+    before = _files(tmp_path)
+    assert cli_main(["pool", str(long_csv), "--formula", formula]) == 2
+    assert "--formula" in capsys.readouterr().err
+    assert _files(tmp_path) == before and not list(tmp_path.glob("pwned*"))
+
+
+def test_cli_pool_fits_formulas_with_transformed_terms(long_csv, capsys):
+    assert (
+        cli_main(["pool", str(long_csv), "--formula", 'y ~ I(x ** 2) + np.exp(x) + C(g, Treatment("3")) + scale(x)'])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "I(x ** 2)" in out and "np.exp(x)" in out and "g0" in out and "scale(x)" in out
+
+
+def test_cli_pool_several_grouping_factors_are_a_usage_error(long_csv, capsys):
+    assert cli_main(["pool", str(long_csv), "--formula", "y ~ 1 + (1 | g) + (1 | x)"]) == 2
+    assert "not supported yet" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Analysis models for completed datasets (formula-based, sklearn-compatible) and the formula parser."""
 
-from .formula import Design, ParsedFormula, RandomBlock, build_design, parse_formula
+from .formula import Design, ParsedFormula, RandomBlock, RandomFactor, build_design, parse_formula
 from .linear import GLM, OLS
 from .mixed import LinearMixedModel, LogisticMixedModel
 
@@ -12,6 +12,7 @@ __all__ = [
     "LogisticMixedModel",
     "ParsedFormula",
     "RandomBlock",
+    "RandomFactor",
     "build_design",
     "parse_formula",
 ]

@@ -58,6 +58,8 @@ class FormulaModel(RegressorMixin, BaseEstimator):
     # ------------------------------------------------------------------ data
     def _parse(self) -> ParsedFormula:
         parsed = parse_formula(self.formula)
+        if parsed.random_factors:
+            parsed.single_factor()  # several grouping factors: a clear "not yet" before any data are read
         if parsed.response is None:
             raise ValueError(f"{type(self).__name__} needs a response: formula {self.formula!r} has no left-hand side")
         if self._mixed and not parsed.is_mixed:
@@ -123,6 +125,7 @@ class FormulaModel(RegressorMixin, BaseEstimator):
             levels=self.levels_,
             group_levels=getattr(self, "group_levels_", None),
             require_response=False,
+            state=self._design.state,
         )
 
     # ------------------------------------------------------------------ fit / predict
@@ -195,7 +198,11 @@ class FormulaModel(RegressorMixin, BaseEstimator):
             if self.formula_.response not in X.columns:
                 raise ValueError(f"score needs y or the response column {self.formula_.response!r} in X")
             design = build_design(
-                self.formula_, X, levels=self.levels_, group_levels=getattr(self, "group_levels_", None)
+                self.formula_,
+                X,
+                levels=self.levels_,
+                group_levels=getattr(self, "group_levels_", None),
+                state=self._design.state,
             )
             y = design.y
         return float(r2_score(np.asarray(y, dtype=float), self.predict(X), sample_weight=sample_weight))
@@ -278,7 +285,7 @@ class FormulaModel(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "coef_")
         if data is None:
             return self._design
-        return build_design(self.formula_, data, levels=self.levels_)
+        return build_design(self.formula_, data, levels=self.levels_, state=self._design.state)
 
 
 def _named_cov(cov: np.ndarray, names: list[str]) -> pd.DataFrame:

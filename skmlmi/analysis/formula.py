@@ -1,38 +1,43 @@
-"""lme4-style model formulas: parsing and design matrices.
+"""lme4-style model formulas: Wilkinson formulas (formulaic) for the fixed part, lme4's bars on top.
 
 This room turns a formula string such as ``"popular ~ 1 + sex + texp + (1 + sex | school)"``
 into a :class:`ParsedFormula` (what the user asked for) and, given a DataFrame, into a
 :class:`Design` (numeric arrays with R's column names). It knows nothing about fitting.
 
-Supported syntax (R's ``model.frame``/``lme4`` subset):
+Syntax
+------
+* response ``y ~ ...``: a column name (backticks quote names with special characters);
+* fixed part: Wilkinson formulas as formulaic reads them: ``1``/``0``/``-1``, ``a + b``,
+  ``a - b``, interactions ``a:b``, crossing ``a*b``, nesting ``a/b``, powers ``(a + b)^2``;
+  each factor is a column or an expression of :mod:`skmlmi._expressions` (``np.log(x)``,
+  ``I(x ** 2)``), optionally wrapped whole in one of its ``TERM_FUNCTIONS``:
+  ``C(f, Treatment("b"))``, ``poly(x, 2)``, ``bs(x, df=4)``, ``cr(x, df=4)``, ``scale(x)``, ...;
+* random part, lme4's bars: ``(1 | g)``, ``(1 + x | g)`` (correlated), ``(x || g)``
+  (uncorrelated), ``(0 + x | g)``, ``(1 | g:h)``, nested ``(1 | a/b)`` = ``(1 | a) + (1 | b:a)``,
+  crossed ``(1 | a) + (1 | b)``. The parse names each grouping factor and its terms
+  (:class:`RandomFactor`); designs, and so models, take one grouping factor for now.
 
-* response ``y ~ ...`` (a column name; backticks quote names with special characters);
-* fixed part: ``1``/``0``/``-1``, ``a + b``, ``a - b``, interactions ``a:b``, crossing
-  ``a*b`` (= ``a + b + a:b``), powers ``(a + b + c)^2``, parentheses;
-* random part with ONE grouping factor: ``(1 | g)``, ``(1 + x | g)`` (correlated),
-  ``(1 | g) + (0 + x | g)`` and ``(1 + x || g)`` (uncorrelated blocks), ``(0 + x | g)``.
+Safety: the formula is split here into operators and factors; every factor is parsed and
+checked by :func:`skmlmi._expressions.parse_term` and its value computed by that module's
+evaluator. formulaic then receives a formula written by this module, whose factors are
+placeholder columns holding those values, wrapped in the checked functions with literal
+options: no text of the user's reaches formulaic's ``eval``.
 
-Crossed (``(1 | g) + (1 | h)``) and nested (``(1 | g/h)``, ``(1 | g:h)``) grouping
-factors are refused with an error listing the supported forms.
-
-Nothing in a formula is evaluated: a term is a column name, looked up in the data, and
-function calls (``I(x^2)``, ``log(x)``) are refused; a transformed variable enters as a
-column of the data (or a ``derived=`` column of the imputer, checked by
-:mod:`skmlmi._expressions`).
-
-Categorical predictors (pandas categorical, string/object or bool columns) are expanded
-with treatment contrasts as R does: the first level (categories order for a pandas
-categorical, sorted values otherwise -- R's alphabetical factor levels; or a level chosen
-with ``reference_levels``) is the reference, and a column is named variable + level
-(``motor_score1/2``, ``typeRCT``). A factor whose margin is absent from the model (the
-first factor of a model without intercept, or ``x:f`` without ``x``) gets one indicator per
-level, as R's ``model.matrix``. Interaction columns are named ``a:b``; terms are ordered by
-degree (main effects first), as R's ``terms()``.
+Categorical predictors (pandas categorical, string/object or bool columns, and columns in
+``C()``) are coded with treatment contrasts as R does: the first level (categories order for
+a pandas categorical, sorted values otherwise, or a level chosen with ``reference_levels`` or
+``C(f, Treatment(level))``) is the reference, and a column is named variable + level
+(``motor_score1/2``, ``typeRCT``, ``flagTRUE``). A factor whose margin is absent from the
+model gets one indicator per level (formulaic's structural full-rank coding, R's
+``model.matrix`` in the usual cases). Interaction columns are named ``a:b``; terms are
+ordered by degree, as R's ``terms()``. Transformed terms keep their text
+(``np.log(x)``, ``I(x ** 2)``, ``poly(x, 2)1``).
 
 Categories a pandas categorical declares but no row holds are left out (R's
-``droplevels``; an all-zero column would make the design rank deficient) and listed in
-``Design.dropped_levels``; ``category_levels`` fixes the levels instead, so that several
-datasets (the completed datasets of a multiple imputation) are coded alike.
+``droplevels``) and listed in ``Design.dropped_levels``; ``category_levels`` fixes the levels
+instead, so that several datasets (the completed datasets of a multiple imputation) are
+coded alike. Stateful transforms (``scale``, ``poly``, splines) keep the state learnt on the
+training data in ``Design.state`` for new data.
 """
 
 from __future__ import annotations
@@ -42,32 +47,62 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from formulaic import Formula, model_matrix
 
-__all__ = ["Design", "ParsedFormula", "RandomBlock", "build_design", "observed_levels", "parse_formula"]
+from .._expressions import Term, parse_term
 
-SUPPORTED_FORMS = (
-    "supported random-effects forms (one grouping factor g): (1 | g), (1 + x | g), "
-    "(0 + x | g), (1 | g) + (0 + x | g), (1 + x || g)"
-)
+__all__ = [
+    "Design",
+    "ParsedFormula",
+    "RandomBlock",
+    "RandomFactor",
+    "build_design",
+    "observed_levels",
+    "parse_formula",
+]
 
-_TOKEN = re.compile(r"\s*(?:(`[^`]+`)|(\|\||[~+\-*:/^()|])|([A-Za-z_.][A-Za-z0-9_.]*)|(\d+(?:\.\d*)?))")
+ONE_FACTOR_FORMS = "one grouping factor g: (1 | g), (1 + x | g), (0 + x | g), (1 | g) + (0 + x | g), (1 + x || g)"
+_HIDDEN = re.compile(r"_t(\d+)_")
 
 
 # --------------------------------------------------------------------------- data classes
 @dataclass(frozen=True)
 class RandomBlock:
-    """One block of correlated random effects for the grouping factor.
+    """One block of correlated random effects of a grouping factor.
 
     Attributes
     ----------
     intercept : bool
         Whether the block holds a random intercept.
     terms : tuple of tuple of str
-        Non-intercept terms (each a tuple of variable names; length > 1 = interaction).
+        Non-intercept terms (each a tuple of factor texts; length > 1 = interaction).
     """
 
     intercept: bool
     terms: tuple[tuple[str, ...], ...]
+    rhs: str = field(default="", repr=False, compare=False)  # the block as formulaic reads it
+
+
+@dataclass(frozen=True)
+class RandomFactor:
+    """A grouping factor of the random part and its blocks.
+
+    Attributes
+    ----------
+    name : str
+        As lme4 names it: ``"school"``, ``"class:school"`` for ``(1 | school/class)``.
+    columns : tuple of str
+        The data columns whose combinations are its levels.
+    blocks : tuple of RandomBlock
+        Effects in different blocks are uncorrelated.
+    text : str
+        The first random-effects term that introduced it, as written.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    blocks: tuple[RandomBlock, ...]
+    text: str
 
 
 @dataclass(frozen=True)
@@ -83,37 +118,74 @@ class ParsedFormula:
     intercept : bool
         Whether the fixed part has an intercept.
     fixed : tuple of tuple of str
-        Fixed non-intercept terms, ordered by degree as R's ``terms()``.
-    group : str or None
-        The grouping factor (None for a single-level model).
-    random : tuple of RandomBlock
-        Blocks of the random part; effects in different blocks are uncorrelated.
+        Fixed non-intercept terms (tuples of factor texts), ordered by degree as R's ``terms()``.
+    random_factors : tuple of RandomFactor
+        The grouping factors of the random part, in order of appearance.
+    terms : dict
+        Factor text -> its checked :class:`skmlmi._expressions.Term`.
     """
 
     formula: str
     response: str | None
     intercept: bool
     fixed: tuple[tuple[str, ...], ...]
-    group: str | None = None
-    random: tuple[RandomBlock, ...] = ()
+    random_factors: tuple[RandomFactor, ...] = ()
+    terms: dict = field(default_factory=dict, repr=False, compare=False)
+    rhs: str = field(default="1", repr=False, compare=False)  # the fixed part as formulaic reads it
+    hidden: tuple = field(default=(), repr=False, compare=False)  # placeholder k -> factor text
+
+    @property
+    def group(self) -> str | None:
+        """The grouping factor (None for a single-level model); several are not supported yet."""
+        if not self.random_factors:
+            return None
+        self.single_factor()
+        return self.random_factors[0].name
+
+    @property
+    def random(self) -> tuple[RandomBlock, ...]:
+        """Blocks of the random part (of the one grouping factor)."""
+        if not self.random_factors:
+            return ()
+        self.single_factor()
+        return self.random_factors[0].blocks
+
+    def single_factor(self) -> RandomFactor:
+        """The one grouping factor; a clear error while models with several are not supported."""
+        if len(self.random_factors) > 1:
+            names = [f.name for f in self.random_factors]
+            raise ValueError(
+                f"formula {self.formula!r}: the term {self.random_factors[1].text!r} adds a second grouping factor "
+                f"({', '.join(repr(n) for n in names)}); models with several grouping factors (nested or crossed) "
+                f"are not supported yet. Supported: {ONE_FACTOR_FORMS}, or (1 | g:h) for one combined factor"
+            )
+        return self.random_factors[0]
+
+    def columns_of(self, terms) -> list[str]:
+        """Data columns used by the given terms (tuples of factor texts)."""
+        return list(dict.fromkeys(c for t in terms for text in t for c in self.terms[text].value.names))
+
+    @property
+    def fixed_variables(self) -> list[str]:
+        """Data columns the fixed part uses."""
+        return self.columns_of(self.fixed)
 
     @property
     def variables(self) -> list[str]:
-        """All data columns the formula uses (response first, grouping factor last)."""
-        names: list[str] = []
-        for term in self.fixed + tuple(t for block in self.random for t in block.terms):
-            for v in term:
-                if v not in names:
-                    names.append(v)
+        """All data columns the formula uses (response first, grouping columns last)."""
+        names = self.fixed_variables
+        for factor in self.random_factors:
+            names += self.columns_of(t for b in factor.blocks for t in b.terms)
+        names = [n for n in dict.fromkeys(names) if n != self.response]
         if self.response is not None:
             names.insert(0, self.response)
-        if self.group is not None and self.group not in names:
-            names.append(self.group)
+        for factor in self.random_factors:
+            names += [c for c in factor.columns if c not in names]
         return names
 
     @property
     def is_mixed(self) -> bool:
-        return self.group is not None
+        return bool(self.random_factors)
 
 
 @dataclass
@@ -126,7 +198,7 @@ class Design:
     X : ndarray of shape (n, p)
         Fixed-effects design, with the intercept column when the formula has one.
     fixed_names : list of str
-        R-style column names of X (``(Intercept)``, ``sex``, ``typeRCT``, ``a:b``).
+        R-style column names of X (``(Intercept)``, ``sex``, ``typeRCT``, ``a:b``, ``np.log(x)``).
     Z : ndarray of shape (n, q) or None
         Random-effects design.
     random_names : list of str
@@ -135,12 +207,15 @@ class Design:
     groups : ndarray of shape (n,) or None
         Integer cluster codes 0..J-1 (codes of ``group_levels``; -1 for clusters unseen at fit).
     group_levels : Index or None
-        Cluster labels in code order.
+        Cluster labels in code order (``"a:b"`` text for a combined factor).
     levels : dict
         Levels of every categorical variable (reuse them on new data).
     dropped_levels : dict
         Categories a pandas categorical declares that are not among its levels (no row holds
         them), per variable; only variables with such categories appear.
+    state : dict
+        What new data are coded with: formulaic's model specs (contrasts, the state of
+        stateful transforms) of the fixed part and of each random block.
     """
 
     y: np.ndarray | None
@@ -153,205 +228,249 @@ class Design:
     group_levels: pd.Index | None = None
     levels: dict = field(default_factory=dict)
     dropped_levels: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict, repr=False)
 
     @property
     def n_groups(self) -> int:
         return 0 if self.group_levels is None else len(self.group_levels)
 
 
-# --------------------------------------------------------------------------- parser
-def _tokenize(text: str) -> list[str]:
-    tokens, pos = [], 0
-    text = text.rstrip()
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        if match is None or match.end() == pos:
-            raise ValueError(f"cannot parse formula {text!r} at position {pos}: {text[pos : pos + 10]!r}")
-        quoted, op, name, number = match.groups()
-        if quoted:
-            tokens.append("`" + quoted[1:-1])  # marker for a quoted name
+# --------------------------------------------------------------------------- reading a formula
+# The only hand-written parsing left: splitting the text into operators and factors (so each factor
+# is checked alone) and lifting lme4's bars out of the fixed part.
+_OPERATORS = ("||", "**", "|", "^", "~", "+", "-", "*", "/", ":", "(", ")")
+_CLOSE = {"(": ")", "[": "]", "{": "}"}
+
+
+def _lex(text: str, formula: str) -> list[tuple[str, str]]:
+    """(kind, text) tokens: kind "op", "number" or "factor" (a name, a backticked name, or a call)."""
+    tokens, i, n = [], 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch.isspace():
+            i += 1
+            continue
+        op = next((o for o in _OPERATORS if text.startswith(o, i)), None)
+        if op is not None:
+            tokens.append(("op", op))
+            i += len(op)
+            continue
+        if ch.isdigit():
+            match = re.compile(r"\d+(\.\d*)?").match(text, i)
+            tokens.append(("number", match.group(0)))
+            i = match.end()
+            continue
+        if ch == "`":
+            end = text.find("`", i + 1)
+            if end < 0:
+                raise ValueError(f"formula {formula!r}: a backtick at position {i} is not closed")
+            tokens.append(("factor", text[i : end + 1]))
+            i = end + 1
+            continue
+        match = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*").match(text, i)
+        if match is None:
+            hint = " (write I(...) for an expression)" if ch == "{" else ""
+            raise ValueError(f"formula {formula!r}: cannot read {text[i : i + 10]!r} at position {i}{hint}")
+        j = match.end()
+        while j < n and text[j].isspace():
+            j += 1
+        if j < n and text[j] == "(":
+            j = _call_end(text, j, formula)
         else:
-            tokens.append(op or name or number)
-        pos = match.end()
+            j = match.end()
+        tokens.append(("factor", text[i:j]))
+        i = j
     return tokens
 
 
-class _RandomTerm:
-    def __init__(self, expr, group: str, double_bar: bool):
-        self.expr, self.group, self.double_bar = expr, group, double_bar
+def _call_end(text: str, start: int, formula: str) -> int:
+    """Position after the parenthesis closing the one at ``start`` (quotes and brackets respected)."""
+    stack, i = [], start
+    while i < len(text):
+        ch = text[i]
+        if ch in "'\"`":  # strings, and backticked names (which may hold quotes and parentheses)
+            end = i + 1
+            while end < len(text) and text[end] != ch:
+                end += 2 if text[end] == "\\" and ch != "`" else 1
+            i = end + 1
+            continue
+        if ch in _CLOSE:
+            stack.append(_CLOSE[ch])
+        elif ch in ")]}":
+            if not stack or stack.pop() != ch:
+                break
+            if not stack:
+                return i + 1
+        i += 1
+    raise ValueError(f"formula {formula!r}: the call starting at position {start} is not closed")
 
 
-class _Expr:
-    """A set of terms with an intercept flag (R's formula algebra)."""
+def _matching(tokens: list, start: int) -> int:
+    depth = 0
+    for k in range(start, len(tokens)):
+        if tokens[k] == ("op", "("):
+            depth += 1
+        elif tokens[k] == ("op", ")"):
+            depth -= 1
+            if depth == 0:
+                return k
+    raise ValueError("unbalanced parentheses")
 
-    def __init__(self, terms=(), intercept=None, random=()):
-        self.terms: list[tuple[str, ...]] = list(terms)
-        self.intercept = intercept  # True, False or None (= not stated)
-        self.random: list[_RandomTerm] = list(random)
+
+def _text(tokens) -> str:
+    return " ".join(t for _, t in tokens)
 
 
-def _name(token: str) -> str:
-    return token[1:] if token.startswith("`") else token
+class _Reader:
+    """Turns the right-hand side into formulaic's text, checking every factor on the way."""
 
+    def __init__(self, formula: str):
+        self.formula = formula
+        self.keys: dict = {}  # canonical factor -> k
+        self.hidden: list[tuple[str, Term]] = []  # k -> (display text, term)
 
-class _Parser:
-    def __init__(self, tokens: list[str], formula: str):
-        self.tokens, self.i, self.formula = tokens, 0, formula
-
-    def peek(self):
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
-
-    def take(self, expected=None):
-        tok = self.peek()
-        if tok is None or (expected is not None and tok != expected):
-            raise ValueError(f"formula {self.formula!r}: expected {expected or 'a term'}, found {tok or 'the end'}")
-        self.i += 1
-        return tok
-
-    def error(self, message):
+    def error(self, message: str):
         raise ValueError(f"formula {self.formula!r}: {message}")
 
-    # expr := ['-'] prod (('+' | '-') prod)*
-    def expr(self) -> _Expr:
-        out = _Expr()
-        sign = "+"
-        if self.peek() == "-":
-            self.take()
-            sign = "-"
-        while True:
-            part = self.prod()
-            if sign == "+":
-                for t in part.terms:
-                    if frozenset(t) not in {frozenset(o) for o in out.terms}:
-                        out.terms.append(t)
-                if part.intercept is not None:
-                    out.intercept = part.intercept
-                out.random.extend(part.random)
+    def factor(self, text: str) -> str:
+        term = parse_term(text, label=f"term {text!r} of formula {self.formula!r}")
+        key = (term.wrapper, repr(term.value.tree), term.value.names, repr(term.options))
+        if key not in self.keys:
+            self.keys[key] = len(self.hidden)
+            shown = term.column if term.column is not None and term.wrapper in (None, "C") else text.strip()
+            self.hidden.append((shown, term))
+        k = self.keys[key]
+        wrapper = self.hidden[k][1].wrapper
+        if wrapper in (None, "I"):
+            return f"_t{k}_"
+        if wrapper == "C":
+            contrast = dict(term.options).get("contrasts")
+            # a treatment reference is put first among the levels, so no level is ever written into the text
+            if contrast is None or contrast[0] == "Treatment":
+                return f"C(_t{k}_)"
+            return f"C(_t{k}_, {contrast[0]}())"
+        options = "".join(f", {name}={value!r}" for name, value in term.options)
+        return f"{wrapper}(_t{k}_{options})"
+
+    def wilkinson(self, tokens: list) -> str:
+        """formulaic's text of a bar-free token list."""
+        out = []
+        for k, (kind, text) in enumerate(tokens):
+            previous = tokens[k - 1][1] if k else None
+            if kind == "factor":
+                out.append(self.factor(text))
+            elif kind == "number":
+                if previous in ("^", "**"):
+                    if not text.isdigit() or int(text) < 1:
+                        self.error(f"the power in (...)^{text} must be a positive integer")
+                elif text not in ("0", "1"):
+                    self.error(f"numeric constant {text} is not a term (only 0 and 1 are); write I({text}) for one")
+                out.append(text)
+            elif text in ("|", "||", "~"):
+                self.error(f"unexpected {text!r}: random-effects terms stand alone in parentheses, as (1 + x | g)")
             else:
-                if part.random:
-                    self.error("random-effects terms cannot be subtracted")
-                drop = {frozenset(t) for t in part.terms}
-                out.terms = [t for t in out.terms if frozenset(t) not in drop]
-                if part.intercept is True:
-                    out.intercept = False
-                elif part.intercept is False:  # "- 0" adds the intercept back
-                    out.intercept = True
-            tok = self.peek()
-            if tok in ("+", "-"):
-                sign = self.take()
-            else:
-                return out
+                out.append(text)
+        return " ".join(out) or "1"
 
-    # prod := inter ('*' inter)*
-    def prod(self) -> _Expr:
-        left = self.inter()
-        while self.peek() == "*":
-            self.take()
-            right = self.inter()
-            self._no_random(left, right, "*")
-            terms = list(left.terms)
-            for t in right.terms + _cross(left.terms, right.terms):
-                if frozenset(t) not in {frozenset(o) for o in terms}:
-                    terms.append(t)
-            left = _Expr(terms, _merge_intercept(left, right))
-        return left
+    def terms_of(self, rhs: str) -> tuple[bool, list[tuple[str, ...]], list[str]]:
+        """Intercept, terms (factor texts) and terms as formulaic text, of formulaic's parse of ``rhs``."""
+        try:
+            parsed = Formula(rhs)
+        except Exception as exc:  # formulaic's parse errors carry the rewritten text: report the user's
+            self.error(f"not a valid formula ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+        intercept, terms, texts = False, [], []
+        for term in parsed:
+            exprs = [f.expr for f in term.factors]
+            if exprs == ["1"]:
+                intercept = True
+                continue
+            terms.append(tuple(self.hidden[int(_HIDDEN.search(e).group(1))][0] for e in exprs))
+            texts.append(str(term))
+        return intercept, terms, texts
 
-    # inter := power (':' power)*
-    def inter(self) -> _Expr:
-        left = self.power()
-        while self.peek() == ":":
-            self.take()
-            right = self.power()
-            self._no_random(left, right, ":")
-            left = _Expr(_cross(left.terms, right.terms))
-        return left
 
-    # power := atom ('^' integer)?
-    def power(self) -> _Expr:
-        base = self.atom()
-        if self.peek() == "^":
-            self.take()
-            tok = self.take()
-            if not tok.isdigit() or int(tok) < 1:
-                self.error(f"the power in (...)^{tok} must be a positive integer")
-            if base.random:
-                self.error("random-effects terms cannot be raised to a power")
-            terms = list(base.terms)
-            current = list(base.terms)
-            for _ in range(int(tok) - 1):
-                current = _cross(current, base.terms)
-                for t in current:
-                    if frozenset(t) not in {frozenset(o) for o in terms}:
-                        terms.append(t)
-            base = _Expr(terms, base.intercept)
-        return base
+def _split_response(formula: str) -> tuple[str | None, str]:
+    tokens = _lex(formula, formula)
+    tildes = [k for k, t in enumerate(tokens) if t == ("op", "~")]
+    if len(tildes) != 1:
+        raise ValueError(f"formula {formula!r} must contain exactly one '~'")
+    lhs = tokens[: tildes[0]]
+    if len(lhs) > 1 or (lhs and (lhs[0][0] != "factor" or "(" in lhs[0][1])):
+        raise ValueError(
+            f"formula {formula!r}: the response must be a single column name, got {_text(lhs)!r} (make a derived "
+            "column of a transformed response)"
+        )
+    response = None
+    if lhs:
+        response = lhs[0][1][1:-1] if lhs[0][1].startswith("`") else lhs[0][1]
+    if not tokens[tildes[0] + 1 :]:
+        raise ValueError(f"formula {formula!r} has no right-hand side")
+    return response, tokens[tildes[0] + 1 :]
 
-    def atom(self) -> _Expr:
-        tok = self.take()
-        if tok == "(":
-            inner = self.expr()
-            nxt = self.peek()
-            if nxt in ("|", "||"):
-                self.take()
-                group = self.group_expr()
-                self.take(")")
-                return _Expr(random=[_RandomTerm(inner, group, nxt == "||")])
-            self.take(")")
-            if inner.random and (inner.terms or inner.intercept is not None):
-                self.error("random-effects terms must stand alone, e.g. (1 + x | g)")
-            return inner
-        if tok in ("1", "0"):
-            return _Expr(intercept=tok == "1")
-        if tok[0].isdigit():
-            self.error(f"numeric constant {tok} is not a term (only 0 and 1 are)")
-        if tok in "~+-*:/^()|" or tok == "||":
-            self.error(f"unexpected {tok!r}")
-        if self.peek() == "(":
-            self.error(f"function calls such as {tok}(...) are not supported; create the column in the DataFrame first")
-        return _Expr([(_name(tok),)])
 
-    def group_expr(self) -> str:
-        tok = self.take()
-        if tok in ("(", "1", "0") or tok in "~+-*:/^)|":
-            self.error(f"invalid grouping factor {tok!r}; {SUPPORTED_FORMS}")
-        group = _name(tok)
-        if self.peek() in (":", "/", "+", "*"):
-            self.error(
-                f"nested or interacted grouping factors ({group}{self.peek()}...) are not supported; {SUPPORTED_FORMS}"
+def _lift_bars(tokens: list, reader: _Reader) -> tuple[list, list]:
+    """The fixed part's tokens, and each random-effects term as (lhs tokens, '||'?, grouping tokens, text)."""
+    fixed, bars, k = [], [], 0
+    while k < len(tokens):
+        if tokens[k] != ("op", "("):
+            fixed.append(tokens[k])
+            k += 1
+            continue
+        try:
+            end = _matching(tokens, k)
+        except ValueError:
+            reader.error("a parenthesis is not closed")
+        inner, depth, bar = tokens[k + 1 : end], 0, None
+        for j, token in enumerate(inner):
+            depth += token == ("op", "(")
+            depth -= token == ("op", ")")
+            if depth == 0 and token[0] == "op" and token[1] in ("|", "||"):
+                bar = j
+                break
+        if bar is None:
+            fixed.extend(tokens[k : end + 1])
+            k = end + 1
+            continue
+        text = "(" + _text(inner) + ")"
+        before = fixed[-1] if fixed else None
+        after = tokens[end + 1] if end + 1 < len(tokens) else None
+        if before not in (None, ("op", "+")) or after not in (None, ("op", "+")):
+            reader.error(f"the random-effects term {text} must stand alone, added with '+' (as ... + (1 | g))")
+        if before is not None:
+            fixed.pop()
+        bars.append((inner[:bar], inner[bar][1] == "||", inner[bar + 1 :], text))
+        k = end + 1
+        if before is None and after is not None:
+            k += 1  # the '+' after a leading random term
+    return fixed, bars
+
+
+def _grouping(tokens: list, reader: _Reader, text: str) -> list[tuple[str, tuple[str, ...]]]:
+    """(lme4 name, columns) of each grouping factor a bar's right-hand side makes: a/b -> a, b:a."""
+    segments, current = [], []
+    for k, (kind, token) in enumerate(tokens):
+        if kind == "factor" and (k == 0 or tokens[k - 1][1] in (":", "/")):
+            term = parse_term(token, label=f"grouping factor {token!r} of formula {reader.formula!r}")
+            if term.column is None or term.wrapper is not None:
+                reader.error(f"the grouping factor of {text} must be a column, got {token!r}")
+            current.append(term.column)
+        elif kind == "op" and token in (":", "/") and current and k + 1 < len(tokens):
+            if token == "/":
+                segments.append(current)
+                current = []
+        else:
+            reader.error(
+                f"cannot read the grouping factor of {text}: write g, g:h (one combined factor) or a/b (nested, "
+                f"= (... | a) + (... | b:a)); crossed factors are separate terms, (1 | a) + (1 | b)"
             )
-        return group
-
-    def _no_random(self, left, right, op):
-        if left.random or right.random:
-            self.error(f"random-effects terms cannot be combined with {op!r}")
-
-
-def _cross(left, right):
+    segments.append(current)
+    if not segments[0]:
+        reader.error(f"the random-effects term {text} has no grouping factor")
     out = []
-    for a in left:
-        for b in right:
-            t = tuple(dict.fromkeys(a + b))
-            if frozenset(t) not in {frozenset(o) for o in out}:
-                out.append(t)
+    for i in range(len(segments)):
+        used = segments[: i + 1]
+        out.append((":".join(":".join(s) for s in reversed(used)), tuple(c for s in used for c in s)))
     return out
-
-
-def _merge_intercept(left: _Expr, right: _Expr):
-    if left.intercept is None:
-        return right.intercept
-    return left.intercept
-
-
-def _order_terms(terms):
-    """R's terms(): main effects, then two-way interactions, ..., stable within a degree."""
-    unique = []
-    seen = set()
-    for t in terms:
-        key = frozenset(t)
-        if key not in seen:
-            seen.add(key)
-            unique.append(t)
-    return tuple(sorted(unique, key=len))
 
 
 def parse_formula(formula: str) -> ParsedFormula:
@@ -370,81 +489,67 @@ def parse_formula(formula: str) -> ParsedFormula:
     Raises
     ------
     ValueError
-        Malformed formulas, and random parts with crossed or nested grouping factors
-        (the message lists the supported forms).
+        Malformed formulas, and factors outside the expression language (named). Nothing is evaluated.
 
     Examples
     --------
     >>> f = parse_formula("popular ~ 1 + sex + texp + (1 + sex | school)")
     >>> f.response, f.fixed, f.group, f.random[0].terms
     ('popular', (('sex',), ('texp',)), 'school', (('sex',),))
-    >>> parse_formula("y ~ a*b").fixed
-    (('a',), ('b',), ('a', 'b'))
+    >>> parse_formula("y ~ a*b + I(a ** 2)").fixed
+    (('a',), ('b',), ('I(a ** 2)',), ('a', 'b'))
+    >>> [(g.name, g.columns) for g in parse_formula("y ~ x + (1 | school/class)").random_factors]
+    [('school', ('school',)), ('class:school', ('school', 'class'))]
     """
     if not isinstance(formula, str):
         raise TypeError(f"formula must be a string such as 'y ~ x + (1 | g)', got {type(formula).__name__}")
-    tokens = _tokenize(formula)
-    if tokens.count("~") != 1:
-        raise ValueError(f"formula {formula!r} must contain exactly one '~'")
-    tilde = tokens.index("~")
-    lhs, rhs = tokens[:tilde], tokens[tilde + 1 :]
-    if len(lhs) > 1:
-        raise ValueError(f"formula {formula!r}: the response must be a single column name, got {' '.join(lhs)!r}")
-    response = _name(lhs[0]) if lhs else None
-    if not rhs:
-        raise ValueError(f"formula {formula!r} has no right-hand side")
-    parser = _Parser(rhs, formula)
-    try:
-        expr = parser.expr()
-    except RecursionError:
-        raise ValueError(f"formula {formula[:60]!r}...: parentheses nested too deeply to parse") from None
-    if parser.peek() is not None:
-        parser.error(f"unexpected {parser.peek()!r}")
+    if len(formula) > 10_000:
+        raise ValueError(f"formula {formula[:60]!r}... has {len(formula)} characters, more than 10000")
+    response, rhs = _split_response(formula)
+    reader = _Reader(formula)
+    fixed_tokens, bars = _lift_bars(rhs, reader)
+    fixed_rhs = reader.wilkinson(fixed_tokens)
+    intercept, fixed, _ = reader.terms_of(fixed_rhs)
 
-    group, blocks = None, []
-    for rterm in expr.random:
-        if group is not None and rterm.group != group:
-            raise ValueError(
-                f"formula {formula!r}: crossed grouping factors ({group!r} and {rterm.group!r}) are not supported; "
-                f"{SUPPORTED_FORMS}"
-            )
-        group = rterm.group
-        if rterm.expr.random:
-            parser.error("random-effects terms cannot be nested inside each other")
-        intercept = rterm.expr.intercept is not False
-        terms = _order_terms(rterm.expr.terms)
-        if rterm.double_bar:
-            if intercept:
-                blocks.append(RandomBlock(True, ()))
-            blocks.extend(RandomBlock(False, (t,)) for t in terms)
+    factors: dict = {}
+    for lhs, double, group_tokens, text in bars:
+        if not lhs:
+            reader.error(f"the random-effects term {text} has no effects before the bar")
+        block_rhs = reader.wilkinson(lhs)
+        has_intercept, terms, texts = reader.terms_of(block_rhs)
+        if double:
+            blocks = [RandomBlock(True, (), "1")] if has_intercept else []
+            blocks += [RandomBlock(False, (t,), f"0 + {s}") for t, s in zip(terms, texts, strict=True)]
         else:
-            if not intercept and not terms:
-                parser.error(f"the random term for {group!r} has no effects")
-            blocks.append(RandomBlock(intercept, terms))
-    # the same effect twice for one grouping factor would not be identified
-    seen = []
-    for block in blocks:
-        items = ([()] if block.intercept else []) + [frozenset(t) for t in block.terms]
-        for item in items:
-            if item in seen:
-                label = "the intercept" if item == () else ":".join(sorted(item))
-                parser.error(f"{label} appears in two random-effects terms of {group!r}")
-            seen.append(item)
-    fixed = _order_terms(expr.terms)
-    if response is not None:
-        for t in fixed:
-            if response in t:
-                parser.error(f"the response {response!r} also appears on the right-hand side")
-    if group is not None and any(group in t for t in fixed):
-        parser.error(f"the grouping factor {group!r} also appears as a fixed effect")
-    return ParsedFormula(
-        formula=formula,
-        response=response,
-        intercept=expr.intercept is not False,
-        fixed=fixed,
-        group=group,
-        random=tuple(blocks),
+            if not has_intercept and not terms:
+                reader.error(f"the random-effects term {text} has no effects")
+            blocks = [RandomBlock(has_intercept, tuple(terms), block_rhs)]
+        for name, columns in _grouping(group_tokens, reader, text):
+            entry = factors.setdefault(frozenset(columns), [name, columns, [], text])
+            entry[2].extend(blocks)
+    random_factors = tuple(RandomFactor(n, c, tuple(b), t) for n, c, b, t in factors.values())
+
+    terms = {shown: term for shown, term in reader.hidden}
+    parsed = ParsedFormula(
+        formula, response, intercept, tuple(fixed), random_factors, terms, fixed_rhs, tuple(reader.hidden)
     )
+    for factor in random_factors:  # the same effect twice for one grouping factor would not be identified
+        seen = []
+        for block in factor.blocks:
+            for item in ([()] if block.intercept else []) + [frozenset(t) for t in block.terms]:
+                if item in seen:
+                    label = "the intercept" if item == () else ":".join(sorted(item))
+                    reader.error(f"{label} appears in two random-effects terms of {factor.name!r}")
+                seen.append(item)
+        used = [c for c in factor.columns if c in parsed.fixed_variables]
+        if used:
+            reader.error(f"the grouping factor {used[0]!r} also appears as a fixed effect")
+    random_columns = [
+        c for f in random_factors for c in (*f.columns, *parsed.columns_of(t for b in f.blocks for t in b.terms))
+    ]
+    if response is not None and response in parsed.fixed_variables + random_columns:
+        reader.error(f"the response {response!r} also appears on the right-hand side")
+    return parsed
 
 
 # --------------------------------------------------------------------------- designs
@@ -512,7 +617,8 @@ def _unused_categories(data: pd.DataFrame, levels: dict) -> dict:
 def observed_levels(parsed: ParsedFormula, data: pd.DataFrame) -> dict:
     """Levels of the formula's categorical predictors that ``data`` holds (missing values aside).
 
-    Categories a pandas categorical declares but no row holds are left out, so the result,
+    Factors are categorical columns used bare and any column in ``C()``. Categories a pandas
+    categorical declares but no row holds are left out, so the result,
     passed as ``category_levels`` (an analysis model's ``levels``), codes every completed
     dataset of ``data`` alike.
 
@@ -528,11 +634,12 @@ def observed_levels(parsed: ParsedFormula, data: pd.DataFrame) -> dict:
     dict
         Column -> its observed levels, in order.
     """
+    grouping = {c for factor in parsed.random_factors for c in factor.columns}
     levels = {}
-    for var in parsed.variables:
-        if var in (parsed.response, parsed.group) or var not in data.columns:
-            continue
-        if _is_categorical(data[var]) and data[var].notna().any():
+    for var, given in _categorical_columns(parsed, data).items():
+        if var == parsed.response or var in grouping or given is not None:
+            continue  # levels written in C(..., levels=[...]) are fixed already
+        if data[var].notna().any():
             levels[var] = _levels_of(data[var], None)
     return levels
 
@@ -551,56 +658,146 @@ def _level_label(level) -> str:
     return str(level)
 
 
-def _factor_codes(series: pd.Series, levels: list) -> np.ndarray:
-    lookup = {lev: i for i, lev in enumerate(levels)}
-    codes = series.map(lookup)
-    unseen = codes.isna() & series.notna()
+def _categorical_columns(parsed: ParsedFormula, data: pd.DataFrame) -> dict:
+    """Columns coded as factors (categorical columns used bare, and any column in C()) -> levels C() gives."""
+    out: dict = {}
+    for _, term in parsed.hidden:
+        column = term.column
+        if column is None or column not in data.columns:
+            continue
+        if term.wrapper == "C" or (term.wrapper is None and _is_categorical(data[column])):
+            given = dict(term.options).get("levels")
+            if given is not None or column not in out:
+                out[column] = given
+    return out
+
+
+def _reference_of(term: Term, levels: list, column: str):
+    """The level a C(..., Treatment(reference)) names, matched as written or as text (the CLI's strings)."""
+    contrast = dict(term.options).get("contrasts")
+    if contrast is None or contrast[0] != "Treatment" or not contrast[1]:
+        return None
+    wanted = contrast[1][0][1]
+    if wanted in levels:
+        return levels[levels.index(wanted)]
+    as_text = [lev for lev in levels if _level_label(lev) == str(wanted) or str(lev) == str(wanted)]
+    if len(as_text) != 1:
+        raise ValueError(
+            f"reference level {wanted!r} of column {column!r} in {term.text!r} is not among its levels {levels}"
+        )
+    return as_text[0]
+
+
+def _check_known(series: pd.Series, levels: list) -> None:
+    unseen = series.notna() & ~series.isin(levels)
     if unseen.any():
         bad = list(pd.unique(series[unseen]))[:5]
         raise ValueError(f"column {series.name!r} has levels not seen at fit: {bad} (known levels: {levels})")
-    return codes.to_numpy(dtype=float)
 
 
-def _term_columns(term, data, levels, full_coding) -> tuple[list[np.ndarray], list[str]]:
-    """Columns of one term: the product of its variables' codings (first variable varies fastest)."""
-    cols, names = [np.ones(len(data))], [""]
-    for var in term:
-        if var in levels:
-            codes = _factor_codes(data[var], levels[var])
-            use = range(len(levels[var])) if var in full_coding else range(1, len(levels[var]))
-            var_cols = [(codes == j).astype(float) for j in use]
-            var_names = [var + _level_label(levels[var][j]) for j in use]
+def _factor_values(parsed: ParsedFormula, data: pd.DataFrame, levels: dict) -> pd.DataFrame:
+    """The placeholder columns formulaic reads: each factor's values, computed by the expression evaluator."""
+    values = {}
+    for k, (_, term) in enumerate(parsed.hidden):
+        column = term.column
+        if column is not None and column in levels and (term.wrapper == "C" or _is_categorical(data[column])):
+            order = list(levels[column])
+            reference = _reference_of(term, order, column)
+            if reference is not None:
+                order = _with_reference(order, reference, column)
+            _check_known(data[column], order)
+            values[f"_t{k}_"] = pd.Categorical(data[column].to_numpy(), categories=order)
+            continue
+        for name in term.value.names:
+            if _is_categorical(data[name]) and not pd.api.types.is_bool_dtype(data[name].dtype):
+                raise TypeError(
+                    f"term {term.text!r} of formula {parsed.formula!r} computes with the categorical column {name!r}; "
+                    "categorical columns enter as factors (bare, or in C())"
+                )
+        computed = term.value.evaluate(
+            {j: data[name].to_numpy(dtype=float) for j, name in enumerate(term.value.names)}, n_rows=len(data)
+        )
+        bad = ~np.isfinite(computed)
+        if bad.any():
+            rows = list(data.index[bad][:5])
+            raise ValueError(
+                f"term {term.text!r} of formula {parsed.formula!r} is not finite in {int(bad.sum())} rows "
+                f"(first: {rows})"
+            )
+        values[f"_t{k}_"] = computed
+    return pd.DataFrame(values, index=pd.RangeIndex(len(data)))
+
+
+def _peel(name: str, exprs: list[str]) -> list[str] | None:
+    """Split formulaic's column name ``e1[l1]:e2[l2]`` into the labels of the factors ``exprs``."""
+    if not name.startswith(exprs[0]):
+        return None
+    rest = name[len(exprs[0]) :]
+    if len(exprs) == 1:
+        return [rest] if rest == "" or (rest[0] == "[" and rest[-1] == "]") else None
+    at = rest.find(":" + exprs[1])
+    while at >= 0:
+        label = rest[:at]
+        if label == "" or (label[0] == "[" and label[-1] == "]"):
+            tail = _peel(rest[at + 1 :], exprs[1:])
+            if tail is not None:
+                return [label, *tail]
+        at = rest.find(":" + exprs[1], at + 1)
+    return None
+
+
+def _coefficient_names(spec, parsed: ParsedFormula, values: pd.DataFrame) -> list[str]:
+    """R's names of formulaic's columns: (Intercept), variable + level, a:b, transformed terms as written."""
+    names = []
+    for structure in spec.structure:
+        for column in structure.columns:
+            names.append(_r_name(column, structure.scoped_terms, parsed, values))
+    return names
+
+
+def _r_name(column: str, scoped_terms, parsed: ParsedFormula, values: pd.DataFrame) -> str:
+    for scoped in scoped_terms:
+        factors = list(scoped.factors)
+        if not factors:
+            if column == "Intercept":
+                return "(Intercept)"
+            continue
+        labels = _peel(column, [f.factor.expr for f in factors])
+        if labels is None:
+            continue
+        pieces = []
+        for scoped_factor, label in zip(factors, labels, strict=True):
+            k = int(_HIDDEN.search(scoped_factor.factor.expr).group(1))
+            level = label[1:-1]
+            if scoped_factor.reduced and level.startswith("T."):
+                level = level[2:]
+            placeholder = values[f"_t{k}_"]
+            if isinstance(placeholder.dtype, pd.CategoricalDtype) and pd.api.types.is_bool_dtype(
+                placeholder.cat.categories.dtype
+            ):
+                level = {"True": "TRUE", "False": "FALSE"}.get(level, level)
+            pieces.append(parsed.hidden[k][0] + level)
+        return ":".join(pieces)
+    return column  # not reached for formulaic's names; kept rather than failing a fit over a label
+
+
+def _shown_value(parsed: ParsedFormula, k: int) -> str:
+    """What placeholder k stands for in formulaic's text: the whole factor, or the value inside its wrapper."""
+    shown, term = parsed.hidden[k]
+    return shown if term.wrapper in (None, "I") else term.value.text
+
+
+def _matrix(rhs: str, values: pd.DataFrame, spec, parsed: ParsedFormula):
+    """formulaic's model matrix of the module-written ``rhs`` (or of a stored spec, for new data)."""
+    try:
+        if spec is None:
+            matrix = model_matrix(rhs, values, context={}, na_action="raise")
         else:
-            var_cols = [data[var].to_numpy(dtype=float)]
-            var_names = [var]
-        cols = [c * vc for vc in var_cols for c in cols]
-        names = [(n + ":" if n else "") + vn for vn in var_names for n in names]
-    return cols, names
-
-
-def _model_matrix(terms, intercept, data, levels) -> tuple[np.ndarray, list[str]]:
-    """R's model.matrix with treatment contrasts (margin rule of R's TermCode)."""
-    cols, names = [], []
-    if intercept:
-        cols.append(np.ones(len(data)))
-        names.append("(Intercept)")
-    present = [frozenset()] if intercept else []
-    for term in terms:
-        full = set()
-        for var in term:
-            if var not in levels:
-                continue
-            margin = frozenset(v for v in term if v != var)
-            if margin not in present:
-                full.add(var)
-        if len(term) == 1 and term[0] in full:
-            present.append(frozenset())  # a fully coded factor plays the intercept's role
-        c, n = _term_columns(term, data, levels, full)
-        cols.extend(c)
-        names.extend(n)
-        present.append(frozenset(term))
-    X = np.column_stack(cols) if cols else np.empty((len(data), 0))
-    return X, names
+            matrix = spec.get_model_matrix(values, context={})
+    except Exception as exc:  # formulaic's messages show the placeholders: show the user's terms instead
+        message = _HIDDEN.sub(lambda m: _shown_value(parsed, int(m.group(1))), str(exc).splitlines()[0])
+        raise ValueError(f"formula {parsed.formula!r}: {message}") from None
+    return matrix.to_numpy(dtype=float), _coefficient_names(matrix.model_spec, parsed, values), matrix.model_spec
 
 
 def build_design(
@@ -612,6 +809,7 @@ def build_design(
     require_response: bool = True,
     missing: str = "raise",
     category_levels: dict | None = None,
+    state: dict | None = None,
 ) -> Design:
     """Numeric design matrices of a parsed formula on a DataFrame.
 
@@ -637,21 +835,34 @@ def build_design(
         reference level first unless ``reference_levels`` names another): a value outside
         them is an error, a level no row holds an all-zero column. Default: the levels
         present in ``data``. Ignored when ``levels`` is given.
+    state : dict, default=None
+        ``Design.state`` of a previous design: new data are coded with its contrasts and the
+        state of its stateful transforms (``scale``, ``poly``, splines).
 
     Returns
     -------
     Design
+
+    Raises
+    ------
+    ValueError
+        Missing columns or values, unseen levels, non-finite transformed terms, and (for now)
+        formulas with several grouping factors.
 
     Examples
     --------
     >>> df = pd.DataFrame({"y": [1.0, 2, 3, 4], "f": ["b", "a", "c", "a"], "x": [0.5, 1, 2, 3]})
     >>> build_design(parse_formula("y ~ f*x"), df).fixed_names
     ['(Intercept)', 'fb', 'fc', 'x', 'fb:x', 'fc:x']
+    >>> build_design(parse_formula('y ~ C(f, Treatment("c")) + np.log(x)'), df).fixed_names
+    ['(Intercept)', 'fa', 'fb', 'np.log(x)']
     """
     if not isinstance(parsed, ParsedFormula):
         raise TypeError(f"parsed must be a ParsedFormula (from parse_formula), got {type(parsed).__name__}")
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a pandas DataFrame holding the formula's columns, got {type(data).__name__}")
+    factor = parsed.single_factor() if parsed.random_factors else None
+    group_columns = list(factor.columns) if factor is not None else []
     needed = [v for v in parsed.variables if require_response or v != parsed.response]
     missing_cols = [v for v in needed if v not in data.columns]
     if missing_cols:
@@ -672,7 +883,7 @@ def build_design(
     unusable = [
         f"{v!r} ({data[v].dtype})"
         for v in used
-        if v != parsed.group and not (_is_categorical(data[v]) or pd.api.types.is_numeric_dtype(data[v].dtype))
+        if v not in group_columns and not (_is_categorical(data[v]) or pd.api.types.is_numeric_dtype(data[v].dtype))
     ]
     if unusable:
         raise TypeError(
@@ -682,7 +893,7 @@ def build_design(
     infinite = [
         v
         for v in used
-        if v != parsed.group
+        if v not in group_columns
         and not _is_categorical(data[v])
         and not np.isfinite(data[v].to_numpy(dtype=float, na_value=np.nan)).all()
     ]
@@ -692,20 +903,21 @@ def build_design(
     unknown = set(reference_levels) - set(parsed.variables)
     if unknown:
         raise ValueError(f"reference_levels names columns not in the formula: {sorted(unknown)}")
-
     category_levels = dict(category_levels or {})
     unknown = set(category_levels) - set(parsed.variables)
     if unknown:
         raise ValueError(f"levels are given for columns not in the formula: {sorted(unknown, key=str)}")
 
+    categorical = _categorical_columns(parsed, data)
     if levels is None:
         levels = {}
         for var in parsed.variables:
-            if var in (parsed.response, parsed.group):
+            if var in (parsed.response, *group_columns):
                 continue
-            if _is_categorical(data[var]):
-                if var in category_levels:
-                    levels[var] = _given_levels(data[var], category_levels[var], reference_levels.get(var))
+            if var in categorical:
+                given = categorical[var] if categorical[var] is not None else category_levels.get(var)
+                if given is not None:
+                    levels[var] = _given_levels(data[var], given, reference_levels.get(var))
                 else:
                     levels[var] = _levels_of(data[var], reference_levels.get(var))
                 if len(levels[var]) < 2:
@@ -717,10 +929,11 @@ def build_design(
             elif var in reference_levels or var in category_levels:
                 raise ValueError(
                     f"{'reference_levels' if var in reference_levels else 'levels'} given for numeric column "
-                    f"{var!r}; convert it to a categorical first"
+                    f"{var!r}; convert it to a categorical first (or write C({var}))"
                 )
-
-    X, fixed_names = _model_matrix(parsed.fixed, parsed.intercept, data, levels)
+    state = dict(state or {})
+    values = _factor_values(parsed, data, levels)
+    X, fixed_names, spec = _matrix(parsed.rhs, values, state.get("fixed"), parsed)
     y = None
     if has_response:
         resp = data[parsed.response]
@@ -735,22 +948,35 @@ def build_design(
         else:
             y = resp.to_numpy(dtype=float)
 
-    design = Design(y=y, X=X, fixed_names=fixed_names, levels=levels, dropped_levels=_unused_categories(data, levels))
-    if parsed.group is None:
+    design = Design(
+        y=y,
+        X=X,
+        fixed_names=fixed_names,
+        levels=levels,
+        dropped_levels=_unused_categories(data, levels),
+        state={"fixed": spec},
+    )
+    if factor is None:
         return design
-    cols, names, blocks = [], [], []
-    for block in parsed.random:
-        Zb, nb = _model_matrix(block.terms, block.intercept, data, levels)
+    cols, names, blocks, specs = [], [], [], []
+    for i, block in enumerate(factor.blocks):
+        Zb, nb, block_spec = _matrix(block.rhs, values, state.get("random", [None] * len(factor.blocks))[i], parsed)
         blocks.append(np.arange(len(names), len(names) + len(nb)))
         cols.append(Zb)
         names.extend(nb)
+        specs.append(block_spec)
     design.Z = np.column_stack(cols)
     design.random_names = names
     design.blocks = blocks
-    labels = data[parsed.group]
+    design.state["random"] = specs
+    labels = data[group_columns[0]]
+    if len(group_columns) > 1:  # a combined factor g:h, labelled as R's interaction() does
+        labels = labels.astype(str)
+        for column in group_columns[1:]:
+            labels = labels + ":" + data[column].astype(str)
     if group_levels is None:
         codes, uniques = pd.factorize(labels, sort=True)
-        design.group_levels = pd.Index(uniques, name=parsed.group)
+        design.group_levels = pd.Index(uniques, name=factor.name)
         design.groups = codes.astype(np.intp)
     else:
         design.group_levels = group_levels

@@ -1,4 +1,4 @@
-"""The lme4-style formula parser and R-style design matrices."""
+"""lme4-style formulas: Wilkinson fixed parts (formulaic), lme4's bars, R-style design matrices."""
 
 import numpy as np
 import pandas as pd
@@ -43,10 +43,13 @@ def test_crossing_and_powers_expand_like_r():
 @pytest.mark.parametrize(
     ("formula", "match"),
     [
-        ("y ~ x + (1 | g) + (1 | h)", "crossed.*supported random-effects forms"),
-        ("y ~ x + (1 | g/h)", "nested.*supported random-effects forms"),
-        ("y ~ x + (1 | g:h)", "nested.*supported random-effects forms"),
-        ("y ~ log(x)", "function calls"),
+        ("y ~ log(x) + open(x)", "calling 'open' is not allowed"),
+        ("y ~ x + (1 | g + h)", "cannot read the grouping factor"),
+        ("y ~ x + (1 | log(g))", "grouping factor .* must be a column"),
+        ("y ~ x * (1 | g)", "must stand alone"),
+        ("y ~ 2 + x", "numeric constant 2 is not a term"),
+        ("log(y) ~ x", "the response must be a single column name"),
+        ("y ~ x + (1 | g", "parenthesis is not closed"),
         ("y ~ x + (1 | g) + (1 | g)", "intercept appears in two"),
         ("y x", "exactly one '~'"),
         ("y ~ x + g + (1 | g)", "grouping factor 'g' also appears"),
@@ -140,9 +143,10 @@ def test_observed_levels_leave_out_missing_values_and_unused_categories(frame):
 
 
 # --------------------------------------------------------------------------- hostile inputs
-def test_deeply_nested_parentheses_are_a_value_error_not_a_recursion_error():
-    with pytest.raises(ValueError, match="parentheses nested too deeply"):
-        parse_formula("y ~ " + "(" * 3000 + "x" + ")" * 3000)
+def test_deeply_nested_parentheses_parse_or_are_a_value_error_never_a_recursion_error():
+    assert parse_formula("y ~ " + "(" * 3000 + "x" + ")" * 3000).fixed == (("x",),)
+    with pytest.raises(ValueError, match="more than 10000"):
+        parse_formula("y ~ " + "(" * 30000 + "x" + ")" * 30000)
 
 
 @pytest.mark.parametrize("given", [None, {"one": ["k"]}])
@@ -160,3 +164,90 @@ def test_dates_in_a_formula_are_a_type_error_naming_the_column(frame):
 def test_build_design_needs_a_parsed_formula(frame):
     with pytest.raises(TypeError, match="parsed must be a ParsedFormula"):
         build_design("y ~ x", frame)
+
+
+# --------------------------------------------------------------------------- formulas people write
+def test_transformed_terms_are_computed_by_the_expression_evaluator_and_named_as_written(frame):
+    d = build_design(parse_formula('y ~ C(f, Treatment("c")) + I(x ** 2) + np.log(x) + sqrt(z)'), frame)
+    assert d.fixed_names == ["(Intercept)", "fa", "fb", "I(x ** 2)", "np.log(x)", "sqrt(z)"]
+    np.testing.assert_allclose(d.X[:, 3], frame.x**2)
+    np.testing.assert_allclose(d.X[:, 4], np.log(frame.x))
+    np.testing.assert_array_equal(d.X[:, 1], (frame.f == "a").to_numpy(float))
+
+
+def test_c_of_a_column_equals_reference_levels_and_codes_numeric_columns_as_factors(frame):
+    with_c = build_design(parse_formula('y ~ C(f, Treatment("c")) + x'), frame)
+    with_ref = build_design(parse_formula("y ~ f + x"), frame, reference_levels={"f": "c"})
+    assert with_c.fixed_names == with_ref.fixed_names
+    np.testing.assert_array_equal(with_c.X, with_ref.X)
+    d = build_design(parse_formula('y ~ C(g, Treatment("3"))'), frame)  # the level matched as text (CLI strings)
+    assert d.fixed_names == ["(Intercept)", "g1", "g2"]
+    with pytest.raises(ValueError, match=r"reference level 'q' of column 'f'"):
+        build_design(parse_formula('y ~ C(f, Treatment("q"))'), frame)
+
+
+def test_interactions_of_transformed_terms_and_wilkinson_operators(frame):
+    d = build_design(parse_formula("y ~ f * np.log(x)"), frame)
+    assert d.fixed_names == ["(Intercept)", "fb", "fc", "np.log(x)", "fb:np.log(x)", "fc:np.log(x)"]
+    np.testing.assert_allclose(d.X[:, 4], (frame.f == "b") * np.log(frame.x))
+    assert parse_formula("y ~ x / z").fixed == (("x",), ("x", "z"))
+    assert parse_formula("y ~ (x + z + f)**2").fixed[-1] == ("z", "f")
+
+
+def test_stateful_transforms_keep_the_training_state_for_new_data(frame):
+    parsed = parse_formula("y ~ scale(x) + poly(x, 2) + bs(x, df=3)")
+    d = build_design(parsed, frame)
+    assert d.fixed_names[:4] == ["(Intercept)", "scale(x)", "poly(x, 2)1", "poly(x, 2)2"]
+    new = frame.iloc[:2].assign(x=[1.5, 4.5])
+    out = build_design(parsed, new, levels=d.levels, state=d.state, require_response=False)
+    mean, sd = frame.x.mean(), frame.x.std()
+    np.testing.assert_allclose(out.X[:, 1], (new.x - mean) / sd)  # the training mean and SD, not new data's
+    with pytest.raises(ValueError, match=r"factor `bs\(x, df=3\)`.*extrapolation"):  # errors name the user's terms
+        build_design(parsed, new.assign(x=[10.0, 20.0]), levels=d.levels, state=d.state, require_response=False)
+
+
+def test_non_finite_transformed_term_is_named(frame):
+    with pytest.raises(ValueError, match=r"term 'np.log\(z\)' .* is not finite in 2 rows"):
+        build_design(parse_formula("y ~ np.log(z)"), frame)
+    with pytest.raises(TypeError, match=r"term 'I\(f \* 2\)' .* categorical column 'f'"):
+        build_design(parse_formula("y ~ I(f * 2)"), frame)
+
+
+@pytest.mark.parametrize(
+    ("formula", "factors"),
+    [
+        ("y ~ x + (1 | g)", [("g", ("g",), [(True, ())])]),
+        ("y ~ x + (1 + x | g)", [("g", ("g",), [(True, (("x",),))])]),
+        ("y ~ x + (x || g)", [("g", ("g",), [(True, ()), (False, (("x",),))])]),
+        ("y ~ x + (0 + x | g)", [("g", ("g",), [(False, (("x",),))])]),
+        ("y ~ x + (1 | a/b)", [("a", ("a",), [(True, ())]), ("b:a", ("a", "b"), [(True, ())])]),
+        ("y ~ x + (1 | a) + (1 | b)", [("a", ("a",), [(True, ())]), ("b", ("b",), [(True, ())])]),
+        ("y ~ x + (1 | a:b)", [("a:b", ("a", "b"), [(True, ())])]),
+        (
+            "y ~ x + (1 + x | a/b/c)",
+            [(n, c, [(True, (("x",),))]) for n, c in [("a", ("a",)), ("b:a", ("a", "b")), ("c:b:a", ("a", "b", "c"))]],
+        ),
+    ],
+)
+def test_random_terms_parse_into_named_grouping_factors(formula, factors):
+    parsed = parse_formula(formula)
+    got = [(f.name, f.columns, [(b.intercept, b.terms) for b in f.blocks]) for f in parsed.random_factors]
+    assert got == factors
+
+
+def test_several_grouping_factors_are_a_clear_not_yet_naming_the_term(frame):
+    parsed = parse_formula("y ~ x + (1 | g) + (1 | z)")
+    with pytest.raises(ValueError, match=r"the term '\(1 \| z\)' adds a second grouping factor .* not supported yet"):
+        build_design(parsed, frame)
+
+
+def test_one_combined_grouping_factor_fits(frame):
+    d = build_design(parse_formula("y ~ x + (1 | g:f)"), frame)
+    assert d.n_groups == 6 and list(d.group_levels[:2]) == ["1:a", "1:b"]
+
+
+def test_observed_levels_include_columns_in_c(frame):
+    from skmlmi.analysis.formula import observed_levels
+
+    incomplete = frame.assign(g=[1.0, np.nan, 2, 2, 3, 3])
+    assert observed_levels(parse_formula("y ~ C(g) + f"), incomplete) == {"g": [1.0, 2.0, 3.0], "f": ["a", "b", "c"]}
