@@ -63,6 +63,7 @@ import difflib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from keyword import iskeyword
 
 import numpy as np
 
@@ -422,6 +423,9 @@ def parse_term(text: str, *, label: str = "formula term") -> Term:
     """
     if not isinstance(text, str):
         raise TypeError(f"{label} must be a string, got {type(text).__name__}.")
+    bare = text.strip()
+    if iskeyword(bare) and bare not in ("None", "True", "False"):  # a column named like a keyword: 'class'
+        text = f"`{bare}`"
     parser = _Parser(text, None, label, term=True)
     value = Expression(parser.value_text, tuple(parser.positions), parser.tree, tuple(parser.names))
     return Term(text, parser.wrapper, value, parser.options)

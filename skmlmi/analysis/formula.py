@@ -43,6 +43,7 @@ training data in ``Design.state`` for new data.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,6 +77,8 @@ class RandomBlock:
         Whether the block holds a random intercept.
     terms : tuple of tuple of str
         Non-intercept terms (each a tuple of factor texts; length > 1 = interaction).
+    rhs : str
+        The block as the formula written for formulaic reads it (stand-in column names).
     """
 
     intercept: bool
@@ -123,6 +126,10 @@ class ParsedFormula:
         The grouping factors of the random part, in order of appearance.
     terms : dict
         Factor text -> its checked :class:`skmlmi._expressions.Term`.
+    rhs : str
+        The fixed part as the formula written for formulaic reads it (stand-in column names).
+    hidden : tuple of str
+        The factor text each stand-in ``_tK_`` of ``rhs`` replaces (position K).
     """
 
     formula: str
@@ -161,8 +168,18 @@ class ParsedFormula:
             )
         return self.random_factors[0]
 
-    def columns_of(self, terms) -> list[str]:
-        """Data columns used by the given terms (tuples of factor texts)."""
+    def columns_of(self, terms: Iterable[tuple[str, ...]]) -> list[str]:
+        """Data columns used by the given terms.
+
+        Parameters
+        ----------
+        terms : iterable of tuple of str
+            Terms as tuples of factor texts (as in ``fixed`` or a block's ``terms``).
+
+        Returns
+        -------
+        list of str
+        """
         return list(dict.fromkeys(c for t in terms for text in t for c in self.terms[text].value.names))
 
     @property
