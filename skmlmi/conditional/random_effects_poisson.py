@@ -377,7 +377,7 @@ class RandomEffectsPoisson(_DiscreteRandomEffectsBase):
             cluster = context.cluster_name(int(groups[observed][first]))
             raise ValueError(
                 f"{type(self).__name__} for {context.target!r}: the observed values must be counts (non-negative "
-                f"whole numbers); found {yo[first]!r} in cluster {cluster!r} ({int(bad.sum())} such value(s)). "
+                f"whole numbers); found {float(yo[first]):g} in cluster {cluster!r} ({int(bad.sum())} such value(s)). "
                 "Use RandomEffectsPMM or RandomEffectsNormal for other numbers."
             )
         if not yo.any():
