@@ -126,10 +126,7 @@ def _newton_metropolis(
     proposal = mean_now + np.linalg.solve(np.swapaxes(chol_now, 1, 2), noise)[:, :, 0]
     log_new, mean_new, chol_new = parts(proposal)
     log_ratio = (
-        log_new
-        - log_now
-        + log_proposal(current, mean_new, chol_new)
-        - log_proposal(proposal, mean_now, chol_now)
+        log_new - log_now + log_proposal(current, mean_new, chol_new) - log_proposal(proposal, mean_now, chol_now)
     )
     with np.errstate(invalid="ignore"):  # a NaN ratio (an overflowing proposal) is a rejection
         accept = np.log(rng.random(n_blocks)) < log_ratio
@@ -250,7 +247,7 @@ class RandomEffectsPoisson(_DiscreteRandomEffectsBase):
     variation within clusters (overdispersion), and no bound (a score out of 10 is not a
     count). Where that fails, :class:`~skmlmi.conditional.RandomEffectsPMM` keeps the observed
     distribution; the defaults choose this model only for columns that look like such counts
-    (:func:`~skmlmi.conditional.registry.is_count_column`).
+    (:func:`~skmlmi.recommend.is_count_column`).
 
     Parameters
     ----------
@@ -343,9 +340,7 @@ class RandomEffectsPoisson(_DiscreteRandomEffectsBase):
         accepted_b = accepted_beta = 0.0
         for _ in range(n_steps):
             prior_variance = scales**2 * mixing
-            b, accept_b = _newton_metropolis(
-                z, design @ beta, yo, b, np.linalg.inv(psi), go, starts, rng
-            )
+            b, accept_b = _newton_metropolis(z, design @ beta, yo, b, np.linalg.inv(psi), go, starts, rng)
             random_part = np.einsum("nq,nq->n", z, b[go])
             beta_block, accept_beta = _newton_metropolis(
                 design, random_part, yo, beta[None], np.diag(1.0 / prior_variance), rows_in_one_block, whole, rng

@@ -1,16 +1,20 @@
-"""RandomEffectsPoisson: its Metropolis kernel keeps the exact posterior, bad counts are errors, known truth.
+"""RandomEffectsPoisson: its Metropolis kernel keeps the exact posterior, bad counts are errors, known truth,
+and the defaults choose it for counts only.
 
 Tolerances come from Monte Carlo error (seeded): Kolmogorov-Smirnov tests at level 0.001 and
 mean differences within 3.5 Monte Carlo standard errors.
 """
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import integrate, stats
 
+from skmlmi import MultilevelIterativeImputer
 from skmlmi.conditional import DrawContext, RandomEffectsPoisson
 from skmlmi.conditional.random_effects_poisson import _newton_metropolis, _recentre
 from skmlmi.pooling.rubin import pool_scalar
+from skmlmi.recommend import is_count_column, recommend_methods
 
 
 # --------------------------------------------------------------------------- the kernel
@@ -91,7 +95,9 @@ def test_all_zero_counts_are_logged_and_imputed_as_mostly_zero():
     y, observed, x, groups = _counts()
     y[:] = 0.0
     context = DrawContext(target="y", kind="integer", n_clusters=12)
-    draw, _ = RandomEffectsPoisson().draw(y, observed, x, np.array([1]), groups, np.random.default_rng(0), None, context)
+    draw, _ = RandomEffectsPoisson().draw(
+        y, observed, x, np.array([1]), groups, np.random.default_rng(0), None, context
+    )
     assert any("0 in every observed row" in event for event in context.events)
     assert draw.sample(x, groups, np.random.default_rng(1)).mean() < 0.05
 
@@ -163,3 +169,52 @@ def test_known_truth_mean_count_is_unbiased_with_valid_coverage_and_keeps_the_cl
     assert np.all(np.abs(differences.mean(axis=0)) <= 3.5 * mc_se), (differences.mean(axis=0), mc_se)
     # 95% coverage: 3.5 binomial SEs with 60 replications
     assert np.mean(covered) >= 0.95 - 3.5 * np.sqrt(0.95 * 0.05 / reps)
+
+
+# --------------------------------------------------------------------------- chosen by default
+def _frame(kind, seed=0, J=30, n_j=20):
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(J), n_j)
+    x = rng.normal(size=J * n_j)
+    mu = np.exp(0.5 + 0.3 * x + 0.4 * rng.normal(size=J)[groups])
+    values = {
+        "poisson": lambda: rng.poisson(mu),
+        "overdispersed": lambda: rng.poisson(mu * rng.gamma(1.0, 1.0, size=J * n_j)),  # negative binomial
+        "score": lambda: np.clip(np.round(3 + x + 0.3 * rng.normal(size=J * n_j)), 1, 5),  # 1..5, no zero
+        "year": lambda: 2000 + rng.poisson(mu),  # counts shifted far from zero: underdispersed
+    }[kind]()
+    frame = pd.DataFrame({"school": groups, "x": x, "y": values.astype(float)})
+    frame.loc[rng.random(J * n_j) < 0.2, "y"] = np.nan
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("poisson", "RandomEffectsPoisson"),
+        ("overdispersed", "RandomEffectsPMM"),
+        ("score", "RandomEffectsPMM"),
+        ("year", "RandomEffectsPMM"),
+    ],
+)
+def test_the_defaults_give_counts_the_poisson_model_and_other_whole_numbers_pmm(kind, expected):
+    frame = _frame(kind)
+    codes = frame["school"].to_numpy()
+    assert is_count_column(frame["y"].to_numpy(), codes) == (expected == "RandomEffectsPoisson")
+    table = recommend_methods(frame, "school")
+    assert table.set_index("column").loc["y", "method_name"] == expected
+    imputer = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0).fit(frame, groups="school")
+    assert type(imputer.methods_["y"]).__name__ == expected
+    completed = imputer.transform(frame)
+    assert (completed["y"] == np.round(completed["y"])).all() and (completed["y"] >= 0).all()
+
+
+def test_count_rule_needs_non_negative_whole_numbers_and_within_cluster_spread():
+    codes = np.repeat(np.arange(10), 5)
+    counts = np.random.default_rng(0).poisson(2.0, size=50).astype(float)
+    assert is_count_column(counts, codes)
+    assert not is_count_column(counts - 1, codes)  # negative values
+    assert not is_count_column(counts + 0.5, codes)  # not whole
+    assert not is_count_column(np.zeros(50), codes)  # all zero: nothing to spread
+    assert not is_count_column(np.full(50, np.nan), codes)
+    assert not is_count_column(counts[:10], np.arange(10))  # one row per cluster: no within-cluster spread

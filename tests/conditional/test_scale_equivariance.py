@@ -218,7 +218,8 @@ def _rescaled(case: Case, y, X, target: float = 1.0, predictors: float = 1.0, sh
         fixed = [
             k
             for k in range(X.shape[1])
-            if k not in case.slope_columns or case.make in (RandomEffectsLogistic, RandomEffectsCategorical, RandomEffectsPoisson)
+            if k not in case.slope_columns
+            or case.make in (RandomEffectsLogistic, RandomEffectsCategorical, RandomEffectsPoisson)
         ]
         Xs[:, fixed] += shift
     return ys, Xs
