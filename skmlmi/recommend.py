@@ -78,9 +78,15 @@ def is_count_column(values: np.ndarray, codes: np.ndarray, dispersion: tuple[flo
     underdispersed whole number (scores, ages in a school class, years: D well below 1) is
     left to predictive mean matching, which keeps the observed distribution. A Poisson count
     with strong predictors and a large mean can exceed the upper bound too: it then gets PMM,
-    the safe side. The bounds (0.8, 2) are checked by benchmarks/validate_random_effects_poisson.py:
-    with shape-1 negative binomial counts (D about 3) the Poisson model's imputations biased
-    the analyses, with Poisson counts (D about 1.3) they did not.
+    the safe side. The bounds (0.8, 2) were checked by benchmarks/validate_random_effects_poisson.py
+    (30% MAR, 50 clusters of 20, ICC 0.3, 60 replications): with negative binomial counts of
+    shape 1 (D 2.5-4.3 in 20 simulated data sets, never taken for counts) the Poisson model's
+    imputations moved the slope of an outcome on the count by +0.046 (MC SE 0.006; coverage
+    0.62) and inflated the variance of the cluster means, where RandomEffectsPMM gave -0.014
+    (MC SE 0.003; coverage 0.95); with Poisson counts (D 1.1-1.5, always taken for counts) the
+    Poisson model kept the mean count and the clustering (differences from the complete data
+    within 2 MC SE at 50 and 100 clusters, ICC 0.1 and 0.3) where RandomEffectsPMM shrank the
+    variance of the cluster means by about 10% at ICC 0.3.
 
     Parameters
     ----------

@@ -249,6 +249,16 @@ class RandomEffectsPoisson(_DiscreteRandomEffectsBase):
     distribution; the defaults choose this model only for columns that look like such counts
     (:func:`~skmlmi.recommend.is_count_column`).
 
+    A count that strongly predicts a continuous variable o of the imputation model is not
+    Poisson given o: with o = a + c y + e, e ~ N(0, s^2), p(y | o, ...) carries a factor
+    exp(-c^2 y^2 / (2 s^2)), an underdispersion no log-linear model in o can express, so the
+    imputations are too spread and attenuate o's relation to y. In
+    ``benchmarks/validate_random_effects_poisson.py`` (50 clusters, ICC 0.3, c = 0.3) the slope
+    of o on y in the pooled mixed model differed from the complete-data slope by -0.036 (MC SE
+    0.002, 100 replications; coverage 0.78) with s = 1, where RandomEffectsPMM gave -0.007 (MC
+    SE 0.002), and by -0.0004 (MC SE 0.006, 60 replications) with s = 3. Where a count is
+    a strong predictor of another variable, prefer ``RandomEffectsPMM`` (``"2l.pmm"``).
+
     Parameters
     ----------
     n_gibbs : int, default=5
