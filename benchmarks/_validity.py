@@ -27,7 +27,7 @@ from scipy import optimize, special, stats
 from threadpoolctl import threadpool_limits
 
 from skmlmi import MultilevelIterativeImputer
-from skmlmi.analysis.mixed import _logistic_irls  # the package's IRLS: the GLM start and the tau = 0 fit
+from skmlmi._kernels import logistic_irls as _logistic_irls  # the package's IRLS: the GLM start and the tau = 0 fit
 from skmlmi.pooling import pool
 
 KINDS = (

@@ -74,7 +74,16 @@ def _vech_indices(k: int) -> tuple[np.ndarray, np.ndarray]:
 def psi_from_parameters(parameters: np.ndarray, k: int) -> np.ndarray:
     """``Psi = L L'`` from the column-major ``vech`` of the lower Cholesky factor ``L``.
 
-    ``parameters`` may be a single vector ``(k(k+1)/2,)`` or a stack ``(n, k(k+1)/2)``.
+    Parameters
+    ----------
+    parameters : ndarray of shape (k(k+1)/2,) or (n, k(k+1)/2)
+        One vector of Cholesky parameters, or a stack of them.
+    k : int
+        Dimension of Psi.
+
+    Returns
+    -------
+    ndarray of shape (k, k) or (n, k, k)
     """
     parameters = np.asarray(parameters, dtype=float)
     rows, cols = _vech_indices(k)
@@ -89,6 +98,15 @@ def cholesky_parameters(psi: np.ndarray) -> np.ndarray:
     A singular ``psi`` (at the boundary of the parameter space) is factored through its
     eigen-decomposition followed by a QR step, so the factor is lower triangular with a
     non-negative diagonal even when some diagonal entries are zero.
+
+    Parameters
+    ----------
+    psi : ndarray of shape (k, k)
+        A symmetric positive semi-definite matrix.
+
+    Returns
+    -------
+    ndarray of shape (k(k+1)/2,)
     """
     psi = np.asarray(psi, dtype=float)
     k = psi.shape[0]
@@ -522,6 +540,19 @@ def draw_study_effects(
 
     Also draws population effects for systematically missing studies: pass ``mu`` and a
     broadcast ``Psi`` stack.
+
+    Parameters
+    ----------
+    posterior_mean : ndarray of shape (J, k)
+        The studies' posterior means m_j.
+    posterior_covariance : ndarray of shape (J, k, k) or (k, k)
+        Their posterior covariances V_j (one matrix is broadcast to every study).
+    rng : numpy.random.Generator
+        The random-number generator.
+
+    Returns
+    -------
+    ndarray of shape (J, k)
     """
     mean = np.asarray(posterior_mean, dtype=float)
     cov = np.asarray(posterior_covariance, dtype=float)
@@ -584,12 +615,37 @@ class MetaAnalysisResult:
         return np.sqrt(np.diag(self.coefficients_covariance)).reshape(self.n_outcomes, self.n_covariates).T
 
     def fitted_means(self, design: np.ndarray | None = None) -> np.ndarray:
-        """Population means ``B_hat' x_j`` (J, k) for the fitted studies or for a new ``design``."""
+        """Population means ``B_hat' x_j`` (J, k) for the fitted studies or for a new ``design``.
+
+        Parameters
+        ----------
+        design : ndarray of shape (J, d), default=None
+            Study-level covariates of new studies; None for the fitted studies.
+
+        Returns
+        -------
+        ndarray of shape (J, k)
+        """
         X = self._design if design is None else np.atleast_2d(np.asarray(design, dtype=float))
         return X @ self.coefficients
 
-    def study_posterior(self, psi: np.ndarray | None = None, coefficients: np.ndarray | None = None):
-        """:func:`study_posterior` of the fitted studies at ``(coefficients, psi)`` (default: the estimates)."""
+    def study_posterior(
+        self, psi: np.ndarray | None = None, coefficients: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`study_posterior` of the fitted studies at ``(coefficients, psi)`` (default: the estimates).
+
+        Parameters
+        ----------
+        psi : ndarray of shape (k, k), default=None
+            Between-study covariance; default the estimate ``psi``.
+        coefficients : ndarray of shape (d, k), default=None
+            Pooled coefficients; default the estimate ``coefficients``.
+
+        Returns
+        -------
+        posterior_mean : ndarray of shape (J, k)
+        posterior_covariance : ndarray of shape (J, k, k)
+        """
         B = self.coefficients if coefficients is None else np.asarray(coefficients, dtype=float)
         B = B.reshape(self.coefficients.shape)
         P = self.psi if psi is None else psi
@@ -619,6 +675,17 @@ class MetaAnalysisResult:
           moment system does not depend on the estimates, so a draw is one O(J k^2)
           residual step plus a ``k^2 x k^2`` solve. For "reml"/"ml" a draw is one
           warm-started likelihood fit (milliseconds for tens of studies).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The random-number generator.
+        how : {"auto", "normal", "bootstrap"}, default="auto"
+            "auto" is "bootstrap" for a moment estimate ("mm") and "normal" otherwise.
+
+        Returns
+        -------
+        ndarray of shape (k, k)
         """
         k = self.n_outcomes
         if how == "auto":
@@ -655,6 +722,15 @@ class MetaAnalysisResult:
         the uncertainty of Psi into B. With ``conditional=False``,
         ``vec(B*) ~ N(vec(B_hat), coefficients_covariance)`` independently of ``Psi*``
         (micemd's draw, R_METHODS.md §3.9). Both coincide when ``Psi* = Psi_hat``.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The random-number generator.
+        conditional : bool, default=True
+            Draw B given the drawn Psi (True) or independently of it (False, micemd).
+        how : {"auto", "normal", "bootstrap"}, default="auto"
+            How Psi is drawn (:meth:`draw_psi`).
 
         Returns
         -------

@@ -10,13 +10,18 @@ effects for a single-level model) or ``0`` (ignored).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
-from .conditional.base import ROLE_NAMES
+from .conditional.base import ROLE_NAMES, BaseConditionalImputer
 from .conditional.registry import default_model
+
+if TYPE_CHECKING:  # annotations only: the imputer imports this module
+    from .imputer import MultilevelIterativeImputer
 
 __all__ = ["make_predictor_matrix", "validate_predictor_matrix", "default_method", "default_cluster_level_model"]
 
@@ -25,7 +30,7 @@ VALID_ROLES = frozenset(ROLE_NAMES)
 CLUSTER_ROLES = frozenset({0, 1, -2})
 
 
-def make_predictor_matrix(columns: Sequence, groups_column=None) -> pd.DataFrame:
+def make_predictor_matrix(columns: Sequence, groups_column: Hashable | None = None) -> pd.DataFrame:
     """Default predictor matrix: every other column a fixed predictor (1), the cluster -2.
 
     Parameters
@@ -125,8 +130,12 @@ def _valid_block(predictor_matrix, columns, position):
 
 
 def validate_predictor_matrix(
-    predictor_matrix, columns: Sequence, groups_column=None, defaults=None, return_given: bool = False
-):
+    predictor_matrix: pd.DataFrame | Mapping | ArrayLike | None,
+    columns: Sequence,
+    groups_column: Hashable | None = None,
+    defaults: ArrayLike | None = None,
+    return_given: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
     """Check a user's predictor matrix and complete it to the full square form.
 
     Rows and columns not given default to the :func:`make_predictor_matrix` entries (or to
@@ -135,6 +144,24 @@ def validate_predictor_matrix(
     variable. Unknown names, unknown codes, a variable predicting itself and a cluster
     column coded other than 0, 1 or -2 are ``ValueError`` naming the entry. With
     ``return_given``, also returns the boolean (p, p) array of the entries the user set.
+
+    Parameters
+    ----------
+    predictor_matrix : DataFrame, dict of dicts, array-like or None
+        Role codes, target rows x predictor columns (a dict: predictor -> {target: code},
+        as a DataFrame's ``to_dict()``); None for the defaults.
+    columns : sequence
+        The variables' names, in the data's order.
+    groups_column : hashable, default=None
+        Name of the cluster column, when it is one of ``columns``.
+    defaults : array-like of shape (p, p), default=None
+        Codes of the entries not given; default those of :func:`make_predictor_matrix`.
+    return_given : bool, default=False
+        Also return which entries the user set.
+
+    Returns
+    -------
+    DataFrame of shape (p, p), or (DataFrame, ndarray of bool) with ``return_given``
     """
     columns = list(columns)
     position = {name: k for k, name in enumerate(columns)}
@@ -214,7 +241,7 @@ def validate_predictor_matrix(
     return (full, given) if return_given else full
 
 
-def default_cluster_level_model(kind: str, partial_clusters: bool = False):
+def default_cluster_level_model(kind: str, partial_clusters: bool = False) -> BaseConditionalImputer:
     """Default model of a variable constant within clusters (a cluster-level variable).
 
     ``ClusterMean`` where some cluster is only partly observed (its observed value fills the
@@ -222,11 +249,24 @@ def default_cluster_level_model(kind: str, partial_clusters: bool = False):
     the cluster level: ``ClusterLevelNormal`` (continuous), ``ClusterLevelPMM`` (whole
     numbers: observed values), ``ClusterLevelLogistic`` (binary). The choice is the
     registry's (:data:`skmlmi.conditional.registry.DEFAULT_MODELS`, which gives the reasons).
+
+    Parameters
+    ----------
+    kind : {"continuous", "integer", "binary", "categorical"}
+        The column's kind.
+    partial_clusters : bool, default=False
+        Whether some cluster observes the variable in only part of its rows.
+
+    Returns
+    -------
+    BaseConditionalImputer
     """
     return default_model(kind, True, "partial" if partial_clusters else True)
 
 
-def default_method(kind: str, multilevel: bool, cluster_level: bool = False, partial_clusters: bool = False):
+def default_method(
+    kind: str, multilevel: bool, cluster_level: bool = False, partial_clusters: bool = False
+) -> BaseConditionalImputer:
     """Default conditional model for a column of the given kind.
 
     Without clusters these are mice's defaults (pmm, logreg, polyreg). With clusters
@@ -240,6 +280,21 @@ def default_method(kind: str, multilevel: bool, cluster_level: bool = False, par
     every cluster (``cluster_level``) gets :func:`default_cluster_level_model`. The choice
     is the registry's (:func:`skmlmi.conditional.registry.default_model`, which also knows
     systematically missing clusters).
+
+    Parameters
+    ----------
+    kind : {"continuous", "integer", "binary", "categorical"}
+        The column's kind.
+    multilevel : bool
+        Whether the data have clusters.
+    cluster_level : bool, default=False
+        Whether the variable is constant within every cluster.
+    partial_clusters : bool, default=False
+        For a cluster-level variable: whether some cluster observes it in only part of its rows.
+
+    Returns
+    -------
+    BaseConditionalImputer
     """
     return default_model(kind, multilevel, ("partial" if partial_clusters else True) if cluster_level else False)
 
@@ -335,12 +390,12 @@ def _column_list(names, columns: list, argument: str) -> list:
 
 def quickpred(
     data: pd.DataFrame,
-    mincor=0.1,
-    minpuc=0,
-    include=(),
-    exclude=(),
+    mincor: float | ArrayLike | Mapping = 0.1,
+    minpuc: float | ArrayLike | Mapping = 0,
+    include: Hashable | Sequence[Hashable] = (),
+    exclude: Hashable | Sequence[Hashable] = (),
     method: str = "pearson",
-    groups=None,
+    groups: Hashable | None = None,
 ) -> pd.DataFrame:
     """Predictor matrix from the correlations in the data (mice's ``quickpred``).
 
@@ -461,10 +516,19 @@ class PredictorSuggestion:
     def __str__(self) -> str:
         return self.explanation
 
-    def imputer(self, **params):
+    def imputer(self, **params: Any) -> MultilevelIterativeImputer:
         """Deprecated: use ``MultilevelIterativeImputer.from_suggestion(suggestion, **params)``.
 
         Kept for one release; the imputer is built where the imputer lives.
+
+        Parameters
+        ----------
+        **params
+            Further parameters of the imputer (``n_imputations``, ``random_state``, ...).
+
+        Returns
+        -------
+        MultilevelIterativeImputer
         """
         warnings.warn(
             "PredictorSuggestion.imputer() is deprecated; use MultilevelIterativeImputer.from_suggestion(suggestion).",
@@ -492,7 +556,7 @@ def suggest_predictors(
     formula: str,
     data: pd.DataFrame,
     *,
-    auxiliary=(),
+    auxiliary: Sequence[Hashable] = (),
     cluster_means: bool = True,
     column_kinds: dict | None = None,
 ) -> PredictorSuggestion:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from ._clusters import Clusters
 from ._columns import cluster_codes, detect_codec
 from .conditional.base import BaseConditionalImputer
 from .conditional.cluster_level import is_cluster_constant
@@ -44,6 +45,10 @@ def _frame_and_groups(data: Any, groups: Any) -> tuple[pd.DataFrame, np.ndarray,
         raise ValueError(f"data has duplicated column names {duplicated[:10]}; give every column a unique name")
     if groups is None:
         raise ValueError("groups is required: a column name of data or an array of cluster labels")
+    if isinstance(groups, Clusters):  # the engine's clusters, encoded once at fit
+        if len(groups.codes) != len(data):
+            raise ValueError(f"groups holds {len(groups.codes)} rows but the data have {len(data)}.")
+        return data, groups.codes, np.asarray(groups.labels), None
     codes, uniques, name = cluster_codes(data, groups)
     frame = data.drop(columns=[name]) if name is not None else data
     return frame, codes, np.asarray(uniques), name
@@ -338,7 +343,7 @@ def recommend_methods(
     unknown = [k for k in column_kinds if k not in frame.columns]
     if unknown:
         raise ValueError(f"column_kinds names columns that are not in data (or are the groups column): {unknown}")
-    summary = missing_by_cluster(frame, codes)
+    summary = missing_by_cluster(frame, groups if isinstance(groups, Clusters) else codes)
     out = []
     for row in summary.to_dict("records"):  # loop over incomplete columns; names of any type (tuples too)
         name = row["column"]

@@ -3,6 +3,8 @@ missingness, reproducibility, dtypes and bad input."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -222,3 +224,68 @@ def test_a_random_state_that_cannot_seed_is_a_type_error_naming_it(random_state)
     data = pd.DataFrame({"x": np.arange(20.0), "y": np.arange(20.0) ** 2})
     with pytest.raises(TypeError, match="random_state must be an int, a numpy Generator or SeedSequence"):
         ampute(data, random_state=random_state)
+
+
+# --------------------------------------------------------------------------- hostile inputs
+@pytest.fixture
+def ten_clusters():
+    rng = np.random.default_rng(6)
+    g = np.repeat(np.arange(10), 30)
+    return pd.DataFrame({"g": g, "x": rng.normal(size=300), "y": rng.normal(size=300)})
+
+
+def test_ampute_name_patterns_work_with_integer_column_labels():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(200, 3)))
+    out, mask = ampute(df, prop=0.4, patterns=[[0], [1, 2]], random_state=1, return_mask=True)
+    both = mask[1] & mask[2]
+    assert mask[0].any() and both.any()
+    assert not (mask[0] & mask[1]).any()  # each row gets one pattern
+    assert (mask[1] == mask[2]).all()  # pattern [1, 2] removes both together
+    # a full-width 0/1 row keeps mice's matrix meaning
+    _, mask01 = ampute(df, prop=0.4, patterns=[[0, 1, 1]], random_state=1, return_mask=True)
+    assert mask01[0].any() and not mask01[[1, 2]].any().any()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"cluster_variation": "1"}, ValueError, "cluster_variation"),
+        ({"cluster_variation": None}, ValueError, "cluster_variation"),
+        ({"patterns": "x"}, ValueError, "list of lists of column names"),
+        ({"patterns": ["x", "y"]}, ValueError, "list of lists of column names"),
+        ({"patterns": {"x": 0}}, ValueError, "list of lists of column names"),
+        ({"weights": "y", "patterns": [["x"]]}, ValueError, "weights must be"),
+        ({"freq": "ab"}, ValueError, "freq must hold"),
+    ],
+)
+def test_ampute_bad_arguments_get_clear_errors(ten_clusters, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ampute(ten_clusters, groups="g", random_state=0, **kwargs)
+
+
+def test_ampute_refuses_duplicated_columns_and_infinite_values(ten_clusters):
+    with pytest.raises(ValueError, match="duplicated column names"):
+        ampute(pd.concat([ten_clusters, ten_clusters[["x"]]], axis=1), groups="g")
+    bad = ten_clusters.copy()
+    bad.loc[3, "x"] = np.inf
+    with pytest.raises(ValueError, match=r"\['x'\] hold infinite values"):
+        ampute(bad, groups="g", random_state=0)
+
+
+def test_ampute_scores_huge_values_and_empty_columns_without_numpy_warnings():
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"x": rng.normal(size=400) * 1e300, "y": rng.normal(size=400), "z": np.nan})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = ampute(df, prop=0.4, patterns=[["y"]], weights={"x": 1.0}, random_state=0)
+    # MAR on x with type RIGHT: high x loses y more often. With 200 rows per half, the two
+    # rates differ by ~0.25 at this prop; their difference has SD ~0.05, so > 0.1 is safe.
+    rates = out["y"].isna().groupby(df["x"] > 0).mean()
+    assert rates[True] - rates[False] > 0.1
+
+
+def test_ampute_warns_when_the_weighted_score_is_constant(ten_clusters):
+    data = ten_clusters.assign(y=1.0)
+    with pytest.warns(UserWarning, match=r"pattern 0 has a constant MAR score .*\['y'\]"):
+        ampute(data, groups="g", prop=0.3, patterns=[["x"]], random_state=0)

@@ -2,11 +2,16 @@
 
 import os
 import sys
+import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from skmlmi import MultilevelIterativeImputer
+from skmlmi.analysis import OLS
 from skmlmi.cli import demo_popmis, main
+from skmlmi.cli import main as cli_main
 
 
 def test_demo_popmis_shows_clustering_matters():
@@ -472,8 +477,6 @@ def test_every_table_format_round_trips_through_impute_and_pool(small_csv, tmp_p
 def test_pool_checks_the_formula_and_the_file_before_fitting(tmp_path, capsys, monkeypatch):
     import pandas as pd
 
-    from skmlmi.analysis import OLS
-
     monkeypatch.setattr(OLS, "fit", lambda *a, **k: pytest.fail("a model was fitted"))
     long = tmp_path / "long.csv"
     pd.DataFrame({".imp": [0, 0], ".id": [0, 1], "y": [1.0, None], "x": [1.0, 2.0]}).to_csv(long, index=False)
@@ -486,8 +489,6 @@ def test_pool_checks_the_formula_and_the_file_before_fitting(tmp_path, capsys, m
 
 def test_pool_failure_names_the_imputation_and_is_exit_1(tmp_path, capsys, monkeypatch):
     import pandas as pd
-
-    from skmlmi.analysis import OLS
 
     def singular(self, data):
         raise np.linalg.LinAlgError("Singular matrix")
@@ -573,3 +574,83 @@ def test_closed_stdout_ends_quietly(tmp_path):
     process.wait(timeout=120)
     assert process.returncode == 141, err
     assert err == ""
+
+
+# --------------------------------------------------------------------------- hostile inputs
+@pytest.fixture
+def six_clusters():
+    rng = np.random.default_rng(11)
+    n = 60
+    df = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "x": rng.normal(size=n), "y": rng.normal(size=n)})
+    df.loc[rng.random(n) < 0.2, "y"] = np.nan
+    return df
+
+
+def _quiet(func, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("argv_tail", "message"),
+    [
+        (["--method", "y=PredictiveMeanMatching(donors=3"], "settings must be key=value"),
+        (["--method", "y=PredictiveMeanMatching(3)"], "as keywords"),
+        (["--method", "y=PredictiveMeanMatching(bogus=3)"], "unexpected keyword"),
+        (["--method", "y=PredictiveMeanMatching(donors=-3)"], "donors"),
+        (["--role", "y:x=abc"], "must be an integer"),
+    ],
+)
+def test_cli_bad_model_and_role_strings_are_usage_errors(tmp_path, six_clusters, capsys, argv_tail, message):
+    data = tmp_path / "d.csv"
+    six_clusters.to_csv(data, index=False)
+    code = cli_main(["impute", str(data), "--out", str(tmp_path / "o.csv"), "--groups", "g", "--quiet", *argv_tail])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_unreadable_inputs_and_outputs_are_usage_errors(tmp_path, six_clusters, capsys):
+    empty, header, semicolon, data = (tmp_path / n for n in ("empty.csv", "header.csv", "semi.csv", "d.csv"))
+    empty.write_text("")
+    header.write_text("g,x,y\n")
+    semicolon.write_text("g;x;y\n1;2;3\n")
+    six_clusters.to_csv(data, index=False)
+    cases = [
+        (["impute", str(empty), "--out", str(tmp_path / "o.csv")], "is empty"),
+        (["impute", str(header), "--out", str(tmp_path / "o.csv")], "no rows"),
+        (["impute", str(semicolon), "--out", str(tmp_path / "o.csv")], "read as one column"),
+        (["impute", str(data), "--out", str(tmp_path / "missing" / "o.csv"), "--quiet"], "does not exist"),
+    ]
+    for argv, message in cases:
+        assert cli_main(argv) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_cli_reads_tab_separated_files(tmp_path, six_clusters):
+    data, out = tmp_path / "d.tsv", tmp_path / "o.csv"
+    six_clusters.to_csv(data, index=False, sep="\t")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert (
+            cli_main(
+                ["impute", str(data), "--out", str(out), "--groups", "g", "--m", "1", "--max-iter", "1", "--quiet"]
+            )
+            == 0
+        )
+    long = pd.read_csv(out)
+    assert list(long.columns) == [".imp", ".id", "g", "x", "y"] and long["y"].notna().all()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([1, "a", 2.5, "b"], r"mixes numbers and strings \(e\.g\. 1 and 'a'\).*pd\.to_numeric"),
+        ([1.0, [2, 3], 4.0, 5.0], r"holds values of type list \(e\.g\. \[2, 3\]\)"),
+    ],
+)
+def test_object_column_of_mixed_values_says_what_it_holds(six_clusters, values, message):
+    data = six_clusters.head(4).assign(odd=pd.Series(values, dtype=object))
+    data.loc[0, "y"] = np.nan
+    with pytest.raises(TypeError, match=rf"Column 'odd' {message}"):
+        _quiet(MultilevelIterativeImputer(n_imputations=1, max_iter=1).fit, data, groups="g")

@@ -80,7 +80,7 @@ def test_dataframe_round_trip_keeps_names_dtypes_and_categories(mixed_frame):
 def test_column_kinds_detected_and_overridable(mixed_frame):
     imp = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0)
     _quiet(imp.fit, mixed_frame)
-    kinds = {codec.name: codec.kind for codec in imp._codecs}
+    kinds = {codec.name: codec.kind for codec in imp._layout.codecs}
     assert kinds == {
         "school": "integer",
         "x": "continuous",
@@ -564,3 +564,162 @@ def test_thousands_of_logged_events_give_a_bounded_number_of_warnings():
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     assert len(messages) <= 21
     assert messages[-1].endswith("more events for 1 column(s) (see logged_events_)")
+
+
+# --------------------------------------------------------------------------- hostile inputs
+@pytest.fixture
+def six_clusters():
+    rng = np.random.default_rng(11)
+    n = 60
+    df = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "x": rng.normal(size=n), "y": rng.normal(size=n)})
+    df.loc[rng.random(n) < 0.2, "y"] = np.nan
+    return df
+
+
+def _small_imputer(**params):
+    return MultilevelIterativeImputer(**{"n_imputations": 2, "max_iter": 2, "random_state": 1, **params})
+
+
+def test_tuple_column_names_work_as_groups_and_in_the_predictor_matrix(six_clusters):
+    # tuples used to be read as arrays of labels (groups) and turned the matrix into a MultiIndex (KeyError 2)
+    data = six_clusters.set_axis([("a", 1), ("b", 1), ("c", 2)], axis=1)
+    out = _quiet(_small_imputer().fit_transform, data, groups=("a", 1))
+    assert list(out.columns) == list(data.columns)
+    assert out[("c", 2)].notna().all()
+    assert _quiet(_small_imputer().fit_transform, data)[("c", 2)].notna().all()
+
+
+def test_methods_naming_unknown_or_cluster_column_is_an_error(six_clusters):
+    with pytest.raises(ValueError, match=r"methods names \['q'\]"):
+        _small_imputer(methods={"q": PredictiveMeanMatching()}).fit(six_clusters, groups="g")
+    with pytest.raises(ValueError, match="cluster column 'g'"):
+        _small_imputer(methods={"g": PredictiveMeanMatching()}).fit(six_clusters, groups="g")
+
+
+def test_groups_true_is_a_type_error_not_a_length_mismatch(six_clusters):
+    with pytest.raises(TypeError, match="groups=True"):
+        _small_imputer().fit(six_clusters, groups=True)
+
+
+def test_groups_series_with_permuted_index_is_aligned_on_the_rows(six_clusters):
+    # a Series indexed like the data but in another order used to be read by position
+    data = six_clusters.drop(columns="g")
+    labels = six_clusters["g"]
+    shuffled = labels.iloc[np.random.default_rng(0).permutation(len(labels))]
+    imp = _quiet(_small_imputer(n_imputations=1).fit, data, groups=shuffled)
+    np.testing.assert_array_equal(imp._fitted.plan.groups, labels.to_numpy())
+    # with an array X there is no index to align on: the Series is positional
+    imp = _quiet(_small_imputer(n_imputations=1).fit, data.to_numpy(), groups=shuffled)
+    np.testing.assert_array_equal(imp._fitted.plan.groups, shuffled.to_numpy())
+
+
+def test_transform_chain_beyond_the_chains_fails_before_fitting(six_clusters):
+    with pytest.raises(ValueError, match="transform_chain=5"):
+        _small_imputer(transform_chain=5).fit(six_clusters, groups="g")
+
+
+def test_object_column_of_bools_comes_back_as_bools(six_clusters):
+    data = six_clusters.copy()
+    data["b"] = pd.Series(np.arange(len(data)) % 3 == 0, dtype=object)
+    data.loc[[1, 2, 4], "b"] = None
+    out = _quiet(_small_imputer().fit_transform, data, groups="g")
+    assert all(isinstance(v, bool) for v in out["b"])  # used to be 1.0 / 0.0, observed cells included
+    assert out["b"].iloc[0] is True and out["b"].iloc[3] is True
+
+
+def test_observed_integers_beyond_float_precision_are_kept_exactly(six_clusters):
+    # the float working copy rounds 2**60 + 1 to 2**60; observed cells must keep the caller's values
+    data = six_clusters.copy()
+    data["big"] = pd.array(np.arange(len(data), dtype=np.int64) + 2**60, dtype="Int64")
+    data.loc[3:5, "big"] = pd.NA
+    original = data.copy()
+    out = _quiet(_small_imputer().fit_transform, data, groups="g")
+    observed = original["big"].notna()
+    assert (out.loc[observed, "big"] == original.loc[observed, "big"]).all()
+    assert out["big"].notna().all() and out["big"].dtype == "Int64"
+    pd.testing.assert_frame_equal(data, original)  # the caller's data untouched
+
+
+def test_over_imputed_observed_cells_still_show_their_imputations(six_clusters):
+    where = six_clusters.isna().to_numpy()
+    where[:3, 1] = True  # over-impute three observed x
+    out = _quiet(_small_imputer().fit_transform, six_clusters, groups="g", where=where)
+    assert not np.allclose(out["x"].iloc[:3], six_clusters["x"].iloc[:3])
+    assert (out["x"].iloc[3:] == six_clusters["x"].iloc[3:]).all()
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_values_beyond_the_numerics_range_are_an_error_naming_the_column(six_clusters, scale):
+    # 1e300 crashed in LAPACK ("SVD did not converge"); 1e-300 silently imputed one repeated value
+    data = six_clusters.assign(z=six_clusters["x"] * scale)
+    data.loc[:4, "z"] = np.nan
+    with pytest.raises(ValueError, match="Column 'z' holds values of magnitude"):
+        _small_imputer().fit(data, groups="g")
+
+
+@pytest.mark.parametrize("groups", [np.zeros((60, 2)), [[0, 1]] * 60, np.zeros((60, 1))])
+def test_groups_of_more_than_one_dimension_are_named_as_groups(six_clusters, groups):
+    with pytest.raises(ValueError, match="groups must be a column name or one cluster label per row"):
+        _small_imputer().fit(six_clusters.drop(columns="g"), groups=groups)
+
+
+def test_object_column_with_pandas_na_is_numeric_with_missing_values(six_clusters):
+    data = six_clusters.assign(y=six_clusters["y"].astype(object))
+    data.loc[1, "y"] = pd.NA
+    out = _quiet(_small_imputer().fit_transform, data, groups="g")
+    observed = six_clusters["y"].notna().to_numpy().copy()
+    observed[1] = False
+    assert not out["y"].isna().any() and out["y"][observed].astype(float).equals(six_clusters["y"][observed])
+
+
+def test_text_where_fit_saw_numbers_is_an_error_naming_the_column(six_clusters):
+    imp = _quiet(_small_imputer().fit, six_clusters, groups="g")
+    with pytest.raises(TypeError, match="Column 'x' was numeric at fit but holds text now"):
+        imp.transform(six_clusters.assign(x=six_clusters["x"].astype(str)))
+
+
+@pytest.mark.parametrize("option", ["bounds", "post"])
+def test_bounds_and_post_on_the_cluster_column_are_errors(six_clusters, option):
+    value = (0, 1) if option == "bounds" else np.round
+    with pytest.raises(ValueError, match=f"{option} names the cluster column 'g'"):
+        _small_imputer(**{option: {"g": value}}).fit(six_clusters, groups="g")
+
+
+def test_bounds_on_a_categorical_column_are_an_error(six_clusters):
+    data = six_clusters.assign(c=pd.Categorical(np.where(np.arange(60) % 7 == 0, None, list("abc") * 20)))
+    with pytest.raises(ValueError, match="bounds names 'c', a categorical column"):
+        _small_imputer(bounds={"c": (0, 1)}).fit(data, groups="g")
+
+
+def test_methods_for_a_complete_column_must_be_able_to_impute_its_kind(six_clusters):
+    data = six_clusters.assign(c=pd.Categorical(list("abc") * 20))  # complete: its model serves new data
+    with pytest.raises(ValueError, match="PredictiveMeanMatching cannot impute 'c', a categorical column"):
+        _small_imputer(methods={"c": PredictiveMeanMatching()}).fit(data, groups="g")
+
+
+def test_long_format_refuses_clashing_columns_and_non_frames(six_clusters):
+    sets = _quiet(_small_imputer().fit_transform_all, six_clusters.rename(columns={"x": ".imp"}), groups="g")
+    with pytest.raises(ValueError, match=r"columns named \['.imp'\], which long\(\) adds"):
+        sets.long()
+    with pytest.raises(TypeError, match="include_original must be the incomplete data frame; got str"):
+        sets.long(include_original="data")
+
+
+def test_continue_fit_refuses_a_boolean_iteration_count(six_clusters):
+    imp = _quiet(_small_imputer().fit, six_clusters, groups="g")
+    with pytest.raises(ValueError, match="n_iter must be a positive integer"):
+        imp.continue_fit(True)
+
+
+@pytest.mark.parametrize(
+    "matrix, error, match",
+    [
+        ({"x": 1}, TypeError, r"predictor_matrix\['x'\] is int"),
+        ({"x": {"y": np.inf}}, ValueError, r"predictor_matrix\['y', 'x'\] is inf"),
+        ({"x": {"y": "one"}}, ValueError, r"predictor_matrix\['y', 'x'\] is 'one'"),
+        (pd.DataFrame(1, index=["y", "y"], columns=["x", "g"]), ValueError, r"repeats the labels \['y'\]"),
+    ],
+)
+def test_malformed_predictor_matrices_name_the_entry(six_clusters, matrix, error, match):
+    with pytest.raises(error, match=match):
+        _small_imputer(predictor_matrix=matrix).fit(six_clusters, groups="g")

@@ -365,3 +365,33 @@ def test_result_is_picklable_and_draws_reproducibly():
     b = again.draw(np.random.default_rng(1))
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+
+
+# --------------------------------------------------------------------------- hostile inputs
+def test_moment_estimate_is_equivariant_to_outcome_units_twelve_orders_apart():
+    # Outcomes in units 1e-6, 1 and 1e6 (within variances 1e-12 .. 1e12): S_j^-1 on the raw
+    # scale is too ill-conditioned to invert, and the moment estimate used to be off by 30 in
+    # the rescaled Psi. Equivariance is exact algebra, so the only error is rounding (~1e-14).
+    rng = np.random.default_rng(5)
+    J, k = 8, 3
+    y = rng.normal(size=(J, k))
+    A = rng.normal(size=(J, k, k))
+    S = A @ A.transpose(0, 2, 1) * 0.1 + 0.05 * np.eye(k)
+    u = np.array([1e-6, 1.0, 1e6])
+    reference = meta_analysis(y, S, method="mm")
+    scaled = meta_analysis(y * u, S * np.outer(u, u), method="mm")
+    np.testing.assert_allclose(scaled.psi / np.outer(u, u), reference.psi, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(scaled.coefficients / u, reference.coefficients, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["mm", "reml"])
+def test_univariate_estimate_survives_extreme_units(method):
+    # DerSimonian-Laird at scale 1e-150 used to return Psi = 0 (relative error 1); the fit
+    # must be the same in any units up to rounding.
+    y = np.array([0.1, 0.5, 0.9, 0.3])
+    s2 = np.array([0.04, 0.05, 0.03, 0.06])
+    reference = meta_analysis(y, s2, method=method)
+    for c in (1e-150, 1e150):
+        fit = meta_analysis(y * c, s2 * c * c, method=method)
+        assert fit.psi[0, 0] / c**2 == pytest.approx(reference.psi[0, 0], rel=1e-6)
+        assert fit.coefficients[0, 0] / c == pytest.approx(reference.coefficients[0, 0], rel=1e-6)

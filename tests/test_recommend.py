@@ -146,3 +146,48 @@ def test_column_names_of_any_hashable_type_including_tuples():
     df.iloc[::5, 1] = np.nan
     table = recommend_methods(df, np.repeat(np.arange(6), 10))
     assert table["column"].tolist() == [("b", 1)]
+
+
+# --------------------------------------------------------------------------- hostile inputs
+@pytest.fixture
+def ten_clusters():
+    rng = np.random.default_rng(6)
+    g = np.repeat(np.arange(10), 30)
+    return pd.DataFrame({"g": g, "x": rng.normal(size=300), "y": rng.normal(size=300)})
+
+
+def test_recommend_keeps_one_stage_for_a_binary_with_too_few_clusters_holding_both_outcomes():
+    # 7 large observed clusters, but only study 2 has any event: a per-cluster logistic fit is
+    # estimable in one cluster only, so TwoStageLogistic would stop the imputer with an error.
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(8), 150)
+    b = np.zeros(g.size)
+    b[(g == 2) & (np.arange(g.size) % 150 < 10)] = 1.0
+    df = pd.DataFrame({"g": g, "p": rng.normal(size=g.size), "b": b})
+    df.loc[df["g"] == 0, "b"] = np.nan
+    row = recommend_methods(df, "g").iloc[0]
+    assert row["method_name"] == "RandomEffectsLogistic"
+    assert "1 of the 7 observed clusters have both outcomes" in row["reason"]
+    # with events everywhere the two-stage model is still chosen
+    df["b"] = np.where(df["b"].isna(), np.nan, (rng.random(g.size) < 0.3).astype(float))
+    assert recommend_methods(df, "g").iloc[0]["method_name"] == "TwoStageLogistic"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"large_cluster": True}, ValueError, "large_cluster"),
+        ({"prop_small": "a"}, ValueError, "prop_small"),
+        ({"column_kinds": ["x"]}, TypeError, "column_kinds must be a dict"),
+    ],
+)
+def test_recommend_bad_arguments_get_clear_errors(ten_clusters, kwargs, error, match):
+    data = ten_clusters.assign(x=ten_clusters["x"].where(ten_clusters["g"] > 0))
+    with pytest.raises(error, match=match):
+        recommend_methods(data, "g", **kwargs)
+
+
+def test_recommend_refuses_duplicated_columns(ten_clusters):
+    data = pd.concat([ten_clusters, ten_clusters[["x"]]], axis=1)
+    with pytest.raises(ValueError, match="duplicated column names"):
+        recommend_methods(data, "g")

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import numbers
 from abc import abstractmethod
+from typing import Self
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from scipy import stats
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.metrics import r2_score
@@ -124,7 +126,7 @@ class FormulaModel(RegressorMixin, BaseEstimator):
         )
 
     # ------------------------------------------------------------------ fit / predict
-    def fit(self, X: pd.DataFrame, y=None):
+    def fit(self, X: pd.DataFrame, y: ArrayLike | None = None) -> Self:
         """Fit the model.
 
         Parameters
@@ -159,19 +161,34 @@ class FormulaModel(RegressorMixin, BaseEstimator):
         Mixed models add the predicted random effects of clusters seen at fit; rows of
         clusters unseen at fit get the population prediction (random effects 0), as lme4's
         ``predict(allow.new.levels = TRUE)``.
+
+        Parameters
+        ----------
+        X : DataFrame
+            Holds the formula's predictors (and, for a mixed model, its grouping factor).
+
+        Returns
+        -------
+        ndarray of shape (n,)
         """
         design = self._new_design(X)
         return self._inverse_link(self._linear_predictor(design, random_effects=True))
 
-    def score(self, X: pd.DataFrame, y=None, sample_weight=None) -> float:
+    def score(self, X: pd.DataFrame, y: ArrayLike | None = None, sample_weight: ArrayLike | None = None) -> float:
         """R^2 of the response against :meth:`predict` (for binary responses: Efron's pseudo-R^2).
 
         Parameters
         ----------
         X : DataFrame
+            Holds the formula's predictors (and the response when ``y`` is None).
         y : array-like, default=None
             Observed responses; default the response column of ``X``.
         sample_weight : array-like, default=None
+            Weights of the rows in R^2.
+
+        Returns
+        -------
+        float
         """
         if y is None:
             check_is_fitted(self, "coef_")
@@ -190,6 +207,16 @@ class FormulaModel(RegressorMixin, BaseEstimator):
         Uses the t distribution with ``df_resid_`` for linear models with an estimated
         scale and the normal distribution otherwise (as R's summary for lm/glm; lme4 prints
         no p-values). ``attrs["note"]`` names declared categories left out of the design.
+
+        Parameters
+        ----------
+        alpha : float, default=0.05
+            The confidence intervals have level 1 - alpha.
+
+        Returns
+        -------
+        DataFrame
+            Indexed by term.
         """
         check_is_fitted(self, "coef_")
         if not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
@@ -222,7 +249,7 @@ class FormulaModel(RegressorMixin, BaseEstimator):
         """Whether ``loglik_`` is a restricted likelihood (then tests refit with ML)."""
         return False
 
-    def refit_ml(self):
+    def refit_ml(self) -> Self:
         """This model fitted by maximum likelihood (self when it already is)."""
         check_is_fitted(self, "coef_")
         return self
@@ -233,7 +260,19 @@ class FormulaModel(RegressorMixin, BaseEstimator):
 
     @abstractmethod
     def loglik_at(self, params: dict, data: pd.DataFrame | None = None) -> float:
-        """Log-likelihood of ``data`` (default: the training data) at the given parameters."""
+        """Log-likelihood of ``data`` (default: the training data) at the given parameters.
+
+        Parameters
+        ----------
+        params : dict
+            The model's parameters, keyed as :meth:`likelihood_params` returns them.
+        data : DataFrame, default=None
+            Data to evaluate the likelihood on; None for the training data.
+
+        Returns
+        -------
+        float
+        """
 
     def _design_for(self, data) -> Design:
         check_is_fitted(self, "coef_")

@@ -515,6 +515,18 @@ def observed_levels(parsed: ParsedFormula, data: pd.DataFrame) -> dict:
     Categories a pandas categorical declares but no row holds are left out, so the result,
     passed as ``category_levels`` (an analysis model's ``levels``), codes every completed
     dataset of ``data`` alike.
+
+    Parameters
+    ----------
+    parsed : ParsedFormula
+        The parsed formula (:func:`parse_formula`).
+    data : DataFrame
+        The data, possibly incomplete.
+
+    Returns
+    -------
+    dict
+        Column -> its observed levels, in order.
     """
     levels = {}
     for var in parsed.variables:

@@ -191,6 +191,21 @@ class GLM(FormulaModel):
         return out
 
     def loglik_at(self, params: dict, data: pd.DataFrame | None = None, design: Design | None = None) -> float:
+        """Log-likelihood of ``data`` (default: the training data) at the given parameters.
+
+        Parameters
+        ----------
+        params : dict
+            ``beta`` (and ``sigma2`` for the gaussian family), as :meth:`likelihood_params`.
+        data : DataFrame, default=None
+            Data to evaluate the likelihood on; None for the training data.
+        design : Design, default=None
+            An already built design of the data (saves rebuilding it); overrides ``data``.
+
+        Returns
+        -------
+        float
+        """
         design = design if design is not None else self._design_for(data)
         eta = design.X @ np.asarray(params["beta"], float)
         y = design.y

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from numbers import Integral
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from statsmodels.regression.mixed_linear_model import MixedLM, MixedLMParams
 
+from .._kernels import SortedClusters, logistic_irls
 from ._base import FormulaModel, _named_cov
 from .formula import Design
 
@@ -47,31 +49,13 @@ def _variance_component_series(cov_re, names, blocks, group, residual=None, icc_
     return pd.Series(out, name="estimate")
 
 
-class _Clusters:
-    """Rows sorted by cluster with the offsets ``np.add.reduceat`` needs."""
-
-    def __init__(self, groups: np.ndarray, n_groups: int):
-        self.order = np.argsort(groups, kind="stable")
-        sorted_groups = groups[self.order]
-        self.starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
-        self.present = sorted_groups[self.starts]
-        self.codes = sorted_groups
-        self.n_groups = n_groups
-
-    def sums(self, values: np.ndarray) -> np.ndarray:
-        """Per-cluster sums of sorted values (rows); clusters without rows get zeros."""
-        out = np.zeros((self.n_groups,) + values.shape[1:])
-        out[self.present] = np.add.reduceat(values, self.starts, axis=0)
-        return out
-
-
 # --------------------------------------------------------------------------- linear mixed model
 class _LMMCrossProducts:
     """Sufficient statistics of y = X beta + Z b + e for a single grouping factor."""
 
     def __init__(self, design: Design):
         X, Z, y = design.X, design.Z, design.y
-        cl = _Clusters(design.groups, design.n_groups)
+        cl = SortedClusters(design.groups, design.n_groups)
         Xs, Zs, ys = X[cl.order], Z[cl.order], y[cl.order]
         self.n, self.p = X.shape
         self.q = Z.shape[1]
@@ -359,7 +343,7 @@ class LinearMixedModel(FormulaModel):
         return eta
 
     # ------------------------------------------------------------------ likelihood interface
-    def refit_ml(self):
+    def refit_ml(self) -> Self:
         """The same model refitted by ML on the training data (self if already ML)."""
         if not self.reml:
             return self
@@ -383,6 +367,17 @@ class LinearMixedModel(FormulaModel):
 
         -2 l = n log(2 pi sigma^2) + sum_j log|V*_j| + (y - X beta)' V*^{-1} (y - X beta) / sigma^2,
         V*_j = I + Z_j Psi Z_j' / sigma^2, computed through the q x q matrices of all clusters.
+
+        Parameters
+        ----------
+        params : dict
+            ``beta``, ``cov_re`` (Psi) and ``sigma2``, as :meth:`likelihood_params`.
+        data : DataFrame, default=None
+            Data to evaluate the likelihood on; None for the training data.
+
+        Returns
+        -------
+        float
         """
         design = self._design_for(data)
         cp = _LMMCrossProducts(design)
@@ -401,7 +396,7 @@ class LinearMixedModel(FormulaModel):
 # --------------------------------------------------------------------------- logistic mixed model
 class _BinaryClusters:
     def __init__(self, design: Design):
-        self.cl = _Clusters(design.groups, design.n_groups)
+        self.cl = SortedClusters(design.groups, design.n_groups)
         self.X = design.X[self.cl.order]
         self.y = design.y[self.cl.order]
         self.g = self.cl.codes
@@ -580,7 +575,7 @@ class LogisticMixedModel(FormulaModel):
             return -ll, -np.r_[gb, gt]
 
         # start: ordinary logistic regression and tau = 1 (lme4's theta start)
-        start = np.r_[_logistic_irls(scaled.X, scaled.y), 1.0]
+        start = np.r_[logistic_irls(scaled.X, scaled.y), 1.0]
         bounds = [(None, None)] * p + [(0.0, None)]
         res = optimize.minimize(
             negll_laplace,
@@ -695,23 +690,23 @@ class LogisticMixedModel(FormulaModel):
         return {"beta": self.coef_.to_numpy().copy(), "cov_re": np.array([[self.tau_**2]])}
 
     def loglik_at(self, params: dict, data: pd.DataFrame | None = None) -> float:
-        """(Adaptive quadrature) log-likelihood at beta and tau^2 = ``cov_re``."""
+        """(Adaptive quadrature) log-likelihood at beta and tau^2 = ``cov_re``.
+
+        Parameters
+        ----------
+        params : dict
+            ``beta`` and ``cov_re`` (the 1 x 1 tau^2), as :meth:`likelihood_params`.
+        data : DataFrame, default=None
+            Data to evaluate the likelihood on; None for the training data.
+
+        Returns
+        -------
+        float
+        """
         design = self._design_for(data)
         nodes, weights = np.polynomial.hermite.hermgauss(self.n_agq)
         tau = float(np.sqrt(max(float(np.asarray(params["cov_re"]).ravel()[0]), 0.0)))
         return float(_agq_loglik(np.asarray(params["beta"], float), tau, _BinaryClusters(design), nodes, weights)[0])
-
-
-def _logistic_irls(X, y, n_iter=25):
-    beta = np.zeros(X.shape[1])
-    for _ in range(n_iter):
-        mu = special.expit(X @ beta)
-        w = np.maximum(mu * (1 - mu), 1e-10)
-        step = np.linalg.lstsq(X.T @ (w[:, None] * X), X.T @ (y - mu), rcond=None)[0]
-        beta = beta + step
-        if np.max(np.abs(step)) < 1e-10:
-            break
-    return beta
 
 
 def _jacobian(fun, x, rel_step=1e-6):

@@ -29,14 +29,20 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .._kernels import find_redundant_columns
+from .._kernels import find_redundant_columns, rows_of_clusters
 
 __all__ = [
     "ROLE_NAMES",
     "BaseConditionalImputer",
     "Draw",
     "DrawContext",
+    "EventLog",
+    "cluster_names",
+    "rows_of_clusters",
 ]
+
+#: Names listed in a message before "and k more".
+MAX_NAMES = 5
 
 #: Role codes of the predictor matrix, in words (mice's convention).
 ROLE_NAMES: dict[int, str] = {
@@ -147,6 +153,47 @@ class Draw:
         raise NotImplementedError
 
 
+def cluster_names(codes, name_of, limit: int = MAX_NAMES) -> str:
+    """The clusters ``codes`` named for a message: ``'a', 'b', 'c' and 4 more``.
+
+    ``name_of`` maps a code to its label (:meth:`DrawContext.cluster_name`).
+    """
+    codes = list(codes)
+    shown = ", ".join(repr(name_of(int(c))) for c in codes[:limit])
+    return shown + (f" and {len(codes) - limit} more" if len(codes) > limit else "")
+
+
+class EventLog:
+    """Messages a model logs at most once per chain.
+
+    The keys already logged live in the chain's state (``logged``), so a message repeated at every
+    visit reaches the logged events once; messages of this visit wait in ``pending`` until
+    :meth:`flush` hands them to the context (after the draw succeeded).
+
+    Parameters
+    ----------
+    logged : set, optional
+        Keys logged at earlier visits of the chain (shared, updated in place).
+    """
+
+    def __init__(self, logged: set | None = None):
+        self.logged = set() if logged is None else logged
+        self.pending: list[str] = []
+
+    def __call__(self, message: str, key: Any = None) -> None:
+        """Log ``message`` unless its key (the message itself by default) was logged on this chain."""
+        key = message if key is None else key
+        if key not in self.logged:
+            self.logged.add(key)
+            self.pending.append(message)
+
+    def flush(self, context: DrawContext) -> None:
+        """Hand this visit's messages to ``context``."""
+        for message in self.pending:
+            context.log(message)
+        self.pending = []
+
+
 class _SubsetDraw(Draw):
     """A draw fitted on a subset of the predictor columns (redundant ones dropped)."""
 
@@ -164,6 +211,15 @@ class BaseConditionalImputer(BaseEstimator):
     Subclasses declare their capabilities as class attributes and implement
     :meth:`_draw`; hyperparameters go in ``__init__`` (stored unchanged, so that
     ``GridSearchCV`` can tune them through the imputer's ``methods``).
+
+    The lifecycle every model repeats lives here, so a model file holds only its maths and
+    its :class:`Draw`: input checks and redundant columns (:meth:`draw`), whether the chain's
+    state can be continued (:meth:`_reuse_state`), messages logged once per chain
+    (:meth:`_event_log`, :class:`EventLog`), the one error for a target without observed values
+    (:meth:`_no_observed_values`) and for bad category codes (:meth:`_category_codes`), how a
+    message names the model (:meth:`_name`) and clusters (:func:`cluster_names`), and one
+    population draw per cluster unseen at fit or systematically missing
+    (:func:`~skmlmi._kernels.rows_of_clusters`). Numerics live in :mod:`skmlmi._kernels`.
 
     Attributes
     ----------
@@ -264,7 +320,7 @@ class BaseConditionalImputer(BaseEstimator):
                 f"{observed.shape}, X {X.shape} and roles {roles.shape} do not conform."
             )
         if not observed.any():
-            raise ValueError(f"{type(self).__name__}: no observed values of {context.target!r} to fit the model on.")
+            raise self._no_observed_values(context)
         finite = None if context.checked else np.isfinite(X[observed]).all(axis=0)
         if finite is not None and not (np.isfinite(y[observed]).all() and finite.all()):
             what = (
@@ -305,6 +361,62 @@ class BaseConditionalImputer(BaseEstimator):
             state = None
         inner, new_state = self._draw(y, observed, X[:, keep], roles[keep], groups, rng, state, context)
         return _SubsetDraw(inner, keep), new_state
+
+    # ------------------------------------------------------------------ lifecycle every model shares
+    def _name(self, context: DrawContext) -> str:
+        """How messages name the model and its target: ``"RandomEffectsNormal for 'popular'"``."""
+        return f"{type(self).__name__} for {context.target!r}"
+
+    def _no_observed_values(self, context: DrawContext) -> ValueError:
+        """THE error for a target with no observed value to fit on (one wording for every model)."""
+        return ValueError(f"{type(self).__name__}: no observed values of {context.target!r} to fit the model on.")
+
+    def _category_codes(
+        self, y: np.ndarray, observed: np.ndarray, n_categories: int, context: DrawContext
+    ) -> np.ndarray:
+        """The observed target as category codes ``0..n_categories-1`` (integers); THE error otherwise."""
+        if not observed.any():
+            raise self._no_observed_values(context)
+        yo = y[observed]
+        finite = np.isfinite(yo)
+        codes = np.where(finite, yo, -1.0).astype(np.intp)
+        bad = ~finite | (codes != yo) | (codes < 0) | (codes >= n_categories)
+        if bad.any():
+            raise ValueError(
+                f"{self._name(context)}: the observed target must hold category codes 0..{n_categories - 1}; "
+                f"found {np.unique(yo[bad])[:5].tolist()}."
+            )
+        return codes
+
+    @staticmethod
+    def _reuse_state(state: Any, state_type: type, n_columns: int | None = None, **expected: Any) -> Any:
+        """The chain's state from the previous visit if this visit can continue from it, else None.
+
+        A state is reused (warm start) when it is a ``state_type``, holds ``n_columns`` predictor
+        columns (when given), and each attribute named in ``expected`` equals the given value (a
+        tuple given for an array attribute is compared with its shape). Anything else (a state of
+        another model, a different design, other clusters) starts the sampler afresh.
+        """
+        if not isinstance(state, state_type):
+            return None
+        if n_columns is not None and getattr(state, "n_columns", None) != n_columns:
+            return None
+        for name, value in expected.items():
+            current = getattr(state, name, None)
+            if isinstance(value, tuple) and hasattr(current, "shape"):
+                current = current.shape
+            if isinstance(current, np.ndarray) or isinstance(value, np.ndarray):
+                same = np.array_equal(current, value)
+            else:
+                same = current == value
+            if not same:
+                return None
+        return state
+
+    @staticmethod
+    def _event_log(state: Any) -> EventLog:
+        """The log-once channel of a chain: keys logged at earlier visits live in ``state.logged``."""
+        return EventLog(getattr(state, "logged", None))
 
     def _usable_columns(self, X, observed, roles, groups, context) -> np.ndarray:
         """Mask of predictor columns to keep: constant and collinear ones are dropped.

@@ -32,447 +32,30 @@ import numpy as np
 from scipy import special
 from sklearn.utils._param_validation import Interval
 
+from .._kernels import (
+    StandardisedParameters,
+    Standardiser,
+    cluster_blocks,
+    collapsed_mixed_draw,
+    compress_clusters,
+    inverse_wishart,
+    log_interval_probability,
+    polya_gamma,
+    population_effects,
+    sort_by_cluster,
+    student_t_mixing,
+    truncated_normal,
+)
 from .base import BaseConditionalImputer, Draw
 
 __all__ = ["RandomEffectsLogistic", "RandomEffectsCategorical", "polya_gamma"]
 
-_TRUNC = 0.64  # Devroye's switch point between the two series representations of J*(1, z)
 _INTERCEPT_SCALE = 10.0  # Gelman et al. (2008): the intercept's prior scale
 _LOG_GAP_SD = 2.0  # prior sd of the log gaps between probit cutpoints
 # Psi ~ IW(q, s0 I_q) on the standardised scale: pan's and jomo's q degrees of freedom, with a scale
 # s0 = 0.1 suited to log-odds and probit variances (pan's s0 = 1 gives a prior median of 2.2 for a
 # random-intercept variance, which pulled the variance of IMPACT's 15 studies from 0.08 up to 0.19).
 _PSI_PRIOR_SCALE = 0.1
-
-
-# =========================================================================== Polya-Gamma
-def _pg_series_term(n: int, x: np.ndarray) -> np.ndarray:
-    """n-th coefficient a_n(x) of the alternating series of the J*(1, 0) density.
-
-    Devroye's piecewise form (Polson et al. 2013, eqs. 4-5): the left piece for x <= t,
-    the right piece for x > t, with t = 0.64.
-    """
-    k = (n + 0.5) * np.pi
-    out = np.empty_like(x)
-    right = x > _TRUNC
-    out[right] = k * np.exp(-0.5 * k * k * x[right])
-    xl = x[~right]
-    out[~right] = np.exp(-1.5 * (np.log(0.5 * np.pi) + np.log(xl)) + np.log(k) - 2.0 * (n + 0.5) ** 2 / xl)
-    return out
-
-
-def _truncated_inverse_gaussian(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Draws of IG(mu = 1/z, lambda = 1) truncated to (0, t), vectorised over z >= 0.
-
-    Windle's two rejection samplers (BayesLogit ``rtigauss``): for mu > t, proposals
-    t / (1 + t E1)^2 from the truncated inverse chi-square, accepted when
-    E1^2 <= 2 E2 / t and with probability exp(-z^2 X / 2); for mu <= t, the
-    Michael-Schucany-Haas inverse-Gaussian sampler until X < t. Loops run over
-    rejection rounds only.
-    """
-    out = np.empty_like(z)
-    small = np.flatnonzero(z < 1.0 / _TRUNC)
-    while small.size:
-        m = small.size
-        e1 = rng.standard_exponential(m)
-        e2 = rng.standard_exponential(m)
-        x = _TRUNC / (1.0 + _TRUNC * e1) ** 2
-        ok = (e1 * e1 <= 2.0 * e2 / _TRUNC) & (rng.random(m) <= np.exp(-0.5 * z[small] ** 2 * x))
-        out[small[ok]] = x[ok]
-        small = small[~ok]
-    large = np.flatnonzero(z >= 1.0 / _TRUNC)
-    while large.size:
-        m = large.size
-        mu = 1.0 / z[large]
-        mu_y = mu * rng.standard_normal(m) ** 2
-        x = mu + 0.5 * mu * mu_y - 0.5 * mu * np.sqrt(4.0 * mu_y + mu_y * mu_y)
-        flip = rng.random(m) > mu / (mu + x)
-        x = np.where(flip, mu * mu / x, x)
-        ok = x < _TRUNC
-        out[large[ok]] = x[ok]
-        large = large[~ok]
-    return out
-
-
-def polya_gamma(c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Exact draws from the Polya-Gamma distribution PG(1, c), vectorised.
-
-    PG(1, c) is the law of (1 / (2 pi^2)) sum_k g_k / ((k - 1/2)^2 + c^2 / (4 pi^2)) with
-    g_k iid Exp(1); its mean is tanh(c/2) / (2c) and its variance
-    (sinh(c) - c) / (4 c^3 cosh^2(c/2)) (1/4 and 1/24 at c = 0). The draw is Devroye's
-    exact rejection sampler as written by Polson, Scott & Windle (2013, Algorithm 1;
-    Windle's BayesLogit ``draw_like_devroye``): X = 4 omega is proposed from a mixture of
-    a truncated exponential (x > 0.64) and a truncated inverse Gaussian (x < 0.64), and
-    accepted by the alternating-series method. Rows are processed together; Python loops
-    run only over rejection rounds (the acceptance probability is above 0.9992 for every
-    c) and series terms (rarely more than two), so the cost is O(n) vectorised.
-
-    Parameters
-    ----------
-    c : array_like
-        Tilting parameters (any shape); the sign is irrelevant.
-    rng : numpy.random.Generator
-
-    Returns
-    -------
-    ndarray
-        One draw per element of ``c``, same shape.
-
-    References
-    ----------
-    Polson, N. G., Scott, J. G. & Windle, J. (2013). Bayesian inference for logistic models
-    using Polya-Gamma latent variables. JASA 108, 1339-1349.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skmlmi.conditional.random_effects_discrete import polya_gamma
-    >>> w = polya_gamma(np.zeros(20000), np.random.default_rng(0))
-    >>> bool(abs(w.mean() - 0.25) < 0.005)
-    True
-    """
-    c = np.asarray(c, dtype=float)
-    shape = c.shape
-    z = 0.5 * np.abs(c.ravel())
-    fz = 0.125 * np.pi**2 + 0.5 * z * z
-    # Probability of the exponential piece (Windle's mass_texpon). Phi by erfc (half the cost
-    # of log_ndtr) for z <= 20, where neither factor over- or underflows; on the log scale beyond.
-    root = np.sqrt(1.0 / _TRUNC)
-    zc = np.minimum(z, 20.0)
-    scale = fz * np.exp(np.minimum(fz, 0.125 * np.pi**2 + 200.0) * _TRUNC)
-    mass = scale * (
-        np.exp(-zc) * 0.5 * special.erfc(-root * (_TRUNC * zc - 1.0) / np.sqrt(2.0))
-        + np.exp(zc) * 0.5 * special.erfc(root * (_TRUNC * zc + 1.0) / np.sqrt(2.0))
-    )
-    p_exponential = 1.0 / (1.0 + 4.0 / np.pi * mass)
-    far = np.flatnonzero(z > 20.0)
-    if far.size:
-        zf, ff = z[far], fz[far]
-        x0 = np.log(ff) + ff * _TRUNC
-        xb = x0 - zf + special.log_ndtr(root * (_TRUNC * zf - 1.0))
-        xa = x0 + zf + special.log_ndtr(-root * (_TRUNC * zf + 1.0))
-        with np.errstate(over="ignore"):
-            p_exponential[far] = 1.0 / (1.0 + 4.0 / np.pi * (np.exp(xb) + np.exp(xa)))
-    out = np.empty_like(z)
-    pending = None  # None: every element (the first round works on whole arrays, no gathers)
-    while pending is None or pending.size:
-        zp = z if pending is None else z[pending]
-        fp = fz if pending is None else fz[pending]
-        m = zp.size
-        use_exp = rng.random(m) < (p_exponential if pending is None else p_exponential[pending])
-        x = _TRUNC + rng.standard_exponential(m) / fp  # the exponential proposal, kept where chosen
-        ig = np.flatnonzero(~use_exp)
-        x[ig] = _truncated_inverse_gaussian(zp[ig], rng)
-        # Alternating series on the scale of a_0(x): S_n = 1 - r_1 + r_2 - ..., r_n = a_n(x) / a_0(x).
-        # Accept when U <= S_1 already settles almost every proposal with one exp per element:
-        # r_1 = 3 exp(-pi^2 x) right of t, 3 exp(-4 / x) left of t.
-        u = rng.random(m)
-        r1 = 3.0 * np.exp(np.where(x > _TRUNC, -(np.pi**2) * x, -4.0 / x))
-        accepted = u <= 1.0 - r1
-        undecided = np.flatnonzero(~accepted)
-        if undecided.size:
-            accepted[undecided] = _pg_series_accept(x[undecided], u[undecided], 1.0 - r1[undecided])
-        if pending is None:
-            out[accepted] = 0.25 * x[accepted]
-            pending = np.flatnonzero(~accepted)
-        else:
-            out[pending[accepted]] = 0.25 * x[accepted]
-            pending = pending[~accepted]
-    return out.reshape(shape)
-
-
-def _pg_series_accept(x: np.ndarray, u: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Finish the alternating-series test for proposals U * a_0(x) not accepted by S_1 = s.
-
-    Partial sums S_n = sum_{l <= n} (-1)^l a_l(x) / a_0(x): after an even n (S_n above the
-    density ratio) U > S_n rejects; after an odd n (below it) U <= S_n accepts. Loops run
-    over series terms, on the few undecided proposals.
-    """
-    accepted = np.zeros(x.size, dtype=bool)
-    active = np.arange(x.size)
-    a0 = _pg_series_term(0, x)
-    n = 1
-    while active.size:
-        n += 1
-        term = _pg_series_term(n, x[active]) / a0[active]
-        if n % 2:
-            s[active] -= term
-            hit = u[active] <= s[active]
-            accepted[active[hit]] = True
-            active = active[~hit]
-        else:
-            s[active] += term
-            active = active[u[active] <= s[active]]
-    return accepted
-
-
-def _polya_gamma_moments(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance of PG(1, c) (series near 0 for numerical stability)."""
-    c = np.abs(np.asarray(c, dtype=float))
-    small = c < 1e-3
-    cs = np.where(small, 1.0, c)
-    mean = np.where(small, 0.25 - c**2 / 48.0, np.tanh(cs / 2) / (2 * cs))
-    var = np.where(small, 1.0 / 24.0, (np.sinh(cs) - cs) / (4 * cs**3 * np.cosh(cs / 2) ** 2))
-    return mean, var
-
-
-# =========================================================================== numerics
-def _truncated_normal(mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Draws of N(mean, 1) truncated to (lower, upper), by inversion on the log scale.
-
-    Intervals in the upper tail are reflected to the lower tail, where log Phi is accurate
-    (``log_ndtr`` / ``ndtri_exp``), so intervals 30 sd away from the mean are sampled
-    without loss of precision.
-    """
-    a = lower - mean
-    b = upper - mean
-    flip = a > 0
-    lo = np.where(flip, -b, a)
-    hi = np.where(flip, -a, b)
-    log_hi = special.log_ndtr(hi)
-    log_lo = special.log_ndtr(lo)
-    ratio = np.exp(log_lo - log_hi)
-    u = rng.random(mean.shape)
-    with np.errstate(divide="ignore"):
-        draw = special.ndtri_exp(log_hi + np.log(ratio + u * (1.0 - ratio)))
-    draw = np.clip(draw, lo, hi)
-    return mean + np.where(flip, -draw, draw)
-
-
-def _log_interval_probability(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    """log(Phi(upper) - Phi(lower)), stable in both tails."""
-    flip = lower > 0
-    lo = np.where(flip, -upper, lower)
-    hi = np.where(flip, -lower, upper)
-    log_hi = special.log_ndtr(hi)
-    with np.errstate(divide="ignore"):
-        return log_hi + np.log1p(-np.exp(special.log_ndtr(lo) - log_hi))
-
-
-def _inverse_wishart(df: float, scale: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One draw from IW(df, scale) (mean scale / (df - q - 1)), by Bartlett's construction."""
-    q = scale.shape[0]
-    chol = np.linalg.cholesky(np.linalg.inv(scale))
-    bartlett = np.zeros((q, q))
-    bartlett[np.diag_indices(q)] = np.sqrt(rng.chisquare(df - np.arange(q)))
-    below = np.tril_indices(q, -1)
-    bartlett[below] = rng.standard_normal(len(below[0]))
-    factor = chol @ bartlett
-    wishart = factor @ factor.T
-    psi = np.linalg.inv(wishart)
-    return 0.5 * (psi + psi.T)
-
-
-def _sort_by_cluster(groups: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row order grouping the rows by cluster, and each cluster's first row in that order.
-
-    Every cluster 0..n_clusters-1 must have rows (the compressed codes of
-    :func:`_compress_clusters`), so that ``np.add.reduceat(a[order], starts)`` gives the
-    per-cluster sums of every column of ``a`` in one call.
-    """
-    order = np.argsort(groups, kind="stable")
-    counts = np.bincount(groups, minlength=n_clusters)
-    return order, np.r_[0, np.cumsum(counts)[:-1]]
-
-
-def _cluster_blocks(
-    design: np.ndarray, random: np.ndarray, weights: np.ndarray, starts: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cross-products of a weighted mixed model: total F'WF and per-cluster F_j'W_j Z_j.
-
-    Rows are sorted by cluster (cluster j occupies ``starts[j]:starts[j + 1]``); Z is the
-    sub-matrix ``design[:, random]``. Returns ``(FWF, FWZ)`` with shapes (m, m) and
-    (J, m, q): one matrix product and one ``np.add.reduceat`` over the (n, m q) products,
-    never an n x J matrix.
-    """
-    weighted = design * weights[:, None]
-    total = weighted.T @ design
-    m, q = design.shape[1], len(random)
-    if q == 1 and random[0] == 0:  # random intercept only (design[:, 0] is the intercept column)
-        products = weighted
-    else:
-        products = (weighted[:, :, None] * design[:, None, random]).reshape(len(design), m * q)
-    blocks = np.add.reduceat(products, starts, axis=0).reshape(len(starts), m, q)
-    return total, blocks
-
-
-def _collapsed_mixed_draw(
-    total: np.ndarray,
-    blocks: np.ndarray,
-    design: np.ndarray,
-    random: np.ndarray,
-    response: np.ndarray,
-    starts: np.ndarray,
-    psi_inverse: np.ndarray,
-    prior_precision: np.ndarray,
-    rng: np.random.Generator,
-    prior_mean_b: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Joint draw of (beta, b_1..b_J) in a weighted Gaussian linear mixed model.
-
-    The likelihood is exp(sum_i r_i eta_i - 1/2 sum_i w_i eta_i^2) with
-    eta_i = f_i' beta + z_i' b_j, which is the Polya-Gamma augmented logit
-    (w = omega, r = y - 1/2) and the unit-variance probit latent model (w = 1, r = z).
-    Priors beta ~ N(0, diag(1 / prior_precision)) and b_j ~ N(m_j, Psi).
-    With P_j = Psi^-1 + Z_j'W_j Z_j and g_j = Z_j' r_j + Psi^-1 m_j, integrating out b_j gives
-
-        beta | . ~ N(A^-1 a, A^-1),  A = D + F'WF - sum_j F_j'W_j Z_j P_j^-1 Z_j'W_j F_j,
-                                     a = F'r - sum_j F_j'W_j Z_j P_j^-1 g_j,
-
-    and then b_j | beta, . ~ N(P_j^-1 (g_j - Z_j'W_j F_j beta), P_j^-1), for all clusters at
-    once on (J, q, q) stacks. Drawing beta with b integrated out avoids the slow mixing
-    of the intercept against the random intercepts that a two-block Gibbs sampler has.
-    Rows are sorted by cluster, cluster j starting at ``starts[j]`` (:func:`_sort_by_cluster`).
-    """
-    n_clusters, m, q = blocks.shape
-    zr = np.add.reduceat(response[:, None] * design[:, random], starts, axis=0)  # rows sorted by cluster
-    if prior_mean_b is not None:
-        zr = zr + prior_mean_b @ psi_inverse.T
-    precision_b = psi_inverse[None] + blocks[:, random, :]
-    rhs = np.concatenate([np.swapaxes(blocks, 1, 2), zr[:, :, None]], axis=2)  # (J, q, m + 1)
-    solved = np.linalg.solve(precision_b, rhs)
-    a_matrix = np.diag(prior_precision) + total - np.einsum("jaq,jqb->ab", blocks, solved[:, :, :m])
-    a_vector = design.T @ response - np.einsum("jaq,jq->a", blocks, solved[:, :, m])
-    a_matrix = 0.5 * (a_matrix + a_matrix.T)
-    chol = np.linalg.cholesky(a_matrix)
-    mean = np.linalg.solve(chol.T, np.linalg.solve(chol, a_vector))
-    beta = mean + np.linalg.solve(chol.T, rng.standard_normal(m))
-    b_mean = solved[:, :, m] - np.einsum("jqa,a->jq", solved[:, :, :m], beta)
-    chol_b = np.linalg.cholesky(precision_b)
-    noise = np.linalg.solve(np.swapaxes(chol_b, 1, 2), rng.standard_normal((n_clusters, q, 1)))[:, :, 0]
-    return beta, b_mean + noise
-
-
-def _draw_t_mixing(beta: np.ndarray, scales: np.ndarray, df: float, rng: np.random.Generator) -> np.ndarray:
-    """Mixing variances lambda_k | beta_k ~ IG((df + 1)/2, (df + beta_k^2 / s_k^2)/2).
-
-    beta_k | lambda_k ~ N(0, s_k^2 lambda_k) with lambda_k ~ IG(df/2, df/2) is a Student-t
-    prior with df degrees of freedom and scale s_k. df = inf gives the normal prior.
-    """
-    if not np.isfinite(df):
-        return np.ones_like(beta)
-    rate = 0.5 * (df + (beta / scales) ** 2)
-    return rate / rng.gamma(0.5 * (df + 1.0), size=beta.shape)
-
-
-@dataclass
-class _Standardiser:
-    """Affine map of the design [1, X] to [1, (X - center) / scale] and back.
-
-    With A the (p+1, p+1) matrix such that [1, X_std] = [1, X] A, coefficients map as
-    beta_original = A beta_std, random effects as b_original = A_z b_std and
-    Psi_original = A_z Psi_std A_z' (A_z the rows and columns of the random part).
-    """
-
-    center: np.ndarray
-    scale: np.ndarray
-
-    @classmethod
-    def fit(cls, X: np.ndarray) -> _Standardiser:
-        center = X.mean(axis=0) if len(X) else np.zeros(X.shape[1])
-        sd = X.std(axis=0) if len(X) else np.ones(X.shape[1])
-        # Gelman et al. (2008): scale by two standard deviations, so that a binary
-        # predictor and a continuous one get comparable prior scales.
-        scale = np.where(sd > 0, 2.0 * sd, 1.0)
-        return cls(center, scale)
-
-    def matrix(self) -> np.ndarray:
-        p = len(self.center)
-        a = np.eye(p + 1)
-        a[0, 1:] = -self.center / self.scale
-        a[1:, 1:] = np.diag(1.0 / self.scale)
-        return a
-
-    def design(self, X: np.ndarray) -> np.ndarray:
-        return np.column_stack([np.ones(len(X)), (X - self.center) / self.scale])
-
-    def transfer(self, other: _Standardiser) -> np.ndarray:
-        """T with beta_other = T beta_self: coefficients standardised by ``self`` restandardised by ``other``.
-
-        T = A_other^-1 A_self, written out (T_0k = (c_other - c_self)_k / s_self_k, T_kk = s_other_k /
-        s_self_k) so that no original-scale intercept is formed: for a predictor shifted by 1e12 the
-        intercept at x = 0 is a difference of numbers of order 1e12 times the slope, and going through
-        it loses the intercept at the data. Random effects map with T's rows and columns of the random
-        part, Psi as T_z Psi T_z'.
-        """
-        p = len(self.center)
-        t = np.eye(p + 1)
-        t[0, 1:] = (other.center - self.center) / self.scale
-        t[1:, 1:] = np.diag(other.scale / self.scale)
-        return t
-
-
-def _to_original(std: _Standardiser, random: np.ndarray, beta, b, psi):
-    """Standardised parameters on the data's scale (for inspection: the draws compute standardised).
-
-    ``beta`` is (p + 1,) or (L, p + 1) (one row per non-reference category); ``b`` and ``psi``
-    then stack L blocks of the random part, category-major.
-    """
-    a = std.matrix()
-    az = a[np.ix_(random, random)]
-    if np.ndim(beta) == 2:
-        beta = beta @ a.T
-        az = np.kron(np.eye(np.shape(beta)[0]), az)
-    else:
-        beta = a @ beta
-    return beta, b @ az.T, az @ psi @ az.T
-
-
-class _StandardisedParameters:
-    """``beta``, the effects and ``psi`` on the data's scale, from the standardised ones a draw or state holds.
-
-    Draws and chain states keep the sampler's parameters, those of the standardised design
-    ``std.design(X)``: on the data's scale a predictor shifted by 1e12 puts the intercepts at
-    x = 0, 1e12 away from the data, where they are differences of numbers of order 1e12 times
-    the slopes, and Psi becomes a near-singular matrix from which the random intercepts of new
-    clusters cannot be drawn. These properties are for inspection only.
-    """
-
-    _effects = "b"
-
-    def _original(self):
-        random = np.r_[0, np.asarray(self.random_columns, dtype=int) + 1]
-        effects = getattr(self, self._effects + "_std")
-        return _to_original(self.std, random, self.beta_std, effects, self.psi_std)
-
-    @property
-    def beta(self):
-        return self._original()[0]
-
-    @property
-    def psi(self):
-        return self._original()[2]
-
-
-def _compress_clusters(groups_observed: np.ndarray, n_clusters: int):
-    """Codes 0..J_obs-1 of the clusters with observed rows, and which clusters they are."""
-    present = np.bincount(groups_observed, minlength=n_clusters) > 0
-    codes = np.cumsum(present) - 1
-    return codes[groups_observed], np.flatnonzero(present), present
-
-
-def _population_effects(groups: np.ndarray, known: np.ndarray, psi: np.ndarray, rng: np.random.Generator):
-    """Random effects of rows' clusters, drawing new clusters from N(0, Psi).
-
-    ``known`` (J, q) holds the drawn effects of clusters with observed data and NaN rows
-    for the others. Clusters whose code is >= J (unseen at fit) or whose row is NaN
-    (systematically missing) get one N(0, Psi) draw each, shared by all their rows.
-    """
-    n_known, q = known.shape
-    in_range = groups < n_known
-    effects = np.full((len(groups), q), np.nan)
-    effects[in_range] = known[groups[in_range]]
-    new = np.isnan(effects[:, 0])
-    if new.any():
-        codes, inverse = np.unique(groups[new], return_inverse=True)
-        # Psi is on the data's scale (a slope's variance is in 1/x^2 units): factor its correlation
-        # form, whose jitter of 1e-12 is then relative to each effect's own variance
-        sd = np.sqrt(np.diag(psi))
-        sd = np.where(sd > 0, sd, 1.0)
-        chol = sd[:, None] * np.linalg.cholesky(psi / np.outer(sd, sd) + 1e-12 * np.eye(q))
-        fresh = rng.standard_normal((len(codes), q)) @ chol.T
-        effects[new] = fresh[inverse]
-    return effects
 
 
 def _check_groups(groups: np.ndarray, n_clusters: int, name: str) -> None:
@@ -519,16 +102,7 @@ class _DiscreteRandomEffectsBase(BaseConditionalImputer):
         return np.r_[_INTERCEPT_SCALE, np.full(p, float(self.prior_scale))]
 
     def _observed_codes(self, y, observed, n_categories, context) -> np.ndarray:
-        name = f"{type(self).__name__} for {context.target!r}"
-        if not observed.any():
-            raise ValueError(f"{name}: the target has no observed values to fit the model on.")
-        yo = y[observed]
-        if not np.all(np.isfinite(yo)):
-            raise ValueError(f"{name}: observed values of the target contain NaN or infinity.")
-        codes = yo.astype(np.intp)
-        if np.any(codes != yo) or codes.min() < 0 or codes.max() >= n_categories:
-            bad = np.unique(yo[(codes != yo) | (codes < 0) | (codes >= n_categories)])[:5]
-            raise ValueError(f"{name}: the target must hold integer codes 0..{n_categories - 1}; found {bad.tolist()}.")
+        codes = self._category_codes(y, observed, n_categories, context)
         if np.unique(codes).size == 1:
             context.log(
                 f"{context.target!r} takes the single value {codes[0]} in the observed rows: the other "
@@ -558,21 +132,21 @@ def _separation_check(beta_std: np.ndarray, context, label: str = "") -> None:
 
 # =========================================================================== logistic
 @dataclass
-class _LogisticState(_StandardisedParameters):
+class _LogisticState(StandardisedParameters):
     n_columns: int
     random: tuple
     beta_std: np.ndarray  # (p + 1,), standardised by ``std``
     b_std: np.ndarray  # (J, q), standardised, NaN rows for clusters without observed y
     psi_std: np.ndarray  # (q, q), standardised
     mixing: np.ndarray  # (p + 1,) Student-t mixing variances
-    std: _Standardiser
+    std: Standardiser
 
     @property
     def random_columns(self):
         return np.asarray(self.random[1:], dtype=int) - 1
 
 
-class _LogisticDraw(_StandardisedParameters, Draw):
+class _LogisticDraw(StandardisedParameters, Draw):
     """One draw (beta, b, Psi) of the random-effects logistic model, in the standardised design's units."""
 
     def __init__(self, beta_std, b_std, psi_std, random_columns, std):
@@ -584,7 +158,7 @@ class _LogisticDraw(_StandardisedParameters, Draw):
         return self._original()[1]
 
     def linear_predictor(self, X, groups, rng):
-        effects = _population_effects(np.asarray(groups, dtype=np.intp), self.b_std, self.psi_std, rng)
+        effects = population_effects(np.asarray(groups, dtype=np.intp), self.b_std, self.psi_std, rng)
         design = self.std.design(X)
         eta = design @ self.beta_std + effects[:, 0]
         for k, col in enumerate(self.random_columns):
@@ -633,7 +207,7 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
        :func:`polya_gamma`). Given omega the logit likelihood is Gaussian in eta:
        exp((y_i - 1/2) eta_i - omega_i eta_i^2 / 2);
     2. beta | omega, Psi with b integrated out, then every b_j | beta, omega, Psi (normal
-       draws on (J, q, q) stacks; see :func:`_collapsed_mixed_draw`);
+       draws on (J, q, q) stacks; see :func:`collapsed_mixed_draw`);
     3. Psi | b ~ IW(q + J_obs, 0.1 I + sum_j b_j b_j'), over the J_obs clusters with observed y;
     4. lambda_k | beta_k (Student-t mixing variances).
 
@@ -701,19 +275,20 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
         _check_groups(groups, J, name)
         yo = self._observed_codes(y, observed, 2, context).astype(float)
         Xo, go_full = X[observed], groups[observed]
-        go, present_codes, present = _compress_clusters(go_full, J)
+        go, present_codes, present = compress_clusters(go_full, J)
         n_obs_clusters = len(present_codes)
         p = X.shape[1]
         random = np.r_[0, 1 + np.flatnonzero(roles == 2)].astype(np.intp)
         q = len(random)
-        std = _Standardiser.fit(Xo)
+        std = Standardiser.fit(Xo)
         # Rows sorted by cluster: per-cluster sums are then single np.add.reduceat calls.
-        order, starts = _sort_by_cluster(go, n_obs_clusters)
+        order, starts = sort_by_cluster(go, n_obs_clusters)
         design, go, yo = std.design(Xo)[order], go[order], yo[order]
         scales = self._prior_scales(p)
         _log_few_clusters(q, n_obs_clusters, context)
 
-        if state is None or state.n_columns != p or state.random != tuple(random) or state.b_std.shape[0] != J:
+        state = self._reuse_state(state, _LogisticState, p, random=tuple(random), b_std=(J, q))
+        if state is None:
             beta = np.zeros(p + 1)
             mean_y = np.clip(yo.mean(), 0.5 / len(yo), 1 - 0.5 / len(yo))
             beta[0] = np.log(mean_y / (1 - mean_y))
@@ -732,12 +307,12 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
         for _ in range(self._n_steps(state)):
             eta = design @ beta + np.einsum("nq,nq->n", design[:, random], b[go])
             omega = polya_gamma(eta, rng)
-            total, blocks = _cluster_blocks(design, random, omega, starts)
-            beta, b = _collapsed_mixed_draw(
+            total, blocks = cluster_blocks(design, random, omega, starts)
+            beta, b = collapsed_mixed_draw(
                 total, blocks, design, random, kappa, starts, np.linalg.inv(psi), 1.0 / (scales**2 * mixing), rng
             )
-            psi = _inverse_wishart(q + n_obs_clusters, _PSI_PRIOR_SCALE * np.eye(q) + b.T @ b, rng)
-            mixing = _draw_t_mixing(beta, scales, float(self.prior_df), rng)
+            psi = inverse_wishart(q + n_obs_clusters, _PSI_PRIOR_SCALE * np.eye(q) + b.T @ b, rng)
+            mixing = student_t_mixing(beta, scales, float(self.prior_df), rng)
 
         _separation_check(beta, context)
         _log_systematic(present, groups, context, "random effects")
@@ -749,7 +324,7 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
 
 # =========================================================================== categorical
 @dataclass
-class _CategoricalState(_StandardisedParameters):
+class _CategoricalState(StandardisedParameters):
     n_columns: int
     n_categories: int
     ordered: bool
@@ -759,7 +334,7 @@ class _CategoricalState(_StandardisedParameters):
     mixing: np.ndarray
     cutpoints: np.ndarray | None = None  # ordered: free cutpoints gamma_1..gamma_{K-2} (gamma_0 = 0)
     random: tuple = (0,)  # random-effect columns of [1, X]: the intercept, then the role-2 slopes
-    std: _Standardiser | None = None
+    std: Standardiser | None = None
     _effects = "u"
 
     @property
@@ -775,7 +350,7 @@ def _random_part(X: np.ndarray, effects: np.ndarray, random_columns) -> np.ndarr
     return out
 
 
-class _CategoryEffects(_StandardisedParameters):
+class _CategoryEffects(StandardisedParameters):
     _effects = "u"
 
     @property
@@ -784,14 +359,14 @@ class _CategoryEffects(_StandardisedParameters):
 
 
 class _MultinomialDraw(_CategoryEffects, Draw):
-    """Parameters of the standardised design ``std.design(X)`` (see :class:`_StandardisedParameters`)."""
+    """Parameters of the standardised design ``std.design(X)`` (see :class:`StandardisedParameters`)."""
 
     def __init__(self, beta_std, u_std, psi_std, random_columns, std):
         self.beta_std, self.u_std, self.psi_std = beta_std, u_std, psi_std
         self.random_columns, self.std = tuple(random_columns), std
 
     def probabilities(self, X, groups, rng):
-        effects = _population_effects(np.asarray(groups, dtype=np.intp), self.u_std, self.psi_std, rng)
+        effects = population_effects(np.asarray(groups, dtype=np.intp), self.u_std, self.psi_std, rng)
         L = self.beta_std.shape[0]
         effects = effects.reshape(len(X), L, len(self.random_columns) + 1)
         design = self.std.design(X)
@@ -809,7 +384,7 @@ class _MultinomialDraw(_CategoryEffects, Draw):
 
 
 class _OrderedProbitDraw(_CategoryEffects, Draw):
-    """Parameters of the standardised design ``std.design(X)`` (see :class:`_StandardisedParameters`)."""
+    """Parameters of the standardised design ``std.design(X)`` (see :class:`StandardisedParameters`)."""
 
     def __init__(self, beta_std, u_std, psi_std, cutpoints, random_columns, std):
         self.beta_std, self.u_std, self.psi_std, self.cutpoints = beta_std, u_std, psi_std, cutpoints
@@ -819,7 +394,7 @@ class _OrderedProbitDraw(_CategoryEffects, Draw):
         if groups is None:
             raise ValueError("RandomEffectsCategorical draws need cluster codes to impute.")
         design = self.std.design(np.asarray(X, dtype=float))
-        effects = _population_effects(np.asarray(groups, dtype=np.intp), self.u_std, self.psi_std, rng)
+        effects = population_effects(np.asarray(groups, dtype=np.intp), self.u_std, self.psi_std, rng)
         latent = (
             design @ self.beta_std
             + _random_part(design[:, 1:], effects, self.random_columns)
@@ -837,7 +412,7 @@ def _ordered_log_posterior(log_gaps, eta, codes):
     gamma = np.r_[-np.inf, 0.0, np.cumsum(np.exp(log_gaps)), np.inf]
     upper = gamma[codes + 1] - eta
     lower = gamma[codes] - eta
-    log_p = _log_interval_probability(lower, upper)
+    log_p = log_interval_probability(lower, upper)
     value = log_p.sum() - 0.5 * np.sum(log_gaps**2) / _LOG_GAP_SD**2
     d = len(log_gaps)
     if d == 0:
@@ -994,22 +569,18 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
             raise ValueError(f"{name}: needs the number of categories (context.n_categories >= 2), got {K}.")
         codes = self._observed_codes(y, observed, K, context)
         Xo = X[observed]
-        go, present_codes, present = _compress_clusters(groups[observed], J)
-        std = _Standardiser.fit(Xo)
+        go, present_codes, present = compress_clusters(groups[observed], J)
+        std = Standardiser.fit(Xo)
         # Rows sorted by cluster: per-cluster sums are then single np.add.reduceat calls.
-        order, starts = _sort_by_cluster(go, len(present_codes))
+        order, starts = sort_by_cluster(go, len(present_codes))
         design, go, codes = std.design(Xo)[order], go[order], codes[order]
         ordered = bool(context.ordered) and K > 2
         random = np.r_[0, 1 + np.flatnonzero(roles == 2)].astype(np.intp)
         _log_few_clusters((1 if ordered else K - 1) * len(random), len(present_codes), context)
-        if state is not None and (
-            state.n_columns != X.shape[1]
-            or state.n_categories != K
-            or state.ordered != ordered
-            or state.u_std.shape[0] != J
-            or state.random != tuple(random)
-            or state.std is None
-        ):
+        state = self._reuse_state(
+            state, _CategoricalState, X.shape[1], n_categories=K, ordered=ordered, random=tuple(random)
+        )
+        if state is not None and (state.u_std.shape[0] != J or state.std is None):
             state = None
         if ordered:
             beta, u, psi, extra = self._ordered(codes, design, go, starts, std, random, state, present_codes, K, rng)
@@ -1071,8 +642,8 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
                     prior_mean = u.reshape(n_clusters, L * q)[:, rest] @ coef
                 else:
                     cond_cov, prior_mean = psi, None
-                total, blocks = _cluster_blocks(design, random, omega, starts)
-                beta_k, u_k = _collapsed_mixed_draw(
+                total, blocks = cluster_blocks(design, random, omega, starts)
+                beta_k, u_k = collapsed_mixed_draw(
                     total,
                     blocks,
                     design,
@@ -1085,10 +656,10 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
                     prior_mean,
                 )
                 beta[k - 1], u[:, k - 1] = beta_k, u_k
-                mixing[k - 1] = _draw_t_mixing(beta_k, scales, float(self.prior_df), rng)
+                mixing[k - 1] = student_t_mixing(beta_k, scales, float(self.prior_df), rng)
                 eta[:, k] = design @ beta_k + np.einsum("nr,nr->n", z, u_k[go])
             stacked = u.reshape(n_clusters, L * q)
-            psi = _inverse_wishart(L * q + n_clusters, _PSI_PRIOR_SCALE * np.eye(L * q) + stacked.T @ stacked, rng)
+            psi = inverse_wishart(L * q + n_clusters, _PSI_PRIOR_SCALE * np.eye(L * q) + stacked.T @ stacked, rng)
         for k in range(L):
             _separation_check(beta[k], context, f" (category {k + 1} vs 0)")
         return (beta, mixing), u.reshape(n_clusters, L * q), psi, None
@@ -1119,7 +690,7 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
             log_gaps = np.log(np.diff(np.r_[0.0, state.cutpoints]))
         z = design[:, random]
         # With unit weights the cross-products do not change between steps.
-        total, blocks = _cluster_blocks(design, random, np.ones(len(codes)), starts)
+        total, blocks = cluster_blocks(design, random, np.ones(len(codes)), starts)
         eta = design @ beta + np.einsum("nr,nr->n", z, u[go])
         chol = _ordered_proposal_chol(log_gaps, eta, codes) if d else None
         current = _ordered_log_posterior(log_gaps, eta, codes)[0] if d else 0.0
@@ -1131,12 +702,12 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
                     if np.log(rng.random()) < value - current:
                         log_gaps, current = proposal, value
             gamma = np.r_[-np.inf, 0.0, np.cumsum(np.exp(log_gaps)), np.inf]
-            latent = _truncated_normal(eta, gamma[codes], gamma[codes + 1], rng)
-            beta, u = _collapsed_mixed_draw(
+            latent = truncated_normal(eta, gamma[codes], gamma[codes + 1], rng)
+            beta, u = collapsed_mixed_draw(
                 total, blocks, design, random, latent, starts, np.linalg.inv(psi), 1.0 / (scales**2 * mixing), rng
             )
-            psi = _inverse_wishart(q + n_clusters, _PSI_PRIOR_SCALE * np.eye(q) + u.T @ u, rng)
-            mixing = _draw_t_mixing(beta, scales, float(self.prior_df), rng)
+            psi = inverse_wishart(q + n_clusters, _PSI_PRIOR_SCALE * np.eye(q) + u.T @ u, rng)
+            mixing = student_t_mixing(beta, scales, float(self.prior_df), rng)
             eta = design @ beta + np.einsum("nr,nr->n", z, u[go])
             if d:
                 current = _ordered_log_posterior(log_gaps, eta, codes)[0]

@@ -8,7 +8,7 @@ conditional posterior N(ybar_j - xbar_j' beta*, sigma*^2 / n_j), so no n x J dum
 is ever formed. A logit model cannot be centred; the logistic and multinomial models
 estimate the J cluster intercepts jointly with the slopes by Newton steps whose Hessian
 has a block-diagonal intercept part, eliminated by a Schur complement (cost linear in J,
-see :func:`_multinomial_newton`). Rows of clusters unseen at fit cannot be imputed by a
+see :func:`multinomial_newton`). Rows of clusters unseen at fit cannot be imputed by a
 fixed-cluster model: that is a ValueError naming the clusters.
 
 This module knows nothing about DataFrames, column names or the chained-equations loop.
@@ -23,15 +23,15 @@ from scipy import linalg
 from sklearn.utils._param_validation import Interval
 
 from .._kernels import (
-    batched_cholesky,
     bayesian_regression_draw,
     cluster_counts,
     cluster_means,
     constant_within_clusters,
     find_redundant_columns,
+    multinomial_newton,
     pmm_match,
     power_of_two_exponents,
-    ridge_cholesky,
+    softmax_reference,
 )
 from .base import BaseConditionalImputer, Draw
 
@@ -300,119 +300,6 @@ class _NewtonState:
         return alpha, np.ldexp(beta_original, exponents[:, None])
 
 
-def _softmax_reference(eta):
-    """Probabilities of categories 0..K-1 from the K-1 logits against category 0."""
-    full = np.concatenate([np.zeros((eta.shape[0], 1)), eta], axis=1)
-    full -= full.max(axis=1, keepdims=True)
-    np.exp(full, out=full)
-    full /= full.sum(axis=1, keepdims=True)
-    return full
-
-
-def _multinomial_loglik(alpha, beta, X, y, w, g):
-    eta = alpha[g] + X @ beta
-    full = np.concatenate([np.zeros((eta.shape[0], 1)), eta], axis=1)
-    top = full.max(axis=1)
-    lse = top + np.log(np.exp(full - top[:, None]).sum(axis=1))
-    return float(w @ (full[np.arange(len(y)), y] - lse))
-
-
-def _multinomial_newton(X, y, w, g, n_groups, n_categories, start=None, ridge=1e-5, max_iter=100, tol=1e-8):
-    """Weighted ML of a multinomial logit with one intercept vector per group, by Newton.
-
-    Model: log P(y = k) / P(y = 0) = alpha_{g,k} + x' beta_k, k = 1..K-1 (m = K-1 logits),
-    weights w (augmentation pseudo-rows carry fractional weights). The Hessian of the
-    negative log-likelihood in (alpha, beta) is
-
-        [[D, B], [B', C]],  D = blockdiag_g D_g (m x m blocks),
-
-    with D_g = sum_{i in g} w_i V_i, B_g = sum_{i in g} w_i V_i (x) x_i', C = sum_i w_i V_i (x) x_i x_i',
-    V_i = diag(p_i) - p_i p_i'. The intercepts are eliminated by the Schur complement
-    S = C - sum_g B_g' D_g^-1 B_g (a (p m) x (p m) matrix), so a step costs
-    O(n m^2 p^2 + G m^3 + (p m)^3): linear in the number of groups G, no n x G matrix.
-    Step halving keeps the log-likelihood increasing.
-
-    Returns a dict with alpha (G, m), beta (p, m), the Cholesky factor of S, the
-    per-group D blocks, E = D^-1 B (G, m, p m), whether a ridge was needed, whether
-    Newton converged and the number of iterations.
-    """
-    N, p = X.shape
-    m = n_categories - 1
-    G = n_groups
-    if start is not None:
-        alpha, beta = start[0].copy(), start[1].copy()
-    else:
-        alpha, beta = np.zeros((G, m)), np.zeros((p, m))
-    Y = np.zeros((N, m))
-    pos = y > 0
-    Y[np.flatnonzero(pos), y[pos] - 1] = 1.0
-    loglik = _multinomial_loglik(alpha, beta, X, y, w, g)
-    converged, ridged = False, False
-    iterations = 0
-    while iterations < max_iter:
-        iterations += 1
-        P = _softmax_reference(alpha[g] + X @ beta)[:, 1:]
-        R = w[:, None] * (Y - P)
-        grad_alpha = np.stack([np.bincount(g, weights=R[:, k], minlength=G) for k in range(m)], axis=1)
-        grad_beta = X.T @ R
-        D = np.empty((G, m, m))
-        B = np.empty((G, m, p, m))
-        C = np.empty((p, m, p, m))
-        for k in range(m):  # loops over categories only
-            for l in range(k, m):
-                v = w * (P[:, k] * ((k == l) - P[:, l]))
-                D[:, k, l] = D[:, l, k] = np.bincount(g, weights=v, minlength=G)
-                Xv = X * v[:, None]
-                for b in range(p):
-                    B[:, k, b, l] = B[:, l, b, k] = np.bincount(g, weights=Xv[:, b], minlength=G)
-                C[:, k, :, l] = X.T @ Xv
-                C[:, l, :, k] = C[:, k, :, l].T
-        Bm = B.reshape(G, m, p * m)
-        Dchol = batched_cholesky(D)
-        E = _chol_solve_stack(Dchol, Bm)
-        D_grad = _chol_solve_stack(Dchol, grad_alpha[:, :, None])[:, :, 0]
-        S = C.reshape(p * m, p * m) - np.einsum("gkq,gkr->qr", Bm, E)
-        if p:
-            S_chol, ridged_now = ridge_cholesky(0.5 * (S + S.T), ridge)
-            ridged |= ridged_now
-            step_beta = linalg.cho_solve((S_chol, True), grad_beta.ravel() - np.einsum("gkq,gk->q", Bm, D_grad))
-        else:
-            S_chol, step_beta = np.zeros((0, 0)), np.zeros(0)
-        step_alpha = D_grad - np.einsum("gkq,q->gk", E, step_beta)
-        step_beta = step_beta.reshape(p, m)
-        t = 1.0
-        for _ in range(30):  # step halving
-            new_alpha, new_beta = alpha + t * step_alpha, beta + t * step_beta
-            new_loglik = _multinomial_loglik(new_alpha, new_beta, X, y, w, g)
-            if new_loglik >= loglik - 1e-10 * (1 + abs(loglik)):
-                break
-            t *= 0.5
-        else:
-            converged = True  # no ascent along the Newton direction: optimum up to rounding
-            break
-        change = max(np.abs(t * step_alpha).max(initial=0.0), np.abs(t * step_beta).max(initial=0.0))
-        alpha, beta, loglik = new_alpha, new_beta, new_loglik
-        if change < tol:
-            converged = True
-            break
-    return {
-        "alpha": alpha,
-        "beta": beta,
-        "S_chol": S_chol,
-        "D_chol": Dchol,
-        "E": E,
-        "ridged": ridged,
-        "converged": converged,
-        "iterations": iterations,
-    }
-
-
-def _chol_solve_stack(L, rhs):
-    """Solve (L L') x = rhs for a (G, m, m) stack of lower factors and (G, m, r) right sides."""
-    z = np.linalg.solve(L, rhs)
-    return np.linalg.solve(np.swapaxes(L, -1, -2), z)
-
-
 def _augmentation_rows(X, n_categories):
     """White, Daniel & Royston (2010) pseudo-rows against separation, as mice's ``augment``.
 
@@ -446,15 +333,7 @@ def _logit_fit_and_draw(model, y, observed, X, groups, rng, state, context, n_ca
     observed rows; intercepts are at x = center (the observed means), slopes in the data's units.
     """
     K = n_categories
-    codes = y[observed]
-    if codes.size and (np.any(codes != np.round(codes)) or codes.min() < 0 or codes.max() > K - 1):
-        raise ValueError(
-            f"{type(model).__name__} for {context.target!r}: the observed target must hold category "
-            f"codes 0..{K - 1}; found values {np.unique(codes)[:10].tolist()}."
-        )
-    if not codes.size:
-        raise ValueError(f"{type(model).__name__} for {context.target!r}: no observed value to fit on.")
-    codes = codes.astype(np.intp)
+    codes = model._category_codes(y, observed, K, context)
     Xo = X[observed]
     n_obs, p = Xo.shape
     Xa, ya, wa = _augmentation_rows(X, K)
@@ -495,15 +374,9 @@ def _logit_fit_and_draw(model, y, observed, X, groups, rng, state, context, n_ca
             parts_g.append(np.full(len(ya), G0, dtype=np.intp))
             n_groups += 1
     Xf, yf, wf, gf = (np.concatenate(parts) for parts in (parts_X, parts_y, parts_w, parts_g))
-    start = None
-    if (
-        isinstance(state, _NewtonState)
-        and state.n_columns == p
-        and state.alpha.shape == (n_groups, K - 1)
-        and state.beta.shape == (p, K - 1)
-    ):
-        start = state.start(center, exponents)
-    fit = _multinomial_newton(Xf, yf, wf, gf, n_groups, K, start, model.ridge, model.max_iter)
+    state = model._reuse_state(state, _NewtonState, p, alpha=(n_groups, K - 1), beta=(p, K - 1))
+    start = None if state is None else state.start(center, exponents)
+    fit = multinomial_newton(Xf, yf, wf, gf, n_groups, K, start, model.ridge, model.max_iter)
     if not fit["converged"]:
         context.log(
             f"{type(model).__name__} for {context.target!r}: Newton iterations did not converge in "
@@ -577,7 +450,7 @@ class _CategoryDraw(Draw):
     def probabilities(self, X, groups):
         """Category probabilities (n, K) at the drawn parameters."""
         eta = _logit_intercepts(self.alpha_centred, groups, self.name) + (X - self.center) @ self.beta
-        return _softmax_reference(eta)
+        return softmax_reference(eta)
 
     def sample(self, X, groups, rng):
         P = self.probabilities(X, groups)

@@ -58,15 +58,18 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._kernels import (
+    batched_irls,
     cluster_counts,
     cluster_means,
     constant_within_clusters,
     find_redundant_columns,
     pmm_match,
     power_of_two_exponents,
+    rows_of_clusters,
+    weighted_cluster_cross_products,
 )
 from ..meta_analysis import draw_study_effects, meta_analysis, study_posterior
-from .base import BaseConditionalImputer, Draw
+from .base import BaseConditionalImputer, Draw, cluster_names
 
 __all__ = ["TwoStageNormal", "TwoStagePMM", "TwoStageLogistic", "TwoStagePoisson"]
 
@@ -97,23 +100,6 @@ class _Layout:
     def study(self, Z: np.ndarray) -> np.ndarray:
         """``(J, d)`` study design ``[1, (z - z_center) / z_scale]`` from raw cluster values."""
         return np.column_stack([np.ones(len(Z)), (Z - self.z_center) / self.z_scale])
-
-
-def _names(codes, name_of, limit: int = 10) -> str:
-    codes = list(codes)
-    text = ", ".join(repr(name_of(int(c))) for c in codes[:limit])
-    return text + (f" and {len(codes) - limit} more" if len(codes) > limit else "")
-
-
-def _weighted_cross_products(D: np.ndarray, g: np.ndarray, J: int, w: np.ndarray | None = None) -> np.ndarray:
-    """``(J, k, k)`` stack of ``sum_i w_i d_i d_i'`` per cluster: one bincount per distinct product."""
-    k = D.shape[1]
-    out = np.empty((J, k, k))
-    for a in range(k):  # loops over the k(k+1)/2 products, not over clusters
-        Da = D[:, a] if w is None else D[:, a] * w
-        for b in range(a, k):
-            out[:, a, b] = out[:, b, a] = np.bincount(g, weights=Da * D[:, b], minlength=J)
-    return out
 
 
 def _estimable_designs(xtx: np.ndarray, n_j: np.ndarray, k: int, min_df: int):
@@ -166,27 +152,24 @@ class _TwoStageDraw(Draw):
         """Coefficients (n, k) and residual SDs (n,) of each row: its cluster's draw."""
         if groups is None:
             raise ValueError(f"{self.name}: a two-stage draw needs the cluster code of every row.")
-        groups = np.asarray(groups, dtype=np.intp)
-        J = len(self.coefficients)
-        seen = groups < J
-        coef = np.empty((len(X), self.coefficients.shape[1]))
-        coef[seen] = self.coefficients[groups[seen]]
-        sigma = None if self.sigma is None else np.empty(len(X))
-        if sigma is not None:
-            sigma[seen] = self.sigma[groups[seen]]
-        if not seen.all():
+        k = self.coefficients.shape[1]
+
+        def draw_new(codes, inverse, rows):
             # clusters unseen at fit: one population draw per cluster, with its own study-level covariates
-            rows = np.flatnonzero(~seen)
-            codes, inverse = np.unique(groups[rows], return_inverse=True)
             Zraw = cluster_means(X[rows][:, self.layout.level2], inverse, len(codes))
             mean = self.layout.study(Zraw) @ self.B
             new = draw_study_effects(mean, np.broadcast_to(self.psi, mean.shape + mean.shape[-1:]), rng)
             new = np.ldexp(new, self.y_exponent)
             new[:, 0] += self.y_center
-            coef[rows] = new[inverse]
-            if sigma is not None:
-                log_s2 = self.mu_sigma + np.sqrt(self.psi_sigma) * rng.standard_normal(len(codes))
-                sigma[rows] = np.ldexp(np.exp(0.5 * log_s2), self.y_exponent)[inverse]
+            if self.sigma is None:
+                return new
+            log_s2 = self.mu_sigma + np.sqrt(self.psi_sigma) * rng.standard_normal(len(codes))
+            return np.column_stack([new, np.ldexp(np.exp(0.5 * log_s2), self.y_exponent)])
+
+        if self.sigma is None:
+            return rows_of_clusters(self.coefficients, groups, draw_new), None
+        rows = rows_of_clusters(np.column_stack([self.coefficients, self.sigma]), groups, draw_new)
+        coef, sigma = rows[:, :k], rows[:, k]
         return coef, sigma
 
     def linear_predictor(self, X, groups, rng):
@@ -295,7 +278,7 @@ class _TwoStageBase(BaseConditionalImputer):
         estimate and N(B*' z_j, Psi*); the others: beta*_j ~ N(B*' z_j, Psi*).
         """
         J, k = beta_hat.shape[0], beta_hat.shape[1]
-        start = None if state is None or state.psi is None or state.psi.shape != (k, k) else state.psi
+        start = None if self._reuse_state(state, _TwoStageState, psi=(k, k)) is None else state.psi
         fit = self._meta(
             beta_hat[estimable], V[estimable], Z[estimable], start, context, f"coefficients of {context.target!r}"
         )
@@ -319,15 +302,15 @@ class _TwoStageBase(BaseConditionalImputer):
             if codes.size:
                 context.log(
                     f"{codes.size} cluster(s) with observed {context.target!r} treated as systematically missing "
-                    f"({label}): {_names(codes, context.cluster_name)}"
+                    f"({label}): {cluster_names(codes, context.cluster_name, limit=10)}"
                 )
                 summary.append(f"{codes.size} with {label}")
         return "; ".join(summary)
 
     def _check_observed(self, y, observed, groups, context):
-        name = f"{type(self).__name__} for {context.target!r}"
+        name = self._name(context)
         if not observed.any():
-            raise ValueError(f"{name}: no observed values of {context.target!r} to fit the model on.")
+            raise self._no_observed_values(context)
         J = context.n_clusters
         if groups.min(initial=0) < 0 or groups.max(initial=0) >= J:
             raise ValueError(f"{name}: cluster codes must lie in 0..{J - 1}.")
@@ -450,7 +433,7 @@ class TwoStageNormal(_TwoStageBase):
         y_exponent = int(power_of_two_exponents(np.sqrt(yc @ yc / len(yc)), abs(y_center))[0])
         np.ldexp(yc, -y_exponent, out=yc)
         n_j = cluster_counts(go, J)
-        xtx = _weighted_cross_products(D, go, J)
+        xtx = weighted_cluster_cross_products(D, go, J)
         xty = np.stack([np.bincount(go, weights=D[:, a] * yc, minlength=J) for a in range(k)], axis=1)
         yty = np.bincount(go, weights=yc * yc, minlength=J)
         estimable, few, singular = _estimable_designs(xtx, n_j, k, self.min_residual_df)
@@ -591,74 +574,6 @@ class TwoStagePMM(TwoStageNormal):
 
 
 # --------------------------------------------------------------------------- GLMs
-_DIVERGED = 30.0  # |coefficient| in standardised units beyond which a fit has run away
-
-
-def _batched_irls(D, y, g, J, active, family, start, max_iter, tol=1e-8):
-    """Per-cluster maximum likelihood of a logit or log-linear model, all clusters at once.
-
-    Newton-Raphson (= IRLS for canonical links) on the ``(J, k, k)`` stack of
-    ``X_j' W_j X_j`` built by bincounts; each step is one batched solve. Steps are capped
-    at 5 (standardised units) so that separated clusters drift rather than overflow.
-    Returns coefficients (J, k), the inverse information stack (J, k, k) and the mask of
-    clusters that converged.
-    """
-    k = D.shape[1]
-    beta = start.copy()
-    converged = ~active
-    eye = np.eye(k)
-    info = np.broadcast_to(eye, (J, k, k)).copy()
-    deviance_old = np.full(J, np.inf)
-    for _ in range(max_iter):
-        eta = np.einsum("ik,ik->i", D, beta[g])
-        if family == "logistic":
-            mu = special.expit(eta)
-            w = mu * (1.0 - mu)
-            loglik = y * eta - np.logaddexp(0.0, eta)
-        else:
-            mu = np.exp(np.minimum(eta, 30.0))
-            w = mu
-            loglik = y * eta - mu
-        # R's glm.fit criterion, per cluster: |dev - dev_old| / (|dev| + 0.1) < 1e-8. Under
-        # (quasi-)separation the deviance flattens while the coefficients creep outwards;
-        # the fit then stops, and its huge standard errors mark the cluster as separated.
-        deviance = -2.0 * np.bincount(g, weights=loglik, minlength=J)
-        converged |= np.abs(deviance - deviance_old) / (np.abs(deviance) + 0.1) < 1e-8
-        deviance_old = deviance
-        # a cluster whose coefficients run away (separation: the likelihood has no
-        # maximum) stops iterating; it stays unconverged and is treated as not estimable
-        todo = ~converged & (np.abs(beta).max(axis=1) < _DIVERGED)
-        if not todo.any():
-            break
-        rows = todo[g]  # only the clusters still iterating: late iterations touch few rows
-        Dr, gr, wr, rr = D[rows], g[rows], w[rows], (y - mu)[rows]
-        info = _weighted_cross_products(Dr, gr, J, wr)
-        score = np.stack([np.bincount(gr, weights=Dr[:, a] * rr, minlength=J) for a in range(k)], axis=1)
-        A = info[todo]
-        ridge = 1e-10 * np.abs(np.diagonal(A, axis1=1, axis2=2)).max(axis=1)
-        step = np.linalg.solve(A + ridge[:, None, None] * eye, score[todo][:, :, None])[:, :, 0]
-        size = np.abs(step).max(axis=1)
-        step *= np.minimum(1.0, 5.0 / np.maximum(size, 1e-300))[:, None]
-        beta[todo] += step
-        converged[todo] = size < tol * (1.0 + np.abs(beta[todo]).max(axis=1))
-    # information at the final coefficients
-    eta = np.einsum("ik,ik->i", D, beta[g])
-    mu = special.expit(eta) if family == "logistic" else np.exp(np.minimum(eta, 30.0))
-    w = mu * (1.0 - mu) if family == "logistic" else mu
-    info = _weighted_cross_products(D, g, J, w)
-    cov = np.broadcast_to(eye, (J, k, k)).copy()
-    ok = active & converged
-    if ok.any():
-        A = info[ok]
-        with np.errstate(all="ignore"):
-            try:
-                cov[ok] = np.linalg.inv(A)
-            except np.linalg.LinAlgError:
-                ridge = 1e-12 * np.abs(np.diagonal(A, axis1=1, axis2=2)).max(axis=1)
-                cov[ok] = np.linalg.inv(A + ridge[:, None, None] * eye)
-    return beta, cov, converged & active
-
-
 class _TwoStageGLM(_TwoStageBase):
     """Two-stage GLM: per-cluster maximum likelihood, meta-analysis, draws (micemd's 2l.2stage.bin/pois)."""
 
@@ -690,16 +605,16 @@ class _TwoStageGLM(_TwoStageBase):
         D = layout.design(X[observed])
         k = D.shape[1]
         n_j = cluster_counts(go, J)
-        xtx = _weighted_cross_products(D, go, J)
+        xtx = weighted_cluster_cross_products(D, go, J)
         estimable, few, singular = _estimable_designs(xtx, n_j, k, self.min_residual_df)
         degenerate = estimable & self._degenerate_outcome(yo, go, n_j, J)
         estimable &= ~degenerate
-        if state is not None and state.coefficients is not None and state.coefficients.shape == (J, k):
+        if self._reuse_state(state, _TwoStageState, coefficients=(J, k)) is not None:
             start = np.where(np.isfinite(state.coefficients), state.coefficients, 0.0)
         else:
             start = np.zeros((J, k))
             start[:, 0] = self._start_intercept(yo, go, n_j, J)
-        beta_hat, cov, converged = _batched_irls(D, yo, go, J, estimable, self._family, start, self.max_iter)
+        beta_hat, cov, converged = batched_irls(D, yo, go, J, estimable, self._family, start, self.max_iter)
         se = np.sqrt(np.abs(np.diagonal(cov, axis1=1, axis2=2))).max(axis=1)
         unstable = estimable & (
             ~converged | ~np.isfinite(se) | (se > self.max_standard_error) | ~np.isfinite(beta_hat).all(axis=1)

@@ -8,6 +8,7 @@ here knows about the imputer.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import special, stats
 
 __all__ = ["rhat", "autocorrelation"]
@@ -56,7 +57,7 @@ def _rank_normalise(arr: np.ndarray) -> np.ndarray:
     return special.ndtri((ranks - 3 / 8) / (M * N + 1 / 4)).reshape(M, N, k)
 
 
-def rhat(chains, *, split: bool = True, rank_normalized: bool = False) -> float | np.ndarray:
+def rhat(chains: ArrayLike, *, split: bool = True, rank_normalized: bool = False) -> float | np.ndarray:
     """Potential scale reduction factor R-hat of several chains.
 
     For M chains of length N (after splitting each chain in halves when ``split``, which
@@ -127,7 +128,7 @@ def rhat(chains, *, split: bool = True, rank_normalized: bool = False) -> float 
     return float(out[0]) if scalar else out
 
 
-def autocorrelation(chains, lag: int = 1, *, per_chain: bool = False) -> float | np.ndarray:
+def autocorrelation(chains: ArrayLike, lag: int = 1, *, per_chain: bool = False) -> float | np.ndarray:
     """Lag-``lag`` autocorrelation of chains, pooled over chains or per chain.
 
     With chain means theta_m, the pooled estimator is

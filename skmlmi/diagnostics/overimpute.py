@@ -16,13 +16,21 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from sklearn.base import clone
 
 from .._frame import to_pandas
+
+if TYPE_CHECKING:  # annotations only (matplotlib is optional)
+    from matplotlib.axes import Axes
+
+    from ..imputer import MultilevelIterativeImputer
 
 __all__ = ["overimpute", "OverimputationResult"]
 
@@ -45,8 +53,18 @@ class OverimputationResult:
     coverage: pd.Series
     alpha: float
 
-    def plot(self, ax=None):
-        """Observed values against their imputed means with intervals (needs matplotlib)."""
+    def plot(self, ax: Axes | Sequence[Axes] | None = None) -> tuple[Any, Any]:
+        """Observed values against their imputed means with intervals (needs matplotlib).
+
+        Parameters
+        ----------
+        ax : Axes or sequence of Axes, default=None
+            One axes per over-imputed column; default a new figure with a row of them.
+
+        Returns
+        -------
+        figure, axes
+        """
         import matplotlib.pyplot as plt
 
         columns = list(self.coverage.index)
@@ -76,13 +94,13 @@ class OverimputationResult:
 
 
 def overimpute(
-    imputer,
+    imputer: MultilevelIterativeImputer,
     X: pd.DataFrame,
-    groups=None,
-    columns=None,
+    groups: Hashable | ArrayLike | None = None,
+    columns: Sequence[Hashable] | None = None,
     sample: int | float = 0.1,
     alpha: float = 0.1,
-    random_state=None,
+    random_state: int | np.random.Generator | np.random.RandomState | None = None,
 ) -> OverimputationResult:
     """Over-impute a sample of observed cells and report the coverage of their intervals.
 

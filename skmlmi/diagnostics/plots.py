@@ -21,17 +21,26 @@ never changes them and knows nothing of the conditional models.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from .._columns import cluster_codes
 from ..conditional.base import ROLE_NAMES
 from ..predictors import _correlations, _numeric_codes
 from .convergence import autocorrelation, rhat
+
+if TYPE_CHECKING:  # annotations only: the imputer imports nothing from here, and matplotlib is optional
+    from matplotlib.axes import Axes
+
+    from ..imputer import MultilevelIterativeImputer
+
+Columns = Sequence[Hashable] | None
+Groups = Hashable | ArrayLike
 
 __all__ = [
     "DiagnosticPlot",
@@ -85,8 +94,14 @@ class DiagnosticPlot:
     def __iter__(self):
         return iter((self.figure, self.axes, self.table))
 
-    def savefig(self, *args, **kwargs) -> None:
-        """Shortcut for ``self.figure.savefig``."""
+    def savefig(self, *args: Any, **kwargs: Any) -> None:
+        """Shortcut for ``self.figure.savefig``.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            Passed to matplotlib's ``Figure.savefig`` (the file name first).
+        """
         self.figure.savefig(*args, **kwargs)
 
 
@@ -139,7 +154,7 @@ def _heatmap_ticks(ax, rows: list, columns: list, rotate: bool = True) -> None:
 
 
 # ----------------------------------------------------------------------------- patterns
-def md_pattern(data: pd.DataFrame, columns=None) -> pd.DataFrame:
+def md_pattern(data: pd.DataFrame, columns: Columns = None) -> pd.DataFrame:
     """Missing-data patterns with their counts (R's ``mice::md.pattern``).
 
     Columns are sorted by their number of missing values (ascending, ties in data
@@ -193,7 +208,13 @@ def md_pattern(data: pd.DataFrame, columns=None) -> pd.DataFrame:
     return table.astype(int)
 
 
-def plot_pattern(data: pd.DataFrame, columns=None, *, max_patterns: int | None = None, figsize=None) -> DiagnosticPlot:
+def plot_pattern(
+    data: pd.DataFrame,
+    columns: Columns = None,
+    *,
+    max_patterns: int | None = None,
+    figsize: tuple[float, float] | None = None,
+) -> DiagnosticPlot:
     """Missing-data pattern plot (ggmice's ``plot_pattern``, mice's ``md.pattern`` plot).
 
     One row per pattern, one column per variable (sorted by number of missing values),
@@ -268,7 +289,9 @@ def plot_pattern(data: pd.DataFrame, columns=None, *, max_patterns: int | None =
 _STATUS_COLOURS = {"complete": OBSERVED_COLOUR, "sporadic": "#F4A259", "systematic": MISSING_COLOUR}
 
 
-def plot_missing_by_cluster(data: pd.DataFrame, groups, columns=None, *, figsize=None) -> DiagnosticPlot:
+def plot_missing_by_cluster(
+    data: pd.DataFrame, groups: Groups, columns: Columns = None, *, figsize: tuple[float, float] | None = None
+) -> DiagnosticPlot:
     """Per-cluster view of sporadic vs systematic missingness.
 
     Left: proportion missing of each incomplete variable (rows) in each cluster
@@ -352,12 +375,12 @@ def plot_missing_by_cluster(data: pd.DataFrame, groups, columns=None, *, figsize
 # ----------------------------------------------------------------------------- correlations
 def plot_corr(
     data: pd.DataFrame,
-    columns=None,
+    columns: Columns = None,
     *,
     method: str = "pearson",
     missingness: bool = False,
     annotate: bool | None = None,
-    ax=None,
+    ax: Axes | None = None,
 ) -> DiagnosticPlot:
     """Heat map of pairwise-complete correlations (ggmice's ``plot_corr``).
 
@@ -434,7 +457,9 @@ def plot_corr(
 
 
 # ----------------------------------------------------------------------------- predictor matrix
-def plot_predictor_matrix(predictor_matrix, *, annotate: bool = True, ax=None) -> DiagnosticPlot:
+def plot_predictor_matrix(
+    predictor_matrix: pd.DataFrame | MultilevelIterativeImputer, *, annotate: bool = True, ax: Axes | None = None
+) -> DiagnosticPlot:
     """The predictor matrix as coloured role codes with a legend in words (ggmice's ``plot_pred``).
 
     Rows are targets (imputed variables), columns predictors; the legend lists the codes
@@ -534,11 +559,22 @@ def _chain_columns(imputer, columns) -> list[int]:
     return [names.index(c) for c in columns]
 
 
-def trace_table(imputer, columns=None) -> pd.DataFrame:
+def trace_table(imputer: MultilevelIterativeImputer, columns: Columns = None) -> pd.DataFrame:
     """Chain means and SDs per iteration: long table ``column, chain, iteration, mean, sd``.
 
     Chains and iterations count from 1 as mice's ``chainMean`` dimnames; ``sd`` is the
     square root of ``chain_var_`` (NaN where a variance is undefined).
+
+    Parameters
+    ----------
+    imputer : fitted MultilevelIterativeImputer
+        The imputer whose chains to tabulate.
+    columns : sequence of names, default=None
+        Imputed columns to include; default all.
+
+    Returns
+    -------
+    DataFrame
     """
     _check_fitted(imputer)
     idx = _chain_columns(imputer, columns)
@@ -560,7 +596,9 @@ def trace_table(imputer, columns=None) -> pd.DataFrame:
     )
 
 
-def plot_trace(imputer, columns=None, *, figsize=None) -> DiagnosticPlot:
+def plot_trace(
+    imputer: MultilevelIterativeImputer, columns: Columns = None, *, figsize: tuple[float, float] | None = None
+) -> DiagnosticPlot:
     """Trace plots of the chains: mean and SD of the imputed values per iteration (mice's ``plot(imp)``).
 
     One row per imputed variable, mean on the left and SD on the right, one line per
@@ -613,7 +651,13 @@ def plot_trace(imputer, columns=None, *, figsize=None) -> DiagnosticPlot:
     return DiagnosticPlot(fig, axes, table)
 
 
-def convergence_table(imputer, columns=None, *, parameter: str = "mean", rank_normalized: bool = False) -> pd.DataFrame:
+def convergence_table(
+    imputer: MultilevelIterativeImputer,
+    columns: Columns = None,
+    *,
+    parameter: str = "mean",
+    rank_normalized: bool = False,
+) -> pd.DataFrame:
     """Split-R-hat and lag-1 autocorrelation of the chains per variable and iteration.
 
     For each imputed variable and iteration t, over iterations 1..t of the m chains of
@@ -738,13 +782,13 @@ def _density(ax, values: np.ndarray, grid: np.ndarray, **style) -> None:
 
 def plot_imputed(
     data: pd.DataFrame,
-    imputed,
-    columns=None,
+    imputed: Sequence[pd.DataFrame] | MultilevelIterativeImputer,
+    columns: Columns = None,
     *,
-    groups=None,
-    clusters=None,
+    groups: Groups | None = None,
+    clusters: Sequence[Hashable] | None = None,
     n_clusters: int = 4,
-    figsize=None,
+    figsize: tuple[float, float] | None = None,
 ) -> DiagnosticPlot:
     """Observed vs imputed values, overall and within chosen clusters (mice's ``densityplot``).
 
@@ -967,7 +1011,7 @@ def _icc_columns(frame: pd.DataFrame, columns, gcol) -> list:
     return keep
 
 
-def icc(data: pd.DataFrame, groups, columns=None) -> pd.Series:
+def icc(data: pd.DataFrame, groups: Groups, columns: Columns = None) -> pd.Series:
     """Intraclass correlation of each variable (one-way ANOVA estimator), on observed values.
 
     With J clusters holding n_j observed values (N in all), cluster means x_j and grand
@@ -1021,7 +1065,9 @@ def icc(data: pd.DataFrame, groups, columns=None) -> pd.Series:
     return pd.Series(_icc_values(frame, keep, codes, len(labels)), index=pd.Index(keep), name="icc", dtype=float)
 
 
-def icc_table(data: pd.DataFrame, completed, groups, columns=None) -> pd.DataFrame:
+def icc_table(
+    data: pd.DataFrame, completed: Sequence[pd.DataFrame], groups: Groups, columns: Columns = None
+) -> pd.DataFrame:
     """ICC of each variable before and after imputation.
 
     ``observed`` is :func:`icc` on the incomplete data; ``imputed`` the mean over the

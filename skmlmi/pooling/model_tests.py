@@ -58,8 +58,8 @@ def _mean_params(param_dicts: list[dict]) -> dict:
 
 
 def test_models(
-    fits,
-    null_fits,
+    fits: Sequence,
+    null_fits: Sequence,
     method: str = "D1",
     use: str = "wald",
     dfcom: float | None = None,

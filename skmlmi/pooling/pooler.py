@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
 from sklearn.exceptions import DataConversionWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -27,6 +30,9 @@ from .._threads import one_blas_thread
 from ..analysis.formula import observed_levels, parse_formula, unused_categories_note
 from .results import PooledResults, pool_results
 from .rubin import pool_variance_components
+
+if TYPE_CHECKING:  # annotations only: the imputer is duck-typed here (fit_transform_all, transform_all)
+    from ..imputer import MultilevelIterativeImputer
 
 __all__ = ["MIPooler"]
 
@@ -126,7 +132,27 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
     >>> data = load_popmis()[["school", "popular", "sex", "texp"]]
     >>> pooler = MIPooler(MultilevelIterativeImputer(n_imputations=5, max_iter=5, random_state=1),
     ...                   LinearMixedModel("popular ~ sex + texp + (1 | school)"))
-    >>> print(pooler.fit(data, groups="school").results_.summary())  # doctest: +SKIP
+    >>> results = pooler.fit(data, groups="school").results_
+    >>> results  # doctest: +ELLIPSIS
+    <PooledResults: LinearMixedModel '...', 3 terms, m = 5, Barnard-Rubin df (dfcom = 1995)>
+    >>> print(results.summary())  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
+    Multiple imputation: pooled results
+    ===...
+    Model:            LinearMixedModel                       df method:        Barnard-Rubin
+    Formula:          popular ~ sex + texp + (1 | school)    dfcom:            1995
+    Imputations (m):  5                                      Confidence level: 95%
+    Terms:            3
+    ---...
+                estimate std_error statistic    df p_value conf_low conf_high    riv lambda    fmi
+    term...
+    (Intercept) ...
+    sex         ...
+    texp        ...
+    Variance components (mean over imputations)
+    ...
+    ICC|school ...
+    >>> float(round(results.params["sex"], 1))
+    0.9
     """
 
     _parameter_constraints: dict = {
@@ -137,7 +163,14 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         "alpha": [Interval(numbers.Real, 0, 1, closed="neither")],
     }
 
-    def __init__(self, imputer, estimator, n_jobs=None, dfcom="auto", alpha: float = 0.05):
+    def __init__(
+        self,
+        imputer: MultilevelIterativeImputer,
+        estimator: BaseEstimator,
+        n_jobs: int | None = None,
+        dfcom: float | str | None = "auto",
+        alpha: float = 0.05,
+    ):
         self.imputer = imputer
         self.estimator = estimator
         self.n_jobs = n_jobs
@@ -213,7 +246,7 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         return X
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y=None, groups=None):
+    def fit(self, X: Any, y: ArrayLike | None = None, groups: Hashable | ArrayLike | None = None) -> Self:
         """Impute X (with y), fit the analysis model on each completed dataset, pool.
 
         Parameters
@@ -424,8 +457,20 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
             sets = [s.drop(columns=[self._y_name]) if isinstance(s, pd.DataFrame) else s[:, :-1] for s in sets]
         return sets
 
-    def predict(self, X, groups=None):
-        """Average of the m models' predictions on X imputed by each chain's final draws."""
+    def predict(self, X: Any, groups: Hashable | ArrayLike | None = None) -> np.ndarray:
+        """Average of the m models' predictions on X imputed by each chain's final draws.
+
+        Parameters
+        ----------
+        X : DataFrame (pandas or polars), pyarrow Table or array-like
+            New data, with the columns seen at fit (the response left out).
+        groups : hashable or array-like, default=None
+            Clusters, as at fit; not needed when fit was given a column name.
+
+        Returns
+        -------
+        ndarray of shape (n,)
+        """
         sets = self._completed_new(X, groups)
         if is_classifier(self) and all(hasattr(f, "predict_proba") for f in self.estimators_):
             proba = np.mean([f.predict_proba(s) for f, s in zip(self.estimators_, sets, strict=True)], axis=0)
@@ -438,13 +483,39 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         return hasattr(self.estimator, "predict_proba")
 
     @available_if(_estimator_has_predict_proba)
-    def predict_proba(self, X, groups=None):
-        """Average of the m models' class probabilities (classifiers only)."""
+    def predict_proba(self, X: Any, groups: Hashable | ArrayLike | None = None) -> np.ndarray:
+        """Average of the m models' class probabilities (classifiers only).
+
+        Parameters
+        ----------
+        X : DataFrame (pandas or polars), pyarrow Table or array-like
+            New data, with the columns seen at fit (the response left out).
+        groups : hashable or array-like, default=None
+            Clusters, as at fit; not needed when fit was given a column name.
+
+        Returns
+        -------
+        ndarray of shape (n, n_classes)
+        """
         sets = self._completed_new(X, groups)
         return np.mean([f.predict_proba(s) for f, s in zip(self.estimators_, sets, strict=True)], axis=0)
 
-    def score(self, X, y=None, groups=None):
-        """R^2 (regressors) or accuracy (classifiers) of the averaged predictions."""
+    def score(self, X: Any, y: ArrayLike | None = None, groups: Hashable | ArrayLike | None = None) -> float:
+        """R^2 (regressors) or accuracy (classifiers) of the averaged predictions.
+
+        Parameters
+        ----------
+        X : DataFrame (pandas or polars), pyarrow Table or array-like
+            New data, with the columns seen at fit.
+        y : array-like, default=None
+            Observed responses; a formula model may instead find them in X.
+        groups : hashable or array-like, default=None
+            Clusters, as at fit; not needed when fit was given a column name.
+
+        Returns
+        -------
+        float
+        """
         X, _ = to_pandas(X)
         if y is None:
             if self._y_name is None or not isinstance(X, pd.DataFrame) or self._y_name not in X:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from scipy import stats
 
 from .model_tests import test_models
@@ -53,7 +54,7 @@ class PooledSummary:
 
     ``str()`` (or :meth:`as_text`) gives the text, notebooks render :meth:`as_html`.
 
-    Attributes
+    Parameters
     ----------
     tables : list of DataFrame
         The header (one row per fact: model, formula, m, df method, dfcom, confidence
@@ -323,7 +324,7 @@ class PooledResults:
         terms: Sequence[str] | None = None,
         method: str = "D1",
         *,
-        null=None,
+        null: ArrayLike | None = None,
         null_fits: Sequence | None = None,
         use: str = "wald",
         ariv: str = "default",
@@ -442,13 +443,13 @@ class PooledResults:
 
 
 def pool_results(
-    estimates,
-    covariances,
+    estimates: ArrayLike,
+    covariances: ArrayLike | None,
     dfcom: float | None = None,
     names: Sequence[str] | None = None,
     alpha: float = 0.05,
     *,
-    variance_components=None,
+    variance_components: pd.Series | None = None,
     model: str | None = None,
     formula: str | None = None,
 ) -> PooledResults:

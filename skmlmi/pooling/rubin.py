@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from scipy import stats
 
 __all__ = [
@@ -209,7 +210,7 @@ class RubinComponents:
             return np.where(add == 0, 0.0, add / np.diag(self.t))
 
 
-def rubin_components(estimates, covariances=None) -> RubinComponents:
+def rubin_components(estimates: ArrayLike, covariances: ArrayLike | None = None) -> RubinComponents:
     """Qbar, Ubar, B and T of Rubin's rules with full covariance matrices.
 
     Parameters
@@ -247,7 +248,7 @@ def rubin_components(estimates, covariances=None) -> RubinComponents:
 
 
 # --------------------------------------------------------------------------- df
-def barnard_rubin_df(lam, m: int, dfcom: float | None = None) -> np.ndarray:
+def barnard_rubin_df(lam: ArrayLike, m: int, dfcom: float | None = None) -> np.ndarray:
     """Barnard-Rubin (1999) degrees of freedom, numerically stable form.
 
     .. math::
@@ -352,8 +353,8 @@ def _names(names, k: int, estimates) -> list:
 
 
 def pool(
-    estimates,
-    covariances,
+    estimates: ArrayLike,
+    covariances: ArrayLike,
     dfcom: float | None = None,
     names: Sequence[str] | None = None,
     alpha: float = 0.05,
@@ -435,7 +436,7 @@ def _pool_parts(estimates, covariances, dfcom, names, alpha, stacklevel: int):
     return _table(comp, names, dfcom, alpha), comp, estimates
 
 
-def pool_scalar(q, u, dfcom: float | None = None, alpha: float = 0.05) -> pd.Series:
+def pool_scalar(q: ArrayLike, u: ArrayLike, dfcom: float | None = None, alpha: float = 0.05) -> pd.Series:
     """Pool one scalar estimand (mice ``pool.scalar``).
 
     Parameters
@@ -475,7 +476,7 @@ def pool_scalar(q, u, dfcom: float | None = None, alpha: float = 0.05) -> pd.Ser
     return out
 
 
-def pool_variance_components(components) -> pd.Series:
+def pool_variance_components(components: Sequence[pd.Series]) -> pd.Series:
     """Pool variance components and ICCs as mitml's ``testEstimates(extra.pars = TRUE)``.
 
     The plain mean over imputations of each named quantity, with no variance, df or
@@ -606,7 +607,9 @@ def _d1_large_sample_df(r: float, k: int, m: int, t: int) -> float:
     return _d1_df(r, k, m, math.inf)
 
 
-def d1(estimates, covariances, dfcom: float | None = None, null=None) -> pd.DataFrame:
+def d1(
+    estimates: ArrayLike, covariances: ArrayLike, dfcom: float | None = None, null: ArrayLike | None = None
+) -> pd.DataFrame:
     """D1: multivariate Wald test of k parameters pooled over imputations.
 
     Li, Raghunathan & Rubin (1991); with finite ``dfcom`` the denominator df of
@@ -658,7 +661,7 @@ def d1(estimates, covariances, dfcom: float | None = None, null=None) -> pd.Data
     return _test_table("D1", f_value, k, _d1_df(r, k, m, dfcom), r, m=m, dfcom=dfcom)
 
 
-def d2_from_statistics(chisq, k: int, ariv: str = "default") -> pd.DataFrame:
+def d2_from_statistics(chisq: ArrayLike, k: int, ariv: str = "default") -> pd.DataFrame:
     """D2: pool m chi-square statistics with k degrees of freedom (Li, Meng et al. 1991).
 
     .. math::
@@ -702,7 +705,9 @@ def d2_from_statistics(chisq, k: int, ariv: str = "default") -> pd.DataFrame:
     return _test_table("D2", f_value, k, df2, r, m=m)
 
 
-def d2(estimates, covariances, null=None, ariv: str = "default") -> pd.DataFrame:
+def d2(
+    estimates: ArrayLike, covariances: ArrayLike, null: ArrayLike | None = None, ariv: str = "default"
+) -> pd.DataFrame:
     """D2 on Wald statistics: d_l = (Q_l - Q_0)' U_l^{-1} (Q_l - Q_0), pooled by :func:`d2_from_statistics`.
 
     Parameters
@@ -737,7 +742,7 @@ def d2(estimates, covariances, null=None, ariv: str = "default") -> pd.DataFrame
     return d2_from_statistics(chisq, k, ariv=ariv)
 
 
-def d3_from_deviances(dev_own, dev_pooled, k: int, ariv: str = "default") -> pd.DataFrame:
+def d3_from_deviances(dev_own: ArrayLike, dev_pooled: ArrayLike, k: int, ariv: str = "default") -> pd.DataFrame:
     """D3 (Meng & Rubin 1992) from likelihood-ratio statistics.
 
     .. math::

@@ -121,3 +121,32 @@ def test_summary_alpha_outside_zero_one_is_an_error(data, alpha):
     model = OLS("y ~ x").fit(data)
     with pytest.raises(ValueError, match="alpha must lie in"):
         model.summary(alpha=alpha)
+
+
+# --------------------------------------------------------------------------- hostile inputs
+@pytest.fixture
+def six_clusters():
+    rng = np.random.default_rng(11)
+    n = 60
+    df = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "x": rng.normal(size=n), "y": rng.normal(size=n)})
+    df.loc[rng.random(n) < 0.2, "y"] = np.nan
+    return df
+
+
+def test_analysis_models_name_the_problem_in_degenerate_designs(six_clusters):
+    data = six_clusters.dropna()
+    with pytest.raises(ValueError, match="too few for the 2 fixed effects"):
+        OLS("y ~ x").fit(data.iloc[:2])  # was ZeroDivisionError
+    with pytest.raises(ValueError, match=r"\['x'\] .* hold infinite values"):
+        OLS("y ~ x").fit(data.assign(x=np.r_[np.inf, data["x"].to_numpy()[1:]]))  # was "rank deficient"
+    with pytest.raises(ValueError, match="appear more than once"):
+        OLS("y ~ x").fit(pd.concat([data, data[["x"]]], axis=1))  # was "truth value of a Series is ambiguous"
+
+
+def test_unused_categories_do_not_make_the_design_rank_deficient(six_clusters):
+    data = six_clusters.dropna()
+    f = np.array(["a", "b", "c"])[np.arange(len(data)) % 3]
+    with_unused = data.assign(f=pd.Categorical(f, categories=["a", "b", "c", "d"]))
+    fit = OLS("y ~ x + f").fit(with_unused)
+    reference = OLS("y ~ x + f").fit(data.assign(f=f))
+    pd.testing.assert_series_equal(fit.coef_, reference.coef_)

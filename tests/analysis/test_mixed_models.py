@@ -8,6 +8,7 @@ covariance).
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +244,21 @@ def test_logistic_mixed_model_does_not_stop_at_tau_zero_below_an_interior_maximu
     fit = LogisticMixedModel("y ~ z + (1 | g)").fit(pd.DataFrame({"g": g, "z": z, "y": y}))
     # at tau = 0 the Laplace log-likelihood is -327.03 (the logistic regression's): the fit must be above it
     assert fit.variance_components_.iloc[0] > 0.05 and fit.loglik_ > -325.0, fit.loglik_
+
+
+# --------------------------------------------------------------------------- hostile inputs
+def _quiet_convergence(func, *args):
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return func(*args)
+
+
+def test_logistic_mixed_model_warns_on_separation_and_constant_response():
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"g": np.repeat(np.arange(12), 10), "x": rng.normal(size=120)})
+    with pytest.warns(UserWarning, match="numerically 0 or 1"):
+        _quiet_convergence(LogisticMixedModel("b ~ x + (1 | g)").fit, df.assign(b=(df["x"] > 0).astype(int)))
+    with pytest.warns(UserWarning, match="the response is 0 in every row"):
+        _quiet_convergence(LogisticMixedModel("b ~ x + (1 | g)").fit, df.assign(b=0))

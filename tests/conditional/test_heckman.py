@@ -9,9 +9,8 @@ from scipy import special
 
 from skmlmi import MultilevelIterativeImputer
 from skmlmi.conditional import RandomEffectsNormal
-from skmlmi.conditional import heckman as hk
 from skmlmi.conditional.base import DrawContext
-from skmlmi.conditional.heckman import HeckmanSelection, bivariate_normal_cdf
+from skmlmi.conditional.heckman import HeckmanSelection
 from skmlmi.datasets.heckman import interviewer_effect, load_hiv, load_obesity, make_heckman
 
 
@@ -32,47 +31,6 @@ def _draw(data, rng=0, model=None, exclusion=True, context=None, groups=True):
             y, observed, X, roles, g if groups else None, np.random.default_rng(rng), None, context
         )
     return draw, state, context
-
-
-# ----------------------------------------------------------------------------- numerics
-def test_bivariate_normal_cdf_matches_closed_form_and_genz_reference():
-    # closed form at the origin: 1/4 + arcsin(rho) / (2 pi)
-    rho = np.array([-0.999, -0.95, -0.5, 0.0, 0.3, 0.8, 0.93, 0.9999])
-    np.testing.assert_allclose(bivariate_normal_cdf(0.0, 0.0, rho), 0.25 + np.arcsin(rho) / (2 * np.pi), atol=1e-13)
-    # rho = 0 factorises; rho -> 1 gives Phi(min(a, b))
-    a = np.linspace(-4, 3, 15)
-    np.testing.assert_allclose(bivariate_normal_cdf(a, 0.7, 0.0), special.ndtr(a) * special.ndtr(0.7), atol=1e-14)
-    np.testing.assert_allclose(bivariate_normal_cdf(a, 0.7, 0.999999), special.ndtr(np.minimum(a, 0.7)), atol=1e-3)
-    bvnu = pytest.importorskip("scipy.stats._stats_pythran")._bvnu  # scipy's scalar Genz BVNU
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(scale=2, size=(2, 300))
-    r = rng.uniform(-0.999, 0.999, 300)
-    expected = np.array([bvnu(-x, -y, c) for x, y, c in zip(a, b, r, strict=True)])
-    np.testing.assert_allclose(bivariate_normal_cdf(a, b, r), expected, atol=1e-14)
-
-
-@pytest.mark.parametrize("binary", [False, True])
-def test_analytic_gradient_and_hessian_match_finite_differences(binary):
-    data = make_heckman(n_clusters=4, cluster_size=120, random_state=3)
-    y, observed, X, _, g = _arrays(data)
-    if binary:
-        y = (y > 1).astype(float)
-    layout = hk._Layout(np.array([0, 1]), np.array([0]), binary)
-    W, V = layout.designs((X - X.mean(0)) / X.std(0))
-    clusters = hk._Clusters(W, V, y, observed, g, 4)
-    theta = np.random.default_rng(1).normal(scale=0.4, size=(4, layout.size))
-    value, grad = hk._loglik(theta, clusters, layout)
-    h = 1e-6
-    numeric = np.empty_like(grad)
-    for k in range(layout.size):
-        up, down = theta.copy(), theta.copy()
-        up[:, k] += h
-        down[:, k] -= h
-        numeric[:, k] = (hk._loglik(up, clusters, layout)[0] - hk._loglik(down, clusters, layout)[0]) / (2 * h)
-    # central differences: error O(h^2 f''') plus rounding ~ eps |f| / h ~ 1e-7 for |f| ~ 300
-    np.testing.assert_allclose(grad, numeric, atol=1e-5 * (1 + np.abs(value).max() / 100))
-    H = hk._hessian(theta, clusters, layout)
-    np.testing.assert_allclose(H, hk._hessian_numerical(theta, clusters, layout), atol=1e-5, rtol=1e-6)
 
 
 def test_missing_values_are_drawn_from_the_truncated_conditional_law():

@@ -18,15 +18,7 @@ import pytest
 from scipy import special
 
 from skmlmi.conditional.base import DrawContext
-from skmlmi.conditional.random_effects_discrete import (
-    RandomEffectsCategorical,
-    RandomEffectsLogistic,
-    _cluster_blocks,
-    _polya_gamma_moments,
-    _sort_by_cluster,
-    _truncated_normal,
-    polya_gamma,
-)
+from skmlmi.conditional.random_effects_discrete import RandomEffectsCategorical, RandomEffectsLogistic
 
 
 # --------------------------------------------------------------------------- helpers
@@ -95,61 +87,6 @@ def _anova_icc(y, groups):
     msb = size * np.sum((means - y.mean()) ** 2) / (n_clusters - 1)
     msw = np.sum((y - means[groups]) ** 2) / (len(y) - n_clusters)
     return (msb - msw) / (msb + (size - 1) * msw)
-
-
-# --------------------------------------------------------------------------- Polya-Gamma
-@pytest.mark.parametrize("c", [0.0, 0.5, 2.0, 8.0, 40.0, -3.0])
-def test_polya_gamma_moments_match_theory(c):
-    rng = np.random.default_rng(11)
-    n = 40_000
-    draws = polya_gamma(np.full(n, c), rng)
-    mean, var = _polya_gamma_moments(np.array(c))
-    # Sample mean: SE = sqrt(var / n). Sample variance: SE = sqrt((m4 - var^2) / n) with the
-    # fourth central moment estimated from the draws (PG is skewed, so not 2 var^2 / n).
-    # 4.5 SE: with 12 comparisons a false alarm has probability < 1e-4.
-    assert abs(draws.mean() - mean) < 4.5 * np.sqrt(var / n)
-    m4 = np.mean((draws - draws.mean()) ** 4)
-    assert abs(draws.var() - var) < 4.5 * np.sqrt((m4 - draws.var() ** 2) / n)
-    assert np.all(draws > 0)
-
-
-def test_polya_gamma_vectorised_over_mixed_arguments_keeps_shape_and_order():
-    rng = np.random.default_rng(0)
-    c = np.tile([0.0, 300.0], 5000).reshape(100, 100)
-    draws = polya_gamma(c, rng)
-    assert draws.shape == c.shape
-    # Means 1/4 and tanh(150)/600 ~ 1/600: each half must sit near its own mean.
-    assert abs(draws[c == 0].mean() - 0.25) < 0.01
-    assert abs(draws[c == 300].mean() - 1 / 600) < 1e-4
-
-
-def test_cluster_blocks_match_dense_cross_products_with_unequal_clusters():
-    # The reduceat path on rows sorted by cluster must equal F_j' W_j Z_j computed cluster by
-    # cluster (exact up to rounding), for a random intercept alone and with a random slope.
-    rng = np.random.default_rng(3)
-    groups = rng.integers(0, 7, size=200)
-    groups[:7] = np.arange(7)  # every cluster present, sizes unequal
-    design = np.column_stack([np.ones(200), rng.normal(size=(200, 3))])
-    weights = rng.random(200)
-    order, starts = _sort_by_cluster(groups, 7)
-    for random in (np.array([0]), np.array([0, 2])):
-        total, blocks = _cluster_blocks(design[order], random, weights[order], starts)
-        np.testing.assert_allclose(total, (design * weights[:, None]).T @ design, rtol=1e-12)
-        for j in range(7):
-            rows = groups == j
-            dense = (design[rows] * weights[rows, None]).T @ design[rows][:, random]
-            np.testing.assert_allclose(blocks[j], dense, rtol=1e-12, atol=1e-12)
-
-
-def test_truncated_normal_stays_inside_far_tail_intervals():
-    rng = np.random.default_rng(0)
-    mean = np.zeros(2000)
-    lower = np.full(2000, 30.0)
-    upper = np.full(2000, np.inf)
-    draws = _truncated_normal(mean, lower, upper, rng)
-    assert np.all(np.isfinite(draws)) and np.all(draws >= 30.0)
-    # E[Z | Z > 30] ~ 30 + 1/30.
-    assert abs(draws.mean() - (30 + 1 / 30)) < 0.01
 
 
 # --------------------------------------------------------------------------- logistic

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
+from skmlmi._kernels import softmax_reference as _softmax_reference
 from skmlmi.conditional.base import DrawContext
 from skmlmi.conditional.single_level import (
     BayesianLogistic,
     BayesianNormal,
     Polytomous,
     PredictiveMeanMatching,
-    _softmax_reference,
 )
 
 MODELS = [BayesianNormal, PredictiveMeanMatching, BayesianLogistic, Polytomous]

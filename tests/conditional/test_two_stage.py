@@ -363,3 +363,37 @@ def test_two_stage_normal_coverage_of_a_systematically_missing_covariate():
             hits[k] += row["conf_low"] <= truth[k] <= row["conf_high"]
     coverage = hits / reps
     assert np.all((coverage >= low) & (coverage <= high)), (coverage, low, high)
+
+
+# --------------------------------------------------------------------------- hostile inputs
+def test_too_few_estimable_clusters_error_says_why():
+    # y constant within every cluster: each per-cluster fit is perfect, none is estimable
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(6), 20)
+    df = pd.DataFrame({"g": g, "x": rng.normal(size=120), "y": g * 1.0})
+    df.loc[df["g"] == 0, "y"] = np.nan
+    df.loc[rng.random(120) < 0.1, "y"] = np.nan
+    imp = MultilevelIterativeImputer(methods={"y": TwoStageNormal()}, n_imputations=1, max_iter=1, random_state=0)
+    with pytest.raises(ValueError, match=r"only 0 of 6 cluster\(s\).*1 without observed values; 5 with perfect fit"):
+        imp.fit_transform_all(df, groups="g")
+
+
+def test_separated_and_all_zero_clusters_are_logged_and_imputed_without_nan():
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(10), 40)
+    x = rng.normal(size=400)
+    b = (rng.random(400) < 1 / (1 + np.exp(-x))).astype(float)
+    b[g == 3] = (x[g == 3] > 0).astype(float)  # perfectly separated cluster
+    b[g == 4] = 0.0  # no event
+    df = pd.DataFrame({"g": pd.Categorical([f"s{j}" for j in g]), "x": x, "b": b})
+    df.loc[(df["g"] == "s0") | (rng.random(400) < 0.15), "b"] = np.nan
+    before = df.copy()
+    imp = MultilevelIterativeImputer(methods={"b": TwoStageLogistic()}, n_imputations=2, max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sets = imp.fit_transform_all(df, groups="g")
+    assert df.equals(before)
+    assert all(s["b"].notna().all() and s["b"].isin([0.0, 1.0]).all() for s in sets)
+    reasons = " ".join(imp.logged_events_["reason"])
+    assert "separation" in reasons and "'s3'" in reasons
+    assert "all 0 or all 1" in reasons and "'s4'" in reasons

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -319,3 +320,26 @@ def test_plot_imputed_n_clusters_must_be_a_positive_integer(popmis_small, n_clus
     data, _, completed = popmis_small
     with pytest.raises(ValueError, match="n_clusters must be a positive integer"):
         plot_imputed(data, completed, groups="school", n_clusters=n_clusters)
+
+
+# --------------------------------------------------------------------------- hostile inputs
+@pytest.fixture
+def six_clusters():
+    rng = np.random.default_rng(11)
+    n = 60
+    df = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "x": rng.normal(size=n), "y": rng.normal(size=n)})
+    df.loc[rng.random(n) < 0.2, "y"] = np.nan
+    return df
+
+
+def _small_imputer(**params):
+    return MultilevelIterativeImputer(**{"n_imputations": 2, "max_iter": 2, "random_state": 1, **params})
+
+
+def test_plot_trace_without_imputed_columns_is_a_clear_error(six_clusters):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    imp = _small_imputer().fit(six_clusters.dropna(), groups="g")
+    with pytest.raises(ValueError, match="imputed no column"):
+        plot_trace(imp)

@@ -9,11 +9,10 @@ import sklearn
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
 
-from skmlmi import MultilevelIterativeImputer
+from skmlmi import MIPooler, MultilevelIterativeImputer
 from skmlmi.analysis import OLS, LinearMixedModel, LogisticMixedModel
 from skmlmi.conditional import PredictiveMeanMatching, RandomEffectsNormal, RandomEffectsPMM
 from skmlmi.datasets import load_popmis
-from skmlmi.pooling import MIPooler
 
 RI = "popular ~ sex + texp + (1 | school)"
 
@@ -247,3 +246,61 @@ def test_array_x_takes_groups_by_column_index_with_y(small):
     pooler = _quiet(_small_pooler().fit, X.to_numpy(), y.to_numpy(), groups=0)
     assert pooler.imputer_.cluster_labels_.tolist() == list(range(6))
     assert np.isfinite(_quiet(pooler.predict, X.to_numpy())).all()
+
+
+# --------------------------------------------------------------------------- hostile inputs
+@pytest.fixture
+def six_clusters():
+    rng = np.random.default_rng(11)
+    n = 60
+    df = pd.DataFrame({"g": np.repeat(np.arange(6), 10), "x": rng.normal(size=n), "y": rng.normal(size=n)})
+    df.loc[rng.random(n) < 0.2, "y"] = np.nan
+    return df
+
+
+def _small_imputer(**params):
+    return MultilevelIterativeImputer(**{"n_imputations": 2, "max_iter": 2, "random_state": 1, **params})
+
+
+def test_pooler_fitted_with_the_response_in_x_predicts_and_scores_without_it(six_clusters):
+    pooler = _quiet(MIPooler(_small_imputer(), LinearMixedModel("y ~ x + (1 | g)")).fit, six_clusters, groups="g")
+    complete = six_clusters.dropna()
+    with_y = pooler.predict(complete)
+    np.testing.assert_allclose(pooler.predict(complete.drop(columns="y")), with_y)
+    assert pooler.score(complete) == pytest.approx(pooler.score(complete.drop(columns="y"), complete["y"]))
+
+
+def test_pooler_score_with_missing_y_is_a_clear_error(six_clusters):
+    from sklearn.linear_model import LinearRegression
+
+    X = six_clusters.drop(columns="y")
+    pooler = _quiet(MIPooler(_small_imputer(), LinearRegression()).fit, X, six_clusters["y"], groups="g")
+    with pytest.raises(ValueError, match="y has .* missing values"):
+        pooler.score(X, six_clusters["y"])
+
+
+def test_pooler_y_named_like_a_column_of_x_is_renamed(six_clusters):
+    from sklearn.linear_model import LogisticRegression
+
+    X = six_clusters.drop(columns="y")
+    y = (X["x"] > 0).astype(float)  # a Series named "x", like a column of X
+    y.iloc[:5] = np.nan
+    pooler = _quiet(MIPooler(_small_imputer(), LogisticRegression()).fit, X, y, groups="g")
+    assert set(pooler.predict(X)) <= {0.0, 1.0}
+
+
+def test_pooler_wraps_exceptions_whose_constructor_takes_other_arguments(six_clusters):
+    class Failing:
+        def fit(self, X, y=None):
+            raise UnicodeDecodeError("utf-8", b"x", 0, 1, "bad byte")
+
+        def get_params(self, deep=True):
+            return {}
+
+        def set_params(self, **params):
+            return self
+
+    X = six_clusters.drop(columns="y")
+    with pytest.raises(UnicodeDecodeError) as info:  # its own type, so that callers catching it still do
+        _quiet(MIPooler(_small_imputer(), Failing()).fit, X, six_clusters["y"].fillna(0.0), groups="g")
+    assert "raised in the analysis model, on imputation 1" in info.value.__notes__

@@ -6,6 +6,7 @@ digits R printed.
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -268,3 +269,64 @@ def test_text_and_shapes_name_the_argument():
 def test_estimates_too_large_to_pool_are_an_error_not_an_overflow():
     with pytest.raises(ValueError, match="too large to pool"):
         pool([np.array([1e300]), np.array([-1e300])], [np.eye(1)] * 2)
+
+
+# --------------------------------------------------------------------------- hostile inputs
+def _quiet(func, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return func(*args, **kwargs)
+
+
+def test_pool_aligns_a_list_of_series_by_parameter_name():
+    estimates = [pd.Series({"a": 1.0, "b": 2.0}), pd.Series({"b": 2.2, "a": 1.2})]
+    table = _quiet(pool, estimates, [[0.1, 0.1], [0.1, 0.1]])
+    assert list(table.index) == ["a", "b"]
+    assert table.loc["a", "estimate"] == pytest.approx(1.1)
+    assert table.loc["b", "estimate"] == pytest.approx(2.1)
+    with pytest.raises(ValueError, match="imputation 2 name parameters"):
+        pool([pd.Series({"a": 1.0}), pd.Series({"c": 1.0})], [[0.1], [0.1]])
+
+
+def test_pool_fmi_is_one_when_all_information_is_missing_information():
+    table = pool([[1.0], [1.2], [0.9]], [0.0, 0.0, 0.0])
+    assert table["fmi"].iloc[0] == 1.0  # was NaN (inf / inf)
+
+
+def test_wald_tests_on_singular_covariances_say_so():
+    q = [[1.0, 2.0], [1.1, 2.1], [0.9, 1.8]]
+    singular = np.ones((3, 2, 2))
+    with pytest.raises(ValueError, match="Ubar is singular"):
+        d1(q, singular)
+    with pytest.raises(ValueError, match="U_l is singular"):
+        d2(q, singular)
+    with pytest.raises(ValueError, match="null must hold one value per tested parameter"):
+        d1(q, np.stack([np.eye(2)] * 3), null=[0.0])
+
+
+def test_d1_small_sample_df_falls_back_where_reiter_is_undefined():
+    # k(m - 1) = 2: Reiter's a = r t / (t - 2) divides by zero; df2 was NaN beside a chi-square p-value
+    q = [[1.0, 2.0], [1.1, 2.1]]
+    u = np.stack([np.diag([0.1, 0.2])] * 2)
+    with pytest.warns(UserWarning, match="large-sample df"):
+        table = d1(q, u, dfcom=10)
+    assert np.isfinite(table["df2"].iloc[0])
+    assert table["df2"].iloc[0] == pytest.approx(d1(q, u)["df2"].iloc[0])
+
+
+def test_pooled_tests_check_k_and_deviances():
+    with pytest.raises(ValueError, match="positive integer"):
+        d2_from_statistics([1.0, 2.0, 3.0], 0)
+    with pytest.raises(ValueError, match="positive integer"):
+        d3_from_deviances([5.0, 6.0], [5.0, 5.5], 1.5)
+    with pytest.raises(ValueError, match="non-finite"):
+        d3_from_deviances([np.nan, 6.0], [5.0, 5.5], 1)
+
+
+def test_variance_components_with_a_nan_pool_to_nan_with_a_warning():
+    parts = [pd.Series({"a": 1.0, "b": 2.0}), pd.Series({"a": np.nan, "b": 4.0})]
+    with pytest.warns(UserWarning, match=r"\['a'\] are undefined"):
+        out = pool_variance_components(parts)
+    assert np.isnan(out["a"]) and out["b"] == 3.0  # the NaN imputation was silently skipped
+    with pytest.raises(ValueError, match="repeat names"):
+        pool_variance_components([pd.Series([1.0, 2.0], index=["a", "a"])])

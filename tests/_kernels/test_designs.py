@@ -1,142 +1,16 @@
-"""Vectorised numerics of skmlmi._kernels: the one rule of constancy within clusters, power-of-two units,
-redundant (constant and collinear) predictors."""
+"""skmlmi._kernels.designs: power-of-two units, redundant (constant and collinear) predictors."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from skmlmi import MultilevelIterativeImputer
 from skmlmi._kernels import (
-    CONSTANT_ULPS,
     _null_leverage_order,
-    cluster_constancy,
-    constant_within_clusters,
     find_redundant_columns,
     power_of_two_exponents,
     redundant_columns_from_moments,
 )
-from skmlmi.conditional.cluster_level import is_cluster_constant
-from skmlmi.predictors import suggest_predictors
-from skmlmi.recommend import recommend_methods
 
 EPS = np.finfo(float).eps
-
-
-def _two_level(seed=0, J=30, n_j=8):
-    rng = np.random.default_rng(seed)
-    groups = np.repeat(np.arange(J), n_j)
-    return rng, groups
-
-
-# --------------------------------------------------------------------------- the rule
-@pytest.mark.parametrize("unit", [1.0, 1e-12, 1e-200, 1e200])
-def test_row_level_variable_in_any_units_varies_and_a_cluster_level_one_is_constant(unit):
-    # No absolute floor: a row-level variable measured in units of 1e-12 (or 1e-200) varies
-    # exactly as it does in units of 1 (the old rule, with a floor of 1, took it for a
-    # cluster-level variable).
-    rng, groups = _two_level()
-    row_level = unit * rng.normal(size=len(groups))
-    cluster_level = unit * rng.normal(size=30)[groups]
-    np.testing.assert_array_equal(
-        constant_within_clusters(np.column_stack([row_level, cluster_level]), groups, 30), [False, True]
-    )
-    assert not is_cluster_constant(row_level, groups) and is_cluster_constant(cluster_level, groups)
-
-
-def test_shifted_by_1e12_a_varying_column_still_varies():
-    # 1e12 + x: the spacing of doubles there is 1.2e-4, the tolerance CONSTANT_ULPS * eps * 1e12
-    # = 9e-4; an x of SD 1 varies a thousand times more, a cluster-level x repeats exactly.
-    rng, groups = _two_level(1)
-    varying = 1e12 + rng.normal(size=len(groups))
-    constant = 1e12 + rng.normal(size=30)[groups]
-    assert not is_cluster_constant(varying, groups)
-    assert is_cluster_constant(constant, groups)
-
-
-def test_a_cluster_of_a_million_rows_of_one_value_is_constant():
-    # A mean over 10^6 rows carries ~1e-10 relative rounding error, which a rule on cluster means
-    # at 1e-12 would take for variation; comparing values with one of their cluster's values does not.
-    groups = np.repeat([0, 1], [1_000_000, 3])
-    values = np.where(groups == 0, 0.1, 0.7)
-    mean = np.bincount(groups, weights=values)[0] / 1_000_000
-    assert mean != 0.1  # the cluster mean of the repeated float is not the float
-    assert is_cluster_constant(values, groups)
-    reference, varying = cluster_constancy(values, groups, 2)
-    np.testing.assert_array_equal(reference, [0.1, 0.7])  # the value itself, not a mean
-    assert not varying.any()
-
-
-def test_tolerance_is_a_few_units_of_rounding_of_the_largest_magnitude():
-    groups = np.array([0, 0, 1, 1])
-    top = 1e6
-    inside = np.array([3.0, 3.0 + CONSTANT_ULPS * EPS * top, top, top])
-    outside = np.array([3.0, 3.0 + 3 * CONSTANT_ULPS * EPS * top, top, top])
-    assert constant_within_clusters(inside[:, None], groups, 2)[0]
-    assert not constant_within_clusters(outside[:, None], groups, 2)[0]
-
-
-def test_missing_values_are_ignored_and_labels_are_compared_as_labels():
-    groups = np.array(["a", "a", "a", "b", "b", "c"])
-    assert is_cluster_constant(np.array([2.0, np.nan, 2.0, 5.0, 5.0, np.nan]), groups)
-    assert not is_cluster_constant(np.array([2.0, np.nan, 2.5, 5.0, 5.0, np.nan]), groups)
-    assert is_cluster_constant(np.array(["x", None, "x", "y", "y", "z"], dtype=object), groups)
-    assert not is_cluster_constant(np.array(["x", "w", "x", "y", "y", "z"], dtype=object), groups)
-    reference, varying = cluster_constancy(np.array([np.nan, np.nan, 1.0, 2.0]), np.array([0, 0, 1, 1]), 2)
-    assert np.isnan(reference[0]) and not varying[0] and varying[1]
-
-
-def test_clusters_of_one_row_give_no_evidence_but_no_variation_either():
-    groups = np.arange(5)
-    values = np.arange(5.0)
-    # no cluster holds two values: no within-cluster variation (no within coefficient) ...
-    assert constant_within_clusters(values[:, None], groups, 5)[0]
-    # ... but no evidence of a cluster-level variable either
-    assert not is_cluster_constant(values, groups)
-    # singletons next to a cluster that varies
-    assert not is_cluster_constant(np.array([1.0, 2.0, 3.0, 4.0]), np.array([0, 0, 1, 2]))
-
-
-def test_two_dimensional_input_and_dataframes_use_the_same_rule():
-    rng, groups = _two_level(2)
-    X = np.column_stack([1e-12 * rng.normal(size=len(groups)), rng.normal(size=30)[groups]])
-    np.testing.assert_array_equal(is_cluster_constant(X, groups), [False, True])
-    frame = pd.DataFrame(X, columns=["tiny", "school_size"])
-    assert is_cluster_constant(frame, groups).to_dict() == {"tiny": False, "school_size": True}
-
-
-# --------------------------------------------------------------------------- its users
-def _frame_with_tiny_row_level_variable(seed=3):
-    rng, groups = _two_level(seed, J=25, n_j=10)
-    n = len(groups)
-    frame = pd.DataFrame(
-        {
-            "school": groups,
-            "tiny": 1e-12 * rng.normal(size=n),  # row level, in small units
-            "size": np.round(rng.normal(size=25) * 100 + 500)[groups] + 0.5,  # cluster level
-            "y": rng.normal(size=n),
-        }
-    )
-    frame.loc[rng.random(n) < 0.2, "tiny"] = np.nan
-    frame.loc[np.isin(groups, [3, 7]), "size"] = np.nan
-    frame.loc[rng.random(n) < 0.2, "y"] = np.nan
-    return frame
-
-
-def test_recommend_methods_and_suggest_predictors_use_the_rule():
-    frame = _frame_with_tiny_row_level_variable()
-    table = recommend_methods(frame, "school").set_index("column")
-    assert not table.loc["tiny", "cluster_level"] and table.loc["size", "cluster_level"]
-    assert table.loc["tiny", "method_name"] != "ClusterLevelPMM"
-    suggestion = suggest_predictors("y ~ tiny + size + (1 | school)", frame)
-    assert suggestion.levels["tiny"] == 1 and suggestion.levels["size"] == 2
-
-
-def test_engine_does_not_impute_a_tiny_row_level_variable_as_cluster_level():
-    frame = _frame_with_tiny_row_level_variable()
-    imputer = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0)
-    imputer.fit(frame, groups="school")
-    assert type(imputer.methods_["tiny"]).__name__ not in ("ClusterLevelPMM", "ClusterLevelNormal", "ClusterMean")
-    assert type(imputer.methods_["size"]).__name__.startswith("Cluster")
 
 
 # --------------------------------------------------------------------------- units

@@ -328,3 +328,15 @@ def test_the_old_suggestion_imputer_method_warns_and_builds_the_same_imputer(pop
         MultilevelIterativeImputer.from_suggestion({"methods": {}})
     with pytest.raises(TypeError, match=r"sets \['methods'\] from the suggestion"):
         MultilevelIterativeImputer.from_suggestion(s, methods={})
+
+
+# --------------------------------------------------------------------------- hostile inputs
+def test_make_predictor_matrix_checks_its_columns():
+    from skmlmi.predictors import make_predictor_matrix
+
+    with pytest.raises(ValueError, match=r"duplicated names: \['a'\]"):
+        make_predictor_matrix(["a", "a"])
+    with pytest.raises(ValueError, match="groups_column 'z' is not one of the columns"):
+        make_predictor_matrix(["a", "b"], groups_column="z")
+    with pytest.raises(TypeError, match="sequence of column names; got str"):
+        make_predictor_matrix("abc")

@@ -1,0 +1,391 @@
+"""Draws of Gaussian linear mixed models, all clusters at once.
+
+The Polya-Gamma augmented logit and the probit latent model are, given their latent
+variables, weighted linear mixed models: fixed effects drawn with the random effects
+integrated out, then every cluster's effects given them, on ``(J, q, q)`` stacks built by one
+``np.add.reduceat`` over rows sorted by cluster; and random effects of clusters without data
+from the population distribution. The normal linear mixed model of
+:class:`~skmlmi.conditional.RandomEffectsNormal` runs its Gibbs steps here on per-cluster
+cross-products only (:class:`MixedCrossProducts`, one pass over the rows per visit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .clusters import cluster_cross_products, constant_within_clusters, rows_of_clusters
+from .designs import power_of_two_exponents, redundant_columns_from_moments
+from .distributions import wishart_precision_draw
+from .linalg import batched_lower_inverse, batched_small_cholesky, ridge_cholesky
+
+__all__ = [
+    "MixedCrossProducts",
+    "RandomEffectsPosterior",
+    "normal_mixed_gibbs",
+    "cluster_blocks",
+    "collapsed_mixed_draw",
+    "population_effects",
+]
+
+
+# |mean| / SD of an uncentred column beyond which its raw second moments lose more than ~1e-8
+# of its variance to cancellation (eps * 1e4^2 ~ 2e-8)
+_CANCELLATION = 1e4
+
+
+def cluster_blocks(
+    design: np.ndarray, random: np.ndarray, weights: np.ndarray, starts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-products of a weighted mixed model: total F'WF and per-cluster F_j'W_j Z_j.
+
+    Rows are sorted by cluster (cluster j occupies ``starts[j]:starts[j + 1]``); Z is the
+    sub-matrix ``design[:, random]``. Returns ``(FWF, FWZ)`` with shapes (m, m) and
+    (J, m, q): one matrix product and one ``np.add.reduceat`` over the (n, m q) products,
+    never an n x J matrix.
+    """
+    weighted = design * weights[:, None]
+    total = weighted.T @ design
+    m, q = design.shape[1], len(random)
+    if q == 1 and random[0] == 0:  # random intercept only (design[:, 0] is the intercept column)
+        products = weighted
+    else:
+        products = (weighted[:, :, None] * design[:, None, random]).reshape(len(design), m * q)
+    blocks = np.add.reduceat(products, starts, axis=0).reshape(len(starts), m, q)
+    return total, blocks
+
+
+def collapsed_mixed_draw(
+    total: np.ndarray,
+    blocks: np.ndarray,
+    design: np.ndarray,
+    random: np.ndarray,
+    response: np.ndarray,
+    starts: np.ndarray,
+    psi_inverse: np.ndarray,
+    prior_precision: np.ndarray,
+    rng: np.random.Generator,
+    prior_mean_b: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Joint draw of (beta, b_1..b_J) in a weighted Gaussian linear mixed model.
+
+    The likelihood is exp(sum_i r_i eta_i - 1/2 sum_i w_i eta_i^2) with
+    eta_i = f_i' beta + z_i' b_j, which is the Polya-Gamma augmented logit
+    (w = omega, r = y - 1/2) and the unit-variance probit latent model (w = 1, r = z).
+    Priors beta ~ N(0, diag(1 / prior_precision)) and b_j ~ N(m_j, Psi).
+    With P_j = Psi^-1 + Z_j'W_j Z_j and g_j = Z_j' r_j + Psi^-1 m_j, integrating out b_j gives
+
+        beta | . ~ N(A^-1 a, A^-1),  A = D + F'WF - sum_j F_j'W_j Z_j P_j^-1 Z_j'W_j F_j,
+                                     a = F'r - sum_j F_j'W_j Z_j P_j^-1 g_j,
+
+    and then b_j | beta, . ~ N(P_j^-1 (g_j - Z_j'W_j F_j beta), P_j^-1), for all clusters at
+    once on (J, q, q) stacks. Drawing beta with b integrated out avoids the slow mixing
+    of the intercept against the random intercepts that a two-block Gibbs sampler has.
+    Rows are sorted by cluster, cluster j starting at ``starts[j]`` (:func:`sort_by_cluster`).
+    """
+    n_clusters, m, q = blocks.shape
+    zr = np.add.reduceat(response[:, None] * design[:, random], starts, axis=0)  # rows sorted by cluster
+    if prior_mean_b is not None:
+        zr = zr + prior_mean_b @ psi_inverse.T
+    precision_b = psi_inverse[None] + blocks[:, random, :]
+    rhs = np.concatenate([np.swapaxes(blocks, 1, 2), zr[:, :, None]], axis=2)  # (J, q, m + 1)
+    solved = np.linalg.solve(precision_b, rhs)
+    a_matrix = np.diag(prior_precision) + total - np.einsum("jaq,jqb->ab", blocks, solved[:, :, :m])
+    a_vector = design.T @ response - np.einsum("jaq,jq->a", blocks, solved[:, :, m])
+    a_matrix = 0.5 * (a_matrix + a_matrix.T)
+    chol = np.linalg.cholesky(a_matrix)
+    mean = np.linalg.solve(chol.T, np.linalg.solve(chol, a_vector))
+    beta = mean + np.linalg.solve(chol.T, rng.standard_normal(m))
+    b_mean = solved[:, :, m] - np.einsum("jqa,a->jq", solved[:, :, :m], beta)
+    chol_b = np.linalg.cholesky(precision_b)
+    noise = np.linalg.solve(np.swapaxes(chol_b, 1, 2), rng.standard_normal((n_clusters, q, 1)))[:, :, 0]
+    return beta, b_mean + noise
+
+
+def population_effects(groups: np.ndarray, known: np.ndarray, psi: np.ndarray, rng: np.random.Generator):
+    """Random effects of rows' clusters, drawing new clusters from N(0, Psi).
+
+    ``known`` (J, q) holds the drawn effects of clusters with observed data and NaN rows
+    for the others. Clusters whose code is >= J (unseen at fit) or whose row is NaN
+    (systematically missing) get one N(0, Psi) draw each, shared by all their rows.
+    """
+    q = known.shape[1]
+
+    def draw_new(codes, inverse, rows):
+        # Psi is on the data's scale (a slope's variance is in 1/x^2 units): factor its correlation
+        # form, whose jitter of 1e-12 is then relative to each effect's own variance
+        sd = np.sqrt(np.diag(psi))
+        sd = np.where(sd > 0, sd, 1.0)
+        chol = sd[:, None] * np.linalg.cholesky(psi / np.outer(sd, sd) + 1e-12 * np.eye(q))
+        return rng.standard_normal((len(codes), q)) @ chol.T
+
+    return rows_of_clusters(known, groups, draw_new, missing_is_new=True)
+
+
+# --------------------------------------------------------------------------- normal linear mixed model
+class MixedCrossProducts:
+    """Cross-products of the observed rows that the Gibbs steps need (no row data kept).
+
+    y is centred at its observed mean and the fixed-only (role-1) columns at theirs;
+    both shifts move only the intercept (flat prior), and they keep the cross-products
+    free of cancellation. Random-slope columns are left as they are, because shifting
+    them would re-define the random intercept and change what Psi's prior means.
+    Columns that are constant or collinear on the observed rows are dropped here,
+    judged from the same cross-products (one pass over the rows instead of two).
+
+    The cross-products are built on the caller's scale (products of two values within the
+    accepted range 1e-100..1e100 cannot over- or underflow), then :meth:`rescale` divides
+    y and every column by a power of two near its SD, exactly, before the Gibbs steps:
+    their precisions, variance ratios and Woodbury products would otherwise overflow for y
+    of order 1e-99 and a predictor of order 1e99.
+    """
+
+    def __init__(self, y, observed, X, roles, groups, n_clusters, heteroscedastic):
+        rows = np.flatnonzero(observed)
+        n, p = len(rows), X.shape[1]
+        self.n, self.n_columns = n, p
+        # Column-major working copy: every column contiguous, for fast bincount weights
+        # and products (np.take and one transposing copy beat boolean indexing).
+        Wt = np.empty((p + 1, n))
+        Wt[:p] = np.take(X, rows, axis=0).T
+        means = Wt[:p].sum(axis=1) / n
+        shift = np.where(roles == 1, means, 0.0)
+        Wt[:p] -= shift[:, None]
+        np.take(y, rows, out=Wt[p])
+        self.y_shift = float(Wt[p].sum() / n)
+        Wt[p] -= self.y_shift
+        W = Wt.T
+        # global cross-products of [1, W]
+        sums = Wt.sum(axis=1)
+        gram = Wt @ W
+        cov = gram / n - np.outer(sums, sums) / n**2
+        self.var_y = float(cov[p, p])
+        self.var_x = np.diag(cov)[:p].copy()
+        cov = cov[:p, :p]
+        offset = np.abs(means - shift)  # random-slope columns stay uncentred (centring would redefine the intercept)
+        if np.any(offset > _CANCELLATION * np.sqrt(np.maximum(np.diag(cov), 0.0))):
+            # their raw moments lose the variance to cancellation (relative error ~ eps mean^2 / var):
+            # the redundancy check gets centred moments (one more pass, only for such columns)
+            centred = Wt[:p] - (means - shift)[:, None]
+            cov = centred @ centred.T / n
+        self.dropped = redundant_columns_from_moments(means, cov) if p else {}
+        self.columns = np.array([k for k in range(p) if k not in self.dropped], dtype=int)
+        if len(self.columns) < p:
+            kept = np.concatenate([self.columns, [p]])
+            Wt = Wt[kept]
+            W = Wt.T
+            sums = sums[kept]
+            gram = gram[np.ix_(kept, kept)]
+        self.shift = shift[self.columns]
+        self.y_magnitude = abs(self.y_shift)  # the scale of a constant y
+        self.x_magnitude = np.abs(means)
+        pk = len(self.columns)
+        self.p1 = pk + 1  # fixed-effects columns incl. intercept; y is column p1 of [1, W]
+        self.counts = np.bincount(groups[rows], minlength=n_clusters)
+        self.fitted = np.flatnonzero(self.counts > 0)
+        self.empty = np.flatnonzero(self.counts == 0)  # systematically missing clusters
+        compact = np.zeros(n_clusters, dtype=np.intp)
+        compact[self.fitted] = np.arange(len(self.fitted))
+        g = compact[groups[rows]]
+        Jf = len(self.fitted)
+        # candidate random-effect rows: intercept (0) and role-2 columns (positions in [1, W])
+        self.candidates = self.columns[roles[self.columns] == 2]
+        zidx = np.concatenate([[0], np.flatnonzero(roles[self.columns] == 2) + 1])
+        self.zidx = zidx
+        # a role-2 column constant within every cluster (the one rule) has no within-cluster slope
+        self.slope_constant = constant_within_clusters(W[:, zidx[1:] - 1], g, Jf)
+        if heteroscedastic:
+            full = cluster_cross_products(W, g, Jf)  # (Jf, p1 + 1, p1 + 1)
+            self.XX_j = full[:, : self.p1, : self.p1]
+            self.Xy_j = full[:, : self.p1, self.p1]
+            self.yy_j = full[:, self.p1, self.p1]
+            zw = full[:, zidx, :]
+        else:
+            zw = cluster_cross_products(W, g, Jf, left=zidx)
+            D = np.empty((pk + 2, pk + 2))
+            D[0, 0] = n
+            D[0, 1:] = D[1:, 0] = sums
+            D[1:, 1:] = gram
+            self.XX = D[: self.p1, : self.p1]
+            self.Xy = D[: self.p1, self.p1]
+            self.yy = D[self.p1, self.p1]
+        self.ZW = zw  # (Jf, q_candidates, p1 + 1)
+        self.y_exponent, self.x_exponents = 0, np.zeros(p, dtype=int)
+        self.set_slopes(np.arange(len(zidx)))
+
+    def default_exponents(self) -> tuple[int, np.ndarray]:
+        """Powers of two near the SD of y and of each column (their magnitude where the SD is 0)."""
+        y_exponent = int(power_of_two_exponents(np.sqrt(max(self.var_y, 0.0)), self.y_magnitude)[0])
+        return y_exponent, power_of_two_exponents(np.sqrt(np.maximum(self.var_x, 0.0)), self.x_magnitude)
+
+    def rescale(self, y_exponent: int, x_exponents: np.ndarray) -> None:
+        """Divide y by 2^y_exponent and column k by 2^x_exponents[k] in every stored cross-product.
+
+        ``np.ldexp`` multiplies by an exact power of two, so the cross-products equal those of
+        the rescaled data bit for bit; :meth:`set_slopes` must be called afterwards.
+        """
+        self.y_exponent, self.x_exponents = int(y_exponent), np.asarray(x_exponents, dtype=int)
+        # exponent of each column of [1, W]: intercept, kept predictors, y
+        e = np.concatenate([[0], self.x_exponents[self.columns], [self.y_exponent]])
+        self.column_exponents = e
+        self.var_y = float(np.ldexp(self.var_y, -2 * self.y_exponent))
+        self.var_x = np.ldexp(self.var_x, -2 * self.x_exponents)
+        p1 = self.p1
+        if hasattr(self, "XX_j"):
+            self.XX_j = np.ldexp(self.XX_j, -(e[:p1, None] + e[None, :p1]))
+            self.Xy_j = np.ldexp(self.Xy_j, -(e[:p1] + e[p1]))
+            self.yy_j = np.ldexp(self.yy_j, -2 * e[p1])
+        else:
+            self.XX = np.ldexp(self.XX, -(e[:p1, None] + e[None, :p1]))
+            self.Xy = np.ldexp(self.Xy, -(e[:p1] + e[p1]))
+            self.yy = float(np.ldexp(self.yy, -2 * e[p1]))
+        self.ZW = np.ldexp(self.ZW, -(e[self.zidx][:, None] + e[None, :]))
+
+    def beta_original(self, beta):
+        """Fixed effects on the caller's scale: one per column of X (0 for dropped ones)."""
+        out = np.zeros(self.n_columns + 1)
+        out[self.columns + 1] = np.ldexp(beta[1:], self.y_exponent - self.x_exponents[self.columns])
+        out[0] = np.ldexp(beta[0], self.y_exponent) + self.y_shift - self.shift @ out[self.columns + 1]
+        return out
+
+    def effect_exponents(self) -> np.ndarray:
+        """Exponent taking each active random effect (intercept, then slopes) to the caller's scale."""
+        return self.y_exponent - self.column_exponents[self.z_active]
+
+    def effects_original(self, b):
+        """Random effects (J, q) on the caller's scale."""
+        return np.ldexp(b, self.effect_exponents())
+
+    def psi_original(self, psi):
+        """A (..., q, q) Psi on the caller's scale (may underflow where Psi is below ~1e-308 there)."""
+        d = self.effect_exponents()
+        return np.ldexp(psi, d[:, None] + d[None, :])
+
+    def psi_sqrt_original(self, psi_sqrt):
+        """A square root C of Psi (C C' = Psi) on the caller's scale: its rows rescaled."""
+        return np.ldexp(psi_sqrt, self.effect_exponents()[:, None])
+
+    def variance_original(self, variance):
+        """Residual variances on the caller's scale."""
+        return np.ldexp(variance, 2 * self.y_exponent)
+
+    def set_slopes(self, keep):
+        """Restrict the random-effects rows to ``keep`` (indices into zidx)."""
+        zw = self.ZW[:, keep, :]
+        self.z_active = self.zidx[keep]
+        self.ZZ = zw[:, :, self.z_active]
+        self.ZX = zw[:, :, : self.p1]
+        self.Zy = zw[:, :, self.p1]
+
+
+@dataclass
+class RandomEffectsPosterior:
+    """Conditional posterior of the fitted clusters' random effects given fixed effects beta_hat:
+    b_j ~ N(mean_j, sd_j^2 L_j^-T L_j^-1), with L_j L_j' = Z_j'Z_j + sigma^2 Psi^-1 (the Gibbs step's),
+    all in the sampler's units; ``exponents`` are the powers of two that map them to the caller's."""
+
+    mean: np.ndarray  # (J_fitted, q)
+    lower_inverse: np.ndarray  # (J_fitted, q, q): L_j^-1
+    sd: Any  # residual SD: scalar, or (J_fitted, 1) when heteroscedastic
+    exponents: np.ndarray  # (q,)
+
+    def expected(self) -> np.ndarray:
+        """The conditional posterior means b_hat_j on the caller's scale."""
+        return np.ldexp(self.mean, self.exponents)
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """One draw of every fitted cluster's random effects, on the caller's scale."""
+        z = self.sd * rng.standard_normal(self.mean.shape)
+        return np.ldexp(self.mean + np.einsum("jki,jk->ji", self.lower_inverse, z), self.exponents)
+
+
+def normal_mixed_gibbs(suff, state, n_steps, prior, heteroscedastic, rng):
+    """Run ``n_steps`` Gibbs steps, updating ``state`` in place (fitted clusters only).
+
+    Each step: (beta, b) | Psi, sigma^2 jointly (beta from its marginal posterior with b
+    integrated out, then b_j | beta), Psi | b, sigma^2 | beta, b (and the hierarchical
+    hyperparameters when heteroscedastic). Returns the conditional posterior mean beta_hat of the
+    fixed effects at the last step, the conditional posterior of the random effects given it (for
+    PMM donors) and whether a ridge was needed.
+    """
+    a, Binv, c, Dinv = prior
+    ZZ, ZX, Zy = suff.ZZ, suff.ZX, suff.Zy
+    Jf, q = Zy.shape
+    p1 = ZX.shape[2]
+    n_j = suff.counts[suff.fitted].astype(float)
+    fitted = suff.fitted
+    trace_s, trace_psi = np.empty(n_steps), np.empty((n_steps, q, q))
+    precision = state.psi_precision
+    psi_sqrt = state.psi_sqrt
+    sigma2 = state.sigma2[fitted] if heteroscedastic else state.sigma2
+    sigma0_sq, nu = state.sigma0_sq, state.nu
+    ridged = False
+    for step in range(n_steps):
+        s2 = sigma2[:, None, None] if heteroscedastic else sigma2
+        L, bad = batched_small_cholesky(ZZ + s2 * precision)
+        ridged |= bool(bad.any())
+        Linv = batched_lower_inverse(L)  # M_j^-1 = L_j^-T L_j^-1, never formed
+        LZX = Linv @ ZX  # (Jf, q, p1): X_j'Z_j M_j^-1 Z_j'X_j = LZX_j' LZX_j
+        LZy = np.einsum("jik,jk->ji", Linv, Zy)
+        if heteroscedastic:
+            w = 1.0 / sigma2
+            wLZX = (w[:, None, None] * LZX).reshape(-1, p1)
+            XVX = np.tensordot(w, suff.XX_j, axes=1) - wLZX.T @ LZX.reshape(-1, p1)
+            XVy = w @ suff.Xy_j - wLZX.T @ LZy.reshape(-1)
+        else:
+            flat = LZX.reshape(-1, p1)
+            XVX = (suff.XX - flat.T @ flat) / sigma2
+            XVy = (suff.Xy - flat.T @ LZy.reshape(-1)) / sigma2
+        XVX = 0.5 * (XVX + XVX.T)
+        Lb, ridge_b = ridge_cholesky(XVX, 1e-8)
+        ridged |= ridge_b
+        Lb_inv = np.linalg.inv(Lb)  # XVX^-1 = Lb^-T Lb^-1 (one small LAPACK call)
+        beta_hat = Lb_inv.T @ (Lb_inv @ XVy)
+        beta = beta_hat + Lb_inv.T @ rng.standard_normal(p1)
+        e = Zy - ZX @ beta  # Z_j'(y_j - X_j beta), (Jf, q)
+        sd = np.sqrt(sigma2)[:, None] if heteroscedastic else np.sqrt(sigma2)
+        # b_j = M_j^-1 e_j + sd L_j^-T z_j = L_j^-T (L_j^-1 e_j + sd z_j)
+        u = np.einsum("jik,jk->ji", Linv, e) + sd * rng.standard_normal((Jf, q))
+        b = np.einsum("jki,jk->ji", Linv, u)
+        # Psi | b ~ IW(c + Jf, Dinv + sum_j b_j b_j')
+        precision, psi_sqrt = wishart_precision_draw(Dinv + b.T @ b, c + Jf, rng)
+        # residual sums of squares from the cross-products (no pass over rows)
+        cross = np.einsum("jq,jq->j", b, np.einsum("jik,jk->ji", ZZ, b) - 2.0 * e)
+        if heteroscedastic:
+            rss_j = suff.yy_j - 2.0 * suff.Xy_j @ beta + np.einsum("jk,k->j", suff.XX_j @ beta, beta) + cross
+            rss_j = np.maximum(rss_j, 0.0)
+            precision_e = rng.gamma(n_j / 2 + nu / 2, 2.0 / (rss_j + nu * sigma0_sq))
+            sigma2 = 1.0 / precision_e
+            # hyperparameters of Kasim & Raudenbush (1998), as mice's 2l.norm
+            inv_h = precision_e.mean()  # 1 / harmonic mean of sigma_j^2
+            sigma0_sq = rng.gamma(Jf * nu / 2 + 1, 2.0 / (nu * Jf * inv_h))
+            # log G - log sigma0^2 as the mean log of ratios: scale free, no difference of large logs
+            log_ratio = float(np.mean(np.log(sigma2 / sigma0_sq)))
+            rate = Jf * (sigma0_sq * inv_h + log_ratio - 1.0) / 2
+            nu = rng.gamma(max(Jf / 2 - 1, 0.5), 1.0 / max(rate, 1e-12))
+            nu = min(max(nu, 1e-3), 1e6)  # keep the Gamma shapes finite and positive
+            trace_s[step] = sigma0_sq
+        else:
+            rss = suff.yy - 2.0 * suff.Xy @ beta + beta @ suff.XX @ beta + cross.sum()
+            rss = max(float(rss), 0.0)
+            sigma2 = 1.0 / rng.gamma((a + suff.n) / 2, 2.0 / (Binv + rss))
+            trace_s[step] = sigma2
+        trace_psi[step] = psi_sqrt @ psi_sqrt.T
+    state.psi_precision, state.psi_sqrt = precision, psi_sqrt
+    state.sigma0_sq, state.nu = float(sigma0_sq), float(nu)
+    if heteroscedastic:
+        state.sigma2[fitted] = sigma2
+    else:
+        state.sigma2 = float(sigma2)
+    state.beta = suff.beta_original(beta)
+    state.b = np.zeros((state.n_clusters, q))
+    state.b[fitted] = b
+    state.n_steps += n_steps
+    state.trace = {"sigma2": trace_s, "psi": trace_psi}
+    # PMM matchtype 1: the fixed effects' conditional posterior mean at the last step's variances,
+    # and the random effects' conditional posterior given it, b_j | beta_hat ~ N(b_hat_j, sd^2 L_j^-T L_j^-1)
+    # (mean and the factor that draws from it; see RandomEffectsPMM)
+    b_hat = np.einsum("jki,jk->ji", Linv, np.einsum("jik,jk->ji", Linv, Zy - ZX @ beta_hat))
+    return suff.beta_original(beta_hat), RandomEffectsPosterior(b_hat, Linv, sd, suff.effect_exponents()), ridged

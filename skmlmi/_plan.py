@@ -1,0 +1,643 @@
+"""The planner: what every chain will do, decided once at ``fit`` and returned as a :class:`Plan`.
+
+From the working data (:class:`~skmlmi._frontdoor.WorkingData`) and the imputer's settings
+it chooses, for every incomplete column, the conditional model (given, or the default of its
+kind and missingness pattern from the model registry), its predictors and their roles (the
+predictor matrix, with cluster means by default and quickpred's reduction for wide data), the
+visit sequence, the rows used to fit and the cells to impute (``where``/``ignore``), and the
+post-processing (bounds, ``post``, derived columns). It sets no attribute of the estimator:
+everything it decides is in the :class:`Plan`, including the resolved predictor matrix and
+the events to log. :func:`design` assembles a target's predictor columns from the current data.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from ._clusters import Clusters
+from ._kernels import cluster_means
+from ._passive import DerivedColumn, parse_bounds, parse_derived, parse_post
+from .conditional.base import ROLE_NAMES, BaseConditionalImputer
+from .conditional.registry import default_model, find_models, make_model, models_accepting, models_for_kind
+from .predictors import ROWS_PER_PREDICTOR, limit_predictors, validate_predictor_matrix
+from .recommend import recommend_methods
+
+__all__ = ["Plan", "PlanSettings", "Predictor", "Target", "check_settings", "design", "make_plan"]
+
+#: Clusters observing a target per cluster-level term of its model, below which the default
+#: cluster means are left out (see :meth:`_Planner.afford_cluster_means`).
+CLUSTERS_PER_TERM = 10
+
+
+@dataclass
+class Predictor:
+    column: int  # index in the working matrix
+    role: int  # original role code (1..4, -3, -4)
+    kind: str
+    n_categories: int
+    name: str
+    levels: np.ndarray | None = None  # categorical: codes observed in its fitting rows (dummies of levels[1:])
+
+    @property
+    def terms(self) -> int:
+        """Coefficients it needs per level (one per dummy of a categorical predictor)."""
+        return max(len(self.levels) - 1, 1) if self.kind == "categorical" and self.levels is not None else 1
+
+    @property
+    def width(self) -> int:
+        """Columns it adds to the design (dummies of a categorical predictor; cluster means double them)."""
+        categories = self.n_categories if self.levels is None else len(self.levels)
+        dummies = max(categories - 1, 0) if self.kind == "categorical" else 1
+        return dummies * (2 if self.role in (3, 4) else 1)
+
+
+@dataclass
+class Target:
+    """Everything a chain needs to visit one variable."""
+
+    column: int
+    name: str
+    kind: str
+    n_categories: int
+    ordered: bool
+    model: BaseConditionalImputer
+    predictors: list[Predictor]
+    cluster_role: int  # -2 random, 1 fixed, 0 none (as passed to the model)
+    levels: np.ndarray | None = None  # binary/categorical: codes observed in its fitting rows, increasing
+    ignores_clusters: bool = False  # a single-level model given the cluster column coded -2 (warned once)
+
+    @property
+    def recoded(self) -> bool:
+        """Whether some declared category is unobserved, so the model sees the codes 0..len(levels)-1."""
+        return self.levels is not None and not np.array_equal(self.levels, np.arange(self.n_categories))
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """The imputer's parameters the planner reads (see :class:`~skmlmi.MultilevelIterativeImputer`)."""
+
+    methods: Any = None
+    predictor_matrix: Any = None
+    visit_sequence: Any = "left-to-right"
+    cluster_means: bool = True
+    derived: dict | None = None
+    bounds: dict | None = None
+    post: dict | None = None
+
+
+@dataclass
+class Plan:
+    """What every chain shares: targets in visit order, rows, post-processing, and what was decided."""
+
+    targets: list[Target]  # one per visit of the visit sequence
+    auxiliary: list[int]  # complete-at-fit columns: a model is made and drawn only if new data need it
+    clusters: Clusters | None
+    names: list  # column names, for derived expressions
+    fit_rows: dict[int, np.ndarray]  # column -> bool mask of rows used for fitting
+    impute_rows: dict[int, np.ndarray]  # column -> indices of the cells to impute (mice's where)
+    write_rows: dict[int, np.ndarray]  # column -> positions in impute_rows of missing cells
+    incomplete: list[int]  # columns in chain_mean_'s last axis (targets, then derived)
+    derived: list[DerivedColumn] = field(default_factory=list)
+    bounds: dict = field(default_factory=dict)
+    post: dict = field(default_factory=dict)
+    partial_predictors: bool = False  # missing cells outside `where` leave NaN predictors
+    modelled_rows: np.ndarray | None = None  # rows not ignored (None: all)
+    # what the planner decided, for the fitted attributes and for the models of complete columns
+    predictor_matrix: pd.DataFrame | None = None
+    visit_sequence: list = field(default_factory=list)
+    methods: dict = field(default_factory=dict)
+    events: list = field(default_factory=list)  # (column, reason), decided before the chains ran
+    planner: _Planner | None = None
+
+    @property
+    def groups(self) -> np.ndarray | None:
+        """Integer cluster codes of the rows (None without clusters)."""
+        return None if self.clusters is None else self.clusters.codes
+
+    @property
+    def n_clusters(self) -> int:
+        return 0 if self.clusters is None else self.clusters.count
+
+    def auxiliary_target(self, j: int, W: np.ndarray) -> Target | None:
+        """The imputation model of column ``j``, complete at fit, for new data that lack it (None if it has none).
+
+        Made as the planner would have made it at fit (quickpred's reduction warned, not logged);
+        the plan does not change.
+        """
+        try:
+            target, _, _ = self.planner.target(j)
+        except ValueError:
+            return None  # transform then names the column it cannot impute
+        rows = self.fit_rows[j]
+        _, reason = self.planner.limit_predictors(target, W, rows, rows)
+        if reason:
+            warnings.warn(f"{target.name}: {reason}", UserWarning, stacklevel=6)
+        return target
+
+    def for_new_data(self, missing: np.ndarray, clusters: Clusters | None) -> Plan:
+        """This plan's post-processing, with the rows of new data (``missing``: the cells to impute)."""
+        impute_rows = {j: np.flatnonzero(missing[:, j]) for j in range(missing.shape[1])}
+        for d in self.derived:
+            affected = missing[:, d.column] | missing[:, _inputs(d, missing.shape[1])].any(axis=1)
+            impute_rows[d.column] = np.flatnonzero(affected)
+        return Plan(
+            self.targets,
+            self.auxiliary,
+            clusters,
+            self.names,
+            {},
+            impute_rows,
+            {},
+            [],
+            self.derived,
+            self.bounds,
+            self.post,
+        )
+
+
+def _inputs(d: DerivedColumn, p: int) -> list[int]:
+    """The columns a derived column is computed from (all others when it does not say)."""
+    return sorted(d.depends_on) if d.depends_on else [j for j in range(p) if j != d.column]
+
+
+# --------------------------------------------------------------------------- designs
+def design(W: np.ndarray, target: Target, groups: np.ndarray | None, n_clusters: int):
+    """Predictor matrix, role codes and names of one target from the working data.
+
+    Categorical predictors become treatment dummies of the categories observed in their
+    fitting rows (the first the reference; a declared category never observed would be an
+    all-zero, constant dummy), each inheriting its variable's role; codes 3 and 4 add the
+    cluster means of the predictor (over all rows of each cluster, current completed
+    values) as fixed effects and become 1 and 2.
+    """
+    blocks, roles, names = [], [], []
+    for pred in target.predictors:
+        values = W[:, pred.column]
+        if pred.kind == "categorical":
+            levels = np.arange(pred.n_categories) if pred.levels is None else pred.levels
+            block = (values[:, None] == levels[None, 1:]).astype(float)
+            block[np.isnan(values)] = np.nan
+            labels = [f"{pred.name}[{int(k)}]" for k in levels[1:]]
+            if not labels:  # one category observed: no contrast to estimate
+                continue
+        else:
+            block, labels = values[:, None], [pred.name]
+        base_role = {3: 1, 4: 2}.get(pred.role, pred.role)
+        blocks.append(block)
+        roles += [base_role] * block.shape[1]
+        names += labels
+        if pred.role in (3, 4):
+            blocks.append(cluster_means(block, groups, n_clusters)[groups])
+            roles += [1] * block.shape[1]
+            names += [f"mean({label})" for label in labels]
+    if not blocks:
+        return np.empty((W.shape[0], 0)), np.empty(0, dtype=int), []
+    return np.hstack(blocks), np.asarray(roles, dtype=int), names
+
+
+# --------------------------------------------------------------------------- settings
+def as_model(spec, where: str):
+    """A conditional model given as an instance, or by name (class or R method name) resolved now, at fit."""
+    if not isinstance(spec, str):
+        return spec
+    try:
+        return make_model(spec)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def check_settings(settings: PlanSettings, columns: list, codecs: list, groups_column) -> None:
+    """Every column ``methods``, ``bounds`` or ``post`` names must exist and be imputable as asked."""
+    for option in ("bounds", "post"):
+        if groups_column is not None and groups_column in (getattr(settings, option) or {}):
+            raise ValueError(f"{option} names the cluster column {groups_column!r}, which is never imputed.")
+    for name in settings.bounds or {}:
+        codec = codecs[columns.index(name)] if name in columns else None
+        if codec is not None and codec.categories is not None and not codec.numeric_levels:
+            raise ValueError(f"bounds names {name!r}, a {codec.kind} column: bounds apply to numbers, not categories.")
+    methods = settings.methods
+    if isinstance(methods, str):
+        as_model(methods, "methods")
+    if not isinstance(methods, dict):
+        return
+    unknown = [name for name in methods if name not in columns]
+    if unknown:
+        raise ValueError(f"methods names {unknown}, which are not columns of X; columns: {columns}.")
+    if groups_column is not None and groups_column in methods:
+        raise ValueError(f"methods names the cluster column {groups_column!r}, which is never imputed.")
+    for name, model in methods.items():  # complete columns too: new data may need their model
+        model = as_model(model, f"methods[{name!r}]")
+        kind = codecs[columns.index(name)].kind
+        if isinstance(model, BaseConditionalImputer) and kind not in model.target_kinds:
+            raise ValueError(
+                f"{type(model).__name__} cannot impute {name!r}, a {kind} column; models that can: "
+                f"{', '.join(models_for_kind(kind))}."
+            )
+
+
+def _fixed_cluster_models():
+    return [c for c in find_models() if c.supports_fixed_clusters]
+
+
+# --------------------------------------------------------------------------- the planner
+class _Planner:
+    """What the plan's targets are made from; :meth:`target` changes nothing.
+
+    Kept in the plan (read-only) so that the model of a column complete at fit can be made,
+    as at fit, when new data lack it.
+    """
+
+    def __init__(self, data, settings: PlanSettings, missing: np.ndarray, ignore: np.ndarray, visit: list[int]):
+        self.columns, self.codecs, self.groups_column = data.columns, data.codecs, data.groups_column
+        self.clusters: Clusters | None = data.clusters
+        self.settings = settings
+        self.events: list = []
+        self.cluster_constant = self._cluster_constancy(data.W, missing)
+        defaults = self._default_codes() if self.clusters is not None and settings.cluster_means else None
+        self.matrix, self.given = validate_predictor_matrix(
+            settings.predictor_matrix, self.columns, self.groups_column, defaults, return_given=True
+        )
+        self.levels = self._category_levels(data, missing, ignore, set(visit))
+        self.observed_clusters = (  # clusters holding a fitting row of each target
+            {j: self.clusters.observing(~missing[:, j] & ~ignore) for j in set(visit)} if self.clusters else {}
+        )
+        self.recommended = self._recommend(data, missing)
+
+    # ---------------------------------------------------------------- facts of the data
+    def _cluster_constancy(self, W, missing) -> dict:
+        if self.clusters is None:
+            return {}
+        return {
+            j: self.clusters.constancy(W[:, j], missing[:, j])
+            for j in range(W.shape[1])
+            if self.columns[j] != self.groups_column
+        }
+
+    def _category_levels(self, data, missing, ignore, targets) -> dict[int, np.ndarray]:
+        """Codes of the categories each binary/categorical column holds in its fitting rows.
+
+        Only these are modelled: a target's model sees them as ``0..K_obs-1`` and a predictor
+        gets their dummies. Decisions the models cannot log (one category observed; categories
+        observed only in ignored rows) go to the plan's events. Derived columns are computed,
+        not imputed: any of their declared categories may occur.
+        """
+        derived = set(self.settings.derived or ())
+        levels = {}
+        for j, codec in enumerate(self.codecs):
+            name = self.columns[j]
+            if codec.categories is None or name == self.groups_column or name in derived:
+                continue
+            levels[j] = np.unique(data.W[~missing[:, j] & ~ignore, j]).astype(np.intp)
+            ignored_only = np.setdiff1d(codec.observed_codes, levels[j])
+            if ignored_only.size:
+                reason = (
+                    f"categories {codec.observed_categories(ignored_only)} are observed only in ignored rows: no "
+                    "imputation model learns them, so they are never imputed, and as a predictor they count as the "
+                    "reference category"
+                )
+                self.events.append((name, reason))
+            if j in targets and levels[j].size == 1:
+                label = codec.observed_categories(levels[j])[0]
+                reason = f"one category observed ({label!r}): every imputation is {label!r}, no model is fitted"
+                self.events.append((name, reason))
+        return levels
+
+    def _recommend(self, data, missing) -> dict:
+        """Default models of the incomplete columns with clusters: :func:`recommend_methods`.
+
+        It tells sporadic from systematic missingness and cluster-level variables, and
+        picks random-effects, two-stage or cluster-level models accordingly.
+        """
+        methods = self.settings.methods
+        if self.clusters is None or isinstance(methods, BaseConditionalImputer | str):
+            return {}
+        given = methods or {}
+        columns = [c for j, c in enumerate(self.columns) if missing[:, j].any() and c not in given]
+        if not columns:
+            return {}
+        kinds = {c.name: c.kind for c in self.codecs if c.name != self.groups_column}
+        table = recommend_methods(data.frame[columns], self.clusters, column_kinds={c: kinds[c] for c in columns})
+        return dict(zip(table["column"], table["method"], strict=True))
+
+    def _default_codes(self) -> np.ndarray:
+        """Default role codes with clusters: level-1 predictors of level-1 targets with their cluster means.
+
+        In a random-intercept model a predictor without its cluster mean must have the same
+        within- and between-cluster slope; where they differ (a contextual effect, or a
+        predictor whose cluster-level part relates differently to the target), the
+        imputations distort the between-cluster relations and the variance components
+        (Enders, Mistler & Keller 2016; Grund, Lüdtke & Robitzsch 2018). Code 3 adds the
+        cluster mean, so both slopes are free; variables constant within clusters (level 2)
+        stay 1, their mean being themselves. Models whose ``default_cluster_means`` is False get
+        1 (see :meth:`target`); entries the user sets are kept as given.
+        """
+        p = len(self.columns)
+        constant = self.cluster_constant
+        level1 = np.array([j in constant and not constant[j] for j in range(p)])
+        codes = 1 - np.eye(p, dtype=int)
+        codes[np.ix_(level1, level1)] *= 3
+        if self.groups_column is not None:
+            g = self.columns.index(self.groups_column)
+            codes[:, g] = -2
+            codes[g, :] = 0
+        return codes
+
+    # ---------------------------------------------------------------- one target
+    def model_for(self, j: int) -> BaseConditionalImputer:
+        """The (cloned, validated) conditional model of column ``j``: given, or the default."""
+        name, codec = self.columns[j], self.codecs[j]
+        methods = self.settings.methods
+        if isinstance(methods, BaseConditionalImputer | str):
+            model = as_model(methods, "methods")
+        elif isinstance(methods, dict) and name in methods:
+            model = as_model(methods[name], f"methods[{name!r}]")
+            if not isinstance(model, BaseConditionalImputer):
+                raise TypeError(
+                    f"methods[{name!r}] is {type(model).__name__}; expected a conditional model such as "
+                    "RandomEffectsNormal(), or its name: a class name ('RandomEffectsPMM') or R's ('2l.pan')."
+                )
+        else:
+            cluster_level = self.cluster_constant.get(j, False)
+            model = self.recommended.get(name) or default_model(
+                codec.kind, self.clusters is not None, "partial" if cluster_level == "partial" else bool(cluster_level)
+            )
+        if codec.kind not in model.target_kinds:
+            raise ValueError(
+                f"{type(model).__name__} cannot impute {name!r}, a {codec.kind} column; models that can: "
+                f"{', '.join(models_for_kind(codec.kind))}."
+            )
+        model = clone(model)
+        model._validate_params()
+        return model
+
+    def target(self, j: int) -> tuple[Target, list, list]:
+        """Column ``j``'s target, the changes it makes to the predictor matrix and the events it logs.
+
+        Changes are ``(row, columns, code)`` to apply in order; nothing here is modified.
+        """
+        name, codec = self.columns[j], self.codecs[j]
+        model = self.model_for(j)
+        row = self.matrix.iloc[j].to_numpy()  # by position: names may be tuples, which .loc reads as (row, column)
+        if self.groups_column is not None:
+            cluster_role = int(row[self.columns.index(self.groups_column)])
+        else:
+            cluster_role = -2 if self.clusters is not None else 0
+        if model.requires_groups and cluster_role != -2:
+            raise ValueError(
+                f"{type(model).__name__} for {name!r} needs the cluster column coded -2 "
+                f"(it is {cluster_role}{' and no groups were given' if self.clusters is None else ''})."
+            )
+        if cluster_role == 1 and not model.supports_fixed_clusters:
+            raise ValueError(
+                f"The cluster column is coded 1 (cluster fixed effects) for {name!r}, which "
+                f"{type(model).__name__} cannot absorb; models that can: "
+                f"{', '.join(c.__name__ for c in _fixed_cluster_models())}."
+            )
+        ignores_clusters = cluster_role == -2 and not (model.requires_groups or model.uses_groups_if_given)
+        if ignores_clusters:
+            cluster_role = 0  # a single-level model: warned once by make_plan
+        predictors, lowered = [], []
+        for k, pred_name in enumerate(self.columns):
+            role = int(row[k])
+            if role == 0 or pred_name == self.groups_column:
+                continue
+            if role == 3 and not self.given[j, k] and not model.default_cluster_means:
+                role = 1  # a default cluster mean this model does not take (see BaseConditionalImputer)
+                lowered.append(k)
+            if role not in model.accepted_roles and role != 1:
+                raise ValueError(
+                    f"{type(model).__name__} cannot honour role code {role} ({ROLE_NAMES[role]}) given to "
+                    f"predictor {pred_name!r} of {name!r}; models that can: {', '.join(models_accepting(role))}."
+                )
+            pcodec = self.codecs[k]
+            predictors.append(Predictor(k, role, pcodec.kind, pcodec.n_categories, str(pred_name), self.levels.get(k)))
+        changes = [(j, lowered, 1)] if lowered else []
+        events = []
+        left_out = self.afford_cluster_means(j, predictors)
+        if left_out:
+            changes.append((j, [p.column for p in left_out[0]], 1))
+            events.append((name, left_out[1]))
+        target = Target(
+            column=j,
+            name=str(name),
+            kind=codec.kind,
+            n_categories=codec.n_categories,
+            ordered=codec.ordered,
+            model=model,
+            predictors=predictors,
+            cluster_role=cluster_role,
+            levels=self.levels.get(j),
+            ignores_clusters=ignores_clusters,
+        )
+        return target, changes, events
+
+    def afford_cluster_means(self, j: int, predictors: list[Predictor]):
+        """Leave out the default cluster means where too few clusters observe the target to estimate them.
+
+        Cluster means, like level-2 predictors, are estimated from the clusters in which the
+        target is observed: with fewer than ``CLUSTERS_PER_TERM`` such clusters per
+        cluster-level term (intercept, level-2 predictors, means; a categorical predictor
+        counts one term per dummy) their coefficients are barely determined, and their
+        posterior draws throw the imputations of clusters without observed values far out
+        (obesity: 4 clusters observe Weight, 5 terms; a fifth cluster's imputed mean weight
+        ranged from -134 to 150 kg). Such a target keeps mice's codes (1), logged once;
+        means the user asked for are kept. Returns ``(predictors lowered, event)`` or None.
+        """
+        defaulted = [p for p in predictors if p.role == 3 and not self.given[j, p.column]]
+        if not defaulted:
+            return None
+        terms = 1 + sum(p.terms for p in predictors if p.role in (3, 4) or self.cluster_constant.get(p.column))
+        observed = self.observed_clusters.get(j, self.clusters.count)
+        if observed >= CLUSTERS_PER_TERM * terms:
+            return None
+        for p in defaulted:
+            p.role = 1
+        reason = (
+            f"cluster means of {[p.name for p in defaulted]} left out of the default model: "
+            f"{observed} cluster(s) observe it for {terms} cluster-level terms (at least "
+            f"{CLUSTERS_PER_TERM} per term are needed); code them 3 in predictor_matrix to keep them"
+        )
+        return defaulted, reason
+
+    def limit_predictors(self, target: Target, W, fit_rows, usable_rows) -> tuple[list, str | None]:
+        """Reduce the default predictors of a target its rows cannot support, by quickpred's rule.
+
+        When the model's predictor columns (dummies and cluster means included) exceed a third
+        of the rows observing the target (of the clusters observing it, for a cluster-level
+        target; of the rows less one per cluster, for cluster fixed effects), the predictors
+        the user did not set in ``predictor_matrix`` are kept only where their correlation with
+        the target or with its missingness exceeds 0.1, strongest first, within that budget
+        (:func:`~skmlmi.predictors.limit_predictors`). Returns the changes to the predictor
+        matrix and the event to log (None when nothing is too many).
+        """
+        predictors = target.predictors
+        cluster_level = bool(self.cluster_constant.get(target.column))
+        codes = None if self.clusters is None else self.clusters.codes
+        n_rows = int(fit_rows.sum())
+        fixed = target.cluster_role == 1 and not cluster_level
+        n_clusters = int(np.unique(codes[fit_rows]).size) if codes is not None and (cluster_level or fixed) else 0
+        n_units = n_clusters if cluster_level else n_rows - n_clusters
+        widths = np.array([p.width for p in predictors], dtype=int)
+        if widths.sum() * ROWS_PER_PREDICTOR <= n_units:
+            return [], None
+        j, columns = target.column, [p.column for p in predictors]
+        given = self.given[j, columns]
+        keep, _, budget = limit_predictors(W[:, j], fit_rows, usable_rows, W[:, columns], widths, given, n_units)
+        units = f"{n_units} clusters observing it" if cluster_level else f"{n_rows} rows observing it"
+        if fixed:
+            units += f" less its {n_clusters} cluster fixed effects"
+        if keep.all():
+            return [], (
+                f"{widths.sum()} predictor columns for {units} (more than a third): kept as set in "
+                "predictor_matrix; quickpred() suggests a smaller set"
+            )
+        kept = [p for p, k in zip(predictors, keep, strict=True) if k]
+        target.predictors = kept
+        names = [p.name for p in kept]
+        reason = (
+            f"{len(kept)} of {len(predictors)} predictors kept by quickpred's rule "
+            f"({names[:10]}{' ...' if len(names) > 10 else ''}): their {widths.sum()} columns outnumbered a third "
+            f"of the {units} ({budget}), so only those whose absolute correlation with it or with its "
+            f"missingness exceeds 0.1 are used, strongest first, up to {budget} columns"
+            f"{' (those set in predictor_matrix are kept as given)' if given.any() else ''}; "
+            "set its row of predictor_matrix to choose them"
+        )
+        return [(j, [c for c, k in zip(columns, keep, strict=True) if not k], 0)], reason
+
+
+# --------------------------------------------------------------------------- the plan
+def resolve_visit_sequence(visit_sequence, columns: list, groups_column, missing, derived_cols=frozenset()) -> list:
+    """Column positions in visit order: data order, monotone, reverse-monotone or the user's list."""
+    incomplete = [j for j in range(len(columns)) if missing[:, j].any()]
+    if isinstance(visit_sequence, str):
+        if visit_sequence == "monotone":
+            return sorted(incomplete, key=lambda j: (missing[:, j].sum(), j))
+        if visit_sequence == "reverse-monotone":
+            return sorted(incomplete, key=lambda j: (-missing[:, j].sum(), j))
+        return incomplete
+    order = []
+    for name in visit_sequence:
+        if name not in columns:
+            raise ValueError(f"visit_sequence names {name!r}, which is not a column of X.")
+        if name == groups_column:
+            raise ValueError(f"visit_sequence names the cluster column {name!r}, which is never imputed.")
+        if columns.index(name) in derived_cols:
+            raise ValueError(f"visit_sequence names the derived column {name!r}, which is computed, not imputed.")
+        order.append(columns.index(name))
+    absent = [columns[j] for j in incomplete if j not in order]
+    if absent:
+        raise ValueError(f"visit_sequence leaves out incomplete columns {absent}.")
+    return order
+
+
+def make_plan(data, settings: PlanSettings, where: np.ndarray, ignore: np.ndarray) -> Plan:
+    """The plan of a fit: targets in visit order with their models and predictors, rows and post-processing.
+
+    ``data`` is the fit's :class:`~skmlmi._frontdoor.WorkingData`; ``where`` the cells to
+    impute and ``ignore`` the rows never used for fitting (both already checked).
+    """
+    columns, W, missing = data.columns, data.W, data.missing
+    derived = parse_derived(settings.derived, columns, data.groups_column)
+    derived_cols = {d.column for d in derived}
+    to_impute = where.copy()
+    to_impute[:, sorted(derived_cols)] = False
+    visit = resolve_visit_sequence(settings.visit_sequence, columns, data.groups_column, to_impute, derived_cols)
+    planner = _Planner(data, settings, missing, ignore, visit)
+    matrix, events = planner.matrix.copy(), list(planner.events)
+    targets, made, single_level = [], {}, []
+    for j in visit:
+        if j not in made:
+            target, changes, target_events = planner.target(j)
+            _check_systematic(target, data.clusters, ~missing[:, j] & ~ignore, to_impute[:, j])
+            more, reason = planner.limit_predictors(target, W, ~missing[:, j] & ~ignore, ~ignore)
+            for row, cols, code in changes + more:  # one assignment per change: a pandas call each
+                matrix.iloc[row, cols] = code
+            events += target_events + ([(columns[j], reason)] if reason else [])
+            if target.ignores_clusters:
+                single_level.append(target.name)
+            made[j] = target
+        targets.append(made[j])
+    for name in dict.fromkeys(single_level):
+        warnings.warn(
+            f"The imputation model of {name!r} is single-level: it ignores the clustering "
+            "(cluster column coded -2). Use a random-effects model, or code the cluster column 1 "
+            "for cluster fixed effects.",
+            UserWarning,
+            stacklevel=5,
+        )
+    _warn_circular(derived, made)
+    incomplete = list(dict.fromkeys(visit))
+    fit_rows = {j: ~missing[:, j] & ~ignore for j in range(W.shape[1])}
+    impute_rows = {j: np.flatnonzero(to_impute[:, j]) for j in range(W.shape[1])}
+    for d in derived:
+        affected = missing[:, d.column] | missing[:, _inputs(d, W.shape[1])].any(axis=1)
+        impute_rows[d.column] = np.flatnonzero(affected)
+        if affected.any():
+            incomplete.append(d.column)
+    write_rows = {j: missing[impute_rows[j], j] | (j in derived_cols) for j in range(W.shape[1])}
+    never_modelled = derived_cols | {j for j, name in enumerate(columns) if name == data.groups_column}
+    auxiliary = [j for j in range(W.shape[1]) if j not in made and j not in never_modelled]
+    return Plan(
+        targets=targets,
+        auxiliary=auxiliary,
+        clusters=data.clusters,
+        names=columns,
+        fit_rows=fit_rows,
+        impute_rows=impute_rows,
+        write_rows=write_rows,
+        incomplete=incomplete,
+        derived=derived,
+        bounds=parse_bounds(settings.bounds, columns),
+        post=parse_post(settings.post, columns),
+        partial_predictors=bool((missing & ~where).any()),
+        modelled_rows=~ignore if ignore.any() else None,
+        predictor_matrix=matrix,
+        visit_sequence=[columns[j] for j in visit],
+        methods={columns[j]: made[j].model for j in dict.fromkeys(visit)},
+        events=events,
+        planner=planner,
+    )
+
+
+def _check_systematic(target: Target, clusters: Clusters | None, fit_rows, impute_rows) -> None:
+    """A model that cannot impute clusters without observed values (``handles_systematic`` False) is
+    refused before the chains run when the target has cells to impute in such a cluster.
+
+    Only models that use the clusters are concerned: with cluster fixed effects (code 1) a
+    cluster never observed has no effect to estimate. Single-level models ignore the clusters
+    (warned) and impute any row.
+    """
+    if clusters is None or target.cluster_role == 0 or target.model.handles_systematic:
+        return
+    count = clusters.count
+    never_observed = (np.bincount(clusters.codes[impute_rows], minlength=count) > 0) & (
+        np.bincount(clusters.codes[fit_rows], minlength=count) == 0
+    )
+    if never_observed.any():
+        codes = np.flatnonzero(never_observed)
+        labels = [clusters.label_of(c) for c in codes[:10]]
+        raise ValueError(
+            f"{type(target.model).__name__} cannot impute {target.name!r} in clusters where it is never observed "
+            f"({codes.size} cluster(s): {labels}{' ...' if codes.size > 10 else ''}); models that can: "
+            f"{', '.join(c.__name__ for c in find_models() if c.handles_systematic and target.kind in c.target_kinds)}."
+        )
+
+
+def _warn_circular(derived, made) -> None:
+    """A derived column that predicts one of its own inputs feeds back on itself."""
+    for d in derived:
+        for j, target in made.items():
+            if (not d.depends_on or j in d.depends_on) and any(p.column == d.column for p in target.predictors):
+                warnings.warn(
+                    f"Derived column {d.name!r} predicts {target.name!r}, one of its own inputs: the imputation "
+                    f"model of {target.name!r} is circular. Set predictor_matrix[{target.name!r}, {d.name!r}] "
+                    "to 0.",
+                    UserWarning,
+                    stacklevel=6,
+                )
