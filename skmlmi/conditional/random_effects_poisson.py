@@ -22,20 +22,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._kernels import (
+    StandardisedParameters,
+    Standardiser,
+    compress_clusters,
+    inverse_wishart,
+    population_effects,
+    sort_by_cluster,
+    student_t_mixing,
+)
 from .base import Draw
 from .random_effects_discrete import (
     _PSI_PRIOR_SCALE,
     _check_groups,
-    _compress_clusters,
     _DiscreteRandomEffectsBase,
-    _draw_t_mixing,
-    _inverse_wishart,
     _log_few_clusters,
     _log_systematic,
-    _population_effects,
-    _sort_by_cluster,
-    _StandardisedParameters,
-    _Standardiser,
 )
 
 __all__ = ["RandomEffectsPoisson"]
@@ -158,14 +160,14 @@ def _recentre(beta, b, random, prior_variance, psi, rng):
 
 # =========================================================================== state and draw
 @dataclass
-class _PoissonState(_StandardisedParameters):
+class _PoissonState(StandardisedParameters):
     n_columns: int
     random: tuple
     beta_std: np.ndarray  # (p + 1,), standardised by ``std``
     b_std: np.ndarray  # (J, q), standardised, NaN rows for clusters without observed y
     psi_std: np.ndarray  # (q, q), standardised
     mixing: np.ndarray  # (p + 1,) Student-t mixing variances
-    std: _Standardiser
+    std: Standardiser
     acceptance: tuple = (np.nan, np.nan)  # of the random-effects and fixed-effects proposals, last visit
 
     @property
@@ -173,7 +175,7 @@ class _PoissonState(_StandardisedParameters):
         return np.asarray(self.random[1:], dtype=int) - 1
 
 
-class _PoissonDraw(_StandardisedParameters, Draw):
+class _PoissonDraw(StandardisedParameters, Draw):
     """One draw (beta, b, Psi) of the random-effects Poisson model, in the standardised design's units."""
 
     def __init__(self, beta_std, b_std, psi_std, random_columns, std):
@@ -186,7 +188,7 @@ class _PoissonDraw(_StandardisedParameters, Draw):
 
     def log_mean(self, X, groups, rng):
         """f' beta* + z' b*_j per row; clusters without observed y or unseen at fit draw b*_j ~ N(0, Psi*)."""
-        effects = _population_effects(np.asarray(groups, dtype=np.intp), self.b_std, self.psi_std, rng)
+        effects = population_effects(np.asarray(groups, dtype=np.intp), self.b_std, self.psi_std, rng)
         design = self.std.design(X)
         eta = design @ self.beta_std + effects[:, 0]
         for k, col in enumerate(self.random_columns):  # loop over the few random slopes
@@ -311,14 +313,14 @@ class RandomEffectsPoisson(_DiscreteRandomEffectsBase):
         J = context.n_clusters
         _check_groups(groups, J, name)
         yo = self._observed_counts(y, observed, groups, context)
-        go, present_codes, present = _compress_clusters(groups[observed], J)
+        go, present_codes, present = compress_clusters(groups[observed], J)
         n_obs_clusters = len(present_codes)
         p = X.shape[1]
         random = np.r_[0, 1 + np.flatnonzero(roles == 2)].astype(np.intp)
         q = len(random)
-        std = _Standardiser.fit(X[observed])
+        std = Standardiser.fit(X[observed])
         # Rows sorted by cluster: per-cluster sums are then single np.add.reduceat calls.
-        order, starts = _sort_by_cluster(go, n_obs_clusters)
+        order, starts = sort_by_cluster(go, n_obs_clusters)
         design, go, yo = std.design(X[observed])[order], go[order], yo[order]
         scales = self._prior_scales(p)
         _log_few_clusters(q, n_obs_clusters, context)
@@ -356,8 +358,8 @@ class RandomEffectsPoisson(_DiscreteRandomEffectsBase):
                 design, random_part, yo, beta[None], np.diag(1.0 / prior_variance), rows_in_one_block, whole, rng
             )
             beta, b = _recentre(beta_block[0], b, random, prior_variance, psi, rng)
-            psi = _inverse_wishart(q + n_obs_clusters, _PSI_PRIOR_SCALE * np.eye(q) + b.T @ b, rng)
-            mixing = _draw_t_mixing(beta, scales, float(self.prior_df), rng)
+            psi = inverse_wishart(q + n_obs_clusters, _PSI_PRIOR_SCALE * np.eye(q) + b.T @ b, rng)
+            mixing = student_t_mixing(beta, scales, float(self.prior_df), rng)
             accepted_b += accept_b.mean()
             accepted_beta += float(accept_beta[0])
 
