@@ -8,6 +8,8 @@ This module knows nothing about DataFrames, column names or the imputation loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 __all__ = [
@@ -313,7 +315,12 @@ def weighted_cluster_cross_products(D: np.ndarray, g: np.ndarray, J: int, w: np.
     return out
 
 
-def rows_of_clusters(table: np.ndarray, groups: np.ndarray, draw_new, missing_is_new: bool = False) -> np.ndarray:
+def rows_of_clusters(
+    table: np.ndarray,
+    groups: np.ndarray,
+    draw_new: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    missing_is_new: bool = False,
+) -> np.ndarray:
     """Per-row parameters from a per-cluster table, with population draws for the other clusters.
 
     Row i gets ``table[groups[i]]`` when its cluster was seen at fit (code ``< len(table)``, and,
@@ -326,6 +333,22 @@ def rows_of_clusters(table: np.ndarray, groups: np.ndarray, draw_new, missing_is
     function's, the same for every model.
 
     Cost O(n log n) for the ``np.unique`` of the new rows' codes; no loop over rows or clusters.
+
+    Parameters
+    ----------
+    table : ndarray of shape (J, ...)
+        Parameters of the clusters seen at fit (NaN rows: systematically missing clusters).
+    groups : ndarray of shape (n,) of int
+        Cluster code of each row; codes ``>= J`` are clusters unseen at fit.
+    draw_new : callable
+        ``draw_new(codes, inverse, rows)`` returning one parameter row per code in ``codes``.
+    missing_is_new : bool, default=False
+        Whether a NaN row of ``table`` counts as a cluster to draw.
+
+    Returns
+    -------
+    ndarray of shape (n, ...)
+        The parameters of every row.
     """
     groups = np.asarray(groups, dtype=np.intp)
     n_known = len(table)
