@@ -25,6 +25,10 @@ models) and analyses every completed data set:
 * the variance of the counts' cluster means (how much clustering the imputations keep; no
   coverage: its estimand is the population value, compared with the complete-data estimate).
 
+The model "defaults" gives the imputer no model for y: it chooses (RandomEffectsPoisson for a
+count whose Poisson regression on its predictors fits, else RandomEffectsPMM; the column
+poisson_share says in what share of the replications it chose the Poisson model).
+
 Pooled by Rubin's rules (Barnard-Rubin df). Reported per model: bias against the truth
 (the slope 0.3; the mean count exp(beta0 + 0.4^2/2 + psi/2), or the NB analogue), its Monte Carlo
 SE, the 95% coverage against the 99% binomial acceptance region of the replications, and the
@@ -59,6 +63,7 @@ MODELS = {
     "RandomEffectsPoisson": lambda: ({"y": RandomEffectsPoisson()}, None),
     "RandomEffectsPMM": lambda: ({"y": RandomEffectsPMM()}, None),
     "single-level PMM": lambda: ({"y": PredictiveMeanMatching()}, {"cluster": {"y": 0}}),
+    "defaults": lambda: (None, None),  # the model the imputer chooses for y (is_count_column, then the planner's check)
 }
 
 
@@ -117,10 +122,11 @@ def replication(
         warnings.simplefilter("ignore")
         completed = imputer.fit_transform_all(frame, groups="cluster")
     results = [analyse(data, data["y"].to_numpy()) for data in completed]
+    chosen = type(imputer.methods_["y"]).__name__
     rows = []
     for quantity in ("slope", "mean", "cluster_variance"):
         q = np.array([r[quantity][0] for r in results])
-        row = {"J": n_clusters, "ICC": icc, "model": model, "quantity": quantity, "seed": seed}
+        row = {"J": n_clusters, "ICC": icc, "model": model, "quantity": quantity, "seed": seed, "chosen": chosen}
         row["complete"] = complete[quantity][0]
         if quantity == "cluster_variance":
             row.update(estimate=q.mean(), covered=np.nan, truth=np.nan)
@@ -155,6 +161,7 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
                 "coverage": part["covered"].astype(float).mean(),
                 "vs_complete": difference.mean(),
                 "vs_complete_mc_se": difference.std(ddof=1) / np.sqrt(reps),
+                "poisson_share": (part["chosen"] == "RandomEffectsPoisson").mean(),
             }
         )
     return pd.DataFrame(out)
