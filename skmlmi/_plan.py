@@ -369,6 +369,16 @@ class _Planner:
         much data the test decides, with little the 5% band; anything else, a fit that fails, or
         no degrees of freedom left, is doubt, and the default is RandomEffectsPMM (logged once).
         Models the user names are never checked.
+
+        In benchmarks/validate_random_effects_poisson.py (ICC 0.3, 100 replications per design,
+        differences from the complete-data estimate with their MC SE) the defaults chose the
+        Poisson model in 8%, 1% and 9% of the replications with outcome SD 1 (50, 100, 20
+        clusters; slope -0.008 (0.002), -0.006 (0.001), -0.008 (0.003) against
+        RandomEffectsPMM's -0.007, -0.006, -0.007; the Poisson model's -0.036, -0.043, -0.034),
+        never for negative binomial counts, and in 60%, 69% and 61% with outcome SD 2 (50, 100
+        clusters) and 3 (50), where they shrank the variance of the cluster means by 0.016,
+        0.011 and 0.025 (RandomEffectsPMM 0.086, 0.077, 0.076) with slopes as good as either
+        model's.
         """
         if self.clusters is None or not self.recommended:
             return

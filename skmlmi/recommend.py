@@ -93,6 +93,12 @@ def is_count_column(values: np.ndarray, codes: np.ndarray, dispersion: tuple[flo
     within 2 MC SE at 50 and 100 clusters, ICC 0.1 and 0.3) where RandomEffectsPMM shrank the
     variance of the cluster means by about 10% at ICC 0.3.
 
+    This rule sees the column alone. The imputer then checks the Poisson model given the
+    count's actual predictors (a Poisson regression with cluster fixed effects whose Pearson
+    dispersion must be within min(0.05, 2 SE) of 1) and falls back to RandomEffectsPMM where it
+    does not fit, e.g. a count that strongly predicts another variable, being underdispersed
+    given it.
+
     Parameters
     ----------
     values : ndarray of shape (n,)
@@ -469,7 +475,10 @@ def _choose(
     else:
         lead = "sporadic missingness only: one-stage random-effects model using every observed row"
     if kind == "integer" and type(model).__name__ in COUNT_MODELS.values():
-        return model, lead + " (Poisson: non-negative whole numbers spread like counts within clusters)"
+        return model, lead + (
+            " (Poisson: non-negative whole numbers spread like counts within clusters; the imputer uses "
+            "RandomEffectsPMM instead where a Poisson regression on its predictors does not fit)"
+        )
     if kind == "integer":
         return model, lead + " (PMM: integers stay integers)"
     return model, lead

@@ -258,8 +258,12 @@ class RandomEffectsPoisson(_DiscreteRandomEffectsBase):
     ``benchmarks/validate_random_effects_poisson.py`` (50 clusters, ICC 0.3, c = 0.3) the slope
     of o on y in the pooled mixed model differed from the complete-data slope by -0.036 (MC SE
     0.002, 100 replications; coverage 0.78) with s = 1, where RandomEffectsPMM gave -0.007 (MC
-    SE 0.002), and by -0.0004 (MC SE 0.006, 60 replications) with s = 3. Where a count is
-    a strong predictor of another variable, prefer ``RandomEffectsPMM`` (``"2l.pmm"``).
+    SE 0.002), and by -0.0004 (MC SE 0.006, 60 replications) with s = 3. The defaults
+    therefore keep this model for a count only where a Poisson regression of the count on its
+    predictors (cluster fixed effects) has a Pearson dispersion within min(0.05, 2 SE) of 1, and
+    give it ``RandomEffectsPMM`` otherwise (the planner's check, logged; with s = 1 the
+    dispersion is about 0.88). Given by hand, this model is used as given: where a count is a
+    strong predictor of another variable, prefer ``RandomEffectsPMM`` (``"2l.pmm"``).
 
     Parameters
     ----------

@@ -77,7 +77,9 @@ DEFAULT_MODELS: dict[str, tuple[str, str, str, str]] = {
 #: :data:`DEFAULT_MODELS`: situation -> model name. A count column is an integer column whose
 #: observed values are non-negative and spread like Poisson counts within clusters (the rule of
 #: :func:`skmlmi.recommend.is_count_column`); where they are over- or underdispersed, or the data
-#: have no clusters, the integer default (predictive mean matching) keeps the observed distribution.
+#: have no clusters, the integer default (predictive mean matching) keeps the observed distribution;
+#: the imputer's planner also falls back to it where the count model does not fit the count given
+#: its predictors (``skmlmi._plan._Planner.check_counts``).
 #: Only the one-stage random-effects situation has a count model: the two-stage and cluster-level
 #: count defaults stay PMM until validated (benchmarks/validate_random_effects_poisson.py validates
 #: the random-effects Poisson model).
