@@ -331,6 +331,39 @@ class GalleryText(Directive):
         return [block]
 
 
+# -- The models' table, from the registry ------------------------------------------------
+MODEL_TABLE_HEADER = (
+    "Model",
+    "R names",
+    "Target kinds",
+    "Role codes",
+    "Never-observed clusters",
+    "Level",
+    "Default for",
+)
+
+
+def model_table_rst() -> list[str]:
+    """``skmlmi.conditional.registry.model_table()`` as an RST list-table (one row per registered model)."""
+    from skmlmi.conditional.registry import model_table
+
+    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 20 14 14 10 10 7 25", ""]
+    for k, row in enumerate([list(MODEL_TABLE_HEADER), *model_table()]):
+        cells = row if k == 0 else [f":class:`~skmlmi.conditional.{row[0]}`", *row[1:]]
+        for j, cell in enumerate(cells):
+            lines.append(f"   {'* -' if j == 0 else '  -'} {cell}")
+    return lines
+
+
+class ModelTable(Directive):
+    """``.. model-table::`` -- the registered models and what each declares (:func:`model_table_rst`)."""
+
+    def run(self):
+        container = nodes.container()
+        self.state.nested_parse(StringList(model_table_rst(), source="model-table"), self.content_offset, container)
+        return container.children
+
+
 # -- Markdown include (the changelog) -------------------------------------------------
 _HEADING_MARKS = {1: "=", 2: "-", 3: "~", 4: "^"}
 
@@ -389,6 +422,7 @@ def setup(app):
     directives.register_directive("gallery-figure", GalleryFigure)
     directives.register_directive("gallery-text", GalleryText)
     directives.register_directive("md-include", MarkdownInclude)
+    directives.register_directive("model-table", ModelTable)
     app.connect("builder-inited", lambda app: _render_gallery())
     # Before numpydoc's handler (default priority 500): the fixes see the raw docstring.
     app.connect("autodoc-process-docstring", _fix_docstring, priority=400)

@@ -26,9 +26,9 @@ from ._clusters import Clusters
 from ._columns import cluster_codes, detect_codec
 from .conditional.base import BaseConditionalImputer
 from .conditional.cluster_level import is_cluster_constant
-from .conditional.registry import default_model
+from .conditional.registry import COUNT_MODELS, default_model
 
-__all__ = ["missing_by_cluster", "recommend_methods"]
+__all__ = ["missing_by_cluster", "recommend_methods", "is_count_column"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -59,6 +59,83 @@ def _cluster_table(missing: np.ndarray, codes: np.ndarray, n_clusters: int) -> t
     size = np.bincount(codes, minlength=n_clusters)
     observed = np.bincount(codes, weights=(~missing).astype(float), minlength=n_clusters).astype(int)
     return size, observed
+
+
+#: Band of the within-cluster dispersion index (pooled within-cluster variance over the mean) in
+#: which non-negative whole numbers are taken for Poisson counts (see :func:`is_count_column`).
+COUNT_DISPERSION = (0.8, 2.0)
+
+
+def is_count_column(values: np.ndarray, codes: np.ndarray, dispersion: tuple[float, float] = COUNT_DISPERSION) -> bool:
+    """Whether a whole-number column looks like Poisson counts within its clusters.
+
+    The defaults give such a column the random-effects Poisson model
+    (:class:`~skmlmi.conditional.RandomEffectsPoisson`) instead of predictive mean matching.
+    True when the observed values are non-negative whole numbers, not all zero, and their
+    within-cluster dispersion index
+
+        D = [sum_j sum_i (y_ij - ybar_j)^2 / sum_j (n_j - 1)] / ybar
+
+    (pooled within-cluster variance over the mean, over clusters with two or more observed
+    values) lies in ``dispersion``. Under the model D is about 1 + ybar (exp(var(x'beta)) - 1):
+    1 without predictors, more the stronger they are. A count with extra within-cluster
+    variation (negative binomial counts, D = 1 + ybar / shape + ...) or a bounded or
+    underdispersed whole number (scores, ages in a school class, years: D well below 1) is
+    left to predictive mean matching, which keeps the observed distribution. A Poisson count
+    with strong predictors and a large mean can exceed the upper bound too: it then gets PMM,
+    the safe side. The bounds (0.8, 2) were checked by benchmarks/validate_random_effects_poisson.py
+    (30% MAR, 50 clusters of 20, ICC 0.3, 60 replications): with negative binomial counts of
+    shape 1 (D 2.5-4.3 in 20 simulated data sets, never taken for counts) the Poisson model's
+    imputations moved the slope of an outcome on the count by +0.046 (MC SE 0.006; coverage
+    0.62) and inflated the variance of the cluster means, where RandomEffectsPMM gave -0.014
+    (MC SE 0.003; coverage 0.95); with Poisson counts (D 1.1-1.5, always taken for counts) the
+    Poisson model kept the mean count and the clustering (differences from the complete data
+    within 2 MC SE at 50 and 100 clusters, ICC 0.1 and 0.3) where RandomEffectsPMM shrank the
+    variance of the cluster means by about 10% at ICC 0.3.
+
+    This rule sees the column alone. The imputer then checks the Poisson model given the
+    count's actual predictors (a Poisson regression with cluster fixed effects whose Pearson
+    dispersion must be within min(0.05, 2 SE) of 1) and falls back to RandomEffectsPMM where it
+    does not fit, e.g. a count that strongly predicts another variable, being underdispersed
+    given it.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n,)
+        The column, NaN where missing.
+    codes : ndarray of shape (n,) of int
+        Cluster codes.
+    dispersion : (float, float), default=(0.8, 2.0)
+        Accepted band of D.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> codes = np.repeat(np.arange(40), 25)
+    >>> counts = rng.poisson(np.exp(0.5 + 0.5 * rng.normal(size=40))[codes]).astype(float)
+    >>> is_count_column(counts, codes), is_count_column(counts + 2000.0, codes)
+    (True, False)
+    >>> is_count_column(rng.negative_binomial(1, 0.3, size=1000).astype(float), codes)
+    False
+    """
+    values = np.asarray(values, dtype=float)
+    observed = ~np.isnan(values)
+    y, g = values[observed], np.asarray(codes)[observed]
+    if not len(y) or np.any(y < 0) or np.any(y != np.floor(y)) or not np.isfinite(y).all() or not y.any():
+        return False
+    n_clusters = int(g.max()) + 1
+    n_j = np.bincount(g, minlength=n_clusters)
+    means = np.bincount(g, weights=y, minlength=n_clusters) / np.maximum(n_j, 1)
+    within = np.sum((y - means[g]) ** 2)
+    df = np.sum(np.maximum(n_j - 1, 0))
+    if df < 1:
+        return False
+    index = within / df / y.mean()
+    return bool(dispersion[0] <= index <= dispersion[1])
 
 
 # --------------------------------------------------------------------------- classification
@@ -296,6 +373,7 @@ def recommend_methods(
         else:
             pattern = "systematic" if n_sys else "sporadic"
         level2 = bool(j_obs and is_cluster_constant(series.to_numpy(), codes))
+        count = kind == "integer" and not level2 and is_count_column(codec.encode(series), codes)
         model, reason = _choose(
             kind,
             pattern,
@@ -307,6 +385,7 @@ def recommend_methods(
             prop_small,
             min_clusters,
             j_fit,
+            count,
         )
         out.append(
             {
@@ -346,7 +425,7 @@ def recommend_methods(
 
 
 def _choose(
-    kind, pattern, level2, j_obs, share_small, n_sys, large_cluster, prop_small, min_clusters, j_fit
+    kind, pattern, level2, j_obs, share_small, n_sys, large_cluster, prop_small, min_clusters, j_fit, count=False
 ) -> tuple[BaseConditionalImputer | None, str]:
     """The rules of :func:`recommend_methods`: the situation, the registry's model for it, and the reason."""
     if j_obs == 0:
@@ -354,7 +433,9 @@ def _choose(
     small = share_small > prop_small
     meta_analysable = not small and j_fit >= min_clusters
     cluster_level = ("partial" if "sporadic" in pattern else True) if level2 else False
-    model = default_model(kind, True, cluster_level, systematic=n_sys > 0, meta_analysable=meta_analysable)
+    model = default_model(
+        kind, True, cluster_level, systematic=n_sys > 0, meta_analysable=meta_analysable, count=count and not level2
+    )
     if level2:
         if "sporadic" in pattern:
             return model, (
@@ -393,6 +474,11 @@ def _choose(
         lead = f"systematically missing in {n_sys} cluster(s) but {why}: one-stage random-effects model"
     else:
         lead = "sporadic missingness only: one-stage random-effects model using every observed row"
+    if kind == "integer" and type(model).__name__ in COUNT_MODELS.values():
+        return model, lead + (
+            " (Poisson: non-negative whole numbers spread like counts within clusters; the imputer uses "
+            "RandomEffectsPMM instead where a Poisson regression on its predictors does not fit)"
+        )
     if kind == "integer":
         return model, lead + " (PMM: integers stay integers)"
     return model, lead

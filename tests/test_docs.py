@@ -293,3 +293,20 @@ def test_page_renders_in_headless_chromium(built_docs, tmp_path, page, title):
     titles = re.findall(r"<title>(.*?)</title>", dom, flags=re.S)
     assert titles and title in titles[0], f"{page}: title {titles[:1]} does not name {title!r}"
     assert title in re.sub(r"<[^>]+>", " ", dom), f"{page}: {title!r} not in the rendered text"
+
+
+def test_models_page_table_is_the_registrys(built_docs):
+    # docs/models.rst renders skmlmi.conditional.registry.model_table() (the ``model-table`` directive
+    # of docs/conf.py): one row per registered model, with its R names, so a new model appears by itself
+    from skmlmi.conditional.registry import model_table
+
+    html = (built_docs / "models.html").read_text(encoding="utf-8")
+    section = html.split('id="the-models-at-a-glance"', 1)[1].split("</table>", 1)[0]
+    body = section.split("<tbody>", 1)[1]
+    rows = body.split("<tr")[1:]
+    expected = model_table()
+    assert len(rows) == len(expected)
+    for row_html, row in zip(rows, expected, strict=True):
+        assert f"skmlmi.conditional.{row[0]}" in row_html, row[0]
+        for cell in row[1:3]:  # R names and target kinds, as the registry declares them
+            assert cell.replace("--", "–") in row_html or cell in row_html, (row[0], cell)

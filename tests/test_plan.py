@@ -9,7 +9,8 @@ import pytest
 from skmlmi import MultilevelIterativeImputer
 from skmlmi._clusters import Clusters
 from skmlmi._frontdoor import Layout, WorkingData, detect_codecs, encode, read_frame
-from skmlmi._plan import PlanSettings, make_plan
+from skmlmi._kernels import poisson_fixed_effects
+from skmlmi._plan import COUNT_FIT_TOLERANCE, PlanSettings, make_plan
 from skmlmi.conditional import BayesianNormal
 
 
@@ -62,3 +63,53 @@ def test_cluster_fixed_effects_are_refused_before_the_chains_where_a_cluster_nev
         warnings.simplefilter("ignore")
         imputer.fit(clustered, groups="g")
     assert not np.isnan(imputer.imputations_["y"]).any()
+
+
+# --------------------------------------------------------------------------- the count check
+def _counts(outcome_sd, seed=0, J=600, n_j=20):
+    """Poisson counts y (log-linear in x, random intercepts) and an outcome o = 1 + 0.3 y + 0.5 x + v + e."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(J), n_j)
+    x = rng.normal(size=J * n_j)
+    y = rng.poisson(np.exp(0.5 + 0.4 * x + 0.5 * rng.normal(size=J)[g])).astype(float)
+    o = 1 + 0.3 * y + 0.5 * x + 0.5 * rng.normal(size=J)[g] + rng.normal(scale=outcome_sd, size=J * n_j)
+    y[rng.random(J * n_j) < 0.2] = np.nan
+    return pd.DataFrame({"g": [f"s{k:03d}" for k in g], "x": x, "o": o, "y": y})
+
+
+@pytest.mark.parametrize(
+    ("outcome_sd", "expected"),
+    [(1.0, "RandomEffectsPMM"), (None, "RandomEffectsPoisson")],
+)
+def test_the_default_poisson_model_is_kept_only_where_it_fits_the_count_given_its_predictors(outcome_sd, expected):
+    # With outcome SD 1 the count is underdispersed given o (Pearson dispersion about 0.88); without
+    # o among its predictors it is Poisson given x. 9600 observed counts make the SE of the dispersion
+    # about 0.015, so the 0.05 tolerance is more than 3.29 SEs from 1 and from 0.88: either decision
+    # is wrong with probability below 0.001 (checked below from the fit's own SE, not assumed).
+    frame = _counts(outcome_sd or 1.0)
+    if outcome_sd is None:
+        frame = frame.drop(columns="o")
+    data = _working(frame)
+    plan = make_plan(data, PlanSettings(), data.missing, np.zeros(len(frame), dtype=bool))
+    assert type(plan.methods["y"]).__name__ == expected
+    observed = frame["y"].notna().to_numpy()
+    predictors = frame.drop(columns=["g", "y"]).to_numpy()[observed]
+    fit = poisson_fixed_effects(predictors, frame["y"].to_numpy()[observed], data.clusters.codes[observed], 600)
+    margin = abs(abs(fit.dispersion - 1) - COUNT_FIT_TOLERANCE) if outcome_sd else COUNT_FIT_TOLERANCE
+    assert margin > 3.29 * fit.dispersion_se
+    logged = [reason for column, reason in plan.events if column == "y"]
+    if expected == "RandomEffectsPMM":
+        assert logged == [
+            f"count column: Poisson conditional model does not fit (Pearson dispersion {fit.dispersion:.2f}, "
+            f"SE {fit.dispersion_se:.2f}, given its predictors; within 0.05 of 1 is needed): RandomEffectsPMM"
+        ]
+    else:
+        assert not logged
+
+
+def test_a_poisson_model_the_user_names_is_never_checked():
+    frame = _counts(1.0, J=100)
+    data = _working(frame)
+    settings = PlanSettings(methods={"y": "RandomEffectsPoisson"})
+    plan = make_plan(data, settings, data.missing, np.zeros(len(frame), dtype=bool))
+    assert type(plan.methods["y"]).__name__ == "RandomEffectsPoisson" and not plan.events

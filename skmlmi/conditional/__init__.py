@@ -9,6 +9,8 @@ Every model follows the contract of :class:`~skmlmi.conditional.base.BaseConditi
   (mice's 2l.pan / 2l.norm / 2l.lmer, miceadds' 2l.pmm);
 - :mod:`~skmlmi.conditional.random_effects_discrete`: ``RandomEffectsLogistic``,
   ``RandomEffectsCategorical`` (mice's 2l.bin; categorical targets R's mice lacks);
+- :mod:`~skmlmi.conditional.random_effects_poisson`: ``RandomEffectsPoisson`` (micemd's
+  2l.glm.pois), for counts;
 - :mod:`~skmlmi.conditional.cluster_level`: ``ClusterLevelNormal``, ``ClusterLevelPMM``,
   ``ClusterLevelLogistic``, ``ClusterMean`` (mice's 2lonly.norm, 2lonly.pmm, 2lonly.mean;
   miceadds' 2lonly.function with logreg);
@@ -28,6 +30,7 @@ from .cluster_level import ClusterLevelLogistic, ClusterLevelNormal, ClusterLeve
 from .heckman import HeckmanSelection
 from .random_effects import RandomEffectsNormal, RandomEffectsPMM
 from .random_effects_discrete import RandomEffectsCategorical, RandomEffectsLogistic
+from .random_effects_poisson import RandomEffectsPoisson
 from .single_level import BayesianLogistic, BayesianNormal, Polytomous, PredictiveMeanMatching
 from .two_stage import TwoStageLogistic, TwoStageNormal, TwoStagePMM, TwoStagePoisson
 
@@ -44,6 +47,7 @@ __all__ = [
     "RandomEffectsPMM",
     "RandomEffectsLogistic",
     "RandomEffectsCategorical",
+    "RandomEffectsPoisson",
     "ClusterLevelNormal",
     "ClusterLevelPMM",
     "ClusterLevelLogistic",

@@ -15,7 +15,8 @@ This module answers, for the imputer, :func:`~skmlmi.recommend.recommend_methods
 * :func:`find_models`: the models that can impute a kind, with or without clusters, with
   systematically missing clusters, at the cluster level, honouring a role code;
 * :func:`default_model`: the default model of a column, from :data:`DEFAULT_MODELS`, the one
-  table of default choices.
+  table of default choices, and :data:`COUNT_MODELS`, its entries for count columns;
+* :func:`model_table`: the docs' table of the models and what each declares.
 
 It knows the models' declarations only; it knows nothing about data or the sampler.
 """
@@ -31,6 +32,7 @@ from .base import BaseConditionalImputer
 
 __all__ = [
     "DEFAULT_MODELS",
+    "COUNT_MODELS",
     "all_models",
     "r_method_names",
     "resolve_name",
@@ -41,6 +43,7 @@ __all__ = [
     "models_for_kind",
     "default_situation",
     "default_model",
+    "model_table",
 ]
 
 KINDS = ("continuous", "integer", "binary", "categorical")
@@ -68,6 +71,20 @@ DEFAULT_MODELS: dict[str, tuple[str, str, str, str]] = {
     "two-stage": ("TwoStageNormal", "TwoStagePMM", "TwoStageLogistic", "RandomEffectsCategorical"),
     "cluster level": ("ClusterLevelNormal", "ClusterLevelPMM", "ClusterLevelLogistic", "ClusterMean"),
     "partly observed clusters": ("ClusterMean", "ClusterMean", "ClusterMean", "ClusterMean"),
+}
+
+#: The default model of a count column where it differs from the integer entry of
+#: :data:`DEFAULT_MODELS`: situation -> model name. A count column is an integer column whose
+#: observed values are non-negative and spread like Poisson counts within clusters (the rule of
+#: :func:`skmlmi.recommend.is_count_column`); where they are over- or underdispersed, or the data
+#: have no clusters, the integer default (predictive mean matching) keeps the observed distribution;
+#: the imputer's planner also falls back to it where the count model does not fit the count given
+#: its predictors (``skmlmi._plan._Planner.check_counts``).
+#: Only the one-stage random-effects situation has a count model: the two-stage and cluster-level
+#: count defaults stay PMM until validated (benchmarks/validate_random_effects_poisson.py validates
+#: the random-effects Poisson model).
+COUNT_MODELS: dict[str, str] = {
+    "random effects": "RandomEffectsPoisson",
 }
 
 
@@ -236,8 +253,9 @@ def default_model(
     cluster_level: bool | Literal["partial"] = False,
     systematic: bool = False,
     meta_analysable: bool = False,
+    count: bool = False,
 ) -> BaseConditionalImputer:
-    """The default conditional model of a column, from :data:`DEFAULT_MODELS`.
+    """The default conditional model of a column, from :data:`DEFAULT_MODELS` and :data:`COUNT_MODELS`.
 
     Parameters
     ----------
@@ -253,6 +271,9 @@ def default_model(
     meta_analysable : bool, default=False
         Whether its clusters are large and numerous enough for per-cluster fits and their
         meta-analysis (the thresholds of :func:`~skmlmi.recommend.recommend_methods`).
+    count : bool, default=False
+        Whether an integer column holds counts (:func:`~skmlmi.recommend.is_count_column`): its
+        model is then :data:`COUNT_MODELS`' entry for the situation, where there is one.
 
     Returns
     -------
@@ -262,11 +283,17 @@ def default_model(
     """
     if kind not in KINDS:
         raise ValueError(f"unknown column kind {kind!r}; kinds: {', '.join(KINDS)}")
+    if count and kind != "integer":
+        raise ValueError(f"count=True is for integer columns; got a {kind} column")
     situation = default_situation(multilevel, cluster_level, systematic, meta_analysable)
-    cls = _models()[DEFAULT_MODELS[situation][KINDS.index(kind)]]
+    name = DEFAULT_MODELS[situation][KINDS.index(kind)]
+    if count:
+        name = COUNT_MODELS.get(situation, name)
+    cls = _models()[name]
     problem = _misfit(cls, kind, multilevel, bool(cluster_level), systematic)
     if problem:
-        raise RuntimeError(f"DEFAULT_MODELS[{situation!r}] names {cls.__name__} for a {kind} column, which {problem}")
+        table = "COUNT_MODELS" if count and situation in COUNT_MODELS else "DEFAULT_MODELS"
+        raise RuntimeError(f"{table}[{situation!r}] names {cls.__name__} for a {kind} column, which {problem}")
     return cls()
 
 
@@ -281,3 +308,44 @@ def _misfit(cls, kind, multilevel, cluster_level, systematic) -> str | None:
     if multilevel and cls.cluster_level != cluster_level:
         return "is a cluster-level model" if cls.cluster_level else "is not a cluster-level model"
     return None
+
+
+# --------------------------------------------------------------------------- the docs
+_ROLE_CODES = (2, 3, 4, -3, -4)
+
+
+def model_table() -> list[list[str]]:
+    """The docs' table of the registered models: one row per model, what it declares.
+
+    Columns: model, R names, target kinds, role codes honoured besides 1 (and -2 for models
+    that take a cluster identifier), whether it imputes clusters never observed, its level,
+    and the situations in which the defaults choose it. ``docs/conf.py`` renders it on the
+    models page (``.. model-table::``), so the page lists every model the registry finds.
+
+    >>> next(row for row in model_table() if row[0] == "RandomEffectsPoisson")[1:4]
+    ['2l.glm.pois', 'integer', '-2, 2, 3, 4']
+    """
+    chosen: dict[str, dict[str, list[str]]] = {}  # model -> situation -> kinds
+    for situation, row in DEFAULT_MODELS.items():
+        for kind, name in zip(KINDS, row, strict=True):
+            chosen.setdefault(name, {}).setdefault(situation, []).append(kind)
+    for situation, name in COUNT_MODELS.items():
+        chosen.setdefault(name, {}).setdefault(situation, []).append("counts")
+    rows = []
+    for cls in _models().values():
+        roles = ([-2] if cls.requires_groups else []) + [r for r in _ROLE_CODES if r in cls.accepted_roles]
+        rows.append(
+            [
+                cls.__name__,
+                ", ".join(cls.r_names) or "--",
+                ", ".join(kind for kind in KINDS if kind in cls.target_kinds),
+                ", ".join(str(r) for r in sorted(roles)) or "--",
+                "yes" if cls.handles_systematic else "no",
+                "cluster" if cls.cluster_level else "row",
+                "; ".join(
+                    f"{situation} ({', '.join(kinds)})" for situation, kinds in chosen.get(cls.__name__, {}).items()
+                )
+                or "--",
+            ]
+        )
+    return rows

@@ -13,6 +13,7 @@ from skmlmi import MultilevelIterativeImputer
 from skmlmi.conditional import RandomEffectsNormal, RandomEffectsPMM
 from skmlmi.conditional.base import TARGET_KINDS, BaseConditionalImputer
 from skmlmi.conditional.registry import (
+    COUNT_MODELS,
     DEFAULT_MODELS,
     KINDS,
     all_models,
@@ -96,6 +97,7 @@ def test_a_class_name_makes_that_model_with_its_defaults(name):
         ("2l.2stage.bin", "TwoStageLogistic()"),
         ("2l.2stage.pois", "TwoStagePoisson()"),
         ("2l.2stage.heckman", "HeckmanSelection()"),
+        ("2l.glm.pois", "RandomEffectsPoisson()"),  # added with the model (not in the command line's old table)
     ],
 )
 def test_an_r_name_makes_the_model_the_command_line_always_gave(r_name, expected):
@@ -104,8 +106,8 @@ def test_an_r_name_makes_the_model_the_command_line_always_gave(r_name, expected
     assert r_method_names()[r_name] == expected
 
 
-def test_the_r_names_are_exactly_the_ones_the_command_line_accepted():
-    assert len(r_method_names()) == 17
+def test_the_r_names_are_exactly_the_ones_the_command_line_accepted_and_the_new_models():
+    assert len(r_method_names()) == 18  # the command line's 17, and 2l.glm.pois (RandomEffectsPoisson)
 
 
 def test_settings_given_with_an_r_name_override_the_implied_ones():
@@ -190,7 +192,7 @@ def _frozen_defaults():
     lines = [line for line in (HERE / "default_models.csv").read_text().splitlines() if not line.startswith("#")]
     for row in csv.DictReader(lines):
         yield (
-            row["kind"],
+            row["kind"],  # "count": an integer column taken for counts (default_model(..., count=True))
             row["multilevel"] == "True",
             {"no": False, "whole": True, "partial": "partial"}[row["cluster_level"]],
             row["systematic"] == "True",
@@ -203,7 +205,7 @@ FROZEN = list(_frozen_defaults())
 
 
 def test_the_frozen_table_covers_every_situation():
-    assert len(FROZEN) == 4 * 2 * 3 * 2 * 2
+    assert len(FROZEN) == (4 + 1) * 2 * 3 * 2 * 2  # the four kinds, and integer columns of counts
     assert len({row[:5] for row in FROZEN}) == len(FROZEN)
 
 
@@ -211,9 +213,13 @@ def test_the_frozen_table_covers_every_situation():
 def test_default_model_is_the_one_chosen_before_the_registry(
     kind, multilevel, cluster_level, systematic, meta_analysable, expected
 ):
-    model = default_model(kind, multilevel, cluster_level, systematic=systematic, meta_analysable=meta_analysable)
+    count = kind == "count"
+    kind = "integer" if count else kind
+    model = default_model(
+        kind, multilevel, cluster_level, systematic=systematic, meta_analysable=meta_analysable, count=count
+    )
     assert repr(model) == expected
-    if not systematic:  # the engine's fallback and suggest_predictors' path
+    if not systematic and not count:  # the engine's fallback and suggest_predictors' path (they see no data)
         assert repr(default_method(kind, multilevel, bool(cluster_level), cluster_level == "partial")) == expected
     if multilevel:  # recommend_methods' path, from the statistics it computes
         level2 = bool(cluster_level)
@@ -225,7 +231,7 @@ def test_default_model_is_the_one_chosen_before_the_registry(
             pattern = "systematic" if systematic else "sporadic"
         n_sys = int(systematic or cluster_level is True)
         share_small = 0.0 if meta_analysable else 1.0
-        chosen, reason = _choose(kind, pattern, level2, 10, share_small, n_sys, 100, 0.4, 5, 10)
+        chosen, reason = _choose(kind, pattern, level2, 10, share_small, n_sys, 100, 0.4, 5, 10, count)
         assert repr(chosen) == expected and reason
 
 
@@ -247,7 +253,18 @@ def test_a_default_table_entry_that_contradicts_a_declaration_is_refused(monkeyp
     with pytest.raises(RuntimeError, match="PredictiveMeanMatching.*cannot impute clusters in which"):
         default_model("continuous", True, systematic=True)
     with pytest.raises(ValueError, match="unknown column kind"):
-        default_model("count", True)
+        default_model("count", True)  # a count is an integer column: count=True
+    with pytest.raises(ValueError, match="count=True is for integer columns"):
+        default_model("continuous", True, count=True)
+    monkeypatch.setitem(registry.COUNT_MODELS, "random effects", "PredictiveMeanMatching")
+    with pytest.raises(RuntimeError, match=r"COUNT_MODELS\['random effects'\] names PredictiveMeanMatching"):
+        default_model("integer", True, systematic=True, count=True)
+
+
+def test_the_count_defaults_handle_systematic_missingness_and_impute_integers():
+    for situation, name in COUNT_MODELS.items():
+        assert situation in DEFAULT_MODELS and "integer" in make_model(name).target_kinds
+        assert situation == "single level" or make_model(name).handles_systematic
 
 
 # --------------------------------------------------------------------------- names in the imputer

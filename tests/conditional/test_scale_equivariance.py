@@ -19,7 +19,7 @@ and the imputations fed back). The properties:
   predictor's shift re-defines the random intercept (b_0j is the cluster effect where the
   predictor is 0): RandomEffectsNormal/PMM keep such predictors uncentred, so their
   inverse-Wishart prior on Psi is not invariant to that shift and only the scalings hold
-  there (the discrete random-effects models centre every predictor, so the shift holds).
+  there (the discrete random-effects models and RandomEffectsPoisson centre every predictor, so the shift holds).
 * **Donor and discrete imputations** (PMM, categories) under those factors are compared in
   distribution: 30 replicate draws per arm with independent seeds, the per-replicate mean
   (and, for continuous donors, SD) of the imputations compared by a two-sample
@@ -55,6 +55,7 @@ from skmlmi.conditional import (
     RandomEffectsLogistic,
     RandomEffectsNormal,
     RandomEffectsPMM,
+    RandomEffectsPoisson,
 )
 from skmlmi.conditional.base import DrawContext
 from skmlmi.conditional.registry import all_models
@@ -121,6 +122,7 @@ CASES = [
     Case(
         "RandomEffectsCategorical-ordered", RandomEffectsCategorical, kind="categorical", n_categories=4, ordered=True
     ),
+    Case("RandomEffectsPoisson", RandomEffectsPoisson, kind="integer"),
     Case("TwoStageNormal", TwoStageNormal, roles=(1, 1, 1), design="two_stage"),
     Case("TwoStageNormal-reml", TwoStageNormal, {"method": "reml"}, roles=(1, 1, 1), design="two_stage"),
     Case("TwoStagePMM", TwoStagePMM, roles=(1, 1, 1), design="two_stage"),
@@ -216,7 +218,8 @@ def _rescaled(case: Case, y, X, target: float = 1.0, predictors: float = 1.0, sh
         fixed = [
             k
             for k in range(X.shape[1])
-            if k not in case.slope_columns or case.make in (RandomEffectsLogistic, RandomEffectsCategorical)
+            if k not in case.slope_columns
+            or case.make in (RandomEffectsLogistic, RandomEffectsCategorical, RandomEffectsPoisson)
         ]
         Xs[:, fixed] += shift
     return ys, Xs
