@@ -340,8 +340,13 @@ class BaseConditionalImputer(BaseEstimator):
                 )
             if len(groups) and groups.min() < 0:
                 raise ValueError(f"{type(self).__name__} for {context.target!r}: cluster codes must be >= 0.")
-            if context.n_clusters == 0:
+            if context.n_clusters == 0:  # a model called directly: the engine always says (Clusters.count)
                 context.n_clusters = int(groups.max()) + 1 if len(groups) else 0
+            elif len(groups) and groups.max() >= context.n_clusters:
+                raise ValueError(
+                    f"{type(self).__name__} for {context.target!r}: cluster codes must lie in "
+                    f"0..{context.n_clusters - 1} at fit (DrawContext.n_clusters), got {int(groups.max())}."
+                )
         elif self.requires_groups:
             raise ValueError(
                 f"{type(self).__name__} for {context.target!r} needs a cluster "

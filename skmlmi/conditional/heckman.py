@@ -338,7 +338,7 @@ class HeckmanSelection(BaseConditionalImputer):
                     keep[index[i]] = False
         if groups is not None and keep.any():
             g = groups[rows]
-            constant = constant_within_clusters(X[rows], g, int(g.max()) + 1 if g.size else 0)
+            constant = constant_within_clusters(X[rows], g, context.n_clusters)
             for k in np.flatnonzero(keep & constant):
                 context.log(
                     f"predictor {context.predictor_name(int(k))!r} of {context.target!r} dropped: constant "
@@ -388,8 +388,6 @@ class HeckmanSelection(BaseConditionalImputer):
         new_state = _HeckmanState(X.shape[1], None, dict(state.psi) if usable_state else {})
         J = context.n_clusters if groups is not None else 1
         codes = groups[rows] if groups is not None else np.zeros(int(rows.sum()), dtype=np.intp)
-        if groups is not None:
-            J = max(J, int(groups.max()) + 1)
 
         fit = fit_selection_by_cluster(W, V, ys, sr, codes, J, layout, warm)
         if groups is None:

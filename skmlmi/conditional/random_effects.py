@@ -474,7 +474,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
         name = self._name(context)
         if not observed.any():
             raise self._no_observed_values(context)
-        J = max(int(context.n_clusters), int(groups.max()) + 1 if len(groups) else 0)
+        J = int(context.n_clusters)
         state = self._reuse_state(state, RandomEffectsState)
         log_once = self._event_log(state)
 
