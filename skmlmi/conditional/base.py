@@ -23,6 +23,7 @@ so :meth:`_draw` sees only the codes ``1, 2, -3, -4``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,16 +109,44 @@ class DrawContext:
     checked: bool = False
 
     def log(self, reason: str) -> None:
-        """Record something the sampler decided on its own."""
+        """Record something the sampler decided on its own.
+
+        Parameters
+        ----------
+        reason : str
+            The decision, as the logged event's text.
+        """
         self.events.append(reason)
 
     def cluster_name(self, code: int) -> str:
-        """Original label of a cluster code, for messages."""
+        """Original label of a cluster code, for messages.
+
+        Parameters
+        ----------
+        code : int
+            A cluster code (its own text when the context has no label for it).
+
+        Returns
+        -------
+        str
+        """
         if self.cluster_labels is not None and 0 <= code < len(self.cluster_labels):
             return str(self.cluster_labels[code])
         return str(code)
 
     def predictor_name(self, index: int) -> str:
+        """Name of predictor column ``index`` of ``X``, for messages.
+
+        Parameters
+        ----------
+        index : int
+            Column of the design.
+
+        Returns
+        -------
+        str
+            Its name, or ``x<index>`` when the context has none.
+        """
         if index < len(self.predictor_names):
             return str(self.predictor_names[index])
         return f"x{index}"
@@ -153,10 +182,21 @@ class Draw:
         raise NotImplementedError
 
 
-def cluster_names(codes, name_of, limit: int = MAX_NAMES) -> str:
+def cluster_names(codes: Iterable[int], name_of: Callable[[int], str], limit: int = MAX_NAMES) -> str:
     """The clusters ``codes`` named for a message: ``'a', 'b', 'c' and 4 more``.
 
-    ``name_of`` maps a code to its label (:meth:`DrawContext.cluster_name`).
+    Parameters
+    ----------
+    codes : iterable of int
+        Cluster codes.
+    name_of : callable
+        Maps a code to its label (:meth:`DrawContext.cluster_name`).
+    limit : int
+        How many are named before the rest are counted.
+
+    Returns
+    -------
+    str
     """
     codes = list(codes)
     shown = ", ".join(repr(name_of(int(c))) for c in codes[:limit])
@@ -188,7 +228,13 @@ class EventLog:
             self.pending.append(message)
 
     def flush(self, context: DrawContext) -> None:
-        """Hand this visit's messages to ``context``."""
+        """Hand this visit's messages to ``context``.
+
+        Parameters
+        ----------
+        context : DrawContext
+            The visit's context, whose events they join.
+        """
         for message in self.pending:
             context.log(message)
         self.pending = []

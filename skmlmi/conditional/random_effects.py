@@ -457,7 +457,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
         super()._validate_params()
         _check_prior(self.prior)
 
-    def __init__(self, n_gibbs: int = 4, n_burnin: int = 5, heteroscedastic: bool = False, prior="weak"):
+    def __init__(self, n_gibbs: int = 4, n_burnin: int = 5, heteroscedastic: bool = False, prior: str | dict = "weak"):
         self.n_gibbs = n_gibbs
         self.n_burnin = n_burnin
         self.heteroscedastic = heteroscedastic
@@ -702,7 +702,9 @@ class RandomEffectsPMM(RandomEffectsNormal):
         "prior": [StrOptions({"pan", "scaled", "weak"}), dict],
     }
 
-    def __init__(self, donors: int = 5, matchtype: int = 1, n_gibbs: int = 4, n_burnin: int = 5, prior="weak"):
+    def __init__(
+        self, donors: int = 5, matchtype: int = 1, n_gibbs: int = 4, n_burnin: int = 5, prior: str | dict = "weak"
+    ):
         self.donors = donors
         self.matchtype = matchtype
         self.n_gibbs = n_gibbs

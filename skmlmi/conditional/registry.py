@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import difflib
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
 
 from .. import conditional as _package
 from .base import BaseConditionalImputer
@@ -129,7 +129,17 @@ def _spelled(cls, settings) -> str:
 
 # --------------------------------------------------------------------------- by name
 def unknown_model_message(name: str) -> str:
-    """Why ``name`` is not a model, with the nearest valid name and the valid names."""
+    """Why ``name`` is not a model, with the nearest valid name and the valid names.
+
+    Parameters
+    ----------
+    name : str
+        The name a user gave.
+
+    Returns
+    -------
+    str
+    """
     choices = list(_models()) + list(_r_names())
     folded = {choice.lower(): choice for choice in choices}
     close = folded.get(name.lower()) or next(iter(difflib.get_close_matches(name, choices, n=1)), None)
@@ -140,6 +150,16 @@ def unknown_model_message(name: str) -> str:
 
 def resolve_name(name: str) -> tuple[type[BaseConditionalImputer], dict]:
     """The model class and the settings a name implies: a class name (case-sensitive) or an R method name.
+
+    Parameters
+    ----------
+    name : str
+        A model's class name or an R method name (``"2l.pan"``).
+
+    Returns
+    -------
+    (type, dict)
+        The model class and the settings the name implies.
 
     Raises
     ------
@@ -157,8 +177,22 @@ def resolve_name(name: str) -> tuple[type[BaseConditionalImputer], dict]:
     raise ValueError(unknown_model_message(name))
 
 
-def make_model(name: str, **settings) -> BaseConditionalImputer:
+def make_model(name: str, **settings: Any) -> BaseConditionalImputer:
     """An unfitted model from its class name or R method name; ``settings`` override those the name implies.
+
+    Parameters
+    ----------
+    name : str
+        A model's class name or an R method name.
+    **settings
+        Hyperparameters of the model.
+
+    Returns
+    -------
+    BaseConditionalImputer
+
+    Examples
+    --------
 
     >>> make_model("2l.norm")
     RandomEffectsNormal(heteroscedastic=True)
@@ -219,12 +253,31 @@ def _honours(cls, role: int) -> bool:
 
 
 def models_accepting(role: int) -> list[str]:
-    """Names of the models that honour a predictor role code."""
+    """Names of the models that honour a predictor role code.
+
+    Parameters
+    ----------
+    role : int
+        A role code of :data:`~skmlmi.conditional.ROLE_NAMES`.
+
+    Returns
+    -------
+    list of str
+    """
     return [cls.__name__ for cls in find_models(role=role)]
 
 
 def models_for_kind(kind: str) -> list[str]:
-    """Names of the models that impute a target kind."""
+    """Names of the models that impute a target kind.
+
+    Parameters
+    ----------
+    kind : {"continuous", "integer", "binary", "categorical"}
+
+    Returns
+    -------
+    list of str
+    """
     return [cls.__name__ for cls in find_models(kind)]
 
 
@@ -235,7 +288,24 @@ def default_situation(
     systematic: bool = False,
     meta_analysable: bool = False,
 ) -> str:
-    """The row of :data:`DEFAULT_MODELS` for a column (see :func:`default_model`)."""
+    """The row of :data:`DEFAULT_MODELS` for a column (see :func:`default_model`).
+
+    Parameters
+    ----------
+    multilevel : bool
+        Whether the data have clusters.
+    cluster_level : bool or "partial"
+        Whether the column is constant within clusters (``"partial"``: some cluster holds
+        both observed and missing cells of it).
+    systematic : bool
+        Whether some cluster never observes it.
+    meta_analysable : bool
+        Whether its clusters are large and many enough for a two-stage model.
+
+    Returns
+    -------
+    str
+    """
     if not multilevel:
         return "single level"
     if cluster_level == "partial":
