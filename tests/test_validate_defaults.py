@@ -39,6 +39,7 @@ from _validity import (  # noqa: E402
     analyse,
     fit_linear_mixed,
     fit_logistic,
+    fit_logistic_firth,
     fit_logistic_mixed,
     replication,
     simulate,
@@ -150,6 +151,27 @@ def test_fast_logistic_regression_equals_statsmodels():
     ref = sm.GLM(data["b"].to_numpy(), X, family=sm.families.Binomial()).fit(tol=1e-12)
     np.testing.assert_allclose(fast.coef, ref.params, rtol=1e-8)
     np.testing.assert_allclose(fast.cov, ref.cov_params(), rtol=1e-8)
+
+
+def test_firth_logistic_regression_maximises_the_jeffreys_penalised_likelihood():
+    from scipy import optimize, special
+
+    rng = np.random.default_rng(3)
+    X = np.column_stack([np.ones(30), rng.normal(size=30)])
+    y = (rng.random(30) < special.expit(-0.5 + 2.0 * X[:, 1])).astype(float)
+
+    def negative(beta):
+        eta = X @ beta
+        info = X.T @ ((special.expit(eta) * special.expit(-eta))[:, None] * X)
+        return -(y @ eta - np.logaddexp(0.0, eta).sum() + 0.5 * np.linalg.slogdet(info)[1])
+
+    fit = fit_logistic_firth(y, X)
+    ref = optimize.minimize(negative, np.zeros(2), method="BFGS", options={"gtol": 1e-10}).x
+    np.testing.assert_allclose(fit.coef, ref, atol=1e-6)
+    assert np.all(np.abs(fit.coef) < np.abs(fit_logistic(y, X).coef))  # shrunk towards 0 from the ML estimate
+    # separated data: the ML estimate does not exist, Firth's is finite
+    separated = fit_logistic_firth((X[:, 1] > 0).astype(float), X)
+    assert np.all(np.isfinite(separated.coef)) and np.all(np.isfinite(separated.cov))
 
 
 # ------------------------------------------------------------------------------ the stated truths
