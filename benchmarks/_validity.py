@@ -681,7 +681,11 @@ def summarise(rows: list[dict] | pd.DataFrame, widen=0.0, n_tests: int | None = 
             row[f"{short}_bias"], row[f"{short}_bias_mcse"] = _mean_se(est - truth)
             row[f"{short}_paired"], row[f"{short}_paired_mcse"] = _mean_se(est - complete)
             row[f"{short}_cov"] = part["covered"][method].astype(float).mean()
-            row[f"{short}_icc"], row[f"{short}_icc_mcse"] = _mean_se(part["icc_x"][method] - part["icc_x"]["complete"])
+            # pivot_table drops a value that is NaN throughout (the ICC of x when only cluster-level kinds ran)
+            icc_x = part["icc_x"] if "icc_x" in part.columns.get_level_values(0) else None
+            row[f"{short}_icc"], row[f"{short}_icc_mcse"] = (
+                _mean_se(icc_x[method] - icc_x["complete"]) if icc_x is not None else (np.nan, np.nan)
+            )
             rel = (part["tau2"][method] - part["tau2"]["complete"]) / tau2_true
             row[f"{short}_tau2"], row[f"{short}_tau2_mcse"] = _mean_se(rel)
         row["icc_true"], row["tau2_true"] = icc_true, tau2_true

@@ -51,13 +51,11 @@ from skmlmi.analysis import LinearMixedModel, LogisticMixedModel  # noqa: E402
 REPS = 36
 CONTRAST_REPS = 12
 DESIGN = {"n_clusters": 30, "icc": 0.3}
-#: Criteria that fail with today's defaults (benchmarks/validate_defaults.py, J = 30): ClusterLevelLogistic models a
-#: cluster-level binary x on the manifest cluster means of y and z among ~21 observed clusters of sizes 5 to 40, whose
-#: reliability differs by cluster size; the coefficient of x in the analysis comes out 6-7% low (150 replications,
-#: MC SE 2%; 2.5% at J = 100). Its own test is an expected failure, so that a fix shows as an unexpected pass.
-KNOWN_FAILURES = [
-    ("cluster binary", "predictor", "ok_bias"),
-]
+#: Criteria that fail with today's defaults (benchmarks/validate_defaults.py, J = 30), each with its own
+#: expected-failure test so that a fix shows as an unexpected pass. None at present: the cluster-level binary
+#: predictor (coefficient 6-7% low while ClusterLevelLogistic drew from logreg's normal approximation) passes since
+#: it draws from the exact posterior.
+KNOWN_FAILURES: list[tuple[str, str, str]] = []
 
 
 def _clustered(seed, n_clusters, tau):
@@ -234,7 +232,7 @@ def test_defaults_are_valid_for_every_kind(reduced, criterion):
     assert failed.empty, _failures(failed)
 
 
-@pytest.mark.xfail(reason="cluster-level binary x with ~21 observed clusters of unequal sizes", strict=False)
+@pytest.mark.xfail(reason="a criterion listed in KNOWN_FAILURES", strict=False)
 @pytest.mark.parametrize("kind, role, criterion", KNOWN_FAILURES)
 def test_cluster_level_defaults_are_valid(reduced, kind, role, criterion):
     cell = reduced[(reduced["kind"] == kind) & (reduced["role"] == role)]
