@@ -302,6 +302,39 @@ def fit_logistic(y: np.ndarray, X: np.ndarray) -> Fit:
     return Fit(beta, np.linalg.inv(info), float(len(y) - X.shape[1]), t_reference=False)
 
 
+def fit_logistic_firth(y: np.ndarray, X: np.ndarray, max_iter: int = 100) -> Fit:
+    """Firth's bias-reduced logistic regression (R's ``logistf`` point estimate); cov = (X'WX)^{-1} at it.
+
+    Maximises the log-likelihood plus half the log-determinant of the information (the Jeffreys
+    prior), by Fisher scoring on the modified score X'(y - mu + h (1/2 - mu)), h the leverages,
+    with step halving on the penalised log-likelihood. Unlike the maximum-likelihood estimate it is
+    finite when the data are separated, and its O(1/n) bias is removed (Firth 1993).
+    """
+    beta = np.zeros(X.shape[1])
+
+    def penalised(b):
+        eta = X @ b
+        mu = special.expit(eta)
+        info = X.T @ ((mu * (1.0 - mu))[:, None] * X)
+        return float(y @ eta - np.logaddexp(0.0, eta).sum() + 0.5 * np.linalg.slogdet(info)[1]), mu, info
+
+    value, mu, info = penalised(beta)
+    for _ in range(max_iter):
+        w = mu * (1.0 - mu)
+        root = np.sqrt(w)[:, None] * X
+        h = np.einsum("ij,ij->i", root @ np.linalg.inv(info), root)
+        step = np.linalg.solve(info, X.T @ (y - mu + h * (0.5 - mu)))
+        for _ in range(30):  # step halving
+            new_value, new_mu, new_info = penalised(beta + step)
+            if new_value >= value - 1e-12 * abs(value):
+                break
+            step = step / 2.0
+        beta, value, mu, info = beta + step, new_value, new_mu, new_info
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return Fit(beta, np.linalg.inv(info), float(len(y) - X.shape[1]), t_reference=False)
+
+
 # =============================================================================== data-generating models
 @dataclass
 class Truth:
@@ -456,7 +489,9 @@ def analyse(frames: list[pd.DataFrame], kind: str, truth: Truth, groups: np.ndar
         first = np.unique(groups, return_index=True)[1]
         zbar = np.bincount(groups, z, minlength=n_clusters) / np.bincount(groups, minlength=n_clusters)
         Xc = np.column_stack([np.ones(n_clusters), zbar])
-        fitter = fit_ols if kind == "cluster continuous" else fit_logistic
+        # the binary one by Firth's bias-reduced logistic regression: with 30 clusters, the maximum-likelihood
+        # estimate is infinite in some completed datasets (separation) and 13-17% high in the complete data
+        fitter = fit_ols if kind == "cluster continuous" else fit_logistic_firth
         fits["outcome"] = [fitter(f["x"].to_numpy(dtype=float)[first], Xc) for f in frames]
         return fits
     Xz = np.column_stack([ones, z])
@@ -646,7 +681,11 @@ def summarise(rows: list[dict] | pd.DataFrame, widen=0.0, n_tests: int | None = 
             row[f"{short}_bias"], row[f"{short}_bias_mcse"] = _mean_se(est - truth)
             row[f"{short}_paired"], row[f"{short}_paired_mcse"] = _mean_se(est - complete)
             row[f"{short}_cov"] = part["covered"][method].astype(float).mean()
-            row[f"{short}_icc"], row[f"{short}_icc_mcse"] = _mean_se(part["icc_x"][method] - part["icc_x"]["complete"])
+            # pivot_table drops a value that is NaN throughout (the ICC of x when only cluster-level kinds ran)
+            icc_x = part["icc_x"] if "icc_x" in part.columns.get_level_values(0) else None
+            row[f"{short}_icc"], row[f"{short}_icc_mcse"] = (
+                _mean_se(icc_x[method] - icc_x["complete"]) if icc_x is not None else (np.nan, np.nan)
+            )
             rel = (part["tau2"][method] - part["tau2"]["complete"]) / tau2_true
             row[f"{short}_tau2"], row[f"{short}_tau2_mcse"] = _mean_se(rel)
         row["icc_true"], row["tau2_true"] = icc_true, tau2_true

@@ -36,7 +36,17 @@ that gives ICC rho; L_ij a standard logistic error):
 * cluster continuous: x_j = 1.5 zbar_j + v_j, v_j ~ N(0, 1), the same in every row of cluster j;
   f(x) = 0.5 x; OLS of x_j on zbar_j, one row per cluster: (Intercept) 0, zbar 1.5.
 * cluster binary: x_j = 1[-0.5 + 2 zbar_j + L_j > 0]; f(x) = 0.5 x; logistic regression of x_j
-  on zbar_j, one row per cluster: (Intercept) -0.5, zbar 2.0.
+  on zbar_j, one row per cluster, by Firth's bias-reduced estimate: (Intercept) -0.5, zbar 2.0.
+  Why Firth, not maximum likelihood: with J = 30 the ML estimate of zbar is 13-17% high in the
+  complete data, and it does not exist where a completed dataset is separated. Complete data
+  with J = 30 are never separated on zbar (0 of 3000 replications at either rho), but the 21 or
+  so observed clusters alone are, in 0.7% (rho 0.1) and 0.4% (rho 0.3) of replications; there
+  the imputations' posterior, rightly, allows large slopes, and imputed datasets complete the
+  separation (at rho 0.1, 9 of 3000 imputed datasets with the former normal-approximation draw
+  of ClusterLevelLogistic, 18 of 3000 with its exact draw). One such dataset among m = 20 made
+  the pooled ML estimate reach hundreds (a mean paired bias of +1.7, MC SE 0.8, over 480
+  replications). Firth's estimate is finite on every dataset and unbiased to O(1/n), so the cell
+  measures the imputation, not the small-sample failure of the ML estimate.
 * systematic continuous, systematic binary: x as continuous and binary, but missing in whole
   clusters; the same analyses and truths.
 

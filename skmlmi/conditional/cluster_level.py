@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import linalg, special
 from sklearn.utils._param_validation import Interval
 
 from .._kernels import (
@@ -41,9 +42,10 @@ from .._kernels import (
     cluster_means,
     find_redundant_columns,
     pmm_match,
+    power_of_two_exponents,
 )
 from .base import BaseConditionalImputer, Draw, DrawContext
-from .single_level import BayesianLogistic, Polytomous
+from .single_level import BayesianLogistic, Polytomous, _augmentation_rows, _CategoryDraw
 
 __all__ = ["ClusterLevelLogistic", "ClusterLevelNormal", "ClusterLevelPMM", "ClusterMean", "is_cluster_constant"]
 
@@ -413,22 +415,88 @@ class _ClusterLogisticDraw(Draw):
         return np.asarray(self.inner.sample(xbar, None, rng), dtype=float)[inverse]
 
 
+#: Proposals of the sampling-importance-resampling draw, and the degrees of freedom of their t law.
+_SIR_PROPOSALS, _SIR_DF = 1000, 4.0
+
+
+def _logistic_posterior_draw(inner, xfit, yfit, rng, context) -> _CategoryDraw:
+    """One draw from the exact posterior of the logit, by sampling-importance-resampling.
+
+    The posterior is the one whose normal approximation ``inner`` (a
+    :class:`~skmlmi.conditional.BayesianLogistic` fit) draws from: the likelihood of the
+    observed clusters times the White-Daniel-Royston pseudo-data. ``_SIR_PROPOSALS`` candidates
+    come from a multivariate t with ``_SIR_DF`` degrees of freedom at the mode, scaled by the
+    inverse information there (heavier tails than the posterior, so the importance weights
+    are bounded), and one is resampled with probability proportional to posterior / proposal.
+    Cost O(M J p) for M proposals and J observed clusters, no loop.
+    """
+    n, p = xfit.shape
+    center = inner.center
+    exponents = power_of_two_exponents(xfit.std(axis=0), np.abs(center)) if p else np.zeros(0, dtype=int)
+    Xa, ya, wa = _augmentation_rows(xfit, 2)
+    # the fit's own units (centred, divided by powers of two): exact, and scale-free
+    design = np.column_stack([np.ones(n + len(ya)), np.ldexp(np.vstack([xfit, Xa]) - center, -exponents)])
+    response = np.concatenate([yfit, ya.astype(float)])
+    weight = np.concatenate([np.ones(n), wa])
+    # inner's intercept is at x = center, so the same in these units; its slopes are in the data's units
+    mode = np.concatenate([inner.alpha_hat_centred, np.ldexp(inner.beta_hat[:, 0], exponents)])
+    mu = special.expit(design @ mode)
+    information = design.T @ ((weight * mu * (1.0 - mu))[:, None] * design)
+    try:
+        chol = np.linalg.cholesky(information)
+    except np.linalg.LinAlgError:  # singular information: keep the normal approximation's draw
+        context.log(f"ClusterLevelLogistic for {context.target!r}: singular information; normal approximation used")
+        return inner
+    q = p + 1
+    # t proposals: mode + L^-T z / s, s = sqrt(chi2_nu / nu), so that (theta - mode)' I (theta - mode) = |z|^2 / s^2
+    z = rng.standard_normal((_SIR_PROPOSALS, q))
+    scale = np.sqrt(rng.chisquare(_SIR_DF, _SIR_PROPOSALS) / _SIR_DF)
+    candidates = mode + linalg.solve_triangular(chol, z.T, lower=True, trans="T").T / scale[:, None]
+    log_proposal = -0.5 * (_SIR_DF + q) * np.log1p(np.sum(z * z, axis=1) / (scale * scale) / _SIR_DF)
+    eta = candidates @ design.T
+    log_posterior = (response * eta - np.logaddexp(0.0, eta)) @ weight
+    log_w = log_posterior - log_proposal
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()
+    ess = 1.0 / np.sum(w * w)
+    if ess < 0.05 * _SIR_PROPOSALS:
+        context.log(
+            f"ClusterLevelLogistic for {context.target!r}: the posterior is far from its normal approximation "
+            f"(effective sample size {ess:.0f} of {_SIR_PROPOSALS} proposals)"
+        )
+    star = candidates[rng.choice(_SIR_PROPOSALS, p=w)]
+    alpha_star = star[:1]
+    beta_star = np.ldexp(star[1:], -exponents)[:, None]
+    return _CategoryDraw(alpha_star, beta_star, inner.alpha_hat_centred, inner.beta_hat, inner.name, center)
+
+
 class ClusterLevelLogistic(_ClusterLevelBase):
     """Bayesian logistic imputation of a binary cluster-level variable.
 
     The data are aggregated to one row per cluster as in :class:`ClusterLevelNormal`; on the
-    clusters with an observed value, :class:`~skmlmi.conditional.BayesianLogistic` (mice's
-    ``logreg``: White-Daniel-Royston pseudo-data against separation, a normal approximation
-    to the posterior of the coefficients, drawn at every visit) models
+    clusters with an observed value the model is
 
         logit P(y_j = 1) = alpha + xbar_j' beta,
 
-    and each cluster without an observed value (or unseen at fit) receives one Bernoulli
-    draw, given to all its rows. This is miceadds' ``2lonly.function`` with
-    ``imputationFunction = "logreg"``; mice's ``2lonly.pmm`` on a binary variable matches
-    on predicted probabilities among few donor clusters, which pulls the imputations to the
-    middle (in a known-truth simulation with 30 clusters, 21 observed, it attenuated the
-    variable's coefficient in the analysis by 14%).
+    with the prior of :class:`~skmlmi.conditional.BayesianLogistic` (mice's ``logreg``: the
+    White-Daniel-Royston pseudo-data against separation). Each visit draws (alpha*, beta*)
+    from its exact posterior, and each cluster without an observed value (or unseen at fit)
+    receives one Bernoulli draw, given to all its rows. This is miceadds'
+    ``2lonly.function`` with ``imputationFunction = "logreg"``, except for the draw: ``logreg``
+    draws from the normal approximation at the posterior mode, which with a few dozen
+    clusters misses the posterior's skew away from zero. Here the mode and information
+    define a multivariate t proposal (4 df) and one of 1000 proposals is resampled with
+    weights posterior / proposal (sampling-importance-resampling; a weak effective sample
+    size is logged). In the package's validity matrix (benchmarks/validate_defaults.py: 30
+    clusters of 5-40 rows, about 21 observed, 480 replications) the coefficient of the
+    imputed variable in the analysis came out 5-7% low with the normal approximation and
+    2-4% low with the exact draw (0.2-1% with 100 clusters). The exact draw also makes the
+    imputed variable follow the predictors' means a little more closely: the regression of
+    the variable on a predictor's cluster mean came out about 8% of its coefficient higher
+    than with the normal approximation (30 clusters, 200 replications; MC SE 3%). mice's
+    ``2lonly.pmm`` on a binary variable matches on predicted probabilities among few donor
+    clusters, which pulls the imputations to the middle (14% attenuation in the same
+    simulation).
 
     The prior (the pseudo-data, at the cluster means' own mean +- 0.5 SD) is
     scale-equivariant. A cluster whose value is observed in some rows and missing in others
@@ -439,7 +507,8 @@ class ClusterLevelLogistic(_ClusterLevelBase):
     ridge : float, default=1e-5
         As :class:`~skmlmi.conditional.BayesianLogistic`.
     max_iter : int, default=100
-        Newton steps per visit. Cost per visit: O(n p) to aggregate, then O(J p^2) per step.
+        Newton steps per visit (to the posterior mode). Cost per visit: O(n p) to aggregate,
+        then O(J p^2) per step and O(1000 J p) for the draw.
 
     See Also
     --------
@@ -480,10 +549,12 @@ class ClusterLevelLogistic(_ClusterLevelBase):
         sub_context = DrawContext(
             target=context.target, kind="binary", n_categories=2, predictor_names=context.predictor_names
         )
+        # the posterior mode (warm-started across visits) and its normal approximation
         inner, state = BayesianLogistic(ridge=self.ridge, max_iter=self.max_iter)._draw(
             yfit, np.ones(len(yfit), dtype=bool), xfit, np.ones(xfit.shape[1], dtype=int), None, rng, state, sub_context
         )
         context.events.extend(sub_context.events)
+        inner = _logistic_posterior_draw(inner, xfit, yfit, rng, context)
         return _ClusterLogisticDraw(inner, f"ClusterLevelLogistic for {context.target!r}"), state
 
 

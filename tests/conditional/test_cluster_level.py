@@ -8,6 +8,7 @@ import pytest
 
 from skmlmi.conditional.base import DrawContext
 from skmlmi.conditional.cluster_level import (
+    ClusterLevelLogistic,
     ClusterLevelNormal,
     ClusterLevelPMM,
     ClusterMean,
@@ -106,6 +107,48 @@ def test_cluster_level_normal_parameter_draw_has_posterior_spread():
         draw, _ = ClusterLevelNormal().draw(y, observed, X, np.ones(2, int), groups, rng, context=_context(100))
         z.append((draw.coef - truth) / sd)
     assert 0.8 < np.mean(np.square(z)) < 1.25
+
+
+def test_cluster_level_logistic_draws_from_the_exact_posterior_not_its_normal_approximation():
+    # 20 observed clusters and a strong level-2 predictor: the posterior of the slope is skewed away
+    # from zero, so its mean lies above the mode (where the normal approximation is centred). The
+    # exact posterior (the likelihood times the WDR pseudo-data, 2 rows of weight 1/2 per outcome at
+    # the predictor's mean +- 0.5 SD) is computed on a grid. R = 1000 draws, independent across visits:
+    # MC SE of their mean = posterior SD / sqrt(1000); the bound is 4 MC SE (plus the grid's own error,
+    # under 0.1%). The test is only sensitive if the mode is far from the mean: checked first (> 8 MC SE).
+    rng = np.random.default_rng(7)
+    J = 28
+    n_j = rng.integers(3, 9, size=J)
+    groups = np.repeat(np.arange(J), n_j)
+    w_j = rng.normal(size=J)
+    y_j = (rng.random(J) < 1 / (1 + np.exp(-(0.3 + 2.5 * w_j)))).astype(float)
+    observed_j = np.arange(J) < 20
+    X, y, observed = w_j[groups][:, None], y_j[groups], observed_j[groups]
+    xo, yo = w_j[observed_j], y_j[observed_j]
+    mean, sd = xo.mean(), xo.std(ddof=1)
+    xa = np.clip(mean + np.array([0.5, 0.5, -0.5, -0.5]) * sd, xo.min(), xo.max())
+    xs, ys, ws = np.r_[xo, xa], np.r_[yo, 0.0, 1.0, 0.0, 1.0], np.r_[np.ones(20), np.full(4, 0.5)]
+    a, b = np.meshgrid(np.linspace(-6, 8, 561), np.linspace(-4, 20, 961), indexing="ij")
+    eta = a[..., None] + b[..., None] * xs
+    logpost = ((ys * eta - np.logaddexp(0.0, eta)) * ws).sum(axis=-1)
+    post = np.exp(logpost - logpost.max())
+    post /= post.sum()
+    assert post[:, -5:].sum() < 1e-6 and post[:, :5].sum() < 1e-6  # the grid holds the posterior
+    exact_mean = (post * b).sum()
+    exact_sd = np.sqrt((post * b * b).sum() - exact_mean**2)
+    mode = b.ravel()[np.argmax(logpost)]
+    R = 1000
+    mc_se = exact_sd / np.sqrt(R)
+    assert exact_mean - mode > 8 * mc_se
+    model, context, state = ClusterLevelLogistic(), _context(J, "binary", 2), None
+    slopes = []
+    for _ in range(R):
+        draw, state = model.draw(y, observed, X, np.ones(1, int), groups, rng, context=context, state=state)
+        slopes.append(draw.inner.beta[0, 0])
+    assert abs(np.mean(slopes) - exact_mean) < 4 * mc_se
+    # the relative MC SE of a sample SD is sqrt((kurtosis - 1) / (4 R))
+    kurtosis = (post * (b - exact_mean) ** 4).sum() / exact_sd**4
+    assert abs(np.std(slopes) / exact_sd - 1) < 4 * np.sqrt((kurtosis - 1) / (4 * R))
 
 
 def test_cluster_level_pmm_imputes_only_observed_cluster_values():
