@@ -237,13 +237,14 @@ def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
     their observed value as predictors of the other variables, as in mice).
     """
     X, roles, names = design(W, target, plan.groups, plan.n_clusters)
-    model_groups = plan.groups if target.cluster_role != 0 else None
+    model_groups = plan.model_groups(target)
     context = DrawContext(
         target=str(target.name),
         kind=target.kind,
         n_categories=target.n_categories,
         ordered=target.ordered,
-        n_clusters=plan.n_clusters if model_groups is not None else 0,
+        n_clusters=_n_clusters(plan.clusters, target) if model_groups is not None else 0,
+        factor_counts=plan.clusters.counts if model_groups is not None and np.ndim(model_groups) == 2 else (),
         predictor_names=tuple(names),
         cluster_labels=_labels(plan),
         modelled_rows=plan.modelled_rows,
@@ -273,6 +274,11 @@ def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
     W[rows[write], col] = values[write]
     recompute_derived(W, plan, col)
     return draw, state
+
+
+def _n_clusters(clusters: Clusters, target) -> int:
+    """The cluster count of the factor a target's model uses (the first when it takes them all)."""
+    return clusters.count if target.factor is None else clusters.factors[target.factor].count
 
 
 def _initialise(W, plan, rng):
@@ -490,7 +496,7 @@ def impute_new_data(
                     whereabouts.target = target
                     rows = np.flatnonzero(missing[:, target.column])
                     X, _, _ = design(W, target, codes, n_clusters)
-                    g = codes if target.cluster_role != 0 else None
+                    g = new_plan.model_groups(target)
                     W[rows, target.column] = sample_rows(draw, X, g, rows, target, new_plan, rng, log)
                     recompute_derived(W, new_plan, target.column)
     except Exception as error:
