@@ -78,8 +78,8 @@ class Clusters:
         """Encode ``groups`` once: a column name of ``frame`` or one label per row, or several factors
         (a list of column names, a 2-D array or DataFrame of labels), outer to inner."""
         specs = factor_specs(frame, groups)
-        if specs is None:
-            codes, labels, column = cluster_codes(frame, groups)
+        if specs is None or len(specs) == 1:
+            codes, labels, column = cluster_codes(frame, groups if specs is None else specs[0])
             return cls(codes, pd.Index(labels, name=None), column)
         raw = [cluster_codes(frame, spec) for spec in specs]
         nested = all(_nested(raw[k - 1][0], raw[k][0], len(raw[k - 1][1])) for k in range(1, len(raw)))
@@ -186,7 +186,7 @@ class Clusters:
         """The clusters of new data: seen clusters keep their codes, unseen ones get ``J, J+1, ...``."""
         if self.others:
             specs = factor_specs(frame, groups)
-            if specs is None or len(specs) != self.n_factors:
+            if specs is None or len(specs) != self.n_factors:  # (a one-element list is one factor)
                 raise ValueError(
                     f"The imputer was fitted with {self.n_factors} grouping factors; groups of new data must give "
                     f"as many (got {1 if specs is None else len(specs)})."
@@ -235,11 +235,11 @@ def factor_specs(frame: pd.DataFrame, groups: Any) -> list | None:
 
     Several factors: a list of two or more distinct column names of ``frame`` (a list as long as
     the data stays one factor's labels, as before), a DataFrame with several columns, or a 2-D
-    array of labels with several columns. A one-element list is that one column.
+    array of labels with several columns. A one-element list of a column name is that one column.
     """
     if isinstance(groups, list) and groups and len(groups) != len(frame):
         if all(_is_column_name(g, frame) for g in groups) and len(set(map(repr, groups))) == len(groups):
-            return list(groups) if len(groups) > 1 else None
+            return list(groups)
     if isinstance(groups, pd.DataFrame):
         if groups.shape[1] > 1:
             return [groups.iloc[:, k] for k in range(groups.shape[1])]

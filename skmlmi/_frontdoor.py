@@ -189,7 +189,7 @@ def write_output(W, frame, source, layout: Layout, keep_groups: bool, estimator,
 
 def check_where(where, data: WorkingData) -> np.ndarray:
     """Cells to impute: the missing ones, or a user mask (observed cells = over-imputation)."""
-    missing, columns, groups_column = data.missing, data.columns, data.groups_column
+    missing, columns = data.missing, data.columns
     if where is None:
         return missing
     if isinstance(where, pd.DataFrame):

@@ -760,7 +760,9 @@ class RandomEffectsNormal(BaseConditionalImputer):
         if state is None:
             start = 0.5 * var_y if var_y > 0 else 1.0
             gibbs = FactorState([np.zeros(J) for J in counts], np.full(len(counts), start / len(counts)), start)
-            state = FactorModelState(X.shape[1], counts, columns, y_exponent, x_exponents, gibbs, logged=log_once.logged)
+            state = FactorModelState(
+                X.shape[1], counts, columns, y_exponent, x_exponents, gibbs, logged=log_once.logged
+            )
             n_steps += self.n_burnin
         cross = factor_cross_products(Xs, ys, go, counts)
         beta_hat, donor_effects = multi_factor_gibbs(
