@@ -291,6 +291,7 @@ class _Planner:
         self.settings = settings
         self.events: list = []
         self.cluster_constant = self._cluster_constancy(data.W, data.missing)
+        self.level_of = self._factor_levels(data.W, data.missing)
         defaults = self._default_codes() if self.clusters is not None and settings.cluster_means else None
         self.matrix, self.given = validate_predictor_matrix(
             settings.predictor_matrix, self.columns, self.groups_column, defaults, return_given=True
@@ -315,6 +316,31 @@ class _Planner:
             for j in range(W.shape[1])
             if self.columns[j] not in self.grouping
         }
+
+    def _factor_levels(self, W, missing) -> dict:
+        """Several grouping factors: column -> (factor, constancy) for the columns constant within the units
+        of a factor other than the first (a class-level variable in schools/classes), by the one rule
+        (:meth:`Clusters.constancy`); the first such factor, outer to inner. Constancy within the first
+        factor stays in ``cluster_constant``, as with one factor."""
+        if self.clusters is None or self.clusters.n_factors == 1:
+            return {}
+        levels = {}
+        for j, constant in self.cluster_constant.items():
+            if constant:
+                continue
+            for k, factor in enumerate(self.clusters.factors[1:], start=1):
+                found = factor.constancy(W[:, j], missing[:, j])
+                if found:
+                    levels[j] = (k, found)
+                    break
+        return levels
+
+    def level_codes(self, j: int) -> np.ndarray | None:
+        """The codes of the factor at whose level column ``j`` lives (the first factor's by default)."""
+        if self.clusters is None:
+            return None
+        k = self.level_of.get(j, (0, None))[0]
+        return self.clusters.factors[k].codes
 
     def _category_levels(self, data, fit_rows, targets) -> dict[int, np.ndarray]:
         """Codes of the categories each binary/categorical column holds in its fitting rows.
@@ -352,8 +378,8 @@ class _Planner:
         picks random-effects, two-stage or cluster-level models accordingly.
         """
         methods = self.settings.methods
-        if self.clusters is None or isinstance(methods, BaseConditionalImputer | str):
-            return {}
+        if self.clusters is None or isinstance(methods, BaseConditionalImputer | str) or self.clusters.n_factors > 1:
+            return {}  # several factors: the defaults by level (model_for); the recommender reads one factor
         given = methods or {}
         columns = [c for j, c in enumerate(self.columns) if missing[:, j].any() and c not in given]
         if not columns:
@@ -475,7 +501,7 @@ class _Planner:
                     "RandomEffectsNormal(), or its name: a class name ('RandomEffectsPMM') or R's ('2l.pan')."
                 )
         else:
-            cluster_level = self.cluster_constant.get(j, False)
+            cluster_level = self.cluster_constant.get(j, False) or self.level_of.get(j, (0, False))[1]
             model = self.recommended.get(name) or default_model(
                 codec.kind, self.clusters is not None, "partial" if cluster_level == "partial" else bool(cluster_level)
             )
@@ -514,7 +540,7 @@ class _Planner:
         ignores_clusters = cluster_role == -2 and not (model.requires_groups or model.uses_groups_if_given)
         if ignores_clusters:
             cluster_role = 0  # a single-level model: warned once by make_plan
-        factor = self._factor_of(name, model, cluster_role)
+        factor = self._factor_of(j, model, cluster_role)
         predictors, lowered = [], []
         for k, pred_name in enumerate(self.columns):
             role = int(row[k])
@@ -551,11 +577,16 @@ class _Planner:
         )
         return target, changes, events
 
-    def _factor_of(self, name, model: BaseConditionalImputer, cluster_role: int) -> int | None:
+    def _factor_of(self, j: int, model: BaseConditionalImputer, cluster_role: int) -> int | None:
         """Which grouping factor a model uses when there are several: None for all (a model taking several
-        factors), 0 for one; a model that uses clusters but takes one factor is an error naming it."""
+        factors), one factor's index for a cluster-level model (the factor at whose level column ``j``
+        lives: its units are the model's clusters, lower-level predictors aggregated to them); a model
+        that uses clusters but takes one factor is an error naming it."""
+        name = self.columns[j]
         if self.clusters is None or self.clusters.n_factors == 1 or cluster_role == 0:
             return None if self.clusters is None or self.clusters.n_factors > 1 else 0
+        if cluster_role == -2 and model.cluster_level:
+            return self.level_of.get(j, (0, None))[0]
         if cluster_role == -2 and model.multiple_factors:
             return None
         raise ValueError(
@@ -605,8 +636,8 @@ class _Planner:
         matrix and the event to log (None when nothing is too many).
         """
         predictors = target.predictors
-        cluster_level = bool(self.cluster_constant.get(target.column))
-        codes = None if self.clusters is None else self.clusters.codes
+        cluster_level = bool(self.cluster_constant.get(target.column) or target.column in self.level_of)
+        codes = self.level_codes(target.column)
         n_rows = int(fit_rows.sum())
         fixed = target.cluster_role == 1 and not cluster_level
         n_clusters = int(np.unique(codes[fit_rows]).size) if codes is not None and (cluster_level or fixed) else 0

@@ -412,18 +412,20 @@ class FittedChains:
         if clusters is None:
             return
         plan = self.plan
-        seen = ~clusters.unseen
-        for j, constant in plan.planner.cluster_constant.items():
-            rows = missing[:, j] & seen
+        levels = {j: (0, constant) for j, constant in plan.planner.cluster_constant.items()}
+        levels.update(plan.planner.level_of)  # several factors: columns constant within another factor's units
+        for j, (k, constant) in levels.items():
+            fitted_factor, new_factor = plan.clusters.factors[k], clusters.factors[k]
+            rows = missing[:, j] & ~new_factor.unseen
             if not constant or not rows.any():
                 continue
             fitted = self.W[:, j].copy()
             if j in self.results[chain].values:
                 at, write = plan.impute_rows[j], plan.write_rows[j]
                 fitted[at[write]] = self.results[chain].values[j][write]
-            per_cluster = np.full(plan.n_clusters, np.nan)
-            per_cluster[plan.groups] = fitted
-            W[rows, j] = per_cluster[clusters.codes[rows]]
+            per_cluster = np.full(fitted_factor.count, np.nan)
+            per_cluster[fitted_factor.codes] = fitted
+            W[rows, j] = per_cluster[new_factor.codes[rows]]
             missing[rows, j] = np.isnan(W[rows, j])
 
 

@@ -218,3 +218,33 @@ def test_direct_draw_with_an_array_of_factor_codes():
     draw, state = RandomEffectsNormal().draw(frame["y"].to_numpy(), observed, X, np.array([1]), groups, rng)
     assert draw.sample(X[~observed], groups[~observed], rng).shape == ((~observed).sum(),)
     assert state.variances["tau2"].shape == (2,)
+
+
+def test_variables_of_each_level_are_imputed_at_their_level():
+    """A school-level and a class-level variable, missing in whole schools / classes: each is imputed by a
+    cluster-level model on the units of its own factor, so it stays constant within them (new data too)."""
+    _, incomplete = _three_level(5)
+    rng = np.random.default_rng(2)
+    school, klass = incomplete["school"].to_numpy(), incomplete["klass"].to_numpy()
+    s = rng.normal(size=SCHOOLS)
+    w = 0.5 * s[np.arange(SCHOOLS * CLASSES) // CLASSES] + rng.normal(size=SCHOOLS * CLASSES)
+    incomplete["s"], incomplete["w"] = s[school], w[klass]
+    incomplete.loc[np.isin(school, rng.choice(SCHOOLS, 18, replace=False)), "s"] = np.nan
+    incomplete.loc[np.isin(klass, rng.choice(SCHOOLS * CLASSES, 90, replace=False)), "w"] = np.nan
+    imputer = MultilevelIterativeImputer(methods={"y": "RandomEffectsNormal"}, n_imputations=2, max_iter=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        completed = imputer.fit_transform_all(incomplete, groups=["school", "klass"])
+    assert {t.name: (type(t.model).__name__, t.factor) for t in imputer._fitted.plan.targets} == {
+        "y": ("RandomEffectsNormal", None),
+        "s": ("ClusterLevelNormal", 0),
+        "w": ("ClusterLevelNormal", 1),
+    }
+    for data in completed:
+        assert data["s"].notna().all() and data["w"].notna().all()
+        assert data.groupby("school")["s"].nunique().max() == 1
+        assert data.groupby("klass")["w"].nunique().max() == 1
+    new = incomplete.iloc[:80].copy()
+    new["w"] = np.nan
+    new.loc[:39, "klass"] = 10_000  # an unseen class: one draw for all its rows
+    assert imputer.transform(new).groupby("klass")["w"].nunique().max() == 1
