@@ -589,11 +589,16 @@ class _Planner:
             return self.level_of.get(j, (0, None))[0]
         if cluster_role == -2 and model.multiple_factors:
             return None
+        kind = self.codecs[j].kind
+        able = [c.__name__ for c in find_models() if c.multiple_factors and kind in c.target_kinds]
+        advice = (
+            f"models that take several for a {kind} column: {', '.join(able)} (methods)"
+            if able
+            else f"no model takes several for a {kind} column yet: give groups one factor"
+        )
         raise ValueError(
             f"{type(model).__name__} for {name!r} takes one grouping factor, and groups gives "
-            f"{self.clusters.n_factors} ({self.clusters.structure}); models that take several: "
-            f"{', '.join(c.__name__ for c in find_models() if c.multiple_factors) or 'none'}. Impute {name!r} with "
-            "one of them (methods), or give groups one factor."
+            f"{self.clusters.n_factors} ({self.clusters.structure}); {advice}."
         )
 
     def afford_cluster_means(self, j: int, predictors: list[Predictor]):

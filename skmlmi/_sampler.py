@@ -119,13 +119,21 @@ class ChainFailure:
     traceback: str
 
 
+def _target_labels(plan, target):
+    """The cluster labels of the factor a target's model uses (several factors: the first, or a
+    cluster-level model's own)."""
+    if plan.clusters is not None and plan.clusters.n_factors > 1 and target.factor:
+        return plan.clusters.factors[target.factor].labels
+    return _labels(plan)
+
+
 def check_finite(values: np.ndarray, what: str, groups, labels) -> np.ndarray:
     """``values`` if all finite; else a :class:`NonFiniteImputationError` naming ``what`` and the clusters."""
     bad = ~np.isfinite(values)
     if bad.any():
         where = ""
         if groups is not None and labels is not None:
-            codes = np.unique(groups[bad])
+            codes = np.unique(groups[bad] if np.ndim(groups) == 1 else groups[bad, 0])  # several factors: the first
             known = codes[codes < len(labels)]
             names = [repr(_plain(labels[c])) for c in known[:5]] + (["new clusters"] if len(known) < len(codes) else [])
             where = f" in cluster(s) {', '.join(names)}{' and more' if len(known) > 5 else ''}"
@@ -150,11 +158,12 @@ def sample_rows(draw, X, groups, rows, target, plan, rng, log):
     """
     g = None if groups is None else groups[rows]
     model = f"the draw of {type(target.model).__name__} for {target.name!r}"
+    labels = _target_labels(plan, target)
 
     def sample(index=None):
         X_rows = X[rows] if index is None else X[rows[index]]
         g_rows = g if index is None or g is None else g[index]
-        return check_finite(_finish(draw.sample(X_rows, g_rows, rng), target), model, g_rows, _labels(plan))
+        return check_finite(_finish(draw.sample(X_rows, g_rows, rng), target), model, g_rows, labels)
 
     values = sample()
     bounds = plan.bounds.get(target.column)
@@ -171,7 +180,7 @@ def sample_rows(draw, X, groups, rows, target, plan, rng, log):
         values = np.asarray(post(values.copy()), dtype=float)
         if values.shape != (rows.size,):
             raise ValueError(f"post[{target.name!r}] returned {values.shape} values for {rows.size} cells.")
-        check_finite(values, f"post[{target.name!r}]", g, _labels(plan))
+        check_finite(values, f"post[{target.name!r}]", g, labels)
     return values
 
 
@@ -246,7 +255,7 @@ def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
         n_clusters=_n_clusters(plan.clusters, target) if model_groups is not None else 0,
         factor_counts=plan.clusters.counts if model_groups is not None and np.ndim(model_groups) == 2 else (),
         predictor_names=tuple(names),
-        cluster_labels=_labels(plan),
+        cluster_labels=_target_labels(plan, target),
         modelled_rows=plan.modelled_rows,
         checked=True,  # parameters validated and data checked finite at fit; fitting rows exclude NaN
     )
