@@ -84,6 +84,11 @@ class Clusters:
         raw = [cluster_codes(frame, spec) for spec in specs]
         nested = all(_nested(raw[k - 1][0], raw[k][0], len(raw[k - 1][1])) for k in range(1, len(raw)))
         combine = structure == "nested" and not nested
+        if combine and all(_nested(raw[k][0], raw[k - 1][0], len(raw[k][1])) for k in range(1, len(raw))):
+            raise ValueError(
+                f"cluster_structure='nested' reads the grouping factors {_names(raw)} outer to inner, but each "
+                "lies within the one after it: they are given inner to outer. Reverse their order."
+            )
         if structure == "crossed" and nested:
             warnings.warn(
                 f"cluster_structure='crossed', but the grouping factors {_names(raw)} look nested (every unit "

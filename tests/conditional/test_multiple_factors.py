@@ -248,3 +248,10 @@ def test_variables_of_each_level_are_imputed_at_their_level():
     new["w"] = np.nan
     new.loc[:39, "klass"] = 10_000  # an unseen class: one draw for all its rows
     assert imputer.transform(new).groupby("klass")["w"].nunique().max() == 1
+
+
+def test_nested_factors_given_inner_to_outer_are_an_error_when_nested_is_said():
+    _, incomplete = _small()
+    assert Clusters.from_data(incomplete, ["klass", "school"]).structure == "crossed"  # same random intercepts
+    with pytest.raises(ValueError, match="inner to outer"):
+        Clusters.from_data(incomplete, ["klass", "school"], "nested")
