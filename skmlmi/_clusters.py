@@ -9,24 +9,35 @@ re-encodes labels or guesses the count from ``max(codes)``.
 
 New data keep the codes of the clusters seen at fit; clusters unseen at fit get codes
 ``J, J+1, ...`` (:meth:`Clusters.recode`), which the models read as "draw this cluster's
-effect from the population". One grouping factor for now; the value is the place where a
-later release holds several (nested or crossed), each with its own codes.
+effect from the population".
+
+Several grouping factors (``groups`` a list of column names, or a 2-D array / DataFrame of
+labels, ordered outer to inner) are held as one :class:`Clusters` per factor: ``codes``,
+``labels``, ``column`` and ``count`` of the value itself are those of the first (outer) factor,
+so every one-factor code path reads it unchanged; :attr:`Clusters.factors` lists all of them and
+:attr:`Clusters.structure` says whether they are nested (every inner unit inside one outer unit)
+or crossed. ``cluster_structure="nested"`` combines each inner factor's labels with those of the
+factors outside it (lme4's ``school/class``: class labels ``a``-``c`` repeating in every school mean
+school:class), so the factors are nested by construction.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from ._columns import cluster_codes
+from ._columns import _is_column_name, cluster_codes
 from ._kernels import cluster_constancy
 
-__all__ = ["Clusters"]
+__all__ = ["Clusters", "STRUCTURES"]
+
+#: What ``cluster_structure`` may say about several grouping factors.
+STRUCTURES = ("auto", "nested", "crossed")
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,18 +56,89 @@ class Clusters:
         The cluster column of X, or None when the labels were passed as an array.
     n_seen : int or None
         J, the clusters seen at fit (None: all of ``labels``).
+    others : tuple of Clusters
+        The further grouping factors (one-factor values), outer to inner; empty with one factor.
+    structure : {"single", "nested", "crossed"}
+        How the factors relate: one factor, nested (each unit of a factor inside one unit of the
+        factor before it) or crossed.
+    combined : bool
+        Whether inner labels were combined with the outer ones (``cluster_structure="nested"``).
     """
 
     codes: np.ndarray
     labels: pd.Index
     column: Hashable | None = None
     n_seen_at_fit: int | None = None
+    others: tuple = ()
+    structure: str = "single"
+    combined: bool = False
 
     @classmethod
-    def from_data(cls, frame: pd.DataFrame, groups: Any) -> Clusters:
-        """Encode ``groups`` (a column name of ``frame`` or one label per row) once."""
-        codes, labels, column = cluster_codes(frame, groups)
-        return cls(codes, pd.Index(labels, name=None), column)
+    def from_data(cls, frame: pd.DataFrame, groups: Any, structure: str = "auto") -> Clusters:
+        """Encode ``groups`` once: a column name of ``frame`` or one label per row, or several factors
+        (a list of column names, a 2-D array or DataFrame of labels), outer to inner."""
+        specs = factor_specs(frame, groups)
+        if specs is None or len(specs) == 1:
+            codes, labels, column = cluster_codes(frame, groups if specs is None else specs[0])
+            return cls(codes, pd.Index(labels, name=None), column)
+        raw = [cluster_codes(frame, spec) for spec in specs]
+        nested = all(_nested(raw[k - 1][0], raw[k][0], len(raw[k - 1][1])) for k in range(1, len(raw)))
+        combine = structure == "nested" and not nested
+        if combine and all(_nested(raw[k][0], raw[k - 1][0], len(raw[k][1])) for k in range(1, len(raw))):
+            raise ValueError(
+                f"cluster_structure='nested' reads the grouping factors {_names(raw)} outer to inner, but each "
+                "lies within the one after it: they are given inner to outer. Reverse their order."
+            )
+        if structure == "crossed" and nested:
+            warnings.warn(
+                f"cluster_structure='crossed', but the grouping factors {_names(raw)} look nested (every unit "
+                "of each lies within one unit of the factor before it); they are used as crossed factors, "
+                "which for random intercepts is the same model when the inner labels are unique.",
+                UserWarning,
+                stacklevel=5,
+            )
+        factors = []
+        for k, (codes, labels, column) in enumerate(raw):
+            if combine and k > 0:
+                codes, labels = _combine_codes([r[0] for r in raw[: k + 1]], [r[1] for r in raw[: k + 1]])
+            factors.append(cls(codes, pd.Index(labels, name=None, tupleize_cols=False), column))
+        first = factors[0]
+        return cls(
+            first.codes,
+            first.labels,
+            first.column,
+            others=tuple(factors[1:]),
+            structure="nested" if nested or combine else "crossed",
+            combined=combine,
+        )
+
+    # ------------------------------------------------------------------ several factors
+    @property
+    def n_factors(self) -> int:
+        """How many grouping factors (1 for one)."""
+        return 1 + len(self.others)
+
+    @property
+    def factors(self) -> tuple:
+        """One one-factor :class:`Clusters` per grouping factor, outer to inner (the first is this value's)."""
+        if not self.others:
+            return (self,)
+        return (Clusters(self.codes, self.labels, self.column, self.n_seen_at_fit),) + self.others
+
+    @property
+    def code_matrix(self) -> np.ndarray:
+        """The codes of every factor, shape (n_rows, n_factors)."""
+        return np.column_stack([f.codes for f in self.factors])
+
+    @property
+    def counts(self) -> tuple:
+        """Codes in use per factor."""
+        return tuple(f.count for f in self.factors)
+
+    @property
+    def columns(self) -> tuple:
+        """The grouping columns of X (factors given as labels have none)."""
+        return tuple(f.column for f in self.factors if f.column is not None)
 
     @property
     def n_seen(self) -> int:
@@ -107,9 +189,28 @@ class Clusters:
 
     def recode(self, frame: pd.DataFrame, groups: Any) -> Clusters:
         """The clusters of new data: seen clusters keep their codes, unseen ones get ``J, J+1, ...``."""
-        fitted = self.fitted_labels
+        if self.others:
+            specs = factor_specs(frame, groups)
+            if specs is None or len(specs) != self.n_factors:  # (a one-element list is one factor)
+                raise ValueError(
+                    f"The imputer was fitted with {self.n_factors} grouping factors; groups of new data must give "
+                    f"as many (got {1 if specs is None else len(specs)})."
+                )
+            raw = [cluster_codes(frame, spec) for spec in specs]
+            factors = []
+            for k, (fitted, (codes, labels, column)) in enumerate(zip(self.factors, raw, strict=True)):
+                if self.combined and k > 0:
+                    codes, labels = _combine_codes([r[0] for r in raw[: k + 1]], [r[1] for r in raw[: k + 1]])
+                values = pd.Index(labels, tupleize_cols=False)
+                factors.append(fitted._recode_values(np.asarray(values, dtype=object)[codes], column))
+            first = factors[0]
+            return replace(first, others=tuple(factors[1:]), structure=self.structure, combined=self.combined)
         new = Clusters.from_data(frame, groups)
-        values = np.asarray(new.labels)[new.codes]
+        return self._recode_values(np.asarray(new.labels)[new.codes], new.column)
+
+    def _recode_values(self, values: np.ndarray, column: Hashable | None) -> Clusters:
+        """One factor of new data from its labels per row (see :meth:`recode`)."""
+        fitted = self.fitted_labels
         index = fitted.get_indexer(values)
         unseen = index < 0
         if unseen.all() and len(values) and _label_kind(values) != _label_kind(fitted):
@@ -126,9 +227,52 @@ class Clusters:
             _, first_seen = pd.factorize(values[unseen])
             index[unseen] = len(fitted) + pd.Index(first_seen).get_indexer(values[unseen])
             labels = fitted.append(pd.Index(first_seen))
-        return Clusters(index.astype(np.intp), labels, new.column, len(fitted))
+        return Clusters(index.astype(np.intp), labels, column, len(fitted))
 
 
 def _label_kind(labels) -> str:
     """``"numbers"`` or ``"text"``: what a set of cluster labels holds, for the mismatch warning."""
     return "numbers" if pd.api.types.is_numeric_dtype(pd.Index(labels)) else "text"
+
+
+def factor_specs(frame: pd.DataFrame, groups: Any) -> list | None:
+    """The grouping factors ``groups`` names, outer to inner, or None for one factor.
+
+    Several factors: a list of two or more distinct column names of ``frame`` (a list as long as
+    the data stays one factor's labels, as before), a DataFrame with several columns, or a 2-D
+    array of labels with several columns. A one-element list of a column name is that one column.
+    """
+    if isinstance(groups, list) and groups and len(groups) != len(frame):
+        if all(_is_column_name(g, frame) for g in groups) and len(set(map(repr, groups))) == len(groups):
+            return list(groups)
+    if isinstance(groups, pd.DataFrame):
+        if groups.shape[1] > 1:
+            return [groups.iloc[:, k] for k in range(groups.shape[1])]
+        return None
+    if isinstance(groups, np.ndarray) and groups.ndim == 2 and groups.shape[1] > 1:
+        return [groups[:, k] for k in range(groups.shape[1])]
+    return None
+
+
+def _nested(outer: np.ndarray, inner: np.ndarray, n_outer: int) -> bool:
+    """Whether every unit of ``inner`` lies within one unit of ``outer`` (codes of both)."""
+    pairs = np.unique(inner.astype(np.int64) * n_outer + outer)
+    return bool((np.bincount(pairs // n_outer) <= 1).all())
+
+
+def _combine_codes(codes: list, labels: list) -> tuple[np.ndarray, list]:
+    """Codes and tuple labels of the innermost factor combined with every factor outside it."""
+    key = np.zeros(len(codes[0]), dtype=np.int64)
+    for c, lab in zip(codes, labels, strict=True):
+        key = key * len(lab) + c
+    unique, inverse = np.unique(key, return_inverse=True)
+    parts, rest = [], unique
+    for lab in reversed(labels):  # unique keys back to each factor's code (one pass per factor, not per unit)
+        parts.append(np.asarray(lab, dtype=object)[rest % len(lab)])
+        rest = rest // len(lab)
+    tuples = list(zip(*[p.tolist() for p in reversed(parts)], strict=True))
+    return inverse.astype(np.intp).reshape(-1), tuples
+
+
+def _names(raw) -> str:
+    return ", ".join(repr(r[2]) if r[2] is not None else f"#{k}" for k, r in enumerate(raw))

@@ -40,6 +40,12 @@ class Layout:
     codecs: list[ColumnCodec]
     groups_column: Hashable | None
     is_frame: bool
+    other_groups_columns: tuple = ()  # the further grouping factors' columns (several factors)
+
+    @property
+    def groups_columns(self) -> tuple:
+        """Every grouping column of X (the first factor's, then the others')."""
+        return (() if self.groups_column is None else (self.groups_column,)) + tuple(self.other_groups_columns)
 
     def position(self, name) -> int:
         return self.columns.index(name)
@@ -131,17 +137,19 @@ def encode(frame: pd.DataFrame, layout: Layout) -> tuple[np.ndarray, np.ndarray]
     """The working matrix of ``frame`` and its missing-cell mask (the cluster column is never missing)."""
     W = np.empty(frame.shape, dtype=float)
     for j, (name, codec) in enumerate(zip(frame.columns, layout.codecs, strict=True)):
-        W[:, j] = 0.0 if name == layout.groups_column else codec.encode(frame[name])
+        W[:, j] = 0.0 if name in layout.groups_columns else codec.encode(frame[name])
     missing = np.isnan(W)
     return W, missing
 
 
-def learn_observed_categories(codecs: list[ColumnCodec], W, missing, layout_columns, groups_column) -> list:
-    """Each binary/categorical codec learns which of its categories the data hold (new data may hold no other)."""
+def learn_observed_categories(codecs: list[ColumnCodec], W, missing, layout_columns, grouping: tuple) -> list:
+    """Each binary/categorical codec learns which of its categories the data hold (new data may hold no other).
+
+    ``grouping``: the grouping columns (:attr:`Layout.groups_columns`), which are never modelled."""
     learned = list(codecs)
     for j, codec in enumerate(codecs):
         # a derived column may start entirely missing: its values come from its inputs, not from a model
-        if codec.categories is not None and layout_columns[j] != groups_column and not missing[:, j].all():
+        if codec.categories is not None and layout_columns[j] not in grouping and not missing[:, j].all():
             learned[j] = replace(codec, observed_codes=np.unique(W[~missing[:, j], j]))
     return learned
 
@@ -155,15 +163,15 @@ def write_output(W, frame, source, layout: Layout, keep_groups: bool, estimator,
     round integers beyond 2**53. The result goes out in the caller's container, or the one
     ``set_output`` asks for (:func:`skmlmi._frame.to_output`).
     """
-    columns, groups_column = layout.columns, layout.groups_column
+    columns, grouping = layout.columns, layout.groups_columns
     if not layout.is_frame:
         out = W
-        if groups_column is not None and not keep_groups:
-            out = np.delete(out, columns.index(groups_column), axis=1)
+        if grouping and not keep_groups:
+            out = np.delete(out, [columns.index(g) for g in grouping], axis=1)
         return to_output(out, source, estimator)
     out = frame.copy()
     if changed is None:
-        changed = [j for j, name in enumerate(columns) if name != groups_column and frame[name].isna().any()]
+        changed = [j for j, name in enumerate(columns) if name not in grouping and frame[name].isna().any()]
     for j in changed:
         name = columns[j]
         decoded = layout.codecs[j].decode(W[:, j], index=frame.index)
@@ -174,14 +182,14 @@ def write_output(W, frame, source, layout: Layout, keep_groups: bool, estimator,
             except (TypeError, ValueError):  # an observed value the fitted dtype cannot hold: as decoded
                 pass
         out[name] = decoded
-    if groups_column is not None and not keep_groups:
-        out = out.drop(columns=[groups_column])
+    if grouping and not keep_groups:
+        out = out.drop(columns=list(grouping))
     return to_output(out, source, estimator)
 
 
 def check_where(where, data: WorkingData) -> np.ndarray:
     """Cells to impute: the missing ones, or a user mask (observed cells = over-imputation)."""
-    missing, columns, groups_column = data.missing, data.columns, data.groups_column
+    missing, columns = data.missing, data.columns
     if where is None:
         return missing
     if isinstance(where, pd.DataFrame):
@@ -192,8 +200,9 @@ def check_where(where, data: WorkingData) -> np.ndarray:
     where = np.asarray(where)
     if where.shape != missing.shape or where.dtype != bool:
         raise ValueError(f"where must be a boolean mask of shape {missing.shape}; got {where.dtype} {where.shape}.")
-    if groups_column is not None and where[:, columns.index(groups_column)].any():
-        raise ValueError(f"where marks cells of the cluster column {groups_column!r}, which is never imputed.")
+    for name in data.layout.groups_columns:
+        if where[:, columns.index(name)].any():
+            raise ValueError(f"where marks cells of the cluster column {name!r}, which is never imputed.")
     return where.copy()
 
 

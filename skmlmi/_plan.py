@@ -84,6 +84,7 @@ class Target:
     cluster_role: int  # -2 random, 1 fixed, 0 none (as passed to the model)
     levels: np.ndarray | None = None  # binary/categorical: codes observed in its fitting rows, increasing
     ignores_clusters: bool = False  # a single-level model given the cluster column coded -2 (warned once)
+    factor: int | None = None  # several grouping factors: None = all of them (codes (n, k)), else that factor's
 
     @property
     def recoded(self) -> bool:
@@ -136,6 +137,18 @@ class Plan:
     @property
     def n_clusters(self) -> int:
         return 0 if self.clusters is None else self.clusters.count
+
+    def model_groups(self, target: Target, clusters: Clusters | None = None):
+        """The cluster codes ``target``'s model receives: None, the codes of one factor, or those of every
+        factor as an (n, k) array (a model taking several factors). ``clusters``: new data's (default the fit's)."""
+        clusters = self.clusters if clusters is None else clusters
+        if clusters is None or target.cluster_role == 0:
+            return None
+        if clusters.n_factors == 1:
+            return clusters.codes
+        if target.factor is None:
+            return clusters.code_matrix
+        return clusters.factors[target.factor].codes
 
     def auxiliary_target(self, j: int, W: np.ndarray) -> Target | None:
         """The imputation model of column ``j``, complete at fit, for new data that lack it (None if it has none).
@@ -226,10 +239,14 @@ def as_model(spec, where: str):
 
 
 def check_settings(settings: PlanSettings, columns: list, codecs: list, groups_column) -> None:
-    """Every column ``methods``, ``bounds`` or ``post`` names must exist and be imputable as asked."""
+    """Every column ``methods``, ``bounds`` or ``post`` names must exist and be imputable as asked.
+
+    ``groups_column``: the cluster column, or a tuple of the grouping columns (several factors)."""
+    grouping = [g for g in (groups_column if isinstance(groups_column, tuple) else (groups_column,)) if g is not None]
     for option in ("bounds", "post"):
-        if groups_column is not None and groups_column in (getattr(settings, option) or {}):
-            raise ValueError(f"{option} names the cluster column {groups_column!r}, which is never imputed.")
+        for name in grouping:
+            if name in (getattr(settings, option) or {}):
+                raise ValueError(f"{option} names the cluster column {name!r}, which is never imputed.")
     for name in settings.bounds or {}:
         codec = codecs[columns.index(name)] if name in columns else None
         if codec is not None and codec.categories is not None and not codec.numeric_levels:
@@ -242,8 +259,9 @@ def check_settings(settings: PlanSettings, columns: list, codecs: list, groups_c
     unknown = [name for name in methods if name not in columns]
     if unknown:
         raise ValueError(f"methods names {unknown}, which are not columns of X; columns: {columns}.")
-    if groups_column is not None and groups_column in methods:
-        raise ValueError(f"methods names the cluster column {groups_column!r}, which is never imputed.")
+    for name in grouping:
+        if name in methods:
+            raise ValueError(f"methods names the cluster column {name!r}, which is never imputed.")
     for name, model in methods.items():  # complete columns too: new data may need their model
         model = as_model(model, f"methods[{name!r}]")
         kind = codecs[columns.index(name)].kind
@@ -269,13 +287,19 @@ class _Planner:
     def __init__(self, data, settings: PlanSettings, fit_rows: dict, ignore: np.ndarray, visit: list[int]):
         self.columns, self.codecs, self.groups_column = data.columns, data.codecs, data.groups_column
         self.clusters: Clusters | None = data.clusters
+        self.grouping = data.layout.groups_columns  # every grouping column: never imputed nor a predictor
         self.settings = settings
         self.events: list = []
         self.cluster_constant = self._cluster_constancy(data.W, data.missing)
+        self.level_of = self._factor_levels(data.W, data.missing)
         defaults = self._default_codes() if self.clusters is not None and settings.cluster_means else None
         self.matrix, self.given = validate_predictor_matrix(
             settings.predictor_matrix, self.columns, self.groups_column, defaults, return_given=True
         )
+        grouping = [self.columns.index(name) for name in self.grouping]
+        for k in grouping[1:]:  # a further grouping factor's column: a cluster identifier, never imputed
+            self.matrix.iloc[[j for j in range(len(self.columns)) if j not in grouping], k] = -2
+            self.matrix.iloc[k, :] = 0
         self.levels = self._category_levels(data, fit_rows, set(visit))
         self.observed_clusters = (  # clusters holding a fitting row of each target
             {j: self.clusters.observing(fit_rows[j]) for j in set(visit)} if self.clusters else {}
@@ -290,8 +314,33 @@ class _Planner:
         return {
             j: self.clusters.constancy(W[:, j], missing[:, j])
             for j in range(W.shape[1])
-            if self.columns[j] != self.groups_column
+            if self.columns[j] not in self.grouping
         }
+
+    def _factor_levels(self, W, missing) -> dict:
+        """Several grouping factors: column -> (factor, constancy) for the columns constant within the units
+        of a factor other than the first (a class-level variable in schools/classes), by the one rule
+        (:meth:`Clusters.constancy`); the first such factor, outer to inner. Constancy within the first
+        factor stays in ``cluster_constant``, as with one factor."""
+        if self.clusters is None or self.clusters.n_factors == 1:
+            return {}
+        levels = {}
+        for j, constant in self.cluster_constant.items():
+            if constant:
+                continue
+            for k, factor in enumerate(self.clusters.factors[1:], start=1):
+                found = factor.constancy(W[:, j], missing[:, j])
+                if found:
+                    levels[j] = (k, found)
+                    break
+        return levels
+
+    def level_codes(self, j: int) -> np.ndarray | None:
+        """The codes of the factor at whose level column ``j`` lives (the first factor's by default)."""
+        if self.clusters is None:
+            return None
+        k = self.level_of.get(j, (0, None))[0]
+        return self.clusters.factors[k].codes
 
     def _category_levels(self, data, fit_rows, targets) -> dict[int, np.ndarray]:
         """Codes of the categories each binary/categorical column holds in its fitting rows.
@@ -305,7 +354,7 @@ class _Planner:
         levels = {}
         for j, codec in enumerate(self.codecs):
             name = self.columns[j]
-            if codec.categories is None or name == self.groups_column or name in derived:
+            if codec.categories is None or name in self.grouping or name in derived:
                 continue
             levels[j] = np.unique(data.W[fit_rows[j], j]).astype(np.intp)
             ignored_only = np.setdiff1d(codec.observed_codes, levels[j])
@@ -329,13 +378,13 @@ class _Planner:
         picks random-effects, two-stage or cluster-level models accordingly.
         """
         methods = self.settings.methods
-        if self.clusters is None or isinstance(methods, BaseConditionalImputer | str):
-            return {}
+        if self.clusters is None or isinstance(methods, BaseConditionalImputer | str) or self.clusters.n_factors > 1:
+            return {}  # several factors: the defaults by level (model_for); the recommender reads one factor
         given = methods or {}
         columns = [c for j, c in enumerate(self.columns) if missing[:, j].any() and c not in given]
         if not columns:
             return {}
-        kinds = {c.name: c.kind for c in self.codecs if c.name != self.groups_column}
+        kinds = {c.name: c.kind for c in self.codecs if c.name not in self.grouping}
         table = recommend_methods(data.frame[columns], self.clusters, column_kinds={c: kinds[c] for c in columns})
         return dict(zip(table["column"], table["method"], strict=True))
 
@@ -452,7 +501,7 @@ class _Planner:
                     "RandomEffectsNormal(), or its name: a class name ('RandomEffectsPMM') or R's ('2l.pan')."
                 )
         else:
-            cluster_level = self.cluster_constant.get(j, False)
+            cluster_level = self.cluster_constant.get(j, False) or self.level_of.get(j, (0, False))[1]
             model = self.recommended.get(name) or default_model(
                 codec.kind, self.clusters is not None, "partial" if cluster_level == "partial" else bool(cluster_level)
             )
@@ -491,10 +540,11 @@ class _Planner:
         ignores_clusters = cluster_role == -2 and not (model.requires_groups or model.uses_groups_if_given)
         if ignores_clusters:
             cluster_role = 0  # a single-level model: warned once by make_plan
+        factor = self._factor_of(j, model, cluster_role)
         predictors, lowered = [], []
         for k, pred_name in enumerate(self.columns):
             role = int(row[k])
-            if role == 0 or pred_name == self.groups_column:
+            if role == 0 or pred_name in self.grouping:
                 continue
             if role == 3 and not self.given[j, k] and not model.default_cluster_means:
                 role = 1  # a default cluster mean this model does not take (see BaseConditionalImputer)
@@ -523,8 +573,33 @@ class _Planner:
             cluster_role=cluster_role,
             levels=self.levels.get(j),
             ignores_clusters=ignores_clusters,
+            factor=factor,
         )
         return target, changes, events
+
+    def _factor_of(self, j: int, model: BaseConditionalImputer, cluster_role: int) -> int | None:
+        """Which grouping factor a model uses when there are several: None for all (a model taking several
+        factors), one factor's index for a cluster-level model (the factor at whose level column ``j``
+        lives: its units are the model's clusters, lower-level predictors aggregated to them); a model
+        that uses clusters but takes one factor is an error naming it."""
+        name = self.columns[j]
+        if self.clusters is None or self.clusters.n_factors == 1 or cluster_role == 0:
+            return None if self.clusters is None or self.clusters.n_factors > 1 else 0
+        if cluster_role == -2 and model.cluster_level:
+            return self.level_of.get(j, (0, None))[0]
+        if cluster_role == -2 and model.multiple_factors:
+            return None
+        kind = self.codecs[j].kind
+        able = [c.__name__ for c in find_models() if c.multiple_factors and kind in c.target_kinds]
+        advice = (
+            f"models that take several for a {kind} column: {', '.join(able)} (methods)"
+            if able
+            else f"no model takes several for a {kind} column yet: give groups one factor"
+        )
+        raise ValueError(
+            f"{type(model).__name__} for {name!r} takes one grouping factor, and groups gives "
+            f"{self.clusters.n_factors} ({self.clusters.structure}); {advice}."
+        )
 
     def afford_cluster_means(self, j: int, predictors: list[Predictor]):
         """Leave out the default cluster means where too few clusters observe the target to estimate them.
@@ -566,8 +641,8 @@ class _Planner:
         matrix and the event to log (None when nothing is too many).
         """
         predictors = target.predictors
-        cluster_level = bool(self.cluster_constant.get(target.column))
-        codes = None if self.clusters is None else self.clusters.codes
+        cluster_level = bool(self.cluster_constant.get(target.column) or target.column in self.level_of)
+        codes = self.level_codes(target.column)
         n_rows = int(fit_rows.sum())
         fixed = target.cluster_role == 1 and not cluster_level
         n_clusters = int(np.unique(codes[fit_rows]).size) if codes is not None and (cluster_level or fixed) else 0
@@ -670,7 +745,7 @@ def make_plan(data, settings: PlanSettings, where: np.ndarray, ignore: np.ndarra
         if affected.any():
             incomplete.append(d.column)
     write_rows = {j: missing[impute_rows[j], j] | (j in derived_cols) for j in range(W.shape[1])}
-    never_modelled = derived_cols | {j for j, name in enumerate(columns) if name == data.groups_column}
+    never_modelled = derived_cols | {j for j, name in enumerate(columns) if name in data.layout.groups_columns}
     auxiliary = [j for j in range(W.shape[1]) if j not in made and j not in never_modelled]
     return Plan(
         targets=targets,

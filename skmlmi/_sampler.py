@@ -119,13 +119,21 @@ class ChainFailure:
     traceback: str
 
 
+def _target_labels(plan, target):
+    """The cluster labels of the factor a target's model uses (several factors: the first, or a
+    cluster-level model's own)."""
+    if plan.clusters is not None and plan.clusters.n_factors > 1 and target.factor:
+        return plan.clusters.factors[target.factor].labels
+    return _labels(plan)
+
+
 def check_finite(values: np.ndarray, what: str, groups, labels) -> np.ndarray:
     """``values`` if all finite; else a :class:`NonFiniteImputationError` naming ``what`` and the clusters."""
     bad = ~np.isfinite(values)
     if bad.any():
         where = ""
         if groups is not None and labels is not None:
-            codes = np.unique(groups[bad])
+            codes = np.unique(groups[bad] if np.ndim(groups) == 1 else groups[bad, 0])  # several factors: the first
             known = codes[codes < len(labels)]
             names = [repr(_plain(labels[c])) for c in known[:5]] + (["new clusters"] if len(known) < len(codes) else [])
             where = f" in cluster(s) {', '.join(names)}{' and more' if len(known) > 5 else ''}"
@@ -150,11 +158,12 @@ def sample_rows(draw, X, groups, rows, target, plan, rng, log):
     """
     g = None if groups is None else groups[rows]
     model = f"the draw of {type(target.model).__name__} for {target.name!r}"
+    labels = _target_labels(plan, target)
 
     def sample(index=None):
         X_rows = X[rows] if index is None else X[rows[index]]
         g_rows = g if index is None or g is None else g[index]
-        return check_finite(_finish(draw.sample(X_rows, g_rows, rng), target), model, g_rows, _labels(plan))
+        return check_finite(_finish(draw.sample(X_rows, g_rows, rng), target), model, g_rows, labels)
 
     values = sample()
     bounds = plan.bounds.get(target.column)
@@ -171,7 +180,7 @@ def sample_rows(draw, X, groups, rows, target, plan, rng, log):
         values = np.asarray(post(values.copy()), dtype=float)
         if values.shape != (rows.size,):
             raise ValueError(f"post[{target.name!r}] returned {values.shape} values for {rows.size} cells.")
-        check_finite(values, f"post[{target.name!r}]", g, _labels(plan))
+        check_finite(values, f"post[{target.name!r}]", g, labels)
     return values
 
 
@@ -237,15 +246,16 @@ def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
     their observed value as predictors of the other variables, as in mice).
     """
     X, roles, names = design(W, target, plan.groups, plan.n_clusters)
-    model_groups = plan.groups if target.cluster_role != 0 else None
+    model_groups = plan.model_groups(target)
     context = DrawContext(
         target=str(target.name),
         kind=target.kind,
         n_categories=target.n_categories,
         ordered=target.ordered,
-        n_clusters=plan.n_clusters if model_groups is not None else 0,
+        n_clusters=_n_clusters(plan.clusters, target) if model_groups is not None else 0,
+        factor_counts=plan.clusters.counts if model_groups is not None and np.ndim(model_groups) == 2 else (),
         predictor_names=tuple(names),
-        cluster_labels=_labels(plan),
+        cluster_labels=_target_labels(plan, target),
         modelled_rows=plan.modelled_rows,
         checked=True,  # parameters validated and data checked finite at fit; fitting rows exclude NaN
     )
@@ -273,6 +283,11 @@ def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
     W[rows[write], col] = values[write]
     recompute_derived(W, plan, col)
     return draw, state
+
+
+def _n_clusters(clusters: Clusters, target) -> int:
+    """The cluster count of the factor a target's model uses (the first when it takes them all)."""
+    return clusters.count if target.factor is None else clusters.factors[target.factor].count
 
 
 def _initialise(W, plan, rng):
@@ -406,18 +421,20 @@ class FittedChains:
         if clusters is None:
             return
         plan = self.plan
-        seen = ~clusters.unseen
-        for j, constant in plan.planner.cluster_constant.items():
-            rows = missing[:, j] & seen
+        levels = {j: (0, constant) for j, constant in plan.planner.cluster_constant.items()}
+        levels.update(plan.planner.level_of)  # several factors: columns constant within another factor's units
+        for j, (k, constant) in levels.items():
+            fitted_factor, new_factor = plan.clusters.factors[k], clusters.factors[k]
+            rows = missing[:, j] & ~new_factor.unseen
             if not constant or not rows.any():
                 continue
             fitted = self.W[:, j].copy()
             if j in self.results[chain].values:
                 at, write = plan.impute_rows[j], plan.write_rows[j]
                 fitted[at[write]] = self.results[chain].values[j][write]
-            per_cluster = np.full(plan.n_clusters, np.nan)
-            per_cluster[plan.groups] = fitted
-            W[rows, j] = per_cluster[clusters.codes[rows]]
+            per_cluster = np.full(fitted_factor.count, np.nan)
+            per_cluster[fitted_factor.codes] = fitted
+            W[rows, j] = per_cluster[new_factor.codes[rows]]
             missing[rows, j] = np.isnan(W[rows, j])
 
 
@@ -490,7 +507,7 @@ def impute_new_data(
                     whereabouts.target = target
                     rows = np.flatnonzero(missing[:, target.column])
                     X, _, _ = design(W, target, codes, n_clusters)
-                    g = codes if target.cluster_role != 0 else None
+                    g = new_plan.model_groups(target)
                     W[rows, target.column] = sample_rows(draw, X, g, rows, target, new_plan, rng, log)
                     recompute_derived(W, new_plan, target.column)
     except Exception as error:

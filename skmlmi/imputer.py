@@ -36,7 +36,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
-from ._clusters import Clusters
+from ._clusters import STRUCTURES, Clusters
 from ._errors import in_context
 from ._frame import cell_mask, from_pandas, positional_labels, to_pandas
 from ._frontdoor import (
@@ -206,6 +206,16 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         changed. ``False`` gives mice's default matrix (every predictor ``1``). The models
         that take them are the one-stage random-effects models
         (``default_cluster_means`` in :class:`~skmlmi.conditional.BaseConditionalImputer`).
+    cluster_structure : {"auto", "nested", "crossed"}, default="auto"
+        With several grouping factors (``groups`` a list of column names, or a 2-D array or
+        DataFrame of labels, outer to inner): ``"auto"`` reads them as nested when every unit of
+        each lies within one unit of the factor before it, and as crossed otherwise;
+        ``"nested"`` combines each inner factor's labels with the outer ones (as lme4's
+        ``school/class``: class labels ``a``, ``b``, ``c`` repeating in every school mean
+        school:class); ``"crossed"`` takes the labels as given (a warning when they look
+        nested). One grouping factor: ignored. The models that take several factors are
+        :class:`~skmlmi.conditional.RandomEffectsNormal` and
+        :class:`~skmlmi.conditional.RandomEffectsPMM` (a random intercept per factor).
 
     Attributes
     ----------
@@ -297,8 +307,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         "derived": [dict, None],
         "bounds": [dict, None],
         "post": [dict, None],
-        "groups_column": [str, numbers.Integral, tuple, None],
+        "groups_column": [str, numbers.Integral, tuple, list, None],
         "cluster_means": ["boolean"],
+        "cluster_structure": [StrOptions(set(STRUCTURES))],
     }
 
     def __init__(
@@ -318,8 +329,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         derived: dict | None = None,
         bounds: dict | None = None,
         post: dict | None = None,
-        groups_column: Hashable | None = None,
+        groups_column: Hashable | list | None = None,
         cluster_means: bool = True,
+        cluster_structure: str = "auto",
     ) -> None:
         self.methods = methods
         self.predictor_matrix = predictor_matrix
@@ -338,6 +350,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self.post = post
         self.groups_column = groups_column
         self.cluster_means = cluster_means
+        self.cluster_structure = cluster_structure
 
     # ------------------------------------------------------------------ sklearn plumbing
     @classmethod
@@ -383,9 +396,11 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             Incomplete data; NaN, pandas NA or polars null marks missing values. The output
             follows the input's library unless ``set_output`` chooses one.
         y : ignored
-        groups : hashable or array-like of shape (n_samples,), default=None
+        groups : hashable, list or array-like of shape (n_samples,) or (n_samples, k), default=None
             Cluster labels, or the name of the cluster column of X (remembered, so that
-            ``transform`` needs no groups argument).
+            ``transform`` needs no groups argument); several grouping factors as a list of
+            column names or a 2-D array / DataFrame of labels, outer to inner (see
+            ``cluster_structure``).
         where : array-like of bool, shape (n_samples, n_features), default=None
             Cells to impute (mice's ``where``); default the missing ones. Observed cells
             marked are over-imputed: their imputations are stored and appear in the
@@ -494,8 +509,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             if len(input_features) != len(names):
                 raise ValueError("input_features does not match the number of features seen at fit.")
             names = input_features
-        if layout.groups_column is not None and not self.keep_groups:
-            names = names[[c != layout.groups_column for c in layout.columns]]
+        if layout.groups_columns and not self.keep_groups:
+            names = names[[c not in layout.groups_columns for c in layout.columns]]
         return names
 
     def continue_fit(self, n_iter: int = 1) -> MultilevelIterativeImputer:
@@ -580,19 +595,20 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         if groups is None and self.groups_column is not None:
             groups = self.groups_column
         groups = positional_labels(groups, source)
-        clusters = None if groups is None else Clusters.from_data(frame, groups)
+        clusters = None if groups is None else Clusters.from_data(frame, groups, self.cluster_structure)
         self.cluster_labels_ = None if clusters is None else clusters.labels
         groups_column = None if clusters is None else clusters.column
+        others = () if clusters is None else tuple(f.column for f in clusters.others if f.column is not None)
         columns = list(frame.columns)
         codecs = detect_codecs(frame, self.column_kinds)
-        check_settings(self._settings(), columns, codecs, groups_column)
-        layout = Layout(columns, codecs, groups_column, is_frame)
+        check_settings(self._settings(), columns, codecs, (groups_column, *others))
+        layout = Layout(columns, codecs, groups_column, is_frame, others)
         W, missing = encode(frame, layout)
-        codecs = learn_observed_categories(codecs, W, missing, columns, groups_column)
-        self._layout = layout = Layout(columns, codecs, groups_column, is_frame)
+        codecs = learn_observed_categories(codecs, W, missing, columns, layout.groups_columns)
+        self._layout = layout = Layout(columns, codecs, groups_column, is_frame, others)
         derived = set(self.derived or ())  # computed from their inputs: may start empty
         for j, name in enumerate(columns):
-            if name != groups_column and name not in derived and missing[:, j].all():
+            if name not in layout.groups_columns and name not in derived and missing[:, j].all():
                 raise ValueError(
                     f"Column {name!r} is entirely missing: nothing to learn its distribution from. "
                     "Drop it, or give it observed values."
@@ -697,7 +713,12 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         frame, source, _ = self._read(X, reset=False)
         groups = positional_labels(groups, source)
         if groups is None:
-            groups = layout.groups_column
+            fitted = self._fitted.plan.clusters
+            several = fitted is not None and fitted.n_factors > 1
+            if several and len(layout.groups_columns) == fitted.n_factors:
+                groups = list(layout.groups_columns)
+            elif not several:
+                groups = layout.groups_column
         if groups is None:
             clusters = None
             if self.cluster_labels_ is not None:

@@ -650,7 +650,8 @@ def test_values_beyond_the_numerics_range_are_an_error_naming_the_column(six_clu
         _small_imputer().fit(data, groups="g")
 
 
-@pytest.mark.parametrize("groups", [np.zeros((60, 2)), [[0, 1]] * 60, np.zeros((60, 1))])
+# (a 2-D array with several columns is several grouping factors: tests/conditional/test_multiple_factors.py)
+@pytest.mark.parametrize("groups", [[[0, 1]] * 60, np.zeros((60, 1))])
 def test_groups_of_more_than_one_dimension_are_named_as_groups(six_clusters, groups):
     with pytest.raises(ValueError, match="groups must be a column name or one cluster label per row"):
         _small_imputer().fit(six_clusters.drop(columns="g"), groups=groups)

@@ -28,6 +28,9 @@ __all__ = [
     "cluster_blocks",
     "collapsed_mixed_draw",
     "population_effects",
+    "FactorState",
+    "factor_cross_products",
+    "multi_factor_gibbs",
 ]
 
 
@@ -389,3 +392,95 @@ def normal_mixed_gibbs(suff, state, n_steps, prior, heteroscedastic, rng):
     # (mean and the factor that draws from it; see RandomEffectsPMM)
     b_hat = np.einsum("jki,jk->ji", Linv, np.einsum("jik,jk->ji", Linv, Zy - ZX @ beta_hat))
     return suff.beta_original(beta_hat), RandomEffectsPosterior(b_hat, Linv, sd, suff.effect_exponents()), ridged
+
+
+# --------------------------------------------------------------------------- several grouping factors
+@dataclass
+class FactorState:
+    """Gibbs state of a normal model with a random intercept per grouping factor (sampler's units).
+
+    ``u[k]`` holds factor k's intercepts (length J_k), ``tau2[k]`` their variance, ``sigma2`` the
+    residual variance; ``beta`` the fixed effects of the last block, intercept first.
+    """
+
+    u: list
+    tau2: np.ndarray
+    sigma2: float
+    beta: np.ndarray | None = None
+
+
+def factor_cross_products(X: np.ndarray, y: np.ndarray, codes: np.ndarray, counts) -> dict:
+    """What the Gibbs blocks of :func:`multi_factor_gibbs` reuse: X'X, X'y and, per factor, the
+    cluster sizes, the per-cluster sums of the columns of X and of y (one ``np.bincount`` per
+    column and factor; X holds the intercept column first)."""
+    sums = []
+    for k, J in enumerate(counts):
+        g = codes[:, k]
+        S = np.stack([np.bincount(g, weights=X[:, c], minlength=J) for c in range(X.shape[1])], axis=1)
+        sums.append((np.bincount(g, minlength=J).astype(float), S, np.bincount(g, weights=y, minlength=J)))
+    return {"XX": X.T @ X, "Xy": X.T @ y, "factors": sums}
+
+
+def multi_factor_gibbs(X, y, codes, counts, cross, state: FactorState, n_steps, prior, rng, donor_effects=False):
+    """``n_steps`` Gibbs steps of y = X beta + sum_k u_k[g_k] + e, u_k ~ N(0, tau_k^2), e ~ N(0, sigma^2).
+
+    Blocks, for each factor k in turn: (beta, u_k) given the other factors' intercepts, drawn
+    jointly (beta with u_k integrated out, then every u_kj given beta: the one-factor collapsed
+    step of :func:`normal_mixed_gibbs`, on the response less the other factors' effects), then
+    tau_k^2 | u_k from its inverse-gamma posterior (clusters with observed rows only; the
+    others' intercepts are population draws). Then sigma^2 | everything. Crossed and nested
+    factors are sampled alike, one factor given the others; every step is vectorised over the
+    clusters of a factor (per-cluster sums by ``np.bincount``), the only loop being over factors.
+
+    ``prior`` = (a, Binv, c, Dinv): sigma^2 ~ IW(a, Binv), tau_k^2 ~ IW(c, Dinv). Updates
+    ``state`` in place; returns beta_hat (the fixed effects' conditional posterior mean in the last
+    block) and, with ``donor_effects``, one more sweep of the intercepts drawn given beta_hat
+    (predictive mean matching's donors) else None.
+    """
+    a, Binv, c, Dinv = prior
+    n, p1 = X.shape
+    K = len(counts)
+    u = state.u
+    rows_effect = [u[k][codes[:, k]] for k in range(K)]
+    total = np.sum(rows_effect, axis=0)
+    beta_hat = np.zeros(p1)
+
+    def block(k, fixed_beta=None):
+        n_k, S, Zy = cross["factors"][k]
+        other = total - rows_effect[k]
+        Zr = Zy - np.bincount(codes[:, k], weights=other, minlength=counts[k])
+        M = n_k + state.sigma2 / state.tau2[k]  # (J_k,): Z_j'Z_j + sigma^2 / tau^2
+        if fixed_beta is None:
+            Xr = cross["Xy"] - X.T @ other
+            SM = S / M[:, None]
+            XVX = cross["XX"] - S.T @ SM
+            XVy = Xr - SM.T @ Zr
+            L, _ = ridge_cholesky(0.5 * (XVX + XVX.T), 1e-8)
+            mean = np.linalg.solve(L.T, np.linalg.solve(L, XVy))
+            beta = mean + np.sqrt(state.sigma2) * np.linalg.solve(L.T, rng.standard_normal(p1))
+        else:
+            mean = beta = fixed_beta
+        effects = (Zr - S @ beta) / M + np.sqrt(state.sigma2 / M) * rng.standard_normal(counts[k])
+        return mean, beta, effects
+
+    for _ in range(n_steps):
+        for k in range(K):
+            beta_hat, beta, u[k] = block(k)
+            fitted = cross["factors"][k][0] > 0
+            ss = float(u[k][fitted] @ u[k][fitted])
+            state.tau2[k] = 1.0 / rng.gamma((c + fitted.sum()) / 2, 2.0 / (Dinv + ss))
+            new = u[k][codes[:, k]]
+            total += new - rows_effect[k]
+            rows_effect[k] = new
+        state.beta = beta
+        resid = y - X @ beta - total
+        state.sigma2 = 1.0 / rng.gamma((a + n) / 2, 2.0 / (Binv + float(resid @ resid)))
+    donors = None
+    if donor_effects:
+        donors = [v.copy() for v in u]
+        for k in range(K):
+            _, _, donors[k] = block(k, beta_hat)
+            new = donors[k][codes[:, k]]
+            total += new - rows_effect[k]
+            rows_effect[k] = new
+    return beta_hat, donors

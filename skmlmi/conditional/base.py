@@ -95,6 +95,10 @@ class DrawContext:
         Whether the caller has already validated the model's parameters and the fitting
         rows' finiteness (the engine does both once, at fit); a model used directly gets
         these checks at every draw.
+    factor_counts : tuple of int
+        Several grouping factors (``groups`` of shape (n, k), for a model whose
+        ``multiple_factors`` is True): the cluster count of each (codes ``0..count-1`` at fit).
+        Empty with one factor.
     """
 
     target: str = "y"
@@ -107,6 +111,7 @@ class DrawContext:
     events: list[str] = field(default_factory=list)
     modelled_rows: Any = None
     checked: bool = False
+    factor_counts: tuple = ()
 
     def log(self, reason: str) -> None:
         """Record something the sampler decided on its own.
@@ -293,6 +298,10 @@ class BaseConditionalImputer(BaseEstimator):
     cluster_level : bool
         Whether the model imputes a cluster-level variable (one value per cluster, constant
         within clusters) rather than one value per row.
+    multiple_factors : bool
+        Whether the model takes several grouping factors (nested or crossed): it then receives
+        ``groups`` of shape (n, k), one column of codes per factor (outer to inner), and
+        ``DrawContext.factor_counts``.
     r_names : dict of str to dict
         The R method names (mice, miceadds, micemd) this model stands for, each with the
         settings it implies, e.g. ``{"2l.norm": {"heteroscedastic": True}}``. The imputer's
@@ -308,6 +317,7 @@ class BaseConditionalImputer(BaseEstimator):
     uses_groups_if_given: bool = False
     default_cluster_means: bool = False
     cluster_level: bool = False
+    multiple_factors: bool = False
     r_names: dict = {}
 
     def draw(
@@ -378,8 +388,11 @@ class BaseConditionalImputer(BaseEstimator):
                 f"{type(self).__name__} for {context.target!r}: {what} has missing or infinite values in the "
                 "observed rows; the rows a model is fitted on must be complete."
             )
-        if groups is not None:
+        if groups is not None and np.ndim(groups) == 2 and np.shape(groups)[1] > 1:
+            groups = self._factor_codes(groups, y, context)
+        elif groups is not None:
             groups = np.asarray(groups, dtype=np.intp)
+            groups = groups[:, 0] if groups.ndim == 2 else groups  # one factor as an (n, 1) array
             if groups.shape != y.shape:
                 raise ValueError(
                     f"{type(self).__name__} for {context.target!r}: groups has shape {groups.shape}, y {y.shape}."
@@ -412,6 +425,29 @@ class BaseConditionalImputer(BaseEstimator):
             state = None
         inner, new_state = self._draw(y, observed, X[:, keep], roles[keep], groups, rng, state, context)
         return _SubsetDraw(inner, keep), new_state
+
+    def _factor_codes(self, groups, y, context: DrawContext) -> np.ndarray:
+        """Codes of several grouping factors, (n, k), checked against ``context.factor_counts``."""
+        if not self.multiple_factors:
+            raise ValueError(
+                f"{self._name(context)} takes one grouping factor; groups has {np.shape(groups)[1]} columns."
+            )
+        groups = np.asarray(groups, dtype=np.intp)
+        if groups.shape[0] != len(y):
+            raise ValueError(f"{self._name(context)}: groups has shape {groups.shape}, y {y.shape}.")
+        if len(groups) and groups.min() < 0:
+            raise ValueError(f"{self._name(context)}: cluster codes must be >= 0.")
+        if not context.factor_counts:  # a model called directly
+            context.factor_counts = tuple(int(c) for c in (groups.max(axis=0) + 1 if len(groups) else groups[0]))
+        elif len(context.factor_counts) != groups.shape[1] or (
+            len(groups) and (groups.max(axis=0) >= np.asarray(context.factor_counts)).any()
+        ):
+            raise ValueError(
+                f"{self._name(context)}: the codes of groups {groups.shape} do not fit the factors' cluster "
+                f"counts {context.factor_counts} (DrawContext.factor_counts)."
+            )
+        context.n_clusters = int(context.factor_counts[0])
+        return groups
 
     # ------------------------------------------------------------------ lifecycle every model shares
     def _name(self, context: DrawContext) -> str:

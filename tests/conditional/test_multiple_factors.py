@@ -1,0 +1,257 @@
+"""Several grouping factors: the front door (nested, crossed, combined labels) and the models with a
+random intercept per factor, against known truth.
+
+Known-truth tests: seeded replications; the imputed data's variance components (method of moments)
+are compared with those of the complete data, replication by replication, and the mean difference
+must lie within 3.5 Monte Carlo standard errors of zero (3 components, family-wise), while the
+imputation by one factor only must be biased in the same test (the ignored factor's variance moves
+to the residual).
+"""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skmlmi import MultilevelIterativeImputer
+from skmlmi._clusters import Clusters
+from skmlmi.conditional import RandomEffectsLogistic, RandomEffectsNormal, RandomEffectsPMM
+
+SCHOOLS, CLASSES, PUPILS = 60, 5, 8  # balanced: 60 schools x 5 classes x 8 pupils
+
+
+def _missing_at_random(rng, frame):
+    """y missing with probability logistic(-1 + x): about 30%, MAR on x."""
+    incomplete = frame.copy()
+    incomplete.loc[rng.random(len(frame)) < 1 / (1 + np.exp(1.0 - frame["x"])), "y"] = np.nan
+    return incomplete
+
+
+def _three_level(seed):
+    """Variance shares of y given x: 0.10 school, 0.15 class, 0.50 pupil (x adds 0.25 at level 1)."""
+    rng = np.random.default_rng(seed)
+    n = SCHOOLS * CLASSES * PUPILS
+    school = np.repeat(np.arange(SCHOOLS), CLASSES * PUPILS)
+    klass = np.repeat(np.arange(SCHOOLS * CLASSES), PUPILS)
+    x = rng.normal(size=n)
+    y = (
+        0.5 * x
+        + np.sqrt(0.10) * rng.normal(size=SCHOOLS)[school]
+        + np.sqrt(0.15) * rng.normal(size=SCHOOLS * CLASSES)[klass]
+        + np.sqrt(0.50) * rng.normal(size=n)
+    )
+    frame = pd.DataFrame({"school": school, "klass": klass, "x": x, "y": y})
+    return frame, _missing_at_random(rng, frame)
+
+
+def _nested_components(y):
+    """(school, class, residual) variance of y by the balanced three-level ANOVA."""
+    y = np.asarray(y).reshape(SCHOOLS, CLASSES, PUPILS)
+    class_means = y.mean(axis=2)
+    school_means = class_means.mean(axis=1)
+    ms_error = ((y - class_means[:, :, None]) ** 2).sum() / (SCHOOLS * CLASSES * (PUPILS - 1))
+    ms_class = PUPILS * ((class_means - school_means[:, None]) ** 2).sum() / (SCHOOLS * (CLASSES - 1))
+    ms_school = CLASSES * PUPILS * ((school_means - school_means.mean()) ** 2).sum() / (SCHOOLS - 1)
+    return np.array([(ms_school - ms_class) / (CLASSES * PUPILS), (ms_class - ms_error) / PUPILS, ms_error])
+
+
+def _crossed(seed, n_a=120, n_b=40, met=10, per_cell=2):
+    """Sparse crossed factors: each unit of a meets 10 of the 40 units of b; shares 0.15 a, 0.10 b."""
+    rng = np.random.default_rng(seed)
+    a = np.repeat(np.arange(n_a), met * per_cell)
+    b = np.concatenate([np.repeat(rng.choice(n_b, met, replace=False), per_cell) for _ in range(n_a)])
+    x = rng.normal(size=len(a))
+    y = (
+        0.5 * x
+        + np.sqrt(0.15) * rng.normal(size=n_a)[a]
+        + np.sqrt(0.10) * rng.normal(size=n_b)[b]
+        + np.sqrt(0.50) * rng.normal(size=len(a))
+    )
+    frame = pd.DataFrame({"a": a, "b": b, "x": x, "y": y})
+    return frame, _missing_at_random(rng, frame)
+
+
+def _pair_sums(y, g):
+    """Sum over pairs of rows within a unit of (y_i - y_j)^2, and the number of such pairs."""
+    n = np.bincount(g)
+    s1, s2 = np.bincount(g, y), np.bincount(g, y * y)
+    return (n * s2 - s1**2).sum(), (n * (n - 1) / 2).sum()
+
+
+def _crossed_components(frame):
+    """(a, b, residual) variances by pair differences: half the mean squared difference of two rows is
+    sigma^2 in one cell, tau_b^2 + sigma^2 within a unit of a across units of b, and so on (unbiased)."""
+    y, a, b = (frame[c].to_numpy() for c in ("y", "a", "b"))
+    cell = np.unique(a * (b.max() + 1) + b, return_inverse=True)[1]
+    (d_a, p_a), (d_b, p_b), (d_c, p_c) = _pair_sums(y, a), _pair_sums(y, b), _pair_sums(y, cell)
+    sigma2 = d_c / p_c / 2
+    return np.array([(d_b - d_c) / (p_b - p_c) / 2 - sigma2, (d_a - d_c) / (p_a - p_c) / 2 - sigma2, sigma2])
+
+
+def _bias(simulate, components, model, groups, replications):
+    """Mean over replications of (imputed - complete) variance components, and its Monte Carlo SE."""
+    differences = []
+    for r in range(replications):
+        complete, incomplete = simulate(1000 + r)
+        imputer = MultilevelIterativeImputer(methods={"y": model}, n_imputations=10, max_iter=10, random_state=r)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            imputed = imputer.fit_transform_all(incomplete, groups=groups)
+        estimate = np.mean([components(d) for d in imputed], axis=0)
+        differences.append(estimate - components(complete))
+    differences = np.array(differences)
+    return differences.mean(axis=0), differences.std(axis=0, ddof=1) / np.sqrt(replications)
+
+
+def _nested(frame):
+    return _nested_components(frame["y"])
+
+
+@pytest.mark.parametrize("model", [RandomEffectsNormal(), RandomEffectsPMM()], ids=["normal", "pmm"])
+def test_three_levels_keep_each_levels_variance_and_two_levels_do_not(model):
+    bias, se = _bias(_three_level, _nested, model, ["school", "klass"], 20)
+    assert (se < 0.1 * np.array([0.10, 0.15, 0.75])).all()  # the test can see a 10% bias
+    assert (np.abs(bias) < 3.5 * se).all(), (bias, se)
+    if isinstance(model, RandomEffectsNormal) and not isinstance(model, RandomEffectsPMM):
+        two_level, se2 = _bias(_three_level, _nested, model, "school", 20)
+        # by school only, the imputed values lack the class variance: it moves to the residual
+        assert two_level[1] < -3.5 * se2[1] and two_level[1] < -0.2 * 0.15, (two_level, se2)
+        assert two_level[2] > 3.5 * se2[2], (two_level, se2)
+
+
+@pytest.mark.parametrize("model", [RandomEffectsNormal(), RandomEffectsPMM()], ids=["normal", "pmm"])
+def test_crossed_factors_keep_both_variances_and_one_factor_does_not(model):
+    bias, se = _bias(_crossed, _crossed_components, model, ["a", "b"], 20)
+    assert (se < 0.1 * np.array([0.15, 0.10, 0.75])).all()
+    assert (np.abs(bias) < 3.5 * se).all(), (bias, se)
+    if not isinstance(model, RandomEffectsPMM):
+        one, se1 = _bias(_crossed, _crossed_components, model, "a", 20)
+        assert one[1] < -3.5 * se1[1] and one[1] < -0.2 * 0.10, (one, se1)
+
+
+# --------------------------------------------------------------------------- the front door
+def _small():
+    frame, incomplete = _three_level(0)
+    return frame.iloc[:400].reset_index(drop=True), incomplete.iloc[:400].reset_index(drop=True)
+
+
+def test_one_factor_in_a_list_is_that_column_bit_for_bit():
+    _, incomplete = _small()
+    one = MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0).fit_transform(
+        incomplete, groups="school"
+    )
+    listed = MultilevelIterativeImputer(n_imputations=2, max_iter=2, random_state=0).fit_transform(
+        incomplete, groups=["school"]
+    )
+    pd.testing.assert_frame_equal(one, listed)
+
+
+def test_factors_from_columns_arrays_and_frames_agree():
+    _, incomplete = _small()
+    labels = incomplete[["school", "klass"]].to_numpy()
+    results = []
+    for data, groups in (
+        (incomplete, ["school", "klass"]),
+        (incomplete[["x", "y"]], labels),
+        (incomplete[["x", "y"]], pd.DataFrame(labels)),
+    ):
+        imputer = MultilevelIterativeImputer(methods="RandomEffectsNormal", n_imputations=2, max_iter=2, random_state=0)
+        out = imputer.fit_transform(data, groups=groups)
+        results.append(out["y"].to_numpy())
+        assert imputer._fitted.plan.clusters.structure == "nested"
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+
+
+def test_grouping_columns_are_never_predictors_and_dropped_together():
+    _, incomplete = _small()
+    imputer = MultilevelIterativeImputer(methods="RandomEffectsPMM", n_imputations=2, max_iter=2, keep_groups=False)
+    out = imputer.fit_transform(incomplete, groups=["school", "klass"])
+    assert list(out.columns) == ["x", "y"]
+    assert imputer.predictor_matrix_.loc["y", "klass"] == -2
+    assert imputer.predictor_matrix_.loc["klass"].eq(0).all()
+    assert list(imputer.get_feature_names_out()) == ["x", "y"]
+
+
+def test_repeating_inner_labels_are_crossed_unless_nested_is_said():
+    frame = pd.DataFrame({"batch": np.repeat(list("ABCDEFGH"), 6), "cask": np.tile(np.repeat(list("abc"), 2), 8)})
+    assert Clusters.from_data(frame, ["batch", "cask"]).structure == "crossed"
+    nested = Clusters.from_data(frame, ["batch", "cask"], "nested")
+    assert nested.structure == "nested" and nested.counts == (8, 24)
+    assert nested.factors[1].labels[0] == ("A", "a")  # batch:cask, as lme4's batch/cask
+
+
+def test_crossed_said_of_nested_data_warns():
+    _, incomplete = _small()
+    with pytest.warns(UserWarning, match="look nested"):
+        Clusters.from_data(incomplete, ["school", "klass"], "crossed")
+
+
+def test_a_model_taking_one_factor_is_a_clear_error():
+    _, incomplete = _small()
+    incomplete["z"] = (incomplete["x"] > 0).astype(float)
+    incomplete.loc[::7, "z"] = np.nan
+    imputer = MultilevelIterativeImputer(methods={"z": RandomEffectsLogistic()}, n_imputations=1, max_iter=1)
+    with pytest.raises(ValueError, match="RandomEffectsLogistic for 'z' takes one grouping factor"):
+        imputer.fit(incomplete, groups=["school", "klass"])
+
+
+def test_new_data_with_unseen_units_of_each_factor():
+    _, incomplete = _small()
+    imputer = MultilevelIterativeImputer(methods="RandomEffectsNormal", n_imputations=2, max_iter=3, random_state=0)
+    imputer.fit(incomplete, groups=["school", "klass"])
+    new = incomplete.iloc[:40].copy()
+    new.loc[:19, "klass"] = 10_000  # a class unseen at fit, in a seen school
+    new.loc[:, "y"] = np.nan
+    out = imputer.transform(new)
+    assert out["y"].notna().all()
+    np.testing.assert_array_equal(out["x"], new["x"])
+
+
+def test_direct_draw_with_an_array_of_factor_codes():
+    rng = np.random.default_rng(0)
+    frame, incomplete = _crossed(3)
+    groups = frame[["a", "b"]].to_numpy()
+    observed = incomplete["y"].notna().to_numpy()
+    X = frame[["x"]].to_numpy()
+    draw, state = RandomEffectsNormal().draw(frame["y"].to_numpy(), observed, X, np.array([1]), groups, rng)
+    assert draw.sample(X[~observed], groups[~observed], rng).shape == ((~observed).sum(),)
+    assert state.variances["tau2"].shape == (2,)
+
+
+def test_variables_of_each_level_are_imputed_at_their_level():
+    """A school-level and a class-level variable, missing in whole schools / classes: each is imputed by a
+    cluster-level model on the units of its own factor, so it stays constant within them (new data too)."""
+    _, incomplete = _three_level(5)
+    rng = np.random.default_rng(2)
+    school, klass = incomplete["school"].to_numpy(), incomplete["klass"].to_numpy()
+    s = rng.normal(size=SCHOOLS)
+    w = 0.5 * s[np.arange(SCHOOLS * CLASSES) // CLASSES] + rng.normal(size=SCHOOLS * CLASSES)
+    incomplete["s"], incomplete["w"] = s[school], w[klass]
+    incomplete.loc[np.isin(school, rng.choice(SCHOOLS, 18, replace=False)), "s"] = np.nan
+    incomplete.loc[np.isin(klass, rng.choice(SCHOOLS * CLASSES, 90, replace=False)), "w"] = np.nan
+    imputer = MultilevelIterativeImputer(methods={"y": "RandomEffectsNormal"}, n_imputations=2, max_iter=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        completed = imputer.fit_transform_all(incomplete, groups=["school", "klass"])
+    assert {t.name: (type(t.model).__name__, t.factor) for t in imputer._fitted.plan.targets} == {
+        "y": ("RandomEffectsNormal", None),
+        "s": ("ClusterLevelNormal", 0),
+        "w": ("ClusterLevelNormal", 1),
+    }
+    for data in completed:
+        assert data["s"].notna().all() and data["w"].notna().all()
+        assert data.groupby("school")["s"].nunique().max() == 1
+        assert data.groupby("klass")["w"].nunique().max() == 1
+    new = incomplete.iloc[:80].copy()
+    new["w"] = np.nan
+    new.loc[:39, "klass"] = 10_000  # an unseen class: one draw for all its rows
+    assert imputer.transform(new).groupby("klass")["w"].nunique().max() == 1
+
+
+def test_nested_factors_given_inner_to_outer_are_an_error_when_nested_is_said():
+    _, incomplete = _small()
+    assert Clusters.from_data(incomplete, ["klass", "school"]).structure == "crossed"  # same random intercepts
+    with pytest.raises(ValueError, match="inner to outer"):
+        Clusters.from_data(incomplete, ["klass", "school"], "nested")
