@@ -15,34 +15,24 @@ already turned codes 3/4 into 1/2 plus a cluster-mean column) and integer cluste
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._kernels import (
-    FactorState,
     MixedCrossProducts,
-    factor_cross_products,
-    find_redundant_columns,
-    multi_factor_gibbs,
     normal_mixed_gibbs,
     pmm_match,
-    power_of_two_exponents,
     rows_of_clusters,
 )
+from ._priors import check_prior, prior_values
+from ._random_effects_factors import FactorPMMDraw, fit_several_factors
 from .base import BaseConditionalImputer, Draw, DrawContext, cluster_names
 
 __all__ = ["RandomEffectsNormal", "RandomEffectsPMM"]
 
-#: Scale of the default ("weak") prior of Psi relative to pan's standardised one: IW(q, 0.05 var(y) D).
-#: Pan's Dinv = var(y) is worth one pseudo-cluster whose effect has the TOTAL variance of y; with
-#: few clusters and a low ICC it dominates Psi's posterior (J = 30, ICC 0.1: tau^2 of the completed
-#: data +12% with sporadic, +38% with systematic missingness). At 0.05 var(y) the same cells are
-#: within 0.3% and 8% (Monte Carlo SE 2.6% and 3.7%), and the floor it puts under Psi (about
-#: 0.05 var(y) / J) still keeps the sampler from collapsing onto Psi = 0.
-_WEAK_PSI_SCALE = 0.05
 #: Condition number of the random-effects correlation matrix above which Psi is
 #: reported as near singular.
 _COND_TOL = 1e8
@@ -179,163 +169,6 @@ class _RandomEffectsPMMDraw(_RandomEffectsNormalDraw):
         # distinct donors within a cluster: shared donors would correlate the cluster's imputations
         strata = None if groups is None else np.asarray(groups)
         return self.y_donors[pmm_match(self.yhat_donors, target, self.donors, rng, strata)]
-
-
-# --------------------------------------------------------------------------- several grouping factors
-@dataclass
-class FactorModelState:
-    """Sampler state of the model with a random intercept per grouping factor (one chain).
-
-    ``gibbs`` is in the sampler's units (y / 2^y_exponent, columns / 2^x_exponents, centred);
-    the exponents are chosen at the chain's first visit and kept while the state is used.
-    ``trace`` holds, per Gibbs step of the last visit, nothing yet beyond the final values;
-    ``tau2`` and ``sigma2`` on the original scale are in :attr:`variances`.
-    """
-
-    n_columns: int
-    counts: tuple
-    columns: np.ndarray
-    y_exponent: int
-    x_exponents: np.ndarray
-    gibbs: FactorState
-    n_steps: int = 0
-    logged: set = field(default_factory=set)
-
-    @property
-    def variances(self) -> dict:
-        """tau_k^2 per factor and sigma^2, on the original scale."""
-        return {
-            "tau2": np.ldexp(self.gibbs.tau2, 2 * self.y_exponent),
-            "sigma2": float(np.ldexp(self.gibbs.sigma2, 2 * self.y_exponent)),
-        }
-
-
-class _FactorNormalDraw(Draw):
-    """One posterior draw of the normal model with a random intercept per grouping factor."""
-
-    def __init__(self, beta, effects, tau, sigma, name):
-        self.beta = beta  # (p + 1,), intercept first, original scale
-        self.effects = effects  # one (J_k,) array per factor
-        self.tau = tau  # (k,) SDs of the factors' intercepts
-        self.sigma = sigma
-        self.name = name
-
-    def _effects(self, groups, rng):
-        groups = np.asarray(groups)
-        if groups.ndim != 2 or groups.shape[1] != len(self.effects):
-            raise ValueError(
-                f"{self.name}: this draw has {len(self.effects)} grouping factors and needs their codes as an "
-                f"(n, {len(self.effects)}) array; got shape {groups.shape}."
-            )
-        total = np.zeros(len(groups))
-        for k, (u, tau) in enumerate(zip(self.effects, self.tau, strict=True)):
-
-            def draw_new(codes, inverse, rows, tau=tau):  # a cluster unseen at fit: a population draw
-                return tau * rng.standard_normal((len(codes), 1))
-
-            total += rows_of_clusters(u[:, None], groups[:, k], draw_new)[:, 0]
-        return total
-
-    def _linear_predictor(self, X, effects):
-        return self.beta[0] + X @ self.beta[1:] + effects
-
-    def sample(self, X, groups, rng):
-        X = np.asarray(X, dtype=float).reshape(len(groups), -1)
-        return self._linear_predictor(X, self._effects(groups, rng)) + self.sigma * rng.standard_normal(len(X))
-
-
-class _FactorPMMDraw(_FactorNormalDraw):
-    """Predictive mean matching on predictions that include every factor's intercept."""
-
-    def __init__(self, normal: _FactorNormalDraw, yhat_donors, y_donors, donors):
-        self.__dict__.update(normal.__dict__)
-        self.yhat_donors, self.y_donors, self.donors = yhat_donors, y_donors, donors
-
-    def sample(self, X, groups, rng):
-        X = np.asarray(X, dtype=float).reshape(len(groups), -1)
-        target = self._linear_predictor(X, self._effects(groups, rng))
-        strata = np.asarray(groups)[:, -1]  # distinct donors within an innermost unit
-        return self.y_donors[pmm_match(self.yhat_donors, target, self.donors, rng, strata)]
-
-
-def _factor_prior(prior, var_y: float, y_exponent: int):
-    """(a, Binv, c, Dinv) of sigma^2 and of each tau_k^2, in the sampler's units (y / 2^y_exponent)."""
-    if isinstance(prior, dict) or prior == "pan":
-        a, Binv, c, Dinv = _given_prior(prior, 1)
-        return a, float(np.ldexp(Binv, -2 * y_exponent)), c, float(np.ldexp(Dinv[0, 0], -2 * y_exponent))
-    a, Binv, c, Dinv = _prior_values(prior, 1, np.sqrt(var_y) if var_y > 0 else 1.0, [])
-    return a, Binv, c, float(Dinv[0, 0])
-
-
-# --------------------------------------------------------------------------- sampler
-def _prior_values(prior, q, sd_y, sd_z, suff=None, name="y"):
-    """(a, Binv, c, Dinv) of the inverse-Wishart priors, in the sampler's units.
-
-    ``sd_y`` and ``sd_z`` are the SDs of the rescaled y and random-slope columns, so the
-    "weak" and "scaled" priors are built in the sampler's units directly. Numbers given on the data's own
-    scale ("pan", a dict) are converted exactly (powers of two, see
-    :meth:`skmlmi._kernels.MixedCrossProducts.rescale`): IW(c, Dinv) for Psi becomes IW(c, Dinv_kl 2^-(d_k + d_l)) for
-    the rescaled Psi, d_k the exponent of random effect k, and Binv becomes Binv 2^(-2 e_y).
-    """
-    if isinstance(prior, dict) or prior == "pan":
-        a, Binv, c, Dinv = _given_prior(prior, q)
-        if suff is None:
-            return a, Binv, c, Dinv
-        d = suff.effect_exponents()
-        with np.errstate(over="ignore", under="ignore"):
-            Binv_s = float(np.ldexp(Binv, -2 * suff.y_exponent))
-            Dinv_s = np.ldexp(Dinv, -(d[:, None] + d[None, :]))
-        diagonal = np.diag(Dinv_s)
-        if not (np.isfinite(Binv_s) and Binv_s > 0 and np.all(np.isfinite(Dinv_s)) and np.all(diagonal > 0)):
-            raise ValueError(
-                f"RandomEffectsNormal for {name!r}: the prior's fixed numbers (prior={prior!r}) are on the data's "
-                f"own scale, and at the scale of {name!r} and its random-slope predictors (SD about "
-                f"2^{suff.y_exponent} and 2^{(suff.y_exponent - d[1:]).tolist()}) they over- or underflow; "
-                "use prior='weak' (or 'scaled'), which is defined relative to the data's scale."
-            )
-        return a, Binv_s, c, Dinv_s
-    # "scaled": pan's numbers applied to y / sd(y) and z_k / sd(z_k); "weak": Psi's scale a twentieth of that
-    scale = np.concatenate([[1.0], 1.0 / np.asarray(sd_z, dtype=float) ** 2]) if q > 1 else np.ones(1)
-    psi_scale = _WEAK_PSI_SCALE if prior == "weak" else 1.0
-    return 1.0, sd_y**2, float(q), psi_scale * sd_y**2 * np.diag(scale[:q])
-
-
-def _check_prior(prior) -> None:
-    """A dict prior's keys and numbers, checked with the parameters (before any chain runs)."""
-    if not isinstance(prior, dict):
-        return
-    unknown = set(prior) - {"a", "Binv", "c", "Dinv"}
-    if unknown:
-        raise ValueError(f"unknown prior keys {sorted(map(str, unknown))}; use a, Binv, c, Dinv")
-    for key in ("a", "Binv", "c"):
-        value = prior.get(key, 1.0)
-        if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value) or value <= 0:
-            raise ValueError(f"prior[{key!r}] must be a positive number, got {value!r}")
-    try:
-        Dinv = np.asarray(prior.get("Dinv", 1.0), dtype=float)
-    except (TypeError, ValueError):
-        raise ValueError(f"prior['Dinv'] must be a number or a square matrix, got {prior['Dinv']!r:.60}") from None
-    if Dinv.ndim not in (0, 2) or Dinv.ndim == 2 and Dinv.shape[0] != Dinv.shape[1] or not np.isfinite(Dinv).all():
-        raise ValueError(f"prior['Dinv'] must be a finite number or square matrix, got shape {Dinv.shape}")
-
-
-def _given_prior(prior, q):
-    """(a, Binv, c, Dinv) given on the data's own scale: pan's numbers or a dict."""
-    if isinstance(prior, dict):
-        unknown = set(prior) - {"a", "Binv", "c", "Dinv"}
-        if unknown:
-            raise ValueError(f"unknown prior keys {sorted(unknown)}; use a, Binv, c, Dinv")
-        a = float(prior.get("a", 1.0))
-        Binv = float(prior.get("Binv", 1.0))
-        c = float(prior.get("c", q))
-        Dinv = np.asarray(prior.get("Dinv", 1.0), dtype=float)
-        Dinv = Dinv * np.eye(q) if Dinv.ndim == 0 else Dinv
-        if Dinv.shape != (q, q):
-            raise ValueError(f"prior Dinv must be a scalar or of shape ({q}, {q}), got {Dinv.shape}")
-        if a <= 0 or Binv <= 0 or c <= q - 1 or np.any(np.linalg.eigvalsh(Dinv) <= 0):
-            raise ValueError("prior needs a > 0, Binv > 0, c > q - 1 and a positive-definite Dinv")
-        return a, Binv, c, Dinv
-    return 1.0, 1.0, float(q), np.eye(q)  # pan's defaults
 
 
 def _start_values(suff: MixedCrossProducts, q, heteroscedastic):
@@ -552,7 +385,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
 
     def _validate_params(self):
         super()._validate_params()
-        _check_prior(self.prior)
+        check_prior(self.prior)
 
     def __init__(self, n_gibbs: int = 4, n_burnin: int = 5, heteroscedastic: bool = False, prior: str | dict = "weak"):
         self.n_gibbs = n_gibbs
@@ -607,7 +440,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
         suff.set_slopes(keep)
         sd_y = float(np.sqrt(suff.var_y)) if suff.var_y > 0 else 1.0
         sd_z = [float(np.sqrt(suff.var_x[c])) if suff.var_x[c] > 0 else 1.0 for c in slope_columns]
-        prior = _prior_values(self.prior, q, sd_y, sd_z, suff, context.target)
+        prior = prior_values(self.prior, q, sd_y, sd_z, suff, context.target)
 
         if fresh:
             precision, psi_sqrt, sigma2 = _start_values(suff, q, hetero)
@@ -711,88 +544,10 @@ class RandomEffectsNormal(BaseConditionalImputer):
 
     def _draw(self, y, observed, X, roles, groups, rng, state, context: DrawContext):
         if groups.ndim == 2:
-            draw, state, _ = self._fit_factors(y, observed, X, roles, groups, rng, state, context, donors=False)
+            draw, state, _ = fit_several_factors(self, y, observed, X, roles, groups, rng, state, context, donors=False)
             return draw, state
         draw, state, *_ = self._fit_chain(y, observed, X, roles, groups, rng, state, context)
         return draw, state
-
-    def _fit_factors(self, y, observed, X, roles, groups, rng, state, context, donors):
-        """Several grouping factors: a random intercept per factor (:func:`multi_factor_gibbs`)."""
-        name = self._name(context)
-        if getattr(self, "heteroscedastic", False):
-            raise ValueError(f"{name}: heteroscedastic=True takes one grouping factor; groups has {groups.shape[1]}.")
-        if (roles == 2).any():
-            raise ValueError(
-                f"{name}: random slopes (role 2) with several grouping factors are not implemented yet; "
-                "code the predictors 1 (a random intercept per factor)."
-            )
-        counts = tuple(int(c) for c in context.factor_counts)
-        state = self._reuse_state(state, FactorModelState, X.shape[1], counts=counts)
-        log_once = self._event_log(state)
-        rows = np.flatnonzero(observed)
-        Xo, yo, go = X[rows], y[rows], groups[rows]
-        if state is None:
-            drop = find_redundant_columns(Xo) if X.shape[1] else {}
-            for index, reason in drop.items():
-                log_once(f"{context.target!r}: predictor {context.predictor_name(index)!r} dropped: {reason}")
-            columns = np.array([k for k in range(X.shape[1]) if k not in drop], dtype=int)
-        else:
-            columns = state.columns
-        Xo = Xo[:, columns]
-        x_mean, y_mean = Xo.mean(axis=0), float(yo.mean())
-        if state is None:
-            y_exponent = int(power_of_two_exponents(np.array([yo.std()]), np.array([abs(y_mean)]))[0])
-            x_exponents = power_of_two_exponents(Xo.std(axis=0), np.abs(x_mean)) if len(columns) else np.zeros(0, int)
-        else:
-            y_exponent, x_exponents = state.y_exponent, state.x_exponents
-        Xs = np.column_stack([np.ones(len(rows)), np.ldexp(Xo - x_mean, -x_exponents)])
-        ys = np.ldexp(yo - y_mean, -y_exponent)
-        var_y = float(ys.var())
-        prior = _factor_prior(self.prior, var_y, y_exponent)
-        empty = [int((np.bincount(go[:, k], minlength=J) == 0).sum()) for k, J in enumerate(counts)]
-        for k, n_empty in enumerate(empty):
-            if n_empty:
-                log_once(
-                    f"{context.target!r}: {n_empty} unit(s) of grouping factor {k + 1} with no observed value: "
-                    "their intercepts are drawn from the population distribution"
-                )
-        n_steps = self.n_gibbs
-        if state is None:
-            start = 0.5 * var_y if var_y > 0 else 1.0
-            gibbs = FactorState([np.zeros(J) for J in counts], np.full(len(counts), start / len(counts)), start)
-            state = FactorModelState(
-                X.shape[1], counts, columns, y_exponent, x_exponents, gibbs, logged=log_once.logged
-            )
-            n_steps += self.n_burnin
-        cross = factor_cross_products(Xs, ys, go, counts)
-        beta_hat, donor_effects = multi_factor_gibbs(
-            Xs, ys, go, counts, cross, state.gibbs, n_steps, prior, rng, donor_effects=donors
-        )
-        state.n_steps += n_steps
-
-        def original(beta):  # fixed effects back to the caller's units, one per column of X
-            out = np.zeros(X.shape[1] + 1)
-            out[columns + 1] = np.ldexp(beta[1:], y_exponent - x_exponents)
-            out[0] = np.ldexp(beta[0], y_exponent) + y_mean - x_mean @ out[columns + 1]
-            return out
-
-        g = state.gibbs
-        draw = _FactorNormalDraw(
-            original(g.beta),
-            [np.ldexp(u, y_exponent) for u in g.u],
-            np.ldexp(np.sqrt(g.tau2), y_exponent),
-            float(np.ldexp(np.sqrt(g.sigma2), y_exponent)),
-            name,
-        )
-        log_once.flush(context)
-        extra = None
-        if donors:
-            effects = np.zeros(len(rows))
-            for k, u in enumerate(donor_effects):
-                effects += np.ldexp(u, y_exponent)[go[:, k]]
-            fixed = original(beta_hat)
-            extra = fixed[0] + X[rows] @ fixed[1:] + effects
-        return draw, state, extra
 
 
 class RandomEffectsPMM(RandomEffectsNormal):
@@ -894,10 +649,12 @@ class RandomEffectsPMM(RandomEffectsNormal):
     def _draw(self, y, observed, X, roles, groups, rng, state, context: DrawContext):
         if groups.ndim == 2:
             # matchtype 1: donors' fixed effects at beta_hat and intercepts drawn given it; 2: the draw itself
-            normal, state, yhat = self._fit_factors(y, observed, X, roles, groups, rng, state, context, donors=True)
+            normal, state, yhat = fit_several_factors(
+                self, y, observed, X, roles, groups, rng, state, context, donors=True
+            )
             if self.matchtype == 2:
                 yhat = normal._linear_predictor(X[observed], normal._effects(groups[observed], rng))
-            return _FactorPMMDraw(normal, yhat, y[observed].copy(), int(self.donors)), state
+            return FactorPMMDraw(normal, yhat, y[observed].copy(), int(self.donors)), state
         normal, state, suff, beta_hat, b_posterior = self._fit_chain(y, observed, X, roles, groups, rng, state, context)
         Xo, go = X[observed], groups[observed]
         if self.matchtype == 1:

@@ -1,0 +1,197 @@
+"""Random-effects normal and PMM models with a random intercept for each of several grouping factors.
+
+Nested (pupils in classes in schools) or crossed (students and lecturers) factors: the model is
+y = X beta + sum_k u_k[g_k] + e with u_k ~ N(0, tau_k^2) and e ~ N(0, sigma^2); each factor's
+intercepts are drawn as a block given the others (:func:`~skmlmi._kernels.multi_factor_gibbs`,
+no loop over clusters). :class:`~skmlmi.conditional.RandomEffectsNormal` and
+:class:`~skmlmi.conditional.RandomEffectsPMM` call :func:`fit_several_factors` when the engine
+hands them more than one factor's codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._kernels import (
+    FactorState,
+    factor_cross_products,
+    find_redundant_columns,
+    multi_factor_gibbs,
+    pmm_match,
+    power_of_two_exponents,
+    rows_of_clusters,
+)
+from ._priors import given_prior, prior_values
+from .base import Draw
+
+__all__ = ["FactorModelState", "fit_several_factors"]
+
+
+@dataclass
+class FactorModelState:
+    """Sampler state of the model with a random intercept per grouping factor (one chain).
+
+    ``gibbs`` is in the sampler's units (y / 2^y_exponent, columns / 2^x_exponents, centred);
+    the exponents are chosen at the chain's first visit and kept while the state is used.
+    ``trace`` holds, per Gibbs step of the last visit, nothing yet beyond the final values;
+    ``tau2`` and ``sigma2`` on the original scale are in :attr:`variances`.
+    """
+
+    n_columns: int
+    counts: tuple
+    columns: np.ndarray
+    y_exponent: int
+    x_exponents: np.ndarray
+    gibbs: FactorState
+    n_steps: int = 0
+    logged: set = field(default_factory=set)
+
+    @property
+    def variances(self) -> dict:
+        """tau_k^2 per factor and sigma^2, on the original scale."""
+        return {
+            "tau2": np.ldexp(self.gibbs.tau2, 2 * self.y_exponent),
+            "sigma2": float(np.ldexp(self.gibbs.sigma2, 2 * self.y_exponent)),
+        }
+
+
+class FactorNormalDraw(Draw):
+    """One posterior draw of the normal model with a random intercept per grouping factor."""
+
+    def __init__(self, beta, effects, tau, sigma, name):
+        self.beta = beta  # (p + 1,), intercept first, original scale
+        self.effects = effects  # one (J_k,) array per factor
+        self.tau = tau  # (k,) SDs of the factors' intercepts
+        self.sigma = sigma
+        self.name = name
+
+    def _effects(self, groups, rng):
+        groups = np.asarray(groups)
+        if groups.ndim != 2 or groups.shape[1] != len(self.effects):
+            raise ValueError(
+                f"{self.name}: this draw has {len(self.effects)} grouping factors and needs their codes as an "
+                f"(n, {len(self.effects)}) array; got shape {groups.shape}."
+            )
+        total = np.zeros(len(groups))
+        for k, (u, tau) in enumerate(zip(self.effects, self.tau, strict=True)):
+
+            def draw_new(codes, inverse, rows, tau=tau):  # a cluster unseen at fit: a population draw
+                return tau * rng.standard_normal((len(codes), 1))
+
+            total += rows_of_clusters(u[:, None], groups[:, k], draw_new)[:, 0]
+        return total
+
+    def _linear_predictor(self, X, effects):
+        return self.beta[0] + X @ self.beta[1:] + effects
+
+    def sample(self, X, groups, rng):
+        X = np.asarray(X, dtype=float).reshape(len(groups), -1)
+        return self._linear_predictor(X, self._effects(groups, rng)) + self.sigma * rng.standard_normal(len(X))
+
+
+class FactorPMMDraw(FactorNormalDraw):
+    """Predictive mean matching on predictions that include every factor's intercept."""
+
+    def __init__(self, normal: FactorNormalDraw, yhat_donors, y_donors, donors):
+        self.__dict__.update(normal.__dict__)
+        self.yhat_donors, self.y_donors, self.donors = yhat_donors, y_donors, donors
+
+    def sample(self, X, groups, rng):
+        X = np.asarray(X, dtype=float).reshape(len(groups), -1)
+        target = self._linear_predictor(X, self._effects(groups, rng))
+        strata = np.asarray(groups)[:, -1]  # distinct donors within an innermost unit
+        return self.y_donors[pmm_match(self.yhat_donors, target, self.donors, rng, strata)]
+
+
+def factor_prior(prior, var_y: float, y_exponent: int):
+    """(a, Binv, c, Dinv) of sigma^2 and of each tau_k^2, in the sampler's units (y / 2^y_exponent)."""
+    if isinstance(prior, dict) or prior == "pan":
+        a, Binv, c, Dinv = given_prior(prior, 1)
+        return a, float(np.ldexp(Binv, -2 * y_exponent)), c, float(np.ldexp(Dinv[0, 0], -2 * y_exponent))
+    a, Binv, c, Dinv = prior_values(prior, 1, np.sqrt(var_y) if var_y > 0 else 1.0, [])
+    return a, Binv, c, float(Dinv[0, 0])
+
+
+def fit_several_factors(model, y, observed, X, roles, groups, rng, state, context, donors):
+    """Draw of ``model`` (RandomEffectsNormal or -PMM) with a random intercept per grouping factor.
+
+    ``groups`` holds one column of codes per factor; each factor's intercepts are drawn as a
+    block given the others (:func:`~skmlmi._kernels.multi_factor_gibbs`). With ``donors`` the
+    observed rows' predictions (fixed effects at their posterior mean plus a fresh draw of the
+    intercepts) are returned too, for predictive mean matching.
+    """
+    name = model._name(context)
+    if getattr(model, "heteroscedastic", False):
+        raise ValueError(f"{name}: heteroscedastic=True takes one grouping factor; groups has {groups.shape[1]}.")
+    if (roles == 2).any():
+        raise ValueError(
+            f"{name}: random slopes (role 2) with several grouping factors are not implemented yet; "
+            "code the predictors 1 (a random intercept per factor)."
+        )
+    counts = tuple(int(c) for c in context.factor_counts)
+    state = model._reuse_state(state, FactorModelState, X.shape[1], counts=counts)
+    log_once = model._event_log(state)
+    rows = np.flatnonzero(observed)
+    Xo, yo, go = X[rows], y[rows], groups[rows]
+    if state is None:
+        drop = find_redundant_columns(Xo) if X.shape[1] else {}
+        for index, reason in drop.items():
+            log_once(f"{context.target!r}: predictor {context.predictor_name(index)!r} dropped: {reason}")
+        columns = np.array([k for k in range(X.shape[1]) if k not in drop], dtype=int)
+    else:
+        columns = state.columns
+    Xo = Xo[:, columns]
+    x_mean, y_mean = Xo.mean(axis=0), float(yo.mean())
+    if state is None:
+        y_exponent = int(power_of_two_exponents(np.array([yo.std()]), np.array([abs(y_mean)]))[0])
+        x_exponents = power_of_two_exponents(Xo.std(axis=0), np.abs(x_mean)) if len(columns) else np.zeros(0, int)
+    else:
+        y_exponent, x_exponents = state.y_exponent, state.x_exponents
+    Xs = np.column_stack([np.ones(len(rows)), np.ldexp(Xo - x_mean, -x_exponents)])
+    ys = np.ldexp(yo - y_mean, -y_exponent)
+    var_y = float(ys.var())
+    prior = factor_prior(model.prior, var_y, y_exponent)
+    empty = [int((np.bincount(go[:, k], minlength=J) == 0).sum()) for k, J in enumerate(counts)]
+    for k, n_empty in enumerate(empty):
+        if n_empty:
+            log_once(
+                f"{context.target!r}: {n_empty} unit(s) of grouping factor {k + 1} with no observed value: "
+                "their intercepts are drawn from the population distribution"
+            )
+    n_steps = model.n_gibbs
+    if state is None:
+        start = 0.5 * var_y if var_y > 0 else 1.0
+        gibbs = FactorState([np.zeros(J) for J in counts], np.full(len(counts), start / len(counts)), start)
+        state = FactorModelState(X.shape[1], counts, columns, y_exponent, x_exponents, gibbs, logged=log_once.logged)
+        n_steps += model.n_burnin
+    cross = factor_cross_products(Xs, ys, go, counts)
+    beta_hat, donor_effects = multi_factor_gibbs(
+        Xs, ys, go, counts, cross, state.gibbs, n_steps, prior, rng, donor_effects=donors
+    )
+    state.n_steps += n_steps
+
+    def original(beta):  # fixed effects back to the caller's units, one per column of X
+        out = np.zeros(X.shape[1] + 1)
+        out[columns + 1] = np.ldexp(beta[1:], y_exponent - x_exponents)
+        out[0] = np.ldexp(beta[0], y_exponent) + y_mean - x_mean @ out[columns + 1]
+        return out
+
+    g = state.gibbs
+    draw = FactorNormalDraw(
+        original(g.beta),
+        [np.ldexp(u, y_exponent) for u in g.u],
+        np.ldexp(np.sqrt(g.tau2), y_exponent),
+        float(np.ldexp(np.sqrt(g.sigma2), y_exponent)),
+        name,
+    )
+    log_once.flush(context)
+    extra = None
+    if donors:
+        effects = np.zeros(len(rows))
+        for k, u in enumerate(donor_effects):
+            effects += np.ldexp(u, y_exponent)[go[:, k]]
+        fixed = original(beta_hat)
+        extra = fixed[0] + X[rows] @ fixed[1:] + effects
+    return draw, state, extra
