@@ -46,6 +46,8 @@ class FormulaModel(RegressorMixin, BaseEstimator):
 
     #: whether the model needs a grouping factor in its formula
     _mixed: bool = False
+    #: whether the model takes several grouping factors (nested or crossed)
+    _several_factors: bool = False
 
     def __init__(
         self, formula: str, reference_levels: dict | None = None, missing: str = "raise", levels: dict | None = None
@@ -58,8 +60,8 @@ class FormulaModel(RegressorMixin, BaseEstimator):
     # ------------------------------------------------------------------ data
     def _parse(self) -> ParsedFormula:
         parsed = parse_formula(self.formula)
-        if parsed.random_factors:
-            parsed.single_factor()  # several grouping factors: a clear "not yet" before any data are read
+        if parsed.random_factors and not self._several_factors:
+            parsed.single_factor()  # several grouping factors: a clear error before any data are read
         if parsed.response is None:
             raise ValueError(f"{type(self).__name__} needs a response: formula {self.formula!r} has no left-hand side")
         if self._mixed and not parsed.is_mixed:
