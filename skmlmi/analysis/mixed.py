@@ -156,22 +156,33 @@ def _profiled(theta_map: _ThetaMap, theta: np.ndarray, cp: _LMMCrossProducts, re
 
 
 class LinearMixedModel(FormulaModel):
-    """Linear mixed model with one grouping factor (lme4 ``lmer``), fitted with statsmodels MixedLM.
+    """Linear mixed model (lme4 ``lmer``) with one or several grouping factors, nested or crossed.
 
-    Model for cluster j: y_j = X_j beta + Z_j b_j + e_j, b_j ~ N_q(0, Psi), e_j ~ N(0, sigma^2 I).
-    Psi is unstructured within a random-effects term ``(1 + x | g)`` and zero between terms
-    (``(1 | g) + (0 + x | g)``, ``(1 + x || g)``).
+    Model: y = X beta + sum_k Z_k b_k + e, e ~ N(0, sigma^2 I); for grouping factor k the
+    effects of its clusters are independent, b_kj ~ N_{q_k}(0, Psi_k). Psi_k is unstructured
+    within a random-effects term ``(1 + x | g)`` and zero between terms (``(1 | g) + (0 + x | g)``,
+    ``(1 + x || g)``). Several factors: nested ``(1 | school/class)`` (= ``(1 | school) +
+    (1 | class:school)``, the inner factor combined with the outer as lme4 does) or crossed
+    ``(1 | s) + (1 | d)``, with random slopes at any level (``(year | school) + (year | school:child)``).
 
     Fitting: lme4's profiled deviance (REML criterion by default, or ML) in the relative
-    Cholesky factor theta (Bates et al. 2015, eqs. 34 and 41) is minimised with COBYQA,
-    the bounded derivative-free successor of lme4's BOBYQA, from lme4's start
-    (theta = identity); beta and sigma^2 are profiled out in closed form. Each evaluation
-    costs O(J q^3 + J q p^2) on per-cluster cross-products computed once (the q x q systems of
-    all clusters are solved as one stack), so estimates agree with ``lmer`` to optimiser
-    precision. statsmodels ``MixedLM`` (lbfgs, then bfgs and Powell) provides the start with
-    ``solver="statsmodels"``, and is the automatic restart when COBYQA does not converge
-    (then Powell as a last resort). MixedLM's own standard errors are not used: its Hessian
-    gives fixed-effect SEs a few percent away from lme4's for random-slope models.
+    Cholesky factor theta (Bates et al. 2015, J. Stat. Softw. 67(1), eqs. 34 and 41) is
+    minimised with COBYQA, the bounded derivative-free successor of lme4's BOBYQA, from lme4's
+    start (theta = identity); beta and sigma^2 are profiled out in closed form.
+
+    - One grouping factor: each evaluation costs O(J q^3 + J q p^2) on per-cluster
+      cross-products computed once (the q x q systems of all clusters solved as one stack).
+      statsmodels ``MixedLM`` (lbfgs, then bfgs and Powell) provides the start with
+      ``solver="statsmodels"``, and is the automatic restart when COBYQA does not converge
+      (then Powell as a last resort). MixedLM's own standard errors are not used: its Hessian
+      gives fixed-effect SEs a few percent away from lme4's for random-slope models.
+    - Several grouping factors: the sparse system Lambda' Z'Z Lambda + I, which lme4 factors
+      with CHOLMOD, is factored with scipy by block elimination (:mod:`skmlmi.analysis._profiled`):
+      the factor with the most effects (the innermost level, or the larger crossed factor) by
+      batched q x q Cholesky factors, the others through their dense Schur complement (sparse
+      LU above 3000 effects). InstEval (73,421 rows, 2972 students crossed with 1128 lecturers)
+      fits in about 3 s. The start is always lme4's (MixedLM takes one grouping factor), with
+      Powell as the restart; the fit runs with one BLAS thread.
 
     Inference as lme4: ``cov_params_`` = sigma^2 (X' V*^{-1} X)^{-1} at the estimates
     (V* = I + Z Lambda Lambda' Z'), ``df_resid_`` = n - (p + n_theta + 1) (lme4
@@ -180,13 +191,14 @@ class LinearMixedModel(FormulaModel):
     Parameters
     ----------
     formula : str
-        lme4 formula with one grouping factor, e.g. ``"popular ~ 1 + sex + texp + (1 + sex | school)"``.
+        lme4 formula, e.g. ``"popular ~ 1 + sex + texp + (1 + sex | school)"``,
+        ``"math ~ year + (1 | schoolid/childid)"`` or ``"y ~ service + (1 | s) + (1 | d)"``.
     reml : bool, default=True
         REML (lme4's default) or maximum likelihood.
     solver : {"profiled", "statsmodels"}, default="profiled"
         Start of the optimisation of the profiled criterion: lme4's (fast; statsmodels is
         then only a fallback) or a statsmodels ``MixedLM`` fit (slower, Python loop over
-        clusters inside statsmodels).
+        clusters inside statsmodels). With several grouping factors lme4's start is used.
     reference_levels : dict, default=None
         Reference level per categorical column.
     missing : {"raise", "drop"}, default="raise"
@@ -206,18 +218,25 @@ class LinearMixedModel(FormulaModel):
     variance_components_ : Series
         mitml names: ``Intercept~~Intercept|g``, ``x~~x|g``, ``Intercept~~x|g``,
         ``Residual~~Residual`` and ``ICC|g`` = tau_00 / (tau_00 + sigma^2) (with a random intercept).
-    cov_re_ : DataFrame
-        Psi.
+        Several factors: the components of each factor in lme4's order (decreasing number of
+        clusters; ``Intercept~~Intercept|class:school``, ``Intercept~~Intercept|school``), the
+        residual, then an ICC per factor with a random intercept, ``ICC|g`` = tau_00(g) /
+        (sum over factors of tau_00 + sigma^2): the share of the variance at x = 0 lying at that
+        level (mitml reports no ICC with several factors).
+    cov_re_ : DataFrame or dict of DataFrame
+        Psi; with several factors a dict of Psi_k by factor name, in lme4's order.
     scale_ : float
         sigma^2.
-    random_effects_ : DataFrame
-        Conditional modes (BLUPs) of b_j, one row per cluster.
+    random_effects_ : DataFrame or dict of DataFrame
+        Conditional modes (BLUPs) of b_j, one row per cluster; with several factors a dict by
+        factor name.
     loglik_ : float
     n_params_ : int
         p + n_theta + 1.
     theta_ : ndarray
-        lme4's theta (relative Cholesky factor entries).
-    group_levels_ : Index
+        lme4's theta (relative Cholesky factor entries; several factors in lme4's order).
+    group_levels_ : Index or dict of Index
+        Cluster labels (a dict by factor name with several factors).
     converged_ : bool
 
     Examples
@@ -229,6 +248,14 @@ class LinearMixedModel(FormulaModel):
     >>> fit = LinearMixedModel("y ~ x + (1 | g)").fit(df)
     >>> fit.coef_.round(2).tolist(), fit.df_resid_
     ([0.9, 0.55], 296.0)
+
+    Casks within batches (lme4's ``Pastes``): a variance component and an ICC per level.
+
+    >>> from skmlmi.datasets import load_pastes
+    >>> nested = LinearMixedModel("strength ~ 1 + (1 | batch/cask)").fit(load_pastes())
+    >>> nested.variance_components_.round(3).to_dict()  # doctest: +NORMALIZE_WHITESPACE
+    {'Intercept~~Intercept|cask:batch': 8.434, 'Intercept~~Intercept|batch': 1.657,
+     'Residual~~Residual': 0.678, 'ICC|cask:batch': 0.783, 'ICC|batch': 0.154}
     """
 
     _mixed = True
