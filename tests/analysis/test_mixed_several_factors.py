@@ -270,3 +270,16 @@ def test_insteval_crossed_fit_is_fast():
     LinearMixedModel("y ~ service + (1 | s) + (1 | d)").fit(data)
     # the bound is 30 s for the whole process; the fit itself takes about 3 s on one core
     assert time.perf_counter() - start < 30
+
+
+def test_sparse_lu_schur_complement_gives_the_dense_fit(monkeypatch):
+    # large Schur complements (more than DENSE_LIMIT effects outside the eliminated factor) go through sparse LU
+    from skmlmi.analysis import _profiled
+
+    formula = f"{EG_FIXED} + (year | schoolid) + (year | schoolid:childid)"
+    dense = _fit(load_egsingle, formula, True)
+    monkeypatch.setattr(_profiled, "DENSE_LIMIT", 0)
+    sparse_fit = LinearMixedModel(formula).fit(load_egsingle())
+    np.testing.assert_allclose(sparse_fit.loglik_, dense.loglik_, rtol=1e-10)
+    np.testing.assert_allclose(sparse_fit.variance_components_, dense.variance_components_, rtol=1e-5)
+    np.testing.assert_allclose(sparse_fit.coef_, dense.coef_, rtol=1e-6)
