@@ -377,6 +377,13 @@ class LinearMixedModel(FormulaModel):
 
     def _fit_several(self, design: Design) -> None:
         """Several grouping factors: lme4's profiled criterion on the block-eliminated sparse system."""
+        n = design.X.shape[0]
+        for factor in design.factors:  # lme4's checks: a variance needs >= 2 clusters and must differ from the residual
+            if not 1 < factor.n_groups < n:
+                raise ValueError(
+                    f"grouping factor {factor.name!r} of formula {self.formula!r} has {factor.n_groups} cluster(s) for "
+                    f"{n} rows: a random effect needs at least 2 clusters and fewer clusters than rows"
+                )
         cp = MultiCrossProducts(design)
         if cp.n <= cp.p + cp.n_theta + 1:
             raise ValueError(f"{cp.n} rows are too few for {cp.p} fixed effects and {cp.n_theta} covariance parameters")

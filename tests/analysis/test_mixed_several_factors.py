@@ -283,3 +283,24 @@ def test_sparse_lu_schur_complement_gives_the_dense_fit(monkeypatch):
     np.testing.assert_allclose(sparse_fit.loglik_, dense.loglik_, rtol=1e-10)
     np.testing.assert_allclose(sparse_fit.variance_components_, dense.variance_components_, rtol=1e-5)
     np.testing.assert_allclose(sparse_fit.coef_, dense.coef_, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("formula", "match"),
+    [
+        ("strength ~ 1 + (1 | batch) + (1 | one)", r"grouping factor 'one' .* 1 cluster\(s\)"),
+        ("strength ~ 1 + (1 | batch) + (1 | row)", r"grouping factor 'row' .* 60 cluster\(s\) for 60 rows"),
+    ],
+)
+def test_degenerate_grouping_factors_are_named(formula, match):
+    data = load_pastes().assign(one="x", row=np.arange(60))
+    with pytest.raises(ValueError, match=match):
+        LinearMixedModel(formula).fit(data)
+
+
+def test_logistic_mixed_model_names_the_second_factor_and_the_model_that_fits_it():
+    from skmlmi.analysis import LogisticMixedModel
+
+    data = load_pastes().assign(high=lambda d: (d.strength > 60).astype(int))
+    with pytest.raises(ValueError, match=r"adds another \('batch', 'cask:batch'\).*LinearMixedModel"):
+        LogisticMixedModel("high ~ 1 + (1 | batch/cask)").fit(data)
