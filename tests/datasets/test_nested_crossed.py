@@ -20,7 +20,7 @@ def test_shipped_files_are_the_r_exports_their_provenance_names(name):
         raw = gzip.decompress(raw)
     provenance = DATA.joinpath("PROVENANCE.md").read_text()
     csv = name.removesuffix(".gz")
-    recorded = re.search(rf"shared/data/{re.escape(csv)}`[^`]*?sha256 `([0-9a-f]{{64}})`", provenance, re.S)
+    recorded = re.search(rf"shared/data/{re.escape(csv)}`[^`]*?sha256\s+`([0-9a-f]{{64}})`", provenance, re.S)
     assert recorded is not None, f"PROVENANCE.md records no sha256 for {csv}"
     assert hashlib.sha256(raw).hexdigest() == recorded.group(1)
 
