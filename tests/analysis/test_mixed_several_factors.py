@@ -2,8 +2,10 @@
 
 References (tests/analysis/reference/, copies of ../shared/reference/ plus one tight refit):
 ``pastes_lmer.csv``, ``egsingle_lmer.csv``, ``insteval_lmer.csv`` (lme4 1.1-31 defaults, made by
-shared/anchors-r/multilevel3_reference.R) and ``egsingle_rs_tight_lmer.csv``
-(benchmarks/egsingle_rs_tight_reference.R). The data are the package's copies of the same CSVs.
+shared/anchors-r/multilevel3_reference.R), ``egsingle_rs_tight_lmer.csv``
+(benchmarks/egsingle_rs_tight_reference.R) and ``insteval_subset_lmer.csv`` (crossed random slopes and
+three crossed factors on 400 students' ratings, benchmarks/several_factors_extra_reference.R). The
+data are the package's copies of the same CSVs.
 
 Tolerances are the reference README's: 1e-4 relative on every fixed estimate (plus 1e-4 x SE
 absolute, for near-zero estimates such as femaleMale), standard error, variance and covariance;
@@ -31,6 +33,14 @@ from skmlmi.pooling import pool_results, pool_variance_components
 
 REFERENCE = Path(__file__).parent / "reference"
 EG_FIXED = "math ~ year + female + black + hispanic"
+
+
+def load_insteval_subset():
+    """InstEval's rows of the first 400 students (benchmarks/several_factors_extra_reference.R)."""
+    data = load_insteval()
+    return data[data.s.astype(int) <= 400].reset_index(drop=True)
+
+
 MODELS = {
     # reference file, model -> (data loader, formula, reml, relative tolerance)
     ("pastes", "nested_reml"): (load_pastes, "strength ~ 1 + (1 | batch/cask)", True, 1e-4),
@@ -62,6 +72,19 @@ MODELS = {
         1e-3,
     ),
     ("insteval", "crossed_reml"): (load_insteval, "y ~ service + (1 | s) + (1 | d)", True, 1e-4),
+    # crossed random slopes (the eliminated factor d has two correlated effects) and three crossed factors
+    ("insteval_subset", "crossed_slope_reml"): (
+        load_insteval_subset,
+        "y ~ service + (1 | s) + (1 + service | d)",
+        True,
+        1e-4,
+    ),
+    ("insteval_subset", "three_crossed_ml"): (
+        load_insteval_subset,
+        "y ~ service + (1 | s) + (1 | d) + (1 | dept)",
+        False,
+        1e-4,
+    ),
 }
 _FITS: dict = {}
 
