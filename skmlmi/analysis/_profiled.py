@@ -39,7 +39,8 @@ from scipy.sparse import linalg as sparse_linalg
 from .._kernels import SortedClusters
 from .formula import Design, FactorDesign
 
-#: Schur complements up to this order are factored densely (a 3000 x 3000 Cholesky takes ~0.3 s on one core)
+#: Schur complements up to this order are factored densely (dense Cholesky: O(m^3 / 3) per evaluation; above it
+#: a sparse LU, which pays off when the other factors' effects are many and their Schur complement stays sparse)
 DENSE_LIMIT = 3000
 
 
@@ -172,7 +173,8 @@ class FactoredSystem:
         m = self.Lam_r.shape[0]
         S = self.Lam_r.T @ cp.ZrZr @ self.Lam_r - self.C.T @ self.C + sparse.identity(m)
         if m <= DENSE_LIMIT:
-            self._cho = linalg.cho_factor(S.toarray(), lower=True)
+            # the entries are finite by construction (bounded theta, finite data): skip scipy's finiteness scans
+            self._cho = linalg.cho_factor(S.toarray(), lower=True, overwrite_a=True, check_finite=False)
             self.logdet += 2.0 * float(np.log(np.diag(self._cho[0])).sum())
             self._lu = None
         else:
@@ -189,7 +191,7 @@ class FactoredSystem:
         """S^{-1} G."""
         if self._lu is not None:
             return self._lu.solve(np.asarray(G, dtype=float))
-        return linalg.cho_solve(self._cho, G)
+        return linalg.cho_solve(self._cho, G, check_finite=False)
 
     def half(self, ZeK: np.ndarray, ZrK: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         """W = L^{-1} Lambda_e' Z_e'K (flattened, (J_e q_e, k)) and G = Lambda_r' Z_r'K - C'W."""
@@ -258,6 +260,8 @@ def profiled_criterion(cp: MultiCrossProducts, theta: np.ndarray, reml: bool):
     else:
         crit = system.logdet + n * (1.0 + np.log(2.0 * np.pi * r2 / n))
         sigma2 = r2 / n
+    if not np.isfinite(crit):
+        return np.inf, None, None, None, None
     return float(crit), beta, sigma2, XVX, system
 
 
