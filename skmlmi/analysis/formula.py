@@ -144,7 +144,7 @@ class ParsedFormula:
 
     @property
     def group(self) -> str | None:
-        """The grouping factor (None for a single-level model); several are not supported yet."""
+        """The one grouping factor (None for a single-level model); with several, an error (read ``random_factors``)."""
         if not self.random_factors:
             return None
         self.single_factor()
