@@ -46,6 +46,8 @@ class FormulaModel(RegressorMixin, BaseEstimator):
 
     #: whether the model needs a grouping factor in its formula
     _mixed: bool = False
+    #: whether the model takes several grouping factors (nested or crossed)
+    _several_factors: bool = False
 
     def __init__(
         self, formula: str, reference_levels: dict | None = None, missing: str = "raise", levels: dict | None = None
@@ -58,8 +60,13 @@ class FormulaModel(RegressorMixin, BaseEstimator):
     # ------------------------------------------------------------------ data
     def _parse(self) -> ParsedFormula:
         parsed = parse_formula(self.formula)
-        if parsed.random_factors:
-            parsed.single_factor()  # several grouping factors: a clear "not yet" before any data are read
+        if len(parsed.random_factors) > 1 and not self._several_factors:  # said before any data are read
+            names = ", ".join(repr(f.name) for f in parsed.random_factors)
+            raise ValueError(
+                f"{type(self).__name__} takes one grouping factor; in formula {self.formula!r} the term "
+                f"{parsed.random_factors[1].text!r} adds another ({names}). Nested and crossed random effects are "
+                "fitted by LinearMixedModel"
+            )
         if parsed.response is None:
             raise ValueError(f"{type(self).__name__} needs a response: formula {self.formula!r} has no left-hand side")
         if self._mixed and not parsed.is_mixed:

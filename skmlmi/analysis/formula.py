@@ -15,7 +15,7 @@ Syntax
 * random part, lme4's bars: ``(1 | g)``, ``(1 + x | g)`` (correlated), ``(x || g)``
   (uncorrelated), ``(0 + x | g)``, ``(1 | g:h)``, nested ``(1 | a/b)`` = ``(1 | a) + (1 | b:a)``,
   crossed ``(1 | a) + (1 | b)``. The parse names each grouping factor and its terms
-  (:class:`RandomFactor`); designs, and so models, take one grouping factor for now.
+  (:class:`RandomFactor`); a design holds one :class:`FactorDesign` per grouping factor.
 
 Safety: the formula is split here into operators and factors; every factor is parsed and
 checked by :func:`skmlmi._expressions.parse_term` and its value computed by that module's
@@ -54,6 +54,7 @@ from .._expressions import Term, parse_term
 
 __all__ = [
     "Design",
+    "FactorDesign",
     "ParsedFormula",
     "RandomBlock",
     "RandomFactor",
@@ -143,7 +144,7 @@ class ParsedFormula:
 
     @property
     def group(self) -> str | None:
-        """The grouping factor (None for a single-level model); several are not supported yet."""
+        """The one grouping factor (None for a single-level model); with several, an error (read ``random_factors``)."""
         if not self.random_factors:
             return None
         self.single_factor()
@@ -206,6 +207,41 @@ class ParsedFormula:
 
 
 @dataclass
+class FactorDesign:
+    """Random-effects design of one grouping factor on one DataFrame.
+
+    Attributes
+    ----------
+    name : str
+        The factor as lme4 names it (``"school"``, ``"class:school"``).
+    Z : ndarray of shape (n, q)
+        The factor's random-effects design (its q effects per cluster).
+    random_names : list of str
+        R's names of the q effects (``(Intercept)``, ``year``).
+    blocks : list of ndarray
+        Column indices of Z per uncorrelated block.
+    groups : ndarray of shape (n,)
+        Integer cluster codes 0..J-1 (-1 for clusters unseen at fit).
+    group_levels : Index
+        Cluster labels in code order (``"a:b"`` text for a combined factor).
+    specs : list
+        formulaic's model specs of the blocks (new data are coded with them).
+    """
+
+    name: str
+    Z: np.ndarray
+    random_names: list[str]
+    blocks: list[np.ndarray]
+    groups: np.ndarray
+    group_levels: pd.Index
+    specs: list = field(default_factory=list, repr=False)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.group_levels)
+
+
+@dataclass
 class Design:
     """Numeric design of a parsed formula on one DataFrame.
 
@@ -217,7 +253,7 @@ class Design:
     fixed_names : list of str
         R-style column names of X (``(Intercept)``, ``sex``, ``typeRCT``, ``a:b``, ``np.log(x)``).
     Z : ndarray of shape (n, q) or None
-        Random-effects design.
+        Random-effects design (of the one grouping factor; None with several, see ``factors``).
     random_names : list of str
     blocks : list of ndarray
         Column indices of Z per uncorrelated block.
@@ -233,6 +269,9 @@ class Design:
     state : dict
         What new data are coded with: formulaic's model specs (contrasts, the state of
         stateful transforms) of the fixed part and of each random block.
+    factors : list of FactorDesign
+        One per grouping factor, in the formula's order. With one factor, ``Z``,
+        ``random_names``, ``blocks``, ``groups`` and ``group_levels`` are its arrays.
     """
 
     y: np.ndarray | None
@@ -246,6 +285,7 @@ class Design:
     levels: dict = field(default_factory=dict)
     dropped_levels: dict = field(default_factory=dict)
     state: dict = field(default_factory=dict, repr=False)
+    factors: list[FactorDesign] = field(default_factory=list)
 
     @property
     def n_groups(self) -> int:
@@ -821,7 +861,7 @@ def build_design(
     parsed: ParsedFormula,
     data: pd.DataFrame,
     levels: dict | None = None,
-    group_levels: pd.Index | None = None,
+    group_levels: pd.Index | dict | None = None,
     reference_levels: dict | None = None,
     require_response: bool = True,
     missing: str = "raise",
@@ -838,9 +878,10 @@ def build_design(
     levels : dict, default=None
         Levels of categorical variables from a previous design (new data are coded with
         them; an unseen level is an error). None learns them from ``data``.
-    group_levels : Index, default=None
+    group_levels : Index or dict, default=None
         Cluster labels from a previous design: clusters of ``data`` not among them get code -1.
-        None learns them from ``data``.
+        A dict maps each grouping factor's name to its labels (several factors); None learns
+        them from ``data``.
     reference_levels : dict, default=None
         Reference (first) level per categorical column, e.g. ``{"motor_score": "5/6"}``.
     require_response : bool, default=True
@@ -863,8 +904,7 @@ def build_design(
     Raises
     ------
     ValueError
-        Missing columns or values, unseen levels, non-finite transformed terms, and (for now)
-        formulas with several grouping factors.
+        Missing columns or values, unseen levels, non-finite transformed terms.
 
     Examples
     --------
@@ -878,8 +918,7 @@ def build_design(
         raise TypeError(f"parsed must be a ParsedFormula (from parse_formula), got {type(parsed).__name__}")
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a pandas DataFrame holding the formula's columns, got {type(data).__name__}")
-    factor = parsed.single_factor() if parsed.random_factors else None
-    group_columns = list(factor.columns) if factor is not None else []
+    group_columns = list(dict.fromkeys(c for factor in parsed.random_factors for c in factor.columns))
     needed = [v for v in parsed.variables if require_response or v != parsed.response]
     missing_cols = [v for v in needed if v not in data.columns]
     if missing_cols:
@@ -973,29 +1012,53 @@ def build_design(
         dropped_levels=_unused_categories(data, levels),
         state={"fixed": spec},
     )
-    if factor is None:
+    if not parsed.random_factors:
         return design
-    cols, names, blocks, specs = [], [], [], []
+    stored = state.get("random_factors", [None] * len(parsed.random_factors))
+    known = group_levels if isinstance(group_levels, dict) or group_levels is None else {None: group_levels}
+    for k, factor in enumerate(parsed.random_factors):
+        given = None
+        if known is not None:
+            given = known.get(factor.name, known.get(None) if len(parsed.random_factors) == 1 else None)
+        design.factors.append(_factor_design(factor, values, data, parsed, stored[k], given))
+    design.state["random_factors"] = [f.specs for f in design.factors]
+    if len(design.factors) == 1:  # one grouping factor: its arrays stand on the design itself
+        only = design.factors[0]
+        design.Z, design.random_names, design.blocks = only.Z, only.random_names, only.blocks
+        design.groups, design.group_levels = only.groups, only.group_levels
+        design.state["random"] = only.specs
+    return design
+
+
+def _factor_design(
+    factor: RandomFactor, values: pd.DataFrame, data: pd.DataFrame, parsed: ParsedFormula, specs, group_levels
+) -> FactorDesign:
+    """Random-effects design and cluster codes of one grouping factor."""
+    cols, names, blocks, new_specs = [], [], [], []
+    specs = specs if specs is not None else [None] * len(factor.blocks)
     for i, block in enumerate(factor.blocks):
-        Zb, nb, block_spec = _matrix(block.rhs, values, state.get("random", [None] * len(factor.blocks))[i], parsed)
+        Zb, nb, block_spec = _matrix(block.rhs, values, specs[i], parsed)
         blocks.append(np.arange(len(names), len(names) + len(nb)))
         cols.append(Zb)
         names.extend(nb)
-        specs.append(block_spec)
-    design.Z = np.column_stack(cols)
-    design.random_names = names
-    design.blocks = blocks
-    design.state["random"] = specs
-    labels = data[group_columns[0]]
-    if len(group_columns) > 1:  # a combined factor g:h, labelled as R's interaction() does
+        new_specs.append(block_spec)
+    columns = list(factor.columns)
+    labels = data[columns[0]]
+    if len(columns) > 1:  # a combined factor g:h, labelled as R's interaction() does
         labels = labels.astype(str)
-        for column in group_columns[1:]:
+        for column in columns[1:]:
             labels = labels + ":" + data[column].astype(str)
     if group_levels is None:
         codes, uniques = pd.factorize(labels, sort=True)
-        design.group_levels = pd.Index(uniques, name=factor.name)
-        design.groups = codes.astype(np.intp)
+        group_levels = pd.Index(uniques, name=factor.name)
     else:
-        design.group_levels = group_levels
-        design.groups = group_levels.get_indexer(labels).astype(np.intp)
-    return design
+        codes = group_levels.get_indexer(labels)
+    return FactorDesign(
+        name=factor.name,
+        Z=np.column_stack(cols),
+        random_names=names,
+        blocks=blocks,
+        groups=np.asarray(codes, dtype=np.intp),
+        group_levels=group_levels,
+        specs=new_specs,
+    )

@@ -12,11 +12,14 @@ import pandas as pd
 
 __all__ = [
     "interviewer_effect",
+    "load_egsingle",
     "load_hiv",
     "load_impact",
     "load_impact_incomplete",
+    "load_insteval",
     "load_ipdna",
     "load_obesity",
+    "load_pastes",
     "load_popmis",
     "make_heckman",
     "make_multilevel",
@@ -52,4 +55,5 @@ def load_popmis() -> pd.DataFrame:
 
 from .heckman import interviewer_effect, load_hiv, load_obesity, make_heckman  # noqa: E402
 from .impact import load_impact, load_impact_incomplete, load_ipdna  # noqa: E402
+from .nested_crossed import load_egsingle, load_insteval, load_pastes  # noqa: E402
 from .simulate import make_multilevel  # noqa: E402

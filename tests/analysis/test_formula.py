@@ -235,10 +235,13 @@ def test_random_terms_parse_into_named_grouping_factors(formula, factors):
     assert got == factors
 
 
-def test_several_grouping_factors_are_a_clear_not_yet_naming_the_term(frame):
-    parsed = parse_formula("y ~ x + (1 | g) + (1 | z)")
-    with pytest.raises(ValueError, match=r"the term '\(1 \| z\)' adds a second grouping factor .* not supported yet"):
-        build_design(parsed, frame)
+def test_several_grouping_factors_get_one_design_each_with_nested_labels_combined(frame):
+    d = build_design(parse_formula("y ~ x + (1 | g/f) + (0 + x | z)"), frame)
+    assert [f.name for f in d.factors] == ["g", "f:g", "z"]
+    assert d.Z is None and d.groups is None  # several factors: the arrays live on each FactorDesign
+    inner = d.factors[1]
+    assert inner.n_groups == 6 and list(inner.group_levels[:2]) == ["1:a", "1:b"]
+    np.testing.assert_array_equal(d.factors[2].Z[:, 0], frame["x"].to_numpy())
 
 
 def test_one_combined_grouping_factor_fits(frame):

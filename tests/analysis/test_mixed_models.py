@@ -151,7 +151,7 @@ def test_model_is_a_clonable_sklearn_estimator_and_leaves_data_untouched(popmis_
 @pytest.mark.parametrize(
     ("model", "formula", "match"),
     [
-        (LinearMixedModel, "popular ~ sex + (1 | school) + (1 | texp)", "crossed"),
+        (LogisticMixedModel, "high ~ sex + (1 | school) + (1 | texp)", "crossed"),
         (LinearMixedModel, "popular ~ sex + texp", "random-effects term"),
         (LogisticMixedModel, "high ~ sex + (1 + sex | school)", "random intercept"),
         (LogisticMixedModel, "popular ~ sex + (1 | school)", "0/1 response"),

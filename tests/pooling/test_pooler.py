@@ -297,3 +297,26 @@ def test_pooler_wraps_exceptions_whose_constructor_takes_other_arguments(six_clu
     with pytest.raises(UnicodeDecodeError) as info:  # its own type, so that callers catching it still do
         _quiet(MIPooler(_small_imputer(), Failing()).fit, X, six_clusters["y"].fillna(0.0), groups="g")
     assert "raised in the analysis model, on imputation 1" in info.value.__notes__
+
+
+def test_nested_analysis_model_pools_components_and_an_icc_per_level():
+    # the analysis model may have more grouping factors than the imputation: components are pooled per level
+    rng = np.random.default_rng(1)
+    school, klass = np.repeat(np.arange(30), 20), np.repeat(np.arange(150), 4)
+    x = rng.normal(size=600)
+    y = 1 + 0.5 * x + rng.normal(0, 0.6, 30)[school] + rng.normal(0, 0.5, 150)[klass] + rng.normal(size=600)
+    data = pd.DataFrame({"school": school, "klass": pd.Categorical(klass % 5), "x": x, "y": y})
+    data.loc[rng.random(600) < 0.2, "y"] = np.nan
+    imputer = _imputer(methods={"y": RandomEffectsNormal()}, predictor_matrix={"klass": {"y": 0}})
+    pooler = _quiet(MIPooler(imputer, LinearMixedModel("y ~ x + (1 | school/klass)")).fit, data, groups="school")
+    components = pooler.results_.variance_components
+    assert list(components.index) == [
+        "Intercept~~Intercept|klass:school",
+        "Intercept~~Intercept|school",
+        "Residual~~Residual",
+        "ICC|klass:school",
+        "ICC|school",
+    ]
+    per_imputation = [fit.variance_components_ for fit in pooler.estimators_]
+    np.testing.assert_allclose(components, pd.concat(per_imputation, axis=1).mean(axis=1), rtol=1e-12)
+    assert list(pooler.results_.icc.index) == ["ICC|klass:school", "ICC|school"]
