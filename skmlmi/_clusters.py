@@ -243,8 +243,14 @@ def factor_specs(frame: pd.DataFrame, groups: Any) -> list | None:
     array of labels with several columns. A one-element list of a column name is that one column.
     """
     if isinstance(groups, list) and groups and len(groups) != len(frame):
-        if all(_is_column_name(g, frame) for g in groups) and len(set(map(repr, groups))) == len(groups):
+        named = [_is_column_name(g, frame) for g in groups]
+        if all(named) and len(set(map(repr, groups))) == len(groups):
             return list(groups)
+        if any(named):  # meant as grouping columns: say which entry is wrong, not that the lengths differ
+            absent = [g for g, known in zip(groups, named, strict=True) if not known]
+            repeated = sorted({repr(g) for g in groups if sum(repr(h) == repr(g) for h in groups) > 1})
+            problem = f"{absent} are not columns of the data" if absent else f"{', '.join(repeated)} repeated"
+            raise ValueError(f"groups={groups!r} names grouping columns, outer to inner, but {problem}.")
     if isinstance(groups, pd.DataFrame):
         if groups.shape[1] > 1:
             return [groups.iloc[:, k] for k in range(groups.shape[1])]

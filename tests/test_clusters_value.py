@@ -47,3 +47,12 @@ def test_constancy_is_the_one_scale_free_rule(scale):
     assert clusters.constancy(np.where(partly, np.nan, level2), partly) == "partial"
     # no cluster holding two values: no evidence of a cluster-level variable
     assert clusters.constancy(np.array([1.0, np.nan, 2.0, np.nan, 3.0, np.nan]), ~np.isfinite([1, np.nan] * 3)) is False
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"), [(["g", "nope"], r"\['nope'\] are not columns"), (["g", "g"], "'g' repeated")]
+)
+def test_a_list_of_grouping_columns_with_a_wrong_entry_names_it(groups, message):
+    frame = pd.DataFrame({"g": [0, 0, 1, 1, 2, 2], "x": range(6)})
+    with pytest.raises(ValueError, match=message):
+        Clusters.from_data(frame, groups)
