@@ -132,7 +132,9 @@ def _separation_check(beta_std: np.ndarray, context, label: str = "") -> None:
 
 # =========================================================================== logistic
 @dataclass
-class _LogisticState(StandardisedParameters):
+class GLMMState(StandardisedParameters):
+    """Sampler state of a random-effects GLM (logistic, Poisson) for one chain, in standardised units."""
+
     n_columns: int
     random: tuple
     beta_std: np.ndarray  # (p + 1,), standardised by ``std``
@@ -146,8 +148,8 @@ class _LogisticState(StandardisedParameters):
         return np.asarray(self.random[1:], dtype=int) - 1
 
 
-class _LogisticDraw(StandardisedParameters, Draw):
-    """One draw (beta, b, Psi) of the random-effects logistic model, in the standardised design's units."""
+class GLMMDraw(StandardisedParameters, Draw):
+    """One draw (beta, b, Psi) of a random-effects GLM, in the standardised design's units."""
 
     def __init__(self, beta_std, b_std, psi_std, random_columns, std):
         self.beta_std, self.b_std, self.psi_std, self.random_columns = beta_std, b_std, psi_std, random_columns
@@ -158,12 +160,17 @@ class _LogisticDraw(StandardisedParameters, Draw):
         return self._original()[1]
 
     def linear_predictor(self, X, groups, rng):
+        """f' beta* + z' b*_j per row; clusters without observed y or unseen at fit draw b*_j ~ N(0, Psi*)."""
         effects = population_effects(np.asarray(groups, dtype=np.intp), self.b_std, self.psi_std, rng)
         design = self.std.design(X)
         eta = design @ self.beta_std + effects[:, 0]
-        for k, col in enumerate(self.random_columns):
+        for k, col in enumerate(self.random_columns):  # loop over the few random slopes
             eta += design[:, col + 1] * effects[:, k + 1]
         return eta
+
+
+class _LogisticDraw(GLMMDraw):
+    """One draw of the random-effects logistic model."""
 
     def sample(self, X, groups, rng):
         if groups is None:
@@ -287,7 +294,7 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
         scales = self._prior_scales(p)
         _log_few_clusters(q, n_obs_clusters, context)
 
-        state = self._reuse_state(state, _LogisticState, p, random=tuple(random), b_std=(J, q))
+        state = self._reuse_state(state, GLMMState, p, random=tuple(random), b_std=(J, q))
         if state is None:
             beta = np.zeros(p + 1)
             mean_y = np.clip(yo.mean(), 0.5 / len(yo), 1 - 0.5 / len(yo))
@@ -318,7 +325,7 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
         _log_systematic(present, groups, context, "random effects")
         b_full = np.full((J, q), np.nan)
         b_full[present_codes] = b
-        new_state = _LogisticState(p, tuple(random), beta, b_full, psi, mixing, std)
+        new_state = GLMMState(p, tuple(random), beta, b_full, psi, mixing, std)
         return _LogisticDraw(beta, b_full, psi, random[1:] - 1, std), new_state
 
 

@@ -23,17 +23,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._kernels import (
-    StandardisedParameters,
     Standardiser,
     compress_clusters,
     inverse_wishart,
-    population_effects,
     sort_by_cluster,
     student_t_mixing,
 )
-from .base import Draw
 from .random_effects_discrete import (
     _PSI_PRIOR_SCALE,
+    GLMMDraw,
+    GLMMState,
     _check_groups,
     _DiscreteRandomEffectsBase,
     _log_few_clusters,
@@ -160,40 +159,14 @@ def _recentre(beta, b, random, prior_variance, psi, rng):
 
 # =========================================================================== state and draw
 @dataclass
-class _PoissonState(StandardisedParameters):
-    n_columns: int
-    random: tuple
-    beta_std: np.ndarray  # (p + 1,), standardised by ``std``
-    b_std: np.ndarray  # (J, q), standardised, NaN rows for clusters without observed y
-    psi_std: np.ndarray  # (q, q), standardised
-    mixing: np.ndarray  # (p + 1,) Student-t mixing variances
-    std: Standardiser
+class _PoissonState(GLMMState):
     acceptance: tuple = (np.nan, np.nan)  # of the random-effects and fixed-effects proposals, last visit
 
-    @property
-    def random_columns(self):
-        return np.asarray(self.random[1:], dtype=int) - 1
 
+class _PoissonDraw(GLMMDraw):
+    """One draw (beta, b, Psi) of the random-effects Poisson model; its linear predictor is the log mean."""
 
-class _PoissonDraw(StandardisedParameters, Draw):
-    """One draw (beta, b, Psi) of the random-effects Poisson model, in the standardised design's units."""
-
-    def __init__(self, beta_std, b_std, psi_std, random_columns, std):
-        self.beta_std, self.b_std, self.psi_std, self.random_columns = beta_std, b_std, psi_std, random_columns
-        self.std = std
-
-    @property
-    def b(self):
-        return self._original()[1]
-
-    def log_mean(self, X, groups, rng):
-        """f' beta* + z' b*_j per row; clusters without observed y or unseen at fit draw b*_j ~ N(0, Psi*)."""
-        effects = population_effects(np.asarray(groups, dtype=np.intp), self.b_std, self.psi_std, rng)
-        design = self.std.design(X)
-        eta = design @ self.beta_std + effects[:, 0]
-        for k, col in enumerate(self.random_columns):  # loop over the few random slopes
-            eta += design[:, col + 1] * effects[:, k + 1]
-        return eta
+    log_mean = GLMMDraw.linear_predictor
 
     def sample(self, X, groups, rng):
         if groups is None:
