@@ -759,7 +759,7 @@ def _diagnose(args) -> int:
     _require("matplotlib", "plot", "skmlmi diagnose (its plots)")
     out = _output_directory(args.out)
     data = _read_table(args.data)
-    _check_columns(data, [args.groups], "--groups")
+    groups = _groups(args.groups, data)
 
     import matplotlib
 
@@ -768,9 +768,12 @@ def _diagnose(args) -> int:
     from .recommend import recommend_methods
 
     pattern_plot, _, pattern = diagnostics.plot_pattern(data)
-    cluster_plot, _, by_cluster = diagnostics.plot_missing_by_cluster(data, args.groups)
-    iccs = diagnostics.icc(data, args.groups)
-    recommended = recommend_methods(data, args.groups)
+    if len(groups) == 1:
+        cluster_plot, _, by_cluster = diagnostics.plot_missing_by_cluster(data, groups[0])
+        iccs = diagnostics.icc(data, groups[0])
+        recommended = recommend_methods(data, groups[0])
+    else:
+        cluster_plot, by_cluster, iccs, recommended = _diagnose_factors(data, groups, args.cluster_structure)
     out.mkdir(parents=True, exist_ok=True)
     pattern_plot.savefig(out / "pattern.png", dpi=100)
     cluster_plot.savefig(out / "missing_by_cluster.png", dpi=100)
@@ -790,6 +793,34 @@ def _diagnose(args) -> int:
     if not args.quiet:
         print(f"\nwrote pattern.png, missing_by_cluster.png and tables ({fmt.label}) to {out}", file=sys.stderr)
     return 0
+
+
+def _diagnose_factors(data, groups: list, structure: str):
+    """``diagnose`` with several grouping factors: the plot by the innermost factor's units, the tables per factor.
+
+    The ICC of each factor is the one-way ICC of its units (inner units combined with the outer ones when
+    nested), a first look: with nested factors the inner one also holds the outer one's variance. The
+    variance components per level come from a mixed model, ``skmlmi pool --formula 'v ~ 1 + (1 | a/b)'``.
+    """
+    from . import diagnostics
+    from ._clusters import Clusters
+    from .recommend import missing_by_cluster, recommend_methods
+
+    try:
+        clusters = Clusters.from_data(data, groups, structure)
+    except ValueError as exc:
+        raise CLIError(f"--groups {','.join(groups)}: {_one_line(exc)}") from None
+    frame = data.drop(columns=groups)
+    inner = np.asarray(clusters.factors[-1].codes)
+    cluster_plot, _, _ = diagnostics.plot_missing_by_cluster(frame, inner)
+    by_cluster = missing_by_cluster(data, groups, by="cluster", cluster_structure=structure)
+    iccs = pd.DataFrame(
+        {
+            f"icc_{name}": diagnostics.icc(frame, factor.codes)
+            for name, factor in zip(groups, clusters.factors, strict=True)
+        }
+    )
+    return cluster_plot, by_cluster, iccs, recommend_methods(data, groups, cluster_structure=structure)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -994,7 +1025,19 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     diagnose.add_argument("data", help="input file (a table format below)")
-    diagnose.add_argument("--groups", required=True, help="cluster column")
+    diagnose.add_argument(
+        "--groups",
+        required=True,
+        metavar="COLUMN[,COLUMN...]",
+        help="cluster column, or several separated by commas, outer to inner (e.g. school,class): then the tables "
+        "are per factor (the plot by the innermost)",
+    )
+    diagnose.add_argument(
+        "--cluster-structure",
+        choices=["auto", "nested", "crossed"],
+        default="auto",
+        help="with several --groups, as for impute (default auto)",
+    )
     diagnose.add_argument("--out", required=True, help="output directory (made if absent)")
     diagnose.add_argument("--format", choices=formats, default="csv", help="format of the tables (default csv)")
     diagnose.set_defaults(run=_diagnose)

@@ -777,3 +777,20 @@ def test_cli_pool_several_grouping_factors_with_binomial_is_a_usage_error(long_c
     _usage_error(
         capsys, ["pool", str(long_csv), "--formula", "y ~ 1 + (1 | g) + (1 | x)", "--family", "binomial"], "takes one"
     )
+
+
+def test_diagnose_with_several_groups_writes_tables_per_factor(three_level_csv, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    report = tmp_path / "report"
+    argv = ["diagnose", str(three_level_csv), "--groups", "school,class", "--cluster-structure", "nested"]
+    assert main([*argv, "--out", str(report), "--quiet"]) == 0
+    by_cluster = pd.read_csv(report / "missing_by_cluster.csv")
+    assert set(by_cluster["factor"]) == {"school", "class"}
+    assert (by_cluster["factor"] == "class").sum() == 32  # classes combined with their school
+    assert list(pd.read_csv(report / "icc.csv", index_col=0).columns) == ["icc_school", "icc_class"]
+    recommended = pd.read_csv(report / "recommended_methods.csv")
+    assert recommended.set_index("column").loc["y", "method_name"] == "RandomEffectsNormal"
+    assert "school: sporadic; class: sporadic" in capsys.readouterr().out
+    _usage_error(
+        capsys, ["diagnose", str(three_level_csv), "--groups", "school,klass", "--out", str(report)], "'klass'"
+    )
