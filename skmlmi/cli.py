@@ -576,8 +576,24 @@ def _check_columns(data, names, what):
         raise CLIError(f"{what}: unknown column(s) {unknown}; the data have {list(data.columns)}")
 
 
+def _groups(text: str | None, data, option: str = "--groups") -> list[str] | None:
+    """The grouping columns of ``--groups A,B`` (outer to inner), each checked to be a column of the data."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise CLIError(f"{option} {text!r}: expected column names separated by commas, e.g. school,class")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise CLIError(f"{option} {text!r}: {twice} given more than once")
+    _check_columns(data, names, option)
+    return names
+
+
 def _roles(items, data, groups, methods) -> dict:
     """The ``--role`` entries as a predictor matrix (predictor -> target -> code), each checked."""
+    groups = groups or []
+    named = ",".join(groups)
     from .conditional.base import ROLE_NAMES
     from .conditional.registry import models_accepting
 
@@ -596,22 +612,21 @@ def _roles(items, data, groups, methods) -> dict:
             raise CLIError(f"--role {key}={text}: {code} is not a role code; valid codes: {valid}")
         if target == predictor and code != 0:
             raise CLIError(f"--role {key}={text}: a variable cannot predict itself")
-        if target == groups:
-            raise CLIError(f"--role {key}={text}: {target!r} is the cluster column (--groups), which is never imputed")
-        if predictor == groups and code not in (-2, 0, 1):
+        if target in groups:
+            raise CLIError(f"--role {key}={text}: {target!r} is a cluster column (--groups), which is never imputed")
+        if predictor in groups and code not in (-2, 0, 1):
             raise CLIError(
                 f"--role {key}={text}: the cluster column may only be coded -2 (cluster identifier), "
                 "1 (cluster fixed effects) or 0 (not used)"
             )
-        if code == -2 and predictor != groups:
+        if code == -2 and predictor not in groups:
             raise CLIError(
-                f"--role {key}={text}: only the cluster column (--groups{' ' + groups if groups else ''}) "
-                "can be coded -2"
+                f"--role {key}={text}: only a cluster column (--groups{' ' + named if named else ''}) can be coded -2"
             )
         model = methods.get(target)
-        if model is not None and predictor == groups and code == 1 and not model.supports_fixed_clusters:
+        if model is not None and predictor in groups and code == 1 and not model.supports_fixed_clusters:
             raise CLIError(f"--role {key}={text}: {type(model).__name__} cannot absorb cluster fixed effects")
-        if model is not None and predictor != groups and code not in (0, 1) and code not in model.accepted_roles:
+        if model is not None and predictor not in groups and code not in (0, 1) and code not in model.accepted_roles:
             raise CLIError(
                 f"--role {key}={text}: {type(model).__name__} cannot honour code {code} ({ROLE_NAMES[code]}); "
                 f"models that can: {', '.join(models_accepting(code))}"
@@ -634,20 +649,19 @@ def _impute(args) -> int:
             f"{args.data} has column(s) {reserved}, which the long-format output adds (is it an imputed file?); "
             "rename or drop them"
         )
-    groups = args.groups
-    if groups is not None:
-        _check_columns(data, [groups], "--groups")
+    groups = _groups(args.groups, data)
     methods = {}
     for column, text in _assignments(args.method, "--method", "COLUMN=MODEL").items():
         _check_columns(data, [column], f"--method {column}={text}")
-        if column == groups:
-            raise CLIError(f"--method {column}={text}: {column!r} is the cluster column (--groups), never imputed")
+        if column in (groups or []):
+            raise CLIError(f"--method {column}={text}: {column!r} is a cluster column (--groups), never imputed")
         methods[column] = parse_model(text)
     roles = _roles(args.role, data, groups, methods)
     _check_writable(data, fmt, args.out)
     imputer = MultilevelIterativeImputer(
         methods=methods or None,
         predictor_matrix=roles or None,
+        cluster_structure=args.cluster_structure,
         n_imputations=args.m,
         max_iter=args.max_iter,
         random_state=args.seed,
@@ -660,7 +674,8 @@ def _impute(args) -> int:
         raise CLIError(_one_line(exc)) from None
     start = time.perf_counter()
     try:
-        sets = imputer.fit_transform_all(data, groups=groups)
+        # one column stays a column name: exactly the single-factor call of the library
+        sets = imputer.fit_transform_all(data, groups=groups[0] if groups and len(groups) == 1 else groups)
     except (ValueError, TypeError) as exc:
         if hasattr(exc, "failed_chains"):  # raised inside a chain: a failure during the run
             raise
@@ -698,13 +713,17 @@ def _pool(args) -> int:
         raise CLIError(f"{args.file} holds no imputed datasets (rows with .imp > 0)")
     try:
         parsed = parse_formula(args.formula)
-        if parsed.random_factors:
-            parsed.single_factor()  # several grouping factors: not supported yet, said before any fit
     except (TypeError, ValueError) as exc:
         raise CLIError(f"--formula: {_one_line(exc)}") from None
     if parsed.response is None:
         raise CLIError(f"--formula {args.formula!r} has no response (write it as 'y ~ x + ...')")
     _check_columns(long, parsed.variables, f"--formula {args.formula!r}")
+    if args.family == "binomial" and len(parsed.random_factors) > 1:  # said before any fit
+        names = ", ".join(repr(f.name) for f in parsed.random_factors)
+        raise CLIError(
+            f"--formula {args.formula!r} has several grouping factors ({names}); with --family binomial the model "
+            "takes one (LogisticMixedModel). Several nested or crossed factors are fitted with --family gaussian"
+        )
     if args.family == "binomial":
         model = LogisticMixedModel(args.formula) if parsed.is_mixed else GLM(args.formula, family="binomial")
     else:
@@ -740,7 +759,7 @@ def _diagnose(args) -> int:
     _require("matplotlib", "plot", "skmlmi diagnose (its plots)")
     out = _output_directory(args.out)
     data = _read_table(args.data)
-    _check_columns(data, [args.groups], "--groups")
+    groups = _groups(args.groups, data)
 
     import matplotlib
 
@@ -749,9 +768,12 @@ def _diagnose(args) -> int:
     from .recommend import recommend_methods
 
     pattern_plot, _, pattern = diagnostics.plot_pattern(data)
-    cluster_plot, _, by_cluster = diagnostics.plot_missing_by_cluster(data, args.groups)
-    iccs = diagnostics.icc(data, args.groups)
-    recommended = recommend_methods(data, args.groups)
+    if len(groups) == 1:
+        cluster_plot, _, by_cluster = diagnostics.plot_missing_by_cluster(data, groups[0])
+        iccs = diagnostics.icc(data, groups[0])
+        recommended = recommend_methods(data, groups[0])
+    else:
+        cluster_plot, by_cluster, iccs, recommended = _diagnose_factors(data, groups, args.cluster_structure)
     out.mkdir(parents=True, exist_ok=True)
     pattern_plot.savefig(out / "pattern.png", dpi=100)
     cluster_plot.savefig(out / "missing_by_cluster.png", dpi=100)
@@ -771,6 +793,34 @@ def _diagnose(args) -> int:
     if not args.quiet:
         print(f"\nwrote pattern.png, missing_by_cluster.png and tables ({fmt.label}) to {out}", file=sys.stderr)
     return 0
+
+
+def _diagnose_factors(data, groups: list, structure: str):
+    """``diagnose`` with several grouping factors: the plot by the innermost factor's units, the tables per factor.
+
+    The ICC of each factor is the one-way ICC of its units (inner units combined with the outer ones when
+    nested), a first look: with nested factors the inner one also holds the outer one's variance. The
+    variance components per level come from a mixed model, ``skmlmi pool --formula 'v ~ 1 + (1 | a/b)'``.
+    """
+    from . import diagnostics
+    from ._clusters import Clusters
+    from .recommend import missing_by_cluster, recommend_methods
+
+    try:
+        clusters = Clusters.from_data(data, groups, structure)
+    except ValueError as exc:
+        raise CLIError(f"--groups {','.join(groups)}: {_one_line(exc)}") from None
+    frame = data.drop(columns=groups)
+    inner = np.asarray(clusters.factors[-1].codes)
+    cluster_plot, _, _ = diagnostics.plot_missing_by_cluster(frame, inner)
+    by_cluster = missing_by_cluster(data, groups, by="cluster", cluster_structure=structure)
+    iccs = pd.DataFrame(
+        {
+            f"icc_{name}": diagnostics.icc(frame, factor.codes)
+            for name, factor in zip(groups, clusters.factors, strict=True)
+        }
+    )
+    return cluster_plot, by_cluster, iccs, recommend_methods(data, groups, cluster_structure=structure)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -913,7 +963,18 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     impute.add_argument("data", help="input file (a table format below); empty fields and NA are missing")
-    impute.add_argument("--groups", help="cluster column")
+    impute.add_argument(
+        "--groups",
+        metavar="COLUMN[,COLUMN...]",
+        help="cluster column, or several separated by commas, outer to inner (e.g. school,class)",
+    )
+    impute.add_argument(
+        "--cluster-structure",
+        choices=["auto", "nested", "crossed"],
+        default="auto",
+        help="with several --groups: nested (inner labels combined with the outer, as lme4's school/class), crossed, "
+        "or auto (nested when every inner label lies in one outer unit; default)",
+    )
     impute.add_argument(
         "--method",
         action="append",
@@ -964,7 +1025,19 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     diagnose.add_argument("data", help="input file (a table format below)")
-    diagnose.add_argument("--groups", required=True, help="cluster column")
+    diagnose.add_argument(
+        "--groups",
+        required=True,
+        metavar="COLUMN[,COLUMN...]",
+        help="cluster column, or several separated by commas, outer to inner (e.g. school,class): then the tables "
+        "are per factor (the plot by the innermost)",
+    )
+    diagnose.add_argument(
+        "--cluster-structure",
+        choices=["auto", "nested", "crossed"],
+        default="auto",
+        help="with several --groups, as for impute (default auto)",
+    )
     diagnose.add_argument("--out", required=True, help="output directory (made if absent)")
     diagnose.add_argument("--format", choices=formats, default="csv", help="format of the tables (default csv)")
     diagnose.set_defaults(run=_diagnose)

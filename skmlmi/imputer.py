@@ -360,7 +360,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         suggestion : PredictorSuggestion
-            Its ``methods`` and ``predictor_matrix`` become the imputer's (copies).
+            Its ``methods`` and ``predictor_matrix`` become the imputer's (copies), and with several
+            grouping factors its ``cluster_structure`` (unless given); fit with
+            ``groups=suggestion.groups``.
         **params
             Any other parameter of the imputer (``n_imputations``, ``random_state``, ...).
 
@@ -373,6 +375,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         taken = sorted({"methods", "predictor_matrix"} & params.keys())
         if taken:
             raise TypeError(f"from_suggestion sets {taken} from the suggestion; change the suggestion instead.")
+        if suggestion.cluster_structure is not None:  # several grouping factors: read as the formula nests them
+            params.setdefault("cluster_structure", suggestion.cluster_structure)
         return cls(methods=dict(suggestion.methods), predictor_matrix=suggestion.predictor_matrix.copy(), **params)
 
     def __sklearn_tags__(self):

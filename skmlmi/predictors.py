@@ -18,7 +18,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from .conditional.base import ROLE_NAMES, BaseConditionalImputer
-from .conditional.registry import default_model
+from .conditional.registry import default_model, find_models
 
 if TYPE_CHECKING:  # annotations only: the imputer imports this module
     from .imputer import MultilevelIterativeImputer
@@ -505,13 +505,26 @@ class PredictorSuggestion:
     explanation : str
         The reasoning, one paragraph per target, with the rules applied and their sources.
     levels : dict
-        Column -> 1 (varies within clusters) or 2 (constant within clusters).
+        Column -> 1 (varies within clusters) or 2 (constant within clusters). With several
+        grouping factors: 1, or the grouping column within whose units the column is constant
+        (the outermost such factor: a school-level variable is also constant within classes).
+    groups : str, list of str or None
+        The ``groups`` to fit the imputer with: the cluster column, the grouping columns outer to
+        inner (several random terms, e.g. ``["school", "class"]`` for ``(1 | school/class)``), or
+        None for a single-level model.
+    cluster_structure : {"auto", "nested"} or None
+        With several grouping factors, the imputer's ``cluster_structure``: ``"nested"`` for a
+        formula that nests (``school/class``, ``school:class``: inner labels combined with the
+        outer ones, as lme4), ``"auto"`` for separate terms such as ``(1 | a) + (1 | b)``; None
+        otherwise. :meth:`MultilevelIterativeImputer.from_suggestion` sets it.
     """
 
     predictor_matrix: pd.DataFrame
     methods: dict
     explanation: str
     levels: dict = field(default_factory=dict)
+    groups: Any = None
+    cluster_structure: str | None = None
 
     def __str__(self) -> str:
         return self.explanation
@@ -552,6 +565,37 @@ def _accepted_code(code: int, model) -> int:
     return 1
 
 
+def _formula_groups(parsed, data: pd.DataFrame) -> tuple[list, str | None]:
+    """The imputer's ``groups`` (columns, outer to inner) and ``cluster_structure`` for the formula's random terms.
+
+    One factor: its name, as before. Several one-column factors (``(1 | a) + (1 | b)``): those
+    columns, fewest units first (the outer factor of a nesting has fewer units), structure
+    ``"auto"`` (nested or crossed as the labels say, as lme4 reads them). Factors that nest by
+    interaction (``school/class`` gives ``school`` and ``class:school``): the chain's columns,
+    outer to inner, structure ``"nested"`` (the inner labels combined with the outer, as lme4).
+    """
+    factors = parsed.random_factors
+    if len(factors) <= 1:
+        return ([parsed.group] if factors else []), None
+    if all(len(f.columns) == 1 for f in factors):
+        columns = list(dict.fromkeys(f.columns[0] for f in factors))
+        counts = data[columns].nunique()
+        return sorted(columns, key=lambda c: counts[c]), "auto"  # a stable sort: ties keep the formula's order
+    chain = sorted(factors, key=lambda f: len(f.columns))
+    groups: list = []
+    for factor in chain:
+        new = [c for c in factor.columns if c not in groups]
+        if len(new) != 1 or len(factor.columns) != len(groups) + 1:
+            names = ", ".join(repr(f.name) for f in factors)
+            raise ValueError(
+                f"suggest_predictors: the grouping factors {names} of formula {parsed.formula!r} are neither "
+                "separate columns ((1 | a) + (1 | b)) nor one nesting (school/class, with a term for each level); "
+                "the imputer takes groups as grouping columns, outer to inner"
+            )
+        groups += new
+    return groups, "nested"
+
+
 def suggest_predictors(
     formula: str,
     data: pd.DataFrame,
@@ -589,7 +633,13 @@ def suggest_predictors(
        code the model cannot honour is lowered to one it can (4 -> 2 -> 1, 3 -> 1), and the
        explanation says so;
     7. without a grouping factor, every predictor is coded 1 and the models are mice's
-       single-level defaults.
+       single-level defaults;
+    8. with several random terms (``(1 | school/class)``, ``(1 | a) + (1 | b)``) every grouping
+       column is coded -2 and the suggestion's ``groups`` lists them, outer to inner, for
+       ``fit``; a variable constant within the units of a factor gets that factor's
+       cluster-level model; level-1 targets get a random-effects model with a random intercept
+       per factor, where one takes several factors for their kind (continuous and whole numbers
+       now; the explanation says where none does yet).
 
     Interactions (``x1:x2``) are not reproduced by main-effect chained equations; the
     explanation names them and suggests a derived (passive) column. Columns of the data
@@ -614,8 +664,9 @@ def suggest_predictors(
     -------
     PredictorSuggestion
         ``.predictor_matrix`` (DataFrame of role codes), ``.methods`` (dict of models),
-        ``.explanation`` (text), ``.levels``; ``MultilevelIterativeImputer.from_suggestion(suggestion)``
-        builds the imputer.
+        ``.explanation`` (text), ``.levels``, ``.groups`` and ``.cluster_structure``;
+        ``MultilevelIterativeImputer.from_suggestion(suggestion)`` builds the imputer, to be
+        fitted with ``groups=suggestion.groups``.
 
     References
     ----------
@@ -640,6 +691,8 @@ def suggest_predictors(
     {'school': -2, 'popular': 0, 'sex': 4, 'texp': 1}
     >>> type(s.methods["popular"]).__name__
     'RandomEffectsPMM'
+    >>> s.groups
+    'school'
     """
     from ._columns import detect_codec
     from .analysis.formula import parse_formula
@@ -654,21 +707,33 @@ def suggest_predictors(
         raise ValueError(f"suggest_predictors: columns {absent} of formula {formula!r} are not in the data.")
     auxiliary = _column_list(auxiliary, columns, "auxiliary")
     column_kinds = dict(column_kinds or {})
-    group, response = parsed.group, parsed.response
-    if group is not None and data[group].isna().any():
-        raise ValueError(f"suggest_predictors: the cluster column {group!r} has missing labels.")
-    if group in auxiliary:
-        raise ValueError(f"suggest_predictors: the cluster column {group!r} cannot be an auxiliary variable.")
+    response = parsed.response
+    grouping, structure = _formula_groups(parsed, data)
+    group = grouping[0] if grouping else None
+    several = len(grouping) > 1
+    for column in grouping:
+        if data[column].isna().any():
+            raise ValueError(f"suggest_predictors: the cluster column {column!r} has missing labels.")
+        if column in auxiliary:
+            raise ValueError(f"suggest_predictors: the cluster column {column!r} cannot be an auxiliary variable.")
 
     # the columns the terms use (a term may be a transformation such as np.log(x) or C(f, Treatment("b")))
     fixed_vars = parsed.fixed_variables
-    slope_vars = parsed.columns_of(term for block in parsed.random for term in block.terms)
+    slope_vars = parsed.columns_of(term for f in parsed.random_factors for block in f.blocks for term in block.terms)
     model_vars = list(dict.fromkeys(([response] if response else []) + fixed_vars + slope_vars + auxiliary))
-    model_vars = [v for v in model_vars if v != group]
+    model_vars = [v for v in model_vars if v not in grouping]
     multilevel = group is not None
 
     levels = {}
-    if multilevel:
+    if several:
+        from ._clusters import Clusters
+
+        clusters = Clusters.from_data(data, grouping, structure)
+        levels = {v: 1 for v in model_vars}
+        for name, factor in zip(grouping, clusters.factors, strict=True):  # outer to inner: the outermost wins
+            constant = is_cluster_constant(data[model_vars], factor.codes) if model_vars else pd.Series(dtype=bool)
+            levels.update({v: name for v in model_vars if levels[v] == 1 and bool(constant[v])})
+    elif multilevel:
         constant = is_cluster_constant(data[model_vars], data[group]) if model_vars else pd.Series(dtype=bool)
         levels = {v: 2 if bool(constant[v]) else 1 for v in model_vars}
     else:
@@ -680,7 +745,20 @@ def suggest_predictors(
     matrix = pd.DataFrame(0, index=pd.Index(columns), columns=pd.Index(columns), dtype=int)
     methods: dict = {}
     lines = [f"Imputation model suggested for the analysis model {formula!r}."]
-    if multilevel:
+    if several:
+        counts = ", ".join(f"{n} units of {c!r}" for c, n in zip(grouping, clusters.counts, strict=True))
+        nested = ", cluster_structure='nested' (inner labels combined with the outer, as lme4's a/b)"
+        upper = "; ".join(
+            f"{c}-level (constant within {c}): {[v for v in model_vars if levels[v] == c]}"
+            for c in grouping
+            if any(levels[v] == c for v in model_vars)
+        )
+        lines.append(
+            f"Grouping factors, outer to inner: {grouping} ({clusters.structure}; {counts}); fit the imputer with "
+            f"groups={grouping}{nested if structure == 'nested' else ''}. {upper + '; ' if upper else ''}level 1: "
+            f"{[v for v in model_vars if levels[v] == 1] or 'none'}."
+        )
+    elif multilevel:
         lines.append(
             f"Clusters: {group!r} ({data[group].nunique()} clusters). Level-2 (constant within clusters): "
             f"{[v for v in model_vars if levels[v] == 2] or 'none'}; level 1: "
@@ -702,7 +780,7 @@ def suggest_predictors(
         )
         head = f"{t} ({role}, {n_missing[t]} missing, {kinds[t]}"
         reasons = []
-        if multilevel and levels[t] == 2:
+        if multilevel and levels[t] != 1:
             model = default_model(kinds[t], multilevel, cluster_level=True)
             if kinds[t] == "categorical":
                 why = (
@@ -711,22 +789,37 @@ def suggest_predictors(
                 )
             else:
                 why = "cluster-level variable: imputed once per cluster, other variables enter as cluster means"
-            lines.append(f"- {head}, level 2): {type(model).__name__} ({why}).")
+            level = f"level of {levels[t]!r}" if several else "level 2"
+            lines.append(f"- {head}, {level}): {type(model).__name__} ({why}).")
         else:
             model = default_model(kinds[t], multilevel)
-            lines.append(f"- {head}{', level 1' if multilevel else ''}): {type(model).__name__}.")
-        methods[t] = model
+            if several and not model.multiple_factors:
+                able = [c for c in find_models() if c.multiple_factors and kinds[t] in c.target_kinds]
+                model = able[0]() if able else None
+            if model is None:
+                lines.append(
+                    f"- {head}, level 1): no conditional model takes several grouping factors for a {kinds[t]} "
+                    f"column yet, so none is suggested and the imputer refuses it with groups={grouping}; fit "
+                    f"with one factor (e.g. the innermost, {grouping[-1]!r}) to impute it."
+                )
+            else:
+                lines.append(f"- {head}{', level 1' if multilevel else ''}): {type(model).__name__}.")
+        if model is not None:
+            methods[t] = model
         if multilevel:
             matrix.loc[t, group] = -2
-            reasons.append(f"{group} -2: cluster identifier (random intercept)")
+            unit = f" per unit of {group!r}" if several else ""
+            reasons.append(f"{group} -2: cluster identifier (random intercept{unit})")
+        for g in grouping[1:]:  # the matrix codes the first factor; the imputer makes the others identifiers too
+            reasons.append(f"{g} 0 here, -2 in the imputer: a further grouping factor (random intercept per unit)")
         for p in model_vars:
             if p == t:
                 continue
             if not multilevel:
                 code, why = 1, "fixed effect"
-            elif levels[t] == 2:
-                code, why = 1, ("cluster-level predictor" if levels[p] == 2 else "enters through its cluster mean")
-            elif levels[p] == 2:
+            elif levels[t] != 1:
+                code, why = 1, ("cluster-level predictor" if levels[p] != 1 else "enters through its cluster mean")
+            elif levels[p] != 1:
                 code, why = 1, "cluster-level predictor (its cluster mean is itself)"
             else:
                 if t == response:
@@ -753,7 +846,13 @@ def suggest_predictors(
                 if cluster_means:
                     code += 2
                     why += " + cluster mean (contextual effect)"
-                accepted = _accepted_code(code, model)
+                if several and code in (2, 4):  # the models taking several factors draw random intercepts only
+                    why += (
+                        f"; random slopes with several grouping factors are not implemented yet, code {code} "
+                        f"lowered to {code - 1} (the analysis model's random slope is not reproduced)"
+                    )
+                    code -= 1
+                accepted = code if model is None else _accepted_code(code, model)
                 if accepted != code:
                     why += (
                         f"; {type(model).__name__} cannot honour code {code} ({ROLE_NAMES[code]}), "
@@ -771,7 +870,7 @@ def suggest_predictors(
             "product as a derived column (derived={'a_b': 'a * b'}), or impute separately by the levels of a "
             "categorical moderator; the suggested matrix uses the main effects only."
         )
-    unused = [c for c in columns if c not in model_vars and c != group]
+    unused = [c for c in columns if c not in model_vars and c not in grouping]
     if unused:
         lines.append(
             f"Not in the analysis model, left out (code 0): {unused}; pass auxiliary=[...] to use some "
@@ -783,7 +882,14 @@ def suggest_predictors(
             "Mistler & Keller 2016; Grund, Lüdtke & Robitzsch 2018); pass cluster_means=False for small "
             "clusters where they are unreliable and no contextual effect is analysed."
         )
-    return PredictorSuggestion(predictor_matrix=matrix, methods=methods, explanation="\n".join(lines), levels=levels)
+    return PredictorSuggestion(
+        predictor_matrix=matrix,
+        methods=methods,
+        explanation="\n".join(lines),
+        levels=levels,
+        groups=(grouping if several else group),
+        cluster_structure=structure,
+    )
 
 
 # =============================================================================== wide data

@@ -26,7 +26,7 @@ from ._clusters import Clusters
 from ._columns import cluster_codes, detect_codec
 from .conditional.base import BaseConditionalImputer
 from .conditional.cluster_level import is_cluster_constant
-from .conditional.registry import COUNT_MODELS, default_model
+from .conditional.registry import COUNT_MODELS, default_model, find_models
 
 __all__ = ["missing_by_cluster", "recommend_methods", "is_count_column"]
 
@@ -52,6 +52,51 @@ def _frame_and_groups(data: Any, groups: Any) -> tuple[pd.DataFrame, np.ndarray,
     codes, uniques, name = cluster_codes(data, groups)
     frame = data.drop(columns=[name]) if name is not None else data
     return frame, codes, np.asarray(uniques), name
+
+
+def _frame_and_factors(data: Any, groups: Any, cluster_structure: str) -> tuple[pd.DataFrame, Clusters]:
+    """The data without the grouping columns and the grouping factors (one or several) as a :class:`Clusters`."""
+    if cluster_structure not in ("auto", "nested", "crossed"):
+        raise ValueError(f"cluster_structure must be 'auto', 'nested' or 'crossed'; got {cluster_structure!r}")
+    if isinstance(data, np.ndarray) and data.ndim == 2:
+        data = pd.DataFrame(data)
+    if isinstance(data, pd.DataFrame) and isinstance(groups, list) and 0 < len(groups) != len(data):
+        if all(isinstance(g, str) for g in groups):
+            unknown = [g for g in groups if g not in data.columns]
+            if unknown:  # column names, some not in the data: name them (not "2 labels for n rows")
+                raise ValueError(
+                    f"groups names columns that are not in the data: {unknown}; the data have {list(data.columns)}"
+                )
+        if len(groups) == 1:  # a one-element list of a column name is that column
+            groups = groups[0]
+    frame, codes, labels, name = _frame_and_groups(data, groups) if _one_factor(data, groups) else (None,) * 4
+    if frame is not None:
+        if isinstance(groups, Clusters):
+            return frame, groups
+        return frame, Clusters(codes, pd.Index(labels, tupleize_cols=False), name)
+    if isinstance(groups, Clusters):  # several factors encoded by the caller: data hold no grouping column
+        if len(groups.codes) != len(data):
+            raise ValueError(f"groups holds {len(groups.codes)} rows but the data have {len(data)}.")
+        return data, groups
+    clusters = Clusters.from_data(data, groups, cluster_structure)
+    return data.drop(columns=list(clusters.columns)), clusters
+
+
+def _one_factor(data: Any, groups: Any) -> bool:
+    """Whether ``groups`` gives one grouping factor (the single-factor path, unchanged)."""
+    from ._clusters import factor_specs
+
+    if isinstance(groups, Clusters):
+        return groups.n_factors == 1
+    if not isinstance(data, pd.DataFrame) or groups is None:
+        return True  # the single-factor path says what is wrong with them
+    specs = factor_specs(data, groups)
+    return specs is None or len(specs) == 1
+
+
+def _factor_names(clusters: Clusters) -> list:
+    """A name per grouping factor: its column, or its position (``"factor 0"``) for labels given as arrays."""
+    return [f.column if f.column is not None else f"factor {k}" for k, f in enumerate(clusters.factors)]
 
 
 def _cluster_table(missing: np.ndarray, codes: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,21 +188,29 @@ def missing_by_cluster(
     data: pd.DataFrame,
     groups: Any,
     by: Literal["column", "cluster"] = "column",
+    cluster_structure: str = "auto",
 ) -> pd.DataFrame:
     """Sporadic and systematic missingness of every incomplete column, cluster by cluster.
 
     A cluster is *systematically missing* for a column when none of its rows is observed,
-    *sporadically missing* when some (not all) are, *complete* when all are.
+    *sporadically missing* when some (not all) are, *complete* when all are. With several
+    grouping factors every factor is classified on its own: a variable never measured in some
+    classes but in every school is systematically missing by class and sporadically by school.
 
     Parameters
     ----------
     data : DataFrame
         The incomplete data.
-    groups : column name or array of shape (n,)
-        Cluster labels; a column of ``data`` is not itself classified.
+    groups : column name, array of shape (n,), or list of column names
+        Cluster labels; a column of ``data`` is not itself classified. Several grouping factors
+        as the imputer takes them: a list of column names (or a 2-D array / DataFrame of labels),
+        outer to inner.
     by : {"column", "cluster"}, default="column"
         ``"column"``: one row per incomplete column (summary). ``"cluster"``: one row per
         (incomplete column, cluster), for plots.
+    cluster_structure : {"auto", "nested", "crossed"}, default="auto"
+        With several factors, as the imputer's parameter: ``"nested"`` combines inner labels with
+        the outer ones (class 1 of school A is not class 1 of school B).
 
     Returns
     -------
@@ -169,7 +222,10 @@ def missing_by_cluster(
         of observed rows among clusters with any), ``min_observed`` (same, minimum).
         ``by="cluster"``: columns ``column``, ``cluster``, ``size``, ``n_observed``,
         ``n_missing``, ``status`` (``"complete"``, ``"sporadic"`` or ``"systematic"``).
-        Complete columns are left out of both.
+        Complete columns are left out of both. With several grouping factors both tables
+        have a ``factor`` column after ``column`` (the factor's column name, or ``"factor k"``
+        for labels given as arrays) and one row per column and factor (per column, factor and
+        cluster for ``by="cluster"``).
 
     Raises
     ------
@@ -191,7 +247,24 @@ def missing_by_cluster(
     """
     if by not in ("column", "cluster"):
         raise ValueError(f"by must be 'column' or 'cluster'; got {by!r}")
-    frame, codes, labels, _ = _frame_and_groups(data, groups)
+    frame, clusters = _frame_and_factors(data, groups, cluster_structure)
+    if clusters.n_factors == 1:
+        return _missing_by_one_factor(frame, clusters.codes, np.asarray(clusters.labels, dtype=object), by)
+    tables = []
+    for name, factor in zip(_factor_names(clusters), clusters.factors, strict=True):  # a loop over the few factors
+        labels = np.empty(len(factor.labels), dtype=object)
+        labels[:] = list(factor.labels)  # tuple labels of combined nested factors stay tuples
+        table = _missing_by_one_factor(frame, factor.codes, labels, by)
+        tables.append(table.assign(factor=[name] * len(table), _order=np.arange(len(table))))
+    joined = pd.concat(tables, ignore_index=True)
+    if by == "column":  # one row per column and factor, the factors of a column together, outer to inner
+        joined = joined.sort_values(["_order"], kind="stable").reset_index(drop=True)
+    columns = ["column", "factor"] + [c for c in joined.columns if c not in ("column", "factor", "_order")]
+    return joined[columns]
+
+
+def _missing_by_one_factor(frame: pd.DataFrame, codes: np.ndarray, labels: np.ndarray, by: str) -> pd.DataFrame:
+    """:func:`missing_by_cluster` for one grouping factor (codes and labels)."""
     J = len(labels)
     rows, long = [], []
     for name in frame.columns:  # loop over columns, not clusters
@@ -262,6 +335,7 @@ def recommend_methods(
     prop_small: float = 0.4,
     min_clusters: int = 5,
     column_kinds: dict | None = None,
+    cluster_structure: str = "auto",
 ) -> pd.DataFrame:
     """A conditional model for every incomplete column, with the reason (micemd's ``find.defaultMethod``, revised).
 
@@ -297,10 +371,22 @@ def recommend_methods(
     40 %), and sporadic-only columns keep the one-stage models (they use every row without
     a per-cluster fit that small or unbalanced clusters could break).
 
+    With several grouping factors (nested or crossed) the models must take them all, and the
+    rules are: no observed value, no model; constant within the units of a factor (outer
+    factors first: a school-level variable is also constant within classes), that factor's
+    cluster-level model, which imputes one value per unit of it; continuous or whole numbers
+    otherwise, ``RandomEffectsNormal`` or ``RandomEffectsPMM`` with a random intercept per
+    factor (systematically missing units drawn from the population; there are no two-stage or
+    Poisson models for several factors); binary and categorical otherwise, no model yet
+    (``method`` None, the reason says so and what to do).
+
     Parameters
     ----------
     data : DataFrame
-    groups : column name or array of shape (n,)
+        The incomplete data.
+    groups : column name, array of shape (n,), or list of column names
+        Cluster labels; several grouping factors as a list of column names (or a 2-D array /
+        DataFrame of labels), outer to inner.
     large_cluster : int, default=100
         Observed values from which a cluster counts as large (micemd's ``ni.small``).
     prop_small : float, default=0.4
@@ -312,6 +398,8 @@ def recommend_methods(
     column_kinds : dict, default=None
         Kind overrides ``{column: "continuous"|"integer"|"binary"|"categorical"}``, as the
         imputer's parameter.
+    cluster_structure : {"auto", "nested", "crossed"}, default="auto"
+        With several factors, as the imputer's parameter.
 
     Returns
     -------
@@ -321,7 +409,11 @@ def recommend_methods(
         ``cluster_level`` (bool), ``n_clusters``, ``n_systematic``, ``n_sporadic``,
         ``n_observed_clusters``, ``prop_missing``, ``median_observed``, ``share_small``,
         ``method`` (an unfitted conditional model instance, or None), ``method_name`` and
-        ``reason``.
+        ``reason``. With several grouping factors: ``pattern`` per factor
+        (``"school: sporadic; class: systematic"``), ``cluster_level`` the factor within whose
+        units the column is constant (None for a row-level column), the counts of the innermost
+        factor (of ``cluster_level``'s factor for a cluster-level column), and a ``factor`` column
+        naming the factor those counts are of.
 
     Examples
     --------
@@ -345,11 +437,14 @@ def recommend_methods(
     if column_kinds is not None and not isinstance(column_kinds, dict):
         raise TypeError(f"column_kinds must be a dict {{column: kind}}; got {type(column_kinds).__name__}")
     column_kinds = dict(column_kinds or {})
-    frame, codes, labels, _ = _frame_and_groups(data, groups)
+    frame, clusters = _frame_and_factors(data, groups, cluster_structure)
     unknown = [k for k in column_kinds if k not in frame.columns]
     if unknown:
         raise ValueError(f"column_kinds names columns that are not in data (or are the groups column): {unknown}")
-    summary = missing_by_cluster(frame, groups if isinstance(groups, Clusters) else codes)
+    if clusters.n_factors > 1:
+        return _recommend_several(frame, clusters, column_kinds)
+    codes, labels = clusters.codes, clusters.labels
+    summary = missing_by_cluster(frame, clusters)
     out = []
     for row in summary.to_dict("records"):  # loop over incomplete columns; names of any type (tuples too)
         name = row["column"]
@@ -482,3 +577,111 @@ def _choose(
     if kind == "integer":
         return model, lead + " (PMM: integers stay integers)"
     return model, lead
+
+
+def _recommend_several(frame: pd.DataFrame, clusters: Clusters, column_kinds: dict) -> pd.DataFrame:
+    """:func:`recommend_methods` with several grouping factors: models that take them all, or None with why."""
+    names = _factor_names(clusters)
+    summary = missing_by_cluster(frame, clusters)
+    able = {kind: [c for c in find_models() if c.multiple_factors and kind in c.target_kinds] for kind in KIND_ORDER}
+    out = []
+    for name, rows in summary.groupby("column", sort=False):  # loop over incomplete columns
+        series = frame[name]
+        codec = detect_codec(series, name, column_kinds.get(name))
+        kind = codec.kind
+        by_factor = rows.set_index("factor")
+        patterns = {f: _pattern(by_factor.loc[f]) for f in names}
+        level = None
+        if patterns[names[0]] != "all missing":
+            encoded = np.asarray(codec.encode(series), dtype=float)
+            missing = np.isnan(encoded)
+            level = next(
+                (k for k, factor in enumerate(clusters.factors) if factor.constancy(encoded, missing)),
+                None,
+            )
+        counted = names[-1] if level is None else names[level]
+        row = by_factor.loc[counted]
+        if patterns[names[0]] == "all missing":
+            model, reason = (
+                None,
+                "no observed value: nothing to impute from (drop the column or give it a model by hand)",
+            )
+        elif level is not None:
+            partial = "partial" if "sporadic" in patterns[counted] else True
+            model = default_model(kind, True, partial)
+            reason = (
+                f"constant within the units of {counted!r} (a {counted}-level variable): imputed once per {counted} "
+                "unit by a cluster-level model, lower-level predictors aggregated to it"
+            )
+            if partial == "partial":
+                reason += "; missing in part of some units: filled from the unit's observed value"
+        elif able[kind]:
+            model = default_model(kind, True, False)
+            if not getattr(model, "multiple_factors", False):
+                model = able[kind][0]()
+            systematic = [f for f in names if "systematic" in patterns[f]]
+            reason = (
+                f"a random intercept per grouping factor ({', '.join(map(repr, names))}, {clusters.structure})"
+                + (
+                    f"; systematically missing by {', '.join(map(repr, systematic))}: those units' intercepts are "
+                    "drawn from the population (no two-stage model takes several factors)"
+                    if systematic
+                    else ": sporadic missingness only, every observed row used"
+                )
+                + (" (PMM: integers stay integers)" if kind == "integer" else "")
+            )
+        else:
+            model = None
+            reason = (
+                f"no conditional model takes several grouping factors for a {kind} column yet: give groups one "
+                f"factor (e.g. the innermost, {names[-1]!r}) to impute it"
+            )
+        out.append(
+            {
+                "column": name,
+                "kind": kind,
+                "pattern": "; ".join(f"{f}: {patterns[f]}" for f in names),
+                "cluster_level": None if level is None else names[level],
+                "factor": counted,
+                "n_clusters": int(row["n_clusters"]),
+                "n_systematic": int(row["n_systematic"]),
+                "n_sporadic": int(row["n_sporadic"]),
+                "n_observed_clusters": int(row["n_clusters"] - row["n_systematic"]),
+                "prop_missing": float(row["prop_missing"]),
+                "median_observed": float(row["median_observed"]),
+                "method": model,
+                "method_name": None if model is None else type(model).__name__,
+                "reason": reason,
+            }
+        )
+    columns = [
+        "column",
+        "kind",
+        "pattern",
+        "cluster_level",
+        "factor",
+        "n_clusters",
+        "n_systematic",
+        "n_sporadic",
+        "n_observed_clusters",
+        "prop_missing",
+        "median_observed",
+        "method",
+        "method_name",
+        "reason",
+    ]
+    return pd.DataFrame(out, columns=columns)
+
+
+#: the column kinds, for the models taking several factors
+KIND_ORDER = ("continuous", "integer", "binary", "categorical")
+
+
+def _pattern(row: pd.Series) -> str:
+    """The pattern of one column by one factor, from its :func:`missing_by_cluster` row."""
+    n_sys, n_spor = int(row["n_systematic"]), int(row["n_sporadic"])
+    if n_sys == int(row["n_clusters"]):
+        return "all missing"
+    if n_sys and n_spor:
+        return "sporadic+systematic"
+    return "systematic" if n_sys else "sporadic"

@@ -317,7 +317,7 @@ def test_huge_model_settings_are_a_usage_error_not_a_memory_error(small_csv, tmp
         (["--method", "z=pmm"], ["--method z=pmm", "'z'"]),
         (["--role", "y:z=1"], ["--role y:z=1", "'z'"]),
         (["--role", "z:x=1"], ["--role z:x=1", "'z'"]),
-        (["--groups", "g", "--method", "g=pmm"], ["'g' is the cluster column"]),
+        (["--groups", "g", "--method", "g=pmm"], ["'g' is a cluster column"]),
         (["--method", "y=pmm", "--method", "y=norm"], ["--method y is given twice"]),
         (["--method", "=pmm"], ["--method '=pmm': expected COLUMN=MODEL"]),
         (["--role", "y:x"], ["--role 'y:x': expected TARGET:PREDICTOR=CODE"]),
@@ -337,7 +337,7 @@ def test_column_names_are_checked_before_imputing(small_csv, tmp_path, capsys, n
         (["--n-jobs", "0"], ["--n-jobs 0"]),
         (["--role", "y:x=7"], ["--role y:x=7", "7 is not a role code", "-2 (cluster identifier)"]),
         (["--role", "y:y=1"], ["cannot predict itself"]),
-        (["--role", "y:x=-2"], ["only the cluster column"]),
+        (["--role", "y:x=-2"], ["only a cluster column"]),
         (["--role", "y:g=2"], ["the cluster column may only be coded -2"]),
         (["--method", "y=pmm", "--role", "y:x=2"], ["PredictiveMeanMatching cannot honour code 2"]),
     ],
@@ -692,6 +692,105 @@ def test_cli_pool_fits_formulas_with_transformed_terms(long_csv, capsys):
     assert "I(x ** 2)" in out and "np.exp(x)" in out and "g0" in out and "scale(x)" in out
 
 
-def test_cli_pool_several_grouping_factors_are_a_usage_error(long_csv, capsys):
-    assert cli_main(["pool", str(long_csv), "--formula", "y ~ 1 + (1 | g) + (1 | x)"]) == 2
-    assert "not supported yet" in capsys.readouterr().err
+# --------------------------------------------------------------------------- several grouping factors
+@pytest.fixture
+def three_level_csv(tmp_path):
+    """Pupils in classes in schools: class labels 0-3 repeat in every school (nested as lme4's school/class)."""
+    rng = np.random.default_rng(3)
+    school = np.repeat(np.arange(8), 24)
+    klass = np.tile(np.repeat(np.arange(4), 6), 8)
+    x = rng.normal(size=school.size)
+    y = 1 + 0.5 * x + rng.normal(0, 0.5, 8)[school] + rng.normal(0, 0.5, (8, 4))[school, klass]
+    data = pd.DataFrame({"school": school, "class": klass, "x": x, "y": y + rng.normal(size=school.size)})
+    data.loc[rng.random(len(data)) < 0.2, "y"] = np.nan
+    path = tmp_path / "d3.csv"
+    data.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("structure", [None, "nested"])
+def test_impute_then_pool_with_several_grouping_factors(three_level_csv, tmp_path, capsys, structure):
+    out = tmp_path / "o.csv"
+    argv = ["impute", str(three_level_csv), "--groups", "school,class", "--m", "2", "--max-iter", "2"]
+    argv += ["--seed", "1", "--quiet", "--out", str(out)]
+    assert main(argv + (["--cluster-structure", structure] if structure else [])) == 0
+    long = pd.read_csv(out)
+    assert long[".imp"].nunique() == 2 and long["y"].notna().all()
+    assert main(["pool", str(out), "--formula", "y ~ x + (1 | school/class)", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "pooled over m = 2" in printed and "ICC|school" in printed and "ICC|class:school" in printed
+
+
+def test_impute_crossed_structure_is_passed_to_the_imputer(three_level_csv, tmp_path, monkeypatch):
+    seen = {}
+
+    def record(self, data, groups=None, **kwargs):
+        seen.update(groups=groups, structure=self.cluster_structure)
+        raise AssertionError("stop")
+
+    monkeypatch.setattr(MultilevelIterativeImputer, "fit_transform_all", record)
+    argv = ["impute", str(three_level_csv), "--groups", " school , class", "--cluster-structure", "crossed"]
+    assert main([*argv, "--out", str(tmp_path / "o.csv")]) == 1
+    assert seen == {"groups": ["school", "class"], "structure": "crossed"}
+    # one column stays the single-factor call
+    assert main(["impute", str(three_level_csv), "--groups", "school", "--out", str(tmp_path / "o.csv")]) == 1
+    assert seen["groups"] == "school"
+
+
+@pytest.mark.parametrize(
+    ("argv_tail", "fragments"),
+    [
+        (["--groups", "school,klass"], ["--groups", "'klass'"]),
+        (["--groups", "school,,class"], ["--groups", "separated by commas"]),
+        (["--groups", "school,school"], ["--groups", "more than once"]),
+        (["--groups", "school,class", "--method", "class=pmm"], ["'class' is a cluster column"]),
+        (["--groups", "school,class", "--role", "class:x=1"], ["'class' is a cluster column"]),
+        (["--groups", "school,class", "--role", "y:class=2"], ["cluster column may only be coded"]),
+        (["--groups", "school", "--role", "y:class=-2"], ["only a cluster column (--groups school)"]),
+        (["--groups", "school,class", "--cluster-structure", "tree"], ["--cluster-structure", "tree"]),
+    ],
+)
+def test_several_groups_are_checked_before_imputing(
+    three_level_csv, tmp_path, capsys, no_imputation, argv_tail, fragments
+):
+    argv = ["impute", str(three_level_csv), "--out", str(tmp_path / "o.csv"), *argv_tail]
+    if "--cluster-structure" in argv_tail:  # argparse's own usage message (several lines), still exit 2
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and all(f in err for f in fragments), err
+        return
+    _usage_error(capsys, argv, *fragments)
+
+
+def test_cli_pool_crossed_grouping_factors_fit(three_level_csv, tmp_path, capsys):
+    complete = pd.read_csv(three_level_csv).fillna(0.0)
+    long = pd.concat([complete.assign(**{".imp": i, ".id": np.arange(len(complete))}) for i in (1, 2)])
+    long.to_csv(tmp_path / "long.csv", index=False)
+    # class labels 0-3 read as their own factor: crossed with school
+    assert cli_main(["pool", str(tmp_path / "long.csv"), "--formula", "y ~ x + (1 | school) + (1 | class)"]) == 0
+    printed = capsys.readouterr().out
+    assert "ICC|school" in printed and "ICC|class" in printed
+
+
+def test_cli_pool_several_grouping_factors_with_binomial_is_a_usage_error(long_csv, capsys):
+    _usage_error(
+        capsys, ["pool", str(long_csv), "--formula", "y ~ 1 + (1 | g) + (1 | x)", "--family", "binomial"], "takes one"
+    )
+
+
+def test_diagnose_with_several_groups_writes_tables_per_factor(three_level_csv, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    report = tmp_path / "report"
+    argv = ["diagnose", str(three_level_csv), "--groups", "school,class", "--cluster-structure", "nested"]
+    assert main([*argv, "--out", str(report), "--quiet"]) == 0
+    by_cluster = pd.read_csv(report / "missing_by_cluster.csv")
+    assert set(by_cluster["factor"]) == {"school", "class"}
+    assert (by_cluster["factor"] == "class").sum() == 32  # classes combined with their school
+    assert list(pd.read_csv(report / "icc.csv", index_col=0).columns) == ["icc_school", "icc_class"]
+    recommended = pd.read_csv(report / "recommended_methods.csv")
+    assert recommended.set_index("column").loc["y", "method_name"] == "RandomEffectsNormal"
+    assert "school: sporadic; class: sporadic" in capsys.readouterr().out
+    _usage_error(
+        capsys, ["diagnose", str(three_level_csv), "--groups", "school,klass", "--out", str(report)], "'klass'"
+    )

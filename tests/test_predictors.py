@@ -340,3 +340,72 @@ def test_make_predictor_matrix_checks_its_columns():
         make_predictor_matrix(["a", "b"], groups_column="z")
     with pytest.raises(TypeError, match="sequence of column names; got str"):
         make_predictor_matrix("abc")
+
+
+# --------------------------------------------------------------------------- several grouping factors
+def _three_levels(seed=3):
+    """8 schools x 4 classes x 6 pupils; class labels 0-3 repeat in every school (nested as school/class)."""
+    rng = np.random.default_rng(seed)
+    school = np.repeat(np.arange(8), 24)
+    klass = np.tile(np.repeat(np.arange(4), 6), 8)
+    n = school.size
+    data = pd.DataFrame({"school": school, "class": klass, "x": rng.normal(size=n)})
+    data["y"] = np.where(rng.random(n) < 0.2, np.nan, data["x"] + rng.normal(size=n))
+    data["z"] = np.where((school == 1) & (klass == 2), np.nan, rng.normal(size=n))
+    data["sch"] = np.where(school == 3, np.nan, rng.normal(size=8)[school])
+    data["cl"] = np.where((school == 2) & (klass == 1), np.nan, rng.normal(size=(8, 4))[school, klass])
+    data["b"] = np.where(rng.random(n) < 0.2, np.nan, rng.integers(0, 2, n))
+    return data
+
+
+@pytest.mark.parametrize("random_part", ["(1 | school/class)", "(1 | school) + (1 | school:class)"])
+@pytest.mark.filterwarnings("ignore:.*cluster means of:UserWarning")
+def test_suggestion_from_nested_random_terms_gives_the_imputer_both_factors(random_part):
+    data = _three_levels()[["school", "class", "x", "y", "z", "sch", "cl"]]
+    s = suggest_predictors(f"y ~ x + z + sch + cl + {random_part}", data)
+    assert s.groups == ["school", "class"] and s.cluster_structure == "nested"
+    assert s.levels == {"y": 1, "x": 1, "z": 1, "sch": "school", "cl": "class"}
+    names = {c: type(m).__name__ for c, m in s.methods.items()}
+    assert names == {
+        "y": "RandomEffectsNormal",
+        "z": "RandomEffectsNormal",
+        "sch": "ClusterLevelNormal",
+        "cl": "ClusterLevelNormal",
+    }
+    assert s.predictor_matrix.loc["y", "school"] == -2 and s.predictor_matrix.loc["y", "x"] == 3
+    assert "groups=['school', 'class']" in s.explanation
+    imputer = MultilevelIterativeImputer.from_suggestion(s, max_iter=1, random_state=0)
+    assert imputer.cluster_structure == "nested"
+    completed = imputer.fit_transform(data, groups=s.groups)
+    assert not completed[["y", "z", "sch", "cl"]].isna().any().any()
+    # the class-level variable was imputed once per class of a school (labels combined with the school)
+    assert completed.groupby(["school", "class"])["cl"].nunique().max() == 1
+
+
+def test_suggestion_from_crossed_terms_orders_factors_and_says_what_no_model_takes():
+    data = _three_levels()[["school", "class", "x", "y", "b"]]
+    s = suggest_predictors("y ~ x + b + (1 | school) + (1 | class)", data)
+    assert s.groups == ["class", "school"] and s.cluster_structure == "auto"  # fewest units first
+    assert "b" not in s.methods and type(s.methods["y"]).__name__ == "RandomEffectsNormal"
+    assert "no conditional model takes several grouping factors for a binary column yet" in s.explanation
+
+
+@pytest.mark.filterwarnings("ignore:.*cluster means of:UserWarning")
+def test_suggestion_with_several_factors_lowers_random_slopes_it_cannot_draw():
+    data = _three_levels()[["school", "class", "x", "y", "z"]]
+    s = suggest_predictors("y ~ x + z + (1 + x | school/class)", data)
+    assert s.predictor_matrix.loc["y", "x"] == 3 and "random slopes with several grouping factors" in s.explanation
+    imputer = MultilevelIterativeImputer.from_suggestion(s, max_iter=1, random_state=0)
+    assert not imputer.fit_transform(data, groups=s.groups)[["y", "z"]].isna().any().any()
+
+
+def test_suggestion_with_one_factor_carries_its_column_and_no_structure(popmis_incomplete):
+    s = suggest_predictors("popular ~ sex + (1 | school)", popmis_incomplete)
+    assert s.groups == "school" and s.cluster_structure is None
+    assert MultilevelIterativeImputer.from_suggestion(s).cluster_structure == "auto"
+
+
+def test_random_terms_that_are_not_one_nesting_are_a_clear_error():
+    data = _three_levels().assign(region=lambda d: d["school"] % 2)
+    with pytest.raises(ValueError, match="neither separate columns"):
+        suggest_predictors("y ~ x + (1 | school:class) + (1 | region)", data)
