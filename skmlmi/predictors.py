@@ -17,7 +17,11 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from ._clusters import Clusters
+from ._columns import detect_codec
+from .analysis.formula import parse_formula
 from .conditional.base import ROLE_NAMES, BaseConditionalImputer
+from .conditional.cluster_level import is_cluster_constant
 from .conditional.registry import default_model, find_models
 
 if TYPE_CHECKING:  # annotations only: the imputer imports this module
@@ -694,9 +698,6 @@ def suggest_predictors(
     >>> s.groups
     'school'
     """
-    from ._columns import detect_codec
-    from .analysis.formula import parse_formula
-    from .conditional.cluster_level import is_cluster_constant
 
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"suggest_predictors: data must be a pandas DataFrame; got {type(data).__name__}.")
@@ -726,8 +727,6 @@ def suggest_predictors(
 
     levels = {}
     if several:
-        from ._clusters import Clusters
-
         clusters = Clusters.from_data(data, grouping, structure)
         levels = {v: 1 for v in model_vars}
         for name, factor in zip(grouping, clusters.factors, strict=True):  # outer to inner: the outermost wins

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ._clusters import Clusters
+from ._clusters import Clusters, factor_specs
 from ._columns import cluster_codes, detect_codec
 from .conditional.base import BaseConditionalImputer
 from .conditional.cluster_level import is_cluster_constant
@@ -84,8 +84,6 @@ def _frame_and_factors(data: Any, groups: Any, cluster_structure: str) -> tuple[
 
 def _one_factor(data: Any, groups: Any) -> bool:
     """Whether ``groups`` gives one grouping factor (the single-factor path, unchanged)."""
-    from ._clusters import factor_specs
-
     if isinstance(groups, Clusters):
         return groups.n_factors == 1
     if not isinstance(data, pd.DataFrame) or groups is None:

@@ -20,6 +20,7 @@ from sklearn.utils import Bunch
 from sklearn.utils._param_validation import validate_params
 
 from .._random import as_generator
+from ..analysis.mixed import LogisticMixedModel
 from .simulate import _check_size
 
 __all__ = ["make_heckman", "load_obesity", "load_hiv", "interviewer_effect"]
@@ -272,8 +273,6 @@ def interviewer_effect(
     >>> effect = interviewer_effect(data)  # doctest: +SKIP
     >>> data = data.assign(interviewer_effect=effect)  # doctest: +SKIP
     """
-    from ..analysis.mixed import LogisticMixedModel
-
     if isinstance(adjust, str):  # one column, not its letters
         adjust = (adjust,)
     missing = [c for c in (consent, interviewer, *adjust) if c not in data.columns]
