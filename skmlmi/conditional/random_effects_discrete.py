@@ -252,6 +252,15 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
     cross-products (``np.bincount``), O(J q^3 + p^3) for the batched solves.
     No Python loop over rows or clusters.
 
+    Several grouping factors (``groups`` an (n, k) array of codes, nested or crossed; the
+    engine passes them when the imputer is given several): a random intercept per factor,
+    logit P(y = 1) = f' beta + sum_k u_k[g_k], u_k ~ N(0, tau_k^2), tau_k^2 ~ IW(1, 0.1) (the
+    one-factor prior with q = 1), beta with the same Student-t prior. Each Gibbs step draws
+    omega_i ~ PG(1, eta_i), then beta and each factor's intercepts as a block given the other
+    factors' (weighted by omega, :func:`~skmlmi._kernels.multi_factor_gibbs`), each tau_k^2,
+    and the mixing variances. Units without observed y and units unseen at fit take population
+    draws N(0, tau_k^2). Random slopes (role 2) with several factors are not implemented yet.
+
     References
     ----------
     Polson, N. G., Scott, J. G. & Windle, J. (2013). JASA 108, 1339-1349.
