@@ -165,6 +165,19 @@ def test_binary_three_levels_keep_each_levels_variance_and_two_levels_do_not():
     assert two_level[1] < -3.5 * se2[1] and two_level[1] < -0.2 * 0.010, (two_level, se2)
 
 
+def test_binary_new_data_with_an_unseen_class():
+    _, incomplete = _three_level_binary(3)
+    imputer = MultilevelIterativeImputer(methods={"y": "RandomEffectsLogistic"}, n_imputations=2, max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imputer.fit(incomplete, groups=["school", "klass"])
+    new = incomplete.iloc[:60].copy()
+    new.loc[:29, "klass"] = 10_000  # a class unseen at fit: its intercept is a population draw
+    new.loc[:, "y"] = np.nan
+    out = imputer.transform(new)
+    assert set(out["y"].unique()) <= {0.0, 1.0} and out["y"].notna().all()
+
+
 # --------------------------------------------------------------------------- the front door
 def _small():
     frame, incomplete = _three_level(0)
