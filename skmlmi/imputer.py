@@ -214,8 +214,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         ``school/class``: class labels ``a``, ``b``, ``c`` repeating in every school mean
         school:class); ``"crossed"`` takes the labels as given (a warning when they look
         nested). One grouping factor: ignored. The models that take several factors are
-        :class:`~skmlmi.conditional.RandomEffectsNormal` and
-        :class:`~skmlmi.conditional.RandomEffectsPMM` (a random intercept per factor).
+        :class:`~skmlmi.conditional.RandomEffectsNormal`,
+        :class:`~skmlmi.conditional.RandomEffectsPMM` and
+        :class:`~skmlmi.conditional.RandomEffectsLogistic` (a random intercept per factor).
 
     Attributes
     ----------

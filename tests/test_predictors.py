@@ -384,10 +384,14 @@ def test_suggestion_from_nested_random_terms_gives_the_imputer_both_factors(rand
 
 def test_suggestion_from_crossed_terms_orders_factors_and_says_what_no_model_takes():
     data = _three_levels()[["school", "class", "x", "y", "b"]]
-    s = suggest_predictors("y ~ x + b + (1 | school) + (1 | class)", data)
+    rng = np.random.default_rng(0)
+    data["c"] = np.where(rng.random(len(data)) < 0.2, None, rng.choice(["p", "q", "r"], len(data)))
+    s = suggest_predictors("y ~ x + b + c + (1 | school) + (1 | class)", data)
     assert s.groups == ["class", "school"] and s.cluster_structure == "auto"  # fewest units first
-    assert "b" not in s.methods and type(s.methods["y"]).__name__ == "RandomEffectsNormal"
-    assert "no conditional model takes several grouping factors for a binary column yet" in s.explanation
+    assert type(s.methods["y"]).__name__ == "RandomEffectsNormal"
+    assert type(s.methods["b"]).__name__ == "RandomEffectsLogistic"  # a random intercept per factor
+    assert "c" not in s.methods
+    assert "no conditional model takes several grouping factors for a categorical column yet" in s.explanation
 
 
 @pytest.mark.filterwarnings("ignore:.*cluster means of:UserWarning")

@@ -265,16 +265,17 @@ def test_recommend_methods_with_several_factors():
     assert (table.loc["z", "factor"], table.loc["z", "n_systematic"], table.loc["z", "n_clusters"]) == ("class", 1, 32)
     assert (table.loc["sch", "factor"], table.loc["sch", "n_systematic"]) == ("school", 1)
     assert "drawn from the population" in table.loc["z", "reason"]
-    for column in ("b", "cat"):  # no model takes several factors for these yet: said, not raised
-        assert table.loc[column, "method"] is None
-        assert "no conditional model takes several grouping factors" in table.loc[column, "reason"]
-    for column in ("y", "z", "k"):
+    assert names["b"] == "RandomEffectsLogistic"
+    # no model takes several factors for a categorical column yet: said, not raised
+    assert table.loc["cat", "method"] is None
+    assert "no conditional model takes several grouping factors" in table.loc["cat", "reason"]
+    for column in ("y", "z", "k", "b"):
         assert table.loc[column, "method"].multiple_factors
     # the recommended models are the ones the imputer accepts with these factors
     from skmlmi import MultilevelIterativeImputer
 
     methods = {c: m for c, m in table["method"].items() if m is not None}
-    data = df.drop(columns=["b", "cat"])
+    data = df.drop(columns=["cat"])
     imputer = MultilevelIterativeImputer(methods=methods, cluster_structure="nested", max_iter=1, random_state=0)
     completed = imputer.fit_transform(data, groups=["school", "class"])
     assert not np.isnan(np.asarray(completed, dtype=float)).any()

@@ -409,19 +409,39 @@ class FactorState:
     beta: np.ndarray | None = None
 
 
-def factor_cross_products(X: np.ndarray, y: np.ndarray, codes: np.ndarray, counts) -> dict:
+def factor_cross_products(X: np.ndarray, y: np.ndarray, codes: np.ndarray, counts, weights=None) -> dict:
     """What the Gibbs blocks of :func:`multi_factor_gibbs` reuse: X'X, X'y and, per factor, the
     cluster sizes, the per-cluster sums of the columns of X and of y (one ``np.bincount`` per
-    column and factor; X holds the intercept column first)."""
+    column and factor; X holds the intercept column first). With per-row ``weights`` w, the
+    weighted ones: X'WX, X'Wy, the clusters' sums of w, of w x and of w y."""
+    if weights is None:
+        wX, wy, sizes = X, y, [None] * len(counts)
+    else:
+        wX, wy, sizes = X * weights[:, None], weights * y, [weights] * len(counts)
     sums = []
     for k, J in enumerate(counts):
         g = codes[:, k]
-        S = np.stack([np.bincount(g, weights=X[:, c], minlength=J) for c in range(X.shape[1])], axis=1)
-        sums.append((np.bincount(g, minlength=J).astype(float), S, np.bincount(g, weights=y, minlength=J)))
-    return {"XX": X.T @ X, "Xy": X.T @ y, "factors": sums}
+        S = np.stack([np.bincount(g, weights=wX[:, c], minlength=J) for c in range(X.shape[1])], axis=1)
+        sums.append(
+            (np.bincount(g, weights=sizes[k], minlength=J).astype(float), S, np.bincount(g, weights=wy, minlength=J))
+        )
+    return {"XX": wX.T @ X, "Xy": wX.T @ y, "factors": sums}
 
 
-def multi_factor_gibbs(X, y, codes, counts, cross, state: FactorState, n_steps, prior, rng, donor_effects=False):
+def multi_factor_gibbs(
+    X,
+    y,
+    codes,
+    counts,
+    cross,
+    state: FactorState,
+    n_steps,
+    prior,
+    rng,
+    donor_effects=False,
+    weights=None,
+    beta_precision=None,
+):
     """``n_steps`` Gibbs steps of y = X beta + sum_k u_k[g_k] + e, u_k ~ N(0, tau_k^2), e ~ N(0, sigma^2).
 
     Blocks, for each factor k in turn: (beta, u_k) given the other factors' intercepts, drawn
@@ -431,6 +451,11 @@ def multi_factor_gibbs(X, y, codes, counts, cross, state: FactorState, n_steps, 
     others' intercepts are population draws). Then sigma^2 | everything. Crossed and nested
     factors are sampled alike, one factor given the others; every step is vectorised over the
     clusters of a factor (per-cluster sums by ``np.bincount``), the only loop being over factors.
+
+    With per-row ``weights`` w (``cross`` from :func:`factor_cross_products` with the same weights)
+    the errors are e_i ~ N(0, sigma^2 / w_i) with sigma^2 held at ``state.sigma2`` (not drawn): the
+    Polya-Gamma augmented logit is this model with w = omega, y = (y - 1/2) / omega and sigma^2 = 1.
+    ``beta_precision`` (p1,) gives beta the prior N(0, diag(sigma^2 / beta_precision)) (default flat).
 
     ``prior`` = (a, Binv, c, Dinv): sigma^2 ~ IW(a, Binv), tau_k^2 ~ IW(c, Dinv). Updates
     ``state`` in place; returns beta_hat (the fixed effects' conditional posterior mean in the last
@@ -448,12 +473,15 @@ def multi_factor_gibbs(X, y, codes, counts, cross, state: FactorState, n_steps, 
     def block(k, fixed_beta=None):
         n_k, S, Zy = cross["factors"][k]
         other = total - rows_effect[k]
-        Zr = Zy - np.bincount(codes[:, k], weights=other, minlength=counts[k])
+        w_other = other if weights is None else weights * other
+        Zr = Zy - np.bincount(codes[:, k], weights=w_other, minlength=counts[k])
         M = n_k + state.sigma2 / state.tau2[k]  # (J_k,): Z_j'Z_j + sigma^2 / tau^2
         if fixed_beta is None:
-            Xr = cross["Xy"] - X.T @ other
+            Xr = cross["Xy"] - X.T @ w_other
             SM = S / M[:, None]
             XVX = cross["XX"] - S.T @ SM
+            if beta_precision is not None:
+                XVX = XVX + np.diag(state.sigma2 * beta_precision)
             XVy = Xr - SM.T @ Zr
             L, _ = ridge_cholesky(0.5 * (XVX + XVX.T), 1e-8)
             mean = np.linalg.solve(L.T, np.linalg.solve(L, XVy))
@@ -473,6 +501,8 @@ def multi_factor_gibbs(X, y, codes, counts, cross, state: FactorState, n_steps, 
             total += new - rows_effect[k]
             rows_effect[k] = new
         state.beta = beta
+        if weights is not None:  # sigma^2 known (1 for the Polya-Gamma augmented logit)
+            continue
         resid = y - X @ beta - total
         state.sigma2 = 1.0 / rng.gamma((a + n) / 2, 2.0 / (Binv + float(resid @ resid)))
     donors = None

@@ -46,6 +46,7 @@ from .._kernels import (
     student_t_mixing,
     truncated_normal,
 )
+from ._random_effects_logistic_factors import fit_logistic_factors
 from .base import BaseConditionalImputer, Draw
 
 __all__ = ["RandomEffectsLogistic", "RandomEffectsCategorical", "polya_gamma"]
@@ -251,6 +252,15 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
     cross-products (``np.bincount``), O(J q^3 + p^3) for the batched solves.
     No Python loop over rows or clusters.
 
+    Several grouping factors (``groups`` an (n, k) array of codes, nested or crossed; the
+    engine passes them when the imputer is given several): a random intercept per factor,
+    logit P(y = 1) = f' beta + sum_k u_k[g_k], u_k ~ N(0, tau_k^2), tau_k^2 ~ IW(1, 0.1) (the
+    one-factor prior with q = 1), beta with the same Student-t prior. Each Gibbs step draws
+    omega_i ~ PG(1, eta_i), then beta and each factor's intercepts as a block given the other
+    factors' (weighted by omega, :func:`~skmlmi._kernels.multi_factor_gibbs`), each tau_k^2,
+    and the mixing variances. Units without observed y and units unseen at fit take population
+    draws N(0, tau_k^2). Random slopes (role 2) with several factors are not implemented yet.
+
     References
     ----------
     Polson, N. G., Scott, J. G. & Windle, J. (2013). JASA 108, 1339-1349.
@@ -275,11 +285,13 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
     target_kinds = frozenset({"binary"})
     r_names = {"2l.bin": {}}
     accepted_roles = frozenset({1, 2, 3, 4})
+    multiple_factors = True
 
     def _draw(self, y, observed, X, roles, groups, rng, state, context):
-        name = f"{type(self).__name__} for {context.target!r}"
+        if groups.ndim == 2:  # several grouping factors: a random intercept per factor
+            return fit_logistic_factors(self, y, observed, X, roles, groups, rng, state, context)
         J = context.n_clusters
-        _check_groups(groups, J, name)
+        _check_groups(groups, J, self._name(context))
         yo = self._observed_codes(y, observed, 2, context).astype(float)
         Xo, go_full = X[observed], groups[observed]
         go, present_codes, present = compress_clusters(go_full, J)
@@ -299,10 +311,7 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
             beta = np.zeros(p + 1)
             mean_y = np.clip(yo.mean(), 0.5 / len(yo), 1 - 0.5 / len(yo))
             beta[0] = np.log(mean_y / (1 - mean_y))
-            b = np.zeros((n_obs_clusters, q))
-            psi = np.eye(q)
-            mixing = np.ones(p + 1)
-            state = None
+            b, psi, mixing = np.zeros((n_obs_clusters, q)), np.eye(q), np.ones(p + 1)
         else:
             # the chain's parameters, restandardised by this visit's means and SDs
             t = state.std.transfer(std)
@@ -568,7 +577,7 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
     accepted_roles = frozenset({1, 2, 3, 4})
 
     def _draw(self, y, observed, X, roles, groups, rng, state, context):
-        name = f"{type(self).__name__} for {context.target!r}"
+        name = self._name(context)
         J = context.n_clusters
         _check_groups(groups, J, name)
         K = int(context.n_categories) if context.n_categories else (2 if context.kind == "binary" else 0)

@@ -16,7 +16,7 @@ import pytest
 
 from skmlmi import MultilevelIterativeImputer
 from skmlmi._clusters import Clusters
-from skmlmi.conditional import RandomEffectsLogistic, RandomEffectsNormal, RandomEffectsPMM
+from skmlmi.conditional import RandomEffectsLogistic, RandomEffectsNormal, RandomEffectsPMM, TwoStageLogistic
 
 SCHOOLS, CLASSES, PUPILS = 60, 5, 8  # balanced: 60 schools x 5 classes x 8 pupils
 
@@ -45,8 +45,9 @@ def _three_level(seed):
     return frame, _missing_at_random(rng, frame)
 
 
-def _nested_components(y):
+def _nested_components(y, shape=(SCHOOLS, CLASSES, PUPILS)):
     """(school, class, residual) variance of y by the balanced three-level ANOVA."""
+    SCHOOLS, CLASSES, PUPILS = shape
     y = np.asarray(y).reshape(SCHOOLS, CLASSES, PUPILS)
     class_means = y.mean(axis=2)
     school_means = class_means.mean(axis=1)
@@ -89,12 +90,14 @@ def _crossed_components(frame):
     return np.array([(d_b - d_c) / (p_b - p_c) / 2 - sigma2, (d_a - d_c) / (p_a - p_c) / 2 - sigma2, sigma2])
 
 
-def _bias(simulate, components, model, groups, replications):
+def _bias(simulate, components, model, groups, replications, n_imputations=10, max_iter=10):
     """Mean over replications of (imputed - complete) variance components, and its Monte Carlo SE."""
     differences = []
     for r in range(replications):
         complete, incomplete = simulate(1000 + r)
-        imputer = MultilevelIterativeImputer(methods={"y": model}, n_imputations=10, max_iter=10, random_state=r)
+        imputer = MultilevelIterativeImputer(
+            methods={"y": model}, n_imputations=n_imputations, max_iter=max_iter, random_state=r
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             imputed = imputer.fit_transform_all(incomplete, groups=groups)
@@ -128,6 +131,51 @@ def test_crossed_factors_keep_both_variances_and_one_factor_does_not(model):
     if not isinstance(model, RandomEffectsPMM):
         one, se1 = _bias(_crossed, _crossed_components, model, "a", 20)
         assert one[1] < -3.5 * se1[1] and one[1] < -0.2 * 0.10, (one, se1)
+
+
+BINARY = (40, 5, 10)  # 40 schools x 5 classes x 10 pupils
+
+
+def _three_level_binary(seed):
+    """logit P(y = 1) = -0.3 + 0.8 x + u_school + u_class, SDs 0.6 and 0.5; y 30% MAR on x."""
+    rng = np.random.default_rng(seed)
+    schools, classes, pupils = BINARY
+    n = schools * classes * pupils
+    school = np.repeat(np.arange(schools), classes * pupils)
+    klass = np.repeat(np.arange(schools * classes), pupils)
+    x = rng.normal(size=n)
+    eta = -0.3 + 0.8 * x + 0.6 * rng.normal(size=schools)[school] + 0.5 * rng.normal(size=schools * classes)[klass]
+    y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+    frame = pd.DataFrame({"school": school, "klass": klass, "x": x, "y": y})
+    return frame, _missing_at_random(rng, frame)
+
+
+def _nested_binary(frame):
+    return _nested_components(frame["y"], BINARY)
+
+
+def test_binary_three_levels_keep_each_levels_variance_and_two_levels_do_not():
+    # the between-unit variance components of the 0/1 outcome (ANOVA moments): about 0.016 school and
+    # 0.010 class in the complete data; 20 replications of m = 5
+    bias, se = _bias(_three_level_binary, _nested_binary, RandomEffectsLogistic(), ["school", "klass"], 20, 5, 5)
+    assert (np.abs(bias) < 3.5 * se).all(), (bias, se)
+    assert (se[:2] < 0.2 * np.array([0.016, 0.010])).all(), se  # the test can see a 20% bias
+    two_level, se2 = _bias(_three_level_binary, _nested_binary, RandomEffectsLogistic(), "school", 20, 5, 5)
+    # by school only, the imputed values lack the class variation
+    assert two_level[1] < -3.5 * se2[1] and two_level[1] < -0.2 * 0.010, (two_level, se2)
+
+
+def test_binary_new_data_with_an_unseen_class():
+    _, incomplete = _three_level_binary(3)
+    imputer = MultilevelIterativeImputer(methods={"y": "RandomEffectsLogistic"}, n_imputations=2, max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imputer.fit(incomplete, groups=["school", "klass"])
+    new = incomplete.iloc[:60].copy()
+    new.loc[:29, "klass"] = 10_000  # a class unseen at fit: its intercept is a population draw
+    new.loc[:, "y"] = np.nan
+    out = imputer.transform(new)
+    assert set(out["y"].unique()) <= {0.0, 1.0} and out["y"].notna().all()
 
 
 # --------------------------------------------------------------------------- the front door
@@ -192,8 +240,8 @@ def test_a_model_taking_one_factor_is_a_clear_error():
     _, incomplete = _small()
     incomplete["z"] = (incomplete["x"] > 0).astype(float)
     incomplete.loc[::7, "z"] = np.nan
-    imputer = MultilevelIterativeImputer(methods={"z": RandomEffectsLogistic()}, n_imputations=1, max_iter=1)
-    with pytest.raises(ValueError, match="RandomEffectsLogistic for 'z' takes one grouping factor"):
+    imputer = MultilevelIterativeImputer(methods={"z": TwoStageLogistic()}, n_imputations=1, max_iter=1)
+    with pytest.raises(ValueError, match="TwoStageLogistic for 'z' takes one grouping factor"):
         imputer.fit(incomplete, groups=["school", "klass"])
 
 

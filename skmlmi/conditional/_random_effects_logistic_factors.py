@@ -1,0 +1,128 @@
+"""Random-effects logistic model with a random intercept for each of several grouping factors.
+
+Nested (pupils in classes in schools) or crossed factors: the model is
+logit P(y = 1) = f' beta + sum_k u_k[g_k] with u_k ~ N(0, tau_k^2). Polya-Gamma augmentation
+(Polson, Scott & Windle 2013) makes it, given omega, the weighted normal model of
+:func:`~skmlmi._kernels.multi_factor_gibbs` with working response (y - 1/2) / omega, weights omega
+and unit error variance, whose blocks (beta and one factor's intercepts jointly, given the others)
+need no loop over clusters. :class:`~skmlmi.conditional.RandomEffectsLogistic` calls
+:func:`fit_logistic_factors` when the engine hands it more than one factor's codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special
+
+from .._kernels import (
+    FactorState,
+    Standardiser,
+    factor_cross_products,
+    multi_factor_gibbs,
+    polya_gamma,
+    student_t_mixing,
+)
+from ._random_effects_factors import FactorNormalDraw
+
+__all__ = ["FactorLogisticState", "fit_logistic_factors"]
+
+# tau_k^2 ~ IW(1, 0.1): the one-factor model's Psi ~ IW(q, 0.1 I_q) with q = 1 (log-odds scale)
+_TAU_PRIOR = (1.0, 0.1)
+
+
+@dataclass
+class FactorLogisticState:
+    """Sampler state of the logistic model with a random intercept per grouping factor (one chain).
+
+    ``beta_std`` is standardised by ``std`` (as the one-factor model's); the intercepts and their
+    variances are on the log-odds scale, which standardising the predictors leaves unchanged.
+    """
+
+    n_columns: int
+    counts: tuple
+    beta_std: np.ndarray
+    gibbs: FactorState
+    mixing: np.ndarray
+    std: Standardiser
+
+    @property
+    def variances(self) -> dict:
+        """tau_k^2 per factor (log-odds scale)."""
+        return {"tau2": self.gibbs.tau2.copy()}
+
+
+class FactorLogisticDraw(FactorNormalDraw):
+    """One draw of the logistic model with a random intercept per grouping factor."""
+
+    def __init__(self, beta_std, effects, tau, std, name):
+        super().__init__(std.matrix() @ beta_std, effects, tau, 0.0, name)
+        self.beta_std, self.std = beta_std, std
+
+    def _linear_predictor(self, X, effects):
+        return self.std.design(X) @ self.beta_std + effects
+
+    def sample(self, X, groups, rng):
+        X = np.asarray(X, dtype=float).reshape(len(groups), -1)
+        eta = self._linear_predictor(X, self._effects(groups, rng))
+        return (rng.random(len(eta)) < special.expit(eta)).astype(float)
+
+
+def fit_logistic_factors(model, y, observed, X, roles, groups, rng, state, context):
+    """Draw of :class:`~skmlmi.conditional.RandomEffectsLogistic` with a random intercept per factor.
+
+    ``groups`` holds one column of codes per factor. Each
+    Gibbs step draws omega_i ~ PG(1, eta_i), then runs one step of the weighted multi-factor
+    sampler (beta with the Student-t prior of the one-factor model, each factor's intercepts,
+    tau_k^2 ~ IW(1 + J_k, 0.1 + sum u^2) over the units with observed y), then the Student-t
+    mixing variances. Units with no observed y carry population draws N(0, tau_k^2).
+    """
+    name = model._name(context)
+    if (roles == 2).any():
+        raise ValueError(
+            f"{name}: random slopes (role 2) with several grouping factors are not implemented yet; "
+            "code the predictors 1 (a random intercept per factor)."
+        )
+    counts = tuple(int(c) for c in context.factor_counts)
+    p = X.shape[1]
+    state = model._reuse_state(state, FactorLogisticState, p, counts=counts)
+    yo = model._observed_codes(y, observed, 2, context).astype(float)
+    go = groups[observed]
+    std = Standardiser.fit(X[observed])
+    design = std.design(X[observed])
+    scales = model._prior_scales(p)
+    if state is None:
+        beta = np.zeros(p + 1)
+        mean_y = np.clip(yo.mean(), 0.5 / len(yo), 1 - 0.5 / len(yo))
+        beta[0] = np.log(mean_y / (1 - mean_y))
+        gibbs = FactorState([np.zeros(J) for J in counts], np.full(len(counts), 0.5), 1.0, beta)
+        mixing = np.ones(p + 1)
+    else:  # the chain's parameters, restandardised by this visit's means and SDs
+        old = state.gibbs
+        beta = state.std.transfer(std) @ state.beta_std
+        gibbs, mixing = FactorState([u.copy() for u in old.u], old.tau2.copy(), 1.0, beta), state.mixing
+    empty = [int((np.bincount(go[:, k], minlength=J) == 0).sum()) for k, J in enumerate(counts)]
+    for k, n_empty in enumerate(empty):
+        if n_empty and state is None:  # logged at the chain's first visit
+            context.log(
+                f"{context.target!r}: {n_empty} unit(s) of grouping factor {k + 1} with no observed value: "
+                "their intercepts are drawn from the population distribution"
+            )
+    kappa = yo - 0.5
+    prior = (0.0, 0.0) + _TAU_PRIOR
+    for _ in range(model._n_steps(state)):  # loop over Gibbs steps: omega changes every step
+        eta = design @ gibbs.beta + np.sum([u[go[:, k]] for k, u in enumerate(gibbs.u)], axis=0)
+        omega = polya_gamma(eta, rng)
+        response = kappa / omega
+        cross = factor_cross_products(design, response, go, counts, weights=omega)
+        multi_factor_gibbs(
+            design, response, go, counts, cross, gibbs, 1, prior, rng,
+            weights=omega, beta_precision=1.0 / (scales**2 * mixing),
+        )  # fmt: skip
+        mixing = student_t_mixing(gibbs.beta, scales, float(model.prior_df), rng)
+    new_state = FactorLogisticState(p, counts, gibbs.beta.copy(), gibbs, mixing, std)
+    draw = FactorLogisticDraw(
+        gibbs.beta.copy(), [u.copy() for u in gibbs.u], np.sqrt(gibbs.tau2), std, name
+    )  # fmt: skip
+    return draw, new_state
