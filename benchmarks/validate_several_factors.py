@@ -154,7 +154,9 @@ def impute(data: pd.DataFrame, method: str, m: int, max_iter: int, random_state:
             sets = MultilevelIterativeImputer(**params).fit_transform_all(data.drop(columns="class"), groups="school")
         else:
             sets = MultilevelIterativeImputer(**params).fit_transform_all(data.drop(columns=["school", "class"]))
-    return [completed.assign(school=data["school"].to_numpy(), **{"class": data["class"].to_numpy()}) for completed in sets]
+    return [
+        completed.assign(school=data["school"].to_numpy(), **{"class": data["class"].to_numpy()}) for completed in sets
+    ]
 
 
 def analyse(frames: list[pd.DataFrame]) -> dict:
