@@ -59,6 +59,8 @@ Run
 [--reps 100] [--m 20] [--max-iter 10] [--jobs 2] [--rows rows.csv]``. Replications are seeded by
 ``SeedSequence([seed, schools, classes, pupils, replication])``: results do not depend on ``--jobs``.
 ``--summarise-only --rows rows.csv`` recomputes the table from saved per-replication rows.
+The analyses dominate the cost: with 60 x 6 x 8 (N = 2880) and m = 10 one replication took 0.3-0.5 s
+of imputation and about 3 s of analysis per method (20 replications, 112 s wall on 2 shared cores).
 """
 
 from __future__ import annotations
