@@ -1,0 +1,385 @@
+"""Known-truth validation of three-level (nested) imputation: pupils in classes in schools.
+
+Each replication simulates a complete three-level dataset, makes y and x 30% missing (MAR),
+imputes it three ways and analyses every completed dataset with the model that generated y,
+``LinearMixedModel("y ~ x + (1 | school/class)")`` (REML, as lme4 fits ``school/class``):
+
+* ``three-level``: the package defaults with both factors,
+  ``MultilevelIterativeImputer(cluster_structure="nested").fit_transform_all(data, groups=["school", "class"])``;
+* ``two-level``: the defaults clustered by school only (the class column dropped), as R's 2l methods
+  with one cluster variable would;
+* ``single-level``: the defaults without groups (both columns dropped);
+
+and the complete data are analysed too. The two contrasts are expected to fail: a level the
+imputation model ignores loses its variance in the imputed values (two-level imputation moves
+the class variance of imputed y into the residual; single-level imputation also the school's).
+
+Data-generating model
+---------------------
+S schools, C classes per school, P pupils per class (default 100 x 10 x 10, N = 10,000). Class
+labels 0..C-1 repeat in every school (so ``school/class`` means class within school, as lme4's
+``pastes``):
+
+* x_isc = a_s + b_sc + w_isc, a ~ N(0, 0.10), b ~ N(0, 0.15), w ~ N(0, 0.75);
+* y_isc = 0.5 x_isc + u_s + v_sc + e_isc, u ~ N(0, 0.10), v ~ N(0, 0.15), e ~ N(0, 0.75).
+
+Truth of the analysis model: slope of x 0.5, variances 0.10 (school), 0.15 (class:school),
+0.75 (residual), ICCs 0.10 and 0.15 (each level's intercept variance over their sum and the
+residual, as mitml). x has its own random effects with the same variance shares as y's residual
+on purpose: then the regression of x on y is the same within classes, between classes and between
+schools, and the default imputation model of x (random intercepts at each level, y as a
+predictor, no cluster means) is exactly congenial; unequal shares would need cluster means of
+y as predictors, which this design does not test.
+
+Missingness: MAR in two patterns, as mice's ``ampute``: each row is a candidate for the pattern
+"x missing" or "y missing" with probability 1/2 (independently of the data); a candidate of the
+first loses x with P = expit(c + 1.0 * standardised y), of the second loses y with
+P = expit(c' + 1.0 * standardised x), c and c' solving mean P = 0.6 among the candidates, so that
+30% of x and 30% of y are missing, never both in one row, and each pattern's probability depends
+only on what that pattern observes.
+
+Pooling: Rubin's rules (``skmlmi.pooling.pool_results``, Barnard-Rubin df with the analysis
+model's complete-data ``df_resid_``, as MIPooler's default); variance components and ICCs
+averaged over the imputations (as mitml's ``testEstimates(extra.pars = TRUE)``).
+
+Criteria (issue 13's validity matrix; helpers and bounds from ``benchmarks/_validity.py``)
+--------------------------------------------------------------------------------------
+* bias: |E(pooled slope - complete-data slope)| below 5% of |truth| (paired in the replication:
+  the imputation's own contribution; the bias against the truth is printed too, with its MC SE);
+* variance components: |E(pooled - complete-data component)| / truth below 10% (paired: REML
+  components are slightly biased in finite samples, and that is the estimator's, not the
+  imputation's); ICC per level: |E(pooled - complete-data ICC)| below 0.02;
+* coverage: the share of 95% Rubin intervals of the slope containing 0.5 lies in the 99%
+  binomial acceptance region, family-wise (Bonferroni) over the coverage rows of the table;
+* mc: the MC SE of each paired bias is at most a third of its bound (enough replications).
+
+Run
+---
+``python benchmarks/validate_several_factors.py [--schools 100 --classes 10 --pupils 10]
+[--reps 100] [--m 20] [--max-iter 10] [--jobs 2] [--rows rows.csv]``. Replications are seeded by
+``SeedSequence([seed, schools, classes, pupils, replication])``: results do not depend on ``--jobs``.
+``--summarise-only --rows rows.csv`` recomputes the table from saved per-replication rows.
+The analyses dominate the cost: with 60 x 6 x 8 (N = 2880) and m = 10 one replication took 0.3-0.5 s
+of imputation and about 3 s of analysis per method (20 replications, 112 s wall on 2 shared cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _common import machine
+from _validity import (
+    BIAS_SHARE,
+    ICC_BOUND,
+    MISSING_SHARE,
+    TAU2_SHARE,
+    _calibrated,
+    _mean_se,
+    bias_bound,
+    coverage_region,
+)
+from joblib import Parallel, delayed
+from scipy import stats
+from threadpoolctl import threadpool_limits
+
+from skmlmi import MultilevelIterativeImputer
+from skmlmi.analysis import LinearMixedModel
+from skmlmi.pooling import pool_results
+
+FORMULA = "y ~ x + (1 | school/class)"
+SLOPE = 0.5
+#: Variance shares of school, class and pupil: of y's residual (the analysis model's components) and of x.
+SHARES = {"school": 0.10, "class": 0.15, "residual": 0.75}
+METHODS = ("three-level", "two-level", "single-level")
+#: Analysis quantities: the name in the table, the name in ``variance_components_`` (None: the slope), the truth.
+QUANTITIES = (
+    ("x", None, SLOPE),
+    ("var school", "Intercept~~Intercept|school", SHARES["school"]),
+    ("var class:school", "Intercept~~Intercept|class:school", SHARES["class"]),
+    ("var residual", "Residual~~Residual", SHARES["residual"]),
+    ("ICC school", "ICC|school", SHARES["school"]),
+    ("ICC class:school", "ICC|class:school", SHARES["class"]),
+)
+
+
+# =============================================================================== data
+def simulate(n_schools: int, n_classes: int, n_pupils: int, rng: np.random.Generator) -> pd.DataFrame:
+    """One complete dataset of the three-level design (see the module docstring)."""
+    n_units = n_schools * n_classes
+    school = np.repeat(np.arange(n_schools), n_classes * n_pupils)
+    unit = np.repeat(np.arange(n_units), n_pupils)  # class within school, 0 .. S*C - 1
+
+    def three_level() -> np.ndarray:
+        return (
+            rng.normal(0.0, np.sqrt(SHARES["school"]), n_schools)[school]
+            + rng.normal(0.0, np.sqrt(SHARES["class"]), n_units)[unit]
+            + rng.normal(0.0, np.sqrt(SHARES["residual"]), school.size)
+        )
+
+    x = three_level()
+    y = SLOPE * x + three_level()
+    return pd.DataFrame({"school": school, "class": unit % n_classes, "y": y, "x": x})
+
+
+def ampute(data: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """x and y each 30% missing, MAR in two patterns (x missing on y, y missing on x; never both)."""
+    candidate_x = rng.random(len(data)) < 0.5  # the pattern a row may take, independent of the data
+    within = MISSING_SHARE / 0.5
+    y, x = data["y"].to_numpy(), data["x"].to_numpy()
+    missing_x = np.zeros(len(data), dtype=bool)
+    missing_y = np.zeros(len(data), dtype=bool)
+    missing_x[candidate_x] = rng.random(candidate_x.sum()) < _calibrated(y[candidate_x], within)
+    missing_y[~candidate_x] = rng.random((~candidate_x).sum()) < _calibrated(x[~candidate_x], within)
+    out = data.copy()
+    out.loc[missing_x, "x"] = np.nan
+    out.loc[missing_y, "y"] = np.nan
+    return out
+
+
+# =============================================================================== one replication
+def impute(data: pd.DataFrame, method: str, m: int, max_iter: int, random_state: int) -> list[pd.DataFrame]:
+    """m completed datasets of one method, with the school and class columns of ``data`` put back."""
+    params = {"n_imputations": m, "max_iter": max_iter, "random_state": random_state, "n_jobs": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method == "three-level":
+            imputer = MultilevelIterativeImputer(cluster_structure="nested", **params)
+            sets = imputer.fit_transform_all(data, groups=["school", "class"])
+        elif method == "two-level":
+            sets = MultilevelIterativeImputer(**params).fit_transform_all(data.drop(columns="class"), groups="school")
+        else:
+            sets = MultilevelIterativeImputer(**params).fit_transform_all(data.drop(columns=["school", "class"]))
+    return [
+        completed.assign(school=data["school"].to_numpy(), **{"class": data["class"].to_numpy()}) for completed in sets
+    ]
+
+
+def analyse(frames: list[pd.DataFrame]) -> dict:
+    """Pooled slope of x (Rubin; the complete data: its own t interval) and averaged variance components."""
+    fits = [LinearMixedModel(FORMULA).fit(frame) for frame in frames]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # m = 1 (the complete data): no between-imputation variance
+        results = pool_results(
+            np.stack([f.coef_.to_numpy() for f in fits]),
+            np.stack([f.cov_params_.to_numpy() for f in fits]),
+            dfcom=fits[0].df_resid_,
+            names=list(fits[0].coef_.index),
+            variance_components=[f.variance_components_ for f in fits],
+        )
+    out = {"x": results.table.loc["x", ["estimate", "std_error", "conf_low", "conf_high"]].to_dict()}
+    if len(fits) == 1:  # one fit: Rubin's table is degenerate; use the fit's own t interval
+        est, se = float(fits[0].coef_["x"]), float(np.sqrt(fits[0].cov_params_.loc["x", "x"]))
+        crit = stats.t.ppf(0.975, fits[0].df_resid_)
+        out["x"] = {"estimate": est, "std_error": se, "conf_low": est - crit * se, "conf_high": est + crit * se}
+    out["components"] = results.variance_components
+    return out
+
+
+def seed_sequence(seed: int, n_schools: int, n_classes: int, n_pupils: int, rep: int) -> np.random.SeedSequence:
+    """The replication's own seed: a function of the design and the replication only, not of the jobs."""
+    return np.random.SeedSequence([seed, n_schools, n_classes, n_pupils, rep])
+
+
+def _rows(result: dict, base: dict) -> list[dict]:
+    rows = []
+    for name, component, truth in QUANTITIES:
+        row = {**base, "quantity": name, "truth": truth}
+        if component is None:
+            x = result["x"]
+            row.update(
+                estimate=x["estimate"],
+                std_error=x["std_error"],
+                covered=bool(x["conf_low"] <= truth <= x["conf_high"]),
+            )
+        else:
+            row.update(estimate=float(result["components"][component]), std_error=np.nan, covered=np.nan)
+        rows.append(row)
+    return rows
+
+
+def replication(
+    n_schools: int,
+    n_classes: int,
+    n_pupils: int,
+    rep: int,
+    m: int = 20,
+    max_iter: int = 10,
+    seed: int = 2024,
+    methods=METHODS,
+) -> list[dict]:
+    """One replication: rows (method x quantity) with the estimate, its SE and coverage (slope), and seconds."""
+    with threadpool_limits(1):  # one BLAS thread: results do not depend on the machine's thread count
+        data_seed, amputation_seed, imputation_seed = seed_sequence(seed, n_schools, n_classes, n_pupils, rep).spawn(3)
+        complete = simulate(n_schools, n_classes, n_pupils, np.random.default_rng(data_seed))
+        incomplete = ampute(complete, np.random.default_rng(amputation_seed))
+        design = {"schools": n_schools, "classes": n_classes, "pupils": n_pupils, "rep": rep}
+        start = time.perf_counter()
+        rows = _rows(analyse([complete]), {**design, "method": "complete", "seconds": 0.0, "analysis_seconds": 0.0})
+        rows[0]["analysis_seconds"] = time.perf_counter() - start
+        random_state = int(imputation_seed.generate_state(1)[0] % (2**31 - 1))
+        for method in methods:
+            start = time.perf_counter()
+            sets = impute(incomplete, method, m, max_iter, random_state)
+            middle = time.perf_counter()
+            result = analyse(sets)
+            stop = time.perf_counter()
+            base = {**design, "method": method, "seconds": middle - start, "analysis_seconds": stop - middle}
+            rows += _rows(result, base)
+        return rows
+
+
+# =============================================================================== summary and criteria
+def summarise(rows: list[dict] | pd.DataFrame, widen: float = 0.0, n_tests: int | None = None) -> pd.DataFrame:
+    """One row per method x quantity: truth, means, biases with MC SEs, coverage and the ok flags.
+
+    The slope's bound is 5% of its truth (0.1 complete-data SE if the truth were under 2 SE);
+    variance components are judged relative to their truth (10%), ICCs absolutely (0.02). With
+    ``widen`` = t, a bias passes when it lies within bound + t MC SE (the reduced CI test's
+    allowance for few replications); ``n_tests`` overrides the Bonferroni count of coverage rows.
+    """
+    frame = pd.DataFrame(rows)
+    wide = frame.pivot_table(
+        index=["quantity", "rep"], columns="method", values=["estimate", "std_error", "covered"], aggfunc="first"
+    )
+    methods = [m for m in ("complete", *METHODS) if m in frame["method"].unique()]
+    out = []
+    for name, _, truth in QUANTITIES:
+        part = wide.xs(name, level="quantity")
+        complete = part["estimate"]["complete"]
+        relative = name.startswith("var")
+        scale = truth if relative else 1.0
+        if name == "x":
+            bound = bias_bound(truth, float(part["std_error"]["complete"].mean()), "x", "continuous")
+        else:
+            bound = TAU2_SHARE if relative else ICC_BOUND
+        for method in methods:
+            est = part["estimate"][method].dropna()
+            row = {"method": method, "quantity": name, "R": len(est), "truth": truth, "mean": est.mean()}
+            row["bias"], row["bias_mcse"] = _mean_se((est - truth) / scale)
+            row["paired"], row["paired_mcse"] = (
+                _mean_se((est - complete[est.index]) / scale) if method != "complete" else (np.nan, np.nan)
+            )
+            row["relative"] = relative
+            row["bound"] = bound
+            row["cov"] = part["covered"][method].dropna().astype(float).mean() if name == "x" else np.nan
+            out.append(row)
+    table = pd.DataFrame(out)
+    coverage_rows = table["cov"].notna()
+    regions = np.array([coverage_region(int(r), n_tests or int(coverage_rows.sum())) for r in table["R"]])
+    table["cov_low"], table["cov_high"] = regions[:, 0], regions[:, 1]
+    imputed = table["method"] != "complete"
+    table["ok_bias"] = (table["paired"].abs() < table["bound"] + widen * table["paired_mcse"]).where(imputed)
+    table["ok_cov"] = ((table["cov"] >= table["cov_low"]) & (table["cov"] <= table["cov_high"])).where(coverage_rows)
+    table["ok_mc"] = (table["paired_mcse"] <= table["bound"] / 3.0).where(imputed)
+    return table
+
+
+def _with_se(value: float, se: float) -> str:
+    if not np.isfinite(value):
+        return ""
+    return f"{value:+.4f}({se:.4f})" if np.isfinite(se) else f"{value:+.4f}"
+
+
+def _flag(value) -> str:
+    return "-" if pd.isna(value) else ("ok" if bool(value) else "FAIL")
+
+
+def printable(table: pd.DataFrame) -> pd.DataFrame:
+    """Estimates with their MC SEs side by side; relative biases for the variances; flags as ok / FAIL."""
+    return pd.DataFrame(
+        {
+            "method": table["method"],
+            "quantity": table["quantity"],
+            "R": table["R"],
+            "truth": table["truth"].map("{:.3f}".format),
+            "mean": table["mean"].map("{:.4f}".format),
+            "scale": np.where(table["relative"], "rel", "abs"),
+            "bias vs truth(mcse)": [_with_se(v, s) for v, s in zip(table["bias"], table["bias_mcse"], strict=True)],
+            "paired(mcse)": [_with_se(v, s) for v, s in zip(table["paired"], table["paired_mcse"], strict=True)],
+            "bound": table["bound"].map("{:.3f}".format),
+            "cov": table["cov"].map(lambda v: "" if np.isnan(v) else f"{v:.3f}"),
+            "bias": table["ok_bias"].map(_flag),
+            "coverage": table["ok_cov"].map(_flag),
+            "mc": table["ok_mc"].map(_flag),
+        }
+    )
+
+
+def run(args) -> pd.DataFrame:
+    """All replications, in parallel; rows are written to ``args.rows`` as they arrive."""
+    results = Parallel(n_jobs=args.jobs, return_as="generator_unordered")(
+        delayed(replication)(args.schools, args.classes, args.pupils, rep, args.m, args.max_iter, args.seed)
+        for rep in range(args.reps)
+    )
+    rows, writer, handle = [], None, None
+    if args.rows is not None:
+        handle = open(args.rows, "w", newline="")
+    try:
+        for done, chunk in enumerate(results, start=1):
+            rows += chunk
+            if handle is not None:
+                if writer is None:
+                    writer = csv.DictWriter(handle, fieldnames=list(chunk[0]))
+                    writer.writeheader()
+                writer.writerows(chunk)
+                handle.flush()
+            if done % max(1, args.reps // 10) == 0:
+                print(f"  {done}/{args.reps} replications", file=sys.stderr, flush=True)
+    finally:
+        if handle is not None:
+            handle.close()
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--schools", type=int, default=100)
+    parser.add_argument("--classes", type=int, default=10, help="classes per school")
+    parser.add_argument("--pupils", type=int, default=10, help="pupils per class")
+    parser.add_argument("--reps", type=int, default=100, help="replications")
+    parser.add_argument("--m", type=int, default=20, help="imputations")
+    parser.add_argument("--max-iter", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=2, help="replications in parallel (results do not depend on it)")
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--rows", type=Path, default=None, help="per-replication rows (CSV)")
+    parser.add_argument("--summarise-only", action="store_true", help="recompute the table from --rows")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    rows = pd.read_csv(args.rows) if args.summarise_only else run(args)
+    wall = time.perf_counter() - start
+    table = summarise(rows)
+    imputed = rows[rows["method"] != "complete"].drop_duplicates(["rep", "method"])
+    per_rep = imputed.groupby("method", sort=False)[["seconds", "analysis_seconds"]].mean()
+    command = sys.argv[1:] if argv is None else list(argv)
+    print(machine())
+    print("python benchmarks/validate_several_factors.py " + " ".join(command))
+    design = rows.iloc[0]
+    n_rows = int(design["schools"] * design["classes"] * design["pupils"])
+    coverage = table[table["cov"].notna()].iloc[0]
+    print(
+        f"{design['schools']} schools x {design['classes']} classes x {design['pupils']} pupils (N = {n_rows}); "
+        f"{rows['rep'].nunique()} replications in {wall:.0f} s wall ({args.jobs} jobs)\n"
+        f"95% coverage acceptance region (99% family-wise over {int(table['cov'].notna().sum())} rows): "
+        f"[{coverage['cov_low']:.3f}, {coverage['cov_high']:.3f}]"
+    )
+    print("\nSeconds per replication (imputation with m imputations; the m analyses of its completed datasets):")
+    print(per_rep.round(2).to_string())
+    print(
+        "\nbias vs truth = mean(pooled - truth); paired = mean(pooled - complete data, same replication); both "
+        "relative to the truth (rel) for the variances, absolute (abs) for the slope and ICCs; bound on |paired|: "
+        f"{BIAS_SHARE:.0%} of the slope, {TAU2_SHARE:.0%} of a variance, {ICC_BOUND} for an ICC; cov: 95% CI "
+        "coverage of the slope.\n"
+    )
+    with pd.option_context("display.width", 250, "display.max_rows", 100, "display.max_columns", 20):
+        print(printable(table).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
