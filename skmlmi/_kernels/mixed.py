@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .clusters import cluster_cross_products, constant_within_clusters, rows_of_clusters
+from .clusters import cluster_counts, cluster_cross_products, cluster_sums, constant_within_clusters, rows_of_clusters
 from .designs import power_of_two_exponents, redundant_columns_from_moments
 from .distributions import wishart_precision_draw
 from .linalg import batched_lower_inverse, batched_small_cholesky, ridge_cholesky
@@ -414,17 +414,15 @@ def factor_cross_products(X: np.ndarray, y: np.ndarray, codes: np.ndarray, count
     cluster sizes, the per-cluster sums of the columns of X and of y (one ``np.bincount`` per
     column and factor; X holds the intercept column first). With per-row ``weights`` w, the
     weighted ones: X'WX, X'Wy, the clusters' sums of w, of w x and of w y."""
-    if weights is None:
-        wX, wy, sizes = X, y, [None] * len(counts)
-    else:
-        wX, wy, sizes = X * weights[:, None], weights * y, [weights] * len(counts)
-    sums = []
-    for k, J in enumerate(counts):
-        g = codes[:, k]
-        S = np.stack([np.bincount(g, weights=wX[:, c], minlength=J) for c in range(X.shape[1])], axis=1)
-        sums.append(
-            (np.bincount(g, weights=sizes[k], minlength=J).astype(float), S, np.bincount(g, weights=wy, minlength=J))
+    wX, wy = (X, y) if weights is None else (X * weights[:, None], weights * y)
+    sums = [
+        (
+            cluster_counts(codes[:, k], J, weights),
+            cluster_sums(wX, codes[:, k], J),
+            cluster_sums(wy, codes[:, k], J),
         )
+        for k, J in enumerate(counts)
+    ]
     return {"XX": wX.T @ X, "Xy": wX.T @ y, "factors": sums}
 
 

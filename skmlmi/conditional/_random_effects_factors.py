@@ -114,6 +114,26 @@ def factor_prior(prior, var_y: float, y_exponent: int):
     return a, Binv, c, float(Dinv[0, 0])
 
 
+def refuse_random_slopes(name: str, roles: np.ndarray) -> None:
+    """Random slopes with several grouping factors are not implemented: a clear error, not a silent intercept."""
+    if (roles == 2).any():
+        raise ValueError(
+            f"{name}: random slopes (role 2) with several grouping factors are not implemented yet; "
+            "code the predictors 1 (a random intercept per factor)."
+        )
+
+
+def log_unobserved_units(codes: np.ndarray, counts: tuple, target: str, log) -> None:
+    """Log, per factor, the units without an observed value (their intercepts are population draws)."""
+    for k, J in enumerate(counts):
+        n_empty = int((np.bincount(codes[:, k], minlength=J) == 0).sum())
+        if n_empty:
+            log(
+                f"{target!r}: {n_empty} unit(s) of grouping factor {k + 1} with no observed value: "
+                "their intercepts are drawn from the population distribution"
+            )
+
+
 def fit_several_factors(model, y, observed, X, roles, groups, rng, state, context, donors):
     """Draw of ``model`` (RandomEffectsNormal or -PMM) with a random intercept per grouping factor.
 
@@ -125,11 +145,7 @@ def fit_several_factors(model, y, observed, X, roles, groups, rng, state, contex
     name = model._name(context)
     if getattr(model, "heteroscedastic", False):
         raise ValueError(f"{name}: heteroscedastic=True takes one grouping factor; groups has {groups.shape[1]}.")
-    if (roles == 2).any():
-        raise ValueError(
-            f"{name}: random slopes (role 2) with several grouping factors are not implemented yet; "
-            "code the predictors 1 (a random intercept per factor)."
-        )
+    refuse_random_slopes(name, roles)
     counts = tuple(int(c) for c in context.factor_counts)
     state = model._reuse_state(state, FactorModelState, X.shape[1], counts=counts)
     log_once = model._event_log(state)
@@ -153,13 +169,7 @@ def fit_several_factors(model, y, observed, X, roles, groups, rng, state, contex
     ys = np.ldexp(yo - y_mean, -y_exponent)
     var_y = float(ys.var())
     prior = factor_prior(model.prior, var_y, y_exponent)
-    empty = [int((np.bincount(go[:, k], minlength=J) == 0).sum()) for k, J in enumerate(counts)]
-    for k, n_empty in enumerate(empty):
-        if n_empty:
-            log_once(
-                f"{context.target!r}: {n_empty} unit(s) of grouping factor {k + 1} with no observed value: "
-                "their intercepts are drawn from the population distribution"
-            )
+    log_unobserved_units(go, counts, context.target, log_once)
     n_steps = model.n_gibbs
     if state is None:
         start = 0.5 * var_y if var_y > 0 else 1.0

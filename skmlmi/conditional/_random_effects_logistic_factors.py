@@ -24,7 +24,7 @@ from .._kernels import (
     polya_gamma,
     student_t_mixing,
 )
-from ._random_effects_factors import FactorNormalDraw
+from ._random_effects_factors import FactorNormalDraw, log_unobserved_units, refuse_random_slopes
 
 __all__ = ["FactorLogisticState", "fit_logistic_factors"]
 
@@ -79,11 +79,7 @@ def fit_logistic_factors(model, y, observed, X, roles, groups, rng, state, conte
     mixing variances. Units with no observed y carry population draws N(0, tau_k^2).
     """
     name = model._name(context)
-    if (roles == 2).any():
-        raise ValueError(
-            f"{name}: random slopes (role 2) with several grouping factors are not implemented yet; "
-            "code the predictors 1 (a random intercept per factor)."
-        )
+    refuse_random_slopes(name, roles)
     counts = tuple(int(c) for c in context.factor_counts)
     p = X.shape[1]
     state = model._reuse_state(state, FactorLogisticState, p, counts=counts)
@@ -102,13 +98,8 @@ def fit_logistic_factors(model, y, observed, X, roles, groups, rng, state, conte
         old = state.gibbs
         beta = state.std.transfer(std) @ state.beta_std
         gibbs, mixing = FactorState([u.copy() for u in old.u], old.tau2.copy(), 1.0, beta), state.mixing
-    empty = [int((np.bincount(go[:, k], minlength=J) == 0).sum()) for k, J in enumerate(counts)]
-    for k, n_empty in enumerate(empty):
-        if n_empty and state is None:  # logged at the chain's first visit
-            context.log(
-                f"{context.target!r}: {n_empty} unit(s) of grouping factor {k + 1} with no observed value: "
-                "their intercepts are drawn from the population distribution"
-            )
+    if state is None:  # logged at the chain's first visit
+        log_unobserved_units(go, counts, context.target, context.log)
     kappa = yo - 0.5
     prior = (0.0, 0.0) + _TAU_PRIOR
     for _ in range(model._n_steps(state)):  # loop over Gibbs steps: omega changes every step
