@@ -89,6 +89,17 @@ class Clusters:
                 f"cluster_structure='nested' reads the grouping factors {_names(raw)} outer to inner, but each "
                 "lies within the one after it: they are given inner to outer. Reverse their order."
             )
+        if structure == "auto" and not nested:  # the common trap: class labels a, b, c reused in every school
+            inner = [k for k in range(1, len(raw)) if not _nested(raw[k - 1][0], raw[k][0], len(raw[k - 1][1]))]
+            names = _names(raw)
+            warnings.warn(
+                f"The grouping factors {names} are read as crossed: units of factor {inner[0] + 1} occur in several "
+                f"units of factor {inner[0]}. If they are nested with labels that repeat across the outer units "
+                "(classes a, b, c in every school), pass cluster_structure='nested', or the inner factor's "
+                "variance is imputed as far too small; pass cluster_structure='crossed' to say they are crossed.",
+                UserWarning,
+                stacklevel=5,
+            )
         if structure == "crossed" and nested:
             warnings.warn(
                 f"cluster_structure='crossed', but the grouping factors {_names(raw)} look nested (every unit "

@@ -224,7 +224,8 @@ def test_grouping_columns_are_never_predictors_and_dropped_together():
 
 def test_repeating_inner_labels_are_crossed_unless_nested_is_said():
     frame = pd.DataFrame({"batch": np.repeat(list("ABCDEFGH"), 6), "cask": np.tile(np.repeat(list("abc"), 2), 8)})
-    assert Clusters.from_data(frame, ["batch", "cask"]).structure == "crossed"
+    with pytest.warns(UserWarning, match="cluster_structure='nested'"):  # the trap is named
+        assert Clusters.from_data(frame, ["batch", "cask"]).structure == "crossed"
     nested = Clusters.from_data(frame, ["batch", "cask"], "nested")
     assert nested.structure == "nested" and nested.counts == (8, 24)
     assert nested.factors[1].labels[0] == ("A", "a")  # batch:cask, as lme4's batch/cask
