@@ -590,7 +590,7 @@ class _Planner:
         if cluster_role == -2 and model.multiple_factors:
             return None
         kind = self.codecs[j].kind
-        able = [c.__name__ for c in find_models() if c.multiple_factors and kind in c.target_kinds]
+        able = [c.__name__ for c in find_models(kind, multiple_factors=True)]
         advice = (
             f"models that take several for a {kind} column: {', '.join(able)} (methods)"
             if able

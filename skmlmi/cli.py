@@ -813,14 +813,14 @@ def _diagnose_factors(data, groups: list, structure: str):
     frame = data.drop(columns=groups)
     inner = np.asarray(clusters.factors[-1].codes)
     cluster_plot, _, _ = diagnostics.plot_missing_by_cluster(frame, inner)
-    by_cluster = missing_by_cluster(data, groups, by="cluster", cluster_structure=structure)
+    by_cluster = missing_by_cluster(frame, clusters, by="cluster")  # the factors encoded once, above
     iccs = pd.DataFrame(
         {
             f"icc_{name}": diagnostics.icc(frame, factor.codes)
             for name, factor in zip(groups, clusters.factors, strict=True)
         }
     )
-    return cluster_plot, by_cluster, iccs, recommend_methods(data, groups, cluster_structure=structure)
+    return cluster_plot, by_cluster, iccs, recommend_methods(frame, clusters)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -642,8 +642,8 @@ def suggest_predictors(
        column is coded -2 and the suggestion's ``groups`` lists them, outer to inner, for
        ``fit``; a variable constant within the units of a factor gets that factor's
        cluster-level model; level-1 targets get a random-effects model with a random intercept
-       per factor, where one takes several factors for their kind (continuous and whole numbers
-       now; the explanation says where none does yet).
+       per factor, where one takes several factors for their kind (continuous, whole numbers and
+       binary now; the explanation says where none does yet).
 
     Interactions (``x1:x2``) are not reproduced by main-effect chained equations; the
     explanation names them and suggests a derived (passive) column. Columns of the data
@@ -793,7 +793,7 @@ def suggest_predictors(
         else:
             model = default_model(kinds[t], multilevel)
             if several and not model.multiple_factors:
-                able = [c for c in find_models() if c.multiple_factors and kinds[t] in c.target_kinds]
+                able = find_models(kinds[t], multiple_factors=True)
                 model = able[0]() if able else None
             if model is None:
                 lines.append(

@@ -373,9 +373,9 @@ def recommend_methods(
     rules are: no observed value, no model; constant within the units of a factor (outer
     factors first: a school-level variable is also constant within classes), that factor's
     cluster-level model, which imputes one value per unit of it; continuous or whole numbers
-    otherwise, ``RandomEffectsNormal`` or ``RandomEffectsPMM`` with a random intercept per
-    factor (systematically missing units drawn from the population; there are no two-stage or
-    Poisson models for several factors); binary and categorical otherwise, no model yet
+    otherwise, ``RandomEffectsNormal`` or ``RandomEffectsPMM``, binary ``RandomEffectsLogistic``,
+    with a random intercept per factor (systematically missing units drawn from the population;
+    there are no two-stage or Poisson models for several factors); categorical, no model yet
     (``method`` None, the reason says so and what to do).
 
     Parameters
@@ -581,7 +581,6 @@ def _recommend_several(frame: pd.DataFrame, clusters: Clusters, column_kinds: di
     """:func:`recommend_methods` with several grouping factors: models that take them all, or None with why."""
     names = _factor_names(clusters)
     summary = missing_by_cluster(frame, clusters)
-    able = {kind: [c for c in find_models() if c.multiple_factors and kind in c.target_kinds] for kind in KIND_ORDER}
     out = []
     for name, rows in summary.groupby("column", sort=False):  # loop over incomplete columns
         series = frame[name]
@@ -593,9 +592,9 @@ def _recommend_several(frame: pd.DataFrame, clusters: Clusters, column_kinds: di
         if patterns[names[0]] != "all missing":
             encoded = np.asarray(codec.encode(series), dtype=float)
             missing = np.isnan(encoded)
-            level = next(
-                (k for k, factor in enumerate(clusters.factors) if factor.constancy(encoded, missing)),
-                None,
+            level, found = next(
+                ((k, c) for k, c in enumerate(f.constancy(encoded, missing) for f in clusters.factors) if c),
+                (None, False),
             )
         counted = names[-1] if level is None else names[level]
         row = by_factor.loc[counted]
@@ -605,7 +604,7 @@ def _recommend_several(frame: pd.DataFrame, clusters: Clusters, column_kinds: di
                 "no observed value: nothing to impute from (drop the column or give it a model by hand)",
             )
         elif level is not None:
-            partial = "partial" if "sporadic" in patterns[counted] else True
+            partial = "partial" if found == "partial" else True
             model = default_model(kind, True, partial)
             reason = (
                 f"constant within the units of {counted!r} (a {counted}-level variable): imputed once per {counted} "
@@ -613,10 +612,8 @@ def _recommend_several(frame: pd.DataFrame, clusters: Clusters, column_kinds: di
             )
             if partial == "partial":
                 reason += "; missing in part of some units: filled from the unit's observed value"
-        elif able[kind]:
-            model = default_model(kind, True, False)
-            if not getattr(model, "multiple_factors", False):
-                model = able[kind][0]()
+        elif find_models(kind, multiple_factors=True):
+            model = default_model(kind, True, False)  # the default of every kind that has one takes several factors
             systematic = [f for f in names if "systematic" in patterns[f]]
             reason = (
                 f"a random intercept per grouping factor ({', '.join(map(repr, names))}, {clusters.structure})"
@@ -672,7 +669,6 @@ def _recommend_several(frame: pd.DataFrame, clusters: Clusters, column_kinds: di
 
 
 #: the column kinds, for the models taking several factors
-KIND_ORDER = ("continuous", "integer", "binary", "categorical")
 
 
 def _pattern(row: pd.Series) -> str:

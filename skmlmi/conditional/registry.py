@@ -211,6 +211,7 @@ def find_models(
     systematic: bool | None = None,
     cluster_level: bool | None = None,
     role: int | None = None,
+    multiple_factors: bool | None = None,
 ) -> list[type[BaseConditionalImputer]]:
     """The registered models that can do all of what is asked (None: not asked).
 
@@ -227,6 +228,8 @@ def find_models(
         True: models of cluster-level variables (one value per cluster); False: row-level models.
     role : int, optional
         A predictor role code the model honours (-2: models that take a cluster identifier).
+    multiple_factors : bool, optional
+        True: models that take several grouping factors (nested or crossed).
     """
     out = []
     for cls in _models().values():
@@ -241,6 +244,8 @@ def find_models(
         if cluster_level is not None and cls.cluster_level != cluster_level:
             continue
         if role is not None and not _honours(cls, role):
+            continue
+        if multiple_factors is not None and cls.multiple_factors != multiple_factors:
             continue
         out.append(cls)
     return out
