@@ -200,19 +200,13 @@ class FormulaModel(RegressorMixin, BaseEstimator):
         -------
         float
         """
+        design = self._new_design(X)  # built once: it gives the response (when X holds it) and the prediction
         if y is None:
-            check_is_fitted(self, "coef_")
             if self.formula_.response not in X.columns:
                 raise ValueError(f"score needs y or the response column {self.formula_.response!r} in X")
-            design = build_design(
-                self.formula_,
-                X,
-                levels=self.levels_,
-                group_levels=getattr(self, "group_levels_", None),
-                state=self._design.state,
-            )
             y = design.y
-        return float(r2_score(np.asarray(y, dtype=float), self.predict(X), sample_weight=sample_weight))
+        predicted = self._inverse_link(self._linear_predictor(design, random_effects=True))
+        return float(r2_score(np.asarray(y, dtype=float), predicted, sample_weight=sample_weight))
 
     # ------------------------------------------------------------------ reporting
     def summary(self, alpha: float = 0.05) -> pd.DataFrame:

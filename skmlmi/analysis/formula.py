@@ -159,13 +159,13 @@ class ParsedFormula:
         return self.random_factors[0].blocks
 
     def single_factor(self) -> RandomFactor:
-        """The one grouping factor; a clear error while models with several are not supported."""
+        """The one grouping factor; a clear error for a model that takes one (LogisticMixedModel, ``.group``)."""
         if len(self.random_factors) > 1:
             names = [f.name for f in self.random_factors]
             raise ValueError(
                 f"formula {self.formula!r}: the term {self.random_factors[1].text!r} adds a second grouping factor "
-                f"({', '.join(repr(n) for n in names)}); models with several grouping factors (nested or crossed) "
-                f"are not supported yet. Supported: {ONE_FACTOR_FORMS}, or (1 | g:h) for one combined factor"
+                f"({', '.join(repr(n) for n in names)}); this takes one grouping factor ({ONE_FACTOR_FORMS}, or "
+                "(1 | g:h) for one combined factor); LinearMixedModel fits several, read random_factors"
             )
         return self.random_factors[0]
 
@@ -1026,7 +1026,6 @@ def build_design(
         only = design.factors[0]
         design.Z, design.random_names, design.blocks = only.Z, only.random_names, only.blocks
         design.groups, design.group_levels = only.groups, only.group_levels
-        design.state["random"] = only.specs
     return design
 
 
