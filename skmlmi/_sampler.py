@@ -253,7 +253,7 @@ def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
         n_categories=target.n_categories,
         ordered=target.ordered,
         n_clusters=_n_clusters(plan.clusters, target) if model_groups is not None else 0,
-        factor_counts=plan.clusters.counts if model_groups is not None and np.ndim(model_groups) == 2 else (),
+        factor_counts=plan.model_factor_counts(target),
         predictor_names=tuple(names),
         cluster_labels=_target_labels(plan, target),
         modelled_rows=plan.modelled_rows,

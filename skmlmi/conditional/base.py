@@ -428,7 +428,7 @@ class BaseConditionalImputer(BaseEstimator):
 
     def _factor_codes(self, groups, y, context: DrawContext) -> np.ndarray:
         """Codes of several grouping factors, (n, k), checked against ``context.factor_counts``."""
-        if not self.multiple_factors:
+        if not (self.multiple_factors or self.cluster_level):
             raise ValueError(
                 f"{self._name(context)} takes one grouping factor; groups has {np.shape(groups)[1]} columns."
             )
@@ -446,7 +446,8 @@ class BaseConditionalImputer(BaseEstimator):
                 f"{self._name(context)}: the codes of groups {groups.shape} do not fit the factors' cluster "
                 f"counts {context.factor_counts} (DrawContext.factor_counts)."
             )
-        context.n_clusters = int(context.factor_counts[0])
+        # a cluster-level model's units are the last (innermost) factor's; the others are outer to them
+        context.n_clusters = int(context.factor_counts[-1 if self.cluster_level else 0])
         return groups
 
     # ------------------------------------------------------------------ lifecycle every model shares

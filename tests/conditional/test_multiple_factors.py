@@ -16,7 +16,15 @@ import pytest
 
 from skmlmi import MultilevelIterativeImputer
 from skmlmi._clusters import Clusters
-from skmlmi.conditional import RandomEffectsLogistic, RandomEffectsNormal, RandomEffectsPMM, TwoStageLogistic
+from skmlmi.conditional import (
+    ClusterLevelLogistic,
+    ClusterLevelNormal,
+    ClusterLevelPMM,
+    RandomEffectsLogistic,
+    RandomEffectsNormal,
+    RandomEffectsPMM,
+    TwoStageLogistic,
+)
 
 SCHOOLS, CLASSES, PUPILS = 60, 5, 8  # balanced: 60 schools x 5 classes x 8 pupils
 
@@ -304,3 +312,67 @@ def test_nested_factors_given_inner_to_outer_are_an_error_when_nested_is_said():
     assert Clusters.from_data(incomplete, ["klass", "school"]).structure == "crossed"  # same random intercepts
     with pytest.raises(ValueError, match="inner to outer"):
         Clusters.from_data(incomplete, ["klass", "school"], "nested")
+
+
+def _class_level(seed, kind):
+    """A class-level variable c (150 schools x 5 classes x 3 pupils) with most of its variance between schools:
+    c_sc = g_s + h_sc, Var g = 1, Var h = 0.25 (binary: the indicator c > 0); 40% of classes lack it (MCAR)."""
+    rng = np.random.default_rng(seed)
+    n_schools, n_classes, n_pupils = 150, 5, 3
+    units = n_schools * n_classes
+    klass = np.repeat(np.arange(units), n_pupils)
+    c = rng.normal(size=n_schools)[np.arange(units) // n_classes] + 0.5 * rng.normal(size=units)
+    c = (c > 0).astype(float) if kind == "binary" else c
+    frame = pd.DataFrame(
+        {"school": klass // n_classes, "klass": klass, "x": rng.normal(size=klass.size), "c": c[klass]}
+    )
+    incomplete = frame.copy()
+    incomplete.loc[(rng.random(units) < 0.4)[klass], "c"] = np.nan
+    return frame, incomplete
+
+
+def _between_schools(frame):
+    """One-way ANOVA estimate of the between-school variance of the classes' values (balanced)."""
+    values = frame.groupby("klass")["c"].first().to_numpy().reshape(-1, 5)
+    return 5 * values.mean(axis=1).var(ddof=1) - values.var(axis=1, ddof=1).mean()
+
+
+@pytest.mark.parametrize(
+    "model, kind",
+    [(ClusterLevelNormal(), "continuous"), (ClusterLevelPMM(), "continuous"), (ClusterLevelLogistic(), "binary")],
+    ids=["normal", "pmm", "logistic"],
+)
+def test_a_class_level_variable_keeps_its_school_variance(model, kind):
+    """Imputed at the class level with a random school intercept (the classes of a school share their school's
+    part). A model over classes alone (the school column dropped, one factor: the class) imputes the classes
+    without it. Measured over these 10 replications (relative bias, MC SE): with the school intercept -0.2%
+    (1.2%) normal, +0.4% (1.7%) PMM, -3.6% (1.6%) logistic; over classes alone -66% to -67%. Bound: 10% (the
+    validity matrix's for variance components) + 3 MC SE."""
+    replications = 10
+    kept, lost = [], []
+    for r in range(replications):
+        complete, incomplete = _class_level(r, kind)
+        truth = _between_schools(complete)
+        for groups, out in ((["school", "klass"], kept), ("klass", lost)):
+            imputer = MultilevelIterativeImputer(methods={"c": model}, n_imputations=5, max_iter=3, random_state=r)
+            data = incomplete if groups != "klass" else incomplete.drop(columns="school")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                imputed = imputer.fit_transform_all(data, groups=groups)
+            imputed = [d.assign(school=complete["school"]) for d in imputed]
+            out.append(np.mean([_between_schools(d) for d in imputed]) / truth - 1.0)
+    for share, within in ((np.mean(kept), True), (np.mean(lost), False)):
+        se = np.std(kept if within else lost, ddof=1) / np.sqrt(replications)
+        if within:
+            assert abs(share) < 0.10 + 3 * se, (share, se)
+        else:
+            assert share < -(0.10 + 3 * se), (share, se)
+
+
+def test_a_cluster_level_model_given_crossed_codes_is_a_clear_error():
+    rng = np.random.default_rng(0)
+    groups = np.column_stack([np.tile([0, 1], 6), np.repeat(np.arange(3), 4)])  # class 0 in schools 0 and 1
+    y = np.repeat(rng.normal(size=3), 4)
+    observed = np.repeat([True, True, False], 4)
+    with pytest.raises(ValueError, match="lies in more than one unit of an outer factor"):
+        ClusterLevelNormal().draw(y, observed, np.zeros((12, 0)), np.ones(0, int), groups, rng)
