@@ -1,8 +1,9 @@
 """Known-truth validation of three-level (nested) imputation: pupils in classes in schools.
 
-Each replication simulates a complete three-level dataset, makes y and x 30% missing (MAR),
-imputes it three ways and analyses every completed dataset with the model that generated y,
-``LinearMixedModel("y ~ x + (1 | school/class)")`` (REML, as lme4 fits ``school/class``):
+Each replication simulates a complete three-level dataset, makes the pupil-level y and x, the
+class-level c and the school-level s 30% missing (MAR), imputes it three ways and analyses every
+completed dataset with the model that generated y,
+``LinearMixedModel("y ~ x + c + s + (1 | school/class)")`` (REML, as lme4 fits ``school/class``):
 
 * ``three-level``: the package defaults with both factors,
   ``MultilevelIterativeImputer(cluster_structure="nested").fit_transform_all(data, groups=["school", "class"])``;
@@ -21,9 +22,13 @@ labels 0..C-1 repeat in every school (so ``school/class`` means class within sch
 ``pastes``):
 
 * x_isc = a_s + b_sc + w_isc, a ~ N(0, 0.10), b ~ N(0, 0.15), w ~ N(0, 0.75);
-* y_isc = 0.5 x_isc + u_s + v_sc + e_isc, u ~ N(0, 0.10), v ~ N(0, 0.15), e ~ N(0, 0.75).
+* s_s ~ N(0, 1), a school-level variable;
+* c_sc = 0.5 s_s + g_s + h_sc, g ~ N(0, 0.20), h ~ N(0, 0.55), a class-level variable with a
+  school part (0.45 of its variance 1.0 lies between schools);
+* y_isc = 0.5 x_isc + 0.3 c_sc + 0.3 s_s + u_s + v_sc + e_isc, u ~ N(0, 0.10), v ~ N(0, 0.15),
+  e ~ N(0, 0.75).
 
-Truth of the analysis model: slope of x 0.5, variances 0.10 (school), 0.15 (class:school),
+Truth of the analysis model: slopes of x 0.5, c 0.3, s 0.3, variances 0.10 (school), 0.15 (class:school),
 0.75 (residual), ICCs 0.10 and 0.15 (each level's intercept variance over their sum and the
 residual, as mitml). x has its own random effects with the same variance shares as y's residual
 on purpose: then the regression of x on y is the same within classes, between classes and between
@@ -33,10 +38,12 @@ y as predictors, which this design does not test.
 
 Missingness: MAR in two patterns, as mice's ``ampute``: each row is a candidate for the pattern
 "x missing" or "y missing" with probability 1/2 (independently of the data); a candidate of the
-first loses x with P = expit(c + 1.0 * standardised y), of the second loses y with
-P = expit(c' + 1.0 * standardised x), c and c' solving mean P = 0.6 among the candidates, so that
+first loses x with P = expit(k + 1.0 * standardised y), of the second loses y with
+P = expit(k' + 1.0 * standardised x), k and k' solving mean P = 0.6 among the candidates, so that
 30% of x and 30% of y are missing, never both in one row, and each pattern's probability depends
-only on what that pattern observes.
+only on what that pattern observes. Then whole classes lose c with P = expit(k'' + 1.0 *
+standardised mean of the class's observed y), and whole schools lose s with the same rule on the
+school's observed y (30% each): MAR, since the y values these use are observed.
 
 Pooling: Rubin's rules (``skmlmi.pooling.pool_results``, Barnard-Rubin df with the analysis
 model's complete-data ``df_resid_``, as MIPooler's default); variance components and ICCs
@@ -93,14 +100,15 @@ from skmlmi import MultilevelIterativeImputer
 from skmlmi.analysis import LinearMixedModel
 from skmlmi.pooling import pool_results
 
-FORMULA = "y ~ x + (1 | school/class)"
-SLOPE = 0.5
+FORMULA = "y ~ x + c + s + (1 | school/class)"
+#: The analysis model's slopes: of the pupil-level x, the class-level c and the school-level s.
+SLOPES = {"x": 0.5, "c": 0.3, "s": 0.3}
 #: Variance shares of school, class and pupil: of y's residual (the analysis model's components) and of x.
 SHARES = {"school": 0.10, "class": 0.15, "residual": 0.75}
 METHODS = ("three-level", "two-level", "single-level")
 #: Analysis quantities: the name in the table, the name in ``variance_components_`` (None: the slope), the truth.
 QUANTITIES = (
-    ("x", None, SLOPE),
+    *((name, None, slope) for name, slope in SLOPES.items()),
     ("var school", "Intercept~~Intercept|school", SHARES["school"]),
     ("var class:school", "Intercept~~Intercept|class:school", SHARES["class"]),
     ("var residual", "Residual~~Residual", SHARES["residual"]),
@@ -124,8 +132,14 @@ def simulate(n_schools: int, n_classes: int, n_pupils: int, rng: np.random.Gener
         )
 
     x = three_level()
-    y = SLOPE * x + three_level()
-    return pd.DataFrame({"school": school, "class": unit % n_classes, "y": y, "x": x})
+    s = rng.normal(0.0, 1.0, n_schools)
+    c = (
+        0.5 * s[np.arange(n_units) // n_classes]
+        + rng.normal(0.0, np.sqrt(0.20), n_schools)[np.arange(n_units) // n_classes]
+        + rng.normal(0.0, np.sqrt(0.55), n_units)
+    )
+    y = SLOPES["x"] * x + SLOPES["c"] * c[unit] + SLOPES["s"] * s[school] + three_level()
+    return pd.DataFrame({"school": school, "class": unit % n_classes, "y": y, "x": x, "c": c[unit], "s": s[school]})
 
 
 def ampute(data: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
@@ -140,6 +154,16 @@ def ampute(data: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     out = data.copy()
     out.loc[missing_x, "x"] = np.nan
     out.loc[missing_y, "y"] = np.nan
+    # whole classes lose c, whole schools s, on the mean of their observed y (MAR)
+    for column, unit in (("c", data["school"] * (data["class"].max() + 1) + data["class"]), ("s", data["school"])):
+        codes, inverse = np.unique(unit.to_numpy(), return_inverse=True)
+        observed_y = out["y"].to_numpy()
+        seen = ~np.isnan(observed_y)
+        mean_y = np.bincount(inverse[seen], observed_y[seen], len(codes)) / np.maximum(
+            np.bincount(inverse[seen], minlength=len(codes)), 1
+        )
+        lose = rng.random(len(codes)) < _calibrated(mean_y, MISSING_SHARE)
+        out.loc[lose[inverse], column] = np.nan
     return out
 
 
@@ -173,11 +197,13 @@ def analyse(frames: list[pd.DataFrame]) -> dict:
             names=list(fits[0].coef_.index),
             variance_components=[f.variance_components_ for f in fits],
         )
-    out = {"x": results.table.loc["x", ["estimate", "std_error", "conf_low", "conf_high"]].to_dict()}
-    if len(fits) == 1:  # one fit: Rubin's table is degenerate; use the fit's own t interval
-        est, se = float(fits[0].coef_["x"]), float(np.sqrt(fits[0].cov_params_.loc["x", "x"]))
-        crit = stats.t.ppf(0.975, fits[0].df_resid_)
-        out["x"] = {"estimate": est, "std_error": se, "conf_low": est - crit * se, "conf_high": est + crit * se}
+    out = {}
+    for name in SLOPES:
+        out[name] = results.table.loc[name, ["estimate", "std_error", "conf_low", "conf_high"]].to_dict()
+        if len(fits) == 1:  # one fit: Rubin's table is degenerate; use the fit's own t interval
+            est, se = float(fits[0].coef_[name]), float(np.sqrt(fits[0].cov_params_.loc[name, name]))
+            crit = stats.t.ppf(0.975, fits[0].df_resid_)
+            out[name] = {"estimate": est, "std_error": se, "conf_low": est - crit * se, "conf_high": est + crit * se}
     out["components"] = results.variance_components
     return out
 
@@ -192,7 +218,7 @@ def _rows(result: dict, base: dict) -> list[dict]:
     for name, component, truth in QUANTITIES:
         row = {**base, "quantity": name, "truth": truth}
         if component is None:
-            x = result["x"]
+            x = result[name]
             row.update(
                 estimate=x["estimate"],
                 std_error=x["std_error"],
@@ -255,8 +281,8 @@ def summarise(rows: list[dict] | pd.DataFrame, widen: float = 0.0, n_tests: int 
         complete = part["estimate"]["complete"]
         relative = name.startswith("var")
         scale = truth if relative else 1.0
-        if name == "x":
-            bound = bias_bound(truth, float(part["std_error"]["complete"].mean()), "x", "continuous")
+        if name in SLOPES:
+            bound = bias_bound(truth, float(part["std_error"]["complete"].mean()), name, "continuous")
         else:
             bound = TAU2_SHARE if relative else ICC_BOUND
         for method in methods:
@@ -268,7 +294,7 @@ def summarise(rows: list[dict] | pd.DataFrame, widen: float = 0.0, n_tests: int 
             )
             row["relative"] = relative
             row["bound"] = bound
-            row["cov"] = part["covered"][method].dropna().astype(float).mean() if name == "x" else np.nan
+            row["cov"] = part["covered"][method].dropna().astype(float).mean() if name in SLOPES else np.nan
             out.append(row)
     table = pd.DataFrame(out)
     coverage_rows = table["cov"].notna()
@@ -315,7 +341,9 @@ def printable(table: pd.DataFrame) -> pd.DataFrame:
 def run(args) -> pd.DataFrame:
     """All replications, in parallel; rows are written to ``args.rows`` as they arrive."""
     results = Parallel(n_jobs=args.jobs, return_as="generator_unordered")(
-        delayed(replication)(args.schools, args.classes, args.pupils, rep, args.m, args.max_iter, args.seed)
+        delayed(replication)(
+            args.schools, args.classes, args.pupils, rep, args.m, args.max_iter, args.seed, tuple(args.methods)
+        )
         for rep in range(args.reps)
     )
     rows, writer, handle = [], None, None
@@ -348,6 +376,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-iter", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2, help="replications in parallel (results do not depend on it)")
     parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="imputations compared")
     parser.add_argument("--rows", type=Path, default=None, help="per-replication rows (CSV)")
     parser.add_argument("--summarise-only", action="store_true", help="recompute the table from --rows")
     args = parser.parse_args(argv)

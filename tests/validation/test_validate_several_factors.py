@@ -27,12 +27,12 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from _validity import COVERAGE_ALPHA  # noqa: E402
-from validate_several_factors import QUANTITIES, ampute, replication, simulate, summarise  # noqa: E402
+from validate_several_factors import QUANTITIES, SLOPES, ampute, replication, simulate, summarise  # noqa: E402
 
 REPS = 16
 DESIGN = {"n_schools": 40, "n_classes": 5, "n_pupils": 8}
-#: Assertions of the study: the three-level bias of every quantity, its slope coverage, the two-level class loss.
-N_TESTS = len(QUANTITIES) + 2
+#: Assertions of the study: the three-level bias of every quantity, each slope's coverage, the two-level class loss.
+N_TESTS = len(QUANTITIES) + len(SLOPES) + 1
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,11 @@ def test_amputation_is_mar_in_two_patterns():
     assert np.allclose(missing.mean(), 0.3, atol=0.05)
     # MAR on the other variable: x goes missing more often where y is high
     assert data.loc[missing["x"], "y"].mean() > data.loc[~missing["x"], "y"].mean()
+    # c in whole classes, s in whole schools, about 30% of each (200 classes: binomial SD 0.03; 40 schools: 0.07)
+    classes = incomplete.groupby(["school", "class"])["c"]
+    assert (classes.count() % 8 == 0).all() and abs(classes.count().eq(0).mean() - 0.3) < 0.1
+    schools = incomplete.groupby("school")["s"]
+    assert (schools.count() % 40 == 0).all() and abs(schools.count().eq(0).mean() - 0.3) < 0.2
 
 
 @pytest.mark.parametrize("quantity", [name for name, _, _ in QUANTITIES])
@@ -62,8 +67,9 @@ def test_three_level_imputation_keeps_every_quantity(table, quantity):
     assert row["ok_bias"], row.to_dict()
 
 
-def test_three_level_imputation_covers_the_slope(table):
-    row = table.loc[("three-level", "x")]
+@pytest.mark.parametrize("slope", list(SLOPES))
+def test_three_level_imputation_covers_the_slopes(table, slope):
+    row = table.loc[("three-level", slope)]
     assert row["ok_cov"], row.to_dict()
 
 
