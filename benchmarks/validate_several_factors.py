@@ -77,6 +77,7 @@ import csv
 import sys
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +143,7 @@ def simulate(n_schools: int, n_classes: int, n_pupils: int, rng: np.random.Gener
     return pd.DataFrame({"school": school, "class": unit % n_classes, "y": y, "x": x, "c": c[unit], "s": s[school]})
 
 
-def ampute(data: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+def ampute_rows(data: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     """x and y each 30% missing, MAR in two patterns (x missing on y, y missing on x; never both)."""
     candidate_x = rng.random(len(data)) < 0.5  # the pattern a row may take, independent of the data
     within = MISSING_SHARE / 0.5
@@ -154,6 +155,12 @@ def ampute(data: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     out = data.copy()
     out.loc[missing_x, "x"] = np.nan
     out.loc[missing_y, "y"] = np.nan
+    return out
+
+
+def ampute(data: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """x and y as :func:`ampute_rows`; then c in 30% of the classes and s in 30% of the schools (MAR)."""
+    out = ampute_rows(data, rng)
     # whole classes lose c, whole schools s, on the mean of their observed y (MAR)
     for column, unit in (("c", data["school"] * (data["class"].max() + 1) + data["class"]), ("s", data["school"])):
         codes, inverse = np.unique(unit.to_numpy(), return_inverse=True)
@@ -185,9 +192,9 @@ def impute(data: pd.DataFrame, method: str, m: int, max_iter: int, random_state:
     ]
 
 
-def analyse(frames: list[pd.DataFrame]) -> dict:
-    """Pooled slope of x (Rubin; the complete data: its own t interval) and averaged variance components."""
-    fits = [LinearMixedModel(FORMULA).fit(frame) for frame in frames]
+def analyse(frames: list[pd.DataFrame], formula: str = FORMULA, slopes=SLOPES) -> dict:
+    """Pooled slopes (Rubin; the complete data: its own t interval) and averaged variance components."""
+    fits = [LinearMixedModel(formula).fit(frame) for frame in frames]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # m = 1 (the complete data): no between-imputation variance
         results = pool_results(
@@ -198,7 +205,7 @@ def analyse(frames: list[pd.DataFrame]) -> dict:
             variance_components=[f.variance_components_ for f in fits],
         )
     out = {}
-    for name in SLOPES:
+    for name in slopes:
         out[name] = results.table.loc[name, ["estimate", "std_error", "conf_low", "conf_high"]].to_dict()
         if len(fits) == 1:  # one fit: Rubin's table is degenerate; use the fit's own t interval
             est, se = float(fits[0].coef_[name]), float(np.sqrt(fits[0].cov_params_.loc[name, name]))
@@ -213,9 +220,9 @@ def seed_sequence(seed: int, n_schools: int, n_classes: int, n_pupils: int, rep:
     return np.random.SeedSequence([seed, n_schools, n_classes, n_pupils, rep])
 
 
-def _rows(result: dict, base: dict) -> list[dict]:
+def _rows(result: dict, base: dict, quantities=QUANTITIES) -> list[dict]:
     rows = []
-    for name, component, truth in QUANTITIES:
+    for name, component, truth in quantities:
         row = {**base, "quantity": name, "truth": truth}
         if component is None:
             x = result[name]
@@ -228,6 +235,10 @@ def _rows(result: dict, base: dict) -> list[dict]:
             row.update(estimate=float(result["components"][component]), std_error=np.nan, covered=np.nan)
         rows.append(row)
     return rows
+
+
+def _replicate(n_schools, n_classes, n_pupils, m, max_iter, seed, methods, rep):
+    return replication(n_schools, n_classes, n_pupils, rep, m, max_iter, seed, methods)
 
 
 def replication(
@@ -262,7 +273,9 @@ def replication(
 
 
 # =============================================================================== summary and criteria
-def summarise(rows: list[dict] | pd.DataFrame, widen: float = 0.0, n_tests: int | None = None) -> pd.DataFrame:
+def summarise(
+    rows: list[dict] | pd.DataFrame, widen: float = 0.0, n_tests: int | None = None, quantities=QUANTITIES
+) -> pd.DataFrame:
     """One row per method x quantity: truth, means, biases with MC SEs, coverage and the ok flags.
 
     The slope's bound is 5% of its truth (0.1 complete-data SE if the truth were under 2 SE);
@@ -274,14 +287,15 @@ def summarise(rows: list[dict] | pd.DataFrame, widen: float = 0.0, n_tests: int 
     wide = frame.pivot_table(
         index=["quantity", "rep"], columns="method", values=["estimate", "std_error", "covered"], aggfunc="first"
     )
-    methods = [m for m in ("complete", *METHODS) if m in frame["method"].unique()]
+    methods = list(frame["method"].unique())  # in the order of the replication: complete first
+    slopes = {name for name, component, _ in quantities if component is None}
     out = []
-    for name, _, truth in QUANTITIES:
+    for name, _, truth in quantities:
         part = wide.xs(name, level="quantity")
         complete = part["estimate"]["complete"]
         relative = name.startswith("var")
         scale = truth if relative else 1.0
-        if name in SLOPES:
+        if name in slopes:
             bound = bias_bound(truth, float(part["std_error"]["complete"].mean()), name, "continuous")
         else:
             bound = TAU2_SHARE if relative else ICC_BOUND
@@ -294,7 +308,7 @@ def summarise(rows: list[dict] | pd.DataFrame, widen: float = 0.0, n_tests: int 
             )
             row["relative"] = relative
             row["bound"] = bound
-            row["cov"] = part["covered"][method].dropna().astype(float).mean() if name in SLOPES else np.nan
+            row["cov"] = part["covered"][method].dropna().astype(float).mean() if name in slopes else np.nan
             out.append(row)
     table = pd.DataFrame(out)
     coverage_rows = table["cov"].notna()
@@ -338,17 +352,12 @@ def printable(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def run(args) -> pd.DataFrame:
-    """All replications, in parallel; rows are written to ``args.rows`` as they arrive."""
-    results = Parallel(n_jobs=args.jobs, return_as="generator_unordered")(
-        delayed(replication)(
-            args.schools, args.classes, args.pupils, rep, args.m, args.max_iter, args.seed, tuple(args.methods)
-        )
-        for rep in range(args.reps)
-    )
+def run(replicate, reps: int, jobs: int, rows_path: Path | None) -> pd.DataFrame:
+    """``replicate(rep)`` for every replication, in parallel; rows are written to ``rows_path`` as they arrive."""
+    results = Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(replicate)(rep) for rep in range(reps))
     rows, writer, handle = [], None, None
-    if args.rows is not None:
-        handle = open(args.rows, "w", newline="")
+    if rows_path is not None:
+        handle = open(rows_path, "w", newline="")
     try:
         for done, chunk in enumerate(results, start=1):
             rows += chunk
@@ -358,12 +367,36 @@ def run(args) -> pd.DataFrame:
                     writer.writeheader()
                 writer.writerows(chunk)
                 handle.flush()
-            if done % max(1, args.reps // 10) == 0:
-                print(f"  {done}/{args.reps} replications", file=sys.stderr, flush=True)
+            if done % max(1, reps // 10) == 0:
+                print(f"  {done}/{reps} replications", file=sys.stderr, flush=True)
     finally:
         if handle is not None:
             handle.close()
     return pd.DataFrame(rows)
+
+
+def report(rows: pd.DataFrame, table: pd.DataFrame, script: str, command: list, design: str, wall: float, jobs: int):
+    """Print the machine, the command, the design, the seconds per replication and the table."""
+    imputed = rows[rows["method"] != "complete"].drop_duplicates(["rep", "method"])
+    per_rep = imputed.groupby("method", sort=False)[["seconds", "analysis_seconds"]].mean()
+    print(machine())
+    print(f"python benchmarks/{script} " + " ".join(command))
+    coverage = table[table["cov"].notna()].iloc[0]
+    print(
+        f"{design}; {rows['rep'].nunique()} replications in {wall:.0f} s wall ({jobs} jobs)\n"
+        f"95% coverage acceptance region (99% family-wise over {int(table['cov'].notna().sum())} rows): "
+        f"[{coverage['cov_low']:.3f}, {coverage['cov_high']:.3f}]"
+    )
+    print("\nSeconds per replication (imputation with m imputations; the m analyses of its completed datasets):")
+    print(per_rep.round(2).to_string())
+    print(
+        "\nbias vs truth = mean(pooled - truth); paired = mean(pooled - complete data, same replication); both "
+        "relative to the truth (rel) for the variances, absolute (abs) for the slopes and ICCs; bound on |paired|: "
+        f"{BIAS_SHARE:.0%} of a slope, {TAU2_SHARE:.0%} of a variance, {ICC_BOUND} for an ICC; cov: 95% CI "
+        "coverage of a slope.\n"
+    )
+    with pd.option_context("display.width", 250, "display.max_rows", 100, "display.max_columns", 20):
+        print(printable(table).to_string(index=False))
 
 
 def main(argv=None) -> None:
@@ -381,33 +414,16 @@ def main(argv=None) -> None:
     parser.add_argument("--summarise-only", action="store_true", help="recompute the table from --rows")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    rows = pd.read_csv(args.rows) if args.summarise_only else run(args)
+    replicate = partial(
+        _replicate, args.schools, args.classes, args.pupils, args.m, args.max_iter, args.seed, tuple(args.methods)
+    )
+    rows = pd.read_csv(args.rows) if args.summarise_only else run(replicate, args.reps, args.jobs, args.rows)
     wall = time.perf_counter() - start
-    table = summarise(rows)
-    imputed = rows[rows["method"] != "complete"].drop_duplicates(["rep", "method"])
-    per_rep = imputed.groupby("method", sort=False)[["seconds", "analysis_seconds"]].mean()
+    first = rows.iloc[0]
+    n_rows = int(first["schools"] * first["classes"] * first["pupils"])
+    design = f"{first['schools']} schools x {first['classes']} classes x {first['pupils']} pupils (N = {n_rows})"
     command = sys.argv[1:] if argv is None else list(argv)
-    print(machine())
-    print("python benchmarks/validate_several_factors.py " + " ".join(command))
-    design = rows.iloc[0]
-    n_rows = int(design["schools"] * design["classes"] * design["pupils"])
-    coverage = table[table["cov"].notna()].iloc[0]
-    print(
-        f"{design['schools']} schools x {design['classes']} classes x {design['pupils']} pupils (N = {n_rows}); "
-        f"{rows['rep'].nunique()} replications in {wall:.0f} s wall ({args.jobs} jobs)\n"
-        f"95% coverage acceptance region (99% family-wise over {int(table['cov'].notna().sum())} rows): "
-        f"[{coverage['cov_low']:.3f}, {coverage['cov_high']:.3f}]"
-    )
-    print("\nSeconds per replication (imputation with m imputations; the m analyses of its completed datasets):")
-    print(per_rep.round(2).to_string())
-    print(
-        "\nbias vs truth = mean(pooled - truth); paired = mean(pooled - complete data, same replication); both "
-        "relative to the truth (rel) for the variances, absolute (abs) for the slope and ICCs; bound on |paired|: "
-        f"{BIAS_SHARE:.0%} of the slope, {TAU2_SHARE:.0%} of a variance, {ICC_BOUND} for an ICC; cov: 95% CI "
-        "coverage of the slope.\n"
-    )
-    with pd.option_context("display.width", 250, "display.max_rows", 100, "display.max_columns", 20):
-        print(printable(table).to_string(index=False))
+    report(rows, summarise(rows), "validate_several_factors.py", command, design, wall, args.jobs)
 
 
 if __name__ == "__main__":

@@ -798,9 +798,8 @@ def _diagnose(args) -> int:
 def _diagnose_factors(data, groups: list, structure: str):
     """``diagnose`` with several grouping factors: the plot by the innermost factor's units, the tables per factor.
 
-    The ICC of each factor is the one-way ICC of its units (inner units combined with the outer ones when
-    nested), a first look: with nested factors the inner one also holds the outer one's variance. The
-    variance components per level come from a mixed model, ``skmlmi pool --formula 'v ~ 1 + (1 | a/b)'``.
+    The ICC of each level comes from each variable's mixed model with a random intercept per factor
+    (:func:`~skmlmi.diagnostics.icc_by_level`), so that an inner factor's ICC does not hold the outer one's.
     """
     from . import diagnostics
     from ._clusters import Clusters
@@ -814,12 +813,7 @@ def _diagnose_factors(data, groups: list, structure: str):
     inner = np.asarray(clusters.factors[-1].codes)
     cluster_plot, _, _ = diagnostics.plot_missing_by_cluster(frame, inner)
     by_cluster = missing_by_cluster(frame, clusters, by="cluster")  # the factors encoded once, above
-    iccs = pd.DataFrame(
-        {
-            f"icc_{name}": diagnostics.icc(frame, factor.codes)
-            for name, factor in zip(groups, clusters.factors, strict=True)
-        }
-    )
+    iccs = diagnostics.icc_by_level(data, groups, structure)
     return cluster_plot, by_cluster, iccs, recommend_methods(frame, clusters)
 
 

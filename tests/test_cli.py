@@ -787,7 +787,7 @@ def test_diagnose_with_several_groups_writes_tables_per_factor(three_level_csv, 
     by_cluster = pd.read_csv(report / "missing_by_cluster.csv")
     assert set(by_cluster["factor"]) == {"school", "class"}
     assert (by_cluster["factor"] == "class").sum() == 32  # classes combined with their school
-    assert list(pd.read_csv(report / "icc.csv", index_col=0).columns) == ["icc_school", "icc_class"]
+    assert list(pd.read_csv(report / "icc.csv", index_col=0).columns) == ["ICC|school", "ICC|class:school"]
     recommended = pd.read_csv(report / "recommended_methods.csv")
     assert recommended.set_index("column").loc["y", "method_name"] == "RandomEffectsNormal"
     assert "school: sporadic; class: sporadic" in capsys.readouterr().out

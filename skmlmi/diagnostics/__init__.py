@@ -6,6 +6,7 @@ Plotting functions need matplotlib (the ``plot`` extra) and return a
 """
 
 from .convergence import autocorrelation, rhat
+from .levels import icc_by_level
 from .overimpute import OverimputationResult, overimpute
 from .plots import (
     DiagnosticPlot,
@@ -28,6 +29,7 @@ __all__ = [
     "autocorrelation",
     "convergence_table",
     "icc",
+    "icc_by_level",
     "icc_table",
     "md_pattern",
     "overimpute",
