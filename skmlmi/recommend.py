@@ -374,9 +374,9 @@ def recommend_methods(
     factors first: a school-level variable is also constant within classes), that factor's
     cluster-level model, which imputes one value per unit of it; continuous or whole numbers
     otherwise, ``RandomEffectsNormal`` or ``RandomEffectsPMM``, binary ``RandomEffectsLogistic``,
-    with a random intercept per factor (systematically missing units drawn from the population;
-    there are no two-stage or Poisson models for several factors); categorical, no model yet
-    (``method`` None, the reason says so and what to do).
+    categorical ``RandomEffectsCategorical``, with a random intercept per factor (systematically
+    missing units drawn from the population; there are no two-stage or Poisson models for
+    several factors).
 
     Parameters
     ----------

@@ -266,19 +266,17 @@ def test_recommend_methods_with_several_factors():
     assert (table.loc["sch", "factor"], table.loc["sch", "n_systematic"]) == ("school", 1)
     assert "drawn from the population" in table.loc["z", "reason"]
     assert names["b"] == "RandomEffectsLogistic"
-    # no model takes several factors for a categorical column yet: said, not raised
-    assert table.loc["cat", "method"] is None
-    assert "no conditional model takes several grouping factors" in table.loc["cat", "reason"]
-    for column in ("y", "z", "k", "b"):
+    assert names["cat"] == "RandomEffectsCategorical"
+    for column in ("y", "z", "k", "b", "cat"):
         assert table.loc[column, "method"].multiple_factors
     # the recommended models are the ones the imputer accepts with these factors
     from skmlmi import MultilevelIterativeImputer
 
     methods = {c: m for c, m in table["method"].items() if m is not None}
-    data = df.drop(columns=["cat"])
+    data = df
     imputer = MultilevelIterativeImputer(methods=methods, cluster_structure="nested", max_iter=1, random_state=0)
     completed = imputer.fit_transform(data, groups=["school", "class"])
-    assert not np.isnan(np.asarray(completed, dtype=float)).any()
+    assert not completed.isna().any().any()
 
 
 def test_recommend_methods_several_factors_all_missing_column():

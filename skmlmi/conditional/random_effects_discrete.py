@@ -46,6 +46,7 @@ from .._kernels import (
     student_t_mixing,
     truncated_normal,
 )
+from ._random_effects_categorical_factors import fit_categorical_factors
 from ._random_effects_logistic_factors import fit_logistic_factors
 from .base import BaseConditionalImputer, Draw
 
@@ -521,6 +522,12 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
     doubtful, impute as unordered (``df[col] = df[col].cat.as_unordered()``): the
     multinomial model nests the proportional one.
 
+    **Several grouping factors** (nested or crossed; ``groups`` of shape (n, k)): a random
+    intercept per factor, and per category for unordered targets (independent across
+    categories, each with its own variance per factor); random slopes are not implemented
+    there. Same priors and steps, each factor's intercepts drawn as a block given the others
+    (``conditional/_random_effects_categorical_factors.py``).
+
     Priors on beta as :class:`RandomEffectsLogistic` (Student-t, on standardised
     predictors, so scale-equivariant; for the probit the same scales are weaker). Clusters without observed y
     (systematically missing) and clusters unseen at fit draw their effects from
@@ -575,8 +582,11 @@ class RandomEffectsCategorical(_DiscreteRandomEffectsBase):
     target_kinds = frozenset({"categorical", "binary"})
     r_names = {}
     accepted_roles = frozenset({1, 2, 3, 4})
+    multiple_factors = True
 
     def _draw(self, y, observed, X, roles, groups, rng, state, context):
+        if groups.ndim == 2:  # several grouping factors: a random intercept per factor (and category)
+            return fit_categorical_factors(self, y, observed, X, roles, groups, rng, state, context)
         name = self._name(context)
         J = context.n_clusters
         _check_groups(groups, J, name)
