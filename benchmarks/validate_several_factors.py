@@ -143,18 +143,19 @@ def simulate(n_schools: int, n_classes: int, n_pupils: int, rng: np.random.Gener
     return pd.DataFrame({"school": school, "class": unit % n_classes, "y": y, "x": x, "c": c[unit], "s": s[school]})
 
 
-def ampute_rows(data: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+def ampute_rows(data: pd.DataFrame, rng: np.random.Generator, x: str = "x", y: str = "y") -> pd.DataFrame:
     """x and y each 30% missing, MAR in two patterns (x missing on y, y missing on x; never both)."""
     candidate_x = rng.random(len(data)) < 0.5  # the pattern a row may take, independent of the data
     within = MISSING_SHARE / 0.5
-    y, x = data["y"].to_numpy(), data["x"].to_numpy()
+    names = (x, y)
+    y, x = data[names[1]].to_numpy(dtype=float), data[names[0]].to_numpy(dtype=float)
     missing_x = np.zeros(len(data), dtype=bool)
     missing_y = np.zeros(len(data), dtype=bool)
     missing_x[candidate_x] = rng.random(candidate_x.sum()) < _calibrated(y[candidate_x], within)
     missing_y[~candidate_x] = rng.random((~candidate_x).sum()) < _calibrated(x[~candidate_x], within)
     out = data.copy()
-    out.loc[missing_x, "x"] = np.nan
-    out.loc[missing_y, "y"] = np.nan
+    out.loc[missing_x, names[0]] = np.nan
+    out.loc[missing_y, names[1]] = np.nan
     return out
 
 
