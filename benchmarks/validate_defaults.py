@@ -330,7 +330,8 @@ def main(argv=None) -> None:
     print(machine())
     print("python benchmarks/validate_defaults.py " + " ".join(command))
     reps_of = {
-        kind: (int(part["R"].iloc[0]), int(part["sl_R"].iloc[0])) for kind, part in table.groupby("kind", sort=False)
+        kind: (int(part["R"].iloc[0]), int(part["sl_R"].iloc[0]) if "sl_R" in part else 0)  # no contrast: 0
+        for kind, part in table.groupby("kind", sort=False)
     }
     print(
         f"{int((imputed['method'] == 'defaults').sum())} replications in {wall:.0f} s wall ({args.jobs} jobs); "
