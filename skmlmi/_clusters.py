@@ -243,7 +243,9 @@ class Clusters:
 
 def _label_kind(labels) -> str:
     """``"numbers"`` or ``"text"``: what a set of cluster labels holds, for the mismatch warning."""
-    return "numbers" if pd.api.types.is_numeric_dtype(pd.Index(labels)) else "text"
+    # inferred from the values: several factors' labels arrive as object arrays, whose dtype says nothing
+    numeric = pd.api.types.infer_dtype(pd.Index(labels), skipna=True) in ("integer", "floating", "mixed-integer-float")
+    return "numbers" if numeric else "text"
 
 
 def factor_specs(frame: pd.DataFrame, groups: Any) -> list | None:
@@ -253,11 +255,14 @@ def factor_specs(frame: pd.DataFrame, groups: Any) -> list | None:
     the data stays one factor's labels, as before), a DataFrame with several columns, or a 2-D
     array of labels with several columns. A one-element list of a column name is that one column.
     """
-    if isinstance(groups, list) and groups and len(groups) != len(frame):
+    if isinstance(groups, list) and groups:
         named = [_is_column_name(g, frame) for g in groups]
+        # distinct column names are the columns even when the list is as long as the data (two rows, two factors)
         if all(named) and len(set(map(repr, groups))) == len(groups):
             return list(groups)
-        if any(named):  # meant as grouping columns: say which entry is wrong, not that the lengths differ
+        if any(named) and len(groups) != len(
+            frame
+        ):  # meant as grouping columns: say which entry is wrong, not that the lengths differ
             absent = [g for g, known in zip(groups, named, strict=True) if not known]
             repeated = sorted({repr(g) for g in groups if sum(repr(h) == repr(g) for h in groups) > 1})
             problem = f"{absent} are not columns of the data" if absent else f"{', '.join(repeated)} repeated"

@@ -56,3 +56,16 @@ def test_a_list_of_grouping_columns_with_a_wrong_entry_names_it(groups, message)
     frame = pd.DataFrame({"g": [0, 0, 1, 1, 2, 2], "x": range(6)})
     with pytest.raises(ValueError, match=message):
         Clusters.from_data(frame, groups)
+
+
+def test_unseen_numeric_labels_of_several_factors_are_not_called_text():
+    """Several factors' labels pass through object arrays; new numbers are numbers, not a type mismatch."""
+    import warnings
+
+    fitted = Clusters.from_data(pd.DataFrame({"s": [1, 1, 2], "c": [10, 11, 20]}), ["s", "c"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = fitted.recode(pd.DataFrame({"s": [1, 9], "c": [99, 98]}), ["s", "c"])
+    assert new.factors[1].n_seen == 3 and new.factors[1].count == 5
+    with pytest.warns(UserWarning, match="labels are text where the fitted ones are numbers"):
+        fitted.recode(pd.DataFrame({"s": ["a"], "c": ["b"]}), ["s", "c"])
