@@ -48,12 +48,11 @@ import sys
 import time
 import warnings
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
-from validate_several_factors import _rows, ampute_rows, analyse, report, run, summarise
+from validate_several_factors import add_options, ampute_rows, analyse, compare_methods, report, run, summarise
 
 from skmlmi import MultilevelIterativeImputer
 
@@ -123,23 +122,11 @@ def replication(
         complete = simulate(n_a, n_b, met, per_cell, np.random.default_rng(data_seed))
         incomplete = ampute_rows(complete, np.random.default_rng(amputation_seed))
         design = {"a": n_a, "b": n_b, "met": met, "per_cell": per_cell, "rep": rep}
-        start = time.perf_counter()
-        rows = _rows(
-            analyse([complete], FORMULA, SLOPES),
-            {**design, "method": "complete", "seconds": 0.0, "analysis_seconds": 0.0},
-            QUANTITIES,
-        )
-        rows[0]["analysis_seconds"] = time.perf_counter() - start
         random_state = int(imputation_seed.generate_state(1)[0] % (2**31 - 1))
-        for method in methods:
-            start = time.perf_counter()
-            sets = impute(incomplete, method, m, max_iter, random_state)
-            middle = time.perf_counter()
-            result = analyse(sets, FORMULA, SLOPES)
-            stop = time.perf_counter()
-            base = {**design, "method": method, "seconds": middle - start, "analysis_seconds": stop - middle}
-            rows += _rows(result, base, QUANTITIES)
-        return rows
+        return compare_methods(
+            complete, incomplete, design, methods, impute, partial(analyse, formula=FORMULA, slopes=SLOPES), QUANTITIES,
+            m, max_iter, random_state,
+        )  # fmt: skip
 
 
 def _replicate(n_a, n_b, met, per_cell, m, max_iter, seed, methods, rep):
@@ -152,14 +139,7 @@ def main(argv=None) -> None:
     parser.add_argument("--b", type=int, default=60, help="units of the factor b")
     parser.add_argument("--met", type=int, default=10, help="units of b each unit of a meets")
     parser.add_argument("--per-cell", type=int, default=2, help="rows per meeting")
-    parser.add_argument("--reps", type=int, default=100, help="replications")
-    parser.add_argument("--m", type=int, default=20, help="imputations")
-    parser.add_argument("--max-iter", type=int, default=10)
-    parser.add_argument("--jobs", type=int, default=2, help="replications in parallel (results do not depend on it)")
-    parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="imputations compared")
-    parser.add_argument("--rows", type=Path, default=None, help="per-replication rows (CSV)")
-    parser.add_argument("--summarise-only", action="store_true", help="recompute the table from --rows")
+    add_options(parser, METHODS)
     args = parser.parse_args(argv)
     start = time.perf_counter()
     replicate = partial(

@@ -44,12 +44,11 @@ import pandas as pd
 from _common import machine
 from _validity import MISSING_SHARE, _calibrated
 from threadpoolctl import threadpool_limits
-from validate_several_factors import ampute_rows, run
+from validate_several_factors import ampute_rows, pooled, run
 
 from skmlmi import MultilevelIterativeImputer
 from skmlmi.analysis import LinearMixedModel
 from skmlmi.datasets import load_egsingle, load_insteval
-from skmlmi.pooling import pool_results
 
 #: dataset -> (loader, analysis model, grouping factors, cluster_structure)
 DATASETS = {
@@ -93,16 +92,7 @@ def ampute(name: str, data: pd.DataFrame, rng: np.random.Generator) -> pd.DataFr
 
 def analyse(frames: list[pd.DataFrame], formula: str) -> tuple[pd.DataFrame, pd.Series]:
     """Pooled fixed effects (Rubin) and variance components averaged over the imputations (as mitml)."""
-    fits = [LinearMixedModel(formula).fit(frame) for frame in frames]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # m = 1 (the complete data): no between-imputation variance
-        results = pool_results(
-            np.stack([f.coef_.to_numpy() for f in fits]),
-            np.stack([f.cov_params_.to_numpy() for f in fits]),
-            dfcom=fits[0].df_resid_,
-            names=list(fits[0].coef_.index),
-            variance_components=[f.variance_components_ for f in fits],
-        )
+    results = pooled([LinearMixedModel(formula).fit(frame) for frame in frames])
     return results.table, results.variance_components
 
 

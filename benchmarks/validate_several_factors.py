@@ -193,18 +193,24 @@ def impute(data: pd.DataFrame, method: str, m: int, max_iter: int, random_state:
     ]
 
 
-def analyse(frames: list[pd.DataFrame], formula: str = FORMULA, slopes=SLOPES) -> dict:
-    """Pooled slopes (Rubin; the complete data: its own t interval) and averaged variance components."""
-    fits = [LinearMixedModel(formula).fit(frame) for frame in frames]
+def pooled(fits: list):
+    """Rubin's rules over fitted mixed models (Barnard-Rubin df with the complete-data ``df_resid_``) and their
+    variance components averaged over the imputations (as mitml)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # m = 1 (the complete data): no between-imputation variance
-        results = pool_results(
+        return pool_results(
             np.stack([f.coef_.to_numpy() for f in fits]),
             np.stack([f.cov_params_.to_numpy() for f in fits]),
             dfcom=fits[0].df_resid_,
             names=list(fits[0].coef_.index),
             variance_components=[f.variance_components_ for f in fits],
         )
+
+
+def analyse(frames: list[pd.DataFrame], formula: str = FORMULA, slopes=SLOPES) -> dict:
+    """Pooled slopes (Rubin; the complete data: its own t interval) and averaged variance components."""
+    fits = [LinearMixedModel(formula).fit(frame) for frame in frames]
+    results = pooled(fits)
     out = {}
     for name in slopes:
         out[name] = results.table.loc[name, ["estimate", "std_error", "conf_low", "conf_high"]].to_dict()
@@ -258,19 +264,28 @@ def replication(
         complete = simulate(n_schools, n_classes, n_pupils, np.random.default_rng(data_seed))
         incomplete = ampute(complete, np.random.default_rng(amputation_seed))
         design = {"schools": n_schools, "classes": n_classes, "pupils": n_pupils, "rep": rep}
-        start = time.perf_counter()
-        rows = _rows(analyse([complete]), {**design, "method": "complete", "seconds": 0.0, "analysis_seconds": 0.0})
-        rows[0]["analysis_seconds"] = time.perf_counter() - start
         random_state = int(imputation_seed.generate_state(1)[0] % (2**31 - 1))
-        for method in methods:
-            start = time.perf_counter()
-            sets = impute(incomplete, method, m, max_iter, random_state)
-            middle = time.perf_counter()
-            result = analyse(sets)
-            stop = time.perf_counter()
-            base = {**design, "method": method, "seconds": middle - start, "analysis_seconds": stop - middle}
-            rows += _rows(result, base)
-        return rows
+        return compare_methods(
+            complete, incomplete, design, methods, impute, analyse, QUANTITIES, m, max_iter, random_state
+        )
+
+
+def compare_methods(complete, incomplete, design, methods, impute, analyse, quantities, m, max_iter, random_state):
+    """Rows of the complete-data analysis and of each method's imputations, timed (see :func:`replication`)."""
+    start = time.perf_counter()
+    rows = _rows(
+        analyse([complete]), {**design, "method": "complete", "seconds": 0.0, "analysis_seconds": 0.0}, quantities
+    )
+    rows[0]["analysis_seconds"] = time.perf_counter() - start
+    for method in methods:
+        start = time.perf_counter()
+        sets = impute(incomplete, method, m, max_iter, random_state)
+        middle = time.perf_counter()
+        result = analyse(sets)
+        stop = time.perf_counter()
+        base = {**design, "method": method, "seconds": middle - start, "analysis_seconds": stop - middle}
+        rows += _rows(result, base, quantities)
+    return rows
 
 
 # =============================================================================== summary and criteria
@@ -400,19 +415,24 @@ def report(rows: pd.DataFrame, table: pd.DataFrame, script: str, command: list, 
         print(printable(table).to_string(index=False))
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--schools", type=int, default=100)
-    parser.add_argument("--classes", type=int, default=10, help="classes per school")
-    parser.add_argument("--pupils", type=int, default=10, help="pupils per class")
+def add_options(parser: argparse.ArgumentParser, methods: tuple) -> None:
+    """The options every known-truth study of several factors shares."""
     parser.add_argument("--reps", type=int, default=100, help="replications")
     parser.add_argument("--m", type=int, default=20, help="imputations")
     parser.add_argument("--max-iter", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2, help="replications in parallel (results do not depend on it)")
     parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="imputations compared")
+    parser.add_argument("--methods", nargs="+", choices=methods, default=list(methods), help="imputations compared")
     parser.add_argument("--rows", type=Path, default=None, help="per-replication rows (CSV)")
     parser.add_argument("--summarise-only", action="store_true", help="recompute the table from --rows")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--schools", type=int, default=100)
+    parser.add_argument("--classes", type=int, default=10, help="classes per school")
+    parser.add_argument("--pupils", type=int, default=10, help="pupils per class")
+    add_options(parser, METHODS)
     args = parser.parse_args(argv)
     start = time.perf_counter()
     replicate = partial(

@@ -145,15 +145,25 @@ def test_crossed_factors_keep_both_variances_and_one_factor_does_not(model):
 BINARY = (40, 5, 10)  # 40 schools x 5 classes x 10 pupils
 
 
+def _discrete_layout(rng):
+    """The BINARY design's codes, a standard normal x, and a maker of school + class intercepts (SDs 0.6, 0.5)."""
+    schools, classes, pupils = BINARY
+    school = np.repeat(np.arange(schools), classes * pupils)
+    klass = np.repeat(np.arange(schools * classes), pupils)
+    x = rng.normal(size=school.size)
+
+    def effects():
+        return 0.6 * rng.normal(size=schools)[school] + 0.5 * rng.normal(size=schools * classes)[klass]
+
+    return school, klass, x, effects
+
+
 def _three_level_binary(seed):
     """logit P(y = 1) = -0.3 + 0.8 x + u_school + u_class, SDs 0.6 and 0.5; y 30% MAR on x."""
     rng = np.random.default_rng(seed)
-    schools, classes, pupils = BINARY
-    n = schools * classes * pupils
-    school = np.repeat(np.arange(schools), classes * pupils)
-    klass = np.repeat(np.arange(schools * classes), pupils)
-    x = rng.normal(size=n)
-    eta = -0.3 + 0.8 * x + 0.6 * rng.normal(size=schools)[school] + 0.5 * rng.normal(size=schools * classes)[klass]
+    school, klass, x, effects = _discrete_layout(rng)
+    n = school.size
+    eta = -0.3 + 0.8 * x + effects()
     y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
     frame = pd.DataFrame({"school": school, "klass": klass, "x": x, "y": y})
     return frame, _missing_at_random(rng, frame)
@@ -181,15 +191,8 @@ def _three_level_categorical(seed, ordered):
     intercepts per category). Ordered: cumulative probit on 0.8 x + u_school + u_class + e, cuts -0.3 and 0.5.
     """
     rng = np.random.default_rng(seed)
-    schools, classes, pupils = BINARY
-    n = schools * classes * pupils
-    school = np.repeat(np.arange(schools), classes * pupils)
-    klass = np.repeat(np.arange(schools * classes), pupils)
-    x = rng.normal(size=n)
-
-    def effects():
-        return 0.6 * rng.normal(size=schools)[school] + 0.5 * rng.normal(size=schools * classes)[klass]
-
+    school, klass, x, effects = _discrete_layout(rng)
+    n = school.size
     if ordered:
         latent = 0.8 * x + effects() + rng.normal(size=n)
         y = np.searchsorted([-0.3, 0.5], latent).astype(float)
