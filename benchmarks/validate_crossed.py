@@ -46,15 +46,21 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from functools import partial
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
-from validate_several_factors import add_options, ampute_rows, analyse, compare_methods, report, run, summarise
-
-from skmlmi import MultilevelIterativeImputer
+from validate_several_factors import (
+    add_options,
+    ampute_rows,
+    analyse,
+    compare_methods,
+    impute_with,
+    report,
+    run,
+    summarise,
+)
 
 FORMULA = "y ~ x + (1 | a) + (1 | b)"
 SLOPES = {"x": 0.5}
@@ -90,18 +96,9 @@ def simulate(n_a: int, n_b: int, met: int, per_cell: int, rng: np.random.Generat
 
 
 def impute(data: pd.DataFrame, method: str, m: int, max_iter: int, random_state: int) -> list[pd.DataFrame]:
-    """m completed datasets of one method, with the a and b columns of ``data`` put back."""
-    params = {"n_imputations": m, "max_iter": max_iter, "random_state": random_state, "n_jobs": 1}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if method == "crossed":
-            imputer = MultilevelIterativeImputer(cluster_structure="crossed", **params)
-            sets = imputer.fit_transform_all(data, groups=["a", "b"])
-        elif method == "one-factor":
-            sets = MultilevelIterativeImputer(**params).fit_transform_all(data.drop(columns="b"), groups="a")
-        else:
-            sets = MultilevelIterativeImputer(**params).fit_transform_all(data.drop(columns=["a", "b"]))
-    return [completed.assign(a=data["a"].to_numpy(), b=data["b"].to_numpy()) for completed in sets]
+    """m completed datasets of one method (crossed, one-factor by a, single-level)."""
+    use = {"crossed": "all", "one-factor": "first", "single-level": "none"}[method]
+    return impute_with(data, ["a", "b"], "crossed", use, m, max_iter, random_state)
 
 
 def replication(

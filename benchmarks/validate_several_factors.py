@@ -176,21 +176,30 @@ def ampute(data: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
 
 
 # =============================================================================== one replication
-def impute(data: pd.DataFrame, method: str, m: int, max_iter: int, random_state: int) -> list[pd.DataFrame]:
-    """m completed datasets of one method, with the school and class columns of ``data`` put back."""
+def impute_with(
+    data: pd.DataFrame, factors: list, structure: str, use: str, m: int, max_iter: int, random_state: int
+) -> list[pd.DataFrame]:
+    """m completed datasets imputed by the defaults with every grouping factor (``use`` "all"), the first
+    only ("first"; the others' columns dropped) or none ("none"), with the factors' columns put back."""
     params = {"n_imputations": m, "max_iter": max_iter, "random_state": random_state, "n_jobs": 1}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if method == "three-level":
-            imputer = MultilevelIterativeImputer(cluster_structure="nested", **params)
-            sets = imputer.fit_transform_all(data, groups=["school", "class"])
-        elif method == "two-level":
-            sets = MultilevelIterativeImputer(**params).fit_transform_all(data.drop(columns="class"), groups="school")
+        if use == "all":
+            sets = MultilevelIterativeImputer(cluster_structure=structure, **params).fit_transform_all(
+                data, groups=factors
+            )
+        elif use == "first":
+            first = MultilevelIterativeImputer(**params)
+            sets = first.fit_transform_all(data.drop(columns=factors[1:]), groups=factors[0])
         else:
-            sets = MultilevelIterativeImputer(**params).fit_transform_all(data.drop(columns=["school", "class"]))
-    return [
-        completed.assign(school=data["school"].to_numpy(), **{"class": data["class"].to_numpy()}) for completed in sets
-    ]
+            sets = MultilevelIterativeImputer(**params).fit_transform_all(data.drop(columns=factors))
+    return [completed.assign(**{f: data[f].to_numpy() for f in factors}) for completed in sets]
+
+
+def impute(data: pd.DataFrame, method: str, m: int, max_iter: int, random_state: int) -> list[pd.DataFrame]:
+    """m completed datasets of one method (three-level, two-level by school, single-level)."""
+    use = {"three-level": "all", "two-level": "first", "single-level": "none"}[method]
+    return impute_with(data, ["school", "class"], "nested", use, m, max_iter, random_state)
 
 
 def pooled(fits: list):
