@@ -382,7 +382,7 @@ def test_suggestion_from_nested_random_terms_gives_the_imputer_both_factors(rand
     assert completed.groupby(["school", "class"])["cl"].nunique().max() == 1
 
 
-def test_suggestion_from_crossed_terms_orders_factors_and_says_what_no_model_takes():
+def test_suggestion_from_crossed_terms_orders_factors_and_gives_every_kind_a_model():
     data = _three_levels()[["school", "class", "x", "y", "b"]]
     rng = np.random.default_rng(0)
     data["c"] = np.where(rng.random(len(data)) < 0.2, None, rng.choice(["p", "q", "r"], len(data)))
@@ -390,8 +390,7 @@ def test_suggestion_from_crossed_terms_orders_factors_and_says_what_no_model_tak
     assert s.groups == ["class", "school"] and s.cluster_structure == "auto"  # fewest units first
     assert type(s.methods["y"]).__name__ == "RandomEffectsNormal"
     assert type(s.methods["b"]).__name__ == "RandomEffectsLogistic"  # a random intercept per factor
-    assert "c" not in s.methods
-    assert "no conditional model takes several grouping factors for a categorical column yet" in s.explanation
+    assert type(s.methods["c"]).__name__ == "RandomEffectsCategorical"  # an intercept per factor and category
 
 
 @pytest.mark.filterwarnings("ignore:.*cluster means of:UserWarning")
