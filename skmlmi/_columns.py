@@ -290,8 +290,9 @@ def cluster_codes(data: pd.DataFrame, groups) -> tuple[np.ndarray, pd.Index, Any
         labels = _aligned(labels, data.index)
     missing = np.asarray(labels.isna(), dtype=bool)
     if missing.any():
+        where = f"grouping column {column!r}" if column is not None else "groups"
         raise ValueError(
-            f"groups has missing cluster labels ({int(missing.sum())} missing labels, first at row "
+            f"{where} has missing cluster labels ({int(missing.sum())} missing labels, first at row "
             f"{int(np.flatnonzero(missing)[0])}); every row needs a cluster."
         )
     values = labels.to_numpy()

@@ -446,3 +446,10 @@ def test_categorical_new_data_with_an_unseen_class_keeps_the_categories(ordered)
     new.loc[:, "y"] = np.nan
     out = imputer.transform(new)
     assert out["y"].notna().all() and out["y"].dtype == incomplete["y"].dtype
+
+
+def test_a_missing_label_of_an_inner_factor_names_its_column():
+    _, incomplete = _small()
+    incomplete["klass"] = incomplete["klass"].astype(float).where(incomplete.index != 7)
+    with pytest.raises(ValueError, match="grouping column 'klass' has missing cluster labels"):
+        MultilevelIterativeImputer(n_imputations=1, max_iter=1).fit(incomplete, groups=["school", "klass"])
