@@ -254,6 +254,7 @@ def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
         ordered=target.ordered,
         n_clusters=_n_clusters(plan.clusters, target) if model_groups is not None else 0,
         factor_counts=plan.model_factor_counts(target),
+        factor_names=_factor_names(plan, target),
         predictor_names=tuple(names),
         cluster_labels=_target_labels(plan, target),
         modelled_rows=plan.modelled_rows,
@@ -283,6 +284,17 @@ def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
     W[rows[write], col] = values[write]
     recompute_derived(W, plan, col)
     return draw, state
+
+
+def _factor_names(plan, target) -> tuple:
+    """The grouping columns of the factors a target's model receives (several factors), for its messages."""
+    counts = plan.model_factor_counts(target)
+    if not counts:  # no clusters, or one factor
+        return ()
+    return tuple(
+        f.column if f.column is not None else f"grouping factor {k + 1}"
+        for k, f in enumerate(plan.clusters.factors[: len(counts)])
+    )
 
 
 def _n_clusters(clusters: Clusters, target) -> int:

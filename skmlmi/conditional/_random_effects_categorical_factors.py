@@ -137,7 +137,7 @@ def fit_categorical_factors(model, y, observed, X, roles, groups, rng, state, co
     scales = model._prior_scales(p)
     if state is None:
         gibbs, mixing, log_gaps = _start(codes, K, ordered, p, counts)
-        log_unobserved_units(go, counts, context.target, context.log)
+        log_unobserved_units(go, counts, context, context.log)
     else:  # the chain's parameters, restandardised by this visit's means and SDs
         transfer = state.std.transfer(std)
         gibbs = [FactorState([u.copy() for u in g.u], g.tau2.copy(), 1.0, transfer @ g.beta) for g in state.gibbs]

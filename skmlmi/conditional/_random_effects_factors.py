@@ -123,13 +123,13 @@ def refuse_random_slopes(name: str, roles: np.ndarray) -> None:
         )
 
 
-def log_unobserved_units(codes: np.ndarray, counts: tuple, target: str, log) -> None:
+def log_unobserved_units(codes: np.ndarray, counts: tuple, context, log) -> None:
     """Log, per factor, the units without an observed value (their intercepts are population draws)."""
     for k, J in enumerate(counts):
         n_empty = int((np.bincount(codes[:, k], minlength=J) == 0).sum())
         if n_empty:
             log(
-                f"{target!r}: {n_empty} unit(s) of grouping factor {k + 1} with no observed value: "
+                f"{n_empty} unit(s) of {context.factor_name(k)} with no observed value of {context.target!r}: "
                 "their intercepts are drawn from the population distribution"
             )
 
@@ -169,7 +169,7 @@ def fit_several_factors(model, y, observed, X, roles, groups, rng, state, contex
     ys = np.ldexp(yo - y_mean, -y_exponent)
     var_y = float(ys.var())
     prior = factor_prior(model.prior, var_y, y_exponent)
-    log_unobserved_units(go, counts, context.target, log_once)
+    log_unobserved_units(go, counts, context, log_once)
     n_steps = model.n_gibbs
     if state is None:
         start = 0.5 * var_y if var_y > 0 else 1.0

@@ -99,7 +99,7 @@ def fit_logistic_factors(model, y, observed, X, roles, groups, rng, state, conte
         beta = state.std.transfer(std) @ state.beta_std
         gibbs, mixing = FactorState([u.copy() for u in old.u], old.tau2.copy(), 1.0, beta), state.mixing
     if state is None:  # logged at the chain's first visit
-        log_unobserved_units(go, counts, context.target, context.log)
+        log_unobserved_units(go, counts, context, context.log)
     kappa = yo - 0.5
     prior = (0.0, 0.0) + _TAU_PRIOR
     for _ in range(model._n_steps(state)):  # loop over Gibbs steps: omega changes every step

@@ -99,6 +99,8 @@ class DrawContext:
         Several grouping factors (``groups`` of shape (n, k), for a model whose
         ``multiple_factors`` is True): the cluster count of each (codes ``0..count-1`` at fit).
         Empty with one factor.
+    factor_names : tuple of str
+        The names of those factors (their grouping columns), for messages. Empty: "factor 1", ...
     """
 
     target: str = "y"
@@ -112,6 +114,21 @@ class DrawContext:
     modelled_rows: Any = None
     checked: bool = False
     factor_counts: tuple = ()
+    factor_names: tuple = ()
+
+    def factor_name(self, k: int) -> str:
+        """How messages name grouping factor ``k`` (0-based): its column, else "grouping factor k + 1".
+
+        Parameters
+        ----------
+        k : int
+            The factor's position in ``groups`` (outer to inner).
+
+        Returns
+        -------
+        str
+        """
+        return repr(self.factor_names[k]) if k < len(self.factor_names) else f"grouping factor {k + 1}"
 
     def log(self, reason: str) -> None:
         """Record something the sampler decided on its own.

@@ -283,6 +283,7 @@ class _ClusterLevelBase(BaseConditionalImputer):
             n_categories=context.n_categories,
             n_clusters=int(counts[0]),
             factor_counts=tuple(counts) if len(counts) > 1 else (),
+            factor_names=tuple(context.factor_names[:-1]) if len(counts) > 1 else (),
             predictor_names=context.predictor_names,
             checked=True,
         )

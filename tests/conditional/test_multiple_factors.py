@@ -453,3 +453,14 @@ def test_a_missing_label_of_an_inner_factor_names_its_column():
     incomplete["klass"] = incomplete["klass"].astype(float).where(incomplete.index != 7)
     with pytest.raises(ValueError, match="grouping column 'klass' has missing cluster labels"):
         MultilevelIterativeImputer(n_imputations=1, max_iter=1).fit(incomplete, groups=["school", "klass"])
+
+
+def test_units_without_an_observed_value_are_logged_by_their_factors_name():
+    _, incomplete = _small()
+    incomplete.loc[incomplete["klass"] == incomplete["klass"].iloc[0], "y"] = np.nan  # one class without y
+    imputer = MultilevelIterativeImputer(methods={"y": "RandomEffectsNormal"}, n_imputations=1, max_iter=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imputer.fit(incomplete, groups=["school", "klass"])
+    reasons = " ".join(imputer.logged_events_["reason"].astype(str))
+    assert "1 unit(s) of 'klass' with no observed value of 'y'" in reasons, reasons
