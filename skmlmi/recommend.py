@@ -32,6 +32,27 @@ __all__ = ["missing_by_cluster", "recommend_methods", "is_count_column"]
 
 
 # --------------------------------------------------------------------------- helpers
+
+#: The columns of recommend_methods' table, in order ("factor" with several grouping factors, "share_small" with one).
+RECOMMENDATION_COLUMNS = (
+    "column",
+    "kind",
+    "pattern",
+    "cluster_level",
+    "factor",
+    "n_clusters",
+    "n_systematic",
+    "n_sporadic",
+    "n_observed_clusters",
+    "prop_missing",
+    "median_observed",
+    "share_small",
+    "method",
+    "method_name",
+    "reason",
+)
+
+
 def _frame_and_groups(data: Any, groups: Any) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, Any]:
     """The data without the groups column, integer cluster codes, the cluster labels and the groups column name."""
     if isinstance(data, np.ndarray):
@@ -498,23 +519,7 @@ def recommend_methods(
                 "reason": reason,
             }
         )
-    columns = [
-        "column",
-        "kind",
-        "pattern",
-        "cluster_level",
-        "n_clusters",
-        "n_systematic",
-        "n_sporadic",
-        "n_observed_clusters",
-        "prop_missing",
-        "median_observed",
-        "share_small",
-        "method",
-        "method_name",
-        "reason",
-    ]
-    return pd.DataFrame(out, columns=columns)
+    return pd.DataFrame(out, columns=[c for c in RECOMMENDATION_COLUMNS if c != "factor"])
 
 
 def _choose(
@@ -649,26 +654,7 @@ def _recommend_several(frame: pd.DataFrame, clusters: Clusters, column_kinds: di
                 "reason": reason,
             }
         )
-    columns = [
-        "column",
-        "kind",
-        "pattern",
-        "cluster_level",
-        "factor",
-        "n_clusters",
-        "n_systematic",
-        "n_sporadic",
-        "n_observed_clusters",
-        "prop_missing",
-        "median_observed",
-        "method",
-        "method_name",
-        "reason",
-    ]
-    return pd.DataFrame(out, columns=columns)
-
-
-#: the column kinds, for the models taking several factors
+    return pd.DataFrame(out, columns=[c for c in RECOMMENDATION_COLUMNS if c != "share_small"])
 
 
 def _pattern(row: pd.Series) -> str:

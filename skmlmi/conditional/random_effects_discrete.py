@@ -149,6 +149,15 @@ class GLMMState(StandardisedParameters):
     def random_columns(self):
         return np.asarray(self.random[1:], dtype=int) - 1
 
+    def restandardised(self, std: Standardiser, present_codes: np.ndarray) -> tuple:
+        """The chain's (beta, b, Psi, mixing) in the units of this visit's standardiser ``std``; b of the
+        clusters ``present_codes`` (0 for a cluster the chain never saw observed)."""
+        t = self.std.transfer(std)
+        random = np.asarray(self.random, dtype=np.intp)
+        tz = t[np.ix_(random, random)]
+        full_b = np.where(np.isnan(self.b_std), 0.0, self.b_std)
+        return t @ self.beta_std, full_b[present_codes] @ tz.T, tz @ self.psi_std @ tz.T, self.mixing
+
 
 class GLMMDraw(StandardisedParameters, Draw):
     """One draw (beta, b, Psi) of a random-effects GLM, in the standardised design's units."""
@@ -313,13 +322,8 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
             mean_y = np.clip(yo.mean(), 0.5 / len(yo), 1 - 0.5 / len(yo))
             beta[0] = np.log(mean_y / (1 - mean_y))
             b, psi, mixing = np.zeros((n_obs_clusters, q)), np.eye(q), np.ones(p + 1)
-        else:
-            # the chain's parameters, restandardised by this visit's means and SDs
-            t = state.std.transfer(std)
-            tz = t[np.ix_(random, random)]
-            full_b = np.where(np.isnan(state.b_std), 0.0, state.b_std)
-            beta, b, psi = t @ state.beta_std, full_b[present_codes] @ tz.T, tz @ state.psi_std @ tz.T
-            mixing = state.mixing
+        else:  # the chain's parameters, restandardised by this visit's means and SDs
+            beta, b, psi, mixing = state.restandardised(std, present_codes)
         kappa = yo - 0.5
         for _ in range(self._n_steps(state)):
             eta = design @ beta + np.einsum("nq,nq->n", design[:, random], b[go])

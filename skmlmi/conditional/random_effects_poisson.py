@@ -318,13 +318,8 @@ class RandomEffectsPoisson(_DiscreteRandomEffectsBase):
                 b = _newton_mode(z, design @ beta, yo, b, np.linalg.inv(psi), go, starts)
                 random_part = np.einsum("nq,nq->n", z, b[go])
                 beta = _newton_mode(design, random_part, yo, beta[None], prior, rows_in_one_block, whole)[0]
-        else:
-            # the chain's parameters, restandardised by this visit's means and SDs
-            t = state.std.transfer(std)
-            tz = t[np.ix_(random, random)]
-            full_b = np.where(np.isnan(state.b_std), 0.0, state.b_std)
-            beta, b, psi = t @ state.beta_std, full_b[present_codes] @ tz.T, tz @ state.psi_std @ tz.T
-            mixing = state.mixing
+        else:  # the chain's parameters, restandardised by this visit's means and SDs
+            beta, b, psi, mixing = state.restandardised(std, present_codes)
         n_steps = self._n_steps(state)
         accepted_b = accepted_beta = 0.0
         for _ in range(n_steps):
