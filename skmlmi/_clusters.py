@@ -26,6 +26,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Hashable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -136,9 +137,9 @@ class Clusters:
             return (self,)
         return (Clusters(self.codes, self.labels, self.column, self.n_seen_at_fit),) + self.others
 
-    @property
+    @cached_property
     def code_matrix(self) -> np.ndarray:
-        """The codes of every factor, shape (n_rows, n_factors)."""
+        """The codes of every factor, shape (n_rows, n_factors) (built once: every visit of a chain reads it)."""
         return np.column_stack([f.codes for f in self.factors])
 
     @property

@@ -152,12 +152,6 @@ class Plan:
             return clusters.code_matrix[:, : target.factor + 1]  # its units and the outer factors they lie in
         return clusters.factors[target.factor].codes
 
-    def model_factor_counts(self, target: Target, clusters: Clusters | None = None) -> tuple:
-        """The cluster counts of the factors in :meth:`model_groups`'s (n, k) codes (empty with one factor)."""
-        clusters = self.clusters if clusters is None else clusters
-        groups = self.model_groups(target, clusters)
-        return clusters.counts[: np.shape(groups)[1]] if groups is not None and np.ndim(groups) == 2 else ()
-
     def auxiliary_target(self, j: int, W: np.ndarray) -> Target | None:
         """The imputation model of column ``j``, complete at fit, for new data that lack it (None if it has none).
 

@@ -247,14 +247,15 @@ def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
     """
     X, roles, names = design(W, target, plan.groups, plan.n_clusters)
     model_groups = plan.model_groups(target)
+    n_factors = np.shape(model_groups)[1] if np.ndim(model_groups) == 2 else 0  # several factors: their codes
     context = DrawContext(
         target=str(target.name),
         kind=target.kind,
         n_categories=target.n_categories,
         ordered=target.ordered,
         n_clusters=_n_clusters(plan.clusters, target) if model_groups is not None else 0,
-        factor_counts=plan.model_factor_counts(target),
-        factor_names=_factor_names(plan, target),
+        factor_counts=plan.clusters.counts[:n_factors] if n_factors else (),
+        factor_names=_factor_names(plan.clusters, n_factors),
         predictor_names=tuple(names),
         cluster_labels=_target_labels(plan, target),
         modelled_rows=plan.modelled_rows,
@@ -286,14 +287,13 @@ def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
     return draw, state
 
 
-def _factor_names(plan, target) -> tuple:
-    """The grouping columns of the factors a target's model receives (several factors), for its messages."""
-    counts = plan.model_factor_counts(target)
-    if not counts:  # no clusters, or one factor
+def _factor_names(clusters: Clusters | None, n_factors: int) -> tuple:
+    """The grouping columns of the first ``n_factors`` factors (those a target's model receives), for messages."""
+    if not n_factors:  # no clusters, or one factor
         return ()
     return tuple(
         f.column if f.column is not None else f"grouping factor {k + 1}"
-        for k, f in enumerate(plan.clusters.factors[: len(counts)])
+        for k, f in enumerate(clusters.factors[:n_factors])
     )
 
 
