@@ -56,6 +56,11 @@ class Predictor:
     n_categories: int
     name: str
     levels: np.ndarray | None = None  # categorical: codes observed in its fitting rows (dummies of levels[1:])
+    means_by: tuple = (0,)  # codes 3 and 4: the grouping factors whose cluster means the design adds
+
+    @property
+    def adds_means(self) -> bool:
+        return self.role in (3, 4) and bool(self.means_by)
 
     @property
     def terms(self) -> int:
@@ -64,10 +69,10 @@ class Predictor:
 
     @property
     def width(self) -> int:
-        """Columns it adds to the design (dummies of a categorical predictor; cluster means double them)."""
+        """Columns it adds to the design (dummies of a categorical predictor, and their cluster means per factor)."""
         categories = self.n_categories if self.levels is None else len(self.levels)
         dummies = max(categories - 1, 0) if self.kind == "categorical" else 1
-        return dummies * (2 if self.role in (3, 4) else 1)
+        return dummies * (1 + len(self.means_by) if self.adds_means else 1)
 
 
 @dataclass
@@ -100,6 +105,7 @@ class PlanSettings:
     predictor_matrix: Any = None
     visit_sequence: Any = "left-to-right"
     cluster_means: bool = True
+    cluster_mean_levels: dict | None = None
     derived: dict | None = None
     bounds: dict | None = None
     post: dict | None = None
@@ -195,14 +201,15 @@ def _inputs(d: DerivedColumn, p: int) -> list[int]:
 
 
 # --------------------------------------------------------------------------- designs
-def design(W: np.ndarray, target: Target, groups: np.ndarray | None, n_clusters: int):
+def design(W: np.ndarray, target: Target, clusters: Clusters | None):
     """Predictor matrix, role codes and names of one target from the working data.
 
     Categorical predictors become treatment dummies of the categories observed in their
     fitting rows (the first the reference; a declared category never observed would be an
     all-zero, constant dummy), each inheriting its variable's role; codes 3 and 4 add the
     cluster means of the predictor (over all rows of each cluster, current completed
-    values) as fixed effects and become 1 and 2.
+    values) as fixed effects and become 1 and 2: with several grouping factors, the means
+    by each factor in the predictor's ``means_by`` (named ``mean(x|class)``).
     """
     blocks, roles, names = [], [], []
     for pred in target.predictors:
@@ -220,10 +227,13 @@ def design(W: np.ndarray, target: Target, groups: np.ndarray | None, n_clusters:
         blocks.append(block)
         roles += [base_role] * block.shape[1]
         names += labels
-        if pred.role in (3, 4):
-            blocks.append(cluster_means(block, groups, n_clusters)[groups])
-            roles += [1] * block.shape[1]
-            names += [f"mean({label})" for label in labels]
+        if pred.adds_means:
+            for k in pred.means_by:
+                factor = clusters.factors[k]
+                blocks.append(cluster_means(block, factor.codes, factor.count)[factor.codes])
+                roles += [1] * block.shape[1]
+                by = f"|{factor.column if factor.column is not None else k + 1}" if clusters.n_factors > 1 else ""
+                names += [f"mean({label}{by})" for label in labels]
     if not blocks:
         return np.empty((W.shape[0], 0)), np.empty(0, dtype=int), []
     return np.hstack(blocks), np.asarray(roles, dtype=int), names
@@ -294,6 +304,8 @@ class _Planner:
         self.events: list = []
         self.cluster_constant = self._cluster_constancy(data.W, data.missing)
         self.level_of = self._factor_levels(data.W, data.missing)
+        self.factor_constant = self._factor_constancy(data.W, data.missing)
+        self.mean_levels = self._mean_levels()
         defaults = self._default_codes() if self.clusters is not None and settings.cluster_means else None
         self.matrix, self.given = validate_predictor_matrix(
             settings.predictor_matrix, self.columns, self.groups_column, defaults, return_given=True
@@ -303,6 +315,7 @@ class _Planner:
             self.matrix.iloc[[j for j in range(len(self.columns)) if j not in grouping], k] = -2
             self.matrix.iloc[k, :] = 0
         self.levels = self._category_levels(data, fit_rows, set(visit))
+        self.observed_rows = fit_rows
         self.observed_clusters = (  # clusters holding a fitting row of each target
             {j: self.clusters.observing(fit_rows[j]) for j in set(visit)} if self.clusters else {}
         )
@@ -336,6 +349,20 @@ class _Planner:
                     levels[j] = (k, found)
                     break
         return levels
+
+    def _factor_constancy(self, W, missing) -> dict:
+        """Several grouping factors: column -> whether it is constant within the units of each factor (outer
+        to inner), by the one rule; in nested factors constancy within a unit holds in every unit inside it."""
+        if self.clusters is None or self.clusters.n_factors == 1:
+            return {}
+        nested = self.clusters.structure == "nested"
+        constant = {}
+        for j, first in self.cluster_constant.items():
+            flags = [bool(first)]
+            for factor in self.clusters.factors[1:]:
+                flags.append((nested and flags[-1]) or bool(factor.constancy(W[:, j], missing[:, j])))
+            constant[j] = tuple(flags)
+        return constant
 
     def level_codes(self, j: int) -> np.ndarray | None:
         """The codes of the factor at whose level column ``j`` lives (the first factor's by default)."""
@@ -443,7 +470,7 @@ class _Planner:
             rows = fit_rows[j].copy()
             self.limit_predictors(target, W, rows, ~ignore)  # the predictors the model will have
             plain = replace(target, predictors=[replace(p, role=1) for p in target.predictors])
-            X, _, _ = design(W, plain, codes, count)
+            X, _, _ = design(W, plain, self.clusters)
             rows &= np.isfinite(X).all(axis=1)
             fit = poisson_fixed_effects(X[rows], W[rows, j], codes[rows], count)
             phi, se = fit.dispersion, fit.dispersion_se
@@ -543,26 +570,36 @@ class _Planner:
         if ignores_clusters:
             cluster_role = 0  # a single-level model: warned once by make_plan
         factor = self._factor_of(j, model, cluster_role)
+        outer = self.mean_factors(j, model)
         predictors, lowered = [], []
         for k, pred_name in enumerate(self.columns):
             role = int(row[k])
             if role == 0 or pred_name in self.grouping:
                 continue
-            if role == 3 and not self.given[j, k] and not model.default_cluster_means:
+            takes_means = model.default_cluster_means or bool(outer and model.cluster_level)
+            if role == 3 and not self.given[j, k] and not takes_means:
                 role = 1  # a default cluster mean this model does not take (see BaseConditionalImputer)
                 lowered.append(k)
-            if role not in model.accepted_roles and role != 1:
+            if role == 3 and model.cluster_level and outer:
+                pass  # the means of outer units, aggregated to the model's own units with the predictor
+            elif role not in model.accepted_roles and role != 1:
                 raise ValueError(
                     f"{type(model).__name__} cannot honour role code {role} ({ROLE_NAMES[role]}) given to "
                     f"predictor {pred_name!r} of {name!r}; models that can: {', '.join(models_accepting(role))}."
                 )
             pcodec = self.codecs[k]
-            predictors.append(Predictor(k, role, pcodec.kind, pcodec.n_categories, str(pred_name), self.levels.get(k)))
+            means_by = (0,) if outer is None else tuple(f for f in outer if self._takes_mean_by(k, f))
+            if role == 3 and not means_by and not self.given[j, k]:
+                role = 1  # constant within every unit it would be averaged over: its means are itself
+                lowered.append(k)
+            predictor = Predictor(k, role, pcodec.kind, pcodec.n_categories, str(pred_name), self.levels.get(k))
+            predictors.append(replace(predictor, means_by=means_by))
         changes = [(j, lowered, 1)] if lowered else []
         events = []
         left_out = self.afford_cluster_means(j, predictors)
         if left_out:
-            changes.append((j, [p.column for p in left_out[0]], 1))
+            if left_out[0]:
+                changes.append((j, [p.column for p in left_out[0]], 1))
             events.append((name, left_out[1]))
         target = Target(
             column=j,
@@ -578,6 +615,55 @@ class _Planner:
             factor=factor,
         )
         return target, changes, events
+
+    def mean_factors(self, j: int, model: BaseConditionalImputer) -> tuple | None:
+        """The grouping factors whose cluster means codes 3 and 4 add to column ``j``'s model (None: one factor).
+
+        With several factors the means are taken at every level above the target's own, as
+        miceadds' ``ml.lmer`` does with ``aggregate_automatically``: a level-1 target gets a
+        predictor's mean by each factor (school and class; both crossed factors); a target living
+        at an inner nested level (a class-level variable) gets the means by the outer factors, its
+        model aggregating them to its units with the predictor; a target at the outermost level,
+        or constant within a crossed factor, gets none. Each predictor then skips the factors it is
+        constant within (its mean there is itself): see :attr:`factor_constant`.
+        """
+        if self.clusters is None or self.clusters.n_factors == 1:
+            return None
+        if self.cluster_constant.get(j):
+            return ()
+        if j in self.level_of:
+            k = self.level_of[j][0]
+            return tuple(range(k)) if self.clusters.structure == "nested" and model.cluster_level else ()
+        return tuple(range(self.clusters.n_factors))
+
+    def _takes_mean_by(self, k: int, f: int) -> bool:
+        """Whether predictor ``k`` coded 3 or 4 gets its cluster means by factor ``f`` (one above its target's
+        level): when it varies within the factor's units and ``cluster_mean_levels`` does not exclude it."""
+        chosen = self.mean_levels.get(k)
+        return not self.factor_constant[k][f] and (chosen is None or f in chosen)
+
+    def _mean_levels(self) -> dict[int, frozenset]:
+        """``cluster_mean_levels`` checked and read as column -> the indices of the factors named."""
+        given = self.settings.cluster_mean_levels
+        if not given:
+            return {}
+        factors = [] if self.clusters is None else [f.column for f in self.clusters.factors]
+        levels = {}
+        for column, names in given.items():
+            if column not in self.columns or column in self.grouping:
+                raise ValueError(
+                    f"cluster_mean_levels names {column!r}, which is not a predictor column of X; "
+                    f"columns: {[c for c in self.columns if c not in self.grouping]}."
+                )
+            names = [names] if isinstance(names, str) or not isinstance(names, list | tuple) else names
+            unknown = [name for name in names if name not in factors]
+            if unknown:
+                raise ValueError(
+                    f"cluster_mean_levels[{column!r}] names {unknown}, which are not grouping columns; "
+                    f"the grouping columns are {factors}."
+                )
+            levels[self.columns.index(column)] = frozenset(factors.index(name) for name in names)
+        return levels
 
     def _factor_of(self, j: int, model: BaseConditionalImputer, cluster_role: int) -> int | None:
         """Which grouping factor a model uses when there are several: None for all (a model taking several
@@ -618,18 +704,54 @@ class _Planner:
         defaulted = [p for p in predictors if p.role == 3 and not self.given[j, p.column]]
         if not defaulted:
             return None
-        terms = 1 + sum(p.terms for p in predictors if p.role in (3, 4) or self.cluster_constant.get(p.column))
-        observed = self.observed_clusters.get(j, self.clusters.count)
-        if observed >= CLUSTERS_PER_TERM * terms:
+        if self.clusters.n_factors == 1:
+            terms = 1 + sum(p.terms for p in predictors if p.adds_means or self.cluster_constant.get(p.column))
+            observed = self.observed_clusters.get(j, self.clusters.count)
+            if observed >= CLUSTERS_PER_TERM * terms:
+                return None
+            for p in defaulted:
+                p.role = 1
+            reason = (
+                f"cluster means of {[p.name for p in defaulted]} left out of the default model: "
+                f"{observed} cluster(s) observe it for {terms} cluster-level terms (at least "
+                f"{CLUSTERS_PER_TERM} per term are needed); code them 3 in predictor_matrix to keep them"
+            )
+            return defaulted, reason
+        return self._afford_means_per_factor(j, predictors, defaulted)
+
+    def _afford_means_per_factor(self, j: int, predictors: list[Predictor], defaulted: list[Predictor]):
+        """:meth:`afford_cluster_means` with several factors: the rule per factor, counting the units of that
+        factor observing the target and its terms at that level (intercept, predictors constant within
+        the factor's units, means by it); the default means by a factor that fails are left out."""
+        fit_rows = self.observed_rows.get(j)
+        if fit_rows is None:  # a column complete at fit (its model is made for new data): all its rows
+            fit_rows = np.ones(self.clusters.codes.shape, dtype=bool)
+        dropped = []
+        for f, factor in enumerate(self.clusters.factors):
+            if not any(f in p.means_by for p in defaulted):
+                continue
+            terms = 1 + sum(
+                p.terms
+                for p in predictors
+                if (p.adds_means and f in p.means_by) or (p.role != 0 and self.factor_constant[p.column][f])
+            )
+            observed = factor.observing(fit_rows)
+            if observed < CLUSTERS_PER_TERM * terms:
+                dropped.append((factor.column if factor.column is not None else f + 1, observed, terms))
+                for p in defaulted:
+                    p.means_by = tuple(k for k in p.means_by if k != f)
+        if not dropped:
             return None
-        for p in defaulted:
+        lowered = [p for p in defaulted if not p.means_by]
+        for p in lowered:
             p.role = 1
-        reason = (
-            f"cluster means of {[p.name for p in defaulted]} left out of the default model: "
-            f"{observed} cluster(s) observe it for {terms} cluster-level terms (at least "
-            f"{CLUSTERS_PER_TERM} per term are needed); code them 3 in predictor_matrix to keep them"
+        reason = "; ".join(
+            f"means by {column!r} of {[p.name for p in defaulted]} left out of the default model: {observed} "
+            f"unit(s) of {column!r} observe it for {terms} terms at that level (at least {CLUSTERS_PER_TERM} "
+            "per term are needed)"
+            for column, observed, terms in dropped
         )
-        return defaulted, reason
+        return lowered, reason + "; code them 3 in predictor_matrix to keep them"
 
     def limit_predictors(self, target: Target, W, fit_rows, usable_rows) -> tuple[list, str | None]:
         """Reduce the default predictors of a target its rows cannot support, by quickpred's rule.

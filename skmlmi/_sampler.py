@@ -245,7 +245,7 @@ def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
     missing ones are written into the working data (over-imputed observed cells keep
     their observed value as predictors of the other variables, as in mice).
     """
-    X, roles, names = design(W, target, plan.groups, plan.n_clusters)
+    X, roles, names = design(W, target, plan.clusters)
     model_groups = plan.model_groups(target)
     n_factors = np.shape(model_groups)[1] if np.ndim(model_groups) == 2 else 0  # several factors: their codes
     context = DrawContext(
@@ -500,8 +500,6 @@ def impute_new_data(
         rows = missing[:, t.column]
         pool = fitted.observed_pool[t.column]
         W[rows, t.column] = pool[rng.integers(0, len(pool), size=int(rows.sum()))]
-    codes = None if clusters is None else clusters.codes
-    n_clusters = 0 if clusters is None else clusters.count
     _check_fixed_cluster_rows(visits, missing, clusters)
     new_plan = plan.for_new_data(cells, clusters)
     passes = 1 if missing.sum(axis=1).max() <= 1 else passes
@@ -518,7 +516,7 @@ def impute_new_data(
                 for target, draw in visits:
                     whereabouts.target = target
                     rows = np.flatnonzero(missing[:, target.column])
-                    X, _, _ = design(W, target, codes, n_clusters)
+                    X, _, _ = design(W, target, clusters)
                     g = new_plan.model_groups(target)
                     W[rows, target.column] = sample_rows(draw, X, g, rows, target, new_plan, rng, log)
                     recompute_derived(W, new_plan, target.column)

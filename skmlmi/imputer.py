@@ -217,6 +217,16 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         :class:`~skmlmi.conditional.RandomEffectsNormal`,
         :class:`~skmlmi.conditional.RandomEffectsPMM` and
         :class:`~skmlmi.conditional.RandomEffectsLogistic` (a random intercept per factor).
+    cluster_mean_levels : dict, default=None
+        With several grouping factors, the factors whose cluster means codes ``3`` and ``4`` add
+        for a predictor: ``{"ses": ["school"]}`` gives ``ses`` its school means only. By default
+        (and for predictors not named) a predictor gets its means by every factor above the
+        target's level at which it varies, as miceadds' ``ml.lmer`` with
+        ``aggregate_automatically=TRUE``: a pupil-level target gets the class and the school
+        means, a class-level target the school means; a target constant within the outermost
+        factor, or within a crossed factor, gets none. A factor named here that is not above the
+        target's level, or within whose units the predictor is constant, is skipped for that
+        target. One grouping factor: the means by it, whatever is given.
 
     Attributes
     ----------
@@ -311,6 +321,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         "groups_column": [str, numbers.Integral, tuple, list, None],
         "cluster_means": ["boolean"],
         "cluster_structure": [StrOptions(set(STRUCTURES))],
+        "cluster_mean_levels": [dict, None],
     }
 
     def __init__(
@@ -333,6 +344,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         groups_column: Hashable | list | None = None,
         cluster_means: bool = True,
         cluster_structure: str = "auto",
+        cluster_mean_levels: dict | None = None,
     ) -> None:
         self.methods = methods
         self.predictor_matrix = predictor_matrix
@@ -352,6 +364,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self.groups_column = groups_column
         self.cluster_means = cluster_means
         self.cluster_structure = cluster_structure
+        self.cluster_mean_levels = cluster_mean_levels
 
     # ------------------------------------------------------------------ sklearn plumbing
     @classmethod
@@ -587,6 +600,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             predictor_matrix=self.predictor_matrix,
             visit_sequence=self.visit_sequence,
             cluster_means=self.cluster_means,
+            cluster_mean_levels=self.cluster_mean_levels,
             derived=self.derived,
             bounds=self.bounds,
             post=self.post,

@@ -113,3 +113,83 @@ def test_a_poisson_model_the_user_names_is_never_checked():
     settings = PlanSettings(methods={"y": "RandomEffectsPoisson"})
     plan = make_plan(data, settings, data.missing, np.zeros(len(frame), dtype=bool))
     assert type(plan.methods["y"]).__name__ == "RandomEffectsPoisson" and not plan.events
+
+
+# --------------------------------------------------------------------------- cluster means by level
+def _three_levels(seed=0, schools=50, classes=4, pupils=6):
+    rng = np.random.default_rng(seed)
+    school = np.repeat(np.arange(schools), classes * pupils)
+    klass = np.repeat(np.arange(schools * classes), pupils)
+    n = school.size
+    s = rng.normal(size=schools)[school]
+    c = rng.normal(size=schools * classes)[klass]
+    x = rng.normal(size=n) + 0.5 * c
+    y = x + c + s + rng.normal(size=n)
+    frame = pd.DataFrame({"school": school, "class": klass, "x": x, "c": c, "s": s, "y": y})
+    frame.loc[rng.random(n) < 0.2, "y"] = np.nan
+    frame.loc[np.isin(klass, rng.choice(schools * classes, 10, replace=False)), "c"] = np.nan
+    return frame
+
+
+def _design_names(imputer):
+    from skmlmi._plan import design
+
+    plan = imputer._fitted.plan
+    return {t.name: design(imputer._fitted.W, t, plan.clusters)[2] for t in plan.targets}
+
+
+def test_codes_3_add_the_means_by_every_level_above_the_target():
+    imputer = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0)
+    imputer.fit(_three_levels(), groups=["school", "class"])
+    names = _design_names(imputer)
+    # a pupil-level target: the pupil-level x by school and by class, the class-level c by school only,
+    # the school-level s none (each is its own mean where it is constant)
+    assert names["y"] == ["x", "mean(x|school)", "mean(x|class)", "c", "mean(c|school)", "s"]
+    # a class-level target (imputed over classes with a school intercept): the school means of its predictors
+    assert names["c"] == ["x", "mean(x|school)", "s", "y", "mean(y|school)"]
+    assert imputer.predictor_matrix_.loc["y", "s"] == 1 and imputer.predictor_matrix_.loc["y", "x"] == 3
+
+
+def test_cluster_mean_levels_chooses_the_factors_and_names_what_it_does_not_know():
+    data = _three_levels()
+    imputer = MultilevelIterativeImputer(
+        n_imputations=1, max_iter=1, random_state=0, cluster_mean_levels={"x": ["class"], "c": "school"}
+    )
+    imputer.fit(data, groups=["school", "class"])
+    assert _design_names(imputer)["y"] == ["x", "mean(x|class)", "c", "mean(c|school)", "s"]
+    for levels, message in (
+        ({"z": ["school"]}, r"names 'z', which is not a predictor column"),
+        ({"x": ["district"]}, r"cluster_mean_levels\['x'\] names \['district'\], which are not grouping columns"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            MultilevelIterativeImputer(n_imputations=1, max_iter=1, cluster_mean_levels=levels).fit(
+                data, groups=["school", "class"]
+            )
+
+
+def test_crossed_factors_give_the_means_by_both():
+    rng = np.random.default_rng(1)
+    n = 1200
+    a, b = rng.integers(0, 40, n), rng.integers(0, 30, n)
+    x = rng.normal(size=n) + rng.normal(size=30)[b]
+    y = x + rng.normal(size=40)[a] + rng.normal(size=n)
+    y[rng.random(n) < 0.2] = np.nan
+    frame = pd.DataFrame({"a": a, "b": b, "x": x, "y": y})
+    imputer = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # read as crossed
+        imputer.fit(frame, groups=["a", "b"])
+    assert _design_names(imputer)["y"] == ["x", "mean(x|a)", "mean(x|b)"]
+
+
+def test_one_factor_keeps_its_names(clustered):
+    imputer = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0).fit(clustered, groups="g")
+    assert _design_names(imputer)["y"] == ["x", "mean(x)"]
+
+
+def test_too_few_units_of_one_factor_leave_out_only_its_means():
+    imputer = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0)
+    with pytest.warns(UserWarning, match=r"y: means by 'school' of \['x', 'c'\] left out.*20 unit\(s\) of 'school'"):
+        imputer.fit(_three_levels(schools=20), groups=["school", "class"])
+    assert _design_names(imputer)["y"] == ["x", "mean(x|class)", "c", "s"]  # 80 classes afford the class means
+    assert imputer.predictor_matrix_.loc["y", "x"] == 3 and imputer.predictor_matrix_.loc["y", "c"] == 1
