@@ -134,8 +134,11 @@ def detect_codecs(frame: pd.DataFrame, column_kinds: dict | None) -> list[Column
 
 
 def encode(frame: pd.DataFrame, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
-    """The working matrix of ``frame`` and its missing-cell mask (the cluster column is never missing)."""
-    W = np.empty(frame.shape, dtype=float)
+    """The working matrix of ``frame`` and its missing-cell mask (the cluster column is never missing).
+
+    Column-major: the chains read a variable's column for every design they build, and a column of
+    a row-major matrix is strided, one cache line per value."""
+    W = np.empty(frame.shape, dtype=float, order="F")
     for j, (name, codec) in enumerate(zip(frame.columns, layout.codecs, strict=True)):
         W[:, j] = 0.0 if name in layout.groups_columns else codec.encode(frame[name])
     missing = np.isnan(W)

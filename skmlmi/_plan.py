@@ -236,7 +236,14 @@ def design(W: np.ndarray, target: Target, clusters: Clusters | None):
                 names += [f"mean({label}{by})" for label in labels]
     if not blocks:
         return np.empty((W.shape[0], 0)), np.empty(0, dtype=int), []
-    return np.hstack(blocks), np.asarray(roles, dtype=int), names
+    # column-major, as the working data: each column is written whole, and the models' gathers,
+    # means and cross-products read contiguous columns
+    X = np.empty((W.shape[0], len(roles)), order="F")
+    start = 0
+    for block in blocks:
+        X[:, start : start + block.shape[1]] = block
+        start += block.shape[1]
+    return X, np.asarray(roles, dtype=int), names
 
 
 # --------------------------------------------------------------------------- settings

@@ -337,7 +337,7 @@ def run_chain(
 
 def _run_chain_steps(plan, W, rng, n_iter, chain, start_iter, states, verbose, whereabouts) -> ChainResult:
     """The body of :func:`_run_chain`; ``whereabouts`` follows the stage and the column visited."""
-    W = np.array(W)  # one working copy per chain
+    W = np.array(W, order="F")  # one working copy per chain, column-major (see encode)
     if states is None:
         _initialise(W, plan, rng)
     states = [None] * len(plan.targets) if states is None else list(states)
@@ -393,7 +393,7 @@ class FittedChains:
 
     def chain_data(self, chain: int) -> np.ndarray:
         """The working data as chain ``chain`` left it (the observed cells never change)."""
-        W = self.W.copy()
+        W = self.W.copy(order="F")
         for col in self.plan.incomplete:
             rows, write = self.plan.impute_rows[col], self.plan.write_rows[col]
             W[rows[write], col] = self.results[chain].values[col][write]

@@ -716,7 +716,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     def _completed(self, data: WorkingData, chain: int, results, plan=None):
         """Chain ``chain``'s completed training data in the input's format."""
         plan = self._fitted.plan if plan is None else plan
-        W = data.W.copy()
+        W = data.W.copy(order="F")
         written = np.zeros(W.shape, dtype=bool)
         for col in plan.incomplete:
             W[plan.impute_rows[col], col] = results[chain].values[col]

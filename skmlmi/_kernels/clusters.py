@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from scipy import sparse
 
 __all__ = [
     "rows_of_clusters",
@@ -34,12 +35,22 @@ def cluster_counts(groups: np.ndarray, n_groups: int, weights: np.ndarray | None
 
 
 def cluster_sums(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    """Per-cluster column sums of ``values`` (n,) or (n, p) -> (J,) or (J, p)."""
+    """Per-cluster column sums of ``values`` (n,) or (n, p) -> (J,) or (J, p).
+
+    A row-major (n, p) array is summed in one pass as Z'X, Z the n x J indicator matrix of the
+    clusters held as a CSR matrix with one entry per row (no sort, no copy of ``values``): its
+    transpose's product adds each row of X to its cluster's sums in row order, exactly the sums
+    ``np.bincount`` forms column by column (bit for bit), without reading strided columns.
+    """
     values = np.asarray(values, dtype=float)
     if values.ndim == 1:
         return np.bincount(groups, weights=values, minlength=n_groups)
-    out = np.empty((n_groups, values.shape[1]))
-    for k in range(values.shape[1]):  # loop over columns, not clusters
+    n, p = values.shape
+    if values.flags.c_contiguous and p > 1 and n:
+        indicator = sparse.csr_array((np.ones(n), groups, np.arange(n + 1)), shape=(n, n_groups))
+        return np.asarray(indicator.T @ values)
+    out = np.empty((n_groups, p))
+    for k in range(p):  # contiguous columns: one np.bincount per column, not per cluster
         out[:, k] = np.bincount(groups, weights=values[:, k], minlength=n_groups)
     return out
 

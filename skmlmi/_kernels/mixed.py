@@ -415,14 +415,10 @@ def factor_cross_products(X: np.ndarray, y: np.ndarray, codes: np.ndarray, count
     column and factor; X holds the intercept column first). With per-row ``weights`` w, the
     weighted ones: X'WX, X'Wy, the clusters' sums of w, of w x and of w y."""
     wX, wy = (X, y) if weights is None else (X * weights[:, None], weights * y)
-    sums = [
-        (
-            cluster_counts(codes[:, k], J, weights),
-            cluster_sums(wX, codes[:, k], J),
-            cluster_sums(wy, codes[:, k], J),
-        )
-        for k, J in enumerate(counts)
-    ]
+    sums = []
+    for k, J in enumerate(counts):
+        factor = np.ascontiguousarray(codes[:, k])
+        sums.append((cluster_counts(factor, J, weights), cluster_sums(wX, factor, J), cluster_sums(wy, factor, J)))
     return {"XX": wX.T @ X, "Xy": wX.T @ y, "factors": sums}
 
 
@@ -464,18 +460,26 @@ def multi_factor_gibbs(
     n, p1 = X.shape
     K = len(counts)
     u = state.u
-    rows_effect = [u[k][codes[:, k]] for k in range(K)]
+    codes = [np.ascontiguousarray(codes[:, k]) for k in range(K)]  # each factor's codes read whole
+    rows_effect = [u[k][codes[k]] for k in range(K)]
     total = np.sum(rows_effect, axis=0)
     beta_hat = np.zeros(p1)
+
+    def x_other(k, w_other):
+        """X'W(sum of the other factors' intercepts): without weights, sum over l != k of S_l'u_l from the
+        clusters' sums of X (J_l x p values, not a pass over the n x p design)."""
+        if weights is not None:
+            return X.T @ w_other
+        return sum((cross["factors"][f][1].T @ u[f] for f in range(K) if f != k), np.zeros(p1))
 
     def block(k, fixed_beta=None):
         n_k, S, Zy = cross["factors"][k]
         other = total - rows_effect[k]
         w_other = other if weights is None else weights * other
-        Zr = Zy - np.bincount(codes[:, k], weights=w_other, minlength=counts[k])
+        Zr = Zy - np.bincount(codes[k], weights=w_other, minlength=counts[k])
         M = n_k + state.sigma2 / state.tau2[k]  # (J_k,): Z_j'Z_j + sigma^2 / tau^2
         if fixed_beta is None:
-            Xr = cross["Xy"] - X.T @ w_other
+            Xr = cross["Xy"] - x_other(k, w_other)
             SM = S / M[:, None]
             XVX = cross["XX"] - S.T @ SM
             if beta_precision is not None:
@@ -495,7 +499,7 @@ def multi_factor_gibbs(
             fitted = cross["factors"][k][0] > 0
             ss = float(u[k][fitted] @ u[k][fitted])
             state.tau2[k] = 1.0 / rng.gamma((c + fitted.sum()) / 2, 2.0 / (Dinv + ss))
-            new = u[k][codes[:, k]]
+            new = u[k][codes[k]]
             total += new - rows_effect[k]
             rows_effect[k] = new
         state.beta = beta
@@ -508,7 +512,7 @@ def multi_factor_gibbs(
         donors = [v.copy() for v in u]
         for k in range(K):
             _, _, donors[k] = block(k, beta_hat)
-            new = donors[k][codes[:, k]]
+            new = donors[k][codes[k]]
             total += new - rows_effect[k]
             rows_effect[k] = new
     return beta_hat, donors

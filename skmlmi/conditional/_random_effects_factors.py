@@ -22,6 +22,7 @@ from .._kernels import (
     pmm_match,
     power_of_two_exponents,
     rows_of_clusters,
+    scale_by_powers_of_two,
 )
 from ._priors import given_prior, prior_values
 from .base import Draw
@@ -150,22 +151,28 @@ def fit_several_factors(model, y, observed, X, roles, groups, rng, state, contex
     state = model._reuse_state(state, FactorModelState, X.shape[1], counts=counts)
     log_once = model._event_log(state)
     rows = np.flatnonzero(observed)
-    Xo, yo, go = X[rows], y[rows], groups[rows]
+    yo, go = y[rows], groups[rows]
     if state is None:
-        drop = find_redundant_columns(Xo) if X.shape[1] else {}
+        drop = find_redundant_columns(X[rows]) if X.shape[1] else {}
         for index, reason in drop.items():
             log_once(f"{context.target!r}: predictor {context.predictor_name(index)!r} dropped: {reason}")
         columns = np.array([k for k in range(X.shape[1]) if k not in drop], dtype=int)
     else:
         columns = state.columns
-    Xo = Xo[:, columns]
+    # the observed rows' design, centred and scaled, intercept first, built in place: the visit's
+    # largest array, gathered once (row-major: the clusters' sums read it row by row)
+    Xs = np.empty((rows.size, columns.size + 1))
+    Xs[:, 0] = 1.0
+    Xo = Xs[:, 1:]
+    Xo[:] = X[observed] if columns.size == X.shape[1] else X[observed][:, columns]
     x_mean, y_mean = Xo.mean(axis=0), float(yo.mean())
     if state is None:
         y_exponent = int(power_of_two_exponents(np.array([yo.std()]), np.array([abs(y_mean)]))[0])
         x_exponents = power_of_two_exponents(Xo.std(axis=0), np.abs(x_mean)) if len(columns) else np.zeros(0, int)
     else:
         y_exponent, x_exponents = state.y_exponent, state.x_exponents
-    Xs = np.column_stack([np.ones(len(rows)), np.ldexp(Xo - x_mean, -x_exponents)])
+    np.subtract(Xo, x_mean, out=Xo)
+    scale_by_powers_of_two(Xo, -x_exponents, out=Xo)
     ys = np.ldexp(yo - y_mean, -y_exponent)
     var_y = float(ys.var())
     prior = factor_prior(model.prior, var_y, y_exponent)

@@ -31,6 +31,7 @@ from .._kernels import (
     multinomial_newton,
     pmm_match,
     power_of_two_exponents,
+    scale_by_powers_of_two,
     softmax_reference,
 )
 from .base import BaseConditionalImputer, Draw
@@ -344,8 +345,8 @@ def _logit_fit_and_draw(model, y, observed, X, groups, rng, state, context, n_ca
     exponents = power_of_two_exponents(Xo.std(axis=0), np.abs(center)) if p else np.zeros(0, dtype=int)
     Xo -= center  # Xo and Xa are copies
     Xa -= center
-    np.ldexp(Xo, -exponents, out=Xo)
-    np.ldexp(Xa, -exponents, out=Xa)
+    scale_by_powers_of_two(Xo, -exponents, out=Xo)
+    scale_by_powers_of_two(Xa, -exponents, out=Xa)
     if groups is None:
         parts_X, parts_y, parts_w = [Xo, Xa], [codes, ya], [np.ones(n_obs), wa]
         parts_g = [np.zeros(n_obs + len(ya), dtype=np.intp)]
