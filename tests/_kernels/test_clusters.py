@@ -159,6 +159,20 @@ def test_cluster_sums_means_and_counts_equal_a_groupby():
     np.testing.assert_array_equal(cluster_counts(groups, 6), np.bincount(groups, minlength=6))
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_cluster_sums_are_the_columnwise_bincounts_bit_for_bit_in_either_layout(order):
+    # row-major values are summed in one sparse pass, column-major ones column by column: the same
+    # sums, in the same order, as one np.bincount per column (values spanning many magnitudes, so
+    # that a different order of addition would show)
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 500, size=20_000)
+    values = np.asarray(rng.normal(size=(20_000, 5)) * 10.0 ** rng.integers(-8, 8, size=(20_000, 5)), order=order)
+    expected = np.column_stack([np.bincount(groups, weights=values[:, k], minlength=501) for k in range(5)])
+    np.testing.assert_array_equal(cluster_sums(values, groups, 501), expected)
+    strided = values[:, ::2]  # neither layout: column by column
+    np.testing.assert_array_equal(cluster_sums(strided, groups, 501), expected[:, ::2])
+
+
 def test_cluster_cross_products_equal_dense_per_cluster_products():
     rng = np.random.default_rng(1)
     groups = rng.integers(0, 4, size=100)

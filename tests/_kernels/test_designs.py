@@ -8,12 +8,24 @@ from skmlmi._kernels import (
     find_redundant_columns,
     power_of_two_exponents,
     redundant_columns_from_moments,
+    scale_by_powers_of_two,
 )
 
 EPS = np.finfo(float).eps
 
 
 # --------------------------------------------------------------------------- units
+def test_scaling_by_powers_of_two_is_ldexp_bit_for_bit():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(1000, 4)) * 10.0 ** rng.integers(-300, 300, size=(1000, 4))
+    values[0] = [np.finfo(float).tiny, 5e-324, np.inf, -0.0]
+    for exponents in (np.array([0, 3, -7, 60]), np.array([-900, 900, 12, -40]), np.array([1070, -1070, 1, 0])):
+        np.testing.assert_array_equal(scale_by_powers_of_two(values, exponents), np.ldexp(values, exponents))
+        out = values.copy()
+        scale_by_powers_of_two(out, exponents, out=out)
+        np.testing.assert_array_equal(out, np.ldexp(values, exponents))
+
+
 def test_power_of_two_exponents_put_the_spread_in_one_to_two():
     spread = np.array([1.0, 1.9, 2.0, 0.75, 3e-99, 7e99])
     e = power_of_two_exponents(spread)
