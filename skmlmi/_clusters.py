@@ -130,7 +130,7 @@ class Clusters:
         """How many grouping factors (1 for one)."""
         return 1 + len(self.others)
 
-    @property
+    @cached_property
     def factors(self) -> tuple:
         """One one-factor :class:`Clusters` per grouping factor, outer to inner (the first is this value's)."""
         if not self.others:
@@ -167,9 +167,9 @@ class Clusters:
         """The labels of the J clusters seen at fit."""
         return self.labels[: self.n_seen]
 
-    @property
+    @cached_property
     def sizes(self) -> np.ndarray:
-        """Rows per cluster code (length :attr:`count`)."""
+        """Rows per cluster code (length :attr:`count`; counted once per value: every design's means divide by it)."""
         return np.bincount(self.codes, minlength=self.count)
 
     @property

@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from ._clusters import Clusters
-from ._kernels import cluster_means, poisson_fixed_effects
+from ._kernels import cluster_sums, poisson_fixed_effects
 from ._passive import DerivedColumn, parse_bounds, parse_derived, parse_post
 from .conditional.base import ROLE_NAMES, BaseConditionalImputer
 from .conditional.registry import (
@@ -230,7 +230,9 @@ def design(W: np.ndarray, target: Target, clusters: Clusters | None):
         if pred.adds_means:
             for k in pred.means_by:
                 factor = clusters.factors[k]
-                blocks.append(cluster_means(block, factor.codes, factor.count)[factor.codes])
+                with np.errstate(invalid="ignore", divide="ignore"):  # a cluster of new data's codes without rows
+                    means = cluster_sums(block, factor.codes, factor.count) / factor.sizes[:, None]
+                blocks.append(means[factor.codes])
                 roles += [1] * block.shape[1]
                 by = f"|{factor.column if factor.column is not None else k + 1}" if clusters.n_factors > 1 else ""
                 names += [f"mean({label}{by})" for label in labels]

@@ -60,7 +60,7 @@ from .._kernels import (
 )
 from .base import BaseConditionalImputer, Draw, DrawContext
 from .random_effects import RandomEffectsNormal, RandomEffectsPMM
-from .random_effects_discrete import RandomEffectsLogistic
+from .random_effects_discrete import RandomEffectsCategorical, RandomEffectsLogistic
 from .single_level import BayesianLogistic, Polytomous, _augmentation_rows, _CategoryDraw
 
 __all__ = ["ClusterLevelLogistic", "ClusterLevelNormal", "ClusterLevelPMM", "ClusterMean", "is_cluster_constant"]
@@ -263,7 +263,7 @@ class _ClusterLevelBase(BaseConditionalImputer):
             )
         return units, outer
 
-    def _draw_within(self, data, outer, rng, state, context):
+    def _draw_within(self, data, outer, rng, state, context, yfit=None, model=None):
         """Impute the units' values by ``_within_outer`` (a random-intercept model) over the outer units.
 
         A class-level variable varies between schools as well as between classes: a regression over
@@ -273,14 +273,17 @@ class _ClusterLevelBase(BaseConditionalImputer):
         the outer factors its clusters.
         """
         fitted = data.fitted
-        xfit, yfit = data.xbar[fitted], data.ybar[fitted]
-        if context.kind == "binary":
-            yfit = np.rint(yfit)  # a value averaged over rows that disagree (logged) goes to the nearer code
+        xfit = data.xbar[fitted]
+        if yfit is None:
+            yfit = data.ybar[fitted]
+            if context.kind == "binary":
+                yfit = np.rint(yfit)  # a value averaged over rows that disagree (logged) goes to the nearer code
         counts = context.factor_counts[:-1]
         sub_context = DrawContext(
             target=context.target,
             kind=context.kind,
             n_categories=context.n_categories,
+            ordered=context.ordered,
             n_clusters=int(counts[0]),
             factor_counts=tuple(counts) if len(counts) > 1 else (),
             factor_names=tuple(context.factor_names[:-1]) if len(counts) > 1 else (),
@@ -289,7 +292,7 @@ class _ClusterLevelBase(BaseConditionalImputer):
         )
         groups = outer[fitted, 0] if outer.shape[1] == 1 else outer[fitted]
         ones = np.ones(xfit.shape[1], dtype=int)
-        inner, state = self._within_outer().draw(
+        inner, state = (self._within_outer() if model is None else model).draw(
             yfit, np.ones(len(yfit), dtype=bool), xfit, ones, groups, rng, state, sub_context
         )
         # the inner model's rows are this level's units and its clusters the outer factor's units
@@ -681,7 +684,11 @@ class _ClusterMeanDraw(Draw):
         values = np.full(len(codes), np.nan)
         values[known] = self.fill[codes[known]]
         need = np.isnan(values)
-        if need.any():  # clusters with nothing observed: the fallback model, from the predictors' means
+        if need.any() and isinstance(self.fallback, _WithinOuterUnitsDraw):  # units within outer units
+            rows = need[inverse]
+            drawn = self.fallback.sample(X[rows], np.asarray(groups)[rows], rng)
+            values[inverse[rows]] = drawn
+        elif need.any():  # clusters with nothing observed: the fallback model, from the predictors' means
             if self.categorical:
                 values[need] = self.fallback.sample(xbar[need], None, rng)
             else:
@@ -712,7 +719,11 @@ class ClusterMean(_ClusterLevelBase):
     (as :class:`ClusterLevelPMM`, donors being the observed clusters' values), or by a
     cluster-level multinomial logit with a parameter draw for binary and categorical
     targets (as :class:`~skmlmi.conditional.single_level.Polytomous`, fitted on the
-    clusters' modes). Training clusters imputed that way are logged by name.
+    clusters' modes). At an inner level of nested grouping factors (a class-level variable of
+    pupils in classes in schools) they are imputed by a model over the units with a random
+    intercept per outer factor, so that a class keeps its school's part: ``RandomEffectsPMM``
+    (continuous, integer), ``RandomEffectsLogistic`` (binary) or ``RandomEffectsCategorical``
+    (categorical, ordered or not). Training clusters imputed that way are logged by name.
 
     Parameters
     ----------
@@ -752,8 +763,19 @@ class ClusterMean(_ClusterLevelBase):
         self.donors = donors
         self.ridge = ridge
 
+    def _fallback_within(self, context) -> BaseConditionalImputer:
+        """The model of the units with no observed value at an inner level of nested factors."""
+        if context.kind == "binary":
+            return RandomEffectsLogistic()
+        if context.kind == "categorical":
+            return RandomEffectsCategorical()
+        return RandomEffectsPMM(donors=self.donors)
+
     def _draw(self, y, observed, X, roles, groups, rng, state, context):
-        groups = self._units(groups, context)[0]  # a repair within each unit: outer factors play no part
+        # the repair fills each unit from its own rows; at an inner level of nested factors the units
+        # with none observed are imputed by a random-intercept model over the outer units (a class of a
+        # school: the school's other classes carry its school part), else by a regression over units
+        groups, outer = self._units(groups, context)
         data = self._aggregate(y, observed, X, groups, context)
         J = context.n_clusters
         name = f"ClusterMean for {context.target!r}"
@@ -765,6 +787,17 @@ class ClusterMean(_ClusterLevelBase):
             # counts are integers: a uniform jitter below 1 only breaks ties, at random
             fill = np.argmax(counts + rng.random((J, K)), axis=1).astype(float)
             fill[~data.fitted] = np.nan
+        else:
+            fill = data.ybar.copy()
+            if context.kind == "integer":
+                fill = np.rint(fill)
+        if outer is not None:
+            model = self._fallback_within(context)
+            fallback, state = self._draw_within(data, outer, rng, state, context, fill[data.fitted], model)
+            fill[~data.fitted] = np.nan
+            self._log_empty(data, context, f"a {type(model).__name__} model over the outer units")
+            return _ClusterMeanDraw(fill, fallback, categorical, name), state
+        if categorical:
             sub_context = DrawContext(
                 target=context.target, kind="categorical", n_categories=K, predictor_names=context.predictor_names
             )
@@ -781,16 +814,17 @@ class ClusterMean(_ClusterLevelBase):
             )
             context.events.extend(sub_context.events)
         else:
-            fill = data.ybar.copy()
-            if context.kind == "integer":
-                fill = np.rint(fill)
             fallback = _cluster_pmm(data, self.donors, self.ridge, rng, context, name)
             fill[~data.fitted] = np.nan
+        how = "a cluster-level multinomial logit" if categorical else "cluster-level predictive mean matching"
+        self._log_empty(data, context, how)
+        return _ClusterMeanDraw(fill, fallback, categorical, name), None
+
+    @staticmethod
+    def _log_empty(data, context, how: str) -> None:
         empty = np.flatnonzero((data.n_rows > 0) & ~data.fitted)
         if empty.size:
-            how = "a cluster-level multinomial logit" if categorical else "cluster-level predictive mean matching"
             context.log(
                 f"ClusterMean: cluster(s) {_cluster_names(context, empty)} have no observed value of "
                 f"{context.target!r}; imputed by {how} on the predictors' cluster means"
             )
-        return _ClusterMeanDraw(fill, fallback, categorical, name), None
