@@ -317,7 +317,12 @@ class _Planner:
         self.mean_levels = self._mean_levels()
         defaults = self._default_codes() if self.clusters is not None and settings.cluster_means else None
         self.matrix, self.given = validate_predictor_matrix(
-            settings.predictor_matrix, self.columns, self.groups_column, defaults, return_given=True
+            settings.predictor_matrix,
+            self.columns,
+            self.groups_column,
+            defaults,
+            return_given=True,
+            other_groups_columns=self.grouping[1:],
         )
         grouping = [self.columns.index(name) for name in self.grouping]
         for k in grouping[1:]:  # a further grouping factor's column: a cluster identifier, never imputed

@@ -139,6 +139,7 @@ def validate_predictor_matrix(
     groups_column: Hashable | None = None,
     defaults: ArrayLike | None = None,
     return_given: bool = False,
+    other_groups_columns: Sequence = (),
 ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
     """Check a user's predictor matrix and complete it to the full square form.
 
@@ -162,6 +163,10 @@ def validate_predictor_matrix(
         Codes of the entries not given; default those of :func:`make_predictor_matrix`.
     return_given : bool, default=False
         Also return which entries the user set.
+    other_groups_columns : sequence, default=()
+        The further grouping factors' columns (several factors): cluster identifiers of every
+        model that takes several factors, coded ``-2`` as the fitted ``predictor_matrix_`` shows
+        them (``0`` is read the same); any other code given there is an error.
 
     Returns
     -------
@@ -227,10 +232,19 @@ def validate_predictor_matrix(
                 f"predictor_matrix[{name!r}, {groups_column!r}] = {codes[bad_cluster[0], g]}: the cluster "
                 "column may only be -2 (cluster identifier), 1 (cluster fixed effects) or 0 (not used)."
             )
-        others = np.delete(codes, g, axis=1) == -2
+        further = [position[c] for c in other_groups_columns]
+        for k in further:
+            coded = given[:, k] & ~np.isin(codes[:, k], [-2, 0])
+            wrong = np.flatnonzero(coded & ~np.isin(np.arange(len(names)), further + [g]))
+            if wrong.size:
+                raise ValueError(
+                    f"predictor_matrix[{names[wrong[0]]!r}, {names[k]!r}] = {codes[wrong[0], k]}: {names[k]!r} is a "
+                    "further grouping factor, a cluster identifier of every model (-2)."
+                )
+        others = np.delete(codes, [g] + further, axis=1) == -2
         rows = np.flatnonzero(others.any(axis=1))
         if rows.size:
-            other_names = [c for c in names if c != groups_column]
+            other_names = [c for k, c in enumerate(names) if k != g and k not in further]
             raise ValueError(
                 f"predictor_matrix row {names[rows[0]]!r} codes "
                 f"{[other_names[k] for k in np.flatnonzero(others[rows[0]])]} as -2, but only the cluster column "

@@ -193,3 +193,20 @@ def test_too_few_units_of_one_factor_leave_out_only_its_means():
         imputer.fit(_three_levels(schools=20), groups=["school", "class"])
     assert _design_names(imputer)["y"] == ["x", "mean(x|class)", "c", "s"]  # 80 classes afford the class means
     assert imputer.predictor_matrix_.loc["y", "x"] == 3 and imputer.predictor_matrix_.loc["y", "c"] == 1
+
+
+def test_the_fitted_predictor_matrix_of_several_factors_can_be_given_back():
+    data = _three_levels()
+    first = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0)
+    first.fit(data, groups=["school", "class"])
+    matrix = first.predictor_matrix_.copy()
+    assert matrix.loc["y", "class"] == -2 and matrix.loc["y", "school"] == -2
+    matrix.loc["c", "y"] = 1
+    again = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0, predictor_matrix=matrix)
+    again.fit(data, groups=["school", "class"])
+    assert again.predictor_matrix_.loc["c", "y"] == 1
+    matrix.loc["y", "class"] = 1
+    with pytest.raises(ValueError, match=r"predictor_matrix\['y', 'class'\] = 1: 'class' is a further grouping factor"):
+        MultilevelIterativeImputer(n_imputations=1, max_iter=1, predictor_matrix=matrix).fit(
+            data, groups=["school", "class"]
+        )
