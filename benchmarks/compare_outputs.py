@@ -11,6 +11,9 @@ package on the same seeded cases and comparing every output exactly (no toleranc
 * popmis with parallel chains, ``continue_fit`` and ``transform_all`` of new data;
 * obesity (Weight missing not at random): the default model, HeckmanSelection with Time
   as exclusion restriction, and RandomEffectsNormal;
+* several grouping factors, seeded simulations: three levels (school/class, with class- and
+  school-level variables) and crossed factors, the default models (commits before several
+  factors report that the old side cannot run these two);
 
 each with m = 3 and a few iterations. Per case it compares every cell of every completed
 dataset (values, dtypes, index and columns), the chain means and variances, the logged
@@ -28,7 +31,8 @@ with the same cases (this file's, so both sides run exactly the same script) and
 thread. The new side is this file's working tree, uncommitted changes included. Prints a
 table of case x outcome and exits 1 when anything differs, 2 when a side fails to run.
 
-The cases keep to the public API the package had at 2337d9a, so older commits run them too.
+The cases keep to the public API the package had at 2337d9a, so older commits run them too
+(except the two of several grouping factors).
 """
 
 from __future__ import annotations
@@ -229,6 +233,53 @@ def case_obesity_random_effects_normal() -> dict:
     from skmlmi.conditional import RandomEffectsNormal
 
     return _obesity(RandomEffectsNormal(), 1)
+
+
+def _several_factors_data(structure: str) -> tuple[pd.DataFrame, list]:
+    """A seeded three-level (30 schools x 4 classes x 8 pupils) or crossed (60 x 20 units) dataset: pupil-level
+    x and y, and for three levels a class-level c and category k and a school-level s, each partly missing."""
+    rng = np.random.default_rng(7)
+    if structure == "nested":
+        school, unit = np.repeat(np.arange(30), 32), np.repeat(np.arange(120), 8)
+        data = pd.DataFrame({"school": school, "class": unit % 4})
+        data["s"] = rng.normal(size=30)[school]
+        data["c"] = (0.5 * rng.normal(size=30)[np.arange(120) // 4] + rng.normal(size=120))[unit]
+        data["k"] = pd.Categorical(np.array(["a", "b", "c"])[rng.integers(0, 3, 120)][unit])
+        data.loc[np.isin(unit, rng.choice(120, 20, replace=False)), ["c", "k"]] = np.nan
+        data.loc[np.isin(school, rng.choice(30, 4, replace=False)), "s"] = np.nan
+        groups = ["school", "class"]
+    else:
+        a, b = rng.integers(0, 60, 1200), rng.integers(0, 20, 1200)
+        data = pd.DataFrame({"a": a, "b": b})
+        groups = ["a", "b"]
+    n = len(data)
+    data["x"] = rng.normal(size=n) + rng.normal(size=int(data[groups[0]].max()) + 1)[data[groups[0]]]
+    data["y"] = (
+        0.5 * data["x"] + rng.normal(size=n) + rng.normal(size=int(data[groups[-1]].max()) + 1)[data[groups[-1]]]
+    )
+    data.loc[rng.random(n) < 0.2, "x"] = np.nan
+    data.loc[rng.random(n) < 0.2, "y"] = np.nan
+    return data, groups
+
+
+def _several_factors(structure: str) -> dict:
+    from skmlmi import MultilevelIterativeImputer
+
+    data, groups = _several_factors_data(structure)
+    imputer = MultilevelIterativeImputer(
+        n_imputations=M, max_iter=MAX_ITER, random_state=2022, n_jobs=1, cluster_structure=structure
+    )
+    return _imputer_outputs(imputer, data, groups)
+
+
+def case_three_level_default() -> dict:
+    """Nested school/class factors (the defaults; commits before several factors cannot run it)."""
+    return _several_factors("nested")
+
+
+def case_crossed_default() -> dict:
+    """Crossed factors (the defaults)."""
+    return _several_factors("crossed")
 
 
 CASES = {name[len("case_") :]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")}
