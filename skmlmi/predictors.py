@@ -859,10 +859,10 @@ def suggest_predictors(
                 if cluster_means:
                     code += 2
                     why += " + cluster mean (contextual effect)"
-                if several and code in (2, 4):  # the models taking several factors draw random intercepts only
+                if several and code in (2, 4) and not (model is not None and model.slopes_with_several_factors):
                     why += (
-                        f"; random slopes with several grouping factors are not implemented yet, code {code} "
-                        f"lowered to {code - 1} (the analysis model's random slope is not reproduced)"
+                        f"; {type(model).__name__} takes no random slopes with several grouping factors, code "
+                        f"{code} lowered to {code - 1} (the analysis model's random slope is not reproduced)"
                     )
                     code -= 1
                 accepted = code if model is None else _accepted_code(code, model)

@@ -394,10 +394,14 @@ def test_suggestion_from_crossed_terms_orders_factors_and_gives_every_kind_a_mod
 
 
 @pytest.mark.filterwarnings("ignore:.*cluster means of:UserWarning")
-def test_suggestion_with_several_factors_lowers_random_slopes_it_cannot_draw():
+def test_suggestion_with_several_factors_keeps_random_slopes_the_model_draws():
     data = _three_levels()[["school", "class", "x", "y", "z"]]
     s = suggest_predictors("y ~ x + z + (1 + x | school/class)", data)
-    assert s.predictor_matrix.loc["y", "x"] == 3 and "random slopes with several grouping factors" in s.explanation
+    assert s.predictor_matrix.loc["y", "x"] == 4  # RandomEffectsNormal: slope (at every factor) and cluster means
+    binary = data.assign(y=(data["y"] > data["y"].median()).astype(float).where(data["y"].notna()))
+    lowered = suggest_predictors("y ~ x + z + (1 + x | school/class)", binary)
+    assert lowered.predictor_matrix.loc["y", "x"] == 3
+    assert "RandomEffectsLogistic takes no random slopes with several grouping factors" in lowered.explanation
     imputer = MultilevelIterativeImputer.from_suggestion(s, max_iter=1, random_state=0)
     assert not imputer.fit_transform(data, groups=s.groups)[["y", "z"]].isna().any().any()
 

@@ -29,6 +29,8 @@ __all__ = [
     "collapsed_mixed_draw",
     "population_effects",
     "FactorState",
+    "FactorSlopeState",
+    "multi_factor_slopes_gibbs",
     "factor_cross_products",
     "multi_factor_gibbs",
 ]
@@ -513,6 +515,103 @@ def multi_factor_gibbs(
         for k in range(K):
             _, _, donors[k] = block(k, beta_hat)
             new = donors[k][codes[k]]
+            total += new - rows_effect[k]
+            rows_effect[k] = new
+    return beta_hat, donors
+
+
+# --------------------------------------------------------------------------- several factors, random slopes
+@dataclass
+class FactorSlopeState:
+    """Gibbs state of a normal model with random effects (intercept and slopes) per grouping factor.
+
+    ``u[k]`` holds factor k's effects, shape (J_k, q) (intercept first, then one slope per
+    column of ``zcols`` after the first), ``psi[k]`` their (q, q) covariance, ``sigma2`` the
+    residual variance, ``beta`` the fixed effects of the last block (sampler's units).
+    """
+
+    u: list
+    psi: list
+    sigma2: float
+    beta: np.ndarray | None = None
+
+
+def _row_effects(Z: np.ndarray, u: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """z_i'u_{g_i} for every row: the factor's contribution to the linear predictor."""
+    return np.einsum("iq,iq->i", Z, u[codes])
+
+
+def multi_factor_slopes_gibbs(
+    X, y, codes, counts, zcols, state: FactorSlopeState, n_steps, prior, rng, donor_effects=False
+):
+    """``n_steps`` Gibbs steps of y = X beta + sum_k Z_k u_k[g_k] + e with u_kj ~ N(0, Psi_k), e ~ N(0, sigma^2).
+
+    ``Z_k = X[:, zcols]`` (``zcols`` starts with 0, the intercept column): every factor has the
+    same random terms, as lme4's ``(1 + x | a) + (1 + x | b)``. The blocks are those of
+    :func:`multi_factor_gibbs` with q x q effects per cluster: (beta, u_k) given the other factors'
+    effects, beta with u_k integrated out (X'V^-1X = X'X - sum_j X_j'Z_j M_j^-1 Z_j'X_j, M_j =
+    Z_j'Z_j + sigma^2 Psi_k^-1), then u_kj | beta ~ N(M_j^-1 Z_j'(r_j - X_j beta), sigma^2 M_j^-1),
+    then Psi_k | u_k ~ IW(c + q - 1 + J_k^obs, Dinv I + sum_j u_kj u_kj') over the clusters with
+    observed rows (the others' effects are population draws, M_j = sigma^2 Psi_k^-1); then
+    sigma^2. Vectorised over the clusters of a factor ((J, q, q) stacks). ``prior`` and the
+    return value as :func:`multi_factor_gibbs`.
+    """
+    a, Binv, c, Dinv = prior
+    n, p1 = X.shape
+    K, q = len(counts), len(zcols)
+    Z = np.ascontiguousarray(X[:, zcols])
+    codes = [np.ascontiguousarray(codes[:, k]) for k in range(K)]
+    XX, Xy = X.T @ X, X.T @ y
+    products = (Z[:, :, None] * X[:, None, :]).reshape(n, q * p1)
+    sums = []
+    for k, J in enumerate(counts):
+        ZX = cluster_sums(products, codes[k], J).reshape(J, q, p1)
+        sums.append((ZX, ZX[:, :, zcols], cluster_sums(Z * y[:, None], codes[k], J), cluster_counts(codes[k], J) > 0))
+    u = state.u
+    rows_effect = [_row_effects(Z, u[k], codes[k]) for k in range(K)]
+    total = np.sum(rows_effect, axis=0)
+    beta_hat = np.zeros(p1)
+
+    def block(k, fixed_beta=None):
+        ZX, ZZ, Zy, _ = sums[k]
+        other = total - rows_effect[k]
+        Zr = Zy - cluster_sums(Z * other[:, None], codes[k], counts[k])
+        precision = np.linalg.inv(state.psi[k])
+        M = ZZ + state.sigma2 * precision
+        Minv = np.linalg.inv(M)
+        if fixed_beta is None:
+            A = Minv @ ZX  # (J, q, p1)
+            XVX = XX - np.einsum("jqp,jqr->pr", ZX, A)
+            XVy = Xy - X.T @ other - np.einsum("jqp,jq->p", A, Zr)
+            L, _ = ridge_cholesky(0.5 * (XVX + XVX.T), 1e-8)
+            mean = np.linalg.solve(L.T, np.linalg.solve(L, XVy))
+            beta = mean + np.sqrt(state.sigma2) * np.linalg.solve(L.T, rng.standard_normal(p1))
+        else:
+            mean = beta = fixed_beta
+        centre = np.einsum("jqr,jr->jq", Minv, Zr - ZX @ beta)
+        root, _ = batched_small_cholesky(0.5 * (Minv + np.swapaxes(Minv, 1, 2)))
+        effects = centre + np.sqrt(state.sigma2) * np.einsum("jqr,jr->jq", root, rng.standard_normal((counts[k], q)))
+        return mean, beta, effects
+
+    for _ in range(n_steps):
+        for k in range(K):
+            beta_hat, beta, u[k] = block(k)
+            fitted = sums[k][3]
+            scatter = u[k][fitted].T @ u[k][fitted]
+            _, root = wishart_precision_draw(Dinv * np.eye(q) + scatter, c + q - 1 + fitted.sum(), rng)
+            state.psi[k] = root @ root.T
+            new = _row_effects(Z, u[k], codes[k])
+            total += new - rows_effect[k]
+            rows_effect[k] = new
+        state.beta = beta
+        resid = y - X @ beta - total
+        state.sigma2 = 1.0 / rng.gamma((a + n) / 2, 2.0 / (Binv + float(resid @ resid)))
+    donors = None
+    if donor_effects:
+        donors = [v.copy() for v in u]
+        for k in range(K):
+            _, _, donors[k] = block(k, beta_hat)
+            new = _row_effects(Z, donors[k], codes[k])
             total += new - rows_effect[k]
             rows_effect[k] = new
     return beta_hat, donors

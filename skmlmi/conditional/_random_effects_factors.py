@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._kernels import (
+    FactorSlopeState,
     FactorState,
     factor_cross_products,
     find_redundant_columns,
     multi_factor_gibbs,
+    multi_factor_slopes_gibbs,
     pmm_match,
     power_of_two_exponents,
     rows_of_clusters,
@@ -87,9 +89,40 @@ class FactorNormalDraw(Draw):
     def _linear_predictor(self, X, effects):
         return self.beta[0] + X @ self.beta[1:] + effects
 
+    def row_effects(self, X, groups, rng):
+        """Every factor's random effects in each row's linear predictor (population draws for unseen units)."""
+        return self._effects(groups, rng)
+
     def sample(self, X, groups, rng):
         X = np.asarray(X, dtype=float).reshape(len(groups), -1)
-        return self._linear_predictor(X, self._effects(groups, rng)) + self.sigma * rng.standard_normal(len(X))
+        return self._linear_predictor(X, self.row_effects(X, groups, rng)) + self.sigma * rng.standard_normal(len(X))
+
+
+class FactorSlopeDraw(FactorNormalDraw):
+    """A draw with random slopes per factor: ``effects[k]`` (J_k, q), intercept then one slope per column of
+    ``slope_columns``, on the original scale; units unseen at fit draw theirs from N(0, Psi_k) (``to_original``
+    maps effects in the sampler's units to the original scale)."""
+
+    def __init__(self, beta, effects, psi_roots, to_original, slope_columns, sigma, name):
+        self.beta, self.effects, self.sigma, self.name = beta, effects, sigma, name
+        self.psi_roots, self.to_original, self.slope_columns = psi_roots, to_original, slope_columns
+
+    def row_effects(self, X, groups, rng):
+        groups = np.asarray(groups)
+        if groups.ndim != 2 or groups.shape[1] != len(self.effects):
+            raise ValueError(
+                f"{self.name}: this draw has {len(self.effects)} grouping factors and needs their codes as an "
+                f"(n, {len(self.effects)}) array; got shape {groups.shape}."
+            )
+        Z = np.column_stack([np.ones(len(groups)), np.asarray(X)[:, self.slope_columns]])
+        total = np.zeros(len(groups))
+        for k, (u, root) in enumerate(zip(self.effects, self.psi_roots, strict=True)):
+
+            def draw_new(codes, inverse, rows, root=root):  # a unit unseen at fit: a population draw
+                return self.to_original(rng.standard_normal((len(codes), root.shape[0])) @ root.T)
+
+            total += np.einsum("iq,iq->i", Z, rows_of_clusters(u, groups[:, k], draw_new))
+        return total
 
 
 class FactorPMMDraw(FactorNormalDraw):
@@ -97,11 +130,15 @@ class FactorPMMDraw(FactorNormalDraw):
 
     def __init__(self, normal: FactorNormalDraw, yhat_donors, y_donors, donors):
         self.__dict__.update(normal.__dict__)
+        self.normal = normal
         self.yhat_donors, self.y_donors, self.donors = yhat_donors, y_donors, donors
+
+    def row_effects(self, X, groups, rng):
+        return self.normal.row_effects(X, groups, rng)  # intercepts only, or with slopes
 
     def sample(self, X, groups, rng):
         X = np.asarray(X, dtype=float).reshape(len(groups), -1)
-        target = self._linear_predictor(X, self._effects(groups, rng))
+        target = self._linear_predictor(X, self.row_effects(X, groups, rng))
         strata = np.asarray(groups)[:, -1]  # distinct donors within an innermost unit
         return self.y_donors[pmm_match(self.yhat_donors, target, self.donors, rng, strata)]
 
@@ -116,11 +153,12 @@ def factor_prior(prior, var_y: float, y_exponent: int):
 
 
 def refuse_random_slopes(name: str, roles: np.ndarray) -> None:
-    """Random slopes with several grouping factors are not implemented: a clear error, not a silent intercept."""
+    """Random slopes with several grouping factors in the discrete models: a clear error, not a silent intercept."""
     if (roles == 2).any():
         raise ValueError(
-            f"{name}: random slopes (role 2) with several grouping factors are not implemented yet; "
-            "code the predictors 1 (a random intercept per factor)."
+            f"{name}: random slopes (role 2) with several grouping factors are not implemented for this model "
+            "(RandomEffectsNormal and RandomEffectsPMM take them); code the predictors 1 (a random intercept per "
+            "factor)."
         )
 
 
@@ -139,14 +177,15 @@ def fit_several_factors(model, y, observed, X, roles, groups, rng, state, contex
     """Draw of ``model`` (RandomEffectsNormal or -PMM) with a random intercept per grouping factor.
 
     ``groups`` holds one column of codes per factor; each factor's intercepts are drawn as a
-    block given the others (:func:`~skmlmi._kernels.multi_factor_gibbs`). With ``donors`` the
-    observed rows' predictions (fixed effects at their posterior mean plus a fresh draw of the
-    intercepts) are returned too, for predictive mean matching.
+    block given the others (:func:`~skmlmi._kernels.multi_factor_gibbs`). Predictors coded 2
+    get a random slope at every factor, with a full covariance per factor
+    (:func:`~skmlmi._kernels.multi_factor_slopes_gibbs`), as lme4's ``(1 + x | a) + (1 + x | b)``.
+    With ``donors`` the observed rows' predictions (fixed effects at their posterior mean plus a
+    fresh draw of the random effects) are returned too, for predictive mean matching.
     """
     name = model._name(context)
     if getattr(model, "heteroscedastic", False):
         raise ValueError(f"{name}: heteroscedastic=True takes one grouping factor; groups has {groups.shape[1]}.")
-    refuse_random_slopes(name, roles)
     counts = tuple(int(c) for c in context.factor_counts)
     state = model._reuse_state(state, FactorModelState, X.shape[1], counts=counts)
     log_once = model._event_log(state)
@@ -178,15 +217,29 @@ def fit_several_factors(model, y, observed, X, roles, groups, rng, state, contex
     prior = factor_prior(model.prior, var_y, y_exponent)
     log_unobserved_units(go, counts, context, log_once)
     n_steps = model.n_gibbs
+    slopes = np.flatnonzero(roles[columns] == 2)  # positions among the kept columns
+    zcols = np.r_[0, slopes + 1]  # in Xs: the intercept, then the slopes' columns
     if state is None:
         start = 0.5 * var_y if var_y > 0 else 1.0
-        gibbs = FactorState([np.zeros(J) for J in counts], np.full(len(counts), start / len(counts)), start)
+        if slopes.size:
+            gibbs = FactorSlopeState(
+                [np.zeros((J, zcols.size)) for J in counts],
+                [start / len(counts) * np.eye(zcols.size)] * len(counts),
+                start,
+            )
+        else:
+            gibbs = FactorState([np.zeros(J) for J in counts], np.full(len(counts), start / len(counts)), start)
         state = FactorModelState(X.shape[1], counts, columns, y_exponent, x_exponents, gibbs, logged=log_once.logged)
         n_steps += model.n_burnin
-    cross = factor_cross_products(Xs, ys, go, counts)
-    beta_hat, donor_effects = multi_factor_gibbs(
-        Xs, ys, go, counts, cross, state.gibbs, n_steps, prior, rng, donor_effects=donors
-    )
+    if slopes.size:
+        beta_hat, donor_effects = multi_factor_slopes_gibbs(
+            Xs, ys, go, counts, zcols, state.gibbs, n_steps, prior, rng, donor_effects=donors
+        )
+    else:
+        cross = factor_cross_products(Xs, ys, go, counts)
+        beta_hat, donor_effects = multi_factor_gibbs(
+            Xs, ys, go, counts, cross, state.gibbs, n_steps, prior, rng, donor_effects=donors
+        )
     state.n_steps += n_steps
 
     def original(beta):  # fixed effects back to the caller's units, one per column of X
@@ -196,19 +249,39 @@ def fit_several_factors(model, y, observed, X, roles, groups, rng, state, contex
         return out
 
     g = state.gibbs
-    draw = FactorNormalDraw(
-        original(g.beta),
-        [np.ldexp(u, y_exponent) for u in g.u],
-        np.ldexp(np.sqrt(g.tau2), y_exponent),
-        float(np.ldexp(np.sqrt(g.sigma2), y_exponent)),
-        name,
-    )
+    sigma = float(np.ldexp(np.sqrt(g.sigma2), y_exponent))
+    if slopes.size:
+        slope_columns = columns[slopes]
+        scale = np.ldexp(1.0, y_exponent - x_exponents[slopes])
+
+        def to_original(u):  # (J, q) in the sampler's units -> intercept and slopes of the caller's units
+            out = u * np.r_[np.ldexp(1.0, y_exponent), scale]
+            out[:, 0] -= out[:, 1:] @ x_mean[slopes]
+            return out
+
+        roots = [np.linalg.cholesky(0.5 * (psi + psi.T)) for psi in g.psi]
+        draw = FactorSlopeDraw(
+            original(g.beta), [to_original(u) for u in g.u], roots, to_original, slope_columns, sigma, name
+        )
+    else:
+        draw = FactorNormalDraw(
+            original(g.beta),
+            [np.ldexp(u, y_exponent) for u in g.u],
+            np.ldexp(np.sqrt(g.tau2), y_exponent),
+            sigma,
+            name,
+        )
     log_once.flush(context)
     extra = None
     if donors:
-        effects = np.zeros(len(rows))
-        for k, u in enumerate(donor_effects):
-            effects += np.ldexp(u, y_exponent)[go[:, k]]
         fixed = original(beta_hat)
+        if slopes.size:
+            donor_draw = FactorSlopeDraw(fixed, [to_original(u) for u in donor_effects], roots, to_original,
+                                         slope_columns, sigma, name)  # fmt: skip
+            effects = donor_draw.row_effects(X[rows], go, rng)
+        else:
+            effects = np.zeros(len(rows))
+            for k, u in enumerate(donor_effects):
+                effects += np.ldexp(u, y_exponent)[go[:, k]]
         extra = fixed[0] + X[rows] @ fixed[1:] + effects
     return draw, state, extra

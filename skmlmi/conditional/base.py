@@ -319,6 +319,8 @@ class BaseConditionalImputer(BaseEstimator):
         Whether the model takes several grouping factors (nested or crossed): it then receives
         ``groups`` of shape (n, k), one column of codes per factor (outer to inner), and
         ``DrawContext.factor_counts``.
+    slopes_with_several_factors : bool
+        Whether it honours role ``2`` (random slopes) with several factors too.
     r_names : dict of str to dict
         The R method names (mice, miceadds, micemd) this model stands for, each with the
         settings it implies, e.g. ``{"2l.norm": {"heteroscedastic": True}}``. The imputer's
@@ -335,6 +337,7 @@ class BaseConditionalImputer(BaseEstimator):
     default_cluster_means: bool = False
     cluster_level: bool = False
     multiple_factors: bool = False
+    slopes_with_several_factors: bool = False
     r_names: dict = {}
 
     def draw(

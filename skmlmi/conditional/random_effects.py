@@ -375,6 +375,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
     handles_systematic = True
     default_cluster_means = True
     multiple_factors = True
+    slopes_with_several_factors = True
 
     _parameter_constraints = {
         "n_gibbs": [Interval(Integral, 1, None, closed="left")],
@@ -653,7 +654,7 @@ class RandomEffectsPMM(RandomEffectsNormal):
                 self, y, observed, X, roles, groups, rng, state, context, donors=True
             )
             if self.matchtype == 2:
-                yhat = normal._linear_predictor(X[observed], normal._effects(groups[observed], rng))
+                yhat = normal._linear_predictor(X[observed], normal.row_effects(X[observed], groups[observed], rng))
             return FactorPMMDraw(normal, yhat, y[observed].copy(), int(self.donors)), state
         normal, state, suff, beta_hat, b_posterior = self._fit_chain(y, observed, X, roles, groups, rng, state, context)
         Xo, go = X[observed], groups[observed]

@@ -269,7 +269,8 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
     omega_i ~ PG(1, eta_i), then beta and each factor's intercepts as a block given the other
     factors' (weighted by omega, :func:`~skmlmi._kernels.multi_factor_gibbs`), each tau_k^2,
     and the mixing variances. Units without observed y and units unseen at fit take population
-    draws N(0, tau_k^2). Random slopes (role 2) with several factors are not implemented yet.
+    draws N(0, tau_k^2). Random slopes (role 2) with several factors are refused (RandomEffectsNormal and
+    RandomEffectsPMM take them).
 
     References
     ----------
