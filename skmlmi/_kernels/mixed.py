@@ -507,17 +507,29 @@ def multi_factor_gibbs(
         state.beta = beta
         if weights is not None:  # sigma^2 known (1 for the Polya-Gamma augmented logit)
             continue
-        resid = y - X @ beta - total
-        state.sigma2 = 1.0 / rng.gamma((a + n) / 2, 2.0 / (Binv + float(resid @ resid)))
+        state.sigma2 = _sigma2_draw(y, X, beta, total, a, Binv, rng)
     donors = None
     if donor_effects:
-        donors = [v.copy() for v in u]
-        for k in range(K):
-            _, _, donors[k] = block(k, beta_hat)
-            new = donors[k][codes[k]]
-            total += new - rows_effect[k]
-            rows_effect[k] = new
+        donors = _donor_sweep(u, block, beta_hat, lambda k, v: v[codes[k]], rows_effect, total)
     return beta_hat, donors
+
+
+def _sigma2_draw(y, X, beta, total, a, Binv, rng) -> float:
+    """sigma^2 | everything: the inverse gamma of the residuals given the fixed and random effects."""
+    resid = y - X @ beta - total
+    return 1.0 / rng.gamma((a + len(y)) / 2, 2.0 / (Binv + float(resid @ resid)))
+
+
+def _donor_sweep(u, block, beta_hat, row_effect, rows_effect, total) -> list:
+    """One more sweep of every factor's effects drawn given beta_hat (predictive mean matching's donors);
+    ``row_effect(k, effects)`` gives factor k's contribution to each row."""
+    donors = [v.copy() for v in u]
+    for k in range(len(u)):
+        _, _, donors[k] = block(k, beta_hat)
+        new = row_effect(k, donors[k])
+        total += new - rows_effect[k]
+        rows_effect[k] = new
+    return donors
 
 
 # --------------------------------------------------------------------------- several factors, random slopes
@@ -604,14 +616,8 @@ def multi_factor_slopes_gibbs(
             total += new - rows_effect[k]
             rows_effect[k] = new
         state.beta = beta
-        resid = y - X @ beta - total
-        state.sigma2 = 1.0 / rng.gamma((a + n) / 2, 2.0 / (Binv + float(resid @ resid)))
+        state.sigma2 = _sigma2_draw(y, X, beta, total, a, Binv, rng)
     donors = None
     if donor_effects:
-        donors = [v.copy() for v in u]
-        for k in range(K):
-            _, _, donors[k] = block(k, beta_hat)
-            new = _row_effects(Z, donors[k], codes[k])
-            total += new - rows_effect[k]
-            rows_effect[k] = new
+        donors = _donor_sweep(u, block, beta_hat, lambda k, v: _row_effects(Z, v, codes[k]), rows_effect, total)
     return beta_hat, donors
