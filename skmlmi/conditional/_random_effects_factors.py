@@ -53,11 +53,12 @@ class FactorModelState:
 
     @property
     def variances(self) -> dict:
-        """tau_k^2 per factor and sigma^2, on the original scale."""
-        return {
-            "tau2": np.ldexp(self.gibbs.tau2, 2 * self.y_exponent),
-            "sigma2": float(np.ldexp(self.gibbs.sigma2, 2 * self.y_exponent)),
-        }
+        """tau_k^2 per factor (or, with random slopes, each factor's Psi_k in the sampler's units of the
+        predictors) and sigma^2, on the original scale of y."""
+        sigma2 = float(np.ldexp(self.gibbs.sigma2, 2 * self.y_exponent))
+        if isinstance(self.gibbs, FactorSlopeState):
+            return {"psi": [np.ldexp(psi, 2 * self.y_exponent) for psi in self.gibbs.psi], "sigma2": sigma2}
+        return {"tau2": np.ldexp(self.gibbs.tau2, 2 * self.y_exponent), "sigma2": sigma2}
 
 
 class FactorNormalDraw(Draw):
