@@ -399,9 +399,12 @@ def test_suggestion_with_several_factors_keeps_random_slopes_the_model_draws():
     s = suggest_predictors("y ~ x + z + (1 + x | school/class)", data)
     assert s.predictor_matrix.loc["y", "x"] == 4  # RandomEffectsNormal: slope (at every factor) and cluster means
     binary = data.assign(y=(data["y"] > data["y"].median()).astype(float).where(data["y"].notna()))
-    lowered = suggest_predictors("y ~ x + z + (1 + x | school/class)", binary)
+    assert suggest_predictors("y ~ x + z + (1 + x | school/class)", binary).predictor_matrix.loc["y", "x"] == 4
+    bands = pd.Categorical(np.digitize(data["y"], data["y"].quantile([1 / 3, 2 / 3]))).astype(str)
+    categorical = data.assign(y=pd.Series(bands, index=data.index).where(data["y"].notna()).astype("category"))
+    lowered = suggest_predictors("y ~ x + z + (1 + x | school/class)", categorical)
     assert lowered.predictor_matrix.loc["y", "x"] == 3
-    assert "RandomEffectsLogistic takes no random slopes with several grouping factors" in lowered.explanation
+    assert "RandomEffectsCategorical takes no random slopes with several grouping factors" in lowered.explanation
     imputer = MultilevelIterativeImputer.from_suggestion(s, max_iter=1, random_state=0)
     assert not imputer.fit_transform(data, groups=s.groups)[["y", "z"]].isna().any().any()
 

@@ -554,7 +554,18 @@ def _row_effects(Z: np.ndarray, u: np.ndarray, codes: np.ndarray) -> np.ndarray:
 
 
 def multi_factor_slopes_gibbs(
-    X, y, codes, counts, zcols, state: FactorSlopeState, n_steps, prior, rng, donor_effects=False
+    X,
+    y,
+    codes,
+    counts,
+    zcols,
+    state: FactorSlopeState,
+    n_steps,
+    prior,
+    rng,
+    donor_effects=False,
+    weights=None,
+    beta_precision=None,
 ):
     """``n_steps`` Gibbs steps of y = X beta + sum_k Z_k u_k[g_k] + e with u_kj ~ N(0, Psi_k), e ~ N(0, sigma^2).
 
@@ -565,7 +576,8 @@ def multi_factor_slopes_gibbs(
     Z_j'Z_j + sigma^2 Psi_k^-1), then u_kj | beta ~ N(M_j^-1 Z_j'(r_j - X_j beta), sigma^2 M_j^-1),
     then Psi_k | u_k ~ IW(c + q - 1 + J_k^obs, Dinv I + sum_j u_kj u_kj') over the clusters with
     observed rows (the others' effects are population draws, M_j = sigma^2 Psi_k^-1); then
-    sigma^2. Vectorised over the clusters of a factor ((J, q, q) stacks). ``prior`` and the
+    sigma^2. Vectorised over the clusters of a factor ((J, q, q) stacks). ``prior``, ``weights``,
+    ``beta_precision`` (the Polya-Gamma augmented logit: sigma^2 held at ``state.sigma2``) and the
     return value as :func:`multi_factor_gibbs`.
     """
     a, Binv, c, Dinv = prior
@@ -573,12 +585,14 @@ def multi_factor_slopes_gibbs(
     K, q = len(counts), len(zcols)
     Z = np.ascontiguousarray(X[:, zcols])
     codes = [np.ascontiguousarray(codes[:, k]) for k in range(K)]
-    XX, Xy = X.T @ X, X.T @ y
-    products = (Z[:, :, None] * X[:, None, :]).reshape(n, q * p1)
+    wX, wZ = (X, Z) if weights is None else (X * weights[:, None], Z * weights[:, None])
+    XX, Xy = wX.T @ X, wX.T @ y
+    products = (wZ[:, :, None] * X[:, None, :]).reshape(n, q * p1)
     sums = []
     for k, J in enumerate(counts):
         ZX = cluster_sums(products, codes[k], J).reshape(J, q, p1)
-        sums.append((ZX, ZX[:, :, zcols], cluster_sums(Z * y[:, None], codes[k], J), cluster_counts(codes[k], J) > 0))
+        Zy = cluster_sums(wZ * y[:, None], codes[k], J)
+        sums.append((ZX, ZX[:, :, zcols], Zy, cluster_counts(codes[k], J) > 0))
     u = state.u
     rows_effect = [_row_effects(Z, u[k], codes[k]) for k in range(K)]
     total = np.sum(rows_effect, axis=0)
@@ -587,14 +601,16 @@ def multi_factor_slopes_gibbs(
     def block(k, fixed_beta=None):
         ZX, ZZ, Zy, _ = sums[k]
         other = total - rows_effect[k]
-        Zr = Zy - cluster_sums(Z * other[:, None], codes[k], counts[k])
+        Zr = Zy - cluster_sums(wZ * other[:, None], codes[k], counts[k])
         precision = np.linalg.inv(state.psi[k])
         M = ZZ + state.sigma2 * precision
         Minv = np.linalg.inv(M)
         if fixed_beta is None:
             A = Minv @ ZX  # (J, q, p1)
             XVX = XX - np.einsum("jqp,jqr->pr", ZX, A)
-            XVy = Xy - X.T @ other - np.einsum("jqp,jq->p", A, Zr)
+            if beta_precision is not None:
+                XVX = XVX + np.diag(state.sigma2 * beta_precision)
+            XVy = Xy - wX.T @ other - np.einsum("jqp,jq->p", A, Zr)
             L, _ = ridge_cholesky(0.5 * (XVX + XVX.T), 1e-8)
             mean = np.linalg.solve(L.T, np.linalg.solve(L, XVy))
             beta = mean + np.sqrt(state.sigma2) * np.linalg.solve(L.T, rng.standard_normal(p1))
@@ -616,7 +632,8 @@ def multi_factor_slopes_gibbs(
             total += new - rows_effect[k]
             rows_effect[k] = new
         state.beta = beta
-        state.sigma2 = _sigma2_draw(y, X, beta, total, a, Binv, rng)
+        if weights is None:  # with weights sigma^2 is known (1 for the Polya-Gamma augmented logit)
+            state.sigma2 = _sigma2_draw(y, X, beta, total, a, Binv, rng)
     donors = None
     if donor_effects:
         donors = _donor_sweep(u, block, beta_hat, lambda k, v: _row_effects(Z, v, codes[k]), rows_effect, total)

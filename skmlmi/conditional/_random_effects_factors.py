@@ -158,8 +158,8 @@ def refuse_random_slopes(name: str, roles: np.ndarray) -> None:
     if (roles == 2).any():
         raise ValueError(
             f"{name}: random slopes (role 2) with several grouping factors are not implemented for this model "
-            "(RandomEffectsNormal and RandomEffectsPMM take them); code the predictors 1 (a random intercept per "
-            "factor)."
+            "(RandomEffectsNormal, RandomEffectsPMM and RandomEffectsLogistic take them); code the predictors 1 "
+            "(a random intercept per factor)."
         )
 
 

@@ -17,14 +17,17 @@ import numpy as np
 from scipy import special
 
 from .._kernels import (
+    FactorSlopeState,
     FactorState,
     Standardiser,
     factor_cross_products,
     multi_factor_gibbs,
+    multi_factor_slopes_gibbs,
     polya_gamma,
+    rows_of_clusters,
     student_t_mixing,
 )
-from ._random_effects_factors import FactorNormalDraw, log_unobserved_units, refuse_random_slopes
+from ._random_effects_factors import FactorNormalDraw, log_unobserved_units
 
 __all__ = ["FactorLogisticState", "fit_logistic_factors"]
 
@@ -49,7 +52,9 @@ class FactorLogisticState:
 
     @property
     def variances(self) -> dict:
-        """tau_k^2 per factor (log-odds scale)."""
+        """tau_k^2 per factor, or with random slopes each factor's Psi_k (log-odds scale, standardised predictors)."""
+        if isinstance(self.gibbs, FactorSlopeState):
+            return {"psi": [psi.copy() for psi in self.gibbs.psi]}
         return {"tau2": self.gibbs.tau2.copy()}
 
 
@@ -69,6 +74,29 @@ class FactorLogisticDraw(FactorNormalDraw):
         return (rng.random(len(eta)) < special.expit(eta)).astype(float)
 
 
+class FactorLogisticSlopeDraw(FactorLogisticDraw):
+    """The logistic draw with random slopes per factor, on the standardised predictors ``zcols`` of the design."""
+
+    def __init__(self, beta_std, effects, psi, zcols, std, name):
+        super().__init__(beta_std, effects, np.zeros(len(effects)), std, name)
+        self.roots = [np.linalg.cholesky(0.5 * (p + p.T)) for p in psi]
+        self.zcols = zcols
+
+    def sample(self, X, groups, rng):
+        X = np.asarray(X, dtype=float).reshape(len(groups), -1)
+        groups = np.asarray(groups)
+        design = self.std.design(X)
+        Z = design[:, self.zcols]
+        eta = design @ self.beta_std
+        for k, (u, root) in enumerate(zip(self.effects, self.roots, strict=True)):
+
+            def draw_new(codes, inverse, rows, root=root):  # a unit unseen at fit: a population draw
+                return rng.standard_normal((len(codes), root.shape[0])) @ root.T
+
+            eta = eta + np.einsum("iq,iq->i", Z, rows_of_clusters(u, groups[:, k], draw_new))
+        return (rng.random(len(eta)) < special.expit(eta)).astype(float)
+
+
 def fit_logistic_factors(model, y, observed, X, roles, groups, rng, state, context):
     """Draw of :class:`~skmlmi.conditional.RandomEffectsLogistic` with a random intercept per factor.
 
@@ -79,8 +107,8 @@ def fit_logistic_factors(model, y, observed, X, roles, groups, rng, state, conte
     mixing variances. Units with no observed y carry population draws N(0, tau_k^2).
     """
     name = model._name(context)
-    refuse_random_slopes(name, roles)
     counts = tuple(int(c) for c in context.factor_counts)
+    zcols = np.r_[0, np.flatnonzero(roles == 2) + 1]  # design columns with random effects: intercept, slopes
     p = X.shape[1]
     state = model._reuse_state(state, FactorLogisticState, p, counts=counts)
     yo = model._observed_codes(y, observed, 2, context).astype(float)
@@ -92,28 +120,47 @@ def fit_logistic_factors(model, y, observed, X, roles, groups, rng, state, conte
         beta = np.zeros(p + 1)
         mean_y = np.clip(yo.mean(), 0.5 / len(yo), 1 - 0.5 / len(yo))
         beta[0] = np.log(mean_y / (1 - mean_y))
-        gibbs = FactorState([np.zeros(J) for J in counts], np.full(len(counts), 0.5), 1.0, beta)
+        if zcols.size > 1:
+            q = zcols.size
+            gibbs = FactorSlopeState([np.zeros((J, q)) for J in counts], [0.5 * np.eye(q)] * len(counts), 1.0, beta)
+        else:
+            gibbs = FactorState([np.zeros(J) for J in counts], np.full(len(counts), 0.5), 1.0, beta)
         mixing = np.ones(p + 1)
     else:  # the chain's parameters, restandardised by this visit's means and SDs
         old = state.gibbs
         beta = state.std.transfer(std) @ state.beta_std
-        gibbs, mixing = FactorState([u.copy() for u in old.u], old.tau2.copy(), 1.0, beta), state.mixing
+        if isinstance(old, FactorSlopeState):  # slopes on the standardised predictors: a warm start
+            gibbs = FactorSlopeState([u.copy() for u in old.u], [psi.copy() for psi in old.psi], 1.0, beta)
+        else:
+            gibbs = FactorState([u.copy() for u in old.u], old.tau2.copy(), 1.0, beta)
+        mixing = state.mixing
     if state is None:  # logged at the chain's first visit
         log_unobserved_units(go, counts, context, context.log)
     kappa = yo - 0.5
     prior = (0.0, 0.0) + _TAU_PRIOR
+    slopes = isinstance(gibbs, FactorSlopeState)
+    Z = design[:, zcols]
     for _ in range(model._n_steps(state)):  # loop over Gibbs steps: omega changes every step
-        eta = design @ gibbs.beta + np.sum([u[go[:, k]] for k, u in enumerate(gibbs.u)], axis=0)
-        omega = polya_gamma(eta, rng)
+        if slopes:
+            effects = np.sum([np.einsum("iq,iq->i", Z, u[go[:, k]]) for k, u in enumerate(gibbs.u)], axis=0)
+        else:
+            effects = np.sum([u[go[:, k]] for k, u in enumerate(gibbs.u)], axis=0)
+        omega = polya_gamma(design @ gibbs.beta + effects, rng)
         response = kappa / omega
-        cross = factor_cross_products(design, response, go, counts, weights=omega)
-        multi_factor_gibbs(
-            design, response, go, counts, cross, gibbs, 1, prior, rng,
-            weights=omega, beta_precision=1.0 / (scales**2 * mixing),
-        )  # fmt: skip
+        precision = 1.0 / (scales**2 * mixing)
+        if slopes:
+            multi_factor_slopes_gibbs(
+                design, response, go, counts, zcols, gibbs, 1, prior, rng, weights=omega, beta_precision=precision
+            )
+        else:
+            cross = factor_cross_products(design, response, go, counts, weights=omega)
+            multi_factor_gibbs(
+                design, response, go, counts, cross, gibbs, 1, prior, rng, weights=omega, beta_precision=precision
+            )
         mixing = student_t_mixing(gibbs.beta, scales, float(model.prior_df), rng)
     new_state = FactorLogisticState(p, counts, gibbs.beta.copy(), gibbs, mixing, std)
-    draw = FactorLogisticDraw(
-        gibbs.beta.copy(), [u.copy() for u in gibbs.u], np.sqrt(gibbs.tau2), std, name
-    )  # fmt: skip
+    if slopes:
+        draw = FactorLogisticSlopeDraw(gibbs.beta.copy(), [u.copy() for u in gibbs.u], gibbs.psi, zcols, std, name)
+    else:
+        draw = FactorLogisticDraw(gibbs.beta.copy(), [u.copy() for u in gibbs.u], np.sqrt(gibbs.tau2), std, name)
     return draw, new_state

@@ -269,8 +269,8 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
     omega_i ~ PG(1, eta_i), then beta and each factor's intercepts as a block given the other
     factors' (weighted by omega, :func:`~skmlmi._kernels.multi_factor_gibbs`), each tau_k^2,
     and the mixing variances. Units without observed y and units unseen at fit take population
-    draws N(0, tau_k^2). Random slopes (role 2) with several factors are refused (RandomEffectsNormal and
-    RandomEffectsPMM take them).
+    draws N(0, tau_k^2). Predictors coded 2 get a random slope at every factor, with Psi_k ~ IW(q, 0.1 I_q)
+    per factor on the standardised predictors (:func:`~skmlmi._kernels.multi_factor_slopes_gibbs`).
 
     References
     ----------
@@ -297,6 +297,7 @@ class RandomEffectsLogistic(_DiscreteRandomEffectsBase):
     r_names = {"2l.bin": {}}
     accepted_roles = frozenset({1, 2, 3, 4})
     multiple_factors = True
+    slopes_with_several_factors = True
 
     def _draw(self, y, observed, X, roles, groups, rng, state, context):
         if groups.ndim == 2:  # several grouping factors: a random intercept per factor
