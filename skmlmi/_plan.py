@@ -329,10 +329,7 @@ class _Planner:
             self.matrix.iloc[[j for j in range(len(self.columns)) if j not in grouping], k] = -2
             self.matrix.iloc[k, :] = 0
         self.levels = self._category_levels(data, fit_rows, set(visit))
-        self.observed_rows = fit_rows
-        self.observed_clusters = (  # clusters holding a fitting row of each target
-            {j: self.clusters.observing(fit_rows[j]) for j in set(visit)} if self.clusters else {}
-        )
+        self.observed_rows = fit_rows  # the rows fitting each target (their clusters estimate its means)
         self.recommended = self._recommend(data, data.missing)
         self.check_counts(data.W, fit_rows, ignore, visit)
 
@@ -365,9 +362,10 @@ class _Planner:
         return levels
 
     def _factor_constancy(self, W, missing) -> dict:
-        """Several grouping factors: column -> whether it is constant within the units of each factor (outer
-        to inner), by the one rule; in nested factors constancy within a unit holds in every unit inside it."""
-        if self.clusters is None or self.clusters.n_factors == 1:
+        """Column -> whether it is constant within the units of each grouping factor (outer to inner; one
+        factor: its clusters), by the one rule; in nested factors constancy within a unit holds in every unit
+        inside it."""
+        if self.clusters is None:
             return {}
         nested = self.clusters.structure == "nested"
         constant = {}
@@ -713,30 +711,14 @@ class _Planner:
         posterior draws throw the imputations of clusters without observed values far out
         (obesity: 4 clusters observe Weight, 5 terms; a fifth cluster's imputed mean weight
         ranged from -134 to 150 kg). Such a target keeps mice's codes (1), logged once;
-        means the user asked for are kept. Returns ``(predictors lowered, event)`` or None.
+        means the user asked for are kept. With several factors the rule holds factor by factor:
+        the units of a factor observing the target against its terms at that level (intercept,
+        predictors constant within the factor's units, means by it), and only the means by a
+        factor that fails are left out. Returns ``(predictors lowered to 1, event)`` or None.
         """
         defaulted = [p for p in predictors if p.role == 3 and not self.given[j, p.column]]
         if not defaulted:
             return None
-        if self.clusters.n_factors == 1:
-            terms = 1 + sum(p.terms for p in predictors if p.adds_means or self.cluster_constant.get(p.column))
-            observed = self.observed_clusters.get(j, self.clusters.count)
-            if observed >= CLUSTERS_PER_TERM * terms:
-                return None
-            for p in defaulted:
-                p.role = 1
-            reason = (
-                f"cluster means of {[p.name for p in defaulted]} left out of the default model: "
-                f"{observed} cluster(s) observe it for {terms} cluster-level terms (at least "
-                f"{CLUSTERS_PER_TERM} per term are needed); code them 3 in predictor_matrix to keep them"
-            )
-            return defaulted, reason
-        return self._afford_means_per_factor(j, predictors, defaulted)
-
-    def _afford_means_per_factor(self, j: int, predictors: list[Predictor], defaulted: list[Predictor]):
-        """:meth:`afford_cluster_means` with several factors: the rule per factor, counting the units of that
-        factor observing the target and its terms at that level (intercept, predictors constant within
-        the factor's units, means by it); the default means by a factor that fails are left out."""
         fit_rows = self.observed_rows.get(j)
         if fit_rows is None:  # a column complete at fit (its model is made for new data): all its rows
             fit_rows = np.ones(self.clusters.codes.shape, dtype=bool)
@@ -759,6 +741,13 @@ class _Planner:
         lowered = [p for p in defaulted if not p.means_by]
         for p in lowered:
             p.role = 1
+        if self.clusters.n_factors == 1:
+            _, observed, terms = dropped[0]
+            return lowered, (
+                f"cluster means of {[p.name for p in defaulted]} left out of the default model: "
+                f"{observed} cluster(s) observe it for {terms} cluster-level terms (at least "
+                f"{CLUSTERS_PER_TERM} per term are needed); code them 3 in predictor_matrix to keep them"
+            )
         reason = "; ".join(
             f"means by {column!r} of {[p.name for p in defaulted]} left out of the default model: {observed} "
             f"unit(s) of {column!r} observe it for {terms} terms at that level (at least {CLUSTERS_PER_TERM} "

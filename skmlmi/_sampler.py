@@ -291,10 +291,7 @@ def _factor_names(clusters: Clusters | None, n_factors: int) -> tuple:
     """The grouping columns of the first ``n_factors`` factors (those a target's model receives), for messages."""
     if not n_factors:  # no clusters, or one factor
         return ()
-    return tuple(
-        f.column if f.column is not None else f"grouping factor {k + 1}"
-        for k, f in enumerate(clusters.factors[:n_factors])
-    )
+    return tuple(f.column for f in clusters.factors[:n_factors])  # None: DrawContext.factor_name numbers it
 
 
 def _n_clusters(clusters: Clusters, target) -> int:

@@ -30,6 +30,7 @@ __all__ = [
     "population_effects",
     "FactorState",
     "FactorSlopeState",
+    "factor_row_effects",
     "multi_factor_slopes_gibbs",
     "factor_cross_products",
     "multi_factor_gibbs",
@@ -467,11 +468,9 @@ def multi_factor_gibbs(
     total = np.sum(rows_effect, axis=0)
     beta_hat = np.zeros(p1)
 
-    def x_other(k, w_other):
-        """X'W(sum of the other factors' intercepts): without weights, sum over l != k of S_l'u_l from the
-        clusters' sums of X (J_l x p values, not a pass over the n x p design)."""
-        if weights is not None:
-            return X.T @ w_other
+    def x_other(k):
+        """X'W(sum of the other factors' intercepts) = sum over l != k of S_l'u_l, S_l the clusters' (weighted)
+        sums of X: J_l x p values, not a pass over the n x p design."""
         return sum((cross["factors"][f][1].T @ u[f] for f in range(K) if f != k), np.zeros(p1))
 
     def block(k, fixed_beta=None):
@@ -481,15 +480,10 @@ def multi_factor_gibbs(
         Zr = Zy - np.bincount(codes[k], weights=w_other, minlength=counts[k])
         M = n_k + state.sigma2 / state.tau2[k]  # (J_k,): Z_j'Z_j + sigma^2 / tau^2
         if fixed_beta is None:
-            Xr = cross["Xy"] - x_other(k, w_other)
             SM = S / M[:, None]
             XVX = cross["XX"] - S.T @ SM
-            if beta_precision is not None:
-                XVX = XVX + np.diag(state.sigma2 * beta_precision)
-            XVy = Xr - SM.T @ Zr
-            L, _ = ridge_cholesky(0.5 * (XVX + XVX.T), 1e-8)
-            mean = np.linalg.solve(L.T, np.linalg.solve(L, XVy))
-            beta = mean + np.sqrt(state.sigma2) * np.linalg.solve(L.T, rng.standard_normal(p1))
+            XVy = cross["Xy"] - x_other(k) - SM.T @ Zr
+            mean, beta = _beta_draw(XVX, XVy, state.sigma2, beta_precision, rng)
         else:
             mean = beta = fixed_beta
         effects = (Zr - S @ beta) / M + np.sqrt(state.sigma2 / M) * rng.standard_normal(counts[k])
@@ -512,6 +506,16 @@ def multi_factor_gibbs(
     if donor_effects:
         donors = _donor_sweep(u, block, beta_hat, lambda k, v: v[codes[k]], rows_effect, total)
     return beta_hat, donors
+
+
+def _beta_draw(XVX, XVy, sigma2, beta_precision, rng) -> tuple[np.ndarray, np.ndarray]:
+    """beta | (one factor's effects integrated out) ~ N((X'V^-1X)^-1 X'V^-1 y, sigma^2 (X'V^-1X)^-1), with the
+    prior precision diag(sigma^2 * beta_precision) added when given: (its mean, a draw)."""
+    if beta_precision is not None:
+        XVX = XVX + np.diag(sigma2 * beta_precision)
+    L, _ = ridge_cholesky(0.5 * (XVX + XVX.T), 1e-8)
+    mean = np.linalg.solve(L.T, np.linalg.solve(L, XVy))
+    return mean, mean + np.sqrt(sigma2) * np.linalg.solve(L.T, rng.standard_normal(len(XVy)))
 
 
 def _sigma2_draw(y, X, beta, total, a, Binv, rng) -> float:
@@ -548,7 +552,7 @@ class FactorSlopeState:
     beta: np.ndarray | None = None
 
 
-def _row_effects(Z: np.ndarray, u: np.ndarray, codes: np.ndarray) -> np.ndarray:
+def factor_row_effects(Z: np.ndarray, u: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """z_i'u_{g_i} for every row: the factor's contribution to the linear predictor."""
     return np.einsum("iq,iq->i", Z, u[codes])
 
@@ -594,7 +598,7 @@ def multi_factor_slopes_gibbs(
         Zy = cluster_sums(wZ * y[:, None], codes[k], J)
         sums.append((ZX, ZX[:, :, zcols], Zy, cluster_counts(codes[k], J) > 0))
     u = state.u
-    rows_effect = [_row_effects(Z, u[k], codes[k]) for k in range(K)]
+    rows_effect = [factor_row_effects(Z, u[k], codes[k]) for k in range(K)]
     total = np.sum(rows_effect, axis=0)
     beta_hat = np.zeros(p1)
 
@@ -608,12 +612,10 @@ def multi_factor_slopes_gibbs(
         if fixed_beta is None:
             A = Minv @ ZX  # (J, q, p1)
             XVX = XX - np.einsum("jqp,jqr->pr", ZX, A)
-            if beta_precision is not None:
-                XVX = XVX + np.diag(state.sigma2 * beta_precision)
-            XVy = Xy - wX.T @ other - np.einsum("jqp,jq->p", A, Zr)
-            L, _ = ridge_cholesky(0.5 * (XVX + XVX.T), 1e-8)
-            mean = np.linalg.solve(L.T, np.linalg.solve(L, XVy))
-            beta = mean + np.sqrt(state.sigma2) * np.linalg.solve(L.T, rng.standard_normal(p1))
+            # X'W(other factors' effects) from their clusters' sums of z x' (no pass over the design)
+            x_other = sum((np.einsum("jqp,jq->p", sums[f][0], u[f]) for f in range(K) if f != k), np.zeros(p1))
+            XVy = Xy - x_other - np.einsum("jqp,jq->p", A, Zr)
+            mean, beta = _beta_draw(XVX, XVy, state.sigma2, beta_precision, rng)
         else:
             mean = beta = fixed_beta
         centre = np.einsum("jqr,jr->jq", Minv, Zr - ZX @ beta)
@@ -628,7 +630,7 @@ def multi_factor_slopes_gibbs(
             scatter = u[k][fitted].T @ u[k][fitted]
             _, root = wishart_precision_draw(Dinv * np.eye(q) + scatter, c + q - 1 + fitted.sum(), rng)
             state.psi[k] = root @ root.T
-            new = _row_effects(Z, u[k], codes[k])
+            new = factor_row_effects(Z, u[k], codes[k])
             total += new - rows_effect[k]
             rows_effect[k] = new
         state.beta = beta
@@ -636,5 +638,5 @@ def multi_factor_slopes_gibbs(
             state.sigma2 = _sigma2_draw(y, X, beta, total, a, Binv, rng)
     donors = None
     if donor_effects:
-        donors = _donor_sweep(u, block, beta_hat, lambda k, v: _row_effects(Z, v, codes[k]), rows_effect, total)
+        donors = _donor_sweep(u, block, beta_hat, lambda k, v: factor_row_effects(Z, v, codes[k]), rows_effect, total)
     return beta_hat, donors

@@ -116,14 +116,22 @@ class FactorSlopeDraw(FactorNormalDraw):
                 f"(n, {len(self.effects)}) array; got shape {groups.shape}."
             )
         Z = np.column_stack([np.ones(len(groups)), np.asarray(X)[:, self.slope_columns]])
-        total = np.zeros(len(groups))
-        for k, (u, root) in enumerate(zip(self.effects, self.psi_roots, strict=True)):
+        return slope_effects(Z, self.effects, self.psi_roots, groups, rng, self.to_original)
 
-            def draw_new(codes, inverse, rows, root=root):  # a unit unseen at fit: a population draw
-                return self.to_original(rng.standard_normal((len(codes), root.shape[0])) @ root.T)
 
-            total += np.einsum("iq,iq->i", Z, rows_of_clusters(u, groups[:, k], draw_new))
-        return total
+def slope_effects(Z, effects, roots, groups, rng, to_scale=None) -> np.ndarray:
+    """sum over the factors k of z_i'u_k[g_ik] for every row: ``effects[k]`` (J_k, q) per unit seen at fit; a
+    unit unseen draws its effects from N(0, Psi_k) (``roots[k]`` R with R R' = Psi_k), mapped by ``to_scale``
+    onto the effects' scale when they are not the sampler's."""
+    total = np.zeros(len(groups))
+    for k, (u, root) in enumerate(zip(effects, roots, strict=True)):
+
+        def draw_new(codes, inverse, rows, root=root):  # a unit unseen at fit: a population draw
+            new = rng.standard_normal((len(codes), root.shape[0])) @ root.T
+            return new if to_scale is None else to_scale(new)
+
+        total += np.einsum("iq,iq->i", Z, rows_of_clusters(u, groups[:, k], draw_new))
+    return total
 
 
 class FactorPMMDraw(FactorNormalDraw):
@@ -275,14 +283,13 @@ def fit_several_factors(model, y, observed, X, roles, groups, rng, state, contex
     log_once.flush(context)
     extra = None
     if donors:
-        fixed = original(beta_hat)
+        fixed, X_donors = original(beta_hat), X[observed]
         if slopes.size:
-            donor_draw = FactorSlopeDraw(fixed, [to_original(u) for u in donor_effects], roots, to_original,
-                                         slope_columns, sigma, name)  # fmt: skip
-            effects = donor_draw.row_effects(X[rows], go, rng)
+            Z = np.column_stack([np.ones(rows.size), X_donors[:, slope_columns]])
+            effects = slope_effects(Z, [to_original(u) for u in donor_effects], roots, go, rng, to_original)
         else:
             effects = np.zeros(len(rows))
             for k, u in enumerate(donor_effects):
                 effects += np.ldexp(u, y_exponent)[go[:, k]]
-        extra = fixed[0] + X[rows] @ fixed[1:] + effects
+        extra = fixed[0] + X_donors @ fixed[1:] + effects
     return draw, state, extra

@@ -21,13 +21,13 @@ from .._kernels import (
     FactorState,
     Standardiser,
     factor_cross_products,
+    factor_row_effects,
     multi_factor_gibbs,
     multi_factor_slopes_gibbs,
     polya_gamma,
-    rows_of_clusters,
     student_t_mixing,
 )
-from ._random_effects_factors import FactorNormalDraw, log_unobserved_units
+from ._random_effects_factors import FactorNormalDraw, log_unobserved_units, slope_effects
 
 __all__ = ["FactorLogisticState", "fit_logistic_factors"]
 
@@ -86,14 +86,7 @@ class FactorLogisticSlopeDraw(FactorLogisticDraw):
         X = np.asarray(X, dtype=float).reshape(len(groups), -1)
         groups = np.asarray(groups)
         design = self.std.design(X)
-        Z = design[:, self.zcols]
-        eta = design @ self.beta_std
-        for k, (u, root) in enumerate(zip(self.effects, self.roots, strict=True)):
-
-            def draw_new(codes, inverse, rows, root=root):  # a unit unseen at fit: a population draw
-                return rng.standard_normal((len(codes), root.shape[0])) @ root.T
-
-            eta = eta + np.einsum("iq,iq->i", Z, rows_of_clusters(u, groups[:, k], draw_new))
+        eta = design @ self.beta_std + slope_effects(design[:, self.zcols], self.effects, self.roots, groups, rng)
         return (rng.random(len(eta)) < special.expit(eta)).astype(float)
 
 
@@ -142,7 +135,7 @@ def fit_logistic_factors(model, y, observed, X, roles, groups, rng, state, conte
     Z = design[:, zcols]
     for _ in range(model._n_steps(state)):  # loop over Gibbs steps: omega changes every step
         if slopes:
-            effects = np.sum([np.einsum("iq,iq->i", Z, u[go[:, k]]) for k, u in enumerate(gibbs.u)], axis=0)
+            effects = np.sum([factor_row_effects(Z, u, go[:, k]) for k, u in enumerate(gibbs.u)], axis=0)
         else:
             effects = np.sum([u[go[:, k]] for k, u in enumerate(gibbs.u)], axis=0)
         omega = polya_gamma(design @ gibbs.beta + effects, rng)

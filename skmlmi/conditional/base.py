@@ -100,7 +100,8 @@ class DrawContext:
         ``multiple_factors`` is True): the cluster count of each (codes ``0..count-1`` at fit).
         Empty with one factor.
     factor_names : tuple of str
-        The names of those factors (their grouping columns), for messages. Empty: "factor 1", ...
+        The names of those factors (their grouping columns; None for labels given as arrays), for
+        messages. Empty or None: "grouping factor 1", ...
     """
 
     target: str = "y"
@@ -128,7 +129,8 @@ class DrawContext:
         -------
         str
         """
-        return repr(self.factor_names[k]) if k < len(self.factor_names) else f"grouping factor {k + 1}"
+        name = self.factor_names[k] if k < len(self.factor_names) else None
+        return repr(name) if name is not None else f"grouping factor {k + 1}"
 
     def log(self, reason: str) -> None:
         """Record something the sampler decided on its own.
