@@ -97,13 +97,21 @@ def analyse(frames: list[pd.DataFrame], formula: str) -> tuple[pd.DataFrame, pd.
 
 
 def amputation(
-    name: str, complete: pd.DataFrame, reference, m: int, max_iter: int, seed: int, rep: int, auxiliary=None
+    name: str,
+    complete: pd.DataFrame,
+    reference,
+    m: int,
+    max_iter: int,
+    seed: int,
+    rep: int,
+    auxiliary=None,
+    options: dict | None = None,
 ):
     """One amputation: rows (term or component) with the pooled and the complete-data values.
 
     ``auxiliary``: a function of the complete data giving columns added to the incomplete data as
     predictors of the imputation models only (complete, computed before amputation from complete
-    columns only)."""
+    columns only). ``options``: further parameters of the imputer (see :func:`slope_options`)."""
     _, formula, groups, structure = DATASETS[name]
     table, components = reference
     with threadpool_limits(1):
@@ -113,7 +121,12 @@ def amputation(
             incomplete = incomplete.assign(**auxiliary(complete))
         random_state = int(imputation_seed.generate_state(1)[0] % (2**31 - 1))
         imputer = MultilevelIterativeImputer(
-            n_imputations=m, max_iter=max_iter, random_state=random_state, cluster_structure=structure, n_jobs=1
+            n_imputations=m,
+            max_iter=max_iter,
+            random_state=random_state,
+            cluster_structure=structure,
+            n_jobs=1,
+            **(options or {}),
         )
         start = time.perf_counter()
         with warnings.catch_warnings():
@@ -136,8 +149,24 @@ def amputation(
     return rows
 
 
-def _amputate(name, complete, reference, m, max_iter, seed, auxiliary, rep):
-    return amputation(name, complete, reference, m, max_iter, seed, rep, auxiliary)
+def _amputate(name, complete, reference, m, max_iter, seed, auxiliary, options, rep):
+    return amputation(name, complete, reference, m, max_iter, seed, rep, auxiliary, options)
+
+
+def slope_options(name: str, factor: str | None, code: int) -> dict:
+    """Random slopes in the imputation models (``code`` 2, or 4 with the predictor's cluster means), varying over
+    ``factor`` only (``random_slope_levels``; None: over every factor).
+
+    * insteval: ``y`` and ``service`` each a random-slope predictor of the other. The complete data have a
+      random slope of service over lecturers (likelihood ratio about 400 against ``crossed_reml``), which an
+      intercept-only imputation of y given service (and of service given y) flattens.
+    * egsingle: ``year`` a random-slope predictor of ``math`` (the reference's ``rs`` models: growth varies
+      between children and schools).
+    """
+    pairs = {"insteval": [("service", "y"), ("y", "service")], "egsingle": [("year", "math")]}[name]
+    matrix = pd.DataFrame({predictor: {target: code} for predictor, target in pairs})
+    levels = None if factor is None else {predictor: [factor] for predictor, _ in pairs}
+    return {"predictor_matrix": matrix, "random_slope_levels": levels}
 
 
 def _year_squared(data: pd.DataFrame) -> dict:
@@ -167,6 +196,14 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--year-squared", action="store_true", help="egsingle: year^2 as an auxiliary predictor of the imputations"
     )
+    parser.add_argument(
+        "--slopes",
+        nargs="?",
+        const="both",
+        default=None,
+        help="random slopes in the imputation models (see slope_options) over this factor (every factor if bare)",
+    )
+    parser.add_argument("--slope-code", type=int, choices=(2, 4), default=2, help="with --slopes: code 2 or 4")
     args = parser.parse_args(argv)
     frames = []
     print(machine())
@@ -177,7 +214,10 @@ def main(argv=None) -> None:
         start = time.perf_counter()
         reference = analyse([complete], formula)
         auxiliary = _year_squared if args.year_squared and name == "egsingle" else None
-        one = partial(_amputate, name, complete, reference, args.m, args.max_iter, args.seed, auxiliary)
+        options = None
+        if args.slopes is not None:
+            options = slope_options(name, None if args.slopes == "both" else args.slopes, args.slope_code)
+        one = partial(_amputate, name, complete, reference, args.m, args.max_iter, args.seed, auxiliary, options)
         path = None if args.rows is None else args.rows.with_name(f"{args.rows.stem}_{name}{args.rows.suffix}")
         rows = run(one, args.reps, args.jobs, path)
         seconds = rows[["seconds", "analysis_seconds"]].drop_duplicates().mean()

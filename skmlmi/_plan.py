@@ -35,7 +35,16 @@ from .conditional.registry import (
 from .predictors import ROWS_PER_PREDICTOR, limit_predictors, validate_predictor_matrix
 from .recommend import recommend_methods
 
-__all__ = ["Plan", "PlanSettings", "Predictor", "Target", "check_settings", "design", "make_plan"]
+__all__ = [
+    "ClusterMeanCache",
+    "Plan",
+    "PlanSettings",
+    "Predictor",
+    "Target",
+    "check_settings",
+    "design",
+    "make_plan",
+]
 
 #: Clusters observing a target per cluster-level term of its model, below which the default
 #: cluster means are left out (see :meth:`_Planner.afford_cluster_means`).
@@ -57,6 +66,7 @@ class Predictor:
     name: str
     levels: np.ndarray | None = None  # categorical: codes observed in its fitting rows (dummies of levels[1:])
     means_by: tuple = (0,)  # codes 3 and 4: the grouping factors whose cluster means the design adds
+    slopes_by: tuple | None = None  # codes 2 and 4: the grouping factors its random slope varies over (None: all)
 
     @property
     def adds_means(self) -> bool:
@@ -106,6 +116,7 @@ class PlanSettings:
     visit_sequence: Any = "left-to-right"
     cluster_means: bool = True
     cluster_mean_levels: dict | None = None
+    random_slope_levels: dict | None = None
     derived: dict | None = None
     bounds: dict | None = None
     post: dict | None = None
@@ -201,17 +212,51 @@ def _inputs(d: DerivedColumn, p: int) -> list[int]:
 
 
 # --------------------------------------------------------------------------- designs
-def design(W: np.ndarray, target: Target, clusters: Clusters | None):
-    """Predictor matrix, role codes and names of one target from the working data.
+class ClusterMeanCache:
+    """One chain's cluster means of its predictor columns, each row given its unit's mean, kept between visits.
+
+    A predictor's means by a factor change only when its column is written (its target's visit,
+    or a derived column recomputed), so a chain computes them once per write instead of once per
+    visit of every target that takes them: :meth:`written` drops what a write makes stale. The
+    means are the same numbers either way (same sums, same order).
+    """
+
+    def __init__(self) -> None:
+        self._means: dict = {}
+
+    def written(self, columns) -> None:
+        """Columns of the working data just written: their means are recomputed when next asked for."""
+        for column in columns:
+            for key in [key for key in self._means if key[0] == column]:
+                del self._means[key]
+
+    def get(self, pred: Predictor, factor_index: int, compute) -> np.ndarray:
+        key = (pred.column, factor_index, None if pred.levels is None else tuple(pred.levels))
+        if key not in self._means:
+            self._means[key] = compute()
+        return self._means[key]
+
+
+def _unit_means(block: np.ndarray, factor) -> np.ndarray:
+    """Each row's unit mean of ``block``'s columns, by one grouping factor."""
+    with np.errstate(invalid="ignore", divide="ignore"):  # a cluster of new data's codes without rows
+        means = cluster_sums(block, factor.codes, factor.count) / factor.sizes[:, None]
+    return means[factor.codes]
+
+
+def design(W: np.ndarray, target: Target, clusters: Clusters | None, means: ClusterMeanCache | None = None):
+    """Predictor matrix, role codes, names and random-slope factors of one target from the working data.
 
     Categorical predictors become treatment dummies of the categories observed in their
     fitting rows (the first the reference; a declared category never observed would be an
     all-zero, constant dummy), each inheriting its variable's role; codes 3 and 4 add the
     cluster means of the predictor (over all rows of each cluster, current completed
     values) as fixed effects and become 1 and 2: with several grouping factors, the means
-    by each factor in the predictor's ``means_by`` (named ``mean(x|class)``).
+    by each factor in the predictor's ``means_by`` (named ``mean(x|class)``). ``slopes_by`` has one
+    entry per column: the factors a column coded 2 has its random slope over (None: every factor).
+    ``means``: a chain's cache of the cluster means (None: computed here).
     """
-    blocks, roles, names = [], [], []
+    blocks, roles, names, slopes_by = [], [], [], []
     for pred in target.predictors:
         values = W[:, pred.column]
         if pred.kind == "categorical":
@@ -227,17 +272,20 @@ def design(W: np.ndarray, target: Target, clusters: Clusters | None):
         blocks.append(block)
         roles += [base_role] * block.shape[1]
         names += labels
+        slopes_by += [pred.slopes_by] * block.shape[1]
         if pred.adds_means:
             for k in pred.means_by:
                 factor = clusters.factors[k]
-                with np.errstate(invalid="ignore", divide="ignore"):  # a cluster of new data's codes without rows
-                    means = cluster_sums(block, factor.codes, factor.count) / factor.sizes[:, None]
-                blocks.append(means[factor.codes])
+                if means is None:
+                    blocks.append(_unit_means(block, factor))
+                else:
+                    blocks.append(means.get(pred, k, lambda block=block, factor=factor: _unit_means(block, factor)))
                 roles += [1] * block.shape[1]
+                slopes_by += [None] * block.shape[1]
                 by = f"|{factor.column if factor.column is not None else k + 1}" if clusters.n_factors > 1 else ""
                 names += [f"mean({label}{by})" for label in labels]
     if not blocks:
-        return np.empty((W.shape[0], 0)), np.empty(0, dtype=int), []
+        return np.empty((W.shape[0], 0)), np.empty(0, dtype=int), [], ()
     # column-major, as the working data: each column is written whole, and the models' gathers,
     # means and cross-products read contiguous columns
     X = np.empty((W.shape[0], len(roles)), order="F")
@@ -245,7 +293,7 @@ def design(W: np.ndarray, target: Target, clusters: Clusters | None):
     for block in blocks:
         X[:, start : start + block.shape[1]] = block
         start += block.shape[1]
-    return X, np.asarray(roles, dtype=int), names
+    return X, np.asarray(roles, dtype=int), names, tuple(slopes_by)
 
 
 # --------------------------------------------------------------------------- settings
@@ -314,7 +362,8 @@ class _Planner:
         self.cluster_constant = self._cluster_constancy(data.W, data.missing)
         self.level_of = self._factor_levels(data.W, data.missing)
         self.factor_constant = self._factor_constancy(data.W, data.missing)
-        self.mean_levels = self._mean_levels()
+        self.mean_levels = self._named_levels("cluster_mean_levels")
+        self.slope_levels = self._named_levels("random_slope_levels")
         defaults = self._default_codes() if self.clusters is not None and settings.cluster_means else None
         self.matrix, self.given = validate_predictor_matrix(
             settings.predictor_matrix,
@@ -482,7 +531,7 @@ class _Planner:
             rows = fit_rows[j].copy()
             self.limit_predictors(target, W, rows, ~ignore)  # the predictors the model will have
             plain = replace(target, predictors=[replace(p, role=1) for p in target.predictors])
-            X, _, _ = design(W, plain, self.clusters)
+            X = design(W, plain, self.clusters)[0]
             rows &= np.isfinite(X).all(axis=1)
             fit = poisson_fixed_effects(X[rows], W[rows, j], codes[rows], count)
             phi, se = fit.dispersion, fit.dispersion_se
@@ -604,8 +653,11 @@ class _Planner:
             if role == 3 and not means_by and not self.given[j, k]:
                 role = 1  # constant within every unit it would be averaged over: its means are itself
                 lowered.append(k)
+            slopes_by = self._slopes_by(k)
+            if role in (2, 4) and slopes_by == ():
+                role -= 1  # random_slope_levels names no factor for it: a fixed slope
             predictor = Predictor(k, role, pcodec.kind, pcodec.n_categories, str(pred_name), self.levels.get(k))
-            predictors.append(replace(predictor, means_by=means_by))
+            predictors.append(replace(predictor, means_by=means_by, slopes_by=slopes_by))
         changes = [(j, lowered, 1)] if lowered else []
         events = []
         left_out = self.afford_cluster_means(j, predictors)
@@ -654,9 +706,10 @@ class _Planner:
         chosen = self.mean_levels.get(k)
         return not self.factor_constant[k][f] and (chosen is None or f in chosen)
 
-    def _mean_levels(self) -> dict[int, frozenset]:
-        """``cluster_mean_levels`` checked and read as column -> the indices of the factors named."""
-        given = self.settings.cluster_mean_levels
+    def _named_levels(self, setting: str) -> dict[int, frozenset]:
+        """``cluster_mean_levels`` or ``random_slope_levels`` checked and read as column -> the indices of the
+        factors named."""
+        given = getattr(self.settings, setting)
         if not given:
             return {}
         factors = [] if self.clusters is None else [f.column for f in self.clusters.factors]
@@ -664,18 +717,26 @@ class _Planner:
         for column, names in given.items():
             if column not in self.columns or column in self.grouping:
                 raise ValueError(
-                    f"cluster_mean_levels names {column!r}, which is not a predictor column of X; "
+                    f"{setting} names {column!r}, which is not a predictor column of X; "
                     f"columns: {[c for c in self.columns if c not in self.grouping]}."
                 )
             names = [names] if isinstance(names, str) or not isinstance(names, list | tuple) else names
             unknown = [name for name in names if name not in factors]
             if unknown:
                 raise ValueError(
-                    f"cluster_mean_levels[{column!r}] names {unknown}, which are not grouping columns; "
+                    f"{setting}[{column!r}] names {unknown}, which are not grouping columns; "
                     f"the grouping columns are {factors}."
                 )
             levels[self.columns.index(column)] = frozenset(factors.index(name) for name in names)
         return levels
+
+    def _slopes_by(self, k: int) -> tuple | None:
+        """The factors over which predictor ``k``'s random slope (codes 2 and 4) varies: None for every factor
+        (the default, and with one factor whenever it is named), else those ``random_slope_levels`` names."""
+        chosen = self.slope_levels.get(k)
+        if chosen is None or (chosen and self.clusters.n_factors == 1):
+            return None
+        return tuple(sorted(chosen))
 
     def _factor_of(self, j: int, model: BaseConditionalImputer, cluster_role: int) -> int | None:
         """Which grouping factor a model uses when there are several: None for all (a model taking several

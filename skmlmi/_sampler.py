@@ -25,7 +25,7 @@ import numpy as np
 from ._clusters import Clusters
 from ._errors import in_context
 from ._passive import apply_bounds
-from ._plan import Plan, Target, design
+from ._plan import ClusterMeanCache, Plan, Target, design
 from ._threads import one_blas_thread as _one_blas_thread
 from .conditional.base import Draw, DrawContext
 
@@ -228,24 +228,28 @@ def _draw(target, y, fit_rows, X, roles, groups, rng, state, context):
     return _RecodedDraw(draw, target.levels), state
 
 
-def recompute_derived(W, plan, changed: int | None):
-    """Recompute the derived columns that depend on column ``changed`` (None: all)."""
+def recompute_derived(W, plan, changed: int | None) -> list[int]:
+    """Recompute the derived columns that depend on column ``changed`` (None: all); returns those written."""
+    written = []
     for d in plan.derived:
         if changed is None or not d.depends_on or changed in d.depends_on:
             rows = plan.impute_rows[d.column]
             if rows.size:
                 values = d.values(W, plan.names, rows)
                 W[rows, d.column] = check_finite(values, f"derived[{d.name!r}]", None, None)
+                written.append(d.column)
+    return written
 
 
-def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
+def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False, means=None):
     """Draw the target's model from the current data and impute its cells.
 
     ``imputed`` holds the target's imputations of all its ``where`` cells; only the
     missing ones are written into the working data (over-imputed observed cells keep
-    their observed value as predictors of the other variables, as in mice).
+    their observed value as predictors of the other variables, as in mice). ``means``: the
+    chain's :class:`~skmlmi._plan.ClusterMeanCache`, told of every column written.
     """
-    X, roles, names = design(W, target, plan.clusters)
+    X, roles, names, slopes_by = design(W, target, plan.clusters, means)
     model_groups = plan.model_groups(target)
     n_factors = np.shape(model_groups)[1] if np.ndim(model_groups) == 2 else 0  # several factors: their codes
     context = DrawContext(
@@ -257,6 +261,7 @@ def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
         factor_counts=plan.clusters.counts[:n_factors] if n_factors else (),
         factor_names=_factor_names(plan.clusters, n_factors),
         predictor_names=tuple(names),
+        slope_factors=slopes_by if n_factors and any(f is not None for f in slopes_by) else (),
         cluster_labels=_target_labels(plan, target),
         modelled_rows=plan.modelled_rows,
         checked=True,  # parameters validated and data checked finite at fit; fitting rows exclude NaN
@@ -283,7 +288,9 @@ def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False):
     imputed[col] = values
     write = plan.write_rows[col]
     W[rows[write], col] = values[write]
-    recompute_derived(W, plan, col)
+    written = [col, *recompute_derived(W, plan, col)]
+    if means is not None:
+        means.written(written)
     return draw, state
 
 
@@ -339,6 +346,7 @@ def _run_chain_steps(plan, W, rng, n_iter, chain, start_iter, states, verbose, w
         _initialise(W, plan, rng)
     states = [None] * len(plan.targets) if states is None else list(states)
     draws = [None] * len(plan.targets)
+    means = ClusterMeanCache()
     chain_mean = np.full((n_iter, len(plan.incomplete)), np.nan)
     chain_var = np.full((n_iter, len(plan.incomplete)), np.nan)
     imputed = {col: W[plan.impute_rows[col], col].copy() for col in plan.incomplete}
@@ -356,7 +364,7 @@ def _run_chain_steps(plan, W, rng, n_iter, chain, start_iter, states, verbose, w
             whereabouts.stage = f"iteration {iteration + 1}"
             for t, target in enumerate(plan.targets):
                 whereabouts.target = target
-                draws[t], states[t] = visit(W, target, plan, rng, states[t], log, imputed)
+                draws[t], states[t] = visit(W, target, plan, rng, states[t], log, imputed, means=means)
             whereabouts.target = None
             for j, col in enumerate(plan.incomplete):
                 values = W[plan.impute_rows[col], col] if col in derived else imputed[col]
@@ -513,7 +521,7 @@ def impute_new_data(
                 for target, draw in visits:
                     whereabouts.target = target
                     rows = np.flatnonzero(missing[:, target.column])
-                    X, _, _ = design(W, target, clusters)
+                    X = design(W, target, clusters)[0]
                     g = new_plan.model_groups(target)
                     W[rows, target.column] = sample_rows(draw, X, g, rows, target, new_plan, rng, log)
                     recompute_derived(W, new_plan, target.column)

@@ -227,6 +227,14 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         factor, or within a crossed factor, gets none. A factor named here that is not above the
         target's level, or within whose units the predictor is constant, is skipped for that
         target. One grouping factor: the means by it, whatever is given.
+    random_slope_levels : dict, default=None
+        With several grouping factors, the factors over which a predictor coded ``2`` or ``4``
+        (random slope) has its random slope: ``{"service": ["d"]}`` gives ``service`` a slope
+        varying over lecturers ``d`` and a random intercept only over students ``s``, as lme4's
+        ``(1 | s) + (1 + service | d)``. By default (and for predictors not named) the slope
+        varies over every factor, as ``(1 + x | school) + (1 + x | class)``. An empty list makes
+        the slope fixed (codes ``2`` and ``4`` read as ``1`` and ``3``). One grouping factor: the
+        slope varies over it whenever the factor is named.
 
     Attributes
     ----------
@@ -322,6 +330,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         "cluster_means": ["boolean"],
         "cluster_structure": [StrOptions(set(STRUCTURES))],
         "cluster_mean_levels": [dict, None],
+        "random_slope_levels": [dict, None],
     }
 
     def __init__(
@@ -345,6 +354,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         cluster_means: bool = True,
         cluster_structure: str = "auto",
         cluster_mean_levels: dict | None = None,
+        random_slope_levels: dict | None = None,
     ) -> None:
         self.methods = methods
         self.predictor_matrix = predictor_matrix
@@ -365,6 +375,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self.cluster_means = cluster_means
         self.cluster_structure = cluster_structure
         self.cluster_mean_levels = cluster_mean_levels
+        self.random_slope_levels = random_slope_levels
 
     # ------------------------------------------------------------------ sklearn plumbing
     @classmethod
@@ -601,6 +612,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             visit_sequence=self.visit_sequence,
             cluster_means=self.cluster_means,
             cluster_mean_levels=self.cluster_mean_levels,
+            random_slope_levels=self.random_slope_levels,
             derived=self.derived,
             bounds=self.bounds,
             post=self.post,

@@ -167,6 +167,22 @@ def test_cluster_mean_levels_chooses_the_factors_and_names_what_it_does_not_know
             )
 
 
+def test_random_slope_levels_reach_the_design_as_each_columns_factors():
+    from skmlmi._plan import design
+
+    matrix = pd.DataFrame({"x": {"y": 4}, "s": {"y": 2}})
+    imputer = MultilevelIterativeImputer(
+        n_imputations=1, max_iter=1, random_state=0, predictor_matrix=matrix, random_slope_levels={"x": ["class"]}
+    )
+    imputer.fit(_three_levels(), groups=["school", "class"])
+    plan = imputer._fitted.plan
+    target = next(t for t in plan.targets if t.name == "y")
+    _, roles, names, slopes_by = design(imputer._fitted.W, target, plan.clusters)
+    by_name = dict(zip(names, zip(roles, slopes_by, strict=True), strict=True))
+    assert by_name["x"] == (2, (1,))  # the slope of x varies over classes only
+    assert by_name["mean(x|school)"] == (1, None) and by_name["s"] == (2, None)  # s: over every factor
+
+
 def test_crossed_factors_give_the_means_by_both():
     rng = np.random.default_rng(1)
     n = 1200

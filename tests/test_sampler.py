@@ -391,3 +391,36 @@ def test_an_exception_in_transform_names_the_chain_and_column(popmis):
     _quiet(imp.fit, popmis, groups="school")
     with pytest.raises(_PostFailure, match=r"chain 1, transform with its final draws, column 'popular'"):
         _quiet(imp.transform, popmis)
+
+
+def test_the_chains_cache_of_cluster_means_follows_every_write(monkeypatch):
+    """Cluster means are kept between visits and dropped when their column is written (its own visit, or a
+    derived column recomputed): the imputations equal those of a chain that recomputes every mean."""
+    from skmlmi import _plan
+
+    rng = np.random.default_rng(5)
+    school = np.repeat(np.arange(40), 3 * 8)
+    klass = np.repeat(np.arange(120), 8)
+    x = rng.normal(size=school.size) + rng.normal(size=120)[klass]
+    y = x + rng.normal(size=40)[school] + rng.normal(size=school.size)
+    frame = pd.DataFrame({"school": school, "class": klass, "x": x, "y": y})
+    frame.loc[rng.random(len(frame)) < 0.25, "x"] = np.nan
+    frame.loc[rng.random(len(frame)) < 0.25, "y"] = np.nan
+    frame["x2"] = frame["x"] ** 2
+    options = dict(
+        n_imputations=2,
+        max_iter=3,
+        random_state=1,
+        derived={"x2": "x ** 2"},
+        predictor_matrix=pd.DataFrame({"x2": {"y": 3, "x": 0}, "x": {"y": 3}, "y": {"x": 3}}),
+    )
+
+    def impute():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return MultilevelIterativeImputer(**options).fit_transform_all(frame, groups=["school", "class"])
+
+    cached = impute()
+    monkeypatch.setattr(_plan.ClusterMeanCache, "get", lambda self, pred, k, compute: compute())
+    for a, b in zip(cached, impute(), strict=True):
+        pd.testing.assert_frame_equal(a, b)

@@ -552,6 +552,14 @@ class FactorSlopeState:
     beta: np.ndarray | None = None
 
 
+def _factor_designs(X: np.ndarray, zcols: list) -> list:
+    """Each factor's random-effects design X[:, zcols[k]], gathered once; factors with the same terms share it."""
+    gathered = {}
+    for z in zcols:
+        gathered.setdefault(tuple(z), np.ascontiguousarray(X[:, z]))
+    return [gathered[tuple(z)] for z in zcols]
+
+
 def factor_row_effects(Z: np.ndarray, u: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """z_i'u_{g_i} for every row: the factor's contribution to the linear predictor."""
     return np.einsum("iq,iq->i", Z, u[codes])
@@ -573,8 +581,9 @@ def multi_factor_slopes_gibbs(
 ):
     """``n_steps`` Gibbs steps of y = X beta + sum_k Z_k u_k[g_k] + e with u_kj ~ N(0, Psi_k), e ~ N(0, sigma^2).
 
-    ``Z_k = X[:, zcols]`` (``zcols`` starts with 0, the intercept column): every factor has the
-    same random terms, as lme4's ``(1 + x | a) + (1 + x | b)``. The blocks are those of
+    ``Z_k = X[:, zcols[k]]`` (each starting with 0, the intercept column): factor k's random terms,
+    as lme4's ``(1 + x | a) + (1 | b)``; one array for all factors gives every factor the same terms,
+    ``(1 + x | a) + (1 + x | b)``. The blocks are those of
     :func:`multi_factor_gibbs` with q x q effects per cluster: (beta, u_k) given the other factors'
     effects, beta with u_k integrated out (X'V^-1X = X'X - sum_j X_j'Z_j M_j^-1 Z_j'X_j, M_j =
     Z_j'Z_j + sigma^2 Psi_k^-1), then u_kj | beta ~ N(M_j^-1 Z_j'(r_j - X_j beta), sigma^2 M_j^-1),
@@ -586,26 +595,29 @@ def multi_factor_slopes_gibbs(
     """
     a, Binv, c, Dinv = prior
     n, p1 = X.shape
-    K, q = len(counts), len(zcols)
-    Z = np.ascontiguousarray(X[:, zcols])
+    K = len(counts)
+    zcols = [np.asarray(zcols)] * K if np.ndim(zcols[0]) == 0 else [np.asarray(z) for z in zcols]
+    Z = _factor_designs(X, zcols)
     codes = [np.ascontiguousarray(codes[:, k]) for k in range(K)]
-    wX, wZ = (X, Z) if weights is None else (X * weights[:, None], Z * weights[:, None])
+    wX = X if weights is None else X * weights[:, None]
+    wZ = Z if weights is None else [Zk * weights[:, None] for Zk in Z]
     XX, Xy = wX.T @ X, wX.T @ y
-    products = (wZ[:, :, None] * X[:, None, :]).reshape(n, q * p1)
     sums = []
     for k, J in enumerate(counts):
+        q = zcols[k].size
+        products = (wZ[k][:, :, None] * X[:, None, :]).reshape(n, q * p1)
         ZX = cluster_sums(products, codes[k], J).reshape(J, q, p1)
-        Zy = cluster_sums(wZ * y[:, None], codes[k], J)
-        sums.append((ZX, ZX[:, :, zcols], Zy, cluster_counts(codes[k], J) > 0))
+        Zy = cluster_sums(wZ[k] * y[:, None], codes[k], J)
+        sums.append((ZX, ZX[:, :, zcols[k]], Zy, cluster_counts(codes[k], J) > 0))
     u = state.u
-    rows_effect = [factor_row_effects(Z, u[k], codes[k]) for k in range(K)]
+    rows_effect = [factor_row_effects(Z[k], u[k], codes[k]) for k in range(K)]
     total = np.sum(rows_effect, axis=0)
     beta_hat = np.zeros(p1)
 
     def block(k, fixed_beta=None):
         ZX, ZZ, Zy, _ = sums[k]
         other = total - rows_effect[k]
-        Zr = Zy - cluster_sums(wZ * other[:, None], codes[k], counts[k])
+        Zr = Zy - cluster_sums(wZ[k] * other[:, None], codes[k], counts[k])
         precision = np.linalg.inv(state.psi[k])
         M = ZZ + state.sigma2 * precision
         Minv = np.linalg.inv(M)
@@ -620,7 +632,8 @@ def multi_factor_slopes_gibbs(
             mean = beta = fixed_beta
         centre = np.einsum("jqr,jr->jq", Minv, Zr - ZX @ beta)
         root, _ = batched_small_cholesky(0.5 * (Minv + np.swapaxes(Minv, 1, 2)))
-        effects = centre + np.sqrt(state.sigma2) * np.einsum("jqr,jr->jq", root, rng.standard_normal((counts[k], q)))
+        draws = rng.standard_normal((counts[k], zcols[k].size))
+        effects = centre + np.sqrt(state.sigma2) * np.einsum("jqr,jr->jq", root, draws)
         return mean, beta, effects
 
     for _ in range(n_steps):
@@ -628,9 +641,10 @@ def multi_factor_slopes_gibbs(
             beta_hat, beta, u[k] = block(k)
             fitted = sums[k][3]
             scatter = u[k][fitted].T @ u[k][fitted]
+            q = zcols[k].size
             _, root = wishart_precision_draw(Dinv * np.eye(q) + scatter, c + q - 1 + fitted.sum(), rng)
             state.psi[k] = root @ root.T
-            new = factor_row_effects(Z, u[k], codes[k])
+            new = factor_row_effects(Z[k], u[k], codes[k])
             total += new - rows_effect[k]
             rows_effect[k] = new
         state.beta = beta
@@ -638,5 +652,7 @@ def multi_factor_slopes_gibbs(
             state.sigma2 = _sigma2_draw(y, X, beta, total, a, Binv, rng)
     donors = None
     if donor_effects:
-        donors = _donor_sweep(u, block, beta_hat, lambda k, v: factor_row_effects(Z, v, codes[k]), rows_effect, total)
+        donors = _donor_sweep(
+            u, block, beta_hat, lambda k, v: factor_row_effects(Z[k], v, codes[k]), rows_effect, total
+        )
     return beta_hat, donors

@@ -29,7 +29,7 @@ from .._kernels import (
 from ._priors import given_prior, prior_values
 from .base import Draw
 
-__all__ = ["FactorModelState", "fit_several_factors"]
+__all__ = ["FactorModelState", "factor_slope_columns", "fit_several_factors"]
 
 
 @dataclass
@@ -100,9 +100,9 @@ class FactorNormalDraw(Draw):
 
 
 class FactorSlopeDraw(FactorNormalDraw):
-    """A draw with random slopes per factor: ``effects[k]`` (J_k, q), intercept then one slope per column of
-    ``slope_columns``, on the original scale; units unseen at fit draw theirs from N(0, Psi_k) (``to_original``
-    maps effects in the sampler's units to the original scale)."""
+    """A draw with random slopes per factor: ``effects[k]`` (J_k, q_k), intercept then one slope per column of
+    ``slope_columns[k]`` (columns of X), on the original scale; units unseen at fit draw theirs from N(0, Psi_k)
+    (``to_original(u, k)`` maps factor k's effects in the sampler's units to the original scale)."""
 
     def __init__(self, beta, effects, psi_roots, to_original, slope_columns, sigma, name):
         self.beta, self.effects, self.sigma, self.name = beta, effects, sigma, name
@@ -115,22 +115,30 @@ class FactorSlopeDraw(FactorNormalDraw):
                 f"{self.name}: this draw has {len(self.effects)} grouping factors and needs their codes as an "
                 f"(n, {len(self.effects)}) array; got shape {groups.shape}."
             )
-        Z = np.column_stack([np.ones(len(groups)), np.asarray(X)[:, self.slope_columns]])
-        return slope_effects(Z, self.effects, self.psi_roots, groups, rng, self.to_original)
+        return slope_effects(
+            factor_designs(X, self.slope_columns), self.effects, self.psi_roots, groups, rng, self.to_original
+        )
+
+
+def factor_designs(X, slope_columns) -> list:
+    """Each factor's random-effects design [1, X[:, slope_columns[k]]]."""
+    X = np.asarray(X)
+    return [np.column_stack([np.ones(len(X)), X[:, columns]]) for columns in slope_columns]
 
 
 def slope_effects(Z, effects, roots, groups, rng, to_scale=None) -> np.ndarray:
-    """sum over the factors k of z_i'u_k[g_ik] for every row: ``effects[k]`` (J_k, q) per unit seen at fit; a
-    unit unseen draws its effects from N(0, Psi_k) (``roots[k]`` R with R R' = Psi_k), mapped by ``to_scale``
-    onto the effects' scale when they are not the sampler's."""
+    """sum over the factors k of z_ik'u_k[g_ik] for every row: ``Z[k]`` factor k's random-effects design,
+    ``effects[k]`` (J_k, q_k) per unit seen at fit; a unit unseen draws its effects from N(0, Psi_k)
+    (``roots[k]`` R with R R' = Psi_k), mapped by ``to_scale(u, k)`` onto the effects' scale when they are
+    not the sampler's."""
     total = np.zeros(len(groups))
     for k, (u, root) in enumerate(zip(effects, roots, strict=True)):
 
-        def draw_new(codes, inverse, rows, root=root):  # a unit unseen at fit: a population draw
+        def draw_new(codes, inverse, rows, root=root, k=k):  # a unit unseen at fit: a population draw
             new = rng.standard_normal((len(codes), root.shape[0])) @ root.T
-            return new if to_scale is None else to_scale(new)
+            return new if to_scale is None else to_scale(new, k)
 
-        total += np.einsum("iq,iq->i", Z, rows_of_clusters(u, groups[:, k], draw_new))
+        total += np.einsum("iq,iq->i", Z[k], rows_of_clusters(u, groups[:, k], draw_new))
     return total
 
 
@@ -150,6 +158,14 @@ class FactorPMMDraw(FactorNormalDraw):
         target = self._linear_predictor(X, self.row_effects(X, groups, rng))
         strata = np.asarray(groups)[:, -1]  # distinct donors within an innermost unit
         return self.y_donors[pmm_match(self.yhat_donors, target, self.donors, rng, strata)]
+
+
+def factor_slope_columns(roles: np.ndarray, n_factors: int, slopes_over) -> list:
+    """Each factor's random terms as columns of the design with its intercept first (column 0): the intercept,
+    then the columns coded 2 whose slope varies over that factor (``slopes_over(k, positions)``: a mask of
+    the positions of ``roles``, as :meth:`~skmlmi.conditional.base.DrawContext.slopes_over`)."""
+    slopes = np.flatnonzero(roles == 2)
+    return [np.r_[0, slopes[slopes_over(k, slopes)] + 1] for k in range(n_factors)]
 
 
 def factor_prior(prior, var_y: float, y_exponent: int):
@@ -226,21 +242,21 @@ def fit_several_factors(model, y, observed, X, roles, groups, rng, state, contex
     prior = factor_prior(model.prior, var_y, y_exponent)
     log_unobserved_units(go, counts, context, log_once)
     n_steps = model.n_gibbs
-    slopes = np.flatnonzero(roles[columns] == 2)  # positions among the kept columns
-    zcols = np.r_[0, slopes + 1]  # in Xs: the intercept, then the slopes' columns
+    zcols = factor_slope_columns(roles[columns], len(counts), lambda k, c: context.slopes_over(k, columns[c]))
+    slopes = any(z.size > 1 for z in zcols)
     if state is None:
         start = 0.5 * var_y if var_y > 0 else 1.0
-        if slopes.size:
+        if slopes:
             gibbs = FactorSlopeState(
-                [np.zeros((J, zcols.size)) for J in counts],
-                [start / len(counts) * np.eye(zcols.size)] * len(counts),
+                [np.zeros((J, z.size)) for J, z in zip(counts, zcols, strict=True)],
+                [start / len(counts) * np.eye(z.size) for z in zcols],
                 start,
             )
         else:
             gibbs = FactorState([np.zeros(J) for J in counts], np.full(len(counts), start / len(counts)), start)
         state = FactorModelState(X.shape[1], counts, columns, y_exponent, x_exponents, gibbs, logged=log_once.logged)
         n_steps += model.n_burnin
-    if slopes.size:
+    if slopes:
         beta_hat, donor_effects = multi_factor_slopes_gibbs(
             Xs, ys, go, counts, zcols, state.gibbs, n_steps, prior, rng, donor_effects=donors
         )
@@ -259,19 +275,18 @@ def fit_several_factors(model, y, observed, X, roles, groups, rng, state, contex
 
     g = state.gibbs
     sigma = float(np.ldexp(np.sqrt(g.sigma2), y_exponent))
-    if slopes.size:
-        slope_columns = columns[slopes]
-        scale = np.ldexp(1.0, y_exponent - x_exponents[slopes])
+    if slopes:
+        kept = [z[1:] - 1 for z in zcols]  # each factor's slopes, as positions among the kept columns
+        slope_columns = [columns[c] for c in kept]
 
-        def to_original(u):  # (J, q) in the sampler's units -> intercept and slopes of the caller's units
-            out = u * np.r_[np.ldexp(1.0, y_exponent), scale]
-            out[:, 0] -= out[:, 1:] @ x_mean[slopes]
+        def to_original(u, k):  # factor k's (J, q) in the sampler's units -> intercept and slopes, caller's units
+            out = u * np.r_[np.ldexp(1.0, y_exponent), np.ldexp(1.0, y_exponent - x_exponents[kept[k]])]
+            out[:, 0] -= out[:, 1:] @ x_mean[kept[k]]
             return out
 
         roots = [np.linalg.cholesky(0.5 * (psi + psi.T)) for psi in g.psi]
-        draw = FactorSlopeDraw(
-            original(g.beta), [to_original(u) for u in g.u], roots, to_original, slope_columns, sigma, name
-        )
+        effects = [to_original(u, k) for k, u in enumerate(g.u)]
+        draw = FactorSlopeDraw(original(g.beta), effects, roots, to_original, slope_columns, sigma, name)
     else:
         draw = FactorNormalDraw(
             original(g.beta),
@@ -284,9 +299,9 @@ def fit_several_factors(model, y, observed, X, roles, groups, rng, state, contex
     extra = None
     if donors:
         fixed, X_donors = original(beta_hat), X[observed]
-        if slopes.size:
-            Z = np.column_stack([np.ones(rows.size), X_donors[:, slope_columns]])
-            effects = slope_effects(Z, [to_original(u) for u in donor_effects], roots, go, rng, to_original)
+        if slopes:
+            donor_units = [to_original(u, k) for k, u in enumerate(donor_effects)]
+            effects = slope_effects(factor_designs(X_donors, slope_columns), donor_units, roots, go, rng, to_original)
         else:
             effects = np.zeros(len(rows))
             for k, u in enumerate(donor_effects):

@@ -27,7 +27,7 @@ from .._kernels import (
     polya_gamma,
     student_t_mixing,
 )
-from ._random_effects_factors import FactorNormalDraw, log_unobserved_units, slope_effects
+from ._random_effects_factors import FactorNormalDraw, factor_slope_columns, log_unobserved_units, slope_effects
 
 __all__ = ["FactorLogisticState", "fit_logistic_factors"]
 
@@ -75,7 +75,7 @@ class FactorLogisticDraw(FactorNormalDraw):
 
 
 class FactorLogisticSlopeDraw(FactorLogisticDraw):
-    """The logistic draw with random slopes per factor, on the standardised predictors ``zcols`` of the design."""
+    """The logistic draw with random slopes per factor, on the standardised predictors ``zcols[k]`` of the design."""
 
     def __init__(self, beta_std, effects, psi, zcols, std, name):
         super().__init__(beta_std, effects, np.zeros(len(effects)), std, name)
@@ -86,7 +86,8 @@ class FactorLogisticSlopeDraw(FactorLogisticDraw):
         X = np.asarray(X, dtype=float).reshape(len(groups), -1)
         groups = np.asarray(groups)
         design = self.std.design(X)
-        eta = design @ self.beta_std + slope_effects(design[:, self.zcols], self.effects, self.roots, groups, rng)
+        Z = [design[:, z] for z in self.zcols]
+        eta = design @ self.beta_std + slope_effects(Z, self.effects, self.roots, groups, rng)
         return (rng.random(len(eta)) < special.expit(eta)).astype(float)
 
 
@@ -101,7 +102,8 @@ def fit_logistic_factors(model, y, observed, X, roles, groups, rng, state, conte
     """
     name = model._name(context)
     counts = tuple(int(c) for c in context.factor_counts)
-    zcols = np.r_[0, np.flatnonzero(roles == 2) + 1]  # design columns with random effects: intercept, slopes
+    # each factor's design columns with random effects: the intercept, then its slopes
+    zcols = factor_slope_columns(roles, len(counts), context.slopes_over)
     p = X.shape[1]
     state = model._reuse_state(state, FactorLogisticState, p, counts=counts)
     yo = model._observed_codes(y, observed, 2, context).astype(float)
@@ -113,9 +115,13 @@ def fit_logistic_factors(model, y, observed, X, roles, groups, rng, state, conte
         beta = np.zeros(p + 1)
         mean_y = np.clip(yo.mean(), 0.5 / len(yo), 1 - 0.5 / len(yo))
         beta[0] = np.log(mean_y / (1 - mean_y))
-        if zcols.size > 1:
-            q = zcols.size
-            gibbs = FactorSlopeState([np.zeros((J, q)) for J in counts], [0.5 * np.eye(q)] * len(counts), 1.0, beta)
+        if any(z.size > 1 for z in zcols):
+            gibbs = FactorSlopeState(
+                [np.zeros((J, z.size)) for J, z in zip(counts, zcols, strict=True)],
+                [0.5 * np.eye(z.size) for z in zcols],
+                1.0,
+                beta,
+            )
         else:
             gibbs = FactorState([np.zeros(J) for J in counts], np.full(len(counts), 0.5), 1.0, beta)
         mixing = np.ones(p + 1)
@@ -132,10 +138,10 @@ def fit_logistic_factors(model, y, observed, X, roles, groups, rng, state, conte
     kappa = yo - 0.5
     prior = (0.0, 0.0) + _TAU_PRIOR
     slopes = isinstance(gibbs, FactorSlopeState)
-    Z = design[:, zcols]
+    Z = [design[:, z] for z in zcols]
     for _ in range(model._n_steps(state)):  # loop over Gibbs steps: omega changes every step
         if slopes:
-            effects = np.sum([factor_row_effects(Z, u, go[:, k]) for k, u in enumerate(gibbs.u)], axis=0)
+            effects = np.sum([factor_row_effects(Z[k], u, go[:, k]) for k, u in enumerate(gibbs.u)], axis=0)
         else:
             effects = np.sum([u[go[:, k]] for k, u in enumerate(gibbs.u)], axis=0)
         omega = polya_gamma(design @ gibbs.beta + effects, rng)

@@ -102,6 +102,10 @@ class DrawContext:
     factor_names : tuple of str
         The names of those factors (their grouping columns; None for labels given as arrays), for
         messages. Empty or None: "grouping factor 1", ...
+    slope_factors : tuple
+        Several grouping factors: one entry per column of ``X``, the indices of the factors over
+        which that column's random slope (role 2) varies, or None for every factor (the
+        imputer's ``random_slope_levels``). Empty: every slope varies over every factor.
     """
 
     target: str = "y"
@@ -116,6 +120,15 @@ class DrawContext:
     checked: bool = False
     factor_counts: tuple = ()
     factor_names: tuple = ()
+    slope_factors: tuple = ()
+
+    def slopes_over(self, k: int, columns) -> np.ndarray:
+        """Which of ``columns`` (indices into ``X``, all coded 2) have their random slope over factor ``k``."""
+        columns = np.asarray(columns, dtype=int)
+        if not self.slope_factors:
+            return np.ones(columns.size, dtype=bool)
+        chosen = [self.slope_factors[c] for c in columns]
+        return np.array([f is None or k in f for f in chosen], dtype=bool)
 
     def factor_name(self, k: int) -> str:
         """How messages name grouping factor ``k`` (0-based): its column, else "grouping factor k + 1".
