@@ -54,6 +54,8 @@ def scale_by_powers_of_two(values: np.ndarray, exponents: np.ndarray, out: np.nd
     several times faster on a design's worth of values; extreme exponents keep ``ldexp``.
     """
     exponents = np.asarray(exponents)
+    if out is values and not exponents.any():  # in place by 2^0 (columns with SDs in [1, 2)): nothing to do
+        return out
     if exponents.size == 0 or np.abs(exponents).max() < 1000:
         return np.multiply(values, np.ldexp(1.0, exponents), out=out)
     return np.ldexp(values, exponents, out=out)

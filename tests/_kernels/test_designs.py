@@ -19,7 +19,12 @@ def test_scaling_by_powers_of_two_is_ldexp_bit_for_bit():
     rng = np.random.default_rng(0)
     values = rng.normal(size=(1000, 4)) * 10.0 ** rng.integers(-300, 300, size=(1000, 4))
     values[0] = [np.finfo(float).tiny, 5e-324, np.inf, -0.0]
-    for exponents in (np.array([0, 3, -7, 60]), np.array([-900, 900, 12, -40]), np.array([1070, -1070, 1, 0])):
+    for exponents in (
+        np.array([0, 3, -7, 60]),
+        np.array([-900, 900, 12, -40]),
+        np.array([1070, -1070, 1, 0]),
+        np.zeros(4, int),
+    ):
         np.testing.assert_array_equal(scale_by_powers_of_two(values, exponents), np.ldexp(values, exponents))
         out = values.copy()
         scale_by_powers_of_two(out, exponents, out=out)
