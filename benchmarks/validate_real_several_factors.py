@@ -25,9 +25,16 @@ Criteria (the several-factors issue): over the amputations, for every fixed effe
 component's mean of (pooled - complete) / complete lies within 10%. Both with their Monte Carlo
 SE (printed), so that a pass is not luck of few amputations.
 
+Variants of the imputation models (the analysis stays the reference's): ``--year-squared`` adds
+year^2 (egsingle's growth is concave) as a predictor of the imputations only; ``--slopes [FACTOR]``
+makes ``year`` a random-slope predictor of ``math`` (egsingle) or ``y`` and ``service`` random-slope
+predictors of each other (insteval), the slope varying over FACTOR only (``random_slope_levels``) or,
+bare, over every factor (:func:`slope_options`).
+
 Run: ``python benchmarks/validate_real_several_factors.py [--datasets egsingle insteval] [--reps 50]
-[--m 20] [--max-iter 10] [--jobs 1] [--rows rows.csv]``. Amputation r is seeded by
-``SeedSequence([seed, dataset index, r])``.
+[--m 20] [--max-iter 10] [--jobs 1] [--rows rows.csv] [--year-squared] [--slopes [FACTOR]]``.
+Amputation r is seeded by ``SeedSequence([seed, dataset index, r])``, the same amputations for
+every variant.
 """
 
 from __future__ import annotations
