@@ -99,6 +99,21 @@ class FactorNormalDraw(Draw):
         return self._linear_predictor(X, self.row_effects(X, groups, rng)) + self.sigma * rng.standard_normal(len(X))
 
 
+@dataclass(frozen=True)
+class SlopeUnits:
+    """Factor k's effects (J, q_k) in the sampler's units (y / 2^y_exponent, centred predictors / 2^x_exponents)
+    to the caller's: the intercept, then one slope per column (a class, not a closure: draws are pickled)."""
+
+    y_exponent: int
+    x_exponents: list  # per factor, its slope columns' exponents
+    x_means: list  # per factor, its slope columns' means over the fitting rows
+
+    def __call__(self, u: np.ndarray, k: int) -> np.ndarray:
+        out = u * np.r_[np.ldexp(1.0, self.y_exponent), np.ldexp(1.0, self.y_exponent - self.x_exponents[k])]
+        out[:, 0] -= out[:, 1:] @ self.x_means[k]
+        return out
+
+
 class FactorSlopeDraw(FactorNormalDraw):
     """A draw with random slopes per factor: ``effects[k]`` (J_k, q_k), intercept then one slope per column of
     ``slope_columns[k]`` (columns of X), on the original scale; units unseen at fit draw theirs from N(0, Psi_k)
@@ -278,12 +293,7 @@ def fit_several_factors(model, y, observed, X, roles, groups, rng, state, contex
     if slopes:
         kept = [z[1:] - 1 for z in zcols]  # each factor's slopes, as positions among the kept columns
         slope_columns = [columns[c] for c in kept]
-
-        def to_original(u, k):  # factor k's (J, q) in the sampler's units -> intercept and slopes, caller's units
-            out = u * np.r_[np.ldexp(1.0, y_exponent), np.ldexp(1.0, y_exponent - x_exponents[kept[k]])]
-            out[:, 0] -= out[:, 1:] @ x_mean[kept[k]]
-            return out
-
+        to_original = SlopeUnits(y_exponent, [x_exponents[c] for c in kept], [x_mean[c] for c in kept])
         roots = [np.linalg.cholesky(0.5 * (psi + psi.T)) for psi in g.psi]
         effects = [to_original(u, k) for k, u in enumerate(g.u)]
         draw = FactorSlopeDraw(original(g.beta), effects, roots, to_original, slope_columns, sigma, name)

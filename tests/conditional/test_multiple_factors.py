@@ -642,3 +642,28 @@ def test_logistic_random_slopes_at_one_factor_only():
     assert [p.shape for p in state.variances["psi"]] == [(1, 1), (2, 2)]
     assert [u.shape for u in draw.effects] == [(n_a, 1), (n_b, 2)]
     assert set(np.unique(draw.sample(x[:20, None], groups[:20], rng))) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("model", ["RandomEffectsNormal", "RandomEffectsPMM", "RandomEffectsLogistic"])
+def test_an_imputer_with_random_slopes_and_several_factors_pickles(model):
+    """The draws keep no local function: the fitted imputer survives pickle and imputes new data alike."""
+    import pickle
+
+    _, incomplete = _crossed_slope(0)
+    incomplete = incomplete.iloc[:1500].copy()
+    if model == "RandomEffectsLogistic":
+        incomplete["y"] = (incomplete["y"] > incomplete["y"].median()).astype(float).where(incomplete["y"].notna())
+    imputer = MultilevelIterativeImputer(
+        methods={"y": model},
+        predictor_matrix=pd.DataFrame({"x": {"y": 2}}),
+        random_slope_levels={"x": ["b"]},
+        n_imputations=1,
+        max_iter=2,
+        random_state=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imputer.fit(incomplete, groups=["a", "b"])
+        again = pickle.loads(pickle.dumps(imputer))
+        new = incomplete.iloc[:40].assign(y=np.nan)
+        pd.testing.assert_frame_equal(imputer.transform(new), again.transform(new))
