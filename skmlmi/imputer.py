@@ -386,7 +386,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         ----------
         suggestion : PredictorSuggestion
             Its ``methods`` and ``predictor_matrix`` become the imputer's (copies), and with several
-            grouping factors its ``cluster_structure`` (unless given); fit with
+            grouping factors its ``cluster_structure`` and ``random_slope_levels`` (unless given); fit with
             ``groups=suggestion.groups``.
         **params
             Any other parameter of the imputer (``n_imputations``, ``random_state``, ...).
@@ -402,6 +402,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             raise TypeError(f"from_suggestion sets {taken} from the suggestion; change the suggestion instead.")
         if suggestion.cluster_structure is not None:  # several grouping factors: read as the formula nests them
             params.setdefault("cluster_structure", suggestion.cluster_structure)
+        if suggestion.random_slope_levels:  # slopes at some factors only, as the formula has them
+            params.setdefault("random_slope_levels", dict(suggestion.random_slope_levels))
         return cls(methods=dict(suggestion.methods), predictor_matrix=suggestion.predictor_matrix.copy(), **params)
 
     def __sklearn_tags__(self):

@@ -535,6 +535,12 @@ class PredictorSuggestion:
         formula that nests (``school/class``, ``school:class``: inner labels combined with the
         outer ones, as lme4), ``"auto"`` for separate terms such as ``(1 | a) + (1 | b)``; None
         otherwise. :meth:`MultilevelIterativeImputer.from_suggestion` sets it.
+    random_slope_levels : dict
+        With several grouping factors, the imputer's ``random_slope_levels``: each predictor coded
+        2 or 4 whose random slope the formula gives to some factors only (``(1 | s) + (1 + x | d)``:
+        ``{"x": ["d"]}``), the outcome's reversed slope in its covariates' models included (the
+        factors of all of them). Empty when every slope is at every factor.
+        :meth:`MultilevelIterativeImputer.from_suggestion` sets it.
     """
 
     predictor_matrix: pd.DataFrame
@@ -543,6 +549,7 @@ class PredictorSuggestion:
     levels: dict = field(default_factory=dict)
     groups: Any = None
     cluster_structure: str | None = None
+    random_slope_levels: dict = field(default_factory=dict)
 
     def __str__(self) -> str:
         return self.explanation
@@ -612,6 +619,21 @@ def _formula_groups(parsed, data: pd.DataFrame) -> tuple[list, str | None]:
             )
         groups += new
     return groups, "nested"
+
+
+def _slope_factors(parsed, grouping: list) -> dict:
+    """Column -> the grouping columns (of ``groups``, outer to inner) over which the formula gives it a random slope.
+
+    A factor's column in ``groups`` is its own, or for a nesting (``class:school``) its innermost one.
+    """
+    out: dict = {}
+    for factor in parsed.random_factors:
+        column = max(factor.columns, key=grouping.index)
+        for variable in parsed.columns_of(term for block in factor.blocks for term in block.terms):
+            out.setdefault(variable, [])
+            if column not in out[variable]:
+                out[variable].append(column)
+    return {v: [g for g in grouping if g in columns] for v, columns in out.items()}
 
 
 def suggest_predictors(
@@ -739,6 +761,8 @@ def suggest_predictors(
     model_vars = [v for v in model_vars if v not in grouping]
     multilevel = group is not None
 
+    slope_factors = _slope_factors(parsed, grouping) if several else {}
+    slope_levels: dict = {}
     levels = {}
     if several:
         clusters = Clusters.from_data(data, grouping, structure)
@@ -872,6 +896,10 @@ def suggest_predictors(
                         f"lowered to {accepted}"
                     )
                     code = accepted
+                over = slope_factors.get(p if t == response else t, grouping)
+                if code in (2, 4) and several and len(over) < len(grouping):
+                    slope_levels.setdefault(p, set()).update(over)
+                    why += f"; the slope varies over {over} only, as in the analysis model (random_slope_levels)"
             matrix.loc[t, p] = code
             reasons.append(f"{p} {code}: {why}")
         lines.extend(f"    {r}" for r in reasons)
@@ -902,6 +930,7 @@ def suggest_predictors(
         levels=levels,
         groups=(grouping if several else group),
         cluster_structure=structure,
+        random_slope_levels={p: [g for g in grouping if g in over] for p, over in slope_levels.items()},
     )
 
 

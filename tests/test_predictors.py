@@ -409,6 +409,27 @@ def test_suggestion_with_several_factors_keeps_random_slopes_the_model_draws():
     assert not imputer.fit_transform(data, groups=s.groups)[["y", "z"]].isna().any().any()
 
 
+@pytest.mark.parametrize(
+    "random_part, levels",
+    [
+        ("(1 + x | school/class)", {}),  # a slope at every factor: the imputer's default
+        ("(1 | school) + (1 + x | school:class)", {"x": ["class"], "z": ["class"]}),
+        ("(1 + x | school) + (1 | school:class)", {"x": ["school"], "z": ["school"]}),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:.*cluster means of:UserWarning")
+def test_suggestion_gives_each_random_slope_the_factors_of_the_formula(random_part, levels):
+    """A slope at some factors only becomes random_slope_levels: for x in the outcome z's model and, reversed,
+    for z in the model of x (both incomplete; y complete)."""
+    data = _three_levels()[["school", "class", "x", "y", "z"]].assign(y=lambda d: d["y"].fillna(0.0))
+    data["x"] = data["x"].where(np.arange(len(data)) % 5 != 0)
+    s = suggest_predictors(f"z ~ x + y + {random_part}", data)
+    assert s.random_slope_levels == levels
+    imputer = MultilevelIterativeImputer.from_suggestion(s, n_imputations=1, max_iter=1, random_state=0)
+    assert imputer.random_slope_levels == (levels or None)
+    assert not imputer.fit_transform(data, groups=s.groups)[["x", "z"]].isna().any().any()
+
+
 def test_suggestion_with_one_factor_carries_its_column_and_no_structure(popmis_incomplete):
     s = suggest_predictors("popular ~ sex + (1 | school)", popmis_incomplete)
     assert s.groups == "school" and s.cluster_structure is None
