@@ -122,8 +122,21 @@ class DrawContext:
     factor_names: tuple = ()
     slope_factors: tuple = ()
 
-    def slopes_over(self, k: int, columns) -> np.ndarray:
-        """Which of ``columns`` (indices into ``X``, all coded 2) have their random slope over factor ``k``."""
+    def slopes_over(self, k: int, columns: np.ndarray) -> np.ndarray:
+        """Which of ``columns`` have their random slope over grouping factor ``k``.
+
+        Parameters
+        ----------
+        k : int
+            The factor (0-based, as the columns of ``groups``).
+        columns : ndarray of int
+            Indices into ``X`` of columns coded 2.
+
+        Returns
+        -------
+        ndarray of bool
+            One entry per column: True where its slope varies over factor ``k``.
+        """
         columns = np.asarray(columns, dtype=int)
         if not self.slope_factors:
             return np.ones(columns.size, dtype=bool)
