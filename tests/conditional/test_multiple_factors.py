@@ -574,6 +574,13 @@ def test_logistic_random_slopes_with_crossed_factors_find_the_slope_variance(slo
     assert set(np.unique(draw.sample(x[:20, None], unseen, rng))) <= {0.0, 1.0}
 
 
+def _slope_over_b(**params) -> MultilevelIterativeImputer:
+    """An imputer of :func:`_crossed_slope`'s y with a random slope of x over b only."""
+    return MultilevelIterativeImputer(
+        predictor_matrix=pd.DataFrame({"x": {"y": 2}}), random_slope_levels={"x": ["b"]}, **params
+    )
+
+
 def test_random_slope_levels_give_the_slope_to_the_factors_named():
     """``random_slope_levels={"x": ["b"]}``: the slope of x varies over b only, as ``(1 | a) + (1 + x | b)``.
     The model state holds a 1 x 1 covariance for a and 2 x 2 for b, and the completed data keep the b-level
@@ -581,13 +588,7 @@ def test_random_slope_levels_give_the_slope_to_the_factors_named():
     formula = "y ~ x + (1 | a) + (1 + x | b)"
     complete, incomplete = _crossed_slope(1)
     truth = LinearMixedModel(formula).fit(complete).variance_components_["x~~x|b"]
-    imputer = MultilevelIterativeImputer(
-        predictor_matrix=pd.DataFrame({"x": {"y": 2}}),
-        random_slope_levels={"x": ["b"]},
-        n_imputations=3,
-        max_iter=5,
-        random_state=1,
-    )
+    imputer = _slope_over_b(n_imputations=3, max_iter=5, random_state=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sets = imputer.fit_transform_all(incomplete, groups=["a", "b"])
@@ -653,14 +654,7 @@ def test_an_imputer_with_random_slopes_and_several_factors_pickles(model):
     incomplete = incomplete.iloc[:1500].copy()
     if model == "RandomEffectsLogistic":
         incomplete["y"] = (incomplete["y"] > incomplete["y"].median()).astype(float).where(incomplete["y"].notna())
-    imputer = MultilevelIterativeImputer(
-        methods={"y": model},
-        predictor_matrix=pd.DataFrame({"x": {"y": 2}}),
-        random_slope_levels={"x": ["b"]},
-        n_imputations=1,
-        max_iter=2,
-        random_state=0,
-    )
+    imputer = _slope_over_b(methods={"y": model}, n_imputations=1, max_iter=2, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         imputer.fit(incomplete, groups=["a", "b"])
