@@ -231,7 +231,7 @@ class ClusterMeanCache:
                 del self._means[key]
 
     def get(self, pred: Predictor, factor_index: int, compute) -> np.ndarray:
-        key = (pred.column, factor_index, None if pred.levels is None else tuple(pred.levels))
+        key = (pred.column, factor_index)  # a column's dummies (its observed levels) are the plan's, fixed
         if key not in self._means:
             self._means[key] = compute()
         return self._means[key]

@@ -30,6 +30,7 @@ __all__ = [
     "population_effects",
     "FactorState",
     "FactorSlopeState",
+    "factor_designs",
     "factor_row_effects",
     "multi_factor_slopes_gibbs",
     "factor_cross_products",
@@ -552,12 +553,21 @@ class FactorSlopeState:
     beta: np.ndarray | None = None
 
 
-def _factor_designs(X: np.ndarray, zcols: list) -> list:
+def factor_designs(X: np.ndarray, zcols: list) -> list:
     """Each factor's random-effects design X[:, zcols[k]], gathered once; factors with the same terms share it."""
     gathered = {}
     for z in zcols:
         gathered.setdefault(tuple(z), np.ascontiguousarray(X[:, z]))
     return [gathered[tuple(z)] for z in zcols]
+
+
+def _shared(arrays: list, make) -> list:
+    """``make(a)`` for each array, computed once for arrays that are the same object (factors sharing terms)."""
+    made: dict = {}
+    for a in arrays:
+        if id(a) not in made:
+            made[id(a)] = make(a)
+    return [made[id(a)] for a in arrays]
 
 
 def factor_row_effects(Z: np.ndarray, u: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -578,6 +588,7 @@ def multi_factor_slopes_gibbs(
     donor_effects=False,
     weights=None,
     beta_precision=None,
+    Z=None,
 ):
     """``n_steps`` Gibbs steps of y = X beta + sum_k Z_k u_k[g_k] + e with u_kj ~ N(0, Psi_k), e ~ N(0, sigma^2).
 
@@ -591,22 +602,23 @@ def multi_factor_slopes_gibbs(
     observed rows (the others' effects are population draws, M_j = sigma^2 Psi_k^-1); then
     sigma^2. Vectorised over the clusters of a factor ((J, q, q) stacks). ``prior``, ``weights``,
     ``beta_precision`` (the Polya-Gamma augmented logit: sigma^2 held at ``state.sigma2``) and the
-    return value as :func:`multi_factor_gibbs`.
+    return value as :func:`multi_factor_gibbs`. ``Z``: the factors' designs from :func:`factor_designs`
+    when the caller already holds them (a sampler calling once per Gibbs step).
     """
     a, Binv, c, Dinv = prior
     n, p1 = X.shape
     K = len(counts)
     zcols = [np.asarray(zcols)] * K if np.ndim(zcols[0]) == 0 else [np.asarray(z) for z in zcols]
-    Z = _factor_designs(X, zcols)
+    Z = factor_designs(X, zcols) if Z is None else Z
     codes = [np.ascontiguousarray(codes[:, k]) for k in range(K)]
     wX = X if weights is None else X * weights[:, None]
-    wZ = Z if weights is None else [Zk * weights[:, None] for Zk in Z]
+    wZ = Z if weights is None else _shared(Z, lambda Zk: Zk * weights[:, None])
     XX, Xy = wX.T @ X, wX.T @ y
+    products = _shared(wZ, lambda Zk: (Zk[:, :, None] * X[:, None, :]).reshape(n, -1))  # z_i x_i' per row
     sums = []
     for k, J in enumerate(counts):
         q = zcols[k].size
-        products = (wZ[k][:, :, None] * X[:, None, :]).reshape(n, q * p1)
-        ZX = cluster_sums(products, codes[k], J).reshape(J, q, p1)
+        ZX = cluster_sums(products[k], codes[k], J).reshape(J, q, p1)
         Zy = cluster_sums(wZ[k] * y[:, None], codes[k], J)
         sums.append((ZX, ZX[:, :, zcols[k]], Zy, cluster_counts(codes[k], J) > 0))
     u = state.u

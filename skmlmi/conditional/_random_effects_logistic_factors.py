@@ -21,6 +21,7 @@ from .._kernels import (
     FactorState,
     Standardiser,
     factor_cross_products,
+    factor_designs,
     factor_row_effects,
     multi_factor_gibbs,
     multi_factor_slopes_gibbs,
@@ -86,8 +87,9 @@ class FactorLogisticSlopeDraw(FactorLogisticDraw):
         X = np.asarray(X, dtype=float).reshape(len(groups), -1)
         groups = np.asarray(groups)
         design = self.std.design(X)
-        Z = [design[:, z] for z in self.zcols]
-        eta = design @ self.beta_std + slope_effects(Z, self.effects, self.roots, groups, rng)
+        eta = design @ self.beta_std + slope_effects(
+            factor_designs(design, self.zcols), self.effects, self.roots, groups, rng
+        )
         return (rng.random(len(eta)) < special.expit(eta)).astype(float)
 
 
@@ -138,7 +140,7 @@ def fit_logistic_factors(model, y, observed, X, roles, groups, rng, state, conte
     kappa = yo - 0.5
     prior = (0.0, 0.0) + _TAU_PRIOR
     slopes = isinstance(gibbs, FactorSlopeState)
-    Z = [design[:, z] for z in zcols]
+    Z = factor_designs(design, zcols)  # gathered once per visit, not per Gibbs step
     for _ in range(model._n_steps(state)):  # loop over Gibbs steps: omega changes every step
         if slopes:
             effects = np.sum([factor_row_effects(Z[k], u, go[:, k]) for k, u in enumerate(gibbs.u)], axis=0)
@@ -149,7 +151,7 @@ def fit_logistic_factors(model, y, observed, X, roles, groups, rng, state, conte
         precision = 1.0 / (scales**2 * mixing)
         if slopes:
             multi_factor_slopes_gibbs(
-                design, response, go, counts, zcols, gibbs, 1, prior, rng, weights=omega, beta_precision=precision
+                design, response, go, counts, zcols, gibbs, 1, prior, rng, weights=omega, beta_precision=precision, Z=Z
             )
         else:
             cross = factor_cross_products(design, response, go, counts, weights=omega)
