@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
 from .clusters import cluster_counts, cluster_cross_products, cluster_sums, constant_within_clusters, rows_of_clusters
 from .designs import power_of_two_exponents, redundant_columns_from_moments
@@ -413,17 +414,55 @@ class FactorState:
     beta: np.ndarray | None = None
 
 
-def factor_cross_products(X: np.ndarray, y: np.ndarray, codes: np.ndarray, counts, weights=None) -> dict:
+def factor_cross_products(
+    X: np.ndarray, y: np.ndarray, codes: np.ndarray, counts, weights=None, pairs: dict | None = None
+) -> dict:
     """What the Gibbs blocks of :func:`multi_factor_gibbs` reuse: X'X, X'y and, per factor, the
     cluster sizes, the per-cluster sums of the columns of X and of y (one ``np.bincount`` per
     column and factor; X holds the intercept column first). With per-row ``weights`` w, the
-    weighted ones: X'WX, X'Wy, the clusters' sums of w, of w x and of w y."""
+    weighted ones: X'WX, X'Wy, the clusters' sums of w, of w x and of w y. Without weights also
+    y'y and the factors' co-occurrence counts (:func:`factor_pair_counts`, or ``pairs`` when the
+    caller kept them from an earlier visit of the same rows), from which the Gibbs steps need no
+    pass over the rows."""
     wX, wy = (X, y) if weights is None else (X * weights[:, None], weights * y)
-    sums = []
-    for k, J in enumerate(counts):
+    if weights is None:
+        pairs = factor_pair_counts(codes, counts) if pairs is None else pairs
+    sums = [None] * len(counts)
+    for k in np.argsort(counts, kind="stable")[::-1]:  # the factor with most units (the innermost) first
+        inner = None
+        if weights is None:  # a factor already summed whose units lie within k's
+            inner = next((f for f in range(len(counts)) if sums[f] is not None and _nested_in(pairs[f, k])), None)
+        if inner is not None:  # nested: the sums of k's units add up those of the units within them
+            parent = pairs[k, inner].astype(bool).astype(float)
+            sums[k] = tuple(parent @ part for part in sums[inner])
+            continue
         factor = np.ascontiguousarray(codes[:, k])
-        sums.append((cluster_counts(factor, J, weights), cluster_sums(wX, factor, J), cluster_sums(wy, factor, J)))
-    return {"XX": wX.T @ X, "Xy": wX.T @ y, "factors": sums}
+        sums[k] = (cluster_counts(factor, counts[k], weights), cluster_sums(wX, factor, counts[k]),
+                   cluster_sums(wy, factor, counts[k]))  # fmt: skip
+    cross = {"XX": wX.T @ X, "Xy": wX.T @ y, "factors": sums}
+    if weights is None:
+        cross["yy"] = float(y @ y)
+        cross["pairs"] = pairs
+    return cross
+
+
+def _nested_in(N) -> bool:
+    """Whether every row unit of the co-occurrence counts ``N`` (J_f x J_k) lies within one column unit."""
+    return bool(np.all(np.diff(N.indptr) <= 1))
+
+
+def factor_pair_counts(codes: np.ndarray, counts) -> dict:
+    """N_kl = Z_k'Z_l for every ordered pair of factors k != l: the sparse J_k x J_l matrix counting the rows
+    that lie in unit i of factor k and unit j of factor l (one entry per unit for nested factors, at most one
+    per row for crossed ones). The rows' sums per unit of k of another factor's effects are then N_kl u_l: J_k
+    values from the matrix's entries, not a pass over the rows."""
+    n, K = codes.shape
+    pairs = {}
+    for k in range(K):
+        for m in range(k + 1, K):
+            N = sparse.coo_array((np.ones(n), (codes[:, k], codes[:, m])), shape=(counts[k], counts[m])).tocsr()
+            pairs[k, m], pairs[m, k] = N, N.T.tocsr()
+    return pairs
 
 
 def multi_factor_gibbs(
@@ -448,7 +487,12 @@ def multi_factor_gibbs(
     tau_k^2 | u_k from its inverse-gamma posterior (clusters with observed rows only; the
     others' intercepts are population draws). Then sigma^2 | everything. Crossed and nested
     factors are sampled alike, one factor given the others; every step is vectorised over the
-    clusters of a factor (per-cluster sums by ``np.bincount``), the only loop being over factors.
+    clusters of a factor, the only loop being over factors. Without weights no step passes over
+    the rows: the other factors' intercepts summed over each unit's rows are N_kl u_l (the units'
+    co-occurrence counts of :func:`factor_pair_counts`, in ``cross``), and sigma^2's residual sum
+    of squares is expanded in the cross-products (recomputed from the rows where the fit is so
+    close that the expansion would cancel); with weights, which change every step, the rows'
+    effects are kept and summed per unit by ``np.bincount``.
 
     With per-row ``weights`` w (``cross`` from :func:`factor_cross_products` with the same weights)
     the errors are e_i ~ N(0, sigma^2 / w_i) with sigma^2 held at ``state.sigma2`` (not drawn): the
@@ -465,8 +509,10 @@ def multi_factor_gibbs(
     K = len(counts)
     u = state.u
     codes = [np.ascontiguousarray(codes[:, k]) for k in range(K)]  # each factor's codes read whole
-    rows_effect = [u[k][codes[k]] for k in range(K)]
-    total = np.sum(rows_effect, axis=0)
+    pairs = cross.get("pairs")
+    if pairs is None:  # weighted: the other factors' effects summed over the rows, kept per row
+        rows_effect = [u[k][codes[k]] for k in range(K)]
+        total = np.sum(rows_effect, axis=0)
     beta_hat = np.zeros(p1)
 
     def x_other(k):
@@ -474,11 +520,16 @@ def multi_factor_gibbs(
         sums of X: J_l x p values, not a pass over the n x p design."""
         return sum((cross["factors"][f][1].T @ u[f] for f in range(K) if f != k), np.zeros(p1))
 
-    def block(k, fixed_beta=None):
-        n_k, S, Zy = cross["factors"][k]
+    def z_other(k, effects):
+        """Z_k'W(sum of the other factors' intercepts): each unit of k's (weighted) sum of them over its rows."""
+        if pairs is not None:
+            return sum((pairs[k, f] @ effects[f] for f in range(K) if f != k), np.zeros(counts[k]))
         other = total - rows_effect[k]
-        w_other = other if weights is None else weights * other
-        Zr = Zy - np.bincount(codes[k], weights=w_other, minlength=counts[k])
+        return np.bincount(codes[k], weights=other if weights is None else weights * other, minlength=counts[k])
+
+    def block(k, effects, fixed_beta=None):
+        n_k, S, Zy = cross["factors"][k]
+        Zr = Zy - z_other(k, effects)
         M = n_k + state.sigma2 / state.tau2[k]  # (J_k,): Z_j'Z_j + sigma^2 / tau^2
         if fixed_beta is None:
             SM = S / M[:, None]
@@ -492,21 +543,53 @@ def multi_factor_gibbs(
 
     for _ in range(n_steps):
         for k in range(K):
-            beta_hat, beta, u[k] = block(k)
+            beta_hat, beta, u[k] = block(k, u)
             fitted = cross["factors"][k][0] > 0
             ss = float(u[k][fitted] @ u[k][fitted])
             state.tau2[k] = 1.0 / rng.gamma((c + fitted.sum()) / 2, 2.0 / (Dinv + ss))
-            new = u[k][codes[k]]
-            total += new - rows_effect[k]
-            rows_effect[k] = new
+            if pairs is None:
+                new = u[k][codes[k]]
+                total += new - rows_effect[k]
+                rows_effect[k] = new
         state.beta = beta
         if weights is not None:  # sigma^2 known (1 for the Polya-Gamma augmented logit)
             continue
-        state.sigma2 = _sigma2_draw(y, X, beta, total, a, Binv, rng)
+        rss = None if pairs is None else _factor_rss(cross, beta, u)
+        if rss is None or not rss > _RSS_CANCELLATION * cross["yy"]:  # near-exact fit: the expansion cancels
+            rss = _direct_rss(y, X, beta, u, codes)
+        state.sigma2 = 1.0 / rng.gamma((a + len(y)) / 2, 2.0 / (Binv + rss))
     donors = None
     if donor_effects:
-        donors = _donor_sweep(u, block, beta_hat, lambda k, v: v[codes[k]], rows_effect, total)
+        if pairs is None:
+            donors = _donor_sweep(
+                u, lambda k, fixed: block(k, u, fixed), beta_hat, lambda k, v: v[codes[k]], rows_effect, total
+            )
+        else:  # each factor's donors given the others' donors already drawn (a Gibbs sweep)
+            donors = [v.copy() for v in u]
+            for k in range(K):
+                donors[k] = block(k, donors, beta_hat)[2]
     return beta_hat, donors
+
+
+#: Residual sum of squares, as a share of y'y, below which it is recomputed from the rows: the
+#: expansion from cross-products loses about eps * y'y to cancellation (1e-10 of the residual here).
+_RSS_CANCELLATION = 1e-6
+
+
+def _factor_rss(cross: dict, beta: np.ndarray, u: list) -> float:
+    """|y - X beta - sum_k Z_k u_k|^2 from the cross-products (no pass over the rows):
+    y'y - 2 beta'X'y + beta'X'X beta - 2 sum_k u_k'(Z_k'y - Z_k'X beta) + sum_k u_k'N_kk u_k
+    + sum_{k != l} u_k'N_kl u_l, N_kk the units' sizes."""
+    rss = cross["yy"] - 2.0 * beta @ cross["Xy"] + beta @ cross["XX"] @ beta
+    for k, (n_k, S, Zy) in enumerate(cross["factors"]):
+        rss += u[k] @ (n_k * u[k] - 2.0 * (Zy - S @ beta))
+        rss += sum(u[k] @ (cross["pairs"][k, f] @ u[f]) for f in range(len(u)) if f != k)
+    return float(rss)
+
+
+def _direct_rss(y, X, beta, u, codes) -> float:
+    resid = y - X @ beta - sum(u[k][codes[k]] for k in range(len(u)))
+    return float(resid @ resid)
 
 
 def _beta_draw(XVX, XVy, sigma2, beta_precision, rng) -> tuple[np.ndarray, np.ndarray]:

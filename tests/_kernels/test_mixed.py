@@ -83,3 +83,57 @@ def test_population_effects_keep_known_clusters_and_draw_one_effect_per_new_clus
     many = population_effects(np.arange(3, 40_003), known, psi, rng)
     # covariance of 40,000 N(0, Psi) draws: SE of each element below sqrt(2 * 2 * 2 / 40000) ~ 0.015
     np.testing.assert_allclose(np.cov(many.T), psi, atol=0.07)
+
+
+def _crossed_problem(seed: int, scale: float = 1.0):
+    rng = np.random.default_rng(seed)
+    n, counts = 400, (13, 9)
+    codes = np.column_stack([rng.integers(0, J, n) for J in counts])
+    codes[: counts[0], 0] = np.arange(counts[0])
+    X = np.column_stack([np.ones(n), rng.normal(size=(n, 2))])
+    y = X @ [0.5, 1.0, -0.5] + rng.normal(size=13)[codes[:, 0]] + rng.normal(size=9)[codes[:, 1]]
+    return X, y + scale * rng.normal(size=n), codes, counts
+
+
+def _gibbs_run(X, y, codes, counts, cross, donors=True):
+    from skmlmi._kernels.mixed import FactorState, multi_factor_gibbs
+
+    state = FactorState([np.zeros(J) for J in counts], np.ones(len(counts)), 1.0)
+    rng = np.random.default_rng(7)
+    beta_hat, donor_effects = multi_factor_gibbs(
+        X, y, codes, counts, cross, state, 6, (0.0, 0.0, 1.0, 0.1), rng, donor_effects=donors
+    )
+    return state, beta_hat, donor_effects
+
+
+def test_multi_factor_gibbs_from_cross_products_equals_the_pass_over_rows():
+    # Without weights the Gibbs steps use only cross-products: the other factors' effects summed per unit as
+    # N_kl u_l and sigma^2's residual sum of squares expanded. The same random numbers must give the draws of
+    # the pass over the rows (cross-products without the co-occurrence counts) up to rounding, donors included;
+    # and an almost exact fit (residual SD 1e-7 of y's), where sigma^2's residuals come from the rows again, the
+    # same draws too (there rounding differences of 1e-16 in y's units are 1e-9 of the residuals' and grow along
+    # the chain).
+    from skmlmi._kernels.mixed import factor_cross_products
+
+    for scale, rtol in ((1.0, 1e-9), (1e-7, 1e-6)):
+        X, y, codes, counts = _crossed_problem(11, scale)
+        cross = factor_cross_products(X, y, codes, counts)
+        assert set(cross["pairs"]) == {(0, 1), (1, 0)}
+        rows_cross = {key: value for key, value in cross.items() if key != "pairs"}
+        fast, slow = _gibbs_run(X, y, codes, counts, cross), _gibbs_run(X, y, codes, counts, rows_cross)
+        np.testing.assert_allclose(fast[0].sigma2, slow[0].sigma2, rtol=rtol)
+        np.testing.assert_allclose(fast[0].tau2, slow[0].tau2, rtol=rtol)
+        np.testing.assert_allclose(fast[1], slow[1], rtol=rtol, atol=1e-12)
+        for a, b in zip(fast[2], slow[2], strict=True):
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12)
+
+
+def test_factor_pair_counts_are_the_units_co_occurrences():
+    from skmlmi._kernels.mixed import factor_pair_counts
+
+    _, _, codes, counts = _crossed_problem(12)
+    pairs = factor_pair_counts(codes, counts)
+    dense = np.zeros(counts)
+    np.add.at(dense, (codes[:, 0], codes[:, 1]), 1.0)
+    np.testing.assert_array_equal(pairs[0, 1].toarray(), dense)
+    np.testing.assert_array_equal(pairs[1, 0].toarray(), dense.T)
