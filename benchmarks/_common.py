@@ -49,3 +49,31 @@ def run_r(script: str) -> float | None:
         print("R failed:", result.stderr.strip().splitlines()[-1:])
         return None
     return float(result.stdout.strip().splitlines()[-1])
+
+
+def workers_peak_gib() -> float:
+    """Sum of the peak resident memory (VmHWM, GiB) of this process's descendants, read from /proc (Linux).
+
+    joblib's workers outlive a call (they are kept for the next one), so the operating system's
+    peak of finished children never counts them. Each worker's own peak, summed: an upper bound of
+    what they held at once."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    mine, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - mine
+        mine |= frontier
+    total = 0.0
+    for pid in mine:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024**2
+        except OSError:
+            continue
+    return total

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from _common import best_of, machine, run_r
+from _common import best_of, machine, run_r, workers_peak_gib
 
 from skmlmi import MultilevelIterativeImputer
 from skmlmi.conditional import RandomEffectsNormal, RandomEffectsPMM
@@ -75,34 +75,7 @@ def _big_one(n_rows: int) -> None:
         imp.fit(data, groups="cluster")
     seconds = time.perf_counter() - start
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    print(f"{seconds:.2f} {own:.2f} {_workers_peak_gb():.2f}")
-
-
-def _workers_peak_gb() -> float:
-    """Sum of the peak resident memory (VmHWM) of this process's descendants (joblib workers)."""
-    import os
-    from pathlib import Path
-
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents[int(stat.parent.name)] = int(fields[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    mine, frontier = set(), {os.getpid()}
-    while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - mine
-        mine |= frontier
-    total = 0.0
-    for pid in mine:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1]) / 1024**2
-        except OSError:
-            continue
-    return total
+    print(f"{seconds:.2f} {own:.2f} {workers_peak_gib():.2f}")
 
 
 def main() -> None:

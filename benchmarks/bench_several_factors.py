@@ -15,17 +15,15 @@ resident memory.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import subprocess
 import sys
-import threading
 import time
 import warnings
 
 import numpy as np
 import pandas as pd
-from _common import machine
+from _common import machine, workers_peak_gib
 
 from skmlmi import MultilevelIterativeImputer
 
@@ -63,57 +61,13 @@ def three_level_data(n_rows: int) -> tuple[pd.DataFrame, list, str]:
     return data, ["school", "class"], "nested"
 
 
-def tree_resident_bytes(root: int) -> int:
-    """Summed resident memory of process ``root`` and all its descendants, read from /proc (Linux; 0 elsewhere).
-
-    The parallel chains run in worker processes that outlive the call (joblib keeps them for the
-    next one), so the operating system's peak of finished children never counts them; polling the
-    tree does. Shared pages count once per process: an upper bound."""
-    children, total = {}, 0
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                children.setdefault(int(handle.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-        except (OSError, ValueError, IndexError):
-            continue
-    stack = [root]
-    while stack:
-        pid = stack.pop()
-        stack += children.get(pid, [])
-        try:
-            with open(f"/proc/{pid}/status") as handle:
-                total += next((int(line.split()[1]) * 1024 for line in handle if line.startswith("VmRSS:")), 0)
-        except OSError:
-            continue
-    return total
-
-
-class TreeMemoryPeak:
-    """The largest :func:`tree_resident_bytes` of this process seen while the context runs (polled every 0.2 s)."""
-
-    def __enter__(self):
-        self.peak, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def _poll(self):
-        while not self._stop.wait(0.2):
-            self.peak = max(self.peak, tree_resident_bytes(os.getpid()))
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, tree_resident_bytes(os.getpid()))
-
-
 def one_case(case: str, jobs: int, n_rows: int) -> None:
     data, groups, structure = insteval_data() if case == "insteval" else three_level_data(n_rows)
     imputer = MultilevelIterativeImputer(
         n_imputations=5, max_iter=10, random_state=0, n_jobs=jobs, cluster_structure=structure
     )
     start = time.perf_counter()
-    with warnings.catch_warnings(), TreeMemoryPeak() as tree:
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         imputer.fit_transform_all(data, groups=groups)
     seconds = time.perf_counter() - start
@@ -121,7 +75,7 @@ def one_case(case: str, jobs: int, n_rows: int) -> None:
     models = ", ".join(f"{k}: {type(v).__name__}" for k, v in imputer.methods_.items())
     print(
         f"{case}: {len(data)} rows, m = 5, max_iter = 10, n_jobs = {jobs}: {seconds:.1f} s; peak memory "
-        f"{peak:.2f} GiB in this process, {tree.peak / 2**30:.2f} GiB summed over it and its workers; {models}",
+        f"{peak:.2f} GiB in this process, {workers_peak_gib():.2f} GiB summed over its workers' peaks; {models}",
         flush=True,
     )
 
