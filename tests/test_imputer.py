@@ -12,6 +12,7 @@ import sklearn
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 
+import skmlmi.imputer as imputer_module
 from skmlmi import MultilevelIterativeImputer
 from skmlmi.conditional import BayesianLogistic, BayesianNormal, PredictiveMeanMatching, RandomEffectsNormal
 from skmlmi.conditional.two_stage import TwoStageNormal
@@ -224,12 +225,37 @@ def reference_run(popmis):
 
 
 @pytest.mark.parametrize("n_jobs, backend", [(2, "loky"), (-1, "loky"), (2, "threading")])
-def test_results_identical_for_any_n_jobs_and_backend(popmis, reference_run, n_jobs, backend):
+def test_results_identical_for_any_n_jobs_and_backend(popmis, reference_run, n_jobs, backend, monkeypatch):
+    # popmis is small enough to run in this process whatever n_jobs says: the threshold set to 0 sends the
+    # chains to the workers, whose results must be the same
+    monkeypatch.setattr(imputer_module, "IN_PROCESS_WORK", 0)
     imp = MultilevelIterativeImputer(methods=PMM, n_imputations=4, max_iter=3, random_state=7, n_jobs=n_jobs)
     with joblib.parallel_config(backend=backend):
         sets = _quiet(imp.fit_transform_all, popmis, groups="school")
     for ours, ref in zip(sets, reference_run, strict=True):
         pd.testing.assert_frame_equal(ours, ref)
+
+
+def test_small_jobs_run_in_this_process_and_larger_ones_in_workers(popmis, reference_run, monkeypatch):
+    # Starting worker processes costs more than popmis' whole job: it runs here (joblib is not called), with the
+    # results of n_jobs=1; above the threshold the chains go to joblib.
+    calls = []
+
+    class CountingParallel(joblib.Parallel):
+        def __call__(self, iterable):
+            calls.append(self.n_jobs)
+            return super().__call__(iterable)
+
+    monkeypatch.setattr(imputer_module, "Parallel", CountingParallel)
+    imp = MultilevelIterativeImputer(methods=PMM, n_imputations=4, max_iter=3, random_state=7, n_jobs=2)
+    sets = _quiet(imp.fit_transform_all, popmis, groups="school")
+    assert calls == []
+    for ours, ref in zip(sets, reference_run, strict=True):
+        pd.testing.assert_frame_equal(ours, ref)
+    work = len(popmis) * 1 * 3 * 4  # rows x targets x iterations x chains
+    monkeypatch.setattr(imputer_module, "IN_PROCESS_WORK", work)  # not below it: workers
+    _quiet(imp.fit_transform_all, popmis, groups="school")
+    assert calls == [2]
 
 
 def test_transform_is_deterministic_and_survives_pickling(popmis, tmp_path):
