@@ -98,3 +98,36 @@ def test_bad_groups_are_errors_that_say_what_is_wrong(groups, error, match):
     data = pd.DataFrame({"y": [1.0, 2.0, 3.0]})
     with pytest.raises(error, match=match):
         cluster_codes(data, groups)
+
+
+def test_numeric_kind_detection_without_sorting_matches_the_rule_on_distinct_values():
+    # The kind of a numeric column is found without np.unique; it must be the rule stated on the distinct values:
+    # binary when they are within {0, 1} (or the dtype is bool), integer when whole and more than two, else
+    # continuous (two whole values other than 0/1 included).
+    from skmlmi._columns import detect_codec
+
+    def by_distinct(observed, boolean):
+        distinct = np.unique(observed)
+        if boolean or (0 < len(distinct) <= 2 and np.isin(distinct, [0.0, 1.0]).all()):
+            return "binary"
+        if len(observed) and np.all(observed == np.round(observed)) and len(distinct) > 2:
+            return "integer"
+        return "continuous"
+
+    rng = np.random.default_rng(0)
+    columns = [
+        rng.normal(size=50),
+        np.round(rng.normal(size=50) * 3),
+        rng.integers(0, 2, 50).astype(float),
+        np.ones(50),
+        np.zeros(50),
+        np.r_[np.full(25, 3.0), np.full(25, 7.0)],
+        np.r_[np.full(25, 3.0), np.full(24, 7.0), 5.0],
+        np.r_[0.0, 1.0, 0.5],
+        np.r_[np.nan, np.nan, 1.0],
+        np.r_[-1.0, 0.0],
+    ]
+    for values in columns:
+        observed = values[~np.isnan(values)]
+        assert detect_codec(pd.Series(values), "v").kind == by_distinct(observed, False), values[:5]
+    assert detect_codec(pd.Series([True, False, True]), "b").kind == "binary"
