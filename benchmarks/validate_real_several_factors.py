@@ -26,7 +26,10 @@ component's mean of (pooled - complete) / complete lies within 10%. Both with th
 SE (printed), so that a pass is not luck of few amputations.
 
 Variants of the imputation models (the analysis stays the reference's): ``--year-squared`` adds
-year^2 (egsingle's growth is concave) as a predictor of the imputations only; ``--slopes [FACTOR]``
+year^2 (egsingle's growth is concave) as a predictor of the imputations only; ``--derived
+NAME=EXPRESSION ...`` adds derived (passive) columns, recomputed from the current imputations, as
+predictors (egsingle: ``black_year=black * year``, the slower growth of black children, -0.111 per
+year with SE 0.014 when added to ``ri_reml``); ``--slopes [FACTOR]``
 makes ``year`` a random-slope predictor of ``math`` (egsingle) or ``y`` and ``service`` random-slope
 predictors of each other (insteval), the slope varying over FACTOR only (``random_slope_levels``) or,
 bare, over every factor (:func:`slope_options`).
@@ -40,6 +43,7 @@ every variant.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 import warnings
@@ -126,6 +130,8 @@ def amputation(
         incomplete = ampute(name, complete, np.random.default_rng(amputation_seed))
         if auxiliary is not None:
             incomplete = incomplete.assign(**auxiliary(complete))
+        for derived in (options or {}).get("derived", {}):  # computed by the imputer from the current imputations
+            incomplete[derived] = np.nan
         random_state = int(imputation_seed.generate_state(1)[0] % (2**31 - 1))
         imputer = MultilevelIterativeImputer(
             n_imputations=m,
@@ -176,6 +182,14 @@ def slope_options(name: str, factor: str | None, code: int) -> dict:
     return {"predictor_matrix": matrix, "random_slope_levels": levels}
 
 
+def derived_options(items: list[str], columns: list[str]) -> dict:
+    """``derived`` from ``NAME=EXPRESSION`` items, and under ``inputs`` the data's columns each expression reads."""
+    derived = dict(item.split("=", 1) for item in items)
+    inputs = {name: [c for c in columns if re.search(rf"\b{re.escape(c)}\b", expression)]
+              for name, expression in derived.items()}  # fmt: skip
+    return {"derived": derived, "inputs": inputs}
+
+
 def _year_squared(data: pd.DataFrame) -> dict:
     """egsingle's growth is concave in year (year^2: -0.039, SE 0.004, in the ri_reml model with it added)."""
     return {"year2": data["year"] ** 2}
@@ -211,6 +225,13 @@ def main(argv=None) -> None:
         help="random slopes in the imputation models (see slope_options) over this factor (every factor if bare)",
     )
     parser.add_argument("--slope-code", type=int, choices=(2, 4), default=2, help="with --slopes: code 2 or 4")
+    parser.add_argument(
+        "--derived",
+        nargs="+",
+        default=[],
+        metavar="NAME=EXPRESSION",
+        help="derived (passive) columns added as predictors of the imputations, e.g. 'black_year=black * year'",
+    )
     args = parser.parse_args(argv)
     frames = []
     print(machine())
@@ -221,9 +242,15 @@ def main(argv=None) -> None:
         start = time.perf_counter()
         reference = analyse([complete], formula)
         auxiliary = _year_squared if args.year_squared and name == "egsingle" else None
-        options = None
+        options = {}
         if args.slopes is not None:
             options = slope_options(name, None if args.slopes == "both" else args.slopes, args.slope_code)
+        if args.derived:
+            options.update(derived_options(args.derived, list(complete.columns)))
+            circular = {name: {c: 0 for c in inputs} for name, inputs in options.pop("inputs").items()}
+            matrix = pd.DataFrame(circular)  # not a predictor of its own inputs (mice's passive imputation)
+            given = options.get("predictor_matrix")
+            options["predictor_matrix"] = matrix if given is None else given.combine_first(matrix)
         one = partial(_amputate, name, complete, reference, args.m, args.max_iter, args.seed, auxiliary, options)
         path = None if args.rows is None else args.rows.with_name(f"{args.rows.stem}_{name}{args.rows.suffix}")
         rows = run(one, args.reps, args.jobs, path)
