@@ -353,7 +353,7 @@ class _Planner:
     as at fit, when new data lack it.
     """
 
-    def __init__(self, data, settings: PlanSettings, fit_rows: dict, ignore: np.ndarray, visit: list[int]):
+    def __init__(self, data, settings: PlanSettings, fit_rows: dict, ignore: np.ndarray, visit: list[int], derived=()):
         self.columns, self.codecs, self.groups_column = data.columns, data.codecs, data.groups_column
         self.clusters: Clusters | None = data.clusters
         self.grouping = data.layout.groups_columns  # every grouping column: never imputed nor a predictor
@@ -373,6 +373,7 @@ class _Planner:
             return_given=True,
             other_groups_columns=self.grouping[1:],
         )
+        self._break_feedback(derived)
         grouping = [self.columns.index(name) for name in self.grouping]
         for k in grouping[1:]:  # a further grouping factor's column: a cluster identifier, never imputed
             self.matrix.iloc[[j for j in range(len(self.columns)) if j not in grouping], k] = -2
@@ -381,6 +382,27 @@ class _Planner:
         self.observed_rows = fit_rows  # the rows fitting each target (their clusters estimate its means)
         self.recommended = self._recommend(data, data.missing)
         self.check_counts(data.W, fit_rows, ignore, visit)
+
+    def _break_feedback(self, derived) -> None:
+        """A derived column is not a predictor of its own inputs unless the user codes it so.
+
+        It is a function of them: in an input's model it would predict the input from the input's
+        own current value, and the chain would stay where it started (mice's passive imputation asks
+        the user to set these entries to 0; here they are 0 by default, logged). A derived column
+        whose inputs are not declared (a bare callable) keeps its codes, and make_plan warns where
+        it predicts a column.
+        """
+        for d in derived:
+            inputs = [j for j in sorted(d.depends_on) if self.columns[j] not in self.grouping]
+            broken = [j for j in inputs if not self.given[j, d.column] and self.matrix.iat[j, d.column] != 0]
+            for j in broken:
+                self.matrix.iat[j, d.column] = 0
+            if broken:
+                names = [self.columns[j] for j in broken]
+                self.events.append(
+                    (d.name, f"derived column {d.name!r} left out of the models of its inputs {names} (it would "
+                     "predict them from themselves); code it in predictor_matrix to keep it")
+                )  # fmt: skip
 
     # ---------------------------------------------------------------- facts of the data
     def _cluster_constancy(self, W, missing) -> dict:
@@ -901,7 +923,7 @@ def make_plan(data, settings: PlanSettings, where: np.ndarray, ignore: np.ndarra
     to_impute[:, sorted(derived_cols)] = False
     visit = resolve_visit_sequence(settings.visit_sequence, columns, data.groups_column, to_impute, derived_cols)
     fit_rows = {j: ~missing[:, j] & ~ignore for j in range(W.shape[1])}  # mice's ry, less the ignored rows
-    planner = _Planner(data, settings, fit_rows, ignore, visit)
+    planner = _Planner(data, settings, fit_rows, ignore, visit, derived)
     matrix, events = planner.matrix.copy(), list(planner.events)
     targets, made, single_level = [], {}, []
     for j in visit:

@@ -77,12 +77,27 @@ def test_derived_column_may_start_entirely_missing(body):
         MultilevelIterativeImputer(n_imputations=1).fit(body.assign(age=np.nan))
 
 
-def test_derived_column_predicting_its_inputs_warns_of_circularity(body):
+def test_derived_column_is_left_out_of_its_inputs_models_unless_coded(body):
+    # bmi is a function of weight and height: as their predictor it would predict each from itself, and the chain
+    # would stay at its start. By default it is left out of their models (logged); coded 1 by the user, it is
+    # kept and the circularity is warned of; a derived callable without declared inputs is warned of too.
     imp = MultilevelIterativeImputer(
         methods=BayesianNormal(), derived={"bmi": "weight / height ** 2"}, n_imputations=1, max_iter=1, random_state=0
     )
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        imp.fit(body)
+    assert not any("circular" in str(w.message) for w in record)
+    assert (imp.predictor_matrix_.loc[["weight", "height"], "bmi"] == 0).all()
+    assert imp.predictor_matrix_.loc["age", "bmi"] == 1
+    assert imp.logged_events_["reason"].str.contains("left out of the models of its inputs").any()
+    imp.set_params(predictor_matrix={"bmi": {"weight": 1}})
     with pytest.warns(UserWarning, match="circular"):
         imp.fit(body)
+    assert imp.predictor_matrix_.loc["weight", "bmi"] == 1 and imp.predictor_matrix_.loc["height", "bmi"] == 0
+    bare = imp.set_params(predictor_matrix=None, derived={"bmi": lambda d: d["weight"] / d["height"] ** 2})
+    with pytest.warns(UserWarning, match="circular"):
+        bare.fit(body)
     with pytest.raises(ValueError, match="unknown columns"):
         imp.set_params(derived={"bmi": "weight / heigth ** 2"}).fit(body)
 
