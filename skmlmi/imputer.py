@@ -23,7 +23,7 @@ import copy
 import numbers
 import warnings
 from collections.abc import Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -56,6 +56,9 @@ from ._threads import one_blas_thread as _one_blas_thread
 from .conditional.base import BaseConditionalImputer
 from .predictors import PredictorSuggestion
 
+if TYPE_CHECKING:
+    from .pooling.results import PooledResults
+
 __all__ = ["MultilevelIterativeImputer", "ImputedDatasets", "NonFiniteImputationError"]
 
 
@@ -66,8 +69,61 @@ class ImputedDatasets(list):
     """The m completed datasets of an imputation (R's ``mids`` completed).
 
     A list of DataFrames (pandas or polars, or pyarrow Tables or arrays, as the imputer
-    returns them) with :meth:`long` to stack them like ``mice::complete(imp, "long")``.
+    returns them) with :meth:`complete` (one dataset, numbered from 1 as in mice), :meth:`long`
+    to stack them like ``mice::complete(imp, "long")``, and :meth:`analyse` to fit an analysis
+    model on each and pool the fits without imputing again (``with(imp, ...)`` and ``pool()``).
     """
+
+    def complete(self, i: int) -> Any:
+        """The i-th completed dataset, i = 1..m (``mice::complete(imp, i)``; ``self[i - 1]``).
+
+        Parameters
+        ----------
+        i : int
+            Number of the imputation, from 1.
+
+        Returns
+        -------
+        DataFrame
+            As the imputer returned it.
+        """
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 1 <= i <= len(self):
+            raise ValueError(f"complete(i) takes an imputation number 1..{len(self)}; got {i!r}.")
+        return self[int(i) - 1]
+
+    def analyse(
+        self,
+        estimator: BaseEstimator,
+        n_jobs: int | None = None,
+        dfcom: float | str | None = "auto",
+        alpha: float = 0.05,
+    ) -> PooledResults:
+        """Fit ``estimator`` on each completed dataset and pool the m fits (Rubin's rules).
+
+        R's ``pool(with(imp, lmer(...)))``: the imputations at hand are analysed, none is made
+        again, so analyses of the same datasets can be compared. A shortcut for
+        ``MIPooler(None, estimator, ...).fit_completed(self).results_``.
+
+        Parameters
+        ----------
+        estimator : formula model
+            ``LinearMixedModel("popular ~ sex + texp + (1 | school)")``, ``LogisticMixedModel(...)``
+            or another estimator with a ``formula``.
+        n_jobs : int, default=None
+            Fits in parallel through joblib.
+        dfcom : float, "auto" or None, default="auto"
+            Complete-data degrees of freedom (as :class:`~skmlmi.MIPooler`).
+        alpha : float, default=0.05
+            1 - confidence level of the intervals.
+
+        Returns
+        -------
+        PooledResults
+            With the m fits in ``.fits``.
+        """
+        from .pooling import MIPooler
+
+        return MIPooler(None, estimator, n_jobs=n_jobs, dfcom=dfcom, alpha=alpha).fit_completed(self).results_
 
     def long(self, include_original: pd.DataFrame | None = None) -> pd.DataFrame:
         """Stacked long format with ``.imp`` (1..m) and ``.id`` (row position) columns.

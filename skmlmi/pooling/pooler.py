@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
@@ -156,7 +156,7 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "imputer": [HasMethods(["fit_transform_all", "transform_all"])],
+        "imputer": [HasMethods(["fit_transform_all", "transform_all"]), None],
         "estimator": [HasMethods(["fit"])],
         "n_jobs": [numbers.Integral, None],
         "dfcom": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"}), None],
@@ -270,6 +270,11 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
                     f"e.g. {getattr(self, name).__name__}()."
                 )
         self._validate_params()
+        if self.imputer is None:
+            raise TypeError(
+                "MIPooler.fit imputes, and imputer is None: pass an imputer, or analyse completed datasets you "
+                "already have with fit_completed(completed)."
+            )
         X, source = to_pandas(X)
         X = self._check_input(X, reset=True)
         groups = positional_labels(groups, source)
@@ -314,6 +319,55 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
             self.estimators_ = Parallel(n_jobs=self.n_jobs)(
                 delayed(_fit_one)(clone(estimator), data_c, self._y_name, formula_model, c)
                 for c, data_c in enumerate(sets)
+            )
+        self._pool()
+        return self
+
+    def fit_completed(self, completed: Sequence) -> Self:
+        """Fit the analysis model on each of m completed datasets you already have, and pool; nothing is imputed.
+
+        R's ``fit <- with(imp, lmer(...)); pool(fit)``: the datasets of
+        :meth:`~skmlmi.MultilevelIterativeImputer.fit_transform_all` (or any m DataFrames with
+        the same columns) are analysed as they are, so the results belong to those imputations.
+        ``imputer`` is not used (it may be None), and ``predict`` and ``score``, which impute new
+        data with the chains, are not available.
+
+        Parameters
+        ----------
+        completed : sequence of DataFrame (pandas or polars) or pyarrow Table
+            The m completed datasets. The estimator must be a formula model (its variables,
+            the response included, are read from each dataset by name).
+
+        Returns
+        -------
+        self
+            With ``estimators_`` (one fit per dataset) and ``results_``.
+        """
+        self._validate_params()
+        if not self._formula_model:
+            raise TypeError(
+                f"fit_completed needs a formula model, which finds its response in each dataset; "
+                f"{type(self.estimator).__name__} has no formula (use LinearMixedModel, LogisticMixedModel, ...)."
+            )
+        if isinstance(completed, pd.DataFrame) or not isinstance(completed, Sequence) or not len(completed):
+            raise TypeError(
+                f"completed must be a list of the m completed datasets (fit_transform_all's result); got "
+                f"{type(completed).__name__}{' with no datasets' if isinstance(completed, Sequence) else ''}."
+            )
+        frames = [to_pandas(data)[0] for data in completed]
+        for c, frame in enumerate(frames, start=1):
+            if not isinstance(frame, pd.DataFrame):
+                raise TypeError(f"completed dataset {c} is {type(frame).__name__}; expected a DataFrame.")
+            if list(frame.columns) != list(frames[0].columns):
+                raise ValueError(f"completed dataset {c} has other columns than dataset 1; are they one imputation's?")
+            if frame.isna().to_numpy().any():
+                missing = [str(col) for col in frame.columns[frame.isna().any().to_numpy()]]
+                raise ValueError(f"completed dataset {c} still has missing values in {missing}.")
+        self._y_name = self._target_name(None)
+        estimator = self._coded_as_observed(frames[0])
+        with one_blas_thread():
+            self.estimators_ = Parallel(n_jobs=self.n_jobs)(
+                delayed(_fit_one)(clone(estimator), frame, self._y_name, True, c) for c, frame in enumerate(frames)
             )
         self._pool()
         return self
@@ -437,6 +491,11 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
     # ------------------------------------------------------------------ predict / score
     def _completed_new(self, X, groups):
         check_is_fitted(self, "estimators_")
+        if not hasattr(self, "imputer_"):
+            raise AttributeError(
+                "This MIPooler analysed completed datasets (fit_completed) and has no imputer to complete new data; "
+                "fit it with fit(X, groups=...) to predict."
+            )
         X, source = to_pandas(X)
         groups = positional_labels(groups, source)
         if self._y_name is not None and isinstance(X, pd.DataFrame) and self._y_name in X.columns:

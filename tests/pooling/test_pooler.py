@@ -320,3 +320,38 @@ def test_nested_analysis_model_pools_components_and_an_icc_per_level():
     per_imputation = [fit.variance_components_ for fit in pooler.estimators_]
     np.testing.assert_allclose(components, pd.concat(per_imputation, axis=1).mean(axis=1), rtol=1e-12)
     assert list(pooler.results_.icc.index) == ["ICC|klass:school", "ICC|school"]
+
+
+def test_completed_datasets_are_analysed_and_pooled_without_imputing_again(popmis):
+    # R's pool(with(imp, lmer(...))): the datasets at hand are analysed as they are. Pooling them must equal
+    # MIPooler.fit with the same imputer (which imputes the same datasets), and refitting on a changed dataset
+    # must change the result (the datasets given are the ones used).
+    from skmlmi.imputer import ImputedDatasets
+
+    imputer = MultilevelIterativeImputer(
+        methods={"popular": RandomEffectsNormal()}, n_imputations=3, max_iter=3, random_state=4
+    )
+    model = LinearMixedModel("popular ~ sex + texp + (1 | school)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        completed = imputer.fit_transform_all(popmis, groups="school")
+        reference = MIPooler(imputer, model).fit(popmis, groups="school").results_
+        pooled = completed.analyse(model)
+    pd.testing.assert_frame_equal(pooled.table, reference.table)
+    assert len(pooled.fits) == 3 and pooled.m == 3
+    pd.testing.assert_frame_equal(completed.complete(2), completed[1])
+    with pytest.raises(ValueError, match=r"1\.\.3"):
+        completed.complete(0)
+    shifted = ImputedDatasets([frame.assign(popular=frame["popular"] + 1.0 * frame["sex"]) for frame in completed])
+    assert shifted.analyse(model).table.loc["sex", "estimate"] == pytest.approx(
+        pooled.table.loc["sex", "estimate"] + 1.0, rel=1e-6
+    )
+    pooler = MIPooler(None, model).fit_completed(completed)
+    with pytest.raises(AttributeError, match="fit_completed"):
+        pooler.predict(popmis)
+    with pytest.raises(TypeError, match="imputer is None"):
+        MIPooler(None, model).fit(popmis, groups="school")
+    with pytest.raises(ValueError, match="still has missing values in \\['popular'\\]"):
+        MIPooler(None, model).fit_completed([popmis])
+    with pytest.raises(TypeError, match="list of the m completed datasets"):
+        MIPooler(None, model).fit_completed(popmis)
