@@ -352,9 +352,52 @@ def _names(names, k: int, estimates) -> list:
     return names
 
 
+def _fits_to_arrays(fits: Sequence) -> tuple[pd.DataFrame, np.ndarray]:
+    """Estimates (a DataFrame, one column per term) and covariances (m, k, k) of m fitted analyses.
+
+    Each of ``fits`` is a statsmodels results object (``params`` and ``cov_params()``), a fitted
+    skmlmi analysis model (``coef_`` and ``cov_params_``), or an ``(estimates, covariance)`` pair
+    (a covariance matrix, or a vector of variances). Terms are matched by name (statsmodels'
+    formula API and pandas inputs name them; plain arrays are numbered); every fit must have the
+    same terms.
+    """
+    if isinstance(fits, pd.DataFrame | np.ndarray) or not isinstance(fits, Sequence) or not len(fits):
+        raise TypeError(
+            "pool without covariances takes a list of m fitted analyses (statsmodels results, fitted skmlmi "
+            f"models, or (estimates, covariance) pairs); got {type(fits).__name__}. With an array of estimates, "
+            "pass their covariances too."
+        )
+    estimates, covariances = [], []
+    for c, fit in enumerate(fits, start=1):
+        if isinstance(fit, tuple) and len(fit) == 2:
+            q, u = fit
+        elif hasattr(fit, "params") and callable(getattr(fit, "cov_params", None)):
+            q, u = fit.params, fit.cov_params()
+        elif hasattr(fit, "coef_") and hasattr(fit, "cov_params_"):
+            q, u = fit.coef_, fit.cov_params_
+        else:
+            raise TypeError(
+                f"fit {c} ({type(fit).__name__}) is neither fitted results with params and cov_params() (statsmodels), "
+                "a fitted skmlmi analysis model, nor an (estimates, covariance) pair."
+            )
+        q = q.astype(float) if isinstance(q, pd.Series) else pd.Series(np.ravel(np.asarray(q, dtype=float)))
+        if isinstance(u, pd.DataFrame):
+            u = u.reindex(index=q.index, columns=q.index)
+        u = np.asarray(u, dtype=float)
+        if u.shape not in ((len(q), len(q)), (len(q),)):
+            raise ValueError(f"fit {c}: {len(q)} estimates but a covariance of shape {u.shape}.")
+        if estimates and list(q.index) != list(estimates[0].index):
+            raise ValueError(
+                f"fit {c} has other terms than fit 1: {sorted(map(str, set(q.index) ^ set(estimates[0].index)))}."
+            )
+        estimates.append(q)
+        covariances.append(np.diag(u) if u.ndim == 1 else u)
+    return pd.DataFrame(estimates).reset_index(drop=True), np.stack(covariances)
+
+
 def pool(
     estimates: ArrayLike,
-    covariances: ArrayLike,
+    covariances: ArrayLike | None = None,
     dfcom: float | None = None,
     names: Sequence[str] | None = None,
     alpha: float = 0.05,
@@ -374,14 +417,16 @@ def pool(
 
     Parameters
     ----------
-    estimates : array-like of shape (m, k)
+    estimates : array-like of shape (m, k), or a list of m fitted analyses
         Estimates of k parameters on each of m completed datasets. A DataFrame supplies
-        the names from its columns.
-    covariances : array-like of shape (m, k, k) or (m, k)
+        the names from its columns. Without ``covariances``: the m analyses themselves,
+        statsmodels results, fitted skmlmi models or ``(estimates, covariance)`` pairs
+        (terms matched by name; every fit must have the same terms), as R's ``pool(fit)``.
+    covariances : array-like of shape (m, k, k) or (m, k), default=None
         Their covariance matrices (or only the variances, the squared standard errors).
     dfcom : float or None, default=None
         Complete-data residual degrees of freedom (for example ``df_resid_`` of an analysis
-        model). None or ``inf`` means a large sample.
+        model, or a statsmodels result's ``df_resid``). None or ``inf`` means a large sample.
     names : sequence of str, default=None
         Parameter names (the index of the result); default ``x0 .. x{k-1}``.
     alpha : float, default=0.05
@@ -415,6 +460,8 @@ def pool(
     >>> pool(q, u, dfcom=97, names=["x"]).loc["x", ["estimate", "df", "fmi"]].round(6).tolist()
     [1.05, 33.99734, 0.288977]
     """
+    if covariances is None:
+        estimates, covariances = _fits_to_arrays(estimates)
     return _pool_parts(estimates, covariances, dfcom, names, alpha, stacklevel=3)[0]
 
 

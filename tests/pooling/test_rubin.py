@@ -330,3 +330,31 @@ def test_variance_components_with_a_nan_pool_to_nan_with_a_warning():
     assert np.isnan(out["a"]) and out["b"] == 3.0  # the NaN imputation was silently skipped
     with pytest.raises(ValueError, match="repeat names"):
         pool_variance_components([pd.Series([1.0, 2.0], index=["a", "a"])])
+
+
+def test_pool_takes_fitted_statsmodels_results_skmlmi_models_and_pairs():
+    # R's pool(fit): the m analyses themselves. Each form must pool to the table of the arrays they hold; terms are
+    # matched by name (a fit with its terms in another order pools the same), and fits that differ in their terms
+    # or are neither results nor pairs are errors.
+    import statsmodels.formula.api as smf
+
+    from skmlmi.analysis import OLS
+
+    rng = np.random.default_rng(5)
+    frames = [pd.DataFrame({"x": rng.normal(size=40), "z": rng.normal(size=40)}) for _ in range(4)]
+    frames = [f.assign(y=1.0 + 0.5 * f["x"] + rng.normal(size=40)) for f in frames]
+    fits = [smf.ols("y ~ x + z", data=f).fit() for f in frames]
+    q = pd.DataFrame([f.params for f in fits])
+    u = np.stack([f.cov_params().to_numpy() for f in fits])
+    expected = pool(q, u, dfcom=37)
+    pd.testing.assert_frame_equal(pool(fits, dfcom=37), expected)
+    pairs = [(f.params[["z", "x", "Intercept"]], f.cov_params()) for f in fits]
+    pd.testing.assert_frame_equal(pool(pairs, dfcom=37).loc[expected.index], expected, check_like=True)
+    ours = [OLS("y ~ x + z").fit(f) for f in frames]
+    np.testing.assert_allclose(pool(ours, dfcom=37)["estimate"].to_numpy(), expected["estimate"].to_numpy())
+    with pytest.raises(ValueError, match="other terms"):
+        pool([fits[0], smf.ols("y ~ x", data=frames[1]).fit()])
+    with pytest.raises(TypeError, match="pass their covariances too"):
+        pool(q.to_numpy())
+    with pytest.raises(TypeError, match="fit 2"):
+        pool([fits[0], "not a fit"])
