@@ -23,7 +23,6 @@ school:class), so the factors are nested by construction.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -34,6 +33,7 @@ import pandas as pd
 
 from ._columns import _is_column_name, cluster_codes
 from ._kernels import cluster_constancy
+from ._warnings import warn_user
 
 __all__ = ["Clusters", "STRUCTURES"]
 
@@ -93,21 +93,17 @@ class Clusters:
         if structure == "auto" and not nested:  # the common trap: class labels a, b, c reused in every school
             inner = [k for k in range(1, len(raw)) if not _nested(raw[k - 1][0], raw[k][0], len(raw[k - 1][1]))]
             names = _names(raw)
-            warnings.warn(
+            warn_user(
                 f"The grouping factors {names} are read as crossed: units of factor {inner[0] + 1} occur in several "
                 f"units of factor {inner[0]}. If they are nested with labels that repeat across the outer units "
                 "(classes a, b, c in every school), pass cluster_structure='nested', or the inner factor's "
                 "variance is imputed as far too small; pass cluster_structure='crossed' to say they are crossed.",
-                UserWarning,
-                stacklevel=5,
             )
         if structure == "crossed" and nested:
-            warnings.warn(
+            warn_user(
                 f"cluster_structure='crossed', but the grouping factors {_names(raw)} look nested (every unit "
                 "of each lies within one unit of the factor before it); they are used as crossed factors, "
                 "which for random intercepts is the same model when the inner labels are unique.",
-                UserWarning,
-                stacklevel=5,
             )
         factors = []
         for k, (codes, labels, column) in enumerate(raw):
@@ -226,13 +222,11 @@ class Clusters:
         index = fitted.get_indexer(values)
         unseen = index < 0
         if unseen.all() and len(values) and _label_kind(values) != _label_kind(fitted):
-            warnings.warn(
+            warn_user(
                 f"No cluster of the new data was seen at fit, and their labels are {_label_kind(values)} where "
                 f"the fitted ones are {_label_kind(fitted)} (e.g. {values[0]!r} vs "
                 f"{fitted[0]!r}): every cluster is treated as new. Convert the labels if they "
                 "name the same clusters.",
-                UserWarning,
-                stacklevel=6,
             )
         labels = fitted
         if unseen.any():

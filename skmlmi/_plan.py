@@ -12,7 +12,6 @@ the events to log. :func:`design` assembles a target's predictor columns from th
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,6 +22,7 @@ from sklearn.base import clone
 from ._clusters import Clusters
 from ._kernels import cluster_sums, poisson_fixed_effects
 from ._passive import DerivedColumn, parse_bounds, parse_derived, parse_post
+from ._warnings import warn_user
 from .conditional.base import ROLE_NAMES, BaseConditionalImputer
 from .conditional.registry import (
     COUNT_MODELS,
@@ -182,7 +182,7 @@ class Plan:
         rows = self.fit_rows[j]
         _, reason = self.planner.limit_predictors(target, W, rows, rows)
         if reason:
-            warnings.warn(f"{target.name}: {reason}", UserWarning, stacklevel=6)
+            warn_user(f"{target.name}: {reason}")
         return target
 
     def for_new_data(self, missing: np.ndarray, clusters: Clusters | None) -> Plan:
@@ -939,12 +939,10 @@ def make_plan(data, settings: PlanSettings, where: np.ndarray, ignore: np.ndarra
             made[j] = target
         targets.append(made[j])
     for name in dict.fromkeys(single_level):
-        warnings.warn(
+        warn_user(
             f"The imputation model of {name!r} is single-level: it ignores the clustering "
             "(cluster column coded -2). Use a random-effects model, or code the cluster column 1 "
-            "for cluster fixed effects.",
-            UserWarning,
-            stacklevel=5,
+            "for cluster fixed effects."
         )
     _warn_circular(derived, made)
     incomplete = list(dict.fromkeys(visit))
@@ -1008,10 +1006,8 @@ def _warn_circular(derived, made) -> None:
     for d in derived:
         for j, target in made.items():
             if (not d.depends_on or j in d.depends_on) and any(p.column == d.column for p in target.predictors):
-                warnings.warn(
+                warn_user(
                     f"Derived column {d.name!r} predicts {target.name!r}, one of its own inputs: the imputation "
                     f"model of {target.name!r} is circular. Set predictor_matrix[{target.name!r}, {d.name!r}] "
-                    "to 0.",
-                    UserWarning,
-                    stacklevel=6,
+                    "to 0."
                 )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +26,7 @@ from ._errors import in_context
 from ._passive import apply_bounds
 from ._plan import ClusterMeanCache, Plan, Target, design
 from ._threads import one_blas_thread as _one_blas_thread
+from ._warnings import warn_user
 from .conditional.base import Draw, DrawContext
 
 __all__ = [
@@ -425,7 +425,7 @@ class FittedChains:
                 f"imputation model cannot be fitted: {exc}"
             ) from exc
         for reason in dict.fromkeys(events):
-            warnings.warn(f"{target.name}: {reason}", UserWarning, stacklevel=5)
+            warn_user(f"{target.name}: {reason}")
         return draw
 
     def fill_known_cluster_values(self, W, missing, clusters: Clusters | None, chain: int) -> None:
@@ -511,7 +511,7 @@ def impute_new_data(
 
     def log(name, reasons):
         for reason in reasons:
-            warnings.warn(f"{name}: {reason}", UserWarning, stacklevel=5)
+            warn_user(f"{name}: {reason}")
 
     whereabouts = Whereabouts(chain, "transform with its final draws")
     try:

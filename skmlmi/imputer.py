@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import numbers
-import warnings
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +52,7 @@ from ._frontdoor import (
 from ._plan import PlanSettings, check_settings, make_plan
 from ._sampler import ChainFailure, FittedChains, NonFiniteImputationError, chain_generators, impute_new_data, run_chain
 from ._threads import one_blas_thread as _one_blas_thread
+from ._warnings import warn_user
 from .conditional.base import BaseConditionalImputer
 from .predictors import PredictorSuggestion
 
@@ -842,15 +842,16 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         return write_output(W, frame, source, layout, self.keep_groups, self, changed=changed, written=written)
 
 
+def _with_column(column, reason: str) -> str:
+    """The event's reason led by its column's name, unless the reason names the column first itself."""
+    return reason if reason.startswith((f"{column!r}", f"{column}:")) else f"{column}: {reason}"
+
+
 def _warn_events(rows: list) -> None:
     """Each distinct logged event once as a warning; wide data's thousands summarised in one."""
     distinct = list(dict.fromkeys((ev[2], ev[3]) for ev in rows))
     for column, reason in distinct[:_MAX_EVENT_WARNINGS]:
-        warnings.warn(f"{column}: {reason} (see logged_events_)", UserWarning, stacklevel=5)
+        warn_user(f"{_with_column(column, reason)} (see logged_events_)")
     if len(distinct) > _MAX_EVENT_WARNINGS:
         columns = len({column for column, _ in distinct[_MAX_EVENT_WARNINGS:]})
-        warnings.warn(
-            f"{len(distinct) - _MAX_EVENT_WARNINGS} more events for {columns} column(s) (see logged_events_)",
-            UserWarning,
-            stacklevel=5,
-        )
+        warn_user(f"{len(distinct) - _MAX_EVENT_WARNINGS} more events for {columns} column(s) (see logged_events_)")

@@ -773,3 +773,28 @@ def test_two_jobs_are_not_slower_than_one_on_a_mid_sized_job():
             times[n_jobs].append(seconds(n_jobs))
     ratio = np.median(times[2]) / np.median(times[1])
     assert ratio <= 1.15, times
+
+
+def test_warnings_point_at_the_users_own_line_whatever_the_call_path(popmis):
+    # An event warned from deep in the engine must name the line of the user's call, through fit, fit_transform,
+    # fit_transform_all and a Pipeline alike (a fixed stacklevel pointed at sklearn/base.py on some of them), and
+    # say the column once ("popular: 'popular': ..." repeated it).
+    def imputer():
+        return MultilevelIterativeImputer(
+            methods={"popular": BayesianNormal()}, n_imputations=1, max_iter=1, random_state=0
+        )
+
+    calls = {
+        "fit": lambda: imputer().fit(popmis, groups="school"),
+        "fit_transform": lambda: imputer().fit_transform(popmis, groups="school"),
+        "fit_transform_all": lambda: imputer().fit_transform_all(popmis, groups="school"),
+        "pipeline": lambda: Pipeline([("impute", imputer().set_params(groups_column="school"))]).fit_transform(popmis),
+    }
+    for how, call in calls.items():
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            call()
+        single = [w for w in record if "single-level" in str(w.message)]
+        assert single, how
+        assert all(w.filename == __file__ for w in single), (how, {w.filename for w in single})
+    assert not any(str(w.message).startswith("popular: 'popular'") for w in record)
