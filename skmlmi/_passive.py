@@ -25,7 +25,7 @@ the bounds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -41,22 +41,37 @@ class DerivedColumn:
     name: str
     compute: Callable | Expression
     depends_on: frozenset  # column indices; empty = unknown (recompute after every visit)
+    # column index -> the categories of a binary or categorical input, indexed by its working codes 0..K-1:
+    # an expression computes on their numbers, a callable receives them as labels (never the codes)
+    categories: dict = field(default_factory=dict)
+
+    def _input(self, W: np.ndarray, rows: np.ndarray, j: int, as_labels: bool):
+        codes = W[rows, j]
+        if j not in self.categories:
+            return codes
+        levels = self.categories[j]
+        if as_labels:
+            return pd.Categorical.from_codes(np.where(np.isnan(codes), -1, codes).astype(int), categories=levels)
+        out = np.full(codes.shape, np.nan)
+        known = ~np.isnan(codes)
+        out[known] = np.asarray(levels, dtype=float)[codes[known].astype(int)]
+        return out
 
     def values(self, W: np.ndarray, names: list, rows: np.ndarray) -> np.ndarray:
-        """The derived values of the given rows from the working data."""
+        """The derived values of the given rows from the working data (categorical inputs decoded)."""
         if isinstance(self.compute, Expression):
-            out = self.compute.evaluate({j: W[rows, j] for j in self.compute.positions})
+            out = self.compute.evaluate({j: self._input(W, rows, j, False) for j in self.compute.positions})
         else:
             used = sorted(self.depends_on) if self.depends_on else range(len(names))
-            out = self.compute(pd.DataFrame({names[j]: W[rows, j] for j in used}))
+            out = self.compute(pd.DataFrame({names[j]: self._input(W, rows, j, True) for j in used}))
         out = np.asarray(out, dtype=float).reshape(-1)
         if out.shape != (rows.size,):
             raise ValueError(f"derived[{self.name!r}] returned {out.shape[0]} values for {rows.size} rows.")
         return out
 
 
-def parse_derived(derived: dict | None, columns: list, groups_column) -> list[DerivedColumn]:
-    """Validate the ``derived`` parameter against the data's columns."""
+def parse_derived(derived: dict | None, columns: list, groups_column, codecs=None) -> list[DerivedColumn]:
+    """Validate the ``derived`` parameter against the data's columns (``codecs``: their kinds and categories)."""
     out = []
     for name, spec in (derived or {}).items():
         if name not in columns:
@@ -87,8 +102,34 @@ def parse_derived(derived: dict | None, columns: list, groups_column) -> list[De
         j = columns.index(name)
         if j in depends:
             raise ValueError(f"derived[{name!r}] depends on itself.")
-        out.append(DerivedColumn(j, str(name), compute, frozenset(depends)))
+        categories = _input_categories(codecs, depends or set(range(len(columns))), name, spec)
+        out.append(DerivedColumn(j, str(name), compute, frozenset(depends), categories))
     return out
+
+
+def _input_categories(codecs, inputs, name, spec) -> dict:
+    """The categories of the binary and categorical inputs whose working codes are not their values.
+
+    An expression computes on numbers: a categorical input with numeric categories (``dept`` coded
+    1..15) is read as its categories' numbers, so that ``dept == 2`` means category 2, not the third;
+    one with text categories is an error (a callable receives them as labels).
+    """
+    if codecs is None:
+        return {}
+    categories = {}
+    for j in sorted(inputs):
+        codec = codecs[j]
+        if codec.categories is None or codec.numeric_levels:  # numbers, or a binary stored as its own 0/1
+            continue
+        numeric = all(isinstance(c, int | float | np.number) and not isinstance(c, bool) for c in codec.categories)
+        if isinstance(spec, str) and not numeric:
+            raise ValueError(
+                f"derived[{name!r}] = {spec!r} reads {codec.name!r}, a {codec.kind} column with the categories "
+                f"{list(codec.categories)[:6]}: an expression computes on numbers. Use a callable, which "
+                "receives the categories as labels, e.g. (lambda d: (d['x'] == 'yes') * d['age'], ['x', 'age'])."
+            )
+        categories[j] = np.asarray(codec.categories, dtype=float) if isinstance(spec, str) else list(codec.categories)
+    return categories
 
 
 def parse_bounds(bounds: dict | None, columns: list) -> dict[int, tuple[float, float]]:

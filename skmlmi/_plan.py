@@ -917,7 +917,7 @@ def make_plan(data, settings: PlanSettings, where: np.ndarray, ignore: np.ndarra
     impute and ``ignore`` the rows never used for fitting (both already checked).
     """
     columns, W, missing = data.columns, data.W, data.missing
-    derived = parse_derived(settings.derived, columns, data.groups_column)
+    derived = parse_derived(settings.derived, columns, data.groups_column, data.codecs)
     derived_cols = {d.column for d in derived}
     to_impute = where.copy()
     to_impute[:, sorted(derived_cols)] = False

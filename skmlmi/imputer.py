@@ -251,7 +251,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         ``tanh``, ...), ``floor, ceil, trunc, round, sign, minimum, maximum, power, clip,
         where, isnan, isfinite`` (bare or as ``np.log``); anything else (attributes,
         subscripts, other calls, strings, ...) is a ValueError naming the offending part.
-        A derived column whose inputs are known (an expression, or a callable with its
+        A binary or categorical input enters as its categories, never as the working
+        codes: an expression computes on categories that are numbers (``"x * (dept == 2)"``
+        is category 2), and is a ValueError for text categories; a callable receives the
+        labels. A derived column whose inputs are known (an expression, or a callable with its
         inputs) is left out of its inputs' imputation models (it would predict each from
         itself; mice asks for these ``predictorMatrix`` entries to be set to 0), logged; code
         it in ``predictor_matrix`` to keep it. It predicts the other columns as usual.

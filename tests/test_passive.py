@@ -1,6 +1,7 @@
 """Derived (passive) columns, bounds and ``post`` callables: parsing and the bounded draw (skmlmi._passive)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from skmlmi._passive import REDRAWS, apply_bounds, parse_bounds, parse_derived, parse_post
@@ -106,3 +107,43 @@ def test_values_still_outside_after_the_redraws_are_squeezed_onto_the_bound():
     np.testing.assert_array_equal(out, [1.0, 0.5])
     assert squeezed == 1
     assert calls == [1] * REDRAWS
+
+
+def test_derived_columns_read_categorical_inputs_as_their_categories_not_their_codes():
+    # The working data hold a categorical column as codes 0..K-1. An expression must compute on the categories'
+    # numbers (dept == 2 is category 2, which is code 1 here), a callable must receive the labels, and an
+    # expression over text categories is an error that says to use a callable.
+    import warnings
+
+    from skmlmi import MultilevelIterativeImputer
+
+    rng = np.random.default_rng(3)
+    n = 200
+    data = pd.DataFrame(
+        {
+            "dept": pd.Categorical(rng.choice([1, 2, 5], n), categories=[1, 2, 5]),
+            "sex": pd.Categorical(rng.choice(["f", "m"], n)),
+            "x": rng.normal(size=n),
+        }
+    )
+    data.loc[rng.random(n) < 0.2, "x"] = np.nan
+    data = data.assign(in_two=np.nan, x_dept=np.nan, male=np.nan)
+    imp = MultilevelIterativeImputer(
+        n_imputations=1,
+        max_iter=1,
+        random_state=0,
+        derived={
+            "in_two": "x * (dept == 2)",
+            "x_dept": "x * dept",
+            "male": (lambda d: (d["sex"] == "m").astype(float), ["sex"]),
+        },
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = imp.fit_transform(data)
+    dept = out["dept"].astype(int).to_numpy()
+    np.testing.assert_array_equal(out["in_two"], out["x"] * (dept == 2))
+    np.testing.assert_allclose(out["x_dept"], out["x"] * dept)
+    np.testing.assert_array_equal(out["male"], (out["sex"] == "m").astype(float))
+    with pytest.raises(ValueError, match=r"reads 'sex'.*Use a callable"):
+        imp.set_params(derived={"male": "sex == 1"}).fit(data.drop(columns=["in_two", "x_dept"]))
