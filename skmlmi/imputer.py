@@ -329,8 +329,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     final_draws_ : list of list
         Per chain, the last draw of each visit's conditional model.
     logged_events_ : DataFrame
-        What the sampler decided on its own, with iteration, chain, column and reason
-        (iteration and chain 0: decided once, before the chains ran, as in mice).
+        What the sampler decided on its own: one row per distinct event, with the first
+        iteration and chain it happened in (0 and 0: decided once, before the chains ran, as
+        in mice), column, reason, ``count`` (how often: an event of every visit repeats in
+        every chain and iteration) and ``chains`` (in how many chains).
     n_features_in_, feature_names_in_
         As in scikit-learn.
 
@@ -778,7 +780,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self.final_draws_ = [r.draws for r in results]
         rows = [(0, 0, column, reason) for column, reason in plan.events]  # decided before the chains ran
         rows += [ev for r in results for ev in r.events]
-        self.logged_events_ = pd.DataFrame(rows, columns=["iteration", "chain", "column", "reason"])
+        self.logged_events_ = _counted_events(rows)
         _warn_events(rows)
 
     # ------------------------------------------------------------------ helpers
@@ -843,6 +845,25 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         W, written = impute_new_data(self._fitted, W, missing, clusters, chain, self.transform_iter)
         changed = np.flatnonzero(written.any(axis=0)).tolist()
         return write_output(W, frame, source, layout, self.keep_groups, self, changed=changed, written=written)
+
+
+def _counted_events(rows: list) -> pd.DataFrame:
+    """One row per distinct event (column and reason), in the order they first happened, with the first
+    iteration and chain it happened in, how often (``count``) and in how many chains (``chains``).
+
+    The same event repeats in every chain and often every iteration (a predictor dropped as collinear
+    at each visit): m x max_iter rows that say one thing."""
+    events = pd.DataFrame(rows, columns=["iteration", "chain", "column", "reason"])
+    if events.empty:
+        return events.assign(count=pd.Series(dtype=int), chains=pd.Series(dtype=int))
+    key = events["column"].map(repr) + "\x00" + events["reason"].astype(str)  # names of any type (tuples too)
+    grouped = events.groupby(key, sort=False)
+    counted = grouped.agg(iteration=("iteration", "min"), chain=("chain", "min"))
+    counted["column"] = grouped["column"].first()
+    counted["reason"] = grouped["reason"].first()
+    counted["count"] = grouped.size()
+    counted["chains"] = grouped["chain"].nunique()
+    return counted.reset_index(drop=True)[["iteration", "chain", "column", "reason", "count", "chains"]]
 
 
 def _with_column(column, reason: str) -> str:

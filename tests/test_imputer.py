@@ -347,7 +347,10 @@ def test_clusters_of_one_row_and_constant_or_collinear_predictors():
     assert out["y"].notna().all() and np.isfinite(out["y"]).all()
     reasons = " ".join(imp.logged_events_["reason"])
     assert "'c' dropped: constant" in reasons and "collinear" in reasons
-    assert set(imp.logged_events_.columns) == {"iteration", "chain", "column", "reason"}
+    assert list(imp.logged_events_.columns) == ["iteration", "chain", "column", "reason", "count", "chains"]
+    # each event once, counted over the 2 chains x 2 iterations it happened in
+    constant = imp.logged_events_[imp.logged_events_["reason"].str.contains("'c' dropped: constant")]
+    assert len(constant) == 1 and constant[["count", "chains"]].to_numpy().tolist() == [[4, 2]]
 
 
 def test_visit_sequences(mixed_frame):
@@ -572,8 +575,10 @@ def test_redundancy_check_factorises_once_for_a_wide_matrix_given_in_full(monkey
         monkeypatch.setattr(np.linalg, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     imp = MultilevelIterativeImputer(predictor_matrix=make_predictor_matrix(frame.columns), n_imputations=1, max_iter=2)
     _quiet(imp.fit, frame)
-    dropped = imp.logged_events_["reason"].str.contains("dropped: collinear").sum()
-    assert dropped == 2 * (800 - 24)  # per visit: 25 rows and an intercept support 24 columns
+    events = imp.logged_events_
+    dropped = events.loc[events["reason"].str.contains("dropped: collinear"), "count"]
+    assert len(dropped) == 800 - 24 and dropped.sum() == 2 * (800 - 24)  # per visit: 25 rows and an intercept
+    # support 24 columns; each column's event once, counted over the 2 visits
     assert len(calls) <= 2 * 2  # per visit: one factorisation and one check of the kept columns
 
 
