@@ -128,6 +128,9 @@ class ImputedDatasets(list):
     def long(self, include_original: pd.DataFrame | None = None) -> pd.DataFrame:
         """Stacked long format with ``.imp`` (1..m) and ``.id`` (row position) columns.
 
+        A pandas result keeps each dataset's row labels as its index (repeated once per
+        imputation, as mice's row names), so that ``long.loc[label]`` finds a row's m values.
+
         Parameters
         ----------
         include_original : DataFrame (pandas or polars), optional
@@ -150,11 +153,11 @@ class ImputedDatasets(list):
             taken = [c for c in (".imp", ".id") if c in frame.columns]
             if taken:
                 raise ValueError(f"The data have columns named {taken}, which long() adds; rename them first.")
-            frame = frame.reset_index(drop=True)
+            frame = frame.copy(deep=False)
             frame.insert(0, ".id", np.arange(len(frame)))
             frame.insert(0, ".imp", k)
             frames.append(frame)
-        stacked = pd.concat(frames, ignore_index=True)
+        stacked = pd.concat(frames)
         if source.frame is not None:  # ... and returned in their library
             return from_pandas(stacked, source.library, schema=source.schema)
         return stacked

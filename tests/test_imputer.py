@@ -803,3 +803,19 @@ def test_warnings_point_at_the_users_own_line_whatever_the_call_path(popmis):
         assert single, how
         assert all(w.filename == __file__ for w in single), (how, {w.filename for w in single})
     assert not any(str(w.message).startswith("popular: 'popular'") for w in record)
+
+
+def test_long_format_keeps_the_row_labels(popmis):
+    # mice's long format carries the row names: here the datasets' row labels are the long frame's index, one
+    # repeat per imputation, so a row's m values are found by its label; .id stays the position.
+    data = popmis.set_index(popmis.index * 10 + 7)
+    imp = MultilevelIterativeImputer(methods=PMM, n_imputations=3, max_iter=2, random_state=2)
+    sets = _quiet(imp.fit_transform_all, data, groups="school")
+    long = sets.long(include_original=data)
+    label = data.index[data["popular"].isna().to_numpy()][0]
+    rows = long.loc[label]
+    assert rows[".imp"].tolist() == [0, 1, 2, 3] and rows["popular"].iloc[1:].notna().all()
+    assert (
+        list(long.index[: len(data)]) == list(data.index)
+        and (long[".id"].to_numpy()[: len(data)] == range(len(data))).all()
+    )
