@@ -360,9 +360,11 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
                 raise TypeError(f"completed dataset {c} is {type(frame).__name__}; expected a DataFrame.")
             if list(frame.columns) != list(frames[0].columns):
                 raise ValueError(f"completed dataset {c} has other columns than dataset 1; are they one imputation's?")
-            if frame.isna().to_numpy().any():
-                missing = [str(col) for col in frame.columns[frame.isna().any().to_numpy()]]
-                raise ValueError(f"completed dataset {c} still has missing values in {missing}.")
+        used = [v for v in parse_formula(self.estimator.formula).variables if v in frames[0].columns]
+        for c, frame in enumerate(frames, start=1):  # the columns the model reads (others may stay incomplete)
+            missing = [str(v) for v in used if frame[v].isna().any()]
+            if missing:
+                raise ValueError(f"completed dataset {c} still has missing values in {missing}, which the model uses.")
         self._y_name = self._target_name(None)
         estimator = self._coded_as_observed(frames[0])
         with one_blas_thread():

@@ -361,7 +361,7 @@ def _fits_to_arrays(fits: Sequence) -> tuple[pd.DataFrame, np.ndarray]:
     formula API and pandas inputs name them; plain arrays are numbered); every fit must have the
     same terms.
     """
-    if isinstance(fits, pd.DataFrame | np.ndarray) or not isinstance(fits, Sequence) or not len(fits):
+    if isinstance(fits, pd.DataFrame | np.ndarray | str) or not isinstance(fits, Sequence) or not len(fits):
         raise TypeError(
             "pool without covariances takes a list of m fitted analyses (statsmodels results, fitted skmlmi "
             f"models, or (estimates, covariance) pairs); got {type(fits).__name__}. With an array of estimates, "
@@ -378,7 +378,8 @@ def _fits_to_arrays(fits: Sequence) -> tuple[pd.DataFrame, np.ndarray]:
         else:
             raise TypeError(
                 f"fit {c} ({type(fit).__name__}) is neither fitted results with params and cov_params() (statsmodels), "
-                "a fitted skmlmi analysis model, nor an (estimates, covariance) pair."
+                "a fitted skmlmi analysis model, nor an (estimates, covariance) pair. (Estimates as arrays need "
+                "their covariances: pool(estimates, covariances).)"
             )
         q = q.astype(float) if isinstance(q, pd.Series) else pd.Series(np.ravel(np.asarray(q, dtype=float)))
         if isinstance(u, pd.DataFrame):

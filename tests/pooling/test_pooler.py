@@ -351,7 +351,9 @@ def test_completed_datasets_are_analysed_and_pooled_without_imputing_again(popmi
         pooler.predict(popmis)
     with pytest.raises(TypeError, match="imputer is None"):
         MIPooler(None, model).fit(popmis, groups="school")
-    with pytest.raises(ValueError, match="still has missing values in \\['popular'\\]"):
+    with pytest.raises(ValueError, match="still has missing values in \\['popular'\\], which the model uses"):
         MIPooler(None, model).fit_completed([popmis])
+    unused = [frame.assign(note=np.where(frame.index % 2 == 0, np.nan, 1.0)) for frame in completed]
+    pd.testing.assert_frame_equal(ImputedDatasets(unused).analyse(model).table, pooled.table)  # not read: allowed
     with pytest.raises(TypeError, match="list of the m completed datasets"):
         MIPooler(None, model).fit_completed(popmis)
