@@ -259,6 +259,10 @@ EXIT_BROKEN_PIPE = 141  # standard output closed by its reader (128 + SIGPIPE), 
 #: Environment variable that, set to 1, adds the traceback to a failure's message (as ``--debug``).
 DEBUG_VARIABLE = "SKMLMI_DEBUG"
 
+NA_VALUES_HELP = (
+    'codes meaning "missing" besides empty cells and NA, e.g. --na-values -999 . (a number matches by value)'
+)
+
 EXIT_STATUS = f"""\
 exit status:
   0    done
@@ -428,6 +432,27 @@ def _read_table(path: str) -> pd.DataFrame:
     if len(frame) == 0:
         raise CLIError(f"{path} has a header but no rows" if frame.shape[1] else f"{path} is empty")
     return frame
+
+
+def _missing_codes(frame: pd.DataFrame, codes: list[str] | None, quiet: bool) -> pd.DataFrame:
+    """``frame`` with the cells holding one of ``codes`` (``--na-values``, e.g. -999 or ".") set missing.
+
+    A code matches a text cell as written and a number cell by value (``-999`` matches -999 and
+    -999.0). Says how many cells in which columns, unless ``quiet``.
+    """
+    if not codes:
+        return frame
+    values = list(codes)
+    for code in codes:
+        try:
+            values.append(float(code))
+        except ValueError:
+            continue
+    hit = frame.isin(values)
+    if not quiet:
+        columns = [str(c) for c in frame.columns[hit.any().to_numpy()]]
+        print(f"--na-values: {int(hit.to_numpy().sum())} cell(s) set missing in {columns}", file=sys.stderr)
+    return frame.mask(hit)
 
 
 def _output_file(path: str, given_format: str | None, inputs=()) -> tuple[TableFormat, str | None]:
@@ -642,7 +667,7 @@ def _impute(args) -> int:
     # everything that can be checked is checked before the chains start
     fmt, compression = _output_file(args.out, args.format, inputs=[args.data])
     _check_numbers(args)
-    data = _read_table(args.data)
+    data = _missing_codes(_read_table(args.data), args.na_values, args.quiet)
     reserved = [c for c in (".imp", ".id") if c in data.columns]
     if reserved:
         raise CLIError(
@@ -758,7 +783,7 @@ def _diagnose(args) -> int:
         _require(fmt.requires, fmt.extra, f"writing {fmt.label} tables")
     _require("matplotlib", "plot", "skmlmi diagnose (its plots)")
     out = _output_directory(args.out)
-    data = _read_table(args.data)
+    data = _missing_codes(_read_table(args.data), args.na_values, args.quiet)
     groups = _groups(args.groups, data)
 
     import matplotlib
@@ -989,6 +1014,7 @@ def _parser() -> argparse.ArgumentParser:
     impute.add_argument("--out", required=True, help="output file; its suffix gives the format (see below)")
     impute.add_argument("--format", choices=formats, help="format of --out, where its suffix does not say")
     impute.add_argument("--include-original", action="store_true", help="also write the incomplete data as .imp 0")
+    impute.add_argument("--na-values", nargs="+", metavar="CODE", help=NA_VALUES_HELP)
     impute.set_defaults(run=_impute)
 
     pooling = sub.add_parser(
@@ -1033,6 +1059,7 @@ def _parser() -> argparse.ArgumentParser:
         help="with several --groups, as for impute (default auto)",
     )
     diagnose.add_argument("--out", required=True, help="output directory (made if absent)")
+    diagnose.add_argument("--na-values", nargs="+", metavar="CODE", help=NA_VALUES_HELP)
     diagnose.add_argument("--format", choices=formats, default="csv", help="format of the tables (default csv)")
     diagnose.set_defaults(run=_diagnose)
 

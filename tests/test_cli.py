@@ -794,3 +794,34 @@ def test_diagnose_with_several_groups_writes_tables_per_factor(three_level_csv, 
     _usage_error(
         capsys, ["diagnose", str(three_level_csv), "--groups", "school,klass", "--out", str(report)], "'klass'"
     )
+
+
+def test_na_values_codes_mean_missing(tmp_path, capsys):
+    # "-999 means missing" and "." too: those cells are imputed like empty ones, the count is reported, and a
+    # number code matches by value (-999.0 too); without the option -999 is data.
+    rng = np.random.default_rng(8)
+    n = 120
+    frame = pd.DataFrame(
+        {
+            "school": np.repeat(np.arange(12), 10),
+            "x": rng.normal(size=n).round(3),
+            "grade": rng.choice(["a", "b", "c"], n),
+        }
+    )
+    frame["y"] = frame["x"] + rng.normal(size=n)
+    frame.loc[::7, "y"] = -999
+    frame.loc[3, "x"] = -999.0
+    frame.loc[::9, "grade"] = "."
+    source = tmp_path / "coded.csv"
+    frame.to_csv(source, index=False)
+    out = tmp_path / "long.csv"
+    argv = ["impute", str(source), "--groups", "school", "--m", "2", "--max-iter", "2", "--seed", "1"]
+    assert main([*argv, "--out", str(out), "--na-values", "-999", "."]) == 0
+    err = capsys.readouterr().err
+    coded = int((frame["y"] == -999).sum() + 1 + (frame["grade"] == ".").sum())
+    assert f"--na-values: {coded} cell(s) set missing in ['x', 'grade', 'y']" in err
+    long = pd.read_csv(out)
+    assert not (long[["x", "y"]] == -999).any().any() and not (long["grade"] == ".").any()
+    assert long[["x", "y", "grade"]].notna().all().all()
+    assert main([*argv, "--out", str(tmp_path / "raw.csv"), "--quiet"]) == 0
+    assert (pd.read_csv(tmp_path / "raw.csv")["y"] == -999).any()
