@@ -292,8 +292,10 @@ class RandomEffectsNormal(BaseConditionalImputer):
         Cluster-specific residual variances (mice's 2l.norm model) instead of one
         residual variance.
     prior : {"weak", "scaled", "pan"} or dict, default="weak"
-        ``"weak"``: a = 1, Binv = var(y) for sigma^2; c = q, Dinv = 0.05 var(y)
-        diag(1, 1/var(z_k)) for Psi, with var the observed variances. ``"scaled"``: pan's
+        ``"weak"``: a = 1, Binv = 0.05 var(y) for sigma^2; c = q, Dinv = 0.05 var(y)
+        diag(1, 1/var(z_k)) for Psi, with var the observed variances (Binv = var(y) made
+        sigma^2's posterior about (var(y) + RSS) / n, 37% too large for 20 clusters of 5 rows
+        with a well-predicted y; 4% at 0.05 var(y), MC SE 4%). ``"scaled"``: pan's
         numbers (a = 1, Binv = 1, c = q, Dinv = I_q) applied to y / sd(y) and z_k / sd(z_k),
         i.e. Dinv = var(y) diag(1, 1/var(z_k)): worth one pseudo-cluster whose effect has
         the total variance of y, which with few clusters and a low ICC inflates Psi (with
