@@ -22,7 +22,7 @@ from sklearn.base import clone
 from ._clusters import Clusters
 from ._kernels import cluster_sums, poisson_fixed_effects
 from ._passive import DerivedColumn, parse_bounds, parse_derived, parse_post
-from ._warnings import warn_user
+from ._warnings import warn_user, with_column
 from .conditional.base import ROLE_NAMES, BaseConditionalImputer
 from .conditional.registry import (
     COUNT_MODELS,
@@ -182,7 +182,7 @@ class Plan:
         rows = self.fit_rows[j]
         _, reason = self.planner.limit_predictors(target, W, rows, rows)
         if reason:
-            warn_user(f"{target.name}: {reason}")
+            warn_user(with_column(target.name, reason))
         return target
 
     def for_new_data(self, missing: np.ndarray, clusters: Clusters | None) -> Plan:

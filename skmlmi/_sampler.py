@@ -26,7 +26,7 @@ from ._errors import in_context
 from ._passive import apply_bounds
 from ._plan import ClusterMeanCache, Plan, Target, design
 from ._threads import one_blas_thread as _one_blas_thread
-from ._warnings import warn_user
+from ._warnings import warn_user, with_column
 from .conditional.base import Draw, DrawContext
 
 __all__ = [
@@ -425,7 +425,7 @@ class FittedChains:
                 f"imputation model cannot be fitted: {exc}"
             ) from exc
         for reason in dict.fromkeys(events):
-            warn_user(f"{target.name}: {reason}")
+            warn_user(with_column(target.name, reason))
         return draw
 
     def fill_known_cluster_values(self, W, missing, clusters: Clusters | None, chain: int) -> None:
@@ -511,7 +511,7 @@ def impute_new_data(
 
     def log(name, reasons):
         for reason in reasons:
-            warn_user(f"{name}: {reason}")
+            warn_user(with_column(name, reason))
 
     whereabouts = Whereabouts(chain, "transform with its final draws")
     try:

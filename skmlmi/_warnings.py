@@ -15,6 +15,12 @@ import sklearn
 _INTERNAL = tuple(os.path.dirname(module.__file__) + os.sep for module in (sys.modules[__package__], sklearn, joblib))
 
 
+def with_column(column, reason: str) -> str:
+    """An event's reason led by its column's name, unless the reason names the column first itself
+    (``"'popular': ..."`` was warned as ``"popular: 'popular': ..."``)."""
+    return reason if reason.startswith((f"{column!r}", f"{column}:")) else f"{column}: {reason}"
+
+
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     """``warnings.warn`` at the first frame outside the package and the libraries it is called through.
 

@@ -52,7 +52,7 @@ from ._frontdoor import (
 from ._plan import PlanSettings, check_settings, make_plan
 from ._sampler import ChainFailure, FittedChains, NonFiniteImputationError, chain_generators, impute_new_data, run_chain
 from ._threads import one_blas_thread as _one_blas_thread
-from ._warnings import warn_user
+from ._warnings import warn_user, with_column
 from .conditional.base import BaseConditionalImputer
 from .predictors import PredictorSuggestion
 
@@ -734,7 +734,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         same either way: each chain has its own random stream and one BLAS thread."""
         chains = [args + (self.verbose,) for args in chains]
         loky = type(get_active_backend()[0]).__name__ == "LokyBackend"
-        work = sum(args[1].shape[0] * len(args[0].targets) * args[3] for args in chains)  # rows x visits
+        work = 0  # rows x visits over the chains
+        for plan, W, _, n_iter, *_ in chains:
+            work += W.shape[0] * len(plan.targets) * n_iter
         if loky and (effective_n_jobs(self.n_jobs) == 1 or work < IN_PROCESS_WORK):
             return [run_chain(*args) for args in chains]
         with _one_blas_thread():  # taken here, it also covers chains run in threads of this process
@@ -869,16 +871,11 @@ def _counted_events(rows: list) -> pd.DataFrame:
     return counted.reset_index(drop=True)[["iteration", "chain", "column", "reason", "count", "chains"]]
 
 
-def _with_column(column, reason: str) -> str:
-    """The event's reason led by its column's name, unless the reason names the column first itself."""
-    return reason if reason.startswith((f"{column!r}", f"{column}:")) else f"{column}: {reason}"
-
-
 def _warn_events(rows: list) -> None:
     """Each distinct logged event once as a warning; wide data's thousands summarised in one."""
     distinct = list(dict.fromkeys((ev[2], ev[3]) for ev in rows))
     for column, reason in distinct[:_MAX_EVENT_WARNINGS]:
-        warn_user(f"{_with_column(column, reason)} (see logged_events_)")
+        warn_user(f"{with_column(column, reason)} (see logged_events_)")
     if len(distinct) > _MAX_EVENT_WARNINGS:
         columns = len({column for column, _ in distinct[_MAX_EVENT_WARNINGS:]})
         warn_user(f"{len(distinct) - _MAX_EVENT_WARNINGS} more events for {columns} column(s) (see logged_events_)")

@@ -558,8 +558,9 @@ def multi_factor_gibbs(
             continue
         rss = None if pairs is None else _factor_rss(cross, beta, u)
         if rss is None or not rss > _RSS_CANCELLATION * cross["yy"]:  # near-exact fit: the expansion cancels
-            rss = _direct_rss(y, X, beta, u, codes)
-        state.sigma2 = 1.0 / rng.gamma((a + len(y)) / 2, 2.0 / (Binv + rss))
+            rows_total = total if pairs is None else sum(u[k][codes[k]] for k in range(K))
+            rss = _direct_rss(y, X, beta, rows_total)
+        state.sigma2 = _sigma2_draw(rss, len(y), a, Binv, rng)
     donors = None
     if donor_effects:
         if pairs is None:
@@ -589,8 +590,9 @@ def _factor_rss(cross: dict, beta: np.ndarray, u: list) -> float:
     return float(rss)
 
 
-def _direct_rss(y, X, beta, u, codes) -> float:
-    resid = y - X @ beta - sum(u[k][codes[k]] for k in range(len(u)))
+def _direct_rss(y, X, beta, total) -> float:
+    """|y - X beta - total|^2 from the rows, ``total`` the random effects' contribution to each row."""
+    resid = y - X @ beta - total
     return float(resid @ resid)
 
 
@@ -604,10 +606,9 @@ def _beta_draw(XVX, XVy, sigma2, beta_precision, rng) -> tuple[np.ndarray, np.nd
     return mean, mean + np.sqrt(sigma2) * np.linalg.solve(L.T, rng.standard_normal(len(XVy)))
 
 
-def _sigma2_draw(y, X, beta, total, a, Binv, rng) -> float:
-    """sigma^2 | everything: the inverse gamma of the residuals given the fixed and random effects."""
-    resid = y - X @ beta - total
-    return 1.0 / rng.gamma((a + len(y)) / 2, 2.0 / (Binv + float(resid @ resid)))
+def _sigma2_draw(rss: float, n: int, a, Binv, rng) -> float:
+    """sigma^2 | everything: the inverse gamma IW(a + n, Binv + RSS) of the residuals' sum of squares."""
+    return 1.0 / rng.gamma((a + n) / 2, 2.0 / (Binv + rss))
 
 
 def _donor_sweep(u, block, beta_hat, row_effect, rows_effect, total) -> list:
@@ -746,7 +747,7 @@ def multi_factor_slopes_gibbs(
             rows_effect[k] = new
         state.beta = beta
         if weights is None:  # with weights sigma^2 is known (1 for the Polya-Gamma augmented logit)
-            state.sigma2 = _sigma2_draw(y, X, beta, total, a, Binv, rng)
+            state.sigma2 = _sigma2_draw(_direct_rss(y, X, beta, total), len(y), a, Binv, rng)
     donors = None
     if donor_effects:
         donors = _donor_sweep(
