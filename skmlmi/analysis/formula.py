@@ -59,6 +59,7 @@ __all__ = [
     "RandomBlock",
     "RandomFactor",
     "build_design",
+    "fixed_design_at",
     "observed_levels",
     "parse_formula",
 ]
@@ -752,8 +753,12 @@ def _check_known(series: pd.Series, levels: list) -> None:
         raise ValueError(f"column {series.name!r} has levels not seen at fit: {bad} (known levels: {levels})")
 
 
-def _factor_values(parsed: ParsedFormula, data: pd.DataFrame, levels: dict) -> pd.DataFrame:
-    """The placeholder columns formulaic reads: each factor's values, computed by the expression evaluator."""
+def _factor_values(parsed: ParsedFormula, data: pd.DataFrame, levels: dict, undefined=None) -> pd.DataFrame:
+    """The placeholder columns formulaic reads: each factor's values, computed by the expression evaluator.
+
+    ``undefined``: None raises on a term that is not finite; a boolean array (one per row) is set
+    where a term is not finite instead, and those values are set to 0 (rows the caller discards).
+    """
     values = {}
     for k, (_, term) in enumerate(parsed.hidden):
         column = term.column
@@ -775,7 +780,10 @@ def _factor_values(parsed: ParsedFormula, data: pd.DataFrame, levels: dict) -> p
             {j: data[name].to_numpy(dtype=float) for j, name in enumerate(term.value.names)}, n_rows=len(data)
         )
         bad = ~np.isfinite(computed)
-        if bad.any():
+        if bad.any() and undefined is not None:
+            undefined |= bad
+            computed = np.where(bad, 0.0, computed)
+        elif bad.any():
             rows = list(data.index[bad][:5])
             raise ValueError(
                 f"term {term.text!r} of formula {parsed.formula!r} is not finite in {int(bad.sum())} rows "
@@ -1061,3 +1069,34 @@ def _factor_design(
         group_levels=group_levels,
         specs=new_specs,
     )
+
+
+def fixed_design_at(
+    parsed: ParsedFormula, data: pd.DataFrame, levels: dict, state: dict
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-effects design of rows with stored codings, and which rows are defined.
+
+    For a sampler that evaluates the model at candidate values of a variable: ``levels`` and
+    ``state`` are those of a :class:`Design` built before (:func:`build_design`), ``data`` holds
+    the formula's variables (no missing values). A row where a term is not finite (``np.log``
+    of a value <= 0) is returned as undefined instead of raising; its design row is meaningless.
+
+    Parameters
+    ----------
+    parsed : ParsedFormula
+    data : DataFrame
+        The formula's variables at the rows wanted.
+    levels : dict
+        ``Design.levels`` of the design built before.
+    state : dict
+        ``Design.state`` of that design (its ``"fixed"`` model spec is used).
+
+    Returns
+    -------
+    X : ndarray of shape (n, p)
+    defined : ndarray of bool, shape (n,)
+    """
+    undefined = np.zeros(len(data), dtype=bool)
+    values = _factor_values(parsed, data, levels, undefined)
+    X, _, _ = _matrix(parsed.rhs, values, state["fixed"], parsed)
+    return X, ~undefined
