@@ -100,6 +100,7 @@ class Target:
     levels: np.ndarray | None = None  # binary/categorical: codes observed in its fitting rows, increasing
     ignores_clusters: bool = False  # a single-level model given the cluster column coded -2 (warned once)
     factor: int | None = None  # several grouping factors: None = all of them (codes (n, k)), else that factor's
+    compatible: str | None = None  # imputed compatibly with the analysis model: "outcome" or "covariate"
 
     @property
     def recoded(self) -> bool:
@@ -120,6 +121,7 @@ class PlanSettings:
     derived: dict | None = None
     bounds: dict | None = None
     post: dict | None = None
+    analysis_model: Any = None
 
 
 @dataclass
@@ -145,6 +147,7 @@ class Plan:
     methods: dict = field(default_factory=dict)
     events: list = field(default_factory=list)  # (column, reason), decided before the chains ran
     planner: _Planner | None = None
+    analysis: Any = None  # the analysis model imputed compatibly with (skmlmi._compatible.AnalysisModelSpec)
 
     @property
     def groups(self) -> np.ndarray | None:
@@ -203,6 +206,7 @@ class Plan:
             self.derived,
             self.bounds,
             self.post,
+            analysis=self.analysis,
         )
 
 

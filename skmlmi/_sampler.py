@@ -17,11 +17,12 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ._clusters import Clusters
+from ._compatible import CompatibleDraw, compatible_values, sample_compatible
 from ._errors import in_context
 from ._passive import apply_bounds
 from ._plan import ClusterMeanCache, Plan, Target, design
@@ -74,6 +75,7 @@ class ChainResult:
     states: list
     events: list = field(default_factory=list)
     rng: np.random.Generator | None = None
+    acceptance: dict = field(default_factory=dict)  # column -> [accepted, proposed] Metropolis-Hastings steps
 
 
 def _finish(values: np.ndarray, target: Target) -> np.ndarray:
@@ -294,6 +296,23 @@ def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False, means
     return draw, state
 
 
+def compatible_visit(W, target, plan, rng, state, analysis_state, log, imputed, means, acceptance):
+    """A visit of a variable of the analysis model (see :mod:`skmlmi._compatible`); returns its draw and the states."""
+    draw, state, analysis_state, values = compatible_values(
+        W, target, plan, rng, state, analysis_state, log, means, acceptance
+    )
+    col = target.column
+    rows = plan.impute_rows[col]
+    values = check_finite(_finish(values, target), f"the compatible draw for {target.name!r}", None, None)
+    imputed[col] = values
+    write = plan.write_rows[col]
+    W[rows[write], col] = values[write]
+    written = [col, *recompute_derived(W, plan, col)]
+    if means is not None:
+        means.written(written)
+    return draw, state, analysis_state
+
+
 def _factor_names(clusters: Clusters | None, n_factors: int) -> tuple:
     """The grouping columns of the first ``n_factors`` factors (those a target's model receives), for messages."""
     if not n_factors:  # no clusters, or one factor
@@ -344,8 +363,10 @@ def _run_chain_steps(plan, W, rng, n_iter, chain, start_iter, states, verbose, w
     W = np.array(W, order="F")  # one working copy per chain, column-major (see encode)
     if states is None:
         _initialise(W, plan, rng)
-    states = [None] * len(plan.targets) if states is None else list(states)
+    # one state per visit, and the analysis model's (compatible imputation) last
+    states = [None] * (len(plan.targets) + 1) if states is None else list(states)
     draws = [None] * len(plan.targets)
+    acceptance: dict = {}
     means = ClusterMeanCache()
     chain_mean = np.full((n_iter, len(plan.incomplete)), np.nan)
     chain_var = np.full((n_iter, len(plan.incomplete)), np.nan)
@@ -364,7 +385,12 @@ def _run_chain_steps(plan, W, rng, n_iter, chain, start_iter, states, verbose, w
             whereabouts.stage = f"iteration {iteration + 1}"
             for t, target in enumerate(plan.targets):
                 whereabouts.target = target
-                draws[t], states[t] = visit(W, target, plan, rng, states[t], log, imputed, means=means)
+                if target.compatible:
+                    draws[t], states[t], states[-1] = compatible_visit(
+                        W, target, plan, rng, states[t], states[-1], log, imputed, means, acceptance
+                    )
+                else:
+                    draws[t], states[t] = visit(W, target, plan, rng, states[t], log, imputed, means=means)
             whereabouts.target = None
             for j, col in enumerate(plan.incomplete):
                 values = W[plan.impute_rows[col], col] if col in derived else imputed[col]
@@ -382,7 +408,7 @@ def _run_chain_steps(plan, W, rng, n_iter, chain, start_iter, states, verbose, w
                     file=sys.stderr,
                     flush=True,
                 )
-    return ChainResult(imputed, chain_mean, chain_var, draws, states, events, rng)
+    return ChainResult(imputed, chain_mean, chain_var, draws, states, events, rng, acceptance)
 
 
 # --------------------------------------------------------------------------- new data
@@ -487,9 +513,13 @@ def impute_new_data(
     fitted.fill_known_cluster_values(W, missing, clusters, chain)
     rng = transform_generator(fitted.entropy, chain)
     visits = list(zip(plan.targets, fitted.results[chain].draws, strict=True))
+    analysis_draw = next((d.analysis for d in fitted.results[chain].draws if isinstance(d, CompatibleDraw)), None)
     for j in plan.auxiliary:
         target = plan.auxiliary_target(j, fitted.W) if missing[:, j].any() else None
-        if target is not None:
+        if target is not None and analysis_draw is not None and j == plan.analysis.outcome:
+            # an outcome complete at fit: drawn from the analysis model the chain drew last
+            visits.append((replace(target, compatible="outcome"), CompatibleDraw(analysis_draw)))
+        elif target is not None:
             visits.append((target, fitted.auxiliary_draw(chain, target)))
     derived = {d.column for d in plan.derived}
     missing[:, sorted(derived)] = False  # computed, never imputed
@@ -523,7 +553,11 @@ def impute_new_data(
                     rows = np.flatnonzero(missing[:, target.column])
                     X = design(W, target, clusters)[0]
                     g = new_plan.model_groups(target)
-                    W[rows, target.column] = sample_rows(draw, X, g, rows, target, new_plan, rng, log)
+                    if target.compatible:  # from its full conditional with the stored draws
+                        values = sample_compatible(W, X, rows, target, plan.analysis, draw, clusters.codes, rng)
+                        W[rows, target.column] = check_finite(_finish(values, target), target.name, None, None)
+                    else:
+                        W[rows, target.column] = sample_rows(draw, X, g, rows, target, new_plan, rng, log)
                     recompute_derived(W, new_plan, target.column)
     except Exception as error:
         raise in_context(error, str(whereabouts)) from error

@@ -31,11 +31,12 @@ from joblib.parallel import get_active_backend
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
 from ._clusters import STRUCTURES, Clusters
+from ._compatible import plan_analysis_model
 from ._errors import in_context
 from ._frame import cell_mask, from_pandas, positional_labels, to_pandas
 from ._frontdoor import (
@@ -312,6 +313,20 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         varies over every factor, as ``(1 + x | school) + (1 + x | class)``. An empty list makes
         the slope fixed (codes ``2`` and ``4`` read as ``1`` and ``3``). One grouping factor: the
         slope varies over it whenever the factor is named.
+    analysis_model : str or LinearMixedModel or LogisticMixedModel, default=None
+        The analysis model, as an lme4-type formula (``"y ~ x + w + x:w + (1 + x | g)"``) or a
+        mixed model holding one: every incomplete variable of the formula is then imputed
+        compatibly with it (substantive-model-compatible imputation; see
+        :mod:`skmlmi._compatible`): the outcome from the analysis model, each incomplete
+        covariate from (covariate model) x (the analysis model's likelihood), exactly where that
+        has a closed form and by Metropolis-Hastings steps otherwise. A continuous or whole-number
+        response gives a linear mixed model, a binary one a logistic mixed model. One grouping
+        factor (the imputer's groups column), a fixed and a random intercept; covariates
+        continuous, whole-number or binary, not constant within clusters. Other incomplete
+        columns (auxiliary variables) are imputed by their own models as usual. Use it when the
+        analysis has random slopes, interactions or non-linear terms of incomplete variables,
+        which no chained conditional model can match. ``acceptance_rates_`` reports the
+        Metropolis-Hastings acceptance per variable and chain.
 
     Attributes
     ----------
@@ -336,6 +351,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         iteration and chain it happened in (0 and 0: decided once, before the chains ran, as
         in mice), column, reason, ``count`` (how often: an event of every visit repeats in
         every chain and iteration) and ``chains`` (in how many chains).
+    acceptance_rates_ : DataFrame
+        With ``analysis_model``: the share of Metropolis-Hastings proposals accepted, per
+        variable drawn by such steps (rows) and chain (columns), over all iterations. Variables
+        drawn exactly from their full conditionals are not listed. Empty otherwise.
     n_features_in_, feature_names_in_
         As in scikit-learn.
 
@@ -410,6 +429,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         "cluster_structure": [StrOptions(set(STRUCTURES))],
         "cluster_mean_levels": [dict, None],
         "random_slope_levels": [dict, None],
+        "analysis_model": [str, HasMethods(["fit"]), None],
     }
 
     def __init__(
@@ -434,6 +454,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         cluster_structure: str = "auto",
         cluster_mean_levels: dict | None = None,
         random_slope_levels: dict | None = None,
+        analysis_model: str | Any | None = None,
     ) -> None:
         self.methods = methods
         self.predictor_matrix = predictor_matrix
@@ -455,6 +476,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self.cluster_structure = cluster_structure
         self.cluster_mean_levels = cluster_mean_levels
         self.random_slope_levels = random_slope_levels
+        self.analysis_model = analysis_model
 
     # ------------------------------------------------------------------ sklearn plumbing
     @classmethod
@@ -655,6 +677,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             new.chain_mean = np.vstack([old.chain_mean, new.chain_mean])
             new.chain_var = np.vstack([old.chain_var, new.chain_var])
             new.events = old.events + new.events
+            for col, (accepted, proposed) in old.acceptance.items():
+                counts = new.acceptance.setdefault(col, [0, 0])
+                counts[0] += accepted
+                counts[1] += proposed
         n_done = self.n_iter_
         self._store(FittedChains(fitted.plan, fitted.W, results, fitted.entropy, fitted.observed_pool))
         self.n_iter_ = n_done + n_iter
@@ -669,7 +695,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         data = self._encode_fit(X, groups)
         where = check_where(cell_mask(where), data)
         ignore = check_ignore(ignore, len(data.frame))
-        plan = make_plan(data, self._settings(), where, ignore)
+        plan = plan_analysis_model(make_plan(data, self._settings(), where, ignore), self.analysis_model, data)
         for j in dict.fromkeys(t.column for t in plan.targets):
             if not plan.fit_rows[j].any():
                 raise ValueError(f"Column {data.columns[j]!r} has no observed, non-ignored values to fit.")
@@ -697,6 +723,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             derived=self.derived,
             bounds=self.bounds,
             post=self.post,
+            analysis_model=self.analysis_model,
         )
 
     def _encode_fit(self, X, groups) -> WorkingData:
@@ -787,6 +814,16 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         rows += [ev for r in results for ev in r.events]
         self.logged_events_ = _counted_events(rows)
         _warn_events(rows)
+        accepted = sorted({col for r in results for col in r.acceptance})
+        self.acceptance_rates_ = pd.DataFrame(
+            {
+                f"chain {c + 1}": [
+                    r.acceptance[col][0] / r.acceptance[col][1] if col in r.acceptance else np.nan for col in accepted
+                ]
+                for c, r in enumerate(results)
+            },
+            index=pd.Index([columns[col] for col in accepted], name="variable"),
+        )
 
     # ------------------------------------------------------------------ helpers
     def _chain_index(self) -> int:
