@@ -28,6 +28,7 @@ from .._errors import in_context
 from .._frame import positional_labels, series_to_pandas, to_pandas
 from .._threads import one_blas_thread
 from ..analysis.formula import observed_levels, parse_formula, unused_categories_note
+from ..analysis.mixed import LinearMixedModel, LogisticMixedModel
 from .results import PooledResults, pool_results
 from .rubin import pool_variance_components
 
@@ -85,10 +86,12 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
     ----------
     imputer : MultilevelIterativeImputer
         The imputation model (cloned at fit).
-    estimator : estimator
+    estimator : estimator, default=None
         The analysis model. A formula model (one with a ``formula`` parameter) is fitted
         on the completed DataFrame, which holds the response; any other estimator on
-        (X, y).
+        (X, y). None: the imputer's ``analysis_model`` (a formula becomes a
+        :class:`~skmlmi.analysis.LinearMixedModel`, or a
+        :class:`~skmlmi.analysis.LogisticMixedModel` for a binary response).
     n_jobs : int, default=None
         The m analysis fits run in parallel; results do not depend on it.
     dfcom : float, "auto" or None, default="auto"
@@ -157,7 +160,7 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "imputer": [HasMethods(["fit_transform_all", "transform_all"]), None],
-        "estimator": [HasMethods(["fit"])],
+        "estimator": [HasMethods(["fit"]), None],
         "n_jobs": [numbers.Integral, None],
         "dfcom": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"}), None],
         "alpha": [Interval(numbers.Real, 0, 1, closed="neither")],
@@ -166,7 +169,7 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
     def __init__(
         self,
         imputer: MultilevelIterativeImputer,
-        estimator: BaseEstimator,
+        estimator: BaseEstimator | None = None,
         n_jobs: int | None = None,
         dfcom: float | str | None = "auto",
         alpha: float = 0.05,
@@ -179,7 +182,7 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        inner = self.estimator.__sklearn_tags__()
+        inner = self._model.__sklearn_tags__()
         tags.estimator_type = inner.estimator_type
         tags.classifier_tags = inner.classifier_tags
         tags.regressor_tags = inner.regressor_tags
@@ -189,12 +192,29 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ data assembly
     @property
+    def _model(self):
+        """The analysis model: ``estimator``, or the imputer's ``analysis_model`` when it is None."""
+        if self.estimator is not None:
+            return self.estimator
+        given = getattr(self.imputer, "analysis_model", None)
+        if given is None:
+            raise ValueError(
+                "MIPooler needs an estimator (the analysis model), or an imputer given analysis_model= "
+                "whose model it then fits."
+            )
+        if not isinstance(given, str):
+            return given
+        plan = getattr(getattr(getattr(self, "imputer_", None), "_fitted", None), "plan", None)
+        logistic = plan is not None and plan.analysis is not None and plan.analysis.family == "logistic"
+        return LogisticMixedModel(given) if logistic else LinearMixedModel(given)
+
+    @property
     def _formula_model(self) -> bool:
-        return "formula" in self.estimator.get_params(deep=False)
+        return "formula" in self._model.get_params(deep=False)
 
     def _target_name(self, y):
         if self._formula_model:
-            return parse_formula(self.estimator.formula).response
+            return parse_formula(self._model.formula).response
         name = getattr(y, "name", None)
         return str(name) if isinstance(name, str) and name else _TARGET
 
@@ -314,7 +334,7 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
             self.imputer_.set_output(transform="default")
         sets = self.imputer_.fit_transform_all(data, groups=_column_of(X, data, groups))
         formula_model = self._formula_model
-        estimator = self._coded_as_observed(data) if formula_model else self.estimator
+        estimator = self._coded_as_observed(data) if formula_model else self._model
         with one_blas_thread():  # taken here, it also covers fits run in threads of this process
             self.estimators_ = Parallel(n_jobs=self.n_jobs)(
                 delayed(_fit_one)(clone(estimator), data_c, self._y_name, formula_model, c)
@@ -347,7 +367,7 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         if not self._formula_model:
             raise TypeError(
                 f"fit_completed needs a formula model, which finds its response in each dataset; "
-                f"{type(self.estimator).__name__} has no formula (use LinearMixedModel, LogisticMixedModel, ...)."
+                f"{type(self._model).__name__} has no formula (use LinearMixedModel, LogisticMixedModel, ...)."
             )
         if isinstance(completed, pd.DataFrame) or not isinstance(completed, Sequence) or not len(completed):
             raise TypeError(
@@ -360,7 +380,7 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
                 raise TypeError(f"completed dataset {c} is {type(frame).__name__}; expected a DataFrame.")
             if list(frame.columns) != list(frames[0].columns):
                 raise ValueError(f"completed dataset {c} has other columns than dataset 1; are they one imputation's?")
-        used = [v for v in parse_formula(self.estimator.formula).variables if v in frames[0].columns]
+        used = [v for v in parse_formula(self._model.formula).variables if v in frames[0].columns]
         for c, frame in enumerate(frames, start=1):  # the columns the model reads (others may stay incomplete)
             missing = [str(v) for v in used if frame[v].isna().any()]
             if missing:
@@ -382,18 +402,18 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         categories a pandas categorical declares but no row of the incomplete data holds.
         Levels the user set are kept.
         """
-        if not isinstance(data, pd.DataFrame) or self.estimator.get_params(deep=False).get("levels", 0) is not None:
-            return self.estimator
+        if not isinstance(data, pd.DataFrame) or self._model.get_params(deep=False).get("levels", 0) is not None:
+            return self._model
 
-        levels = observed_levels(parse_formula(self.estimator.formula), data)
-        return clone(self.estimator).set_params(levels=levels) if levels else self.estimator
+        levels = observed_levels(parse_formula(self._model.formula), data)
+        return clone(self._model).set_params(levels=levels) if levels else self._model
 
     def _pool(self):
         fits = self.estimators_
         names = self._aligned_terms(fits)
         vcs = [f.variance_components_ for f in fits if hasattr(f, "variance_components_")]
-        model = type(self.estimator).__name__
-        formula = self.estimator.get_params(deep=False).get("formula") if self._formula_model else None
+        model = type(self._model).__name__
+        formula = self._model.get_params(deep=False).get("formula") if self._formula_model else None
         if all(hasattr(f, "cov_params_") for f in fits):
             estimates = np.stack([f.coef_.reindex(names).to_numpy(dtype=float) for f in fits])
             covariances = np.stack(
@@ -541,7 +561,7 @@ class MIPooler(MetaEstimatorMixin, BaseEstimator):
         )
 
     def _estimator_has_predict_proba(self):
-        return hasattr(self.estimator, "predict_proba")
+        return hasattr(self._model, "predict_proba")
 
     @available_if(_estimator_has_predict_proba)
     def predict_proba(self, X: Any, groups: Hashable | ArrayLike | None = None) -> np.ndarray:
