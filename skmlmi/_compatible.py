@@ -54,11 +54,21 @@ from scipy import special
 from ._plan import Plan, Target, design
 from .analysis.formula import ParsedFormula, build_design, fixed_design_at, parse_formula
 from .conditional.base import DrawContext
+from .conditional.cluster_level import (
+    ClusterLevelLogistic,
+    ClusterLevelNormal,
+    _ClusterLogisticDraw,
+    _design,
+    _sample_clusters,
+)
 from .conditional.random_effects import RandomEffectsNormal, RandomEffectsPMM
-from .conditional.random_effects_discrete import RandomEffectsLogistic
+from .conditional.random_effects_discrete import RandomEffectsCategorical, RandomEffectsLogistic
 
 __all__ = ["AnalysisModelSpec", "CompatibleDraw", "plan_analysis_model", "compatible_values", "sample_compatible"]
 
+ANALYSIS_GIBBS_STEPS = 2  # Gibbs steps of the analysis model's parameters per visit
+ANALYSIS_BURNIN = 20  # ... at its first draw in a chain (from the complete cases)
+COVARIATE_GIBBS_STEPS = 2  # ... and of a default covariate model's
 N_METROPOLIS = 10  # Metropolis-Hastings steps per visit where the full conditional has no closed form
 _LINEAR_TOL = 1e-8  # relative second difference below which a design is taken as linear in x
 
@@ -79,6 +89,7 @@ class AnalysisModelSpec:
     fixed_names: tuple = ()
     slope_columns: tuple = ()  # positions in the design without intercept that carry a random slope
     covariates: tuple = ()  # working columns of the incomplete covariates imputed compatibly
+    cluster_level: frozenset = frozenset()  # ... those constant within clusters (one value per cluster)
     products: tuple | None = None  # each fixed term as its factors' expressions (numeric terms), or None
 
     def _product_design(self, W, rows, column, values):
@@ -201,19 +212,23 @@ def plan_analysis_model(plan: Plan, analysis_model, data) -> Plan:
     covariates = tuple(j for _, j in variables if j != outcome and j in targets)
     for j in covariates:
         kind = kind_of[j]
-        if kind not in ("continuous", "integer", "binary"):
-            raise ValueError(
-                f"{where}: {columns[j]!r} is an incomplete {kind} covariate; compatible imputation takes "
-                "incomplete continuous, whole-number and binary covariates (categorical ones: not yet)."
-            )
+        if kind not in ("continuous", "integer", "binary", "categorical"):  # pragma: no cover - every kind is one
+            raise ValueError(f"{where}: {columns[j]!r} is an incomplete {kind} covariate, which it cannot impute.")
         constant = plan.planner.cluster_constant.get(j, False)
-        if constant:
+        if constant == "partial":
             raise ValueError(
-                f"{where}: {columns[j]!r} is constant within clusters (a cluster-level covariate); compatible "
-                "imputation of incomplete cluster-level covariates is not available yet. Impute it without "
-                "analysis_model, or leave it out of the formula."
+                f"{where}: {columns[j]!r} is constant within clusters but observed in some rows of a cluster "
+                "and missing in others; fill those cells with the cluster's value first."
             )
+        if constant and kind == "categorical":
+            raise ValueError(
+                f"{where}: {columns[j]!r} is an incomplete categorical covariate constant within clusters; "
+                "compatible imputation takes cluster-level covariates that are continuous or binary (categorical: "
+                "not yet)."
+            )
+    cluster_level = frozenset(j for j in covariates if plan.planner.cluster_constant.get(j, False))
     spec = _make_spec(formula, parsed, family, outcome, variables, categories, covariates, data, plan)
+    spec = replace(spec, cluster_level=cluster_level)
     return _mark_targets(plan, spec, kind_of)
 
 
@@ -307,10 +322,12 @@ def _mark_targets(plan: Plan, spec: AnalysisModelSpec, kind_of: dict) -> Plan:
         if j in made:
             continue
         if j == spec.outcome:
-            model = RandomEffectsNormal() if spec.family == "linear" else RandomEffectsLogistic()
+            model = analysis_sampler(spec.family)
             made[j] = replace(target, model=model, compatible="outcome")
         elif j in spec.covariates:
-            model = _covariate_model(plan.names[j], kind_of[j], given.get(plan.names[j], methods), spec)
+            model = _covariate_model(
+                plan.names[j], kind_of[j], given.get(plan.names[j], methods), spec, j in spec.cluster_level
+            )
             keep = [p for p in target.predictors if p.column not in dropped]
             if matrix is not None:
                 matrix.iloc[j, sorted(dropped)] = 0
@@ -324,16 +341,23 @@ def _mark_targets(plan: Plan, spec: AnalysisModelSpec, kind_of: dict) -> Plan:
     return replace(plan, targets=targets, predictor_matrix=matrix, methods=methods_out, analysis=spec)
 
 
-def _covariate_model(name, kind, given, spec):
+def _covariate_model(name, kind, given, spec, cluster_level=False):
     """The covariate model of an incomplete covariate: the user's if it gives a density, else the default."""
-    wanted = RandomEffectsLogistic if kind == "binary" else RandomEffectsNormal
+    if cluster_level:
+        wanted = ClusterLevelLogistic if kind == "binary" else ClusterLevelNormal
+        if given is None:
+            return wanted()
+    else:
+        wanted = {"binary": RandomEffectsLogistic, "categorical": RandomEffectsCategorical}.get(
+            kind, RandomEffectsNormal
+        )
     if given is None or isinstance(given, str):
         if isinstance(given, str):
             from ._plan import as_model
 
             given = as_model(given, f"methods[{name!r}]")
         else:
-            return wanted()
+            return wanted(n_gibbs=COVARIATE_GIBBS_STEPS)
     if type(given) is not wanted or isinstance(given, RandomEffectsPMM):
         raise ValueError(
             f"methods[{name!r}] is {_model_name(given)}, but {name!r} is a covariate of analysis_model "
@@ -341,6 +365,18 @@ def _covariate_model(name, kind, given, spec):
             "(whose density the sampler uses), or leave it out of methods."
         )
     return given
+
+
+def analysis_sampler(family: str):
+    """The Gibbs sampler of the analysis model's parameters: ``ANALYSIS_GIBBS_STEPS`` steps per visit.
+
+    Its state runs on across the visits of a chain, and every visit changes the data it is drawn
+    from (the imputations): a step or two per visit let the parameters follow the data, as the
+    one step per iteration of a data-augmentation Gibbs sampler does.
+    """
+    if family == "linear":
+        return RandomEffectsNormal(n_gibbs=ANALYSIS_GIBBS_STEPS, n_burnin=ANALYSIS_BURNIN)
+    return RandomEffectsLogistic(n_gibbs=ANALYSIS_GIBBS_STEPS)
 
 
 # --------------------------------------------------------------------------- the analysis model's likelihood
@@ -390,7 +426,16 @@ def draw_analysis_model(W, plan: Plan, rng, state, log):
     observed = defined & np.isfinite(y)
     if plan.modelled_rows is not None:
         observed &= plan.modelled_rows
-    model = RandomEffectsNormal() if spec.family == "linear" else RandomEffectsLogistic()
+    start = state is None
+    if start:
+        # The chain's first draw: from the complete cases, whose fit is near the posterior, not from the
+        # initial imputations (draws of each column's observed values), which carry none of the model's
+        # structure; the data-augmentation chain would need many iterations to climb from their fit
+        # (a random slope's variance most of all).
+        complete = np.logical_and.reduce([plan.fit_rows[j] for _, j in spec.variables])
+        if (observed & complete).sum() > 2 * len(spec.fixed_names):
+            observed = observed & complete
+    model = analysis_sampler(spec.family)
     name = plan.names[spec.outcome]
     context = DrawContext(
         target=str(name),
@@ -405,7 +450,8 @@ def draw_analysis_model(W, plan: Plan, rng, state, log):
     draw, state = model.draw(
         np.where(observed, y, 0.0), observed, X, spec.roles, plan.clusters.codes, rng, state, context
     )
-    log(name, context.events)
+    if not start:  # the start's events describe the complete cases, not the data the chain imputes from
+        log(name, context.events)
     return draw, state
 
 
@@ -421,24 +467,41 @@ def compatible_values(W, target: Target, plan: Plan, rng, state, analysis_state,
         draw = CompatibleDraw(analysis)
         return draw, state, analysis_state, _outcome_values(W, rows, plan.analysis, analysis, plan.clusters.codes, rng)
     X, roles, names, _ = design(W, target, plan.clusters, means)
+    levels = _levels(target)
     context = DrawContext(
         target=str(target.name),
         kind=target.kind,
-        n_categories=target.n_categories,
+        n_categories=len(levels) if levels is not None else target.n_categories,
+        ordered=False,  # a multinomial covariate model for ordered categories too: its probabilities are what is used
         n_clusters=plan.clusters.count,
         predictor_names=tuple(names),
         cluster_labels=plan.clusters.labels,
         modelled_rows=plan.modelled_rows,
         checked=True,
     )
-    observed = np.isfinite(W[:, col]) if plan.modelled_rows is None else plan.modelled_rows & np.isfinite(W[:, col])
-    covariate, state = target.model.draw(
-        np.where(observed, W[:, col], 0.0), observed, X, roles, plan.clusters.codes, rng, state, context
-    )
-    log(target.name, context.events)
+    # all rows of the completed data (data augmentation); the chain's first draw from the observed values
+    start = state is None
+    observed = plan.fit_rows[col] if start else np.isfinite(W[:, col])
+    if plan.modelled_rows is not None:
+        observed = observed & plan.modelled_rows
+    current = np.where(observed, W[:, col], 0.0)
+    if levels is not None:  # the model sees the observed categories as 0..K_obs-1 (an unobserved one is never drawn)
+        compact = np.zeros(target.n_categories)
+        compact[levels] = np.arange(levels.size)
+        current = compact[current.astype(np.intp)]
+    covariate, state = target.model.draw(current, observed, X, roles, plan.clusters.codes, rng, state, context)
+    if not start:  # the start's events describe the observed values only
+        log(target.name, context.events)
     draw = CompatibleDraw(analysis, covariate)
     values = sample_compatible(W, X, rows, target, plan.analysis, draw, plan.clusters.codes, rng, acceptance)
     return draw, state, analysis_state, values
+
+
+def _levels(target: Target) -> np.ndarray | None:
+    """The codes of a categorical target's categories observed at fit (None for other kinds)."""
+    if target.kind != "categorical":
+        return None
+    return target.levels if target.levels is not None else np.arange(target.n_categories)
 
 
 def _outcome_values(W, rows, spec, analysis, groups, rng) -> np.ndarray:
@@ -467,6 +530,16 @@ def sample_compatible(W, X, rows, target, spec, draw: CompatibleDraw, groups, rn
         out = outcome.loglik(outcome.eta(Xa), y)
         return np.where(defined, out, -np.inf)
 
+    if col in spec.cluster_level:
+        return _cluster_level_values(W, X, rows, g, col, spec, draw, outcome, y, loglik, rng, acceptance)
+
+    if target.kind == "categorical":
+        levels = _levels(target)
+        log_p = np.log(np.maximum(draw.covariate.probabilities(X[rows], g, rng), np.finfo(float).tiny))
+        log_p += np.column_stack([loglik(float(level)) for level in levels])  # a loop over the few categories
+        p = special.softmax(log_p, axis=1)
+        chosen = (np.cumsum(p, axis=1) < rng.random(len(rows))[:, None]).sum(axis=1)
+        return levels[np.minimum(chosen, levels.size - 1)].astype(float)
     if target.kind == "binary":
         eta_x = draw.covariate.linear_predictor(X[rows], g, rng)
         p = special.expit(eta_x + loglik(1.0) - loglik(0.0))
@@ -480,6 +553,61 @@ def sample_compatible(W, X, rows, target, spec, draw: CompatibleDraw, groups, rn
             centre, sd = exact
             return centre + sd * rng.standard_normal(len(rows))
     return _metropolis(loglik, current, mean_x, sd_x, rng, acceptance, col)
+
+
+def _cluster_level_values(W, X, rows, g, col, spec, draw, outcome, y, loglik, rng, acceptance) -> np.ndarray:
+    """One value per cluster of a cluster-level covariate w, from p(w_j) prod_i p(y_ij | w_j): the rows' log-likelihoods
+    summed per cluster (exact normal when linear in w, exact two-point when binary, else Metropolis-Hastings)."""
+    codes, inverse, xbar = _sample_clusters(X[rows], g, "cluster-level covariate")
+    n_units = len(codes)
+
+    def per_unit(values_rows):
+        return np.bincount(inverse, weights=values_rows, minlength=n_units)
+
+    def unit_loglik(unit_values):
+        return per_unit(loglik(unit_values[inverse]))
+
+    covariate = draw.covariate
+    if isinstance(covariate, _ClusterLogisticDraw):
+        p1 = covariate.inner.probabilities(xbar, None)[:, 1]
+        with np.errstate(divide="ignore"):
+            logit = np.log(p1) - np.log1p(-p1)
+        p = special.expit(logit + unit_loglik(np.ones(n_units)) - unit_loglik(np.zeros(n_units)))
+        return (rng.random(n_units) < p).astype(float)[inverse]
+    mean_w = _design(xbar, covariate.center) @ covariate.coef_centred
+    sd_w = np.full(n_units, float(covariate.sigma))
+    current_rows = W[rows, col]
+    current = per_unit(current_rows) / np.bincount(inverse, minlength=n_units)  # constant within a unit
+    if spec.family == "linear":
+        step = sd_w[inverse]
+        designs = [spec.design(W, rows, col, current[inverse] + k * step) for k in range(3)]
+        if all(d.all() for _, d in designs) and _is_linear([X_ for X_, _ in designs]):
+            eta0, eta1 = outcome.eta(designs[0][0]), outcome.eta(designs[1][0])
+            c = (eta1 - eta0) / step
+            sigma2 = np.broadcast_to(outcome.sd, c.shape) ** 2
+            precision = 1.0 / sd_w**2 + per_unit(c**2 / sigma2)
+            centre = (mean_w / sd_w**2 + per_unit(c * (y - eta0 + c * current[inverse]) / sigma2)) / precision
+            return (centre + rng.standard_normal(n_units) / np.sqrt(precision))[inverse]
+    w, ll = current.copy(), unit_loglik(current)
+    accepted = 0
+    for _ in range(N_METROPOLIS):  # a loop over steps; each step is vectorised over clusters
+        proposal = mean_w + sd_w * rng.standard_normal(n_units)
+        ll_new = unit_loglik(proposal)
+        take = np.log(rng.random(n_units)) < ll_new - ll
+        w[take], ll[take] = proposal[take], ll_new[take]
+        accepted += int(take.sum())
+    if acceptance is not None:
+        counts = acceptance.setdefault(col, [0, 0])
+        counts[0] += accepted
+        counts[1] += N_METROPOLIS * n_units
+    return w[inverse]
+
+
+def _is_linear(designs) -> bool:
+    """Whether designs at x0, x0 + s and x0 + 2 s have a zero second difference (the design is linear in x)."""
+    second = designs[2] - 2.0 * designs[1] + designs[0]
+    scale = np.maximum(np.abs(designs[0]), np.maximum(np.abs(designs[1]), np.abs(designs[2])))
+    return not np.any(np.abs(second) > _LINEAR_TOL * np.maximum(scale, 1.0))
 
 
 def _linear_full_conditional(W, rows, col, spec, outcome, y, current, mean_x, sd_x):
@@ -496,9 +624,7 @@ def _linear_full_conditional(W, rows, col, spec, outcome, y, current, mean_x, sd
         if not defined.all():
             return None
         designs.append(Xk)
-    second = designs[2] - 2.0 * designs[1] + designs[0]
-    scale = np.maximum(np.abs(designs[0]), np.maximum(np.abs(designs[1]), np.abs(designs[2])))
-    if np.any(np.abs(second) > _LINEAR_TOL * np.maximum(scale, 1.0)):
+    if not _is_linear(designs):
         return None
     eta0, eta1 = outcome.eta(designs[0]), outcome.eta(designs[1])
     c = (eta1 - eta0) / step

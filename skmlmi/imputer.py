@@ -322,7 +322,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         has a closed form and by Metropolis-Hastings steps otherwise. A continuous or whole-number
         response gives a linear mixed model, a binary one a logistic mixed model. One grouping
         factor (the imputer's groups column), a fixed and a random intercept; covariates
-        continuous, whole-number or binary, not constant within clusters. Other incomplete
+        continuous, whole-number, binary or categorical (cluster-level ones continuous or binary). Other incomplete
         columns (auxiliary variables) are imputed by their own models as usual. Use it when the
         analysis has random slopes, interactions or non-linear terms of incomplete variables,
         which no chained conditional model can match. ``acceptance_rates_`` reports the
