@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from ._plan import Plan, Target, design
+from ._plan import Plan, Target, as_model, design
 from .analysis.formula import ParsedFormula, build_design, fixed_design_at, parse_formula
 from .conditional.base import DrawContext
 from .conditional.cluster_level import (
@@ -194,6 +194,12 @@ def plan_analysis_model(plan: Plan, analysis_model, data) -> Plan:
             f"{where}: the response {parsed.response!r} is {kind_of[outcome]}; compatible imputation takes a "
             "continuous (linear mixed model) or binary (logistic mixed model) response."
         )
+    methods = plan.planner.settings.methods
+    if isinstance(methods, dict) and parsed.response in methods:
+        raise ValueError(
+            f"methods names {parsed.response!r}, the response of {where}, which is imputed from the analysis model "
+            "itself; leave it out of methods."
+        )
     targets = {t.column: t for t in plan.targets}
     if any(j in targets for _, j in variables) and (plan.bounds or plan.post):
         limited = [columns[j] for _, j in variables if j in plan.bounds or j in plan.post]
@@ -312,7 +318,6 @@ def _with_products(spec: AnalysisModelSpec, W, rows, X) -> AnalysisModelSpec:
 def _mark_targets(plan: Plan, spec: AnalysisModelSpec, kind_of: dict) -> Plan:
     """Targets of the analysis model's variables: the outcome's and the covariates' (their models and predictors)."""
     methods = plan.planner.settings.methods
-    given = methods if isinstance(methods, dict) else {}
     outcome_deps = {d.column for d in plan.derived if not d.depends_on or spec.outcome in d.depends_on}
     dropped = {spec.outcome} | outcome_deps
     matrix = plan.predictor_matrix.copy() if plan.predictor_matrix is not None else None
@@ -325,9 +330,8 @@ def _mark_targets(plan: Plan, spec: AnalysisModelSpec, kind_of: dict) -> Plan:
             model = analysis_sampler(spec.family)
             made[j] = replace(target, model=model, compatible="outcome")
         elif j in spec.covariates:
-            model = _covariate_model(
-                plan.names[j], kind_of[j], given.get(plan.names[j], methods), spec, j in spec.cluster_level
-            )
+            given = methods.get(plan.names[j]) if isinstance(methods, dict) else methods
+            model = _covariate_model(plan.names[j], kind_of[j], given, spec, j in spec.cluster_level)
             keep = [p for p in target.predictors if p.column not in dropped]
             if matrix is not None:
                 matrix.iloc[j, sorted(dropped)] = 0
@@ -351,13 +355,10 @@ def _covariate_model(name, kind, given, spec, cluster_level=False):
         wanted = {"binary": RandomEffectsLogistic, "categorical": RandomEffectsCategorical}.get(
             kind, RandomEffectsNormal
         )
-    if given is None or isinstance(given, str):
-        if isinstance(given, str):
-            from ._plan import as_model
-
-            given = as_model(given, f"methods[{name!r}]")
-        else:
-            return wanted(n_gibbs=COVARIATE_GIBBS_STEPS)
+    if given is None:
+        return wanted(n_gibbs=COVARIATE_GIBBS_STEPS)
+    if isinstance(given, str):
+        given = as_model(given, f"methods[{name!r}]")
     if type(given) is not wanted or isinstance(given, RandomEffectsPMM):
         raise ValueError(
             f"methods[{name!r}] is {_model_name(given)}, but {name!r} is a covariate of analysis_model "

@@ -264,6 +264,8 @@ def test_analysis_model_object_is_read_for_its_formula():
         ("y ~ x + (1 + x | g)", {"methods": {"x": RandomEffectsPMM()}}, "must be RandomEffectsNormal"),
         ("y ~ x + (1 + x | g)", {"methods": {"x": PredictiveMeanMatching()}}, "must be RandomEffectsNormal"),
         ("y ~ x + (1 | g)", {"bounds": {"x": (-5, 5)}}, "bounds or post"),
+        ("y ~ x + (1 | g)", {"methods": {"y": RandomEffectsPMM()}}, "response of analysis_model"),
+        ("y ~ x + (1 | g)", {"methods": {"w": RandomEffectsPMM()}}, None),  # another column's model: fine
         ("y ~ (x | g)", {}, "not fixed terms"),
     ],
 )
