@@ -151,6 +151,50 @@ mice gives 0.20 too): every variance component and standard error downstream goe
 with it. School fixed effects keep the ICC (slightly overstated, 0.53, as R's dummy
 approach); the multilevel model reproduces the complete-case ICC and R's 2l.pan (0.49).
 """),
+    ("md", """
+## 6. A random slope of sex: imputation compatible with the analysis model
+
+Suppose the analysis lets the effect of sex vary between schools,
+`popular ~ sex + texp + (1 + sex | school)`. An imputation model for `popular` without that
+random slope imputes every school's girls and boys with the same difference, and the
+analysis of the completed data then understates the slope's variance. The imputer can take
+the analysis model itself (`analysis_model=`): the incomplete variables of the formula are
+then imputed from their full conditionals under it (here only `popular` is incomplete, so it
+is drawn from the random-slope model; incomplete covariates would be drawn from covariate
+model x the analysis model's likelihood). Coding `sex` as a random-slope predictor (role 2)
+of `popular`'s chained model reaches the same here, because only the outcome is incomplete; with an
+incomplete covariate that has a random slope, no chained model can (see the user guide).
+"""),
+    ("code", """
+slope_model = LinearMixedModel("popular ~ sex + texp + (1 + sex | school)")
+slope_imputers = {
+    "chained, random intercept only": MultilevelIterativeImputer(
+        methods={"popular": RandomEffectsNormal()}, n_imputations=20, max_iter=10, random_state=2022
+    ),
+    "compatible with the analysis model": MultilevelIterativeImputer(
+        analysis_model=slope_model.formula, n_imputations=20, max_iter=10, random_state=2022
+    ),
+}
+slope_fits = {label: MIPooler(imp, slope_model).fit(data, groups="school") for label, imp in slope_imputers.items()}
+complete_slope = LinearMixedModel(slope_model.formula, missing="drop").fit(data)
+slopes = pd.DataFrame(
+    {"complete cases": complete_slope.variance_components_}
+    | {label: p.results_.variance_components for label, p in slope_fits.items()}
+).T
+for label, pooler in slope_fits.items():
+    variances = np.array([fit.variance_components_["sex~~sex|school"] for fit in pooler.estimators_])
+    key(f"slope variance of sex, {label}", slopes.loc[label, "sex~~sex|school"], jackknife_se(variances))
+gap = slopes["sex~~sex|school"]
+assert gap["compatible with the analysis model"] - gap["chained, random intercept only"] > 0.05
+assert abs(gap["compatible with the analysis model"] - gap["complete cases"]) < 0.05
+slopes
+"""),
+    ("md", """
+The chained model without the slope cuts the variance of the sex effect across schools to
+about a third (about 0.08 against 0.26 in the complete cases); the compatible imputation keeps
+it (about 0.25). The fixed effects hardly move: what the wrong imputation model changes is the
+part of the analysis it leaves out.
+"""),
 ]
 
 NOTEBOOKS = {"01_popmis": POPMIS}
