@@ -287,13 +287,18 @@ def visit(W, target, plan, rng, state, log, imputed=None, draw_only=False, means
         values[keep] = sample_rows(draw, X, model_groups, rows[keep], target, plan, rng, log)
     else:
         values = sample_rows(draw, X, model_groups, rows, target, plan, rng, log)
+    _write(W, plan, col, values, imputed, means)
+    return draw, state
+
+
+def _write(W, plan, col, values, imputed, means) -> None:
+    """Keep a visit's imputations of the impute rows, write the missing cells, recompute what derives from them."""
     imputed[col] = values
     write = plan.write_rows[col]
-    W[rows[write], col] = values[write]
+    W[plan.impute_rows[col][write], col] = values[write]
     written = [col, *recompute_derived(W, plan, col)]
     if means is not None:
         means.written(written)
-    return draw, state
 
 
 def compatible_visit(W, target, plan, rng, state, analysis_state, log, imputed, means, acceptance):
@@ -301,15 +306,8 @@ def compatible_visit(W, target, plan, rng, state, analysis_state, log, imputed, 
     draw, state, analysis_state, values = compatible_values(
         W, target, plan, rng, state, analysis_state, log, means, acceptance
     )
-    col = target.column
-    rows = plan.impute_rows[col]
     values = check_finite(_finish(values, target), f"the compatible draw for {target.name!r}", None, None)
-    imputed[col] = values
-    write = plan.write_rows[col]
-    W[rows[write], col] = values[write]
-    written = [col, *recompute_derived(W, plan, col)]
-    if means is not None:
-        means.written(written)
+    _write(W, plan, target.column, values, imputed, means)
     return draw, state, analysis_state
 
 

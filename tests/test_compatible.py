@@ -52,6 +52,14 @@ def _normal_draw(beta, slope_columns, b, sigma):
     return _RandomEffectsNormalDraw(np.asarray(beta, float), slope_columns, b, np.eye(b.shape[1]), sigma, 1.0, 1.0, "t")
 
 
+def _draws(W, target, spec, analysis, covariate, groups, seed, acceptance=None):
+    """The full-conditional draws of every row of W (the covariate model's design has no columns)."""
+    rows = np.arange(len(W))
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    draw = CompatibleDraw(analysis, covariate)
+    return sample_compatible(W, np.zeros((len(W), 0)), rows, target, spec, draw, groups, rng, acceptance)
+
+
 def _grid_moments(log_density, grid):
     logp = log_density(grid)
     p = np.exp(logp - logp.max())
@@ -128,17 +136,7 @@ def test_metropolis_steps_keep_the_full_conditional_of_a_nonlinear_term(term):
     start = np.interp(rng.random(n_rows), np.cumsum(p), grid)
     W, groups = _rows_of_one_case(plan, n_rows, y, w, 0, start)
     acceptance = {}
-    values = sample_compatible(
-        W,
-        np.zeros((n_rows, 0)),
-        np.arange(n_rows),
-        target,
-        spec,
-        CompatibleDraw(analysis, covariate),
-        groups,
-        rng,
-        acceptance,
-    )
+    values = _draws(W, target, spec, analysis, covariate, groups, rng, acceptance)
     se = np.sqrt(var / n_rows)
     assert abs(values.mean() - mean) < 4 * se
     assert abs(values.var() / var - 1) < 4 * np.sqrt(2 / n_rows)
@@ -160,16 +158,7 @@ def test_binary_covariate_takes_its_two_point_full_conditional():
             return np.full(len(groups), 0.4)
 
     W, groups = _rows_of_one_case(plan, n_rows, y, w, 5, 0.0)
-    values = sample_compatible(
-        W,
-        np.zeros((n_rows, 0)),
-        np.arange(n_rows),
-        target,
-        spec,
-        CompatibleDraw(analysis, Logit()),
-        groups,
-        np.random.default_rng(3),
-    )
+    values = _draws(W, target, spec, analysis, Logit(), groups, 3)
     mean0 = 1.0 + 0.3 * w + 0.1
     mean1 = mean0 + 0.8 - 0.5 * w
     p = special.expit(0.4 - 0.5 * ((y - mean1) / 0.7) ** 2 + 0.5 * ((y - mean0) / 0.7) ** 2)
@@ -337,16 +326,7 @@ def test_categorical_covariate_takes_its_k_point_full_conditional_and_never_an_u
     W = np.zeros((n_rows, len(plan.names)))
     W[:, plan.names.index("y")] = y
     W[:, plan.names.index("x")] = 0.4
-    values = sample_compatible(
-        W,
-        np.zeros((n_rows, 0)),
-        np.arange(n_rows),
-        target,
-        spec,
-        CompatibleDraw(analysis, Multinomial()),
-        np.zeros(n_rows, dtype=int),
-        np.random.default_rng(15),
-    )
+    values = _draws(W, target, spec, analysis, Multinomial(), np.zeros(n_rows, dtype=int), 15)
     means = 1.0 + 0.2 + np.array([0.0, 1.0, -0.7])
     p = np.array([0.5, 0.3, 0.2]) * np.exp(-0.5 * ((y - means) / 0.8) ** 2)
     p /= p.sum()
@@ -444,16 +424,7 @@ def test_cluster_level_covariate_takes_one_draw_per_cluster_from_its_full_condit
     W[:, plan.names.index("x")] = np.tile(x_rows, n_units)
     W[:, plan.names.index("y")] = np.tile(y_rows, n_units)
     W[:, plan.names.index("z")] = -2.0  # the current value must not matter
-    values = sample_compatible(
-        W,
-        np.zeros((rows.size, 0)),
-        rows,
-        target,
-        spec,
-        CompatibleDraw(analysis, covariate),
-        groups,
-        np.random.default_rng(17),
-    )
+    values = _draws(W, target, spec, analysis, covariate, groups, 17)
     per_unit = values.reshape(n_units, 3)
     assert np.all(per_unit == per_unit[:, :1])  # one value per cluster
 
