@@ -406,6 +406,9 @@ def _run_chain_steps(plan, W, rng, n_iter, chain, start_iter, states, verbose, w
                     file=sys.stderr,
                     flush=True,
                 )
+    if verbose and acceptance:
+        rates = ", ".join(f"{plan.names[col]!r} {a / max(p, 1):.2f}" for col, (a, p) in acceptance.items())
+        print(f"[skmlmi] chain {chain + 1}: Metropolis-Hastings acceptance {rates}", file=sys.stderr, flush=True)
     return ChainResult(imputed, chain_mean, chain_var, draws, states, events, rng, acceptance)
 
 

@@ -9,6 +9,7 @@ against chained equations) is tests/validation/test_validate_compatible.py.
 
 from __future__ import annotations
 
+import re
 import types
 import warnings
 
@@ -465,3 +466,13 @@ def test_cluster_level_covariate_recovers_a_cross_level_interaction():
     complete = LinearMixedModel(f).fit(pd.DataFrame({"g": g, "y": y, "x": x, "z": z})).coef_["x:z"]
     assert abs(estimates["compatible"]["estimate"] - complete) < 2 * estimates["compatible"]["std_error"]
     assert estimates["chained"]["estimate"] < estimates["compatible"]["estimate"]
+
+
+def test_verbose_chains_report_their_acceptance_rates(capsys):
+    imputer = MultilevelIterativeImputer(
+        n_imputations=1, max_iter=1, random_state=0, verbose=1, analysis_model="y ~ x + I(x ** 2) + (1 | g)"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imputer.fit(_data(seed=19), groups="g")
+    assert re.search(r"chain 1: Metropolis-Hastings acceptance 'x' \d\.\d\d", capsys.readouterr().err)
