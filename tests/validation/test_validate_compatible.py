@@ -54,6 +54,6 @@ def test_compatible_imputation_recovers_the_truth(table, design, quantity):
     ],
 )
 def test_chained_equations_are_biased_on_the_same_data(table, design, quantity):
-    # the contrast the method exists for: -43%, -22% and -28% in the full run
+    # the contrast the method exists for: -38%, -22%, -29% and -25% in the full run (250 replications)
     row = table.loc[(design, quantity, "chained")]
     assert row["rel_bias"] + 4 * row["mc_se"] < 0, row.to_dict()
