@@ -329,6 +329,16 @@ class LinearMixedModel(FormulaModel):
             best = cobyqa(lme4_start if sm_start is None else sm_start)
         else:
             best = cobyqa(lme4_start)
+        # lme4's start (relative SDs of 1) suits random-effect columns near unit scale; a column far from it (a
+        # slope of x ~ 5e-3 +- 1e-3, relative SD near 200) can leave the optimiser at a poor point, 14 times too
+        # small a slope variance in one such case (lme4 warns to rescale). A second start at 1 / rms(z_k) makes every
+        # effect's start contribute about sigma^2; the better optimum is kept.
+        rms = np.sqrt(np.mean(design.Z**2, axis=0))
+        rms = np.where(rms > 0, rms, 1.0)
+        if np.any(np.abs(np.log10(rms)) > 1.0):
+            scaled = cobyqa(np.where(theta_map.is_diag, 1.0 / rms[theta_map.rows], 0.0))
+            if np.isfinite(scaled.fun) and (scaled.fun < best.fun or not np.isfinite(best.fun)):
+                best = scaled
         if not best.success:
             # robustness: restart from statsmodels MixedLM's solution, then Powell as a last resort
             sm_start = self._statsmodels_start(design, theta_map)

@@ -262,3 +262,21 @@ def test_logistic_mixed_model_warns_on_separation_and_constant_response():
         _quiet_convergence(LogisticMixedModel("b ~ x + (1 | g)").fit, df.assign(b=(df["x"] > 0).astype(int)))
     with pytest.warns(UserWarning, match="the response is 0 in every row"):
         _quiet_convergence(LogisticMixedModel("b ~ x + (1 | g)").fit, df.assign(b=0))
+
+
+def test_random_slope_fit_is_scale_equivariant_for_a_badly_scaled_covariate():
+    # x ~ 5e-3 +- 1e-3 and y in thousands: the relative SD of the slope is near 200, far from lme4's
+    # start of 1, from which the optimiser stopped at a slope variance 14 times too small
+    rng = np.random.default_rng(1000)
+    J, n = 30, 10
+    g = np.repeat(np.arange(J), n)
+    xs = rng.normal(0, np.sqrt(0.3), J)[g] + rng.normal(0, np.sqrt(0.7), J * n)
+    u = rng.multivariate_normal([0, 0], [[0.4, 0.1], [0.1, 0.25]], J)
+    y = 2 + 0.7 * xs + u[g, 0] + u[g, 1] * xs + rng.normal(0, np.sqrt(0.5), J * n)
+    unit = LinearMixedModel("y ~ x + (1 + x | g)").fit(pd.DataFrame({"g": g, "y": y, "x": xs + 5.0}))
+    scaled = LinearMixedModel("y ~ x + (1 + x | g)").fit(pd.DataFrame({"g": g, "y": 1000 * y, "x": 1e-3 * (xs + 5.0)}))
+    ratio = scaled.variance_components_ / unit.variance_components_
+    factor = {"Intercept~~Intercept|g": 1e6, "x~~x|g": 1e12, "Intercept~~x|g": 1e9, "Residual~~Residual": 1e6}
+    for name, expected in factor.items():
+        assert abs(ratio[name] / expected - 1) < 1e-4, name
+    np.testing.assert_allclose(scaled.coef_["x"], 1e6 * unit.coef_["x"], rtol=1e-5)
