@@ -91,12 +91,12 @@ class AnalysisModelSpec:
     covariates: tuple = ()  # working columns of the incomplete covariates imputed compatibly
     cluster_level: frozenset = frozenset()  # ... those constant within clusters (one value per cluster)
     products: tuple | None = None  # each fixed term as its factors' expressions (numeric terms), or None
+    linear_in: frozenset = frozenset()  # covariates the design is linear in (exact normal full conditionals)
 
     def _product_design(self, W, rows, column, values):
         """The fixed design without intercept as products of its factors' values (numeric terms only)."""
         index = dict(self.variables)
         X = np.empty((np.size(rows), len(self.products)))
-        defined = np.ones(np.size(rows), dtype=bool)
         cache = {}
         for k, term in enumerate(self.products):
             column_k = np.ones(np.size(rows))
@@ -113,8 +113,7 @@ class AnalysisModelSpec:
                         )
                 column_k = column_k * cache[factor.text]
             X[:, k] = column_k
-        defined &= np.isfinite(X).all(axis=1)
-        return X, defined
+        return X, np.isfinite(X).all(axis=1)
 
     @property
     def roles(self) -> np.ndarray:
@@ -139,10 +138,6 @@ class AnalysisModelSpec:
             return self._product_design(W, rows, column, values)
         X, defined = fixed_design_at(self.parsed, self.frame(W, rows, column, values), self.levels, self.state)
         return X[:, 1:], defined
-
-
-def _model_name(model) -> str:
-    return type(model).__name__
 
 
 def plan_analysis_model(plan: Plan, analysis_model, data) -> Plan:
@@ -201,13 +196,12 @@ def plan_analysis_model(plan: Plan, analysis_model, data) -> Plan:
             "itself; leave it out of methods."
         )
     targets = {t.column: t for t in plan.targets}
-    if any(j in targets for _, j in variables) and (plan.bounds or plan.post):
-        limited = [columns[j] for _, j in variables if j in plan.bounds or j in plan.post]
-        if limited:
-            raise ValueError(
-                f"bounds or post are set for {limited}, which {where} imputes from their full conditional "
-                "distributions; a bound or a post-processing step would change that distribution. Remove them."
-            )
+    limited = [columns[j] for _, j in variables if j in targets and (j in plan.bounds or j in plan.post)]
+    if limited:
+        raise ValueError(
+            f"bounds or post are set for {limited}, which {where} imputes from their full conditional "
+            "distributions; a bound or a post-processing step would change that distribution. Remove them."
+        )
     if plan.partial_predictors:
         raise ValueError(f"{where} needs every missing cell of its variables imputed (a `where` leaving some missing).")
     categories = {
@@ -218,8 +212,6 @@ def plan_analysis_model(plan: Plan, analysis_model, data) -> Plan:
     covariates = tuple(j for _, j in variables if j != outcome and j in targets)
     for j in covariates:
         kind = kind_of[j]
-        if kind not in ("continuous", "integer", "binary", "categorical"):  # pragma: no cover - every kind is one
-            raise ValueError(f"{where}: {columns[j]!r} is an incomplete {kind} covariate, which it cannot impute.")
         constant = plan.planner.cluster_constant.get(j, False)
         if constant == "partial":
             raise ValueError(
@@ -232,10 +224,34 @@ def plan_analysis_model(plan: Plan, analysis_model, data) -> Plan:
                 "compatible imputation takes cluster-level covariates that are continuous or binary (categorical: "
                 "not yet)."
             )
-    cluster_level = frozenset(j for j in covariates if plan.planner.cluster_constant.get(j, False))
     spec = _make_spec(formula, parsed, family, outcome, variables, categories, covariates, data, plan)
-    spec = replace(spec, cluster_level=cluster_level)
+    numeric = [j for j in covariates if kind_of[j] in ("continuous", "integer")]
+    spec = replace(
+        spec,
+        cluster_level=frozenset(j for j in covariates if plan.planner.cluster_constant.get(j, False)),
+        linear_in=_linear_in(spec, numeric, data.W, np.flatnonzero(~data.missing[:, [j for _, j in variables]].any(1))),
+    )
     return _mark_targets(plan, spec, kind_of)
+
+
+def _linear_in(spec: AnalysisModelSpec, columns: list, W: np.ndarray, rows: np.ndarray) -> frozenset:
+    """The numeric covariates the fixed design is linear in: a zero second difference at every test point.
+
+    Linearity is a property of the formula (x, x:w and random slopes are linear in x; I(x ** 2),
+    np.log(x), np.abs(x) are not), so it is decided once: at each complete row, at points spread
+    over the covariate's range and beyond (mean -/+ 4 SD, steps of one SD), so that a kink such as
+    ``np.abs`` at 0 is crossed.
+    """
+    rows = rows[: min(len(rows), 500)]  # the decision does not need every row
+    linear = set()
+    for j in columns:
+        observed = W[rows, j]
+        centre, sd = float(np.mean(observed)), float(np.std(observed)) or 1.0
+        starts = centre + sd * np.linspace(-4.0, 4.0, len(rows))
+        designs = [spec.design(W, rows, j, starts + k * sd) for k in range(3)]
+        if all(defined.all() for _, defined in designs) and _is_linear([X for X, _ in designs]):
+            linear.add(j)
+    return frozenset(linear)
 
 
 def _formula_text(analysis_model) -> str:
@@ -361,7 +377,7 @@ def _covariate_model(name, kind, given, spec, cluster_level=False):
         given = as_model(given, f"methods[{name!r}]")
     if type(given) is not wanted or isinstance(given, RandomEffectsPMM):
         raise ValueError(
-            f"methods[{name!r}] is {_model_name(given)}, but {name!r} is a covariate of analysis_model "
+            f"methods[{name!r}] is {type(given).__name__}, but {name!r} is a covariate of analysis_model "
             f"{spec.formula!r}, imputed from its full conditional: its covariate model must be {wanted.__name__} "
             "(whose density the sampler uses), or leave it out of methods."
         )
@@ -548,11 +564,13 @@ def sample_compatible(W, X, rows, target, spec, draw: CompatibleDraw, groups, rn
     b_rows, sd_x = draw.covariate._effects(g, rng)
     mean_x = draw.covariate._linear_predictor(X[rows], b_rows)
     current = W[rows, col]
-    if spec.family == "linear":
-        exact = _linear_full_conditional(W, rows, col, spec, outcome, y, current, mean_x, sd_x)
-        if exact is not None:
-            centre, sd = exact
-            return centre + sd * rng.standard_normal(len(rows))
+    if spec.family == "linear" and col in spec.linear_in:
+        # eta(x) = eta(x0) + c (x - x0), y ~ N(eta(x), sigma^2), x ~ N(m, s^2):
+        # x | y ~ N(v (m / s^2 + c (y - eta(x0) + c x0) / sigma^2), v), 1 / v = 1 / s^2 + c^2 / sigma^2
+        eta0, c, sigma2 = _linear_terms(W, rows, col, spec, outcome, current, np.broadcast_to(sd_x, current.shape))
+        precision = 1.0 / sd_x**2 + c**2 / sigma2
+        centre = (mean_x / sd_x**2 + c * (y - eta0 + c * current) / sigma2) / precision
+        return centre + rng.standard_normal(len(rows)) / np.sqrt(precision)
     return _metropolis(loglik, current, mean_x, sd_x, rng, acceptance, col)
 
 
@@ -579,29 +597,12 @@ def _cluster_level_values(W, X, rows, g, col, spec, draw, outcome, y, loglik, rn
     sd_w = np.full(n_units, float(covariate.sigma))
     current_rows = W[rows, col]
     current = per_unit(current_rows) / np.bincount(inverse, minlength=n_units)  # constant within a unit
-    if spec.family == "linear":
-        step = sd_w[inverse]
-        designs = [spec.design(W, rows, col, current[inverse] + k * step) for k in range(3)]
-        if all(d.all() for _, d in designs) and _is_linear([X_ for X_, _ in designs]):
-            eta0, eta1 = outcome.eta(designs[0][0]), outcome.eta(designs[1][0])
-            c = (eta1 - eta0) / step
-            sigma2 = np.broadcast_to(outcome.sd, c.shape) ** 2
-            precision = 1.0 / sd_w**2 + per_unit(c**2 / sigma2)
-            centre = (mean_w / sd_w**2 + per_unit(c * (y - eta0 + c * current[inverse]) / sigma2)) / precision
-            return (centre + rng.standard_normal(n_units) / np.sqrt(precision))[inverse]
-    w, ll = current.copy(), unit_loglik(current)
-    accepted = 0
-    for _ in range(N_METROPOLIS):  # a loop over steps; each step is vectorised over clusters
-        proposal = mean_w + sd_w * rng.standard_normal(n_units)
-        ll_new = unit_loglik(proposal)
-        take = np.log(rng.random(n_units)) < ll_new - ll
-        w[take], ll[take] = proposal[take], ll_new[take]
-        accepted += int(take.sum())
-    if acceptance is not None:
-        counts = acceptance.setdefault(col, [0, 0])
-        counts[0] += accepted
-        counts[1] += N_METROPOLIS * n_units
-    return w[inverse]
+    if spec.family == "linear" and col in spec.linear_in:  # the row-level formula, its sums taken per cluster
+        eta0, c, sigma2 = _linear_terms(W, rows, col, spec, outcome, current[inverse], sd_w[inverse])
+        precision = 1.0 / sd_w**2 + per_unit(c**2 / sigma2)
+        centre = (mean_w / sd_w**2 + per_unit(c * (y - eta0 + c * current[inverse]) / sigma2)) / precision
+        return (centre + rng.standard_normal(n_units) / np.sqrt(precision))[inverse]
+    return _metropolis(unit_loglik, current, mean_w, sd_w, rng, acceptance, col)[inverse]
 
 
 def _is_linear(designs) -> bool:
@@ -611,32 +612,17 @@ def _is_linear(designs) -> bool:
     return not np.any(np.abs(second) > _LINEAR_TOL * np.maximum(scale, 1.0))
 
 
-def _linear_full_conditional(W, rows, col, spec, outcome, y, current, mean_x, sd_x):
-    """x's normal full conditional when the linear predictor is linear in x (None otherwise).
-
-    With eta(x) = eta(x0) + c (x - x0), y ~ N(eta(x), sigma^2) and x ~ N(m, s^2):
-    x | y ~ N(v (m / s^2 + c (y - eta(x0) + c x0) / sigma^2), v), 1 / v = 1 / s^2 + c^2 / sigma^2.
-    Linearity is read from the design at x0, x0 + s and x0 + 2 s (a zero second difference).
-    """
-    step = np.broadcast_to(sd_x, current.shape)
-    designs = []
-    for k in range(3):
-        Xk, defined = spec.design(W, rows, col, current + k * step)
-        if not defined.all():
-            return None
-        designs.append(Xk)
-    if not _is_linear(designs):
-        return None
-    eta0, eta1 = outcome.eta(designs[0]), outcome.eta(designs[1])
-    c = (eta1 - eta0) / step
-    s2, sigma2 = step**2, np.broadcast_to(outcome.sd, current.shape) ** 2
-    precision = 1.0 / s2 + c**2 / sigma2
-    centre = (mean_x / s2 + c * (y - eta0 + c * current) / sigma2) / precision
-    return centre, 1.0 / np.sqrt(precision)
+def _linear_terms(W, rows, col, spec, outcome, current, step):
+    """For a design linear in x: eta(x0), the slope c of the linear predictor in x per row, and sigma^2 per row."""
+    X0, _ = spec.design(W, rows, col, current)
+    X1, _ = spec.design(W, rows, col, current + step)
+    eta0 = outcome.eta(X0)
+    c = (outcome.eta(X1) - eta0) / step
+    return eta0, c, np.broadcast_to(outcome.sd, current.shape) ** 2
 
 
 def _metropolis(loglik, current, mean_x, sd_x, rng, acceptance, col) -> np.ndarray:
-    """Independence Metropolis-Hastings steps with the covariate model as proposal."""
+    """Independence Metropolis-Hastings steps with the covariate model as proposal (per row, or per cluster)."""
     x = current.copy()
     ll = loglik(x)
     accepted = 0

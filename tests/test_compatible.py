@@ -476,3 +476,17 @@ def test_verbose_chains_report_their_acceptance_rates(capsys):
         warnings.simplefilter("ignore")
         imputer.fit(_data(seed=19), groups="g")
     assert re.search(r"chain 1: Metropolis-Hastings acceptance 'x' \d\.\d\d", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "formula, linear",
+    [
+        ("y ~ x * w + (1 + x | g)", True),
+        ("y ~ x + I(x ** 2) + (1 | g)", False),
+        ("y ~ np.abs(x) + w + (1 | g)", False),  # a kink at 0, inside the range of the test points
+        ("y ~ scale(x) + (1 | g)", True),  # through formulaic's coding
+    ],
+)
+def test_linearity_in_a_covariate_is_decided_once_from_the_formula(formula, linear):
+    plan, target = _fitted_plan(formula)
+    assert (target.column in plan.analysis.linear_in) is linear
