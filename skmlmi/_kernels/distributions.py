@@ -9,10 +9,13 @@ its stream in a documented order, so a model's draws are reproducible from its s
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 from scipy import special
 
-from .linalg import _strict_lower, ridge_cholesky
+from .linalg import _strict_lower, lower_inverse, ridge_cholesky
 
 __all__ = [
     "wishart_precision_draw",
@@ -28,6 +31,11 @@ __all__ = [
 ]
 
 _LOG_SQRT_2PI = 0.5 * float(np.log(2.0 * np.pi))
+
+
+@functools.lru_cache(maxsize=16)
+def _diagonal(q: int):
+    return np.diag_indices(q)
 
 
 def wishart_precision_draw(
@@ -67,16 +75,15 @@ def wishart_precision_draw(
     True
     """
     q = S.shape[0]
-    R, _ = ridge_cholesky(0.5 * (S + S.T), 1e-10)
+    R, _ = ridge_cholesky(S, 1e-10)  # reads S's lower triangle only
     A = np.zeros((q, q))
-    A[np.diag_indices(q)] = np.sqrt(rng.chisquare(df - np.arange(q)))
+    # scalar draws, k = 0..q-1 (the stream of one array draw; a fifth of its cost at q = 2)
+    A[_diagonal(q)] = [math.sqrt(rng.chisquare(df - k)) for k in range(q)]
     lower = _strict_lower(q)
     A[lower] = rng.standard_normal(len(lower[0]))
-    # single q x q inverses: one LAPACK call each (the chains pin BLAS to one thread, so
-    # there is no thread start-up to pay)
-    factor = np.linalg.inv(R).T @ A  # R^-T A
+    factor = lower_inverse(R).T @ A  # R^-T A
     precision = factor @ factor.T
-    psi_sqrt = R @ np.linalg.inv(A).T  # R A^-T
+    psi_sqrt = R @ lower_inverse(A).T  # R A^-T
     return 0.5 * (precision + precision.T), psi_sqrt
 
 

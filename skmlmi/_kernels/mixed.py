@@ -20,7 +20,7 @@ from scipy import sparse
 from .clusters import cluster_counts, cluster_cross_products, cluster_sums, constant_within_clusters, rows_of_clusters
 from .designs import power_of_two_exponents, redundant_columns_from_moments
 from .distributions import wishart_precision_draw
-from .linalg import batched_lower_inverse, batched_small_cholesky, ridge_cholesky
+from .linalg import batched_inverse_factor, batched_small_cholesky, lower_inverse, ridge_cholesky
 
 __all__ = [
     "MixedCrossProducts",
@@ -204,8 +204,6 @@ class MixedCrossProducts:
         self.candidates = self.columns[roles[self.columns] == 2]
         zidx = np.concatenate([[0], np.flatnonzero(roles[self.columns] == 2) + 1])
         self.zidx = zidx
-        # a role-2 column constant within every cluster (the one rule) has no within-cluster slope
-        self.slope_constant = constant_within_clusters(W[:, zidx[1:] - 1], g, Jf)
         if heteroscedastic:
             full = cluster_cross_products(W, g, Jf)  # (Jf, p1 + 1, p1 + 1)
             self.XX_j = full[:, : self.p1, : self.p1]
@@ -222,8 +220,34 @@ class MixedCrossProducts:
             self.Xy = D[: self.p1, self.p1]
             self.yy = D[self.p1, self.p1]
         self.ZW = zw  # (Jf, q_candidates, p1 + 1)
+        # a role-2 column constant within every cluster (the one rule) has no within-cluster slope
+        self.slope_constant = self._slopes_constant(W, g, Jf)
         self.y_exponent, self.x_exponents = 0, np.zeros(p, dtype=int)
         self.set_slopes(np.arange(len(zidx)))
+
+    def _slopes_constant(self, W, g, Jf) -> np.ndarray:
+        """Which role-2 columns are constant within every cluster, by :func:`constant_within_clusters`.
+
+        The cross-products give a cheap sufficient answer first: a cluster whose within-cluster sum
+        of squares sum z^2 - (sum z)^2 / n_j exceeds 1e-8 n_j max|z|^2 (rounding can reach
+        ~eps n_j max|z|^2) holds two values ~1e-4 max|z| apart, far beyond the rule's tolerance, so
+        the column varies; only columns without such a cluster go through the rule itself.
+        """
+        slopes = self.zidx[1:]
+        if not len(slopes):
+            return np.zeros(0, dtype=bool)
+        n_j = self.ZW[:, 0, 0]
+        sums = self.ZW[:, 1:, 0]
+        squares = self.ZW[:, np.arange(1, len(self.zidx)), slopes]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            within = squares - sums**2 / n_j[:, None]
+        largest = np.abs(W[:, slopes - 1]).max(axis=0)
+        varies = np.any(within > 1e-8 * n_j[:, None] * largest**2, axis=0)
+        constant = np.zeros(len(slopes), dtype=bool)
+        unsure = np.flatnonzero(~varies)
+        if len(unsure):
+            constant[unsure] = constant_within_clusters(W[:, slopes[unsure] - 1], g, Jf)
+        return constant
 
     def default_exponents(self) -> tuple[int, np.ndarray]:
         """Powers of two near the SD of y and of each column (their magnitude where the SD is 0)."""
@@ -286,8 +310,10 @@ class MixedCrossProducts:
         zw = self.ZW[:, keep, :]
         self.z_active = self.zidx[keep]
         self.ZZ = zw[:, :, self.z_active]
-        self.ZX = zw[:, :, : self.p1]
+        self.ZX = np.ascontiguousarray(zw[:, :, : self.p1])  # contiguous: ZX_flat @ beta is one BLAS call
+        self.ZX_flat = self.ZX.reshape(-1, self.p1)
         self.Zy = zw[:, :, self.p1]
+        self.mean_z2 = np.diagonal(self.ZZ, axis1=1, axis2=2).sum(0) / self.n  # E(z_k^2) over the rows
 
 
 @dataclass
@@ -326,7 +352,7 @@ def normal_mixed_gibbs(suff, state, n_steps, prior, heteroscedastic, rng):
     p1 = ZX.shape[2]
     n_j = suff.counts[suff.fitted].astype(float)
     fitted = suff.fitted
-    trace_s, trace_psi = np.empty(n_steps), np.empty((n_steps, q, q))
+    trace_s, trace_root = np.empty(n_steps), np.empty((n_steps, q, q))
     precision = state.psi_precision
     psi_sqrt = state.psi_sqrt
     sigma2 = state.sigma2[fitted] if heteroscedastic else state.sigma2
@@ -334,9 +360,8 @@ def normal_mixed_gibbs(suff, state, n_steps, prior, heteroscedastic, rng):
     ridged = False
     for step in range(n_steps):
         s2 = sigma2[:, None, None] if heteroscedastic else sigma2
-        L, bad = batched_small_cholesky(ZZ + s2 * precision)
+        Linv, bad = batched_inverse_factor(ZZ + s2 * precision)  # M_j^-1 = L_j^-T L_j^-1, never formed
         ridged |= bool(bad.any())
-        Linv = batched_lower_inverse(L)  # M_j^-1 = L_j^-T L_j^-1, never formed
         LZX = Linv @ ZX  # (Jf, q, p1): X_j'Z_j M_j^-1 Z_j'X_j = LZX_j' LZX_j
         LZy = np.einsum("jik,jk->ji", Linv, Zy)
         if heteroscedastic:
@@ -348,13 +373,12 @@ def normal_mixed_gibbs(suff, state, n_steps, prior, heteroscedastic, rng):
             flat = LZX.reshape(-1, p1)
             XVX = (suff.XX - flat.T @ flat) / sigma2
             XVy = (suff.Xy - flat.T @ LZy.reshape(-1)) / sigma2
-        XVX = 0.5 * (XVX + XVX.T)
-        Lb, ridge_b = ridge_cholesky(XVX, 1e-8)
+        Lb, ridge_b = ridge_cholesky(XVX, 1e-8)  # from XVX's lower triangle
         ridged |= ridge_b
-        Lb_inv = np.linalg.inv(Lb)  # XVX^-1 = Lb^-T Lb^-1 (one small LAPACK call)
+        Lb_inv = lower_inverse(Lb)  # XVX^-1 = Lb^-T Lb^-1
         beta_hat = Lb_inv.T @ (Lb_inv @ XVy)
         beta = beta_hat + Lb_inv.T @ rng.standard_normal(p1)
-        e = Zy - ZX @ beta  # Z_j'(y_j - X_j beta), (Jf, q)
+        e = Zy - (suff.ZX_flat @ beta).reshape(Jf, q)  # Z_j'(y_j - X_j beta), (Jf, q)
         sd = np.sqrt(sigma2)[:, None] if heteroscedastic else np.sqrt(sigma2)
         # b_j = M_j^-1 e_j + sd L_j^-T z_j = L_j^-T (L_j^-1 e_j + sd z_j)
         u = np.einsum("jik,jk->ji", Linv, e) + sd * rng.standard_normal((Jf, q))
@@ -382,7 +406,7 @@ def normal_mixed_gibbs(suff, state, n_steps, prior, heteroscedastic, rng):
             rss = max(float(rss), 0.0)
             sigma2 = 1.0 / rng.gamma((a + suff.n) / 2, 2.0 / (Binv + rss))
             trace_s[step] = sigma2
-        trace_psi[step] = psi_sqrt @ psi_sqrt.T
+        trace_root[step] = psi_sqrt
     state.psi_precision, state.psi_sqrt = precision, psi_sqrt
     state.sigma0_sq, state.nu = float(sigma0_sq), float(nu)
     if heteroscedastic:
@@ -393,11 +417,11 @@ def normal_mixed_gibbs(suff, state, n_steps, prior, heteroscedastic, rng):
     state.b = np.zeros((state.n_clusters, q))
     state.b[fitted] = b
     state.n_steps += n_steps
-    state.trace = {"sigma2": trace_s, "psi": trace_psi}
+    state.trace = {"sigma2": trace_s, "psi": trace_root @ np.swapaxes(trace_root, 1, 2)}
     # PMM matchtype 1: the fixed effects' conditional posterior mean at the last step's variances,
     # and the random effects' conditional posterior given it, b_j | beta_hat ~ N(b_hat_j, sd^2 L_j^-T L_j^-1)
     # (mean and the factor that draws from it; see RandomEffectsPMM)
-    b_hat = np.einsum("jki,jk->ji", Linv, np.einsum("jik,jk->ji", Linv, Zy - ZX @ beta_hat))
+    b_hat = np.einsum("jki,jk->ji", Linv, np.einsum("jik,jk->ji", Linv, Zy - (suff.ZX_flat @ beta_hat).reshape(Jf, q)))
     return suff.beta_original(beta_hat), RandomEffectsPosterior(b_hat, Linv, sd, suff.effect_exponents()), ridged
 
 

@@ -26,6 +26,7 @@ from .._kernels import (
     normal_mixed_gibbs,
     pmm_match,
     rows_of_clusters,
+    symmetric_eigenvalues,
 )
 from ._priors import check_prior, prior_values
 from ._random_effects_factors import FactorPMMDraw, fit_several_factors
@@ -526,13 +527,15 @@ class RandomEffectsNormal(BaseConditionalImputer):
     @staticmethod
     def _check_psi(state, suff, context, log_once):
         psi = state.psi_sqrt @ state.psi_sqrt.T
-        d = np.sqrt(np.maximum(np.diag(psi), np.finfo(float).tiny))  # sampler's units: ~1 unless degenerate
-        corr = psi / np.outer(d, d)
-        eig = np.linalg.eigvalsh(0.5 * (corr + corr.T))
-        sigma2 = float(np.mean(state.sigma2))
+        variances = psi.diagonal()
+        if len(variances) > 1:
+            d = np.sqrt(np.maximum(variances, np.finfo(float).tiny))  # sampler's units: ~1 unless degenerate
+            eig = symmetric_eigenvalues(psi / np.outer(d, d))  # of the correlation matrix
+        else:
+            eig = (1.0, 1.0)
+        sigma2 = float(state.sigma2) if np.ndim(state.sigma2) == 0 else float(np.mean(state.sigma2))
         # variance each random effect adds to y: Psi_kk E(z_k^2)
-        mean_z2 = np.diagonal(suff.ZZ, axis1=1, axis2=2).sum(0) / suff.ZZ[:, 0, 0].sum()
-        tiny = np.diag(psi) * mean_z2 < 1e-8 * sigma2
+        tiny = variances * suff.mean_z2 < 1e-8 * sigma2
         if eig[0] <= eig[-1] / _COND_TOL or tiny.any():
             with np.errstate(over="ignore", under="ignore"):  # for the message only
                 variances = np.diag(suff.psi_original(psi))

@@ -3,8 +3,10 @@
 import numpy as np
 
 from skmlmi._kernels import (
+    MixedCrossProducts,
     cluster_blocks,
     collapsed_mixed_draw,
+    constant_within_clusters,
     population_effects,
     sort_by_cluster,
 )
@@ -137,3 +139,28 @@ def test_factor_pair_counts_are_the_units_co_occurrences():
     np.add.at(dense, (codes[:, 0], codes[:, 1]), 1.0)
     np.testing.assert_array_equal(pairs[0, 1].toarray(), dense)
     np.testing.assert_array_equal(pairs[1, 0].toarray(), dense.T)
+
+
+def test_random_slope_constancy_equals_the_one_rule_with_the_cross_product_shortcut():
+    # MixedCrossProducts answers "constant within every cluster?" for role-2 columns from the
+    # per-cluster sums of squares when a cluster clearly varies, and by the rule otherwise: the
+    # answer must equal constant_within_clusters' for varying, constant (up to rounding), barely
+    # varying (one cluster 1e-12 relative apart: beyond the rule's few ulps, invisible to the
+    # sums of squares) and tiny-valued columns.
+    rng = np.random.default_rng(5)
+    J, per = 40, 6
+    groups = np.repeat(np.arange(J), per)
+    level2 = rng.normal(size=J)[groups] * 1e3
+    rounding = level2 * (1 + rng.integers(-1, 2, size=len(groups)) * np.finfo(float).eps)
+    barely = rng.normal(size=J)[groups] * 1e3
+    barely[0] *= 1 + 1e-12  # rows 0 and 1: cluster 0
+    tiny_level2 = rng.normal(size=J)[groups] * 1e-90
+    tiny_varying = rng.normal(size=len(groups)) * 1e-90
+    columns = np.column_stack([rng.normal(size=len(groups)), rounding, barely, tiny_level2, tiny_varying])
+    y = rng.normal(size=len(groups))
+    observed = rng.random(len(groups)) < 0.8
+    observed[:2] = True  # the barely varying cluster keeps both of its values
+    suff = MixedCrossProducts(y, observed, columns, np.full(5, 2), groups, J, False)
+    expected = constant_within_clusters(columns[observed], groups[observed], J)
+    np.testing.assert_array_equal(expected, [False, True, False, True, False])
+    np.testing.assert_array_equal(suff.slope_constant, expected)
