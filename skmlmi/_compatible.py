@@ -67,7 +67,7 @@ from .conditional.random_effects_discrete import RandomEffectsCategorical, Rando
 __all__ = ["AnalysisModelSpec", "CompatibleDraw", "plan_analysis_model", "compatible_values", "sample_compatible"]
 
 ANALYSIS_GIBBS_STEPS = 2  # Gibbs steps of the analysis model's parameters per visit
-ANALYSIS_BURNIN = 20  # ... at its first draw in a chain (from the complete cases)
+ANALYSIS_BURNIN = 5  # ... at its first draw in a chain (from the complete cases), as RandomEffectsNormal
 COVARIATE_GIBBS_STEPS = 2  # ... and of a default covariate model's
 N_METROPOLIS = 10  # Metropolis-Hastings steps per visit where the full conditional has no closed form
 _LINEAR_TOL = 1e-8  # relative second difference below which a design is taken as linear in x
@@ -96,23 +96,29 @@ class AnalysisModelSpec:
     def _product_design(self, W, rows, column, values):
         """The fixed design without intercept as products of its factors' values (numeric terms only)."""
         index = dict(self.variables)
+        shape = np.shape(rows)
         X = np.empty((np.size(rows), len(self.products)))
         cache = {}
-        for k, term in enumerate(self.products):
-            column_k = np.ones(np.size(rows))
-            for factor in term:
-                if factor.text not in cache:
-                    names = factor.value.names
-                    inputs = {
-                        i: (np.broadcast_to(values, np.shape(rows)) if index[name] == column else W[rows, index[name]])
-                        for i, name in enumerate(names)
-                    }
+
+        def factor_values(factor):
+            if factor.text not in cache:
+                expression = factor.value
+                inputs = {
+                    i: (np.broadcast_to(values, shape) if index[name] == column else W[rows, index[name]])
+                    for i, name in enumerate(expression.names)
+                }
+                if expression.tree[0] == "column":  # a variable as it is: nothing to evaluate
+                    cache[factor.text] = inputs[expression.tree[1]]
+                else:
                     with np.errstate(all="ignore"):
-                        cache[factor.text] = np.asarray(
-                            factor.value.evaluate(inputs, n_rows=np.size(rows)), dtype=float
-                        )
-                column_k = column_k * cache[factor.text]
-            X[:, k] = column_k
+                        cache[factor.text] = expression.evaluate(inputs, n_rows=np.size(rows))
+            return cache[factor.text]
+
+        for k, term in enumerate(self.products):
+            X[:, k] = factor_values(term[0])
+            for factor in term[1:]:
+                with np.errstate(all="ignore"):
+                    X[:, k] *= factor_values(factor)
         return X, np.isfinite(X).all(axis=1)
 
     @property
