@@ -15,7 +15,6 @@ function of the fitted chains and the new data.
 from __future__ import annotations
 
 import sys
-import time
 import traceback
 from dataclasses import dataclass, field, replace
 
@@ -341,22 +340,24 @@ def run_chain(
     start_iter: int = 0,
     states=None,
     verbose: int = 0,
+    progress=None,
 ) -> ChainResult | ChainFailure:
     """Run one chain for ``n_iter`` iterations; an exception is returned with where it happened.
 
     ``W`` is the incomplete working data (it may be a read-only memory map shared by the
     workers); the chain works on its own copy, whose cells to impute start from draws of
     the column's observed values (mice's initialisation) unless ``states`` holds the
-    state of a chain being continued, whose completed data ``W`` then is.
+    state of a chain being continued, whose completed data ``W`` then is. ``progress`` (chains run
+    in this process) is called after every iteration.
     """
     whereabouts = Whereabouts(chain)
     try:
-        return _run_chain_steps(plan, W, rng, n_iter, chain, start_iter, states, verbose, whereabouts)
+        return _run_chain_steps(plan, W, rng, n_iter, chain, start_iter, states, verbose, whereabouts, progress)
     except Exception as error:  # returned, not raised: the other chains' work is kept (see _raise_failures)
         return ChainFailure(chain, error, str(whereabouts), traceback.format_exc())
 
 
-def _run_chain_steps(plan, W, rng, n_iter, chain, start_iter, states, verbose, whereabouts) -> ChainResult:
+def _run_chain_steps(plan, W, rng, n_iter, chain, start_iter, states, verbose, whereabouts, progress) -> ChainResult:
     """The body of :func:`_run_chain`; ``whereabouts`` follows the stage and the column visited."""
     W = np.array(W, order="F")  # one working copy per chain, column-major (see encode)
     if states is None:
@@ -372,7 +373,6 @@ def _run_chain_steps(plan, W, rng, n_iter, chain, start_iter, states, verbose, w
     derived = {d.column for d in plan.derived}
     events: list = []
     iteration = start_iter
-    started = time.perf_counter()
 
     def log(name, reasons):
         events.extend((iteration + 1, chain + 1, name, reason) for reason in reasons)
@@ -399,13 +399,8 @@ def _run_chain_steps(plan, W, rng, n_iter, chain, start_iter, states, verbose, w
                         values = values[~np.isnan(values)]
                     chain_mean[k, j] = values.mean() if values.size else np.nan
                     chain_var[k, j] = values.var(ddof=1) if values.size > 1 else np.nan
-            if verbose:
-                print(
-                    f"[skmlmi] chain {chain + 1}: iteration {iteration + 1} of {start_iter + n_iter} done "
-                    f"({time.perf_counter() - started:.1f} s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            if progress is not None:
+                progress(1)
     if verbose and acceptance:
         rates = ", ".join(f"{plan.names[col]!r} {a / max(p, 1):.2f}" for col, (a, p) in acceptance.items())
         print(f"[skmlmi] chain {chain + 1}: Metropolis-Hastings acceptance {rates}", file=sys.stderr, flush=True)

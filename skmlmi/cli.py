@@ -54,7 +54,7 @@ def _strategies():
     ]
 
 
-def demo_popmis(m: int = 20, max_iter: int = 10, seed: int = 2022, n_jobs: int | None = None) -> dict:
+def demo_popmis(m: int = 20, max_iter: int = 10, seed: int = 2022, n_jobs: int | None = None, verbose: int = 0) -> dict:
     """Run the popmis demonstration.
 
     Returns a dict: ``tables`` (strategy -> pooled mitml-style table), ``variance``
@@ -80,6 +80,7 @@ def demo_popmis(m: int = 20, max_iter: int = 10, seed: int = 2022, n_jobs: int |
             max_iter=max_iter,
             random_state=seed,
             n_jobs=n_jobs,
+            verbose=verbose,
         )
         pooler = MIPooler(imputer, LinearMixedModel(ANALYSIS), n_jobs=n_jobs)
         start = time.perf_counter()
@@ -115,7 +116,9 @@ def _complete_table(fit, summary) -> pd.DataFrame:
 IMPACT_ANALYSIS = "mort ~ type + age + motor_score + pupil + ct + (1 | name)"
 
 
-def demo_impact(m: int = 10, max_iter: int = 10, seed: int = 2022, n_jobs: int | None = None) -> pd.DataFrame:
+def demo_impact(
+    m: int = 10, max_iter: int = 10, seed: int = 2022, n_jobs: int | None = None, verbose: int = 0
+) -> pd.DataFrame:
     """IMPACT with ct, pupil and hypots removed (sporadically and in whole studies).
 
     Imputes with the recommended models (random-effects categorical for ct and pupil,
@@ -151,6 +154,7 @@ def demo_impact(m: int = 10, max_iter: int = 10, seed: int = 2022, n_jobs: int |
             max_iter=max_iter,
             random_state=seed,
             n_jobs=n_jobs,
+            verbose=verbose,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -160,7 +164,9 @@ def demo_impact(m: int = 10, max_iter: int = 10, seed: int = 2022, n_jobs: int |
     return table
 
 
-def demo_obesity(m: int = 20, max_iter: int = 5, seed: int = 2024, n_jobs: int | None = None) -> pd.DataFrame:
+def demo_obesity(
+    m: int = 20, max_iter: int = 5, seed: int = 2024, n_jobs: int | None = None, verbose: int = 0
+) -> pd.DataFrame:
     """Obesity: Weight missing not at random; Heckman selection model against MAR.
 
     Returns the pooled mean weight (Rubin's rules) under HeckmanSelection (Time the
@@ -186,6 +192,7 @@ def demo_obesity(m: int = 20, max_iter: int = 5, seed: int = 2024, n_jobs: int |
             max_iter=max_iter,
             random_state=seed,
             n_jobs=n_jobs,
+            verbose=verbose,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -216,12 +223,16 @@ def _demo(args) -> int:
             f"sporadically.\nAnalysis model: {IMPACT_ANALYSIS}, pooled over m = {args.m} imputations.\n"
         )
         with pd.option_context(*options):
-            print(demo_impact(args.m, args.max_iter, args.seed, args.n_jobs).to_string())
+            print(
+                demo_impact(args.m, args.max_iter, args.seed, args.n_jobs, verbose=0 if args.quiet else 1).to_string()
+            )
         return 0
     if args.dataset == "obesity":
         print("obesity: Weight missing for 790 of 2111 respondents (MNAR); Time is the exclusion restriction.\n")
         with pd.option_context(*options):
-            print(demo_obesity(args.m, args.max_iter, args.seed, args.n_jobs).to_string())
+            print(
+                demo_obesity(args.m, args.max_iter, args.seed, args.n_jobs, verbose=0 if args.quiet else 1).to_string()
+            )
         print(
             f"\nPooled over m = {args.m} imputations. MC SE: the Monte Carlo standard error, sqrt(B / m); "
             "runs with another seed or on another machine agree within a few of them."
@@ -232,7 +243,7 @@ def _demo(args) -> int:
         f"Analysis model: {ANALYSIS} (REML), pooled over m = {args.m} imputations "
         f"(max_iter = {args.max_iter}, seed = {args.seed}) with Rubin's rules, Barnard-Rubin df.\n"
     )
-    result = demo_popmis(args.m, args.max_iter, args.seed, args.n_jobs)
+    result = demo_popmis(args.m, args.max_iter, args.seed, args.n_jobs, verbose=0 if args.quiet else 1)
     options = ("display.width", 160, "display.max_columns", 12, "display.float_format", "{:.4f}".format)
     with pd.option_context(*options):
         for label, table in result["tables"].items():

@@ -51,6 +51,7 @@ from ._frontdoor import (
     write_output,
 )
 from ._plan import PlanSettings, check_settings, make_plan
+from ._progress import Progress
 from ._sampler import ChainFailure, FittedChains, NonFiniteImputationError, chain_generators, impute_new_data, run_chain
 from ._threads import one_blas_thread as _one_blas_thread
 from ._warnings import warn_user, with_column
@@ -237,8 +238,11 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         :data:`~skmlmi.imputer.IN_PROCESS_WORK`, as popmis with m = 5) runs in this process
         with joblib's default backend.
     verbose : int, default=0
-        Progress on standard error: one line per chain and iteration (chains x
-        iterations), with elapsed time; 2 adds joblib's task messages.
+        1 shows progress on standard error: a bar over the chain-iterations (chains x
+        iterations) with the time left when tqdm is installed (``pip install skmlmi[progress]``)
+        and the output is a terminal or Jupyter, otherwise a line at every quarter of the work;
+        chains in worker processes count as each finishes. Each chain's Metropolis-Hastings
+        acceptance rates follow (``analysis_model``). 2 adds joblib's task messages.
     derived : dict, default=None
         Derived (passive) columns, never imputed by a model but recomputed from their
         inputs after each visit of an input, so they stay consistent in every completed
@@ -760,16 +764,29 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         the work is too small to pay for worker processes (:data:`IN_PROCESS_WORK`). Results are the
         same either way: each chain has its own random stream and one BLAS thread."""
         chains = [args + (self.verbose,) for args in chains]
-        loky = type(get_active_backend()[0]).__name__ == "LokyBackend"
+        backend = get_active_backend()[0]
+        loky = type(backend).__name__ == "LokyBackend"
         work = 0  # rows x visits over the chains
         for plan, W, _, n_iter, *_ in chains:
             work += W.shape[0] * len(plan.targets) * n_iter
-        if loky and (effective_n_jobs(self.n_jobs) == 1 or work < IN_PROCESS_WORK):
-            return [run_chain(*args) for args in chains]
-        with _one_blas_thread():  # taken here, it also covers chains run in threads of this process
-            return Parallel(n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0))(
-                delayed(run_chain)(*args) for args in chains
-            )
+        progress = Progress(sum(args[3] for args in chains), enabled=self.verbose >= 1)
+        try:
+            if loky and (effective_n_jobs(self.n_jobs) == 1 or work < IN_PROCESS_WORK):
+                return [run_chain(*args, progress=progress.update) for args in chains]
+            # results in order, each as soon as it and those before it are done (a backend that cannot
+            # hand them over one by one, as multiprocessing, gives them all at the end)
+            as_done = "generator" if getattr(backend, "supports_return_generator", False) else "list"
+            results = []
+            with _one_blas_thread():  # taken here, it also covers chains run in threads of this process
+                finished = Parallel(n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0), return_as=as_done)(
+                    delayed(run_chain)(*args) for args in chains
+                )
+                for args, result in zip(chains, finished, strict=True):
+                    progress.update(args[3])
+                    results.append(result)
+            return results
+        finally:
+            progress.close()
 
     def _raise_failures(self, results, data: WorkingData | None = None, fitted: FittedChains | None = None) -> None:
         """Re-raise the first failed chain's exception with where it happened; keep what finished.

@@ -77,7 +77,7 @@ def test_impute_then_pool(popmis_csv, tmp_path, capsys):
     long = pd.read_csv(out)
     assert list(long.columns[:2]) == [".imp", ".id"] and sorted(long[".imp"].unique()) == [1, 2, 3]
     assert long["popular"].notna().all()
-    assert "iteration 2 of 2" in capsys.readouterr().err  # progress, chains x iterations
+    assert "[skmlmi] 6/6 chain-iterations (100%)" in capsys.readouterr().err  # progress, chains x iterations
     assert main(["pool", str(out), "--formula", "popular ~ sex + texp + (1 | school)"]) == 0
     printed = capsys.readouterr().out
     assert "fmi" in printed and "ICC|school" in printed
@@ -535,7 +535,7 @@ def test_quiet_silences_progress_and_warnings_but_not_errors(small_csv, tmp_path
     assert main([*argv, "--out", str(tmp_path / "a.csv")]) == 0
     err = capsys.readouterr().err
     assert "skmlmi: warning: The imputation model of 'y' is single-level" in err  # one line, no file:line
-    assert "[skmlmi] chain 1" in err
+    assert "[skmlmi] 1/1 chain-iterations (100%)" in err
     recwarn.clear()
     assert main([*argv, "--out", str(tmp_path / "b.csv"), "--quiet"]) == 0
     assert capsys.readouterr().err == ""
