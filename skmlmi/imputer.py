@@ -72,7 +72,8 @@ class ImputedDatasets(list):
 
     A list of DataFrames (pandas or polars, or pyarrow Tables or arrays, as the imputer
     returns them) with :meth:`complete` (one dataset, numbered from 1 as in mice), :meth:`long`
-    to stack them like ``mice::complete(imp, "long")``, and :meth:`analyse` to fit an analysis
+    to stack them like ``mice::complete(imp, "long")``, :meth:`broad` and :meth:`repeated` to put
+    them side by side (``"broad"``, ``"repeated"``), and :meth:`analyse` to fit an analysis
     model on each and pool the fits without imputing again (``with(imp, ...)`` and ``pool()``).
     """
 
@@ -126,6 +127,55 @@ class ImputedDatasets(list):
         from .pooling import MIPooler
 
         return MIPooler(None, estimator, n_jobs=n_jobs, dfcom=dfcom, alpha=alpha).fit_completed(self).results_
+
+    def broad(self) -> pd.DataFrame:
+        """The m datasets side by side, imputation by imputation: ``x.1, y.1, x.2, y.2, ...``
+        (``mice::complete(imp, "broad")``), with the datasets' row labels.
+
+        Returns
+        -------
+        DataFrame
+            In the datasets' library (polars datasets give a polars frame).
+        """
+        return self._wide(by_variable=False)
+
+    def repeated(self) -> pd.DataFrame:
+        """The m datasets side by side, variable by variable: ``x.1, x.2, ..., y.1, y.2, ...``
+        (``mice::complete(imp, "repeated")``), with the datasets' row labels.
+
+        Returns
+        -------
+        DataFrame
+            In the datasets' library (polars datasets give a polars frame).
+        """
+        return self._wide(by_variable=True)
+
+    def _wide(self, by_variable: bool) -> pd.DataFrame:
+        """Columns ``f"{name}.{k}"`` of dataset k = 1..m, grouped by imputation or by variable."""
+        if not len(self):
+            raise ValueError("There are no completed datasets to put side by side.")
+        frames, source = [], None
+        for data in self:
+            frame, source = to_pandas(data)
+            frames.append(frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame))
+        names = list(frames[0].columns)
+        labels = {f"{name}.{k}" for name in names for k in range(1, len(frames) + 1)}
+        clash = [name for name in names if str(name) in labels]
+        if clash:
+            raise ValueError(
+                f"Columns {clash} have the names the wide layout gives to other columns' imputations "
+                "(name.k); rename them first."
+            )
+        pairs = (
+            [(name, k) for name in names for k in range(len(frames))]
+            if by_variable
+            else [(name, k) for k in range(len(frames)) for name in names]
+        )
+        wide = pd.concat([frames[k][name].rename(f"{name}.{k + 1}") for name, k in pairs], axis=1)
+        if source.frame is not None:  # each imputation's column keeps the caller's dtype
+            schema = source.schema or {}
+            return from_pandas(wide, source.library, schema={f"{n}.{k + 1}": schema.get(str(n)) for n, k in pairs})
+        return wide
 
     def long(self, include_original: pd.DataFrame | None = None) -> pd.DataFrame:
         """Stacked long format with ``.imp`` (1..m) and ``.id`` (row position) columns.

@@ -820,3 +820,31 @@ def test_long_format_keeps_the_row_labels(popmis):
         list(long.index[: len(data)]) == list(data.index)
         and (long[".id"].to_numpy()[: len(data)] == range(len(data))).all()
     )
+
+
+def test_broad_and_repeated_layouts_put_the_datasets_side_by_side_as_mice(six_clusters):
+    # mice::complete(imp, "broad") orders the columns by imputation (x.1 y.1 x.2 y.2 ...), "repeated" by
+    # variable (x.1 x.2 ... y.1 y.2 ...); both keep the row names. Values are the datasets' own.
+    data = six_clusters.set_index(six_clusters.index * 3 + 5)
+    sets = _quiet(_small_imputer(n_imputations=3).fit_transform_all, data, groups="g")
+    broad, repeated = sets.broad(), sets.repeated()
+    names = list(data.columns)
+    assert list(broad.columns) == [f"{n}.{k}" for k in (1, 2, 3) for n in names]
+    assert list(repeated.columns) == [f"{n}.{k}" for n in names for k in (1, 2, 3)]
+    for frame in (broad, repeated):
+        assert list(frame.index) == list(data.index)
+        for k in (1, 2, 3):
+            pd.testing.assert_series_equal(frame[f"y.{k}"], sets.complete(k)["y"], check_names=False)
+    clash = data.assign(**{"y.2": 0.0})
+    sets = _quiet(_small_imputer(n_imputations=2).fit_transform_all, clash, groups="g")
+    with pytest.raises(ValueError, match=r"Columns \['y.2'\] have the names the wide layout gives"):
+        sets.broad()
+
+
+def test_broad_layout_of_polars_datasets_is_polars_with_the_callers_dtypes(six_clusters):
+    pl = pytest.importorskip("polars")
+    data = pl.from_pandas(six_clusters.assign(g=six_clusters["g"].astype("int32")))
+    sets = _quiet(_small_imputer(n_imputations=2).fit_transform_all, data, groups="g")
+    broad = sets.broad()
+    assert isinstance(broad, pl.DataFrame) and broad.columns == ["g.1", "x.1", "y.1", "g.2", "x.2", "y.2"]
+    assert broad.schema["g.2"] == pl.Int32 and broad["y.2"].null_count() == 0
