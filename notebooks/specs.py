@@ -45,9 +45,6 @@ imputation strategies: ignoring the schools, school fixed effects, and a multile
 (random-effects) model, as in the tutorial's first case study.
 """),
     ("code", """
-import warnings
-
-import matplotlib
 import numpy as np
 import pandas as pd
 
@@ -56,8 +53,6 @@ from skmlmi.analysis import LinearMixedModel
 from skmlmi.conditional import PredictiveMeanMatching, RandomEffectsNormal
 from skmlmi.datasets import load_popmis
 
-matplotlib.use("Agg")
-warnings.simplefilter("ignore")
 pd.set_option("display.precision", 4)
 data = load_popmis()[["school", "popular", "sex", "texp"]]
 data.describe()
@@ -104,12 +99,12 @@ imputers = {
     )
     for label, (methods, matrix) in strategies.items()
 }
-diagnostics.plot_predictor_matrix(imputers["multilevel"].fit(data, groups="school")).figure
+diagnostics.plot_predictor_matrix(imputers["multilevel"].fit(data, groups="school"))
 """),
     ("md", "## 3. Convergence of the multilevel chains"),
     ("code", """
 imp = imputers["multilevel"]
-diagnostics.plot_trace(imp).figure
+diagnostics.plot_trace(imp)
 """),
     ("code", """
 convergence = diagnostics.convergence_table(imp)
@@ -121,7 +116,7 @@ convergence.tail(3)
     ("md", "## 4. Observed and imputed values"),
     ("code", """
 sets = imp.fit_transform_all(data, groups="school")
-diagnostics.plot_imputed(data, sets, ["popular"], groups="school").figure
+diagnostics.plot_imputed(data, sets, ["popular"], groups="school")
 """),
     ("md", "## 5. Pooled analyses, side by side with the complete cases"),
     ("code", """
@@ -210,17 +205,15 @@ clusters by random-effects meta-analysis (Munoz et al. 2023; micemd's
 affects whether the value is observed but not the value itself (role code -3).
 """),
     ("code", """
-import warnings
-
 import numpy as np
 import pandas as pd
 
-from skmlmi import MultilevelIterativeImputer
+from skmlmi import MultilevelIterativeImputer, diagnostics
+from skmlmi.analysis import LinearMixedModel
 from skmlmi.conditional import HeckmanSelection, RandomEffectsLogistic, RandomEffectsNormal
 from skmlmi.datasets import interviewer_effect, load_hiv, load_obesity
 from skmlmi.pooling import pool_scalar
 
-warnings.simplefilter("ignore")
 """),
     ("code", HELPERS),
     ("code", """
@@ -236,7 +229,7 @@ def pooled_mean(sets, column):
 
 
 def compare(data, column, groups, exclusion, mar_model, m=10, max_iter=5):
-    rows, imputers = {}, {}
+    rows, imputers, completed = {}, {}, {}
     for label, model, code in (("Heckman (MNAR)", HeckmanSelection(), -3), ("MAR", mar_model, 1)):
         imp = MultilevelIterativeImputer(
             methods={column: model},
@@ -247,10 +240,10 @@ def compare(data, column, groups, exclusion, mar_model, m=10, max_iter=5):
         )
         sets = imp.fit_transform_all(data, groups=groups)
         rows[label] = pooled_mean(sets, column)
-        imputers[label] = imp
+        imputers[label], completed[label] = imp, sets
     table = pd.DataFrame(rows, index=["pooled mean", "SE", "MC SE"]).T
     table.loc["observed only"] = [data[column].astype(float).mean(), np.nan, np.nan]
-    return table, imputers
+    return table, imputers, completed
 """),
     ("md", """
 ## Obesity: weight missing for heavier respondents
@@ -261,7 +254,7 @@ FAVC) get the default multilevel models.
 """),
     ("code", """
 obesity = load_obesity()
-table, imputers = compare(obesity, "Weight", "Cluster", "Time", RandomEffectsNormal())
+table, imputers, completed = compare(obesity, "Weight", "Cluster", "Time", RandomEffectsNormal())
 heckman = imputers["Heckman (MNAR)"]
 draw = heckman.final_draws_[0][heckman.visit_sequence_.index("Weight")]
 print(getattr(draw, "inner", draw).cluster_table().round(3).to_string(index=False))
@@ -276,6 +269,33 @@ respondents are less likely to report their weight, so the Heckman imputations a
 heavier than the MAR ones. Cluster 5 has no observed weight: its parameters come from the
 population distribution of the meta-analysis (logged as systematically missing).
 
+Convergence: the chains of the imputed weights (mean and SD of the imputed values per
+iteration, one line per chain) should overlap without a trend, and split-R-hat be near 1.
+"""),
+    ("code", """
+trace = diagnostics.plot_trace(heckman, ["Weight"])
+rhat = diagnostics.convergence_table(heckman)
+rhat = rhat[rhat["column"] == "Weight"]
+chains = heckman.chain_mean_[:, :, heckman.incomplete_columns_.index("Weight")]
+key("obesity Heckman split-R-hat of Weight", rhat["rhat"].iloc[-1], jackknife_se(chains, diagnostics.rhat))
+assert rhat["rhat"].iloc[-1] < 1.1
+trace
+"""),
+    ("md", """
+The analysis model: how weight depends on height and age, a linear mixed model with a
+random intercept per cluster, fitted to each completed dataset and pooled (Rubin's rules)
+without imputing again. Under MNAR the missing weights are heavier, and the imputations
+of the selection model carry that into the pooled coefficients.
+"""),
+    ("code", """
+analysis = LinearMixedModel("Weight ~ Height + Age + (1 | Cluster)")
+pooled = {label: sets.analyse(analysis) for label, sets in completed.items()}
+for label, result in pooled.items():  # Monte Carlo SE of a pooled coefficient: sqrt(B / m)
+    height = result.table.loc["Height"]
+    key(f"obesity {label} slope of weight on height", height["estimate"], np.sqrt(height["b"] / result.m))
+pd.concat({label: result.table[["estimate", "std_error", "df", "fmi"]] for label, result in pooled.items()})
+"""),
+    ("md", """
 ## HIV: status missing for those who refuse the test
 
 The exclusion restriction is the interviewer's effect on consent: a random-intercept
@@ -287,7 +307,7 @@ cluster.
 hiv = load_hiv()
 effect = interviewer_effect(hiv)
 data = hiv[["hiv", "age", "marital", "condom", "smoke", "region"]].assign(interviewer_effect=effect.to_numpy())
-table, imputers = compare(data, "hiv", "region", "interviewer_effect", RandomEffectsLogistic())
+table, imputers, completed = compare(data, "hiv", "region", "interviewer_effect", RandomEffectsLogistic())
 heckman = imputers["Heckman (MNAR)"]
 draw = heckman.final_draws_[0][heckman.visit_sequence_.index("hiv")]
 print(getattr(draw, "inner", draw).cluster_table().round(3).to_string(index=False))
@@ -321,9 +341,6 @@ studies. The analysis model is the random-intercept logistic model
 the right answer.
 """),
     ("code", """
-import warnings
-
-import matplotlib
 import numpy as np
 import pandas as pd
 
@@ -339,8 +356,6 @@ from skmlmi.conditional import (
 from skmlmi.datasets import load_impact, load_impact_incomplete
 from skmlmi.predictors import suggest_predictors
 
-matplotlib.use("Agg")
-warnings.simplefilter("ignore")
 pd.set_option("display.precision", 3)
 FORMULA = "mort ~ type + age + motor_score + pupil + ct + (1 | name)"
 complete = load_impact()
@@ -357,7 +372,7 @@ data.isna().sum()
 missing_by_cluster(data, "name")
 """),
     ("code", """
-diagnostics.plot_missing_by_cluster(data, "name").figure
+diagnostics.plot_missing_by_cluster(data, "name")
 """),
     ("code", """
 recommend_methods(data, "name")[["column", "pattern", "n_systematic", "method_name", "reason"]]
@@ -372,7 +387,7 @@ help too. Codes 3 add cluster means (contextual effects).
     ("code", """
 suggestion = suggest_predictors(FORMULA, data, auxiliary=["hypox", "hypots", "tsah", "edh"], cluster_means=False)
 print(suggestion.explanation)
-diagnostics.plot_predictor_matrix(suggestion.predictor_matrix).figure
+diagnostics.plot_predictor_matrix(suggestion.predictor_matrix)
 """),
     ("md", """
 ## 3. Three imputation strategies
@@ -424,7 +439,7 @@ for label, (methods, predictors) in strategies.items():
 """),
     ("md", "## 4. Convergence of the recommended imputation"),
     ("code", """
-diagnostics.plot_trace(results["recommended"].imputer_).figure
+diagnostics.plot_trace(results["recommended"].imputer_)
 """),
     ("md", "## 5. Pooled estimates against the complete data"),
     ("code", """

@@ -89,3 +89,29 @@ def test_notebook_runs_and_agrees_with_its_key_numbers(path, monkeypatch):
     ).execute()
     problems = _disagreements(_keys(committed, "committed"), _keys(fresh, "fresh"))
     assert not problems, "\n".join(problems)
+
+
+def _plot_cells(notebook) -> list[tuple[int, bool]]:
+    """(cell number, whether it has an image output) for every code cell that draws a diagnostic plot."""
+    cells = []
+    for number, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code" and "diagnostics.plot_" in cell.source:
+            images = [o for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+            cells.append((number, bool(images)))
+    return cells
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebooks_show_their_plots_as_images(path):
+    # a plot is an image in the notebook, not "<Figure size 900x280 with 2 Axes>" (the Agg backend's text)
+    notebook = nbformat.read(path, as_version=4)
+    cells = _plot_cells(notebook)
+    assert cells, f"{path.stem} draws no plot"
+    assert all(has_image for _, has_image in cells), f"plot cells without an image: {cells}"
+    texts = [
+        "".join(o["data"]["text/plain"])
+        for cell in notebook.cells
+        for o in cell.get("outputs", [])
+        if set(o.get("data", {})) == {"text/plain"}
+    ]
+    assert not [t for t in texts if t.startswith("<Figure size")]

@@ -94,6 +94,27 @@ class DiagnosticPlot:
     def __iter__(self):
         return iter((self.figure, self.axes, self.table))
 
+    def __repr__(self) -> str:
+        title = self.figure._suptitle.get_text() if getattr(self.figure, "_suptitle", None) else ""
+        return (
+            f"DiagnosticPlot({title + ', ' if title else ''}{len(self.figure.axes)} Axes; "
+            f"table: {self.table.shape[0]} rows x {self.table.shape[1]} columns)"
+        )
+
+    def _repr_png_(self) -> bytes:
+        """The figure as a PNG: Jupyter shows the plot itself, once.
+
+        pyplot keeps the figure open, and Jupyter's inline backend shows every open figure
+        again at the end of the cell; the figure is closed in pyplot here (it stays usable:
+        ``savefig``, ``table``), so the plot appears once.
+        """
+        import io
+
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", bbox_inches="tight")
+        _pyplot().close(self.figure)
+        return buffer.getvalue()
+
     def savefig(self, *args: Any, **kwargs: Any) -> None:
         """Shortcut for ``self.figure.savefig``.
 

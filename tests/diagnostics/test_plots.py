@@ -336,3 +336,15 @@ def test_plot_trace_without_imputed_columns_is_a_clear_error(six_clusters):
     imp = _small_imputer().fit(six_clusters.dropna(), groups="g")
     with pytest.raises(ValueError, match="imputed no column"):
         plot_trace(imp)
+
+
+def test_a_plot_shows_once_in_jupyter_as_a_png_with_a_short_text_form(tiny):
+    # Jupyter shows a cell's value by _repr_png_ and then every figure pyplot still has open: the
+    # PNG closes the figure in pyplot, so the plot appears once; the text form is one short line.
+    plot = plot_pattern(tiny)
+    assert plot.figure.number in plt.get_fignums()
+    png = plot._repr_png_()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+    assert plot.figure.number not in plt.get_fignums()
+    assert repr(plot) == f"DiagnosticPlot(1 Axes; table: {len(plot.table)} rows x {plot.table.shape[1]} columns)"
+    plot.savefig(__import__("io").BytesIO(), format="png")  # still usable after display
