@@ -44,6 +44,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax 3 copied into _static: formulas render without a network
     "numpydoc",
 ]
 templates_path = ["_templates"]
@@ -134,7 +135,10 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
-html_sidebars = {"index": [], "changelog": [], "gallery": []}
+# Pages without sub-pages have no section to navigate: no left sidebar (an empty "Section
+# Navigation" box otherwise); the top bar links every section from every page.
+LEAF_PAGES = ("index", "changelog", "gallery", "code_layout", "coming_from_r", "models", "contributing")
+html_sidebars = {page: [] for page in LEAF_PAGES}
 html_context = {"default_mode": "light"}
 
 

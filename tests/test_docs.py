@@ -43,7 +43,8 @@ API_PAGE = "api/generated/skmlmi.MultilevelIterativeImputer.html"
 
 
 def _require_sphinx():
-    missing = [name for name in ("sphinx", "numpydoc", "pydata_sphinx_theme") if importlib.util.find_spec(name) is None]
+    needed = ("sphinx", "numpydoc", "pydata_sphinx_theme", "sphinx-mathjax-offline")
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         pytest.skip(f"docs not built: {', '.join(missing)} not installed (pip install -e '.[docs]')")
 
@@ -191,6 +192,24 @@ def test_gallery_page_shows_the_rendered_plots(built_docs):
     assert len(images) >= 5, f"gallery shows {len(images)} images"
 
 
+def test_no_page_has_an_empty_section_navigation_and_every_page_links_the_sections(built_docs):
+    # pydata's left sidebar lists the current section's pages; on a page without sub-pages it was an
+    # empty "Section Navigation" box. Every page has the top bar's links to the sections.
+    empty, unlinked = [], []
+    for path in sorted(built_docs.rglob("*.html")):
+        if "_static" in path.parts or "_sources" in path.parts or path.name in ("genindex.html", "search.html"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        nav = re.search(r'<nav class="bd-docs-nav[^>]*>(.*?)</nav>', text, flags=re.S)
+        if nav and "<li" not in nav.group(1):
+            empty.append(path.relative_to(built_docs).as_posix())
+        bar = re.search(r'<ul class="bd-navbar-elements[^"]*">(.*?)</ul>', text, flags=re.S)
+        if not bar or bar.group(1).count("<li") < 4:
+            unlinked.append(path.relative_to(built_docs).as_posix())
+    assert not empty, f"pages with an empty section navigation: {empty}"
+    assert not unlinked, f"pages without the top bar's section links: {unlinked[:5]}"
+
+
 def test_changelog_is_included(built_docs):
     changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     first_entry = re.search(r"^## (.+)$", changelog, flags=re.M).group(1).strip()
@@ -293,6 +312,22 @@ def test_page_renders_in_headless_chromium(built_docs, tmp_path, page, title):
     titles = re.findall(r"<title>(.*?)</title>", dom, flags=re.S)
     assert titles and title in titles[0], f"{page}: title {titles[:1]} does not name {title!r}"
     assert title in re.sub(r"<[^>]+>", " ", dom), f"{page}: {title!r} not in the rendered text"
+
+
+def test_maths_renders_offline_in_headless_chromium(built_docs, tmp_path):
+    # MathJax is copied into _static (no CDN): in a browser without network, every formula of the models
+    # page becomes a rendered container and no raw TeX delimiter is left in the visible text.
+    page = built_docs / "models.html"
+    html = page.read_text(encoding="utf-8")
+    assert "_static/mathjax/tex-chtml.js" in html and "cdn.jsdelivr" not in html
+    formulas = html.count('class="math notranslate')
+    assert formulas >= 10, f"the models page has {formulas} formulas"
+    run = _browser(["--virtual-time-budget=20000", "--dump-dom", page.as_uri()], tmp_path / "profile")
+    dom = run.stdout
+    rendered = dom.count("<mjx-container")
+    visible = re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S))
+    raw = re.findall(r"\\\(|\\\[", visible)
+    assert rendered >= formulas and not raw, f"{rendered} of {formulas} formulas rendered, {len(raw)} raw delimiters"
 
 
 def test_models_page_table_is_the_registrys(built_docs):
