@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import sys
 import time
 import traceback
@@ -694,6 +695,17 @@ def _impute(args) -> int:
         methods[column] = parse_model(text)
     roles = _roles(args.role, data, groups, methods)
     _check_writable(data, fmt, args.out)
+    named = set(methods) | set(roles) | {t for targets in roles.values() for t in targets} | set(groups or [])
+    identifiers = [c for c in _identifier_columns(data) if c not in named]
+    if identifiers and not args.quiet:
+        print(
+            f"skmlmi: note: {', '.join(map(repr, identifiers))} hold(s) a different value in every row (a row "
+            "identifier): left out of the imputation models and copied to the output as they are (name it in "
+            "--role to use it as a predictor)",
+            file=sys.stderr,
+        )
+    if groups is None and not args.quiet:
+        _note_no_groups(data.drop(columns=identifiers))
     imputer = MultilevelIterativeImputer(
         methods=methods or None,
         predictor_matrix=roles or None,
@@ -708,24 +720,114 @@ def _impute(args) -> int:
         imputer._validate_params()
     except ValueError as exc:
         raise CLIError(_one_line(exc)) from None
-    start = time.perf_counter()
+    modelled = data.drop(columns=identifiers)
+    # one column stays a column name: exactly the single-factor call of the library
+    group_argument = groups[0] if groups and len(groups) == 1 else groups
     try:
-        # one column stays a column name: exactly the single-factor call of the library
-        sets = imputer.fit_transform_all(data, groups=groups[0] if groups and len(groups) == 1 else groups)
+        if not args.quiet:  # the model of each column, before the run (R: mice(data, maxit = 0))
+            summary = imputer.plan_summary(modelled, groups=group_argument)
+            with pd.option_context("display.width", 160, "display.max_colwidth", 60):
+                print(f"models:\n{summary.drop(columns='compatible').to_string(index=False)}", file=sys.stderr)
+        start = time.perf_counter()
+        sets = imputer.fit_transform_all(modelled, groups=group_argument)
     except (ValueError, TypeError) as exc:
         if hasattr(exc, "failed_chains"):  # raised inside a chain: a failure during the run
             raise
         raise CLIError(f"the imputer rejects the data before imputing: {_one_line(exc)}") from None
+    if identifiers:  # back in their places, as they were
+        sets = type(sets)(_restore_columns(completed, data, identifiers) for completed in sets)
     long = sets.long(include_original=data if args.include_original else None)
     _write_table(long, args.out, fmt, compression)
-    if not args.quiet:
+    if not args.quiet:  # the events file is written where it can be named (not with --quiet)
+        events_file = _write_events(imputer.logged_events_, args.out)
         print(
             f"imputed {len(imputer.incomplete_columns_)} column(s) {imputer.incomplete_columns_} in "
             f"{time.perf_counter() - start:.1f} s; wrote {len(long)} rows (m = {args.m}, long format with .imp, "
             f".id) to {args.out}",
             file=sys.stderr,
         )
+        if events_file is not None:
+            print(
+                f"{len(imputer.logged_events_)} logged event(s) of the models (what the warnings above refer "
+                f"to, counted over the chains) written to {events_file}",
+                file=sys.stderr,
+            )
     return 0
+
+
+def _identifier_columns(data: pd.DataFrame, min_rows: int = 10) -> list:
+    """Complete columns holding a different value in every row that look like row identifiers: text or
+    categories, or whole numbers making up one run of consecutive integers (1..n, 1001..1000+n)."""
+    if len(data) < min_rows:
+        return []
+    found = []
+    for column in data.columns:
+        values = data[column]
+        if values.isna().any() or values.nunique() < len(values):
+            continue
+        if pd.api.types.is_bool_dtype(values):
+            continue
+        if not pd.api.types.is_numeric_dtype(values):
+            found.append(column)
+            continue
+        numbers = values.to_numpy(dtype=float)
+        if np.all(np.isfinite(numbers)) and np.all(numbers == np.round(numbers)):
+            if numbers.max() - numbers.min() + 1 == len(numbers):
+                found.append(column)
+    return found
+
+
+#: Words in a column name that suggest a cluster identifier (for the note when --groups is missing).
+CLUSTER_WORDS = (
+    "school", "class", "cluster", "group", "hospital", "clinic", "centre", "center", "site", "study",
+    "region", "country", "ward", "practice", "subject", "patient", "person", "id", "team", "firm",
+)  # fmt: skip
+
+
+def _note_no_groups(data: pd.DataFrame) -> None:
+    """Say that the run is single-level, naming columns that look like cluster identifiers: complete, whole
+    numbers or labels, several rows per value, and a name with a word of ``CLUSTER_WORDS``."""
+    candidates = []
+    for column in data.columns:
+        values = data[column]
+        words = re.split(r"[^a-z]+", str(column).lower())
+        if values.isna().any() or not any(w in CLUSTER_WORDS or w.rstrip("s") in CLUSTER_WORDS for w in words):
+            continue
+        if pd.api.types.is_float_dtype(values) and not np.all(values == np.round(values)):
+            continue
+        k = values.nunique()
+        if 2 <= k <= len(values) / 2:
+            candidates.append(f"{column!r} ({k} values)")
+    hint = (
+        f"; {', '.join(candidates)} look(s) like a cluster identifier: give --groups if the rows are clustered by it"
+        if candidates
+        else ""
+    )
+    print(f"skmlmi: note: no --groups given: the imputation is single-level and ignores any clustering{hint}",
+          file=sys.stderr)  # fmt: skip
+
+
+def _restore_columns(completed: pd.DataFrame, data: pd.DataFrame, columns: list) -> pd.DataFrame:
+    """``completed`` with ``columns`` of ``data`` put back at their places."""
+    out = completed.copy()
+    for column in columns:
+        out.insert(list(data.columns).index(column), column, data[column].to_numpy())
+    return out
+
+
+def _write_events(events: pd.DataFrame, out: str) -> str | None:
+    """The logged events as a CSV next to the output (``NAME.events.csv`` for ``NAME.csv.gz``), or None if none."""
+    if events is None or events.empty:
+        return None
+    path = Path(out)
+    name = path.name.split(".")[0] or "imputed"
+    target = path.with_name(f"{name}.events.csv")
+    try:
+        events.to_csv(target, index=False)
+    except OSError as exc:
+        print(f"skmlmi: warning: could not write the logged events to {target}: {exc}", file=sys.stderr)
+        return None
+    return str(target)
 
 
 def _pool(args) -> int:
@@ -938,7 +1040,9 @@ def _messages(quiet: bool):
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     name = "warning" if category is UserWarning else f"warning: {category.__name__}"
-    print(f"skmlmi: {name}: {_one_line(message)}", file=sys.stderr if file is None else file)
+    # a command-line user has no logged_events_ attribute: they get the events file
+    text = _one_line(message).replace("(see logged_events_)", "(see the events file named at the end)")
+    print(f"skmlmi: {name}: {text}", file=sys.stderr if file is None else file)
 
 
 class _HelpFormatter(argparse.HelpFormatter):

@@ -699,6 +699,57 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             names = names[[c not in layout.groups_columns for c in layout.columns]]
         return names
 
+    def plan_summary(self, X: Any, groups: Any = None) -> pd.DataFrame:
+        """The model each incomplete column would get, without imputing (R: ``mice(data, maxit = 0)``).
+
+        Validates the parameters and the data as :meth:`fit` does and plans the visits, then stops:
+        nothing is fitted or drawn, and the imputer is left unfitted.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+        groups : as for :meth:`fit`
+
+        Returns
+        -------
+        DataFrame
+            One row per visit, in the visit sequence: ``column``, ``kind`` (as the column was
+            read), ``model`` (the conditional model, ``repr``), ``n_missing`` (cells to impute),
+            ``predictors`` (names, with their role code where it is not 1) and ``clusters`` (how the
+            model uses the clusters: ``"random effects"``, ``"fixed effects"``, ``"ignored"`` or
+            ``"none"`` without groups); ``compatible`` marks columns imputed through the
+            analysis model.
+        """
+        self._validate_params()
+        data = self._encode_fit(X, groups)
+        where, ignore = check_where(None, data), check_ignore(None, len(data.frame))
+        plan = plan_analysis_model(make_plan(data, self._settings(), where, ignore), self.analysis_model, data)
+        rows = []
+        for target in plan.targets:
+            clusters = (
+                "none"
+                if data.clusters is None
+                else {-2: "random effects", 1: "fixed effects"}.get(target.cluster_role, "ignored")
+            )
+            if target.ignores_clusters:
+                clusters = "ignored"
+            rows.append(
+                {
+                    "column": target.name,
+                    "kind": target.kind,
+                    "model": repr(target.model),
+                    "n_missing": int(np.size(plan.impute_rows[target.column])),
+                    "predictors": ", ".join(
+                        p.name if p.role == 1 else f"{p.name} ({p.role})" for p in target.predictors
+                    ),
+                    "clusters": clusters,
+                    "compatible": target.compatible or "",
+                }
+            )
+        return pd.DataFrame(
+            rows, columns=["column", "kind", "model", "n_missing", "predictors", "clusters", "compatible"]
+        )
+
     def continue_fit(self, n_iter: int = 1) -> MultilevelIterativeImputer:
         """Run every chain ``n_iter`` more iterations (R's ``mice.mids``).
 

@@ -392,7 +392,9 @@ def test_failure_during_the_run_is_exit_1_with_one_line(small_csv, tmp_path, cap
     argv = ["impute", str(small_csv), "--groups", "g", "--out", str(tmp_path / "o.csv")]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert err.startswith("skmlmi: error: LinAlgError: Singular matrix") and err.count("\n") == 1, err
+    # the models' summary first, then the failure: one line
+    assert err.splitlines()[-1].startswith("skmlmi: error: LinAlgError: Singular matrix"), err
+    assert err.count("skmlmi: error") == 1 and err.splitlines()[0] == "models:", err
     assert "Traceback" not in err and "--debug" in err
     assert not (tmp_path / "o.csv").exists()
     assert main([*argv, "--debug"]) == 1
@@ -825,3 +827,70 @@ def test_na_values_codes_mean_missing(tmp_path, capsys):
     assert long[["x", "y", "grade"]].notna().all().all()
     assert main([*argv, "--out", str(tmp_path / "raw.csv"), "--quiet"]) == 0
     assert (pd.read_csv(tmp_path / "raw.csv")["y"] == -999).any()
+
+
+def test_impute_says_which_model_each_column_gets_and_leaves_row_identifiers_out(tmp_path, capsys):
+    # before the run: the model of each incomplete column (R's mice(data, maxit = 0)); a column with a different
+    # value in every row (text, or one run of consecutive integers) is a row identifier: not a predictor,
+    # copied to the output unchanged
+    rng = np.random.default_rng(5)
+    n = 60
+    data = pd.DataFrame(
+        {
+            "record": np.arange(1001, 1001 + n),
+            "code": [f"p{i:03d}" for i in rng.permutation(n)],
+            "g": np.repeat(np.arange(6), 10),
+            "x": rng.normal(size=n),
+            "y": rng.normal(size=n),
+        }
+    )
+    data.loc[rng.random(n) < 0.3, "y"] = np.nan
+    path, out = tmp_path / "d.csv", tmp_path / "out.csv"
+    data.to_csv(path, index=False)
+    assert main(["impute", str(path), "--groups", "g", "--m", "2", "--max-iter", "2", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "'record', 'code' hold(s) a different value in every row" in err
+    models = err[err.index("models:") :].splitlines()[1:3]
+    assert models[0].split()[:4] == ["column", "kind", "model", "n_missing"]
+    assert models[1].split()[:4] == ["y", "continuous", "RandomEffectsNormal()", str(data["y"].isna().sum())]
+    assert "record" not in models[1] and "code" not in models[1]  # not among the predictors
+    long = pd.read_csv(out)
+    assert list(long.columns) == [".imp", ".id", *data.columns]
+    for k in (1, 2):
+        pd.testing.assert_series_equal(
+            long.loc[long[".imp"] == k, "code"].reset_index(drop=True), data["code"], check_names=False
+        )
+    # named in --role, an identifier-like column is the user's predictor
+    argv = ["impute", str(path), "--groups", "g", "--role", "record:y=1", "--m", "1", "--max-iter", "1"]
+    assert main([*argv, "--out", str(tmp_path / "o2.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "'code' hold(s)" in err and "record" in err[err.index("models:") :]
+
+
+def test_impute_without_groups_says_it_is_single_level_and_names_a_likely_cluster_column(small_csv, tmp_path, capsys):
+    data = pd.read_csv(small_csv).rename(columns={"g": "school_id"})
+    data.to_csv(tmp_path / "s.csv", index=False)
+    assert (
+        main(["impute", str(tmp_path / "s.csv"), "--m", "1", "--max-iter", "1", "--out", str(tmp_path / "o.csv")]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "no --groups given: the imputation is single-level" in err
+    assert "'school_id' (6 values) look(s) like a cluster identifier" in err
+
+
+def test_impute_writes_the_logged_events_next_to_the_output_and_names_the_file(small_csv, tmp_path, capsys):
+    # cluster 0 has no observed y: an event of the model, which the warning refers to and the file holds
+    data = pd.read_csv(small_csv)
+    data.loc[data["g"] == 0, "y"] = np.nan
+    data.to_csv(tmp_path / "d.csv", index=False)
+    out = tmp_path / "imputed.csv.gz"
+    assert (
+        main(["impute", str(tmp_path / "d.csv"), "--groups", "g", "--m", "2", "--max-iter", "1", "--out", str(out)])
+        == 0
+    )
+    err = capsys.readouterr().err
+    events_file = tmp_path / "imputed.events.csv"
+    assert events_file.is_file() and f"written to {events_file}" in err
+    events = pd.read_csv(events_file)
+    assert {"column", "count"} <= set(events.columns) and events["column"].eq("y").any()
+    assert "logged_events_" not in err and "(see the events file named at the end)" in err

@@ -848,3 +848,18 @@ def test_broad_layout_of_polars_datasets_is_polars_with_the_callers_dtypes(six_c
     broad = sets.broad()
     assert isinstance(broad, pl.DataFrame) and broad.columns == ["g.1", "x.1", "y.1", "g.2", "x.2", "y.2"]
     assert broad.schema["g.2"] == pl.Int32 and broad["y.2"].null_count() == 0
+
+
+def test_plan_summary_names_each_visits_model_without_fitting(popmis):
+    # R: mice(data, maxit = 0)$method. The imputer stays unfitted; the models are those fit would use.
+    imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, n_imputations=2, max_iter=1)
+    summary = imp.plan_summary(popmis, groups="school")
+    assert not hasattr(imp, "methods_")
+    row = summary.set_index("column").loc["popular"]
+    assert row["model"] == "RandomEffectsNormal()" and row["clusters"] == "random effects"
+    assert row["n_missing"] == popmis["popular"].isna().sum()
+    _quiet(imp.fit, popmis, groups="school")
+    assert list(summary["column"]) == imp.visit_sequence_
+    assert summary.set_index("column")["model"].to_dict() == {c: repr(m) for c, m in imp.methods_.items()}
+    single = MultilevelIterativeImputer(methods="pmm").plan_summary(popmis, groups="school")
+    assert set(single["clusters"]) == {"ignored"}
