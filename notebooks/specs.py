@@ -70,6 +70,16 @@ by_cluster.table.head()
     ("code", """
 diagnostics.plot_corr(data.drop(columns="school"), missingness=True).table
 """),
+    ("md", """
+Popularity by sex among the observed pupils (the tutorial's boxplot): girls (sex 1) are
+rated more popular, which the analysis model's sex effect will quantify.
+"""),
+    ("code", """
+axes = data.boxplot(column="popular", by="sex", grid=False, figsize=(4, 3))
+axes.set_title("observed popularity by sex")
+axes.get_figure().suptitle("")
+data.groupby("sex")["popular"].describe()
+"""),
     ("code", """
 icc_observed = diagnostics.icc(data, "school")
 key("ICC of observed popularity", icc_observed["popular"])  # no random draws: MC SE 0
@@ -99,6 +109,17 @@ imputers = {
     )
     for label, (methods, matrix) in strategies.items()
 }
+pd.concat({label: imputer.plan_summary(data, groups="school") for label, imputer in imputers.items()})[
+    ["column", "model", "predictors", "clusters"]
+]
+"""),
+    ("md", """
+Each strategy's predictor matrix: the row of `popular` says how every other column enters
+its imputation model (mice's `predictorMatrix`), drawn for the multilevel one.
+"""),
+    ("code", """
+for label, imputer in imputers.items():
+    print(f"{label}: {imputer.predictor_matrix}")
 diagnostics.plot_predictor_matrix(imputers["multilevel"].fit(data, groups="school"))
 """),
     ("md", "## 3. Convergence of the multilevel chains"),
@@ -367,7 +388,54 @@ complete["ct"] = complete["ct"].cat.as_unordered()
 data.isna().sum()
 """),
     ("code", HELPERS),
-    ("md", "## 1. Sporadic and systematic missingness per study"),
+    ("md", """
+## 1. The missing data
+
+The missing-data pattern (mice's `md.pattern`, ggmice's `plot_pattern`): which
+combinations of variables are missing together, and how often.
+"""),
+    ("code", """
+diagnostics.plot_pattern(data.drop(columns="name"))
+"""),
+    ("md", """
+Which variables outside the analysis model could help impute ct and pupil? Their
+pairwise-complete correlations (ggmice's `plot_corr`): a useful auxiliary variable
+correlates with the variable it helps impute.
+"""),
+    ("code", """
+correlations = diagnostics.plot_corr(data.drop(columns="name"))
+auxiliary = correlations.table.loc[["ct", "pupil"], ["hypox", "hypots", "tsah", "edh"]]
+assert auxiliary.loc["ct", "hypox"] < 0.05 and auxiliary.loc["pupil", "hypox"] < auxiliary.loc["pupil", "hypots"]
+correlations
+"""),
+    ("md", """
+As in the tutorial: hypox is nearly uncorrelated with ct and is the weakest of the
+candidates for pupil, and it is not in the analysis model, so it is dropped; edh
+(strongest for ct), tsah and hypots stay as auxiliary variables. (The validation of
+section 6, `benchmarks/validate_impact.py`, kept hypox as a fourth auxiliary variable.)
+"""),
+    ("code", """
+data = data.drop(columns="hypox")
+"""),
+    ("md", """
+The complete-case analysis (R: `glmer(mod, family = "binomial", data = na.omit(dat))`):
+odds ratios with 95% intervals. It uses only the patients with every variable observed.
+"""),
+    ("code", """
+cc = LogisticMixedModel(FORMULA, missing="drop").fit(data)
+half_width = 1.959963984540054 * np.sqrt(np.diag(cc.cov_params_))  # Wald intervals, as broom's tidy
+odds_cc = pd.DataFrame(
+    {
+        "odds ratio": np.exp(cc.coef_),
+        "conf_low": np.exp(cc.coef_ - half_width),
+        "conf_high": np.exp(cc.coef_ + half_width),
+    }
+)
+analysed = data[["mort", "type", "age", "motor_score", "pupil", "ct"]].notna().all(axis=1)
+print(f"complete cases: {int(analysed.sum())} of {len(data)} patients")
+odds_cc
+"""),
+    ("md", "## 2. Sporadic and systematic missingness per study"),
     ("code", """
 missing_by_cluster(data, "name")
 """),
@@ -378,19 +446,19 @@ diagnostics.plot_missing_by_cluster(data, "name")
 recommend_methods(data, "name")[["column", "pattern", "n_systematic", "method_name", "reason"]]
 """),
     ("md", """
-## 2. The predictor matrix from the analysis model
+## 3. The predictor matrix from the analysis model
 
 `suggest_predictors` reads the analysis formula: the cluster gets -2, the outcome `mort`
 predicts the incomplete covariates, and with `auxiliary=` variables outside the model
 help too. Codes 3 add cluster means (contextual effects).
 """),
     ("code", """
-suggestion = suggest_predictors(FORMULA, data, auxiliary=["hypox", "hypots", "tsah", "edh"], cluster_means=False)
+suggestion = suggest_predictors(FORMULA, data, auxiliary=["hypots", "tsah", "edh"], cluster_means=False)
 print(suggestion.explanation)
 diagnostics.plot_predictor_matrix(suggestion.predictor_matrix)
 """),
     ("md", """
-## 3. Three imputation strategies
+## 4. Three imputation strategies
 
 * **single level**: mice's defaults, ignoring the studies (cluster column coded 0);
 * **random effects**: random-intercept categorical and logistic models for every variable;
@@ -406,12 +474,12 @@ columns added to the data). Without them the pupil log-odds come out about 0.4 c
 SE too high on average (benchmarks/validate_impact.py --no-mort-interactions).
 """),
     ("code", """
-dummies = pd.get_dummies(data[["type", "age", "motor_score", "hypox", "tsah", "edh"]], drop_first=True, dtype=float)
+dummies = pd.get_dummies(data[["type", "age", "motor_score", "tsah", "edh"]], drop_first=True, dtype=float)
 interactions = []
 for column in dummies.columns:
     data[f"mort_x_{column}"] = dummies[column] * data["mort"]
     interactions.append(f"mort_x_{column}")
-suggestion = suggest_predictors(FORMULA, data, auxiliary=["hypox", "hypots", "tsah", "edh"], cluster_means=False)
+suggestion = suggest_predictors(FORMULA, data, auxiliary=["hypots", "tsah", "edh"], cluster_means=False)
 matrix = suggestion.predictor_matrix.copy()
 matrix.loc[["ct", "pupil"], interactions] = 1
 matrix.loc["hypots"] = 1
@@ -437,11 +505,11 @@ for label, (methods, predictors) in strategies.items():
     )
     results[label] = MIPooler(imputer, LogisticMixedModel(FORMULA), n_jobs=2).fit(data, groups="name")
 """),
-    ("md", "## 4. Convergence of the recommended imputation"),
+    ("md", "## 5. Convergence of the recommended imputation"),
     ("code", """
 diagnostics.plot_trace(results["recommended"].imputer_)
 """),
-    ("md", "## 5. Pooled estimates against the complete data"),
+    ("md", "## 6. Pooled estimates against the complete data"),
     ("code", """
 terms = ["pupilNone", "pupilOne", "ctIII", "ctIV/V"]
 se = np.sqrt(np.diag(truth.cov_params_.loc[terms, terms]))
@@ -461,6 +529,24 @@ for label, pooler in results.items():
     mc_se = jackknife_se(per_imputation, distance_in_se)
     key(f"{label} mean |difference| in complete-data SE", standardised[label].abs().mean(), mc_se)
 table
+"""),
+    ("md", """
+The recommended imputation's pooled odds ratios with 95% intervals (Rubin's rules,
+Barnard-Rubin df), beside the complete-case ones and the complete data's:
+"""),
+    ("code", """
+pooled = results["recommended"].results_.table
+odds = pd.DataFrame(
+    {
+        "odds ratio": np.exp(pooled["estimate"]),
+        "conf_low": np.exp(pooled["conf_low"]),
+        "conf_high": np.exp(pooled["conf_high"]),
+        "fmi": pooled["fmi"],
+        "complete cases": odds_cc["odds ratio"],
+        "complete data": np.exp(truth.coef_),
+    }
+)
+odds
 """),
     ("code", """
 variance = pd.DataFrame(
