@@ -75,7 +75,18 @@ class ImputedDatasets(list):
     to stack them like ``mice::complete(imp, "long")``, :meth:`broad` and :meth:`repeated` to put
     them side by side (``"broad"``, ``"repeated"``), and :meth:`analyse` to fit an analysis
     model on each and pool the fits without imputing again (``with(imp, ...)`` and ``pool()``).
+
+    Attributes
+    ----------
+    data : the incomplete data the datasets were imputed from (as given; None when not known)
+    groups : the cluster labels or column name given with it (None when not known)
+
+    so that diagnostics take the result alone (``plot_imputed(completed, ["popular"])``).
     """
+
+    def __init__(self, datasets: Any = (), data: Any = None, groups: Any = None):
+        super().__init__(datasets)
+        self.data, self.groups = data, groups
 
     def complete(self, i: int) -> Any:
         """The i-th completed dataset, i = 1..m (``mice::complete(imp, i)``; ``self[i - 1]``).
@@ -637,7 +648,11 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             The m completed datasets, in the input's container.
         """
         data = self._fit(X, groups, where, ignore)
-        return ImputedDatasets(self._completed(data, c, self._fitted.results) for c in range(self.n_imputations))
+        return ImputedDatasets(
+            (self._completed(data, c, self._fitted.results) for c in range(self.n_imputations)),
+            data=X,
+            groups=groups if groups is not None else self.groups_column,
+        )
 
     def transform(self, X: Any, groups: Any = None) -> Any:
         """One completed dataset of X, imputed with chain ``transform_chain``'s final draws.
@@ -674,7 +689,11 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         -------
         ImputedDatasets
         """
-        return ImputedDatasets(self._transform_chain(X, groups, c) for c in range(self.n_imputations))
+        return ImputedDatasets(
+            (self._transform_chain(X, groups, c) for c in range(self.n_imputations)),
+            data=X,
+            groups=groups if groups is not None else self._layout.groups_column,
+        )
 
     def get_feature_names_out(self, input_features: ArrayLike | None = None) -> np.ndarray:
         """Output column names (without the cluster column when ``keep_groups=False``).

@@ -37,7 +37,7 @@ from .convergence import autocorrelation, rhat
 if TYPE_CHECKING:  # annotations only: the imputer imports nothing from here, and matplotlib is optional
     from matplotlib.axes import Axes
 
-    from ..imputer import MultilevelIterativeImputer
+    from ..imputer import ImputedDatasets, MultilevelIterativeImputer
 
 Columns = Sequence[Hashable] | None
 Groups = Hashable | ArrayLike
@@ -802,8 +802,8 @@ def _density(ax, values: np.ndarray, grid: np.ndarray, **style) -> None:
 
 
 def plot_imputed(
-    data: pd.DataFrame,
-    imputed: Sequence[pd.DataFrame] | MultilevelIterativeImputer,
+    data: pd.DataFrame | ImputedDatasets,
+    imputed: Sequence[pd.DataFrame] | MultilevelIterativeImputer | None = None,
     columns: Columns = None,
     *,
     groups: Groups | None = None,
@@ -823,9 +823,11 @@ def plot_imputed(
 
     Parameters
     ----------
-    data : DataFrame
-        The incomplete data.
-    imputed : list of DataFrame or fitted MultilevelIterativeImputer
+    data : DataFrame or ImputedDatasets
+        The incomplete data; or the completed datasets of ``fit_transform_all`` alone, which
+        carry the data they were imputed from and its groups (``plot_imputed(completed,
+        ["popular"])``: the second argument is then ``columns``).
+    imputed : list of DataFrame or fitted MultilevelIterativeImputer, default=None
         Completed datasets (``fit_transform_all``'s result), or the imputer fitted on
         ``data`` (its ``imputations_`` are taken at ``data``'s missing cells).
     columns : sequence of names, default=None
@@ -846,6 +848,20 @@ def plot_imputed(
         (0 observed, 1..m), n`` and ``mean, sd`` (continuous) or ``category, proportion``
         (categorical).
     """
+    from ..imputer import ImputedDatasets
+
+    if isinstance(data, ImputedDatasets):  # the result alone: its data, groups and (second) the columns
+        if getattr(data, "data", None) is None:
+            raise ValueError(
+                "These completed datasets do not carry their incomplete data: call plot_imputed(data, completed)."
+            )
+        if imputed is not None and columns is not None:
+            raise TypeError("plot_imputed(completed, columns): the completed datasets already are the imputations.")
+        columns = imputed if imputed is not None else columns
+        groups = data.groups if groups is None else groups
+        data, imputed = data.data, data
+    elif imputed is None:
+        raise TypeError("plot_imputed needs the imputations: plot_imputed(data, completed) or plot_imputed(completed).")
     plt = _pyplot()
     frame = _as_frame(data)
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral) or n_clusters < 1:

@@ -348,3 +348,18 @@ def test_a_plot_shows_once_in_jupyter_as_a_png_with_a_short_text_form(tiny):
     assert plot.figure.number not in plt.get_fignums()
     assert repr(plot) == f"DiagnosticPlot(1 Axes; table: {len(plot.table)} rows x {plot.table.shape[1]} columns)"
     plot.savefig(__import__("io").BytesIO(), format="png")  # still usable after display
+
+
+def test_plot_imputed_takes_the_completed_datasets_alone(popmis_small):
+    # the result of fit_transform_all carries its incomplete data and groups (as mice's mids): the same plot
+    # as with the data and the imputations given separately
+    data, imp, _ = popmis_small
+    completed = imp.fit_transform_all(data, groups="school")
+    alone = plot_imputed(completed, ["popular"], clusters=[1, 2])
+    separate = plot_imputed(data, completed, ["popular"], groups="school", clusters=[1, 2])
+    pd.testing.assert_frame_equal(alone.table, separate.table)
+    with pytest.raises(TypeError, match="needs the imputations"):
+        plot_imputed(data)
+    completed.data = None
+    with pytest.raises(ValueError, match="do not carry their incomplete data"):
+        plot_imputed(completed)
