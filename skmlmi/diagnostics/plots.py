@@ -801,6 +801,27 @@ def _density(ax, values: np.ndarray, grid: np.ndarray, **style) -> None:
         ax.plot(values, np.zeros_like(values), "|", markersize=12, color=style.get("color"))
 
 
+def _from_result(data, imputed, columns, groups, function: str):
+    """(data, imputations, columns, groups) of a diagnostic called with the data and its imputations, or with
+    the completed datasets alone (an ImputedDatasets carries its data and groups; its second argument is then
+    the columns)."""
+    from ..imputer import ImputedDatasets
+
+    if isinstance(data, ImputedDatasets):
+        if getattr(data, "data", None) is None:
+            raise ValueError(
+                f"These completed datasets do not carry their incomplete data: call {function}(data, completed)."
+            )
+        if imputed is not None and columns is not None:
+            raise TypeError(f"{function}(completed, columns): the completed datasets already are the imputations.")
+        columns = imputed if imputed is not None else columns
+        groups = data.groups if groups is None else groups
+        return data.data, data, columns, groups
+    if imputed is None:
+        raise TypeError(f"{function} needs the imputations: {function}(data, completed) or {function}(completed).")
+    return data, imputed, columns, groups
+
+
 def plot_imputed(
     data: pd.DataFrame | ImputedDatasets,
     imputed: Sequence[pd.DataFrame] | MultilevelIterativeImputer | None = None,
@@ -848,20 +869,7 @@ def plot_imputed(
         (0 observed, 1..m), n`` and ``mean, sd`` (continuous) or ``category, proportion``
         (categorical).
     """
-    from ..imputer import ImputedDatasets
-
-    if isinstance(data, ImputedDatasets):  # the result alone: its data, groups and (second) the columns
-        if getattr(data, "data", None) is None:
-            raise ValueError(
-                "These completed datasets do not carry their incomplete data: call plot_imputed(data, completed)."
-            )
-        if imputed is not None and columns is not None:
-            raise TypeError("plot_imputed(completed, columns): the completed datasets already are the imputations.")
-        columns = imputed if imputed is not None else columns
-        groups = data.groups if groups is None else groups
-        data, imputed = data.data, data
-    elif imputed is None:
-        raise TypeError("plot_imputed needs the imputations: plot_imputed(data, completed) or plot_imputed(completed).")
+    data, imputed, columns, groups = _from_result(data, imputed, columns, groups, "plot_imputed")
     plt = _pyplot()
     frame = _as_frame(data)
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral) or n_clusters < 1:
@@ -1103,7 +1111,10 @@ def icc(data: pd.DataFrame, groups: Groups, columns: Columns = None) -> pd.Serie
 
 
 def icc_table(
-    data: pd.DataFrame, completed: Sequence[pd.DataFrame], groups: Groups, columns: Columns = None
+    data: pd.DataFrame | ImputedDatasets,
+    completed: Sequence[pd.DataFrame] | None = None,
+    groups: Groups | None = None,
+    columns: Columns = None,
 ) -> pd.DataFrame:
     """ICC of each variable before and after imputation.
 
@@ -1115,11 +1126,14 @@ def icc_table(
 
     Parameters
     ----------
-    data : DataFrame
-    completed : list of DataFrame
+    data : DataFrame or ImputedDatasets
+        The incomplete data; or the completed datasets alone (``icc_table(completed)``), which
+        carry their data and groups (the second argument is then ``columns``).
+    completed : list of DataFrame, default=None
         The completed datasets (``fit_transform_all``'s result).
-    groups : column name or array-like of shape (n,)
-        Cluster labels (a column name must be a column of every completed dataset too).
+    groups : column name or array-like of shape (n,), default=None
+        Cluster labels (a column name must be a column of every completed dataset too);
+        required unless ``data`` carries them.
     columns : sequence of names, default=None
 
     Returns
@@ -1128,6 +1142,9 @@ def icc_table(
         Index: variables; columns ``n_missing, observed, imputed, imputed_sd, difference``
         (imputed - observed).
     """
+    data, completed, columns, groups = _from_result(data, completed, columns, groups, "icc_table")
+    if groups is None:
+        raise TypeError("icc_table needs the cluster labels: groups=...")
     frame = _as_frame(data)
     codes, labels, gcol = _groups(frame, groups)
     keep = _icc_columns(frame, columns, gcol)

@@ -363,3 +363,12 @@ def test_plot_imputed_takes_the_completed_datasets_alone(popmis_small):
     completed.data = None
     with pytest.raises(ValueError, match="do not carry their incomplete data"):
         plot_imputed(completed)
+
+
+def test_icc_table_takes_the_completed_datasets_alone(popmis_small):
+    data, imp, _ = popmis_small
+    completed = imp.fit_transform_all(data, groups="school")
+    pd.testing.assert_frame_equal(icc_table(completed), icc_table(data, completed, "school"))
+    pd.testing.assert_frame_equal(icc_table(completed, ["popular"]), icc_table(data, completed, "school", ["popular"]))
+    with pytest.raises(TypeError, match="needs the imputations"):
+        icc_table(data, groups="school")
