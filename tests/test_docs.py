@@ -345,3 +345,10 @@ def test_models_page_table_is_the_registrys(built_docs):
         assert f"skmlmi.conditional.{row[0]}" in row_html, row[0]
         for cell in row[1:3]:  # R names and target kinds, as the registry declares them
             assert cell.replace("--", "–") in row_html or cell in row_html, (row[0], cell)
+
+
+def test_contributing_page_says_how_to_build_the_docs_and_code_lines_wrap(built_docs):
+    text = re.sub(r"<[^>]+>", "", (built_docs / "contributing.html").read_text(encoding="utf-8"))
+    assert "python -m sphinx -W --keep-going -b html docs docs/_build/html" in text
+    css = (built_docs / "_static" / "skmlmi.css").read_text(encoding="utf-8")
+    assert re.search(r"\.bd-article pre \{[^}]*white-space: pre-wrap", css)

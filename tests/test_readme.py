@@ -33,3 +33,32 @@ def test_readme_python_examples_run():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             exec(compile(code, "README.md", "exec"), {"print": lambda *args, **kwargs: None})
+
+
+def test_readme_first_example_imputes_once_and_pools_those_imputations(monkeypatch):
+    # The first example used to impute, then let MIPooler impute again: its pooled results must come from the
+    # datasets it made (completed.analyse), with one run of the chains, and print a summary whose every column
+    # shows (no "..." where pandas would cut a wide table).
+    import warnings
+
+    import skmlmi.imputer as imputer_module
+
+    runs = []
+    original = imputer_module.MultilevelIterativeImputer._run_chains
+    monkeypatch.setattr(
+        imputer_module.MultilevelIterativeImputer,
+        "_run_chains",
+        lambda self, chains: runs.append(len(chains)) or original(self, chains),
+    )
+    first = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)[0]
+    printed = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = first.replace("n_imputations=20, max_iter=10", "n_imputations=3, max_iter=2")
+        exec(
+            compile(code, "README.md", "exec"),
+            {"print": lambda *args, **kwargs: printed.append(" ".join(map(str, args)))},
+        )
+    assert runs == [3]
+    summary = "\n".join(printed)
+    assert "fmi" in summary and "p_value" in summary and "..." not in summary
