@@ -76,12 +76,15 @@ class ImputedDatasets(list):
     them side by side (``"broad"``, ``"repeated"``), and :meth:`analyse` to fit an analysis
     model on each and pool the fits without imputing again (``with(imp, ...)`` and ``pool()``).
 
-    Attributes
+    Parameters
     ----------
-    data : the incomplete data the datasets were imputed from (as given; None when not known)
-    groups : the cluster labels or column name given with it (None when not known)
-
-    so that diagnostics take the result alone (``plot_imputed(completed, ["popular"])``).
+    datasets : iterable of DataFrame
+        The m completed datasets.
+    data : DataFrame, default=None
+        The incomplete data they were imputed from (as given), kept as ``.data`` so that
+        diagnostics take the result alone (``plot_imputed(completed, ["popular"])``).
+    groups : column name or array-like, default=None
+        The cluster labels or column given with it, kept as ``.groups``.
     """
 
     def __init__(self, datasets: Any = (), data: Any = None, groups: Any = None):
