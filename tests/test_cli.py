@@ -27,8 +27,13 @@ def test_demo_popmis_shows_clustering_matters():
 
 def test_cli_demo_prints_the_tables(capsys):
     assert main(["demo", "popmis", "--m", "2", "--max-iter", "2"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "PMM ignoring clusters" in out and "ICC|school" in out and "fmi" in out
+    # progress while it runs (it used to print nothing for 12-20 s), on standard error; --quiet silences it
+    assert "[skmlmi] 4/4 chain-iterations (100%)" in captured.err
+    assert main(["demo", "popmis", "--m", "2", "--max-iter", "2", "--quiet"]) == 0
+    assert "chain-iterations" not in capsys.readouterr().err
 
 
 def test_cli_help_and_unknown_command(capsys):

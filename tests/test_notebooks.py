@@ -115,3 +115,23 @@ def test_committed_notebooks_show_their_plots_as_images(path):
         if set(o.get("data", {})) == {"text/plain"}
     ]
     assert not [t for t in texts if t.startswith("<Figure size")]
+
+
+# The tutorial's steps each notebook must show (a call in its code cells), and what a notebook must not do:
+# select the Agg backend (no plots) or silence the warnings a user would see.
+TUTORIAL_STEPS = {
+    "01_popmis": ["plot_pattern(", "plot_missing_by_cluster(", "plot_corr(", 'boxplot(column="popular", by="sex"',
+                  "plan_summary(", "plot_predictor_matrix(", "plot_trace(", "plot_imputed(", "MIPooler("],
+    "02_impact": ["plot_pattern(", "plot_corr(", 'drop(columns="hypox")', 'LogisticMixedModel(FORMULA, missing="drop")',
+                  "np.exp(pooled[\"conf_low\"])", "plot_missing_by_cluster(", "plot_trace("],
+    "03_mnar_heckman": ["HeckmanSelection(", "plot_trace(", "convergence_table(", ".analyse(analysis)"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_follow_the_tutorial_and_hide_nothing(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    missing = [step for step in TUTORIAL_STEPS[path.stem] if step not in code]
+    assert not missing, f"{path.stem} lacks the steps {missing}"
+    assert 'matplotlib.use("Agg")' not in code and 'simplefilter("ignore")' not in code
