@@ -314,7 +314,7 @@ def test_page_renders_in_headless_chromium(built_docs, tmp_path, page, title):
     assert title in re.sub(r"<[^>]+>", " ", dom), f"{page}: {title!r} not in the rendered text"
 
 
-def test_maths_renders_offline_in_headless_chromium(built_docs, tmp_path):
+def test_maths_and_navigation_render_offline_in_headless_chromium(built_docs, tmp_path):
     # MathJax is copied into _static (no CDN): in a browser without network, every formula of the models
     # page becomes a rendered container and no raw TeX delimiter is left in the visible text.
     page = built_docs / "models.html"
@@ -328,6 +328,11 @@ def test_maths_renders_offline_in_headless_chromium(built_docs, tmp_path):
     visible = re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S))
     raw = re.findall(r"\\\(|\\\[", visible)
     assert rendered >= formulas and not raw, f"{rendered} of {formulas} formulas rendered, {len(raw)} raw delimiters"
+    # ... and the rendered page can be navigated: the top bar's section links, no empty section navigation
+    bar = re.search(r'<ul class="bd-navbar-elements[^"]*">(.*?)</ul>', dom, flags=re.S)
+    assert bar and bar.group(1).count("<li") >= 4, "the rendered page has no section links in its top bar"
+    nav = re.search(r'<nav class="bd-docs-nav[^>]*>(.*?)</nav>', dom, flags=re.S)
+    assert not nav or "<li" in nav.group(1), "the rendered page shows an empty section navigation"
 
 
 def test_models_page_table_is_the_registrys(built_docs):
