@@ -723,12 +723,8 @@ def _impute(args) -> int:
     modelled = data.drop(columns=identifiers)
     # one column stays a column name: exactly the single-factor call of the library
     group_argument = groups[0] if groups and len(groups) == 1 else groups
-    try:
-        if not args.quiet:  # the model of each column, before the run (R: mice(data, maxit = 0))
-            summary = imputer.plan_summary(modelled, groups=group_argument)
-            with pd.option_context("display.width", 160, "display.max_colwidth", 60):
-                print(f"models:\n{summary.drop(columns='compatible').to_string(index=False)}", file=sys.stderr)
-        start = time.perf_counter()
+    start = time.perf_counter()
+    try:  # verbose: the model of each column before the chains run, then their progress
         sets = imputer.fit_transform_all(modelled, groups=group_argument)
     except (ValueError, TypeError) as exc:
         if hasattr(exc, "failed_chains"):  # raised inside a chain: a failure during the run
@@ -820,8 +816,11 @@ def _write_events(events: pd.DataFrame, out: str) -> str | None:
     if events is None or events.empty:
         return None
     path = Path(out)
-    name = path.name.split(".")[0] or "imputed"
-    target = path.with_name(f"{name}.events.csv")
+    name = path.name
+    for suffixes in (tuple(COMPRESSIONS), tuple(s for f in TABLE_FORMATS.values() for s in f.suffixes)):
+        ending = next((s for s in suffixes if name.lower().endswith(s)), "")  # the compression, then the format
+        name = name[: len(name) - len(ending)]
+    target = path.with_name(f"{name or 'imputed'}.events.csv")
     try:
         events.to_csv(target, index=False)
     except OSError as exc:

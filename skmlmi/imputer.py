@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import sys
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
@@ -229,6 +230,31 @@ class ImputedDatasets(list):
         return stacked
 
 
+def _plan_table(plan, clustered: bool) -> pd.DataFrame:
+    """One row per visit: its column, kind, model, cells to impute, predictors (role codes other than 1
+    shown), how the model uses the clusters, and whether it is imputed through the analysis model."""
+    rows = []
+    for target in plan.targets:
+        if not clustered:
+            clusters = "none"
+        elif target.ignores_clusters:
+            clusters = "ignored"
+        else:
+            clusters = {-2: "random effects", 1: "fixed effects"}.get(target.cluster_role, "ignored")
+        rows.append(
+            {
+                "column": target.name,
+                "kind": target.kind,
+                "model": repr(target.model),
+                "n_missing": int(np.size(plan.impute_rows[target.column])),
+                "predictors": ", ".join(p.name if p.role == 1 else f"{p.name} ({p.role})" for p in target.predictors),
+                "clusters": clusters,
+                "compatible": target.compatible or "",
+            }
+        )
+    return pd.DataFrame(rows, columns=["column", "kind", "model", "n_missing", "predictors", "clusters", "compatible"])
+
+
 # ----------------------------------------------------------------------------- estimator
 #: Rows x visits (summed over chains) below which the chains run in this process whatever ``n_jobs``
 #: says: starting worker processes costs about 2 s on first use (each imports numpy, pandas and
@@ -302,7 +328,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         :data:`~skmlmi.imputer.IN_PROCESS_WORK`, as popmis with m = 5) runs in this process
         with joblib's default backend.
     verbose : int, default=0
-        1 shows progress on standard error: a bar over the chain-iterations (chains x
+        1 prints, on standard error, the model of each column before the chains run (the table
+        of :meth:`plan_summary`), then their progress: a bar over the chain-iterations (chains x
         iterations) with the time left when tqdm is installed (``pip install skmlmi[progress]``)
         and the output is a terminal or Jupyter, otherwise a line at every quarter of the work;
         chains in worker processes count as each finishes. Each chain's Metropolis-Hastings
@@ -743,34 +770,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             analysis model.
         """
         self._validate_params()
-        data = self._encode_fit(X, groups)
-        where, ignore = check_where(None, data), check_ignore(None, len(data.frame))
-        plan = plan_analysis_model(make_plan(data, self._settings(), where, ignore), self.analysis_model, data)
-        rows = []
-        for target in plan.targets:
-            clusters = (
-                "none"
-                if data.clusters is None
-                else {-2: "random effects", 1: "fixed effects"}.get(target.cluster_role, "ignored")
-            )
-            if target.ignores_clusters:
-                clusters = "ignored"
-            rows.append(
-                {
-                    "column": target.name,
-                    "kind": target.kind,
-                    "model": repr(target.model),
-                    "n_missing": int(np.size(plan.impute_rows[target.column])),
-                    "predictors": ", ".join(
-                        p.name if p.role == 1 else f"{p.name} ({p.role})" for p in target.predictors
-                    ),
-                    "clusters": clusters,
-                    "compatible": target.compatible or "",
-                }
-            )
-        return pd.DataFrame(
-            rows, columns=["column", "kind", "model", "n_missing", "predictors", "clusters", "compatible"]
-        )
+        data, plan = self._plan(X, groups)
+        return _plan_table(plan, data.clusters is not None)
 
     def continue_fit(self, n_iter: int = 1) -> MultilevelIterativeImputer:
         """Run every chain ``n_iter`` more iterations (R's ``mice.mids``).
@@ -819,10 +820,13 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self._validate_params()
         if self.transform_chain >= self.n_imputations:  # fail before the chains run, not after
             self._chain_index()
-        data = self._encode_fit(X, groups)
-        where = check_where(cell_mask(where), data)
-        ignore = check_ignore(ignore, len(data.frame))
-        plan = plan_analysis_model(make_plan(data, self._settings(), where, ignore), self.analysis_model, data)
+        data, plan = self._plan(X, groups, where, ignore)
+        if self.verbose >= 1:  # which model each column got, before the chains run (R: mice(data, maxit = 0))
+            table = _plan_table(plan, data.clusters is not None)
+            if self.analysis_model is None:
+                table = table.drop(columns="compatible")
+            with pd.option_context("display.width", 160, "display.max_colwidth", 60):
+                print(f"models:\n{table.to_string(index=False)}", file=sys.stderr, flush=True)
         for j in dict.fromkeys(t.column for t in plan.targets):
             if not plan.fit_rows[j].any():
                 raise ValueError(f"Column {data.columns[j]!r} has no observed, non-ignored values to fit.")
@@ -838,6 +842,13 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         self._store(fitted)
         self.n_iter_ = self.max_iter
         return data
+
+    def _plan(self, X, groups, where=None, ignore=None):
+        """The encoded data and the plan of the visits (the set-up of :meth:`fit` and :meth:`plan_summary`)."""
+        data = self._encode_fit(X, groups)
+        where = check_where(cell_mask(where), data)
+        ignore = check_ignore(ignore, len(data.frame))
+        return data, plan_analysis_model(make_plan(data, self._settings(), where, ignore), self.analysis_model, data)
 
     def _settings(self) -> PlanSettings:
         return PlanSettings(

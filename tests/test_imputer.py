@@ -863,3 +863,14 @@ def test_plan_summary_names_each_visits_model_without_fitting(popmis):
     assert summary.set_index("column")["model"].to_dict() == {c: repr(m) for c, m in imp.methods_.items()}
     single = MultilevelIterativeImputer(methods="pmm").plan_summary(popmis, groups="school")
     assert set(single["clusters"]) == {"ignored"}
+
+
+def test_verbose_fit_prints_the_plan_summary_before_the_chains(popmis, capsys):
+    # verbose=1 says which model each column got (the table of plan_summary) before the progress of the chains
+    imp = MultilevelIterativeImputer(methods={"popular": RandomEffectsNormal()}, n_imputations=2, max_iter=1, verbose=1)
+    _quiet(imp.fit, popmis, groups="school")
+    err = capsys.readouterr().err
+    assert err.index("models:") < err.index("chain-iterations")
+    table = err[err.index("models:") :].splitlines()[1:3]
+    assert table[0].split() == ["column", "kind", "model", "n_missing", "predictors", "clusters"]
+    assert table[1].split()[:3] == ["popular", "integer", "RandomEffectsNormal()"]

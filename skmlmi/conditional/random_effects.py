@@ -533,7 +533,7 @@ class RandomEffectsNormal(BaseConditionalImputer):
             eig = symmetric_eigenvalues(psi / np.outer(d, d))  # of the correlation matrix
         else:
             eig = (1.0, 1.0)
-        sigma2 = float(state.sigma2) if np.ndim(state.sigma2) == 0 else float(np.mean(state.sigma2))
+        sigma2 = float(np.mean(state.sigma2))
         # variance each random effect adds to y: Psi_kk E(z_k^2)
         tiny = variances * suff.mean_z2 < 1e-8 * sigma2
         if eig[0] <= eig[-1] / _COND_TOL or tiny.any():
