@@ -33,7 +33,7 @@ from .conditional.registry import (
     models_for_kind,
 )
 from .predictors import ROWS_PER_PREDICTOR, limit_predictors, validate_predictor_matrix
-from .recommend import recommend_methods
+from .recommend import ColumnFacts, _recommend_one_factor
 
 __all__ = [
     "ClusterMeanCache",
@@ -500,8 +500,14 @@ class _Planner:
         columns = [c for j, c in enumerate(self.columns) if missing[:, j].any() and c not in given]
         if not columns:
             return {}
-        kinds = {c.name: c.kind for c in self.codecs if c.name not in self.grouping}
-        table = recommend_methods(data.frame[columns], self.clusters, column_kinds={c: kinds[c] for c in columns})
+        # the codecs and constancy found at set-up, so that no column is detected twice
+        facts = {
+            self.columns[j]: ColumnFacts(self.codecs[j], data.W[:, j], self.cluster_constant[j])
+            for j in range(len(self.columns))
+            if self.columns[j] in columns
+        }
+        kinds = {name: fact.codec.kind for name, fact in facts.items()}
+        table = _recommend_one_factor(data.frame[columns], self.clusters, kinds, facts=facts)
         return dict(zip(table["column"], table["method"], strict=True))
 
     def check_counts(self, W: np.ndarray, fit_rows: dict, ignore: np.ndarray, visit: list[int]) -> None:

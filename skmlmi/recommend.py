@@ -17,7 +17,7 @@ chained-equations loop.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -462,21 +462,47 @@ def recommend_methods(
         raise ValueError(f"column_kinds names columns that are not in data (or are the groups column): {unknown}")
     if clusters.n_factors > 1:
         return _recommend_several(frame, clusters, column_kinds)
+    return _recommend_one_factor(frame, clusters, column_kinds, large_cluster, prop_small, min_clusters)
+
+
+class ColumnFacts(NamedTuple):
+    """What the imputer's set-up already knows of a column, so that the recommendation does not detect it again:
+    its codec, its encoded values (NaN where missing) and its constancy within clusters (the one rule,
+    :meth:`~skmlmi._clusters.Clusters.constancy`)."""
+
+    codec: Any
+    encoded: np.ndarray
+    constancy: Literal[False, "whole", "partial"]
+
+
+def _recommend_one_factor(
+    frame: pd.DataFrame,
+    clusters: Clusters,
+    column_kinds: dict,
+    large_cluster: int = 5,
+    prop_small: float = 0.4,
+    min_clusters: int = 5,
+    facts: dict | None = None,
+) -> pd.DataFrame:
+    """:func:`recommend_methods` with one grouping factor. ``facts`` (column name -> :class:`ColumnFacts`)
+    gives what the caller has already detected; other columns are detected here."""
     codes, labels = clusters.codes, clusters.labels
     summary = missing_by_cluster(frame, clusters)
     out = []
     for row in summary.to_dict("records"):  # loop over incomplete columns; names of any type (tuples too)
         name = row["column"]
         series = frame[name]
-        codec = detect_codec(series, name, column_kinds.get(name))
+        known = (facts or {}).get(name)
+        codec = known.codec if known is not None else detect_codec(series, name, column_kinds.get(name))
         kind = codec.kind
+        encoded = known.encoded if known is not None else np.asarray(codec.encode(series), dtype=float)
         missing = series.isna().to_numpy()
         size, observed = _cluster_table(missing, codes, len(labels))
         j_obs = int((observed > 0).sum())
         j_fit = j_obs
         if kind == "binary":
             # a per-cluster logistic fit needs both outcomes: all-0 / all-1 clusters are not estimable
-            events = np.bincount(codes, weights=np.nan_to_num(codec.encode(series)), minlength=len(labels))
+            events = np.bincount(codes, weights=np.nan_to_num(encoded), minlength=len(labels))
             j_fit = int(((events > 0) & (events < observed)).sum())
         share_small = float((observed[observed > 0] < large_cluster).mean()) if j_obs else float("nan")
         n_sys, n_spor = int(row["n_systematic"]), int(row["n_sporadic"])
@@ -486,8 +512,9 @@ def recommend_methods(
             pattern = "sporadic+systematic"
         else:
             pattern = "systematic" if n_sys else "sporadic"
-        level2 = bool(j_obs and is_cluster_constant(series.to_numpy(), codes))
-        count = kind == "integer" and not level2 and is_count_column(codec.encode(series), codes)
+        constant = known.constancy if known is not None else is_cluster_constant(series.to_numpy(), codes)
+        level2 = bool(j_obs and constant)
+        count = kind == "integer" and not level2 and is_count_column(encoded, codes)
         model, reason = _choose(
             kind,
             pattern,
