@@ -23,6 +23,7 @@ import copy
 import numbers
 import sys
 from collections.abc import Hashable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,6 +52,7 @@ from ._frontdoor import (
     read_frame,
     write_output,
 )
+from ._longfile import LONG_COLUMNS, LongFileWriter, promote_integers
 from ._plan import PlanSettings, check_settings, make_plan
 from ._progress import Progress
 from ._sampler import ChainFailure, FittedChains, NonFiniteImputationError, chain_generators, impute_new_data, run_chain
@@ -684,6 +686,65 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             groups=groups if groups is not None else self.groups_column,
         )
 
+    def fit_write(
+        self,
+        X: Any,
+        path: str | Path,
+        groups: Any = None,
+        where: Any = None,
+        ignore: ArrayLike | None = None,
+        *,
+        include_original: bool = False,
+        chunk_rows: int = 1_000_000,
+    ) -> MultilevelIterativeImputer:
+        """Run the chains and write the m completed datasets to one long-format file, one at a time.
+
+        The file holds what ``fit_transform_all(X).long()`` holds (mice's ``complete(imp,
+        "long")``: ``.imp`` 1..m and ``.id``, the row's position, in front of the data's
+        columns; the row labels are not written), but only one completed dataset is in memory
+        at a time, so that m datasets of a large input need not fit in memory together. An
+        integer column imputed with fractions in any dataset is a float column throughout.
+
+        Parameters
+        ----------
+        path : str or Path
+            The file, created or replaced. Its suffix gives the format: ``.parquet`` or ``.pq``
+            (needs pyarrow, the ``parquet`` extra; written in row groups), ``.csv`` or ``.tsv``,
+            optionally compressed (``.gz``, ``.bz2``, ``.xz``, ``.zst``).
+        X, groups, where, ignore
+            As in :meth:`fit`.
+        include_original : bool, default=False
+            Also write the incomplete data, as ``.imp`` 0 (mice's ``include = TRUE``).
+        chunk_rows : int, default=1_000_000
+            Largest Parquet row group.
+
+        Returns
+        -------
+        self
+        """
+        writer = LongFileWriter(path, chunk_rows)  # a bad name or a missing pyarrow fails before the chains
+        taken = [c for c in LONG_COLUMNS if c in getattr(X, "columns", ())]
+        if taken:
+            raise ValueError(f"The data have columns named {taken}, which the long format adds; rename them first.")
+        data = self._fit(X, groups, where, ignore)
+        results, plan = self._fitted.results, self._fitted.plan
+        # integer columns with a fraction in any chain: floats in every dataset, so that the file has one schema
+        fractional = {
+            self._layout.columns[col]
+            for col in plan.incomplete
+            if any(np.any(r.values[col] != np.round(r.values[col])) for r in results)
+        }
+        with writer:
+            for chain in range(self.n_imputations):
+                completed = _pandas_frame(self._completed(data, chain, results))
+                fractional &= set(completed.columns)
+                if include_original and chain == 0:  # the incomplete data in the output's columns
+                    original = _pandas_frame(X)
+                    original = original[list(completed.columns)] if original.shape[1] > completed.shape[1] else original
+                    writer.write(0, promote_integers(original, fractional))
+                writer.write(chain + 1, promote_integers(completed, fractional))
+        return self
+
     def transform(self, X: Any, groups: Any = None) -> Any:
         """One completed dataset of X, imputed with chain ``transform_chain``'s final draws.
 
@@ -1067,3 +1128,9 @@ def _warn_events(rows: list) -> None:
     if len(distinct) > _MAX_EVENT_WARNINGS:
         columns = len({column for column, _ in distinct[_MAX_EVENT_WARNINGS:]})
         warn_user(f"{len(distinct) - _MAX_EVENT_WARNINGS} more events for {columns} column(s) (see logged_events_)")
+
+
+def _pandas_frame(data: Any) -> pd.DataFrame:
+    """A dataset (pandas, polars, pyarrow or an array) as a pandas DataFrame, for the long-format file."""
+    frame, _ = to_pandas(data)
+    return frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
