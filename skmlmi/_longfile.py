@@ -23,12 +23,19 @@ from types import TracebackType
 import numpy as np
 import pandas as pd
 
-__all__ = ["LongFileWriter", "long_file_format", "promote_integers"]
+__all__ = ["LongFileWriter", "check_long_columns", "long_file_format", "promote_integers"]
 
 LONG_COLUMNS = (".imp", ".id")
 _COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
 _TEXT = {".csv": ",", ".tsv": "\t"}
 _PARQUET = (".parquet", ".pq")
+
+
+def check_long_columns(columns) -> None:
+    """A ValueError when the data have a column the long format adds (``.imp``, ``.id``)."""
+    taken = [c for c in LONG_COLUMNS if c in columns]
+    if taken:
+        raise ValueError(f"The data have columns named {taken}, which the long format adds; rename them first.")
 
 
 def long_file_format(path: str | Path) -> tuple[str, str | None]:
@@ -74,6 +81,8 @@ class LongFileWriter:
                 raise ImportError(
                     "Writing Parquet needs pyarrow: pip install 'skmlmi[parquet]' (or write .csv)."
                 ) from err
+        if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int | np.integer) or chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be a positive whole number of rows; got {chunk_rows!r}")
         self.chunk_rows = int(chunk_rows)
         self.rows_written = 0
         self._parquet = None
@@ -94,14 +103,13 @@ class LongFileWriter:
 
     def write(self, number: int, frame: pd.DataFrame) -> None:
         """Append ``frame`` as imputation ``number`` (0: the incomplete data)."""
-        taken = [c for c in LONG_COLUMNS if c in frame.columns]
-        if taken:
-            raise ValueError(f"The data have columns named {taken}, which the long format adds; rename them first.")
+        check_long_columns(frame.columns)
         if self._columns is None:
             self._columns = list(frame.columns)
         elif list(frame.columns) != self._columns:  # a bug of the caller, not of the data
             raise ValueError(f"imputation {number} has columns {list(frame.columns)}, not {self._columns}")
         long = frame.copy(deep=False)
+        long.columns = [name if isinstance(name, str) else str(name) for name in long.columns]  # an array's 0, 1, ...
         long.insert(0, ".id", np.arange(len(frame)))
         long.insert(0, ".imp", number)
         if self.format == "parquet":

@@ -52,7 +52,7 @@ from ._frontdoor import (
     read_frame,
     write_output,
 )
-from ._longfile import LONG_COLUMNS, LongFileWriter, promote_integers
+from ._longfile import LongFileWriter, check_long_columns, promote_integers
 from ._plan import PlanSettings, check_settings, make_plan
 from ._progress import Progress
 from ._sampler import ChainFailure, FittedChains, NonFiniteImputationError, chain_generators, impute_new_data, run_chain
@@ -219,9 +219,7 @@ class ImputedDatasets(list):
             if not isinstance(frame, pd.DataFrame | np.ndarray):
                 raise TypeError(f"include_original must be the incomplete data frame; got {type(data).__name__}.")
             frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
-            taken = [c for c in (".imp", ".id") if c in frame.columns]
-            if taken:
-                raise ValueError(f"The data have columns named {taken}, which long() adds; rename them first.")
+            check_long_columns(frame.columns)
             frame = frame.copy(deep=False)
             frame.insert(0, ".id", np.arange(len(frame)))
             frame.insert(0, ".imp", k)
@@ -718,14 +716,14 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         chunk_rows : int, default=1_000_000
             Largest Parquet row group.
 
+        Column names that are not strings (an array's 0, 1, ...) are written as strings.
+
         Returns
         -------
         self
         """
         writer = LongFileWriter(path, chunk_rows)  # a bad name or a missing pyarrow fails before the chains
-        taken = [c for c in LONG_COLUMNS if c in getattr(X, "columns", ())]
-        if taken:
-            raise ValueError(f"The data have columns named {taken}, which the long format adds; rename them first.")
+        check_long_columns(getattr(X, "columns", ()))
         data = self._fit(X, groups, where, ignore)
         results, plan = self._fitted.results, self._fitted.plan
         # integer columns with a fraction in any chain: floats in every dataset, so that the file has one schema

@@ -725,7 +725,7 @@ def test_methods_for_a_complete_column_must_be_able_to_impute_its_kind(six_clust
 
 def test_long_format_refuses_clashing_columns_and_non_frames(six_clusters):
     sets = _quiet(_small_imputer().fit_transform_all, six_clusters.rename(columns={"x": ".imp"}), groups="g")
-    with pytest.raises(ValueError, match=r"columns named \['.imp'\], which long\(\) adds"):
+    with pytest.raises(ValueError, match=r"columns named \['.imp'\], which the long format adds"):
         sets.long()
     with pytest.raises(TypeError, match="include_original must be the incomplete data frame; got str"):
         sets.long(include_original="data")

@@ -131,3 +131,21 @@ def test_a_failure_while_writing_leaves_no_file_and_an_earlier_one_intact(popmis
         _imputer().fit_write(popmis, target, groups="school")
     assert target.read_text() == "earlier results\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_array_input_gets_its_positions_as_column_names(popmis, tmp_path, suffix):
+    if suffix == "parquet":
+        pytest.importorskip("pyarrow")
+    path = tmp_path / f"out.{suffix}"
+    _imputer().fit_write(popmis.to_numpy(), path, groups=popmis["school"].to_numpy())
+    written = pd.read_parquet(path) if suffix == "parquet" else pd.read_csv(path)
+    assert list(written.columns) == [".imp", ".id", "0", "1", "2", "3"]
+    expected = _imputer().fit_transform_all(popmis.to_numpy(), groups=popmis["school"].to_numpy()).long()
+    np.testing.assert_allclose(written.to_numpy(dtype=float), expected.to_numpy(dtype=float))
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, "x", True, None])
+def test_chunk_rows_must_be_a_positive_whole_number(popmis, tmp_path, bad):
+    with pytest.raises(ValueError, match="chunk_rows must be a positive whole number"):
+        _imputer().fit_write(popmis, tmp_path / "out.csv", groups="school", chunk_rows=bad)
