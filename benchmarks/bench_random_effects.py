@@ -5,8 +5,11 @@ Run: python benchmarks/bench_random_effects.py [--big]
   n_jobs = 1, skmlmi RandomEffectsNormal / RandomEffectsPMM against R mice 2l.pan, 2l.lmer
   (and 2l.norm) when Rscript with mice and pan is installed
   (apt-get install -y --no-install-recommends r-base-core r-cran-mice r-cran-pan r-cran-lme4).
-- --big: synthetic data, 10 rows per cluster, 5 incomplete continuous variables (30% missing
+- --big: synthetic data, 10,000 clusters, 5 incomplete continuous variables (30% missing
   each), m = 5, max_iter = 10, n_jobs = 2, at 100k, 300k and 1M rows: wall time and peak memory.
+- --huge: the same at 10M rows in 100,000 clusters, the m completed datasets written to one
+  long Parquet file as they are made (``fit_write``; needs pyarrow), so that they are never all
+  in memory: wall time (writing included) and peak memory (main process + workers).
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import argparse
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -63,16 +68,19 @@ def synthetic(n_rows: int, cluster_size: int = 100, p: int = 5, share: float = 0
     return frame
 
 
-def _big_one(n_rows: int) -> None:
+def _big_one(n_rows: int, n_clusters: int = 10_000, write: str | None = None) -> None:
     """Run in a child process so that the peak memory is this problem's alone."""
-    data = synthetic(n_rows, cluster_size=n_rows // 10_000 if n_rows >= 100_000 else 10)
+    data = synthetic(n_rows, cluster_size=n_rows // n_clusters if n_rows >= 10 * n_clusters else 10)
     imp = MultilevelIterativeImputer(
         methods=RandomEffectsNormal(), n_imputations=5, max_iter=10, random_state=1, n_jobs=2
     )
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        imp.fit(data, groups="cluster")
+        if write is None:
+            imp.fit(data, groups="cluster")
+        else:
+            imp.fit_write(data, write, groups="cluster")
     seconds = time.perf_counter() - start
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"{seconds:.2f} {own:.2f} {workers_peak_gib():.2f}")
@@ -81,10 +89,13 @@ def _big_one(n_rows: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--big", action="store_true", help="also the 100k / 300k / 1M-row problems")
+    parser.add_argument("--huge", action="store_true", help="also 10M rows in 100,000 clusters, written to Parquet")
     parser.add_argument("--big-one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--clusters", type=int, default=10_000, help=argparse.SUPPRESS)
+    parser.add_argument("--write", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.big_one:
-        _big_one(args.big_one)
+        _big_one(args.big_one, args.clusters, args.write)
         return
     warnings.simplefilter("ignore")
     print(machine())
@@ -114,6 +125,18 @@ def main() -> None:
             ).stdout.split()
             seconds, own, child = map(float, out)
             print(f"| {n:,} | 10,000 | {seconds:.1f} | {own:.2f} + {child:.2f} = {own + child:.2f} |")
+    if args.huge:
+        with tempfile.TemporaryDirectory() as folder:
+            path = str(Path(folder, "imputed.parquet"))
+            command = [sys.executable, __file__, "--big-one", "10000000", "--clusters", "100000", "--write", path]
+            seconds, own, child = map(
+                float, subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+            )
+            size = Path(path).stat().st_size / 1024**3
+        print(
+            f"\n10,000,000 rows, 100,000 clusters, m = 5 written to Parquet ({size:.2f} GiB): {seconds:.1f} s, peak "
+            f"memory {own:.2f} + {child:.2f} = {own + child:.2f} GiB (main + workers)"
+        )
 
 
 if __name__ == "__main__":
