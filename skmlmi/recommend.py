@@ -53,6 +53,11 @@ RECOMMENDATION_COLUMNS = (
 )
 
 
+#: recommend_methods' defaults (micemd's ``ni.small``, ``prop.small`` and the fewest clusters for a meta-analysis),
+#: which the imputer's plan uses too.
+LARGE_CLUSTER, PROP_SMALL, MIN_CLUSTERS = 100, 0.4, 5
+
+
 def _frame_and_groups(data: Any, groups: Any) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, Any]:
     """The data without the groups column, integer cluster codes, the cluster labels and the groups column name."""
     if isinstance(data, np.ndarray):
@@ -350,9 +355,9 @@ def _missing_by_one_factor(frame: pd.DataFrame, codes: np.ndarray, labels: np.nd
 def recommend_methods(
     data: pd.DataFrame,
     groups: Any,
-    large_cluster: int = 100,
-    prop_small: float = 0.4,
-    min_clusters: int = 5,
+    large_cluster: int = LARGE_CLUSTER,
+    prop_small: float = PROP_SMALL,
+    min_clusters: int = MIN_CLUSTERS,
     column_kinds: dict | None = None,
     cluster_structure: str = "auto",
 ) -> pd.DataFrame:
@@ -479,9 +484,9 @@ def _recommend_one_factor(
     frame: pd.DataFrame,
     clusters: Clusters,
     column_kinds: dict,
-    large_cluster: int = 5,
-    prop_small: float = 0.4,
-    min_clusters: int = 5,
+    large_cluster: int = LARGE_CLUSTER,
+    prop_small: float = PROP_SMALL,
+    min_clusters: int = MIN_CLUSTERS,
     facts: dict | None = None,
 ) -> pd.DataFrame:
     """:func:`recommend_methods` with one grouping factor. ``facts`` (column name -> :class:`ColumnFacts`)

@@ -245,12 +245,16 @@ def test_set_up_detects_each_column_once_and_recommends_what_recommend_methods_d
             "k": np.round(rng.normal(50.0, 10.0, 480)),  # whole numbers
             "b": (rng.random(480) < 0.4).astype(float),
             "c": pd.Categorical(rng.choice(["p", "q", "r"], 480)),
+            "s": rng.normal(size=480),  # missing in whole clusters of 12 rows: small, so a one-stage model
+            "t": (rng.random(480) < 0.5).astype(float),  # the same, binary
         }
     )
+    frame.loc[np.isin(g, [0, 2, 4, 6, 8, 10]), ["s", "t"]] = np.nan
     for name, share in (("x", 0.2), ("k", 0.2), ("b", 0.2), ("c", 0.2)):
         frame.loc[rng.random(480) < share, name] = np.nan
     frame.loc[np.isin(g, [1, 5, 9]), "w"] = np.nan
     expected = recommend_methods(frame, "g").set_index("column")["method_name"]
+    assert expected[["s", "t"]].tolist() == ["RandomEffectsNormal", "RandomEffectsLogistic"]  # the thresholds agree
 
     calls = []
     original = skmlmi._clusters.cluster_constancy
