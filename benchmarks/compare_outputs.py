@@ -77,6 +77,7 @@ def _imputer_outputs(imputer, data, groups) -> dict:
     out["chain_var_"] = np.asarray(imputer.chain_var_)
     out["logged_events_"] = imputer.logged_events_.reset_index(drop=True)
     out["transform"] = imputer.transform(data)
+    out["models"] = pd.Series({column: repr(model) for column, model in imputer.methods_.items()}, dtype=object)
     return out
 
 
@@ -280,6 +281,34 @@ def case_three_level_default() -> dict:
 def case_crossed_default() -> dict:
     """Crossed factors (the defaults)."""
     return _several_factors("crossed")
+
+
+def case_mixed_kinds_default() -> dict:
+    """One factor, 40 clusters of 5-40 rows, every kind the defaults choose a model for: continuous, whole-number
+    and binary missing in rows; continuous and binary missing in whole clusters; cluster-level continuous and
+    binary (the validity matrix's kinds, where a change of the models chosen shows first)."""
+    from skmlmi import MultilevelIterativeImputer
+
+    rng = np.random.default_rng(11)
+    sizes = rng.integers(5, 41, 40)
+    g = np.repeat(np.arange(40), sizes)
+    n = g.size
+    u = rng.normal(size=(40, 4))
+    data = pd.DataFrame({"g": g, "z": rng.normal(size=n) + 0.5 * u[g, 0]})
+    data["x"] = 0.5 * data["z"] + u[g, 1] + rng.normal(size=n)
+    data["k"] = np.round(10 + data["z"] + 2 * u[g, 2] + rng.normal(size=n) * 2)
+    data["b"] = (rng.random(n) < 1 / (1 + np.exp(-(0.8 * data["z"] + u[g, 3])))).astype(float)
+    data["sx"] = data["z"] + u[g, 1] + rng.normal(size=n)
+    data["sb"] = (rng.random(n) < 0.4).astype(float)
+    data["w"] = rng.normal(size=40)[g]
+    data["wb"] = (rng.random(40) < 0.5).astype(float)[g]
+    data["y"] = data["x"] + 0.3 * data["z"] + data["w"] + u[g, 0] + rng.normal(size=n)
+    for column in ("x", "k", "b"):
+        data.loc[rng.random(n) < 0.2, column] = np.nan
+    for column in ("sx", "sb", "w", "wb"):
+        data.loc[np.isin(g, rng.choice(40, 8, replace=False)), column] = np.nan
+    imputer = MultilevelIterativeImputer(n_imputations=M, max_iter=MAX_ITER, random_state=2022, n_jobs=1)
+    return _imputer_outputs(imputer, data, "g")
 
 
 CASES = {name[len("case_") :]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")}
