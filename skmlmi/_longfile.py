@@ -71,9 +71,16 @@ class LongFileWriter:
     """
 
     def __init__(self, path: str | Path, chunk_rows: int = 1_000_000):
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"path must be a file name (str or Path); got {type(path).__name__}")
         self.target = Path(path)
         self.format, self.compression = long_file_format(self.target)
+        if not self.target.parent.is_dir():
+            raise ValueError(f"Cannot write {str(path)!r}: the folder {str(self.target.parent)!r} does not exist.")
+        if self.target.is_dir():
+            raise ValueError(f"Cannot write {str(path)!r}: it is a folder.")
         self.path = self.target.with_name(f".{self.target.name}.{os.getpid()}.tmp")
+        self.path.touch()  # a folder we may not write to fails here, before any work is done
         if self.format == "parquet":
             try:
                 import pyarrow  # noqa: F401
@@ -95,11 +102,12 @@ class LongFileWriter:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        self.close()
-        if error is None and self.rows_written:
-            os.replace(self.path, self.target)
-        else:
-            self.path.unlink(missing_ok=True)
+        try:
+            self.close()
+            if error is None and self.rows_written:
+                os.replace(self.path, self.target)
+        finally:
+            self.path.unlink(missing_ok=True)  # (gone already after the replace)
 
     def write(self, number: int, frame: pd.DataFrame) -> None:
         """Append ``frame`` as imputation ``number`` (0: the incomplete data)."""

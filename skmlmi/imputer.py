@@ -722,9 +722,13 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        writer = LongFileWriter(path, chunk_rows)  # a bad name or a missing pyarrow fails before the chains
         check_long_columns(getattr(X, "columns", ()))
-        data = self._fit(X, groups, where, ignore)
+        writer = LongFileWriter(path, chunk_rows)  # a bad name or folder, or no pyarrow, fails before the chains
+        try:
+            data = self._fit(X, groups, where, ignore)
+        except BaseException:
+            writer.__exit__(None, None, None)  # nothing written: its temporary file goes
+            raise
         results, plan = self._fitted.results, self._fitted.plan
         # integer columns with a fraction in any chain: floats in every dataset, so that the file has one schema
         fractional = {

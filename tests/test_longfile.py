@@ -149,3 +149,25 @@ def test_array_input_gets_its_positions_as_column_names(popmis, tmp_path, suffix
 def test_chunk_rows_must_be_a_positive_whole_number(popmis, tmp_path, bad):
     with pytest.raises(ValueError, match="chunk_rows must be a positive whole number"):
         _imputer().fit_write(popmis, tmp_path / "out.csv", groups="school", chunk_rows=bad)
+
+
+def test_a_folder_that_cannot_take_the_file_is_refused_before_the_chains_run(popmis, tmp_path):
+    (tmp_path / "taken.csv").mkdir()
+    cases = [
+        (tmp_path / "taken.csv", ValueError, "it is a folder"),
+        (tmp_path / "missing" / "out.csv", ValueError, "the folder .* does not exist"),
+        (5, TypeError, "path must be a file name"),
+        (None, TypeError, "path must be a file name"),
+    ]
+    for path, error, match in cases:
+        imputer = _imputer()
+        with pytest.raises(error, match=match):
+            imputer.fit_write(popmis, path, groups="school")
+        assert not hasattr(imputer, "n_iter_")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.csv"]
+
+
+def test_a_fit_that_fails_leaves_no_temporary_file(popmis, tmp_path):
+    with pytest.raises(ValueError, match="nope"):
+        _imputer().fit_write(popmis, tmp_path / "out.csv", groups="nope")
+    assert list(tmp_path.iterdir()) == []
