@@ -111,3 +111,48 @@ def test_analysis_fits_run_with_one_blas_thread(two_blas_threads, n_jobs, backen
         pooler.fit(data.drop(columns="popular"), data["popular"], groups="school")
     assert all(set(fit.blas_threads_) == {1} for fit in pooler.estimators_)
     assert _blas_threads() == two_blas_threads
+
+
+def _every_default_kind(seed: int = 11) -> pd.DataFrame:
+    """40 clusters of 5-40 rows with a column of every kind the defaults choose a model for."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(40), rng.integers(5, 41, 40))
+    n, u = g.size, rng.normal(size=(40, 4))
+    data = pd.DataFrame({"g": g, "z": rng.normal(size=n) + 0.5 * u[g, 0]})
+    data["x"] = 0.5 * data["z"] + u[g, 1] + rng.normal(size=n)
+    data["k"] = np.round(10 + data["z"] + 2 * u[g, 2] + 2 * rng.normal(size=n))
+    data["b"] = (rng.random(n) < 1 / (1 + np.exp(-(0.8 * data["z"] + u[g, 3])))).astype(float)
+    data["c"] = pd.Categorical(rng.choice(list("pqr"), n))
+    data["sx"] = data["z"] + u[g, 1] + rng.normal(size=n)
+    data["sb"] = (rng.random(n) < 0.4).astype(float)
+    data["w"] = rng.normal(size=40)[g]
+    data["wb"] = (rng.random(40) < 0.5).astype(float)[g]
+    data["y"] = data["x"] + 0.3 * data["z"] + data["w"] + u[g, 0] + rng.normal(size=n)
+    for column in ("x", "k", "b", "c"):
+        data.loc[rng.random(n) < 0.2, column] = np.nan
+    for column in ("sx", "sb", "w", "wb"):
+        data.loc[np.isin(g, rng.choice(40, 8, replace=False)), column] = np.nan
+    return data
+
+
+def test_chains_in_threads_give_the_datasets_of_one_job_with_every_default_model():
+    """Chains running at once in threads of one process share the plan and the model objects: none of
+    the default models (normal, PMM, logistic, categorical, cluster-level) may keep a chain's state on
+    them. Small data, so that the threads take turns often."""
+    data = _every_default_kind()
+
+    def run(n_jobs):
+        imputer = MultilevelIterativeImputer(n_imputations=6, max_iter=3, random_state=3, n_jobs=n_jobs)
+        with warnings.catch_warnings(), joblib.parallel_config(backend="threading"):
+            warnings.simplefilter("ignore")
+            return imputer.fit_transform_all(data, groups="g"), imputer
+
+    reference, imputer = run(1)
+    assert {type(m).__name__ for m in imputer.methods_.values()} >= {
+        "RandomEffectsNormal", "RandomEffectsPMM", "RandomEffectsLogistic", "RandomEffectsCategorical",
+        "ClusterLevelNormal", "ClusterLevelLogistic",
+    }  # fmt: skip
+    for _ in range(3):
+        threaded, _ = run(2)
+        for a, b in zip(reference, threaded, strict=True):
+            pd.testing.assert_frame_equal(a, b)
