@@ -23,7 +23,7 @@ from types import TracebackType
 import numpy as np
 import pandas as pd
 
-__all__ = ["LongFileWriter", "check_long_columns", "long_file_format", "promote_integers"]
+__all__ = ["LongFileWriter", "check_long_columns", "long_file_format", "long_frame", "promote_integers"]
 
 LONG_COLUMNS = (".imp", ".id")
 _COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
@@ -36,6 +36,16 @@ def check_long_columns(columns) -> None:
     taken = [c for c in LONG_COLUMNS if c in columns]
     if taken:
         raise ValueError(f"The data have columns named {taken}, which the long format adds; rename them first.")
+
+
+def long_frame(number: int, frame: pd.DataFrame) -> pd.DataFrame:
+    """One dataset in the long format: ``.imp`` (``number``) and ``.id`` (the row's position) in front of its
+    columns (a shallow copy; the caller's frame is not changed)."""
+    check_long_columns(frame.columns)
+    long = frame.copy(deep=False)
+    long.insert(0, ".id", np.arange(len(frame)))
+    long.insert(0, ".imp", number)
+    return long
 
 
 def long_file_format(path: str | Path) -> tuple[str, str | None]:
@@ -111,15 +121,12 @@ class LongFileWriter:
 
     def write(self, number: int, frame: pd.DataFrame) -> None:
         """Append ``frame`` as imputation ``number`` (0: the incomplete data)."""
-        check_long_columns(frame.columns)
         if self._columns is None:
             self._columns = list(frame.columns)
         elif list(frame.columns) != self._columns:  # a bug of the caller, not of the data
             raise ValueError(f"imputation {number} has columns {list(frame.columns)}, not {self._columns}")
-        long = frame.copy(deep=False)
+        long = long_frame(number, frame)
         long.columns = [name if isinstance(name, str) else str(name) for name in long.columns]  # an array's 0, 1, ...
-        long.insert(0, ".id", np.arange(len(frame)))
-        long.insert(0, ".imp", number)
         if self.format == "parquet":
             self._write_parquet(long)
         else:

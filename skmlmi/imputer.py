@@ -52,7 +52,7 @@ from ._frontdoor import (
     read_frame,
     write_output,
 )
-from ._longfile import LongFileWriter, check_long_columns, promote_integers
+from ._longfile import LongFileWriter, check_long_columns, long_frame, promote_integers
 from ._plan import PlanSettings, check_settings, make_plan
 from ._progress import Progress
 from ._sampler import ChainFailure, FittedChains, NonFiniteImputationError, chain_generators, impute_new_data, run_chain
@@ -218,12 +218,7 @@ class ImputedDatasets(list):
             frame, source = to_pandas(data)  # polars and pyarrow datasets are stacked as pandas
             if not isinstance(frame, pd.DataFrame | np.ndarray):
                 raise TypeError(f"include_original must be the incomplete data frame; got {type(data).__name__}.")
-            frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
-            check_long_columns(frame.columns)
-            frame = frame.copy(deep=False)
-            frame.insert(0, ".id", np.arange(len(frame)))
-            frame.insert(0, ".imp", k)
-            frames.append(frame)
+            frames.append(long_frame(k, frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)))
         stacked = pd.concat(frames)
         if source.frame is not None:  # ... and returned in their library
             return from_pandas(stacked, source.library, schema=source.schema)
