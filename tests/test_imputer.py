@@ -773,11 +773,19 @@ def test_two_jobs_are_not_slower_than_one_on_a_mid_sized_job():
         return time.perf_counter() - start
 
     seconds(2)  # start the workers (joblib keeps them for the next calls)
-    times = {1: [], 2: []}
-    for _ in range(5):
-        for n_jobs in (1, 2):
-            times[n_jobs].append(seconds(n_jobs))
-    ratio = np.median(times[2]) / np.median(times[1])
+
+    def median_ratio():
+        times = {1: [], 2: []}
+        for _ in range(5):
+            for n_jobs in (1, 2):
+                times[n_jobs].append(seconds(n_jobs))
+        return np.median(times[2]) / np.median(times[1]), times
+
+    # a heavy test on the other core can hold a whole round of pairs (a clean clone's run gave 1.20, its 2-job
+    # fits rising from 1.5 to 2.4 s as the other worker's test started): one more round, the same bound
+    ratio, times = median_ratio()
+    if ratio > 1.15:
+        ratio, times = median_ratio()
     assert ratio <= 1.15, times
 
 
