@@ -75,16 +75,32 @@ class LongFileWriter:
         The file, created or replaced; its suffix gives the format (:func:`long_file_format`).
     chunk_rows : int, default=1_000_000
         Largest Parquet row group (rows).
+    file_format, compression : str, optional
+        ``"parquet"``, ``"csv"`` or ``"tsv"``, and for text ``"gzip"``, ``"bz2"``, ``"xz"`` or
+        ``"zstd"``, where the caller knows them (the command line's ``--format``); by default
+        both come from the path's suffixes.
 
     Use as a context manager; :meth:`write` takes one dataset (a pandas DataFrame) and its
     imputation number.
     """
 
-    def __init__(self, path: str | Path, chunk_rows: int = 1_000_000):
+    def __init__(
+        self,
+        path: str | Path,
+        chunk_rows: int = 1_000_000,
+        file_format: str | None = None,
+        compression: str | None = None,
+    ):
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a file name (str or Path); got {type(path).__name__}")
         self.target = Path(path)
-        self.format, self.compression = long_file_format(self.target)
+        if file_format is None:
+            self.format, self.compression = long_file_format(self.target)
+        elif file_format in ("parquet", "csv", "tsv") and (compression is None or (
+                file_format != "parquet" and compression in _COMPRESSIONS.values())):  # fmt: skip
+            self.format, self.compression = file_format, compression
+        else:
+            raise ValueError(f"Cannot write the long format as {file_format!r} with compression {compression!r}.")
         if not self.target.parent.is_dir():
             raise ValueError(f"Cannot write {str(path)!r}: the folder {str(self.target.parent)!r} does not exist.")
         if self.target.is_dir():

@@ -724,21 +724,27 @@ def _impute(args) -> int:
     # one column stays a column name: exactly the single-factor call of the library
     group_argument = groups[0] if groups and len(groups) == 1 else groups
     start = time.perf_counter()
+    streaming = _streams(fmt, args.out)
     try:  # verbose: the model of each column before the chains run, then their progress
-        sets = imputer.fit_transform_all(modelled, groups=group_argument)
+        if streaming:  # one completed dataset in memory at a time, written as it is made
+            rows = _impute_to_file(imputer, modelled, group_argument, data, identifiers, fmt, compression, args)
+        else:
+            sets = imputer.fit_transform_all(modelled, groups=group_argument)
     except (ValueError, TypeError) as exc:
         if hasattr(exc, "failed_chains"):  # raised inside a chain: a failure during the run
             raise
         raise CLIError(f"the imputer rejects the data before imputing: {_one_line(exc)}") from None
-    if identifiers:  # back in their places, as they were
-        sets = type(sets)(_restore_columns(completed, data, identifiers) for completed in sets)
-    long = sets.long(include_original=data if args.include_original else None)
-    _write_table(long, args.out, fmt, compression)
+    if not streaming:
+        if identifiers:  # back in their places, as they were
+            sets = type(sets)(_restore_columns(completed, data, identifiers) for completed in sets)
+        long = sets.long(include_original=data if args.include_original else None)
+        _write_table(long, args.out, fmt, compression)
+        rows = len(long)
     if not args.quiet:  # the events file is written where it can be named (not with --quiet)
         events_file = _write_events(imputer.logged_events_, args.out)
         print(
             f"imputed {len(imputer.incomplete_columns_)} column(s) {imputer.incomplete_columns_} in "
-            f"{time.perf_counter() - start:.1f} s; wrote {len(long)} rows (m = {args.m}, long format with .imp, "
+            f"{time.perf_counter() - start:.1f} s; wrote {rows} rows (m = {args.m}, long format with .imp, "
             f".id) to {args.out}",
             file=sys.stderr,
         )
@@ -749,6 +755,34 @@ def _impute(args) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+def _streams(fmt: TableFormat, path: str) -> bool:
+    """Whether ``impute`` writes the completed datasets one at a time (:meth:`fit_write`'s writer): CSV, TSV
+    and Parquet to a regular file (or a new one). JSON and Feather, and links, devices and pipes, are
+    written whole, from all m datasets in memory."""
+    target = Path(path)
+    regular = not target.is_symlink() and (not target.exists() or target.is_file())
+    return fmt.name in ("csv", "tsv", "parquet") and regular
+
+
+def _impute_to_file(imputer, modelled, groups, data, identifiers, fmt, compression, args) -> int:
+    """Fit and write the long output one completed dataset at a time; returns the rows written."""
+    from ._longfile import LongFileWriter
+
+    writer = LongFileWriter(args.out, file_format=fmt.name, compression=compression)
+
+    def restore(frame: pd.DataFrame) -> pd.DataFrame:  # identifier columns back in their places
+        return _restore_columns(frame, data, identifiers) if identifiers else frame
+
+    original = modelled if args.include_original else None
+    try:
+        imputer._fit_write(modelled, writer, groups, None, None, original=original, prepare=restore)
+    except Exception as exc:
+        if getattr(imputer, "_fitted", None) is None:  # the imputer's own error, before or in the chains
+            raise
+        raise CLIFailure(f"could not write {args.out} ({fmt.label}): {type(exc).__name__}: {_one_line(exc)}") from exc
+    return writer.rows_written
 
 
 def _identifier_columns(data: pd.DataFrame, min_rows: int = 10) -> list:

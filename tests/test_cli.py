@@ -166,8 +166,7 @@ def no_imputation(monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError("the imputation started")
 
-    monkeypatch.setattr(MultilevelIterativeImputer, "fit_transform_all", started)
-    monkeypatch.setattr(MultilevelIterativeImputer, "fit", started)
+    monkeypatch.setattr(MultilevelIterativeImputer, "_fit", started)  # every way of fitting goes through it
 
 
 def _files(directory):
@@ -392,7 +391,7 @@ def test_failure_during_the_run_is_exit_1_with_one_line(small_csv, tmp_path, cap
         error.failed_chains = [1]
         raise error
 
-    monkeypatch.setattr(MultilevelIterativeImputer, "fit_transform_all", singular)
+    monkeypatch.setattr(MultilevelIterativeImputer, "_fit", singular)
     monkeypatch.delenv("SKMLMI_DEBUG", raising=False)
     argv = ["impute", str(small_csv), "--groups", "g", "--out", str(tmp_path / "o.csv")]
     assert main(argv) == 1
@@ -729,11 +728,11 @@ def test_impute_then_pool_with_several_grouping_factors(three_level_csv, tmp_pat
 def test_impute_crossed_structure_is_passed_to_the_imputer(three_level_csv, tmp_path, monkeypatch):
     seen = {}
 
-    def record(self, data, groups=None, **kwargs):
+    def record(self, data, groups=None, *args, **kwargs):
         seen.update(groups=groups, structure=self.cluster_structure)
         raise AssertionError("stop")
 
-    monkeypatch.setattr(MultilevelIterativeImputer, "fit_transform_all", record)
+    monkeypatch.setattr(MultilevelIterativeImputer, "_fit", record)
     argv = ["impute", str(three_level_csv), "--groups", " school , class", "--cluster-structure", "crossed"]
     assert main([*argv, "--out", str(tmp_path / "o.csv")]) == 1
     assert seen == {"groups": ["school", "class"], "structure": "crossed"}
@@ -911,3 +910,67 @@ def test_the_events_file_takes_the_output_name_without_its_format_suffixes(tmp_p
         assert _write_events(events, str(tmp_path / out)) == str(tmp_path / expected)
         assert pd.read_csv(tmp_path / expected).equals(events)
     assert _write_events(events.iloc[:0], str(tmp_path / "none.csv")) is None
+
+
+# --------------------------------------------------------------------------- output written as it is made
+@pytest.fixture
+def identified_csv(tmp_path):
+    """40 rows in 5 clusters with a row identifier (copied, not modelled), a whole-number and a text column."""
+    rng = np.random.default_rng(3)
+    n = 40
+    data = pd.DataFrame(
+        {
+            "record": [f"r{i:02d}" for i in rng.permutation(n)],
+            "g": np.repeat(np.arange(5), 8),
+            "x": rng.normal(size=n),
+            "k": rng.integers(0, 5, n).astype(float),
+            "y": rng.normal(size=n),
+        }
+    )
+    data.loc[rng.random(n) < 0.25, "y"] = np.nan
+    data.loc[rng.random(n) < 0.2, "k"] = np.nan
+    path = tmp_path / "d.csv"
+    data.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv.gz", ".parquet"])
+def test_impute_writes_each_dataset_as_it_is_made_and_the_file_equals_the_in_memory_one(
+    identified_csv, tmp_path, monkeypatch, suffix
+):
+    # CSV, TSV and Parquet are written one completed dataset at a time (never all m in memory): the same
+    # file as the in-memory path writes, identifier columns and the incomplete data (.imp 0) included
+    import skmlmi.cli
+    from skmlmi.cli import _table_format
+
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    argv = ["impute", str(identified_csv), "--groups", "g", "--m", "3", "--max-iter", "2", "--seed", "4", "--quiet"]
+    argv += ["--include-original"]
+    streamed, whole = tmp_path / f"streamed{suffix}", tmp_path / f"whole{suffix}"
+    with monkeypatch.context() as patch:  # the streaming path never holds the m datasets
+        patch.setattr(MultilevelIterativeImputer, "fit_transform_all", lambda *a, **k: pytest.fail("all m in memory"))
+        assert main([*argv, "--out", str(streamed)]) == 0
+    monkeypatch.setattr(skmlmi.cli, "_streams", lambda fmt, path: False)
+    assert main([*argv, "--out", str(whole)]) == 0
+    fmt, compression = _table_format(whole, "--out")
+    a, b = fmt.read(streamed, compression), fmt.read(whole, compression)
+    pd.testing.assert_frame_equal(a, b)
+    assert list(a.columns) == [".imp", ".id", "record", "g", "x", "k", "y"]
+    assert sorted(a[".imp"].unique()) == [0, 1, 2, 3] and a.loc[a[".imp"] > 0, ["k", "y"]].notna().all().all()
+    if fmt.name == "csv":
+        assert streamed.read_bytes() == whole.read_bytes()
+
+
+def test_impute_streams_with_a_format_named_by_option_and_writes_whole_to_a_link(identified_csv, tmp_path):
+    # --format names the format of a file whose suffix does not; a link (or device) is written through, whole
+    out = tmp_path / "result.txt"
+    argv = ["impute", str(identified_csv), "--groups", "g", "--m", "2", "--max-iter", "1", "--quiet"]
+    assert main([*argv, "--out", str(out), "--format", "tsv"]) == 0
+    long = pd.read_csv(out, sep="\t")
+    assert len(long) == 2 * 40 and list(long.columns[:2]) == [".imp", ".id"]
+    target, link = tmp_path / "target.csv", tmp_path / "link.csv"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    assert main([*argv, "--out", str(link)]) == 0
+    assert link.is_symlink() and len(pd.read_csv(target)) == 2 * 40
