@@ -160,6 +160,10 @@ def learn_observed_categories(codecs: list[ColumnCodec], W, missing, layout_colu
 def write_output(W, frame, source, layout: Layout, keep_groups: bool, estimator, changed=None, written=None):
     """``W`` in the input's format.
 
+    An array comes back as an array, with its cluster labels and its categories' labels (not the
+    working matrix's codes) in their columns: of floats when every column is numeric, else of
+    objects.
+
     ``changed`` lists the columns that may differ from ``frame`` (default: those with missing
     values), ``written`` marks the cells imputed or recomputed (default: the missing ones). The
     other cells of a DataFrame keep the caller's values exactly: the float working copy would
@@ -167,12 +171,7 @@ def write_output(W, frame, source, layout: Layout, keep_groups: bool, estimator,
     ``set_output`` asks for (:func:`skmlmi._frame.to_output`).
     """
     columns, grouping = layout.columns, layout.groups_columns
-    if not layout.is_frame:
-        out = W
-        if grouping and not keep_groups:
-            out = np.delete(out, [columns.index(g) for g in grouping], axis=1)
-        return to_output(out, source, estimator)
-    out = frame.copy()
+    out = frame.copy()  # an array's too (its frame, columns 0, 1, ...): labels and categories decoded alike
     if changed is None:
         changed = [j for j, name in enumerate(columns) if name not in grouping and frame[name].isna().any()]
     for j in changed:
@@ -187,7 +186,14 @@ def write_output(W, frame, source, layout: Layout, keep_groups: bool, estimator,
         out[name] = decoded
     if grouping and not keep_groups:
         out = out.drop(columns=list(grouping))
+    if not layout.is_frame:  # back to an array: of floats if every column is numeric, else of objects
+        numeric = all(_is_number_column(out[name]) for name in out.columns)
+        out = out.to_numpy(dtype=float if numeric else object)
     return to_output(out, source, estimator)
+
+
+def _is_number_column(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column.dtype) and not isinstance(column.dtype, pd.CategoricalDtype)
 
 
 def check_where(where, data: WorkingData) -> np.ndarray:

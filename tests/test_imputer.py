@@ -111,6 +111,43 @@ def test_array_in_array_out():
     assert isinstance(out, np.ndarray) and out.shape == X.shape and not np.isnan(out).any()
 
 
+def test_an_array_keeps_its_cluster_labels_and_its_categories_labels():
+    # the working matrix holds 0 in the cluster column and codes for categories: an array input must come back
+    # with its labels (it came back with a column of zeros, and 0/1 for 'p'/'q')
+    A = np.array([[10, 1.0], [10, np.nan], [10, 3.0], [20, 4.0], [20, 5.0], [20, np.nan], [30, 2.0], [30, 1.0]])
+    imp = MultilevelIterativeImputer(n_imputations=2, max_iter=1, random_state=0)
+    for out in (_quiet(imp.fit_transform, A, groups=0), *_quiet(imp.fit_transform_all, A, groups=0), imp.transform(A)):
+        assert out.dtype == float and np.array_equal(out[:, 0], A[:, 0]) and not np.isnan(out).any()
+        observed = ~np.isnan(A[:, 1])
+        assert np.array_equal(out[observed, 1], A[observed, 1])
+    labelled = np.array(
+        [["a", 1.0, "p"], ["a", np.nan, "q"], ["a", 3.0, None], ["b", 4.0, "p"], ["b", 5.0, "q"], ["b", np.nan, "p"],
+         ["c", 2.0, "q"], ["c", 1.0, "p"]], dtype=object,
+    )  # fmt: skip
+    out = _quiet(imp.fit_transform, labelled, groups=0)
+    assert out.dtype == object and list(out[:, 0]) == list(labelled[:, 0])
+    assert set(out[:, 2]) == {"p", "q"} and list(out[[0, 1, 3], 2]) == ["p", "q", "p"]
+    dropped = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0, keep_groups=False)
+    assert _quiet(dropped.fit_transform, A, groups=0).shape == (8, 1)
+
+
+def test_whole_numbers_beyond_2_to_the_53_are_refused_where_they_would_be_imputed():
+    # the float64 working copy merges neighbouring values there (2**62 + 0..4 all became 2**62, and PMM imputed
+    # numbers no row held); a complete column is returned exactly and passes
+    rng = np.random.default_rng(0)
+    data = pd.DataFrame({"g": rng.integers(0, 15, 300), "x": rng.normal(size=300)})
+    big = pd.array(rng.integers(0, 5, 300) + 2**62, dtype="Int64")
+    incomplete = data.assign(t=big)
+    incomplete.loc[rng.random(300) < 0.2, "t"] = pd.NA
+    imp = MultilevelIterativeImputer(n_imputations=2, max_iter=1, random_state=0)
+    for t in (incomplete["t"], incomplete["t"].astype(object)):
+        with pytest.raises(ValueError, match=r"Column 't' holds whole numbers beyond 2\*\*53"):
+            _quiet(imp.fit, data.assign(t=t), groups="g")
+    complete = data.assign(t=big, x=data["x"].where(rng.random(300) > 0.2))
+    out = _quiet(imp.fit_transform, complete, groups="g")
+    assert out["t"].equals(complete["t"])
+
+
 def test_caller_data_never_modified(popmis):
     before = popmis.copy(deep=True)
     imp = MultilevelIterativeImputer(methods=PMM, n_imputations=2, max_iter=2, random_state=0)
