@@ -139,7 +139,36 @@ def _holds_bools(series: pd.Series) -> bool:
     )
 
 
+#: Whole numbers beyond this magnitude are not all representable in the float64 working copy.
+_EXACT_INTEGERS = 2**53
+
+
+def _check_exact_integers(series: pd.Series, name) -> None:
+    """An incomplete column of whole numbers beyond 2**53 is an error: in the float64 working copy
+    neighbouring values merge (2**62 + 1 .. 2**62 + 511 all become 2**62), so the models would see
+    values the data do not hold, and predictive mean matching would impute them."""
+    if ptypes.is_bool_dtype(series.dtype) or not series.isna().any():
+        return  # a complete column is never imputed; its values are returned exactly
+    observed = series.dropna()
+    if ptypes.is_integer_dtype(series.dtype):
+        largest = max(abs(int(observed.max())), abs(int(observed.min()))) if len(observed) else 0
+        beyond = largest > _EXACT_INTEGERS
+    elif series.dtype == object:
+        beyond = bool(observed.map(
+            lambda v: isinstance(v, int | np.integer) and not isinstance(v, bool) and abs(int(v)) > _EXACT_INTEGERS
+        ).any())  # fmt: skip
+    else:
+        return
+    if beyond:
+        raise ValueError(
+            f"Column {name!r} holds whole numbers beyond 2**53 in magnitude, which the imputation's floating-point "
+            "numbers cannot all hold exactly (neighbouring values would merge); subtract an offset (such as its "
+            "smallest value) first, or make it categorical (.astype(str)) if its values are codes."
+        )
+
+
 def _numeric_values(series: pd.Series, name) -> np.ndarray:
+    _check_exact_integers(series, name)
     if series.dtype == object:  # pd.NA, None and NaN all mean missing; float() accepts only NaN
         series = series.where(series.notna(), np.nan)
     if ptypes.is_bool_dtype(series.dtype) or _holds_bools(series):
