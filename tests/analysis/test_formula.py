@@ -33,6 +33,24 @@ def test_uncorrelated_random_effects_become_separate_blocks(formula):
     assert [(b.intercept, b.terms) for b in f.random] == [(True, ()), (False, (("x",),))]
 
 
+def test_powers_that_would_take_formulaic_minutes_to_expand_are_refused_at_once():
+    # formulaic forms terms^k products (about 20 microseconds each): (a + b)^16 took seconds, 10 terms^10 never
+    # ended; a formula string must not hang the caller
+    import time
+
+    start = time.perf_counter()
+    for formula, match in [
+        ("y ~ (a + b)**16", r"\(\.\.\.\)\^16 of 2 terms"),
+        ("y ~ (a+b+c+d+e+f+g+h+i+j)^10", r"10\^10 products"),
+        ("y ~ (a*b*c*d*e*f)^4", r"of 63 terms"),  # a crossing's terms are every product of its factors
+        ("y ~ ((a + b)^2)^3", "a power of a power"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            parse_formula(formula)
+    assert time.perf_counter() - start < 1.0
+    assert parse_formula("y ~ (a + b + c + d)^3").fixed[-1] == ("b", "c", "d")  # 64 products: expanded
+
+
 def test_crossing_and_powers_expand_like_r():
     assert parse_formula("y ~ a*b + c").fixed == (("a",), ("b",), ("c",), ("a", "b"))
     assert parse_formula("y ~ (a + b + c)^2 - a:b").fixed == (("a",), ("b",), ("c",), ("a", "c"), ("b", "c"))
