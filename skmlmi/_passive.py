@@ -104,7 +104,33 @@ def parse_derived(derived: dict | None, columns: list, groups_column, codecs=Non
             raise ValueError(f"derived[{name!r}] depends on itself.")
         categories = _input_categories(codecs, depends or set(range(len(columns))), name, spec)
         out.append(DerivedColumn(j, str(name), compute, frozenset(depends), categories))
+    _check_no_cycle(out, columns)
     return out
+
+
+def _check_no_cycle(derived: list[DerivedColumn], columns: list) -> None:
+    """Derived columns that depend on each other in a circle (z from w, w from z) have no values to start
+    from: an error naming the circle. Only stated inputs count (a callable's unstated ones are unknown)."""
+    inputs = {d.column: set(d.depends_on) for d in derived}
+    state: dict[int, int] = {}  # 1: on the current path, 2: finished
+
+    def visit(column: int, path: list[int]) -> None:
+        state[column] = 1
+        for other in sorted(inputs[column] & inputs.keys()):
+            if state.get(other) == 1:
+                circle = path[path.index(other) :] + [other]
+                raise ValueError(
+                    "derived columns depend on each other in a circle: "
+                    + " <- ".join(repr(columns[c]) for c in circle)
+                    + " (each computed from the next): none has values to start from."
+                )
+            if other not in state:
+                visit(other, path + [other])
+        state[column] = 2
+
+    for column in inputs:
+        if column not in state:
+            visit(column, [column])
 
 
 def _input_categories(codecs, inputs, name, spec) -> dict:

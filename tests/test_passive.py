@@ -46,6 +46,7 @@ def test_a_callable_returning_the_wrong_number_of_values_is_an_error_naming_it()
         ({"bmi2": "weight"}, ValueError, "not a column"),
         ({"school": "weight"}, ValueError, "cluster column"),
         ({"bmi": "bmi + 1"}, ValueError, "depends on itself"),
+        ({"bmi": "weight / height", "weight": "bmi * height"}, ValueError, r"circle: 'bmi' <- 'weight' <- 'bmi'"),
         ({"bmi": "2 + 3"}, ValueError, "uses no column"),
         ({"bmi": (len, ["age"])}, ValueError, "unknown columns"),
         ({"bmi": 3}, TypeError, "expression string, a callable"),
