@@ -383,8 +383,9 @@ def recommend_methods(
        and cluster-specific residual variances (heteroscedasticity across studies), as in
        IPD meta-analysis;
     5. otherwise (sporadic only, or systematic with small or few clusters): the one-stage
-       random-effects model -- ``RandomEffectsNormal`` (continuous), ``RandomEffectsPMM``
-       (integer), ``RandomEffectsLogistic`` (binary) -- whose Gibbs sampler pools the clusters through
+       random-effects model -- ``RandomEffectsPMM`` (continuous and integer: observed values, so
+       a skewed variable keeps its shape; or ``RandomEffectsPoisson`` for counts),
+       ``RandomEffectsLogistic`` (binary) -- whose Gibbs sampler pools the clusters through
        the likelihood and also draws systematically missing clusters from the population.
 
     Differences from micemd's ``find.defaultMethod(I.small = 7, ni.small = 100,
@@ -399,7 +400,7 @@ def recommend_methods(
     rules are: no observed value, no model; constant within the units of a factor (outer
     factors first: a school-level variable is also constant within classes), that factor's
     cluster-level model, which imputes one value per unit of it; continuous or whole numbers
-    otherwise, ``RandomEffectsNormal`` or ``RandomEffectsPMM``, binary ``RandomEffectsLogistic``,
+    otherwise, ``RandomEffectsPMM``, binary ``RandomEffectsLogistic``,
     categorical ``RandomEffectsCategorical``, with a random intercept per factor (systematically
     missing units drawn from the population; there are no two-stage or Poisson models for
     several factors).
@@ -448,9 +449,9 @@ def recommend_methods(
     >>> df.loc[df["study"] < 2, "x"] = np.nan                 # two studies never measured x
     >>> df.loc[rng.random(1200) < 0.1, "y"] = np.nan          # y sporadically missing
     >>> recommend_methods(df, "study")[["column", "pattern", "method_name"]]
-      column     pattern          method_name
-    0      x  systematic       TwoStageNormal
-    1      y    sporadic  RandomEffectsNormal
+      column     pattern       method_name
+    0      x  systematic    TwoStageNormal
+    1      y    sporadic  RandomEffectsPMM
     """
     if isinstance(large_cluster, bool) or not (isinstance(large_cluster, int | np.integer) and large_cluster >= 1):
         raise ValueError(f"large_cluster must be a positive integer; got {large_cluster!r}")

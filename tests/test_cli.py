@@ -793,7 +793,7 @@ def test_diagnose_with_several_groups_writes_tables_per_factor(three_level_csv, 
     assert (by_cluster["factor"] == "class").sum() == 32  # classes combined with their school
     assert list(pd.read_csv(report / "icc.csv", index_col=0).columns) == ["ICC|school", "ICC|class:school"]
     recommended = pd.read_csv(report / "recommended_methods.csv")
-    assert recommended.set_index("column").loc["y", "method_name"] == "RandomEffectsNormal"
+    assert recommended.set_index("column").loc["y", "method_name"] == "RandomEffectsPMM"
     assert "school: sporadic; class: sporadic" in capsys.readouterr().out
     _usage_error(
         capsys, ["diagnose", str(three_level_csv), "--groups", "school,klass", "--out", str(report)], "'klass'"
@@ -854,7 +854,7 @@ def test_impute_says_which_model_each_column_gets_and_leaves_row_identifiers_out
     assert "'record', 'code' hold(s) a different value in every row" in err
     models = err[err.index("models:") :].splitlines()[1:3]
     assert models[0].split()[:4] == ["column", "kind", "model", "n_missing"]
-    assert models[1].split()[:4] == ["y", "continuous", "RandomEffectsNormal()", str(data["y"].isna().sum())]
+    assert models[1].split()[:4] == ["y", "continuous", "RandomEffectsPMM()", str(data["y"].isna().sum())]
     assert "record" not in models[1] and "code" not in models[1]  # not among the predictors
     long = pd.read_csv(out)
     assert list(long.columns) == [".imp", ".id", *data.columns]

@@ -36,7 +36,7 @@ def test_make_plan_returns_everything_it_decides_and_leaves_the_estimator_alone(
     data = _working(clustered)
     plan = make_plan(data, PlanSettings(), data.missing, np.zeros(len(clustered), dtype=bool))
     assert plan.visit_sequence == ["y"]
-    assert type(plan.methods["y"]).__name__ == "RandomEffectsNormal"
+    assert type(plan.methods["y"]).__name__ == "RandomEffectsPMM"
     assert plan.predictor_matrix.loc["y", "x"] == 3  # level-1 predictor with its cluster mean, by default
     assert plan.clusters is data.clusters and plan.n_clusters == 30
     np.testing.assert_array_equal(plan.impute_rows[2], np.flatnonzero(clustered["y"].isna()))
@@ -254,7 +254,7 @@ def test_set_up_detects_each_column_once_and_recommends_what_recommend_methods_d
         frame.loc[rng.random(480) < share, name] = np.nan
     frame.loc[np.isin(g, [1, 5, 9]), "w"] = np.nan
     expected = recommend_methods(frame, "g").set_index("column")["method_name"]
-    assert expected[["s", "t"]].tolist() == ["RandomEffectsNormal", "RandomEffectsLogistic"]  # the thresholds agree
+    assert expected[["s", "t"]].tolist() == ["RandomEffectsPMM", "RandomEffectsLogistic"]  # the thresholds agree
 
     calls = []
     original = skmlmi._clusters.cluster_constancy

@@ -367,8 +367,8 @@ def test_suggestion_from_nested_random_terms_gives_the_imputer_both_factors(rand
     assert s.levels == {"y": 1, "x": 1, "z": 1, "sch": "school", "cl": "class"}
     names = {c: type(m).__name__ for c, m in s.methods.items()}
     assert names == {
-        "y": "RandomEffectsNormal",
-        "z": "RandomEffectsNormal",
+        "y": "RandomEffectsPMM",
+        "z": "RandomEffectsPMM",
         "sch": "ClusterLevelNormal",
         "cl": "ClusterLevelNormal",
     }
@@ -388,7 +388,7 @@ def test_suggestion_from_crossed_terms_orders_factors_and_gives_every_kind_a_mod
     data["c"] = np.where(rng.random(len(data)) < 0.2, None, rng.choice(["p", "q", "r"], len(data)))
     s = suggest_predictors("y ~ x + b + c + (1 | school) + (1 | class)", data)
     assert s.groups == ["class", "school"] and s.cluster_structure == "auto"  # fewest units first
-    assert type(s.methods["y"]).__name__ == "RandomEffectsNormal"
+    assert type(s.methods["y"]).__name__ == "RandomEffectsPMM"
     assert type(s.methods["b"]).__name__ == "RandomEffectsLogistic"  # a random intercept per factor
     assert type(s.methods["c"]).__name__ == "RandomEffectsCategorical"  # an intercept per factor and category
 
@@ -397,7 +397,7 @@ def test_suggestion_from_crossed_terms_orders_factors_and_gives_every_kind_a_mod
 def test_suggestion_with_several_factors_keeps_random_slopes_the_model_draws():
     data = _three_levels()[["school", "class", "x", "y", "z"]]
     s = suggest_predictors("y ~ x + z + (1 + x | school/class)", data)
-    assert s.predictor_matrix.loc["y", "x"] == 4  # RandomEffectsNormal: slope (at every factor) and cluster means
+    assert s.predictor_matrix.loc["y", "x"] == 4  # RandomEffectsPMM: slope (at every factor) and cluster means
     binary = data.assign(y=(data["y"] > data["y"].median()).astype(float).where(data["y"].notna()))
     assert suggest_predictors("y ~ x + z + (1 + x | school/class)", binary).predictor_matrix.loc["y", "x"] == 4
     bands = pd.Categorical(np.digitize(data["y"], data["y"].quantile([1 / 3, 2 / 3]))).astype(str)

@@ -11,7 +11,7 @@ from skmlmi.conditional import (
     ClusterMean,
     RandomEffectsCategorical,
     RandomEffectsLogistic,
-    RandomEffectsNormal,
+    RandomEffectsPMM,
 )
 from skmlmi.conditional.two_stage import TwoStageLogistic, TwoStageNormal, TwoStagePMM
 from skmlmi.recommend import missing_by_cluster, recommend_methods
@@ -83,7 +83,7 @@ def test_recommendation_rules_cover_each_branch():
         "int_sys": TwoStagePMM,
         "bin_sys": TwoStageLogistic,
         "bin_spor": RandomEffectsLogistic,
-        "cont_spor": RandomEffectsNormal,
+        "cont_spor": RandomEffectsPMM,
         "cat": RandomEffectsCategorical,
         "level2": ClusterLevelNormal,
         "level2_int": ClusterLevelPMM,
@@ -103,12 +103,12 @@ def test_small_or_few_clusters_keep_the_one_stage_model():
     rng, small = _studies(n_clusters=40, size=30)
     small["y"] = np.where(small["study"] < 3, np.nan, rng.normal(size=len(small)))
     row = recommend_methods(small, "study").iloc[0]
-    assert isinstance(row["method"], RandomEffectsNormal) and "small clusters" in row["reason"]
+    assert isinstance(row["method"], RandomEffectsPMM) and "small clusters" in row["reason"]
     # 4 large clusters: too few for a meta-analysis (min_clusters = 5)
     rng, few = _studies(n_clusters=4, size=300)
     few["y"] = np.where(few["study"] < 1, np.nan, rng.normal(size=len(few)))
     row = recommend_methods(few, "study").iloc[0]
-    assert isinstance(row["method"], RandomEffectsNormal) and "only 3 observed clusters" in row["reason"]
+    assert isinstance(row["method"], RandomEffectsPMM) and "only 3 observed clusters" in row["reason"]
     # the thresholds are parameters
     row = recommend_methods(small, "study", large_cluster=20).iloc[0]
     assert isinstance(row["method"], TwoStageNormal)
@@ -256,7 +256,7 @@ def test_recommend_methods_with_several_factors():
     df = _three_levels()
     table = recommend_methods(df, ["school", "class"], cluster_structure="nested").set_index("column")
     names = table["method_name"].to_dict()
-    assert names["y"] == "RandomEffectsNormal" and names["z"] == "RandomEffectsNormal"
+    assert names["y"] == "RandomEffectsPMM" and names["z"] == "RandomEffectsPMM"
     assert names["k"] == "RandomEffectsPMM"
     assert names["sch"] == "ClusterLevelNormal" and table.loc["sch", "cluster_level"] == "school"
     assert names["cl"] == "ClusterLevelNormal" and table.loc["cl", "cluster_level"] == "class"

@@ -13,6 +13,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from skmlmi import MIPooler, MultilevelIterativeImputer
 from skmlmi._threads import one_blas_thread
+from skmlmi.conditional import RandomEffectsNormal
 from skmlmi.datasets import load_popmis
 
 
@@ -141,8 +142,10 @@ def test_chains_in_threads_give_the_datasets_of_one_job_with_every_default_model
     them. Small data, so that the threads take turns often."""
     data = _every_default_kind()
 
-    def run(n_jobs):
-        imputer = MultilevelIterativeImputer(n_imputations=6, max_iter=3, random_state=3, n_jobs=n_jobs)
+    def run(n_jobs):  # and the normal model, a default before predictive mean matching took its place
+        imputer = MultilevelIterativeImputer(
+            methods={"x": RandomEffectsNormal()}, n_imputations=6, max_iter=3, random_state=3, n_jobs=n_jobs
+        )
         with warnings.catch_warnings(), joblib.parallel_config(backend="threading"):
             warnings.simplefilter("ignore")
             return imputer.fit_transform_all(data, groups="g"), imputer
