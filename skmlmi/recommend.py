@@ -377,8 +377,8 @@ def recommend_methods(
     4. systematically missing in some cluster, clusters large and ``J_obs >= min_clusters``
        (binary: at least ``min_clusters`` clusters with both outcomes observed, since a
        per-cluster logistic fit of an all-0 or all-1 cluster is not estimable):
-       a two-stage model -- ``TwoStageNormal`` (continuous), ``TwoStagePMM`` (integer: keeps
-       the observed support) or ``TwoStageLogistic`` (binary). Large clusters make the
+       a two-stage model -- ``TwoStagePMM`` (continuous and integer: keeps the observed support,
+       and a skewed variable's shape) or ``TwoStageLogistic`` (binary). Large clusters make the
        per-cluster fits informative, every predictor gets a cluster-specific coefficient
        and cluster-specific residual variances (heteroscedasticity across studies), as in
        IPD meta-analysis;
@@ -450,7 +450,7 @@ def recommend_methods(
     >>> df.loc[rng.random(1200) < 0.1, "y"] = np.nan          # y sporadically missing
     >>> recommend_methods(df, "study")[["column", "pattern", "method_name"]]
       column     pattern       method_name
-    0      x  systematic    TwoStageNormal
+    0      x  systematic       TwoStagePMM
     1      y    sporadic  RandomEffectsPMM
     """
     if isinstance(large_cluster, bool) or not (isinstance(large_cluster, int | np.integer) and large_cluster >= 1):

@@ -13,7 +13,7 @@ from skmlmi.conditional import (
     RandomEffectsLogistic,
     RandomEffectsPMM,
 )
-from skmlmi.conditional.two_stage import TwoStageLogistic, TwoStageNormal, TwoStagePMM
+from skmlmi.conditional.two_stage import TwoStageLogistic, TwoStagePMM
 from skmlmi.recommend import missing_by_cluster, recommend_methods
 
 
@@ -79,7 +79,7 @@ def test_recommendation_rules_cover_each_branch():
     df["all_missing"] = np.nan
     table = recommend_methods(df, "study").set_index("column")
     expect = {
-        "cont_sys": TwoStageNormal,
+        "cont_sys": TwoStagePMM,
         "int_sys": TwoStagePMM,
         "bin_sys": TwoStageLogistic,
         "bin_spor": RandomEffectsLogistic,
@@ -111,7 +111,7 @@ def test_small_or_few_clusters_keep_the_one_stage_model():
     assert isinstance(row["method"], RandomEffectsPMM) and "only 3 observed clusters" in row["reason"]
     # the thresholds are parameters
     row = recommend_methods(small, "study", large_cluster=20).iloc[0]
-    assert isinstance(row["method"], TwoStageNormal)
+    assert isinstance(row["method"], TwoStagePMM)
 
 
 def test_categorical_cluster_level_column_gets_cluster_mean():

@@ -64,7 +64,9 @@ KINDS = ("continuous", "integer", "binary", "categorical")
 #:   cells (benchmarks/validate_defaults.py, 180 replications);
 #: - ``"two-stage"``: level-1 column missing in whole clusters, with clusters large and numerous
 #:   enough for per-cluster fits and their meta-analysis (there is no two-stage categorical
-#:   model);
+#:   model); predictive mean matching for numbers, for the same reason: in 16 studies of 120-300
+#:   rows with a lognormal x missing in 4 whole studies and at random on y elsewhere, the normal
+#:   two-stage model put the slope 9% above the complete data's, PMM 0.8% (40 replications);
 #: - ``"cluster level"``: a column constant within clusters, missing in whole clusters: one
 #:   value per cluster (predictive mean matching for whole numbers only: with the few donor
 #:   clusters a cluster-level variable has it attenuated relations by 7-17%,
@@ -74,7 +76,7 @@ KINDS = ("continuous", "integer", "binary", "categorical")
 DEFAULT_MODELS: dict[str, tuple[str, str, str, str]] = {
     "single level": ("PredictiveMeanMatching", "PredictiveMeanMatching", "BayesianLogistic", "Polytomous"),
     "random effects": ("RandomEffectsPMM", "RandomEffectsPMM", "RandomEffectsLogistic", "RandomEffectsCategorical"),
-    "two-stage": ("TwoStageNormal", "TwoStagePMM", "TwoStageLogistic", "RandomEffectsCategorical"),
+    "two-stage": ("TwoStagePMM", "TwoStagePMM", "TwoStageLogistic", "RandomEffectsCategorical"),
     "cluster level": ("ClusterLevelNormal", "ClusterLevelPMM", "ClusterLevelLogistic", "ClusterMean"),
     "partly observed clusters": ("ClusterMean", "ClusterMean", "ClusterMean", "ClusterMean"),
 }
