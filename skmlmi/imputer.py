@@ -323,8 +323,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         Chains run in parallel through joblib; results do not depend on it. Without a backend
         chosen by the caller (``joblib.parallel_config``: loky's processes, Dask, ...) they run
         in threads of this process, which start at once and hold the data once; numpy does
-        their heavy work with the interpreter lock released (worker processes when a model is
-        the caller's own class, which may keep state on itself). A job too small to gain from
+        their heavy work with the interpreter lock released. A job too small to gain from
         parallel chains (rows x visits over all chains under
         :data:`~skmlmi.imputer.IN_PROCESS_WORK`, as popmis with m = 5) runs in this thread.
     verbose : int, default=0
@@ -972,15 +971,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         joblib's backend is the caller's (``joblib.parallel_config``); without one, threads of this
         process (``prefer="threads"``): numpy does a chain's heavy work with the interpreter lock
         released, threads start at once where worker processes import numpy, pandas and
-        scikit-learn first (about 1 s each), and the data are held once, not once per worker. A
-        model of the caller's own may keep a chain's state on itself, which threads would share:
-        then worker processes, as joblib's default."""
+        scikit-learn first (about 1 s each), and the data are held once, not once per worker."""
         chains = [args + (self.verbose,) for args in chains]
-        own_models = bool(chains) and all(
-            type(target.model).__module__.split(".")[0] == "skmlmi" for target in chains[0][0].targets
-        )  # the package's models keep a chain's state in the chain (tested in threads)
-        prefer = "threads" if own_models else None
-        backend = get_active_backend(prefer=prefer)[0]
+        backend = get_active_backend(prefer="threads")[0]
         local = type(backend).__name__ in ("ThreadingBackend", "LokyBackend")  # this machine's cores
         work = 0  # rows x visits over the chains
         for plan, W, _, n_iter, *_ in chains:
@@ -995,7 +988,7 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             results = []
             with _one_blas_thread():  # taken here, it also covers chains run in threads of this process
                 finished = Parallel(
-                    n_jobs=self.n_jobs, prefer=prefer, verbose=max(self.verbose - 1, 0), return_as=as_done
+                    n_jobs=self.n_jobs, prefer="threads", verbose=max(self.verbose - 1, 0), return_as=as_done
                 )(delayed(run_chain)(*args) for args in chains)
                 for args, result in zip(chains, finished, strict=True):
                     progress.update(args[3])

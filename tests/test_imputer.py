@@ -324,16 +324,6 @@ def test_parallel_chains_run_in_threads_unless_the_caller_chose_a_backend(popmis
     assert where == []  # recorded in the worker processes, not here
     for ours, ref in zip(sets, reference_run, strict=True):
         pd.testing.assert_frame_equal(ours, ref)
-    # a model class of the caller's may keep a chain's state on itself, which threads would share: processes
-    own = MultilevelIterativeImputer(methods=CallersPMM(), n_imputations=4, max_iter=3, random_state=7, n_jobs=2)
-    sets = _quiet(own.fit_transform_all, popmis, groups="school")
-    assert where == []
-    for ours, ref in zip(sets, reference_run, strict=True):
-        pd.testing.assert_frame_equal(ours, ref)
-
-
-class CallersPMM(type(PMM)):
-    """A model class defined outside the package (the same draws as its parent)."""
 
 
 def test_transform_is_deterministic_and_survives_pickling(popmis, tmp_path):
