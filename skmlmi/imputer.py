@@ -9,8 +9,8 @@
    and roles, the visit sequence, the rows to fit and the cells to impute;
 4. **run** m independent chains (:mod:`skmlmi._sampler`), seeded by
    ``SeedSequence(random_state).spawn(m)`` and run through ``sklearn.utils.parallel.Parallel``
-   (threads of this process unless the caller chose a backend) with one BLAS thread each, so
-   the results are bit-identical for any ``n_jobs`` and joblib backend;
+   with one BLAS thread each, so the results are bit-identical for any ``n_jobs`` and joblib
+   backend;
 5. **store** what they produced as the fitted attributes (mice's ``chainMean``, ``imp``, ...).
 
 ``transform`` is a pure function of the fitted state and the new data
@@ -251,13 +251,11 @@ def _plan_table(plan, clustered: bool) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- estimator
-#: Rows x visits (summed over chains) below which the chains run one after the other in this thread
-#: whatever ``n_jobs`` says: their Python work (which holds the interpreter lock) outweighs numpy's, so
-#: threads gain nothing, and worker processes cost about 2 s on first use (each imports numpy, pandas
-#: and scikit-learn), more than such a job takes serially (popmis with m = 5 and 5 iterations: 50,000
-#: row-visits, 0.06 s). Measured on a 2-core machine, 100,000 rows x 5 targets x 10 iterations x 5
-#: chains (25 million), each run a new process: 2.9-3.2 s in one thread, 2.5-2.8 s in two threads,
-#: 3.8-4.1 s in two loky worker processes (1.9 s once they are warm).
+#: Rows x visits (summed over chains) below which the chains run in this process whatever ``n_jobs``
+#: says: starting worker processes costs about 2 s on first use (each imports numpy, pandas and
+#: scikit-learn), more than such a job takes serially (popmis with m = 5 and 5 iterations: 50,000
+#: row-visits, 0.06 s). Measured on a 2-core machine: 100,000 rows x 5 targets x 10 iterations x 5
+#: chains (25 million) took 3.3 s in one process and 1.9 s on 2 warm workers.
 IN_PROCESS_WORK = 2_000_000
 
 
@@ -320,12 +318,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seed of the chains: chain c uses ``SeedSequence(random_state).spawn(m)[c]``.
     n_jobs : int, default=None
-        Chains run in parallel through joblib; results do not depend on it. Without a backend
-        chosen by the caller (``joblib.parallel_config``: loky's processes, Dask, ...) they run
-        in threads of this process, which start at once and hold the data once; numpy does
-        their heavy work with the interpreter lock released. A job too small to gain from
-        parallel chains (rows x visits over all chains under
-        :data:`~skmlmi.imputer.IN_PROCESS_WORK`, as popmis with m = 5) runs in this thread.
+        Chains run in parallel through joblib; results do not depend on it. A job too small to
+        pay for starting worker processes (rows x visits over all chains under
+        :data:`~skmlmi.imputer.IN_PROCESS_WORK`, as popmis with m = 5) runs in this process
+        with joblib's default backend.
     verbose : int, default=0
         1 prints, on standard error, the model of each column before the chains run (the table
         of :meth:`plan_summary`), then their progress: a bar over the chain-iterations (chains x
@@ -723,21 +719,12 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         """
         check_long_columns(getattr(X, "columns", ()))
         writer = LongFileWriter(path, chunk_rows)  # a bad name or folder, or no pyarrow, fails before the chains
-        original = _pandas_frame(X) if include_original else None
-        self._fit_write(X, writer, groups, where, ignore, original)
-        return self
-
-    def _fit_write(self, X, writer: LongFileWriter, groups, where, ignore, original=None, prepare=None) -> None:
-        """:meth:`fit_write` to an open writer; ``original``: the incomplete data to write first (``.imp``
-        0), as a DataFrame; ``prepare``: a function applied to every frame before it is written (the
-        command line puts back the identifier columns it left out of the models)."""
         try:
             data = self._fit(X, groups, where, ignore)
         except BaseException:
             writer.__exit__(None, None, None)  # nothing written: its temporary file goes
             raise
         results, plan = self._fitted.results, self._fitted.plan
-        prepare = prepare or (lambda frame: frame)
         # integer columns with a fraction in any chain: floats in every dataset, so that the file has one schema
         fractional = {
             self._layout.columns[col]
@@ -746,13 +733,14 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         }
         with writer:
             for chain in range(self.n_imputations):
-                completed = prepare(_pandas_frame(self._completed(data, chain, results)))
+                completed = _pandas_frame(self._completed(data, chain, results))
                 fractional &= set(completed.columns)
-                if original is not None and chain == 0:  # the incomplete data in the output's columns
-                    original = prepare(original)
+                if include_original and chain == 0:  # the incomplete data in the output's columns
+                    original = _pandas_frame(X)
                     original = original[list(completed.columns)] if original.shape[1] > completed.shape[1] else original
                     writer.write(0, promote_integers(original, fractional))
                 writer.write(chain + 1, promote_integers(completed, fractional))
+        return self
 
     def transform(self, X: Any, groups: Any = None) -> Any:
         """One completed dataset of X, imputed with chain ``transform_chain``'s final draws.
@@ -965,31 +953,26 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     def _run_chains(self, chains: list[tuple]) -> list:
         """Run the chains (argument tuples of :func:`~skmlmi._sampler.run_chain`): through joblib, or
         directly in this process when joblib would run them one after the other here anyway, or when
-        the work is too small to pay for parallel chains (:data:`IN_PROCESS_WORK`). Results are the
-        same either way: each chain has its own random stream and one BLAS thread.
-
-        joblib's backend is the caller's (``joblib.parallel_config``); without one, threads of this
-        process (``prefer="threads"``): numpy does a chain's heavy work with the interpreter lock
-        released, threads start at once where worker processes import numpy, pandas and
-        scikit-learn first (about 1 s each), and the data are held once, not once per worker."""
+        the work is too small to pay for worker processes (:data:`IN_PROCESS_WORK`). Results are the
+        same either way: each chain has its own random stream and one BLAS thread."""
         chains = [args + (self.verbose,) for args in chains]
-        backend = get_active_backend(prefer="threads")[0]
-        local = type(backend).__name__ in ("ThreadingBackend", "LokyBackend")  # this machine's cores
+        backend = get_active_backend()[0]
+        loky = type(backend).__name__ == "LokyBackend"
         work = 0  # rows x visits over the chains
         for plan, W, _, n_iter, *_ in chains:
             work += W.shape[0] * len(plan.targets) * n_iter
         progress = Progress(sum(args[3] for args in chains), enabled=self.verbose >= 1)
         try:
-            if local and (effective_n_jobs(self.n_jobs) == 1 or work < IN_PROCESS_WORK):
+            if loky and (effective_n_jobs(self.n_jobs) == 1 or work < IN_PROCESS_WORK):
                 return [run_chain(*args, progress=progress.update) for args in chains]
             # results in order, each as soon as it and those before it are done (a backend that cannot
             # hand them over one by one, as multiprocessing, gives them all at the end)
             as_done = "generator" if getattr(backend, "supports_return_generator", False) else "list"
             results = []
             with _one_blas_thread():  # taken here, it also covers chains run in threads of this process
-                finished = Parallel(
-                    n_jobs=self.n_jobs, prefer="threads", verbose=max(self.verbose - 1, 0), return_as=as_done
-                )(delayed(run_chain)(*args) for args in chains)
+                finished = Parallel(n_jobs=self.n_jobs, verbose=max(self.verbose - 1, 0), return_as=as_done)(
+                    delayed(run_chain)(*args) for args in chains
+                )
                 for args, result in zip(chains, finished, strict=True):
                     progress.update(args[3])
                     results.append(result)

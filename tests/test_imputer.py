@@ -296,36 +296,6 @@ def test_small_jobs_run_in_this_process_and_larger_ones_in_workers(popmis, refer
     assert calls == [2]
 
 
-def test_parallel_chains_run_in_threads_unless_the_caller_chose_a_backend(popmis, reference_run, monkeypatch):
-    # Without a backend of the caller's, chains run in threads of this process (no worker start-up, the data held
-    # once); one chosen with joblib.parallel_config (here loky's processes) is honoured. Same results either way.
-    import os
-    import threading
-
-    from skmlmi import _sampler
-
-    where = []
-    run_chain = _sampler.run_chain
-
-    def recording(*args, **kwargs):
-        where.append((os.getpid(), threading.get_ident()))
-        return run_chain(*args, **kwargs)
-
-    monkeypatch.setattr(imputer_module, "run_chain", recording)
-    monkeypatch.setattr(imputer_module, "IN_PROCESS_WORK", 0)
-    imp = MultilevelIterativeImputer(methods=PMM, n_imputations=4, max_iter=3, random_state=7, n_jobs=2)
-    sets = _quiet(imp.fit_transform_all, popmis, groups="school")
-    assert {pid for pid, _ in where} == {os.getpid()} and threading.get_ident() not in {t for _, t in where}
-    for ours, ref in zip(sets, reference_run, strict=True):
-        pd.testing.assert_frame_equal(ours, ref)
-    where.clear()
-    with joblib.parallel_config(backend="loky"):
-        sets = _quiet(imp.fit_transform_all, popmis, groups="school")
-    assert where == []  # recorded in the worker processes, not here
-    for ours, ref in zip(sets, reference_run, strict=True):
-        pd.testing.assert_frame_equal(ours, ref)
-
-
 def test_transform_is_deterministic_and_survives_pickling(popmis, tmp_path):
     imp = MultilevelIterativeImputer(methods=PMM, n_imputations=2, max_iter=2, random_state=3)
     _quiet(imp.fit, popmis, groups="school")
