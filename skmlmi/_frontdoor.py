@@ -162,7 +162,7 @@ def write_output(W, frame, source, layout: Layout, keep_groups: bool, estimator,
 
     An array comes back as an array, with its cluster labels and its categories' labels (not the
     working matrix's codes) in their columns: of floats when every column is numeric, else of
-    objects.
+    objects (or in the container ``set_output`` asks for, each column typed by its values).
 
     ``changed`` lists the columns that may differ from ``frame`` (default: those with missing
     values), ``written`` marks the cells imputed or recomputed (default: the missing ones). The
@@ -186,14 +186,9 @@ def write_output(W, frame, source, layout: Layout, keep_groups: bool, estimator,
         out[name] = decoded
     if grouping and not keep_groups:
         out = out.drop(columns=list(grouping))
-    if not layout.is_frame:  # back to an array: of floats if every column is numeric, else of objects
-        numeric = all(_is_number_column(out[name]) for name in out.columns)
-        out = out.to_numpy(dtype=float if numeric else object)
+    if not layout.is_frame:  # an array's columns typed by their values, named as the estimator names them
+        out = out.infer_objects().set_axis(list(estimator.get_feature_names_out()), axis=1)
     return to_output(out, source, estimator)
-
-
-def _is_number_column(column: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(column.dtype) and not isinstance(column.dtype, pd.CategoricalDtype)
 
 
 def check_where(where, data: WorkingData) -> np.ndarray:

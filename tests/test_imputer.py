@@ -129,6 +129,10 @@ def test_an_array_keeps_its_cluster_labels_and_its_categories_labels():
     assert set(out[:, 2]) == {"p", "q"} and list(out[[0, 1, 3], 2]) == ["p", "q", "p"]
     dropped = MultilevelIterativeImputer(n_imputations=1, max_iter=1, random_state=0, keep_groups=False)
     assert _quiet(dropped.fit_transform, A, groups=0).shape == (8, 1)
+    # asked for a DataFrame, each column typed by its values (an object array's numbers are numbers)
+    framed = _quiet(imp.set_output(transform="pandas").fit_transform, labelled, groups=0)
+    assert list(framed.columns) == ["x0", "x1", "x2"] and framed["x1"].dtype == float
+    assert list(framed["x0"]) == list(labelled[:, 0]) and set(framed["x2"]) == {"p", "q"}
 
 
 def test_whole_numbers_beyond_2_to_the_53_are_refused_where_they_would_be_imputed():
