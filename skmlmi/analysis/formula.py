@@ -436,7 +436,13 @@ class _Reader:
         return " ".join(out) or "1"
 
     def check_power(self, before: list, power: int) -> None:
-        """A power of a group whose expansion would take formulaic too long (or a power of a power) is an error."""
+        """A power of a group whose expansion would take formulaic too long, or a power of a power, is an error.
+
+        The group's terms are counted by formulaic's own expansion of the group without the power (cheap:
+        the group holds no power), so crossings (``a*b``: 3 terms) and interactions of sums (``(a+b):(c+d)``:
+        4 terms) count as they expand."""
+        if before and before[-1][0] == "number":  # (...)^j^k: formulaic keeps one of the powers, R reads ^(j^k)
+            self.error("a power of a power, (...)^j^k, is not expanded: write the terms wanted")
         if not before or before[-1] != ("op", ")"):
             return  # a power of one factor: itself
         depth, start = 0, 0
@@ -447,11 +453,10 @@ class _Reader:
         group = before[start + 1 : -1]
         if any(token in (("op", "^"), ("op", "**")) for token in group):
             self.error("a power of a power, ((...)^j)^k, is not expanded: write the terms wanted")
-        factors = len({text for kind, text in group if kind == "factor"})
-        operators = {text for kind, text in group if kind == "op"}
-        # terms of the group: one per + (a sum of factors and interactions), or every product of its factors
-        crossed = bool(operators - {"+", "-", ":", "(", ")"})
-        terms = 2**factors - 1 if crossed else sum(token == ("op", "+") for token in group) + 1
+        try:
+            terms = sum(1 for term in Formula(self.wilkinson(group)) if str(term) != "1")
+        except Exception:  # not a formula on its own: formulaic's parse of the whole says what is wrong
+            return
         if terms**power > MAX_POWER_PRODUCTS:
             self.error(
                 f"(...)^{power} of {terms} terms is expanded through {terms}^{power} products, more than "

@@ -44,11 +44,14 @@ def test_powers_that_would_take_formulaic_minutes_to_expand_are_refused_at_once(
         ("y ~ (a+b+c+d+e+f+g+h+i+j)^10", r"10\^10 products"),
         ("y ~ (a*b*c*d*e*f)^4", r"of 63 terms"),  # a crossing's terms are every product of its factors
         ("y ~ ((a + b)^2)^3", "a power of a power"),
+        ("y ~ (a + b)^2**3", "a power of a power"),  # formulaic kept one of the two, R reads ^(2^3)
+        ("y ~ ((a+b+c+d+e+f+g+h+i+j):(k+l+m+n+o+p+q+r+s+t))^3", r"of 100 terms"),  # an interaction of sums
     ]:
         with pytest.raises(ValueError, match=match):
             parse_formula(formula)
     assert time.perf_counter() - start < 1.0
     assert parse_formula("y ~ (a + b + c + d)^3").fixed[-1] == ("b", "c", "d")  # 64 products: expanded
+    assert len(parse_formula("y ~ ((a+b+c+d+e)*(f+g+h+i+j))^2").fixed) == 255  # 35 terms: 1,225 products
 
 
 def test_crossing_and_powers_expand_like_r():
