@@ -104,15 +104,18 @@ def parse_derived(derived: dict | None, columns: list, groups_column, codecs=Non
             raise ValueError(f"derived[{name!r}] depends on itself.")
         categories = _input_categories(codecs, depends or set(range(len(columns))), name, spec)
         out.append(DerivedColumn(j, str(name), compute, frozenset(depends), categories))
-    _check_no_cycle(out, columns)
-    return out
+    order = _computation_order(out, columns)
+    return sorted(out, key=lambda d: order[d.column])
 
 
-def _check_no_cycle(derived: list[DerivedColumn], columns: list) -> None:
-    """Derived columns that depend on each other in a circle (z from w, w from z) have no values to start
-    from: an error naming the circle. Only stated inputs count (a callable's unstated ones are unknown)."""
+def _computation_order(derived: list[DerivedColumn], columns: list) -> dict[int, int]:
+    """Each derived column's place in the order of computation: after the derived columns it is computed from
+    (z = x + w after w = 2 x, whatever order ``derived`` lists them in). Columns that depend on each other in a
+    circle (z from w, w from z) have no values to start from: an error naming the circle. Only stated inputs
+    count (a callable's unstated ones are unknown); otherwise the order given is kept."""
     inputs = {d.column: set(d.depends_on) for d in derived}
-    state: dict[int, int] = {}  # 1: on the current path, 2: finished
+    state: dict[int, int] = {}  # 1: on the current path, 2: placed
+    order: dict[int, int] = {}
 
     def visit(column: int, path: list[int]) -> None:
         state[column] = 1
@@ -127,10 +130,12 @@ def _check_no_cycle(derived: list[DerivedColumn], columns: list) -> None:
             if other not in state:
                 visit(other, path + [other])
         state[column] = 2
+        order[column] = len(order)
 
-    for column in inputs:
-        if column not in state:
-            visit(column, [column])
+    for d in derived:
+        if d.column not in state:
+            visit(d.column, [d.column])
+    return order
 
 
 def _input_categories(codecs, inputs, name, spec) -> dict:

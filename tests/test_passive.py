@@ -148,3 +148,11 @@ def test_derived_columns_read_categorical_inputs_as_their_categories_not_their_c
     np.testing.assert_array_equal(out["male"], (out["sex"] == "m").astype(float))
     with pytest.raises(ValueError, match=r"reads 'sex'.*Use a callable"):
         imp.set_params(derived={"male": "sex == 1"}).fit(data.drop(columns=["in_two", "x_dept"]))
+
+
+def test_derived_columns_are_computed_after_the_derived_columns_they_use():
+    # listed before its input, bmi was computed from a still-missing weight (non-finite values)
+    derived = parse_derived({"bmi": "weight + height", "weight": "height * 2"}, COLUMNS, "school")
+    assert [d.name for d in derived] == ["weight", "bmi"]
+    independent = parse_derived({"bmi": "height * 2", "weight": "height + 1"}, COLUMNS, "school")
+    assert [d.name for d in independent] == ["bmi", "weight"]  # the order given, where nothing forces another
