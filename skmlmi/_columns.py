@@ -163,7 +163,8 @@ def _check_exact_integers(series: pd.Series, name) -> None:
         raise ValueError(
             f"Column {name!r} holds whole numbers beyond 2**53 in magnitude, which the imputation's floating-point "
             "numbers cannot all hold exactly (neighbouring values would merge); subtract an offset (such as its "
-            "smallest value) first, or make it categorical (.astype(str)) if its values are codes."
+            "smallest value) first, or make it categorical (.astype(str)) if its values are codes. This holds for "
+            "every incomplete column of the data, imputed or not (drop one that is not needed)."
         )
 
 

@@ -770,7 +770,10 @@ def _impute_to_file(imputer, modelled, groups, data, identifiers, fmt, compressi
     """Fit and write the long output one completed dataset at a time; returns the rows written."""
     from ._longfile import LongFileWriter
 
-    writer = LongFileWriter(args.out, file_format=fmt.name, compression=compression)
+    try:
+        writer = LongFileWriter(args.out, file_format=fmt.name, compression=compression)
+    except (OSError, ValueError) as exc:  # the folder or the file, found before the chains
+        raise CLIError(f"--out {args.out}: cannot be written ({type(exc).__name__}: {_one_line(exc)})") from None
 
     def restore(frame: pd.DataFrame) -> pd.DataFrame:  # identifier columns back in their places
         return _restore_columns(frame, data, identifiers) if identifiers else frame
