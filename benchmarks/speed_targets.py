@@ -14,7 +14,7 @@ Rows:
   against R mice 2l.pan (same settings, best of 3 inside R, as bench_random_effects.py); ours
   likewise the best of 3 warm calls in one process. Needs Rscript with mice and pan, else the row
   says so.
-- n_jobs = 2 against n_jobs = 1 (m = 5, max_iter = 10, the default models): popmis, 100k rows in
+- n_jobs = 2 against n_jobs = 1 (m = 5, max_iter = 10, ``RandomEffectsNormal``): popmis, 100k rows in
   10,000 clusters and 1M rows in 10,000 clusters (5 incomplete variables, 30% missing each, as
   bench_random_effects.py's ``synthetic``).
 - 1M rows x 10,000 clusters x 5 variables, ``RandomEffectsNormal``, m = 5, max_iter = 10, n_jobs = 2:
