@@ -719,12 +719,21 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         """
         check_long_columns(getattr(X, "columns", ()))
         writer = LongFileWriter(path, chunk_rows)  # a bad name or folder, or no pyarrow, fails before the chains
+        original = _pandas_frame(X) if include_original else None
+        self._fit_write(X, writer, groups, where, ignore, original)
+        return self
+
+    def _fit_write(self, X, writer: LongFileWriter, groups, where, ignore, original=None, prepare=None) -> None:
+        """:meth:`fit_write` to an open writer; ``original``: the incomplete data to write first (``.imp``
+        0), as a DataFrame; ``prepare``: a function applied to every frame before it is written (the
+        command line puts back the identifier columns it left out of the models)."""
         try:
             data = self._fit(X, groups, where, ignore)
         except BaseException:
             writer.__exit__(None, None, None)  # nothing written: its temporary file goes
             raise
         results, plan = self._fitted.results, self._fitted.plan
+        prepare = prepare or (lambda frame: frame)
         # integer columns with a fraction in any chain: floats in every dataset, so that the file has one schema
         fractional = {
             self._layout.columns[col]
@@ -733,14 +742,13 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         }
         with writer:
             for chain in range(self.n_imputations):
-                completed = _pandas_frame(self._completed(data, chain, results))
+                completed = prepare(_pandas_frame(self._completed(data, chain, results)))
                 fractional &= set(completed.columns)
-                if include_original and chain == 0:  # the incomplete data in the output's columns
-                    original = _pandas_frame(X)
+                if original is not None and chain == 0:  # the incomplete data in the output's columns
+                    original = prepare(original)
                     original = original[list(completed.columns)] if original.shape[1] > completed.shape[1] else original
                     writer.write(0, promote_integers(original, fractional))
                 writer.write(chain + 1, promote_integers(completed, fractional))
-        return self
 
     def transform(self, X: Any, groups: Any = None) -> Any:
         """One completed dataset of X, imputed with chain ``transform_chain``'s final draws.
