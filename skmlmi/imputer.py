@@ -258,6 +258,27 @@ def _plan_table(plan, clustered: bool) -> pd.DataFrame:
 #: chains (25 million) took 3.3 s in one process and 1.9 s on 2 warm workers.
 IN_PROCESS_WORK = 2_000_000
 
+#: The same threshold while joblib has no worker processes running yet: starting them (about 1.5 s on 2
+#: cores, each importing numpy, pandas and scikit-learn) pays only on larger jobs. Measured on a 2-core
+#: machine, each run a new process, 5 incomplete variables, m = 5, 10 iterations, n_jobs = 2 against 1:
+#: 100,000 rows (25 million row-visits) 3.6-4.1 s against 2.9-3.2 s; 200,000 rows 6.0-6.3 s against
+#: 4.5-4.8 s; 300,000 rows 6.7-7.2 s against 6.3-6.4 s; 1,000,000 rows (250 million) 17.6 s against 22.5 s.
+COLD_START_WORK = 120_000_000
+
+
+def _workers_running() -> bool:
+    """Whether joblib's reusable loky executor holds live worker processes (started by an earlier call).
+
+    It reads loky's private state: anything unexpected there counts as no workers, which only runs a
+    mid-sized job in this process (the results are the same either way)."""
+    try:
+        from joblib.externals.loky import reusable_executor
+
+        executor = reusable_executor._executor
+        return executor is not None and bool(executor._processes)
+    except Exception:  # a change of loky's internals must not break a fit
+        return False
+
 
 class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     """Multiple imputation of multilevel data by chained equations.
@@ -319,9 +340,11 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         Seed of the chains: chain c uses ``SeedSequence(random_state).spawn(m)[c]``.
     n_jobs : int, default=None
         Chains run in parallel through joblib; results do not depend on it. A job too small to
-        pay for starting worker processes (rows x visits over all chains under
-        :data:`~skmlmi.imputer.IN_PROCESS_WORK`, as popmis with m = 5) runs in this process
-        with joblib's default backend.
+        pay for worker processes (rows x visits over all chains under
+        :data:`~skmlmi.imputer.IN_PROCESS_WORK`, as popmis with m = 5; under
+        :data:`~skmlmi.imputer.COLD_START_WORK`, about 480,000 rows of 5 incomplete variables with
+        m = 5 and 10 iterations, while no worker has been started yet) runs in this process with
+        joblib's default backend.
     verbose : int, default=0
         1 prints, on standard error, the model of each column before the chains run (the table
         of :meth:`plan_summary`), then their progress: a bar over the chain-iterations (chains x
@@ -961,8 +984,9 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     def _run_chains(self, chains: list[tuple]) -> list:
         """Run the chains (argument tuples of :func:`~skmlmi._sampler.run_chain`): through joblib, or
         directly in this process when joblib would run them one after the other here anyway, or when
-        the work is too small to pay for worker processes (:data:`IN_PROCESS_WORK`). Results are the
-        same either way: each chain has its own random stream and one BLAS thread."""
+        the work is too small to pay for worker processes (:data:`IN_PROCESS_WORK`, or
+        :data:`COLD_START_WORK` while none is running yet). Results are the same either way: each chain
+        has its own random stream and one BLAS thread."""
         chains = [args + (self.verbose,) for args in chains]
         backend = get_active_backend()[0]
         loky = type(backend).__name__ == "LokyBackend"
@@ -971,7 +995,8 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
             work += W.shape[0] * len(plan.targets) * n_iter
         progress = Progress(sum(args[3] for args in chains), enabled=self.verbose >= 1)
         try:
-            if loky and (effective_n_jobs(self.n_jobs) == 1 or work < IN_PROCESS_WORK):
+            threshold = IN_PROCESS_WORK if not loky or _workers_running() else COLD_START_WORK
+            if loky and (effective_n_jobs(self.n_jobs) == 1 or work < threshold):
                 return [run_chain(*args, progress=progress.update) for args in chains]
             # results in order, each as soon as it and those before it are done (a backend that cannot
             # hand them over one by one, as multiprocessing, gives them all at the end)

@@ -271,6 +271,7 @@ def test_results_identical_for_any_n_jobs_and_backend(popmis, reference_run, n_j
     # popmis is small enough to run in this process whatever n_jobs says: the threshold set to 0 sends the
     # chains to the workers, whose results must be the same
     monkeypatch.setattr(imputer_module, "IN_PROCESS_WORK", 0)
+    monkeypatch.setattr(imputer_module, "COLD_START_WORK", 0)
     imp = MultilevelIterativeImputer(methods=PMM, n_imputations=4, max_iter=3, random_state=7, n_jobs=n_jobs)
     with joblib.parallel_config(backend=backend):
         sets = _quiet(imp.fit_transform_all, popmis, groups="school")
@@ -295,9 +296,26 @@ def test_small_jobs_run_in_this_process_and_larger_ones_in_workers(popmis, refer
     for ours, ref in zip(sets, reference_run, strict=True):
         pd.testing.assert_frame_equal(ours, ref)
     work = len(popmis) * 1 * 3 * 4  # rows x targets x iterations x chains
-    monkeypatch.setattr(imputer_module, "IN_PROCESS_WORK", work)  # not below it: workers
+    monkeypatch.setattr(imputer_module, "IN_PROCESS_WORK", work)  # not below it: workers, once they run
+    monkeypatch.setattr(imputer_module, "_workers_running", lambda: True)
     _quiet(imp.fit_transform_all, popmis, groups="school")
     assert calls == [2]
+    # while no worker runs yet, starting them pays only from COLD_START_WORK: this job stays here
+    monkeypatch.setattr(imputer_module, "_workers_running", lambda: False)
+    monkeypatch.setattr(imputer_module, "COLD_START_WORK", work + 1)
+    sets = _quiet(imp.fit_transform_all, popmis, groups="school")
+    assert calls == [2]
+    for ours, ref in zip(sets, reference_run, strict=True):
+        pd.testing.assert_frame_equal(ours, ref)
+    monkeypatch.setattr(imputer_module, "COLD_START_WORK", work)
+    _quiet(imp.fit_transform_all, popmis, groups="school")
+    assert calls == [2, 2]
+
+
+def test_live_workers_are_seen_after_a_parallel_call():
+    # the cold-start rule reads loky's executor: after a parallel call its workers are there to be seen
+    joblib.Parallel(n_jobs=2, backend="loky")(joblib.delayed(abs)(-k) for k in range(4))
+    assert imputer_module._workers_running()
 
 
 def test_transform_is_deterministic_and_survives_pickling(popmis, tmp_path):
@@ -792,7 +810,7 @@ def test_malformed_predictor_matrices_name_the_entry(six_clusters, matrix, error
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="parallel chains need two cores")
-def test_two_jobs_are_not_slower_than_one_on_a_mid_sized_job():
+def test_two_jobs_are_not_slower_than_one_on_a_mid_sized_job(monkeypatch):
     # Parallel chains must pay off once the workers are up: the median of interleaved fits with n_jobs=2 is at
     # most 1.15 times that with n_jobs=1, on 100,000 rows x 5 incomplete variables, m = 4, 6 iterations (24
     # million row-visits, above the in-process threshold). Ratios, not times. The test suite runs on both cores
@@ -805,6 +823,7 @@ def test_two_jobs_are_not_slower_than_one_on_a_mid_sized_job():
     values[rng.random(values.shape) < 0.3] = np.nan
     data = pd.DataFrame(values, columns=[f"x{k}" for k in range(5)]).assign(cluster=cluster)
     assert n * 5 * 6 * 4 >= imputer_module.IN_PROCESS_WORK
+    monkeypatch.setattr(imputer_module, "COLD_START_WORK", 0)  # the first call starts the workers, as it did
 
     def seconds(n_jobs):
         imp = MultilevelIterativeImputer(n_imputations=4, max_iter=6, random_state=0, n_jobs=n_jobs)
