@@ -258,12 +258,14 @@ def _plan_table(plan, clustered: bool) -> pd.DataFrame:
 #: chains (25 million) took 3.3 s in one process and 1.9 s on 2 warm workers.
 IN_PROCESS_WORK = 2_000_000
 
-#: The same threshold while joblib has no worker processes running yet: starting them (about 1.5 s on 2
-#: cores, each importing numpy, pandas and scikit-learn) pays only on larger jobs. Measured on a 2-core
-#: machine, each run a new process, 5 incomplete variables, m = 5, 10 iterations, n_jobs = 2 against 1:
-#: 100,000 rows (25 million row-visits) 3.6-4.1 s against 2.9-3.2 s; 200,000 rows 6.0-6.3 s against
-#: 4.5-4.8 s; 300,000 rows 6.7-7.2 s against 6.3-6.4 s; 1,000,000 rows (250 million) 17.6 s against 22.5 s.
-COLD_START_WORK = 120_000_000
+#: The threshold while joblib has no worker processes running yet, in row-visits times design columns
+#: (a visit's cost grows with its target's predictors): starting workers (about 1.5 s on 2 cores, each
+#: importing numpy, pandas and scikit-learn) pays only on larger jobs. Measured on a 2-core machine, each
+#: run a new process, 5 incomplete variables (5 design columns per target), m = 5, 10 iterations,
+#: n_jobs = 2 against 1: 100,000 rows (125 million) 3.6-4.1 s against 2.9-3.2 s; 200,000 rows 6.0-6.3 s
+#: against 4.5-4.8 s; 300,000 rows 6.7-7.2 s against 6.3-6.4 s; 1,000,000 rows (1.25 billion) 17.6 s
+#: against 22.5 s; 100,000 rows of 20 variables (2 billion) 21 s in workers against 33 s in one.
+COLD_START_WORK = 600_000_000
 
 
 def _workers_running() -> bool:
@@ -341,10 +343,10 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
     n_jobs : int, default=None
         Chains run in parallel through joblib; results do not depend on it. A job too small to
         pay for worker processes (rows x visits over all chains under
-        :data:`~skmlmi.imputer.IN_PROCESS_WORK`, as popmis with m = 5; under
-        :data:`~skmlmi.imputer.COLD_START_WORK`, about 480,000 rows of 5 incomplete variables with
-        m = 5 and 10 iterations, while no worker has been started yet) runs in this process with
-        joblib's default backend.
+        :data:`~skmlmi.imputer.IN_PROCESS_WORK`, as popmis with m = 5; while no worker has been
+        started yet, under :data:`~skmlmi.imputer.COLD_START_WORK`, about 480,000 rows of 5
+        incomplete variables with m = 5 and 10 iterations) runs in this process with joblib's
+        default backend.
     verbose : int, default=0
         1 prints, on standard error, the model of each column before the chains run (the table
         of :meth:`plan_summary`), then their progress: a bar over the chain-iterations (chains x
@@ -990,13 +992,14 @@ class MultilevelIterativeImputer(TransformerMixin, BaseEstimator):
         chains = [args + (self.verbose,) for args in chains]
         backend = get_active_backend()[0]
         loky = type(backend).__name__ == "LokyBackend"
-        work = 0  # rows x visits over the chains
+        work = weighted = 0  # rows x visits over the chains; and times each visit's design columns
         for plan, W, _, n_iter, *_ in chains:
             work += W.shape[0] * len(plan.targets) * n_iter
+            weighted += W.shape[0] * n_iter * sum(len(t.predictors) + 1 for t in plan.targets)
         progress = Progress(sum(args[3] for args in chains), enabled=self.verbose >= 1)
         try:
-            threshold = IN_PROCESS_WORK if not loky or _workers_running() else COLD_START_WORK
-            if loky and (effective_n_jobs(self.n_jobs) == 1 or work < threshold):
+            cold = loky and not _workers_running() and weighted < COLD_START_WORK
+            if loky and (effective_n_jobs(self.n_jobs) == 1 or work < IN_PROCESS_WORK or cold):
                 return [run_chain(*args, progress=progress.update) for args in chains]
             # results in order, each as soon as it and those before it are done (a backend that cannot
             # hand them over one by one, as multiprocessing, gives them all at the end)

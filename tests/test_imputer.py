@@ -300,14 +300,15 @@ def test_small_jobs_run_in_this_process_and_larger_ones_in_workers(popmis, refer
     monkeypatch.setattr(imputer_module, "_workers_running", lambda: True)
     _quiet(imp.fit_transform_all, popmis, groups="school")
     assert calls == [2]
-    # while no worker runs yet, starting them pays only from COLD_START_WORK: this job stays here
+    # while no worker runs yet, starting them pays only from COLD_START_WORK (row-visits x design columns)
     monkeypatch.setattr(imputer_module, "_workers_running", lambda: False)
-    monkeypatch.setattr(imputer_module, "COLD_START_WORK", work + 1)
+    weighted = len(popmis) * 3 * 4 * (len(imp._fitted.plan.targets[0].predictors) + 1)
+    monkeypatch.setattr(imputer_module, "COLD_START_WORK", weighted + 1)
     sets = _quiet(imp.fit_transform_all, popmis, groups="school")
     assert calls == [2]
     for ours, ref in zip(sets, reference_run, strict=True):
         pd.testing.assert_frame_equal(ours, ref)
-    monkeypatch.setattr(imputer_module, "COLD_START_WORK", work)
+    monkeypatch.setattr(imputer_module, "COLD_START_WORK", weighted)
     _quiet(imp.fit_transform_all, popmis, groups="school")
     assert calls == [2, 2]
 
