@@ -79,14 +79,8 @@ def copy_bandwidth(gib: float = 1.0, repeats: int = 3) -> float:
     source = np.ones(int(gib * 2**30) // 8)
     target = np.empty_like(source)
     np.copyto(target, source)  # touch the pages first: the copies time memory, not page faults
-    best = min(_timed(lambda: np.copyto(target, source)) for _ in range(repeats))
+    best = best_of(lambda: np.copyto(target, source), repeats)
     return source.nbytes / best
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def floor_seconds(n_rows: int, p: int, m: int, max_iter: int, n_jobs: int, bandwidth: float) -> float:

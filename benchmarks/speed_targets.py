@@ -37,7 +37,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _common import machine, run_r
+from _common import best_of, machine, run_r
 from bench_random_effects import R_TEMPLATE, copy_bandwidth, floor_seconds, synthetic
 
 from skmlmi import MultilevelIterativeImputer
@@ -73,19 +73,13 @@ def _child(problem: str, n_jobs: int, write: str | None) -> None:
         warnings.simplefilter("ignore")
         if problem == "popmis":  # warm, the best of 3 after one untimed call, as R's figure (min of 3 in one R)
             imp.fit(data, groups=groups)
-            seconds = min(_timed(lambda: imp.fit(data, groups=groups)) for _ in range(3))
+            seconds = best_of(lambda: imp.fit(data, groups=groups), 3)
         elif write is None:
-            seconds = _timed(lambda: imp.fit(data, groups=groups))
+            seconds = best_of(lambda: imp.fit(data, groups=groups), 1)
         else:
-            seconds = _timed(lambda: imp.fit_write(data, write, groups=groups))
+            seconds = best_of(lambda: imp.fit_write(data, write, groups=groups), 1)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"{seconds:.4f} {own:.3f} {workers_peak_gib():.3f}")
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def run(problem: str, n_jobs: int, write: str | None = None) -> tuple[float, float]:
